@@ -1,0 +1,61 @@
+# The README's commands. `make run` and `make test` install what is missing first, so a fresh
+# Debian 12 host (root, apt and PyPI reachable) needs nothing else.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := ffmpeg nginx libnginx-mod-rtmp shellcheck prometheus fonts-dejavu-core
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest bench deps system-deps demo clean help
+
+help:
+	@echo "make run    - install what is missing, then stream the playlist (preview when no credentials)"
+	@echo "make test   - install what is missing, then lint, type-check and run the whole test suite"
+	@echo "make bench  - run the benchmarks in bench/ and print their tables"
+
+# apt only when something is missing, so repeated runs stay fast and work offline.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if ! $(PYTHON) -m venv --help >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: apt packages missing ($$missing); run as root or install them" >&2; exit 2; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[tgstream,dev]'
+	touch $@
+
+deps: system-deps $(STAMP)
+
+demo: deps
+	$(BIN)/tgstream demo --dir .demo
+
+# Uses ./playlist.txt when the operator has one; otherwise a generated demo playlist.
+run: deps
+	@if [ -f .env ] || [ -f "$${PLAYLIST_FILE:-playlist.txt}" ]; then exec $(BIN)/tgstream run; \
+	else $(BIN)/tgstream demo --dir .demo && PLAYLIST_FILE=.demo/playlist.txt exec $(BIN)/tgstream run; fi
+
+lint: deps
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+
+typecheck: deps
+	$(BIN)/mypy
+
+pytest: deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# pytest's exit code 5 (nothing collected) is non-zero, so make fails on it as on any failure.
+test: lint typecheck pytest
+
+bench: deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

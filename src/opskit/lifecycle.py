@@ -1,0 +1,44 @@
+"""Signal-driven lifecycle: SIGTERM and SIGINT set a stop event; the service winds down itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+__all__ = ["run_until_stopped"]
+
+log = logging.getLogger(__name__)
+
+
+def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
+    """Run ``main(stop)`` on a fresh event loop; SIGTERM/SIGINT set ``stop``. Returns its exit code.
+
+    A second signal while stopping is logged and ignored: the service is already cleaning up its
+    children, and cutting that short is what leaves orphans behind.
+    """
+
+    async def runner() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            name = signal.Signals(signum).name
+            if stop.is_set():
+                log.warning("%s received again; still stopping", name)
+            else:
+                log.info("%s received; stopping", name)
+                stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            return await main(stop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+
+    return asyncio.run(runner())

@@ -1,0 +1,118 @@
+"""Logging set-up with one secret-masking filter.
+
+Only an entrypoint's ``main`` calls :func:`setup_logging`. Library code uses
+``logging.getLogger(__name__)`` and never configures handlers.
+
+Secrets are registered once (``SecretMasker.add``) and then replaced by ``***abcd`` (the last
+four characters) in every message, argument and traceback that reaches a handler, whichever
+logger emitted it.
+
+>>> masker = SecretMasker()
+>>> masker.add("1234567890abcdef")
+>>> masker.mask("token=1234567890abcdef")
+'token=***cdef'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from typing import Any, Final, Literal, TextIO
+
+__all__ = ["JsonFormatter", "SecretMasker", "mask_secret", "setup_logging", "MASKER"]
+
+_MIN_SECRET_LEN: Final = 6
+_TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def mask_secret(value: str) -> str:
+    """Return ``***`` plus the last four characters, or only ``***`` for short values."""
+    return "***" + value[-4:] if len(value) >= 12 else "***"
+
+
+class SecretMasker:
+    """Holds the secret values of this process and replaces them in text."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, *values: str | None) -> None:
+        """Register secrets. Empty and very short values are ignored: they would mask noise."""
+        with self._lock:
+            for value in values:
+                if value and len(value) >= _MIN_SECRET_LEN:
+                    self._secrets.add(value)
+
+    def mask(self, text: str) -> str:
+        # Longest first, so a secret that contains another is replaced whole.
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, mask_secret(secret))
+        return text
+
+
+MASKER: Final = SecretMasker()
+"""The process-wide masker: entrypoints register settings' secrets in it at start-up."""
+
+
+class _MaskingFilter(logging.Filter):
+    """Renders message, arguments and traceback once, masked, before any formatter sees them."""
+
+    def __init__(self, masker: SecretMasker) -> None:
+        super().__init__()
+        self._masker = masker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._masker.mask(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._masker.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._masker.mask(record.stack_info)
+        return True
+
+
+class _UtcFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
+
+
+class JsonFormatter(_UtcFormatter):
+    """One JSON object per line: ``ts``, ``level``, ``component``, ``message`` (+ ``exc``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": self.formatTime(record),
+            "level": record.levelname,
+            "component": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_text:
+            doc["exc"] = record.exc_text
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def setup_logging(
+    level: str = "INFO",
+    fmt: Literal["text", "json"] = "text",
+    stream: TextIO | None = None,
+    masker: SecretMasker = MASKER,
+) -> logging.Handler:
+    """Install one stderr handler on the root logger, with the masking filter. Idempotent."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_opskit", False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._opskit = True  # type: ignore[attr-defined]
+    handler.addFilter(_MaskingFilter(masker))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else _UtcFormatter(_TEXT_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler

@@ -1,0 +1,308 @@
+"""ffmpeg command lines: per-track sources (MPEG-TS or raw frames), the slate, the publisher.
+
+Every command is built here and nowhere else, so ``tgstream check``, the engine and the
+benchmarks run exactly the same ffmpeg invocations.
+
+Stream layout of every MPEG-TS source: video PID 0x100 then audio PID 0x101 (ffmpeg's
+defaults for ``-map`` order), so sources can be spliced by :mod:`tgstream.adapters.mpegts`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Final, Literal
+
+from opskit.procs import Children
+from tgstream.adapters.probe import header_args
+from tgstream.config import Quality
+from tgstream.domain.track import MediaInfo, Track
+from tgstream.ffargs import FfmpegArgs, FfmpegArgsError, parse_ffmpeg_args
+
+__all__ = [
+    "Recipe",
+    "source_argv",
+    "slate_argv",
+    "publisher_argv",
+    "can_remux",
+    "check_ffmpeg_args",
+    "SLATE_TEXT",
+]
+
+log = logging.getLogger(__name__)
+
+Recipe = Literal["ts", "raw"]
+SLATE_TEXT: Final = "Technical break"
+_FONT: Final = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+_BASE: Final = ("ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error")
+_KEYFRAME_SECONDS: Final = 2
+_TS_OUT: Final = ("-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "pipe:1")
+
+
+def _video_filter(q: Quality) -> str:
+    return (
+        f"scale={q.width}:{q.height}:force_original_aspect_ratio=decrease,"
+        f"pad={q.width}:{q.height}:-1:-1:color=black,setsar=1,fps={q.fps},format=yuv420p"
+    )
+
+
+_AUDIO_FILTER: Final = "aresample=async=1:first_pts=0"
+
+
+def _encode(q: Quality, ffargs: FfmpegArgs) -> list[str]:
+    """H.264/AAC with a keyframe every 2 s; FFMPEG_ARGS come last so they override defaults."""
+    args = [
+        "-c:a",
+        "aac",
+        "-b:a",
+        f"{q.audio_kbps}k",
+        "-ar",
+        str(q.sample_rate),
+        "-ac",
+        str(q.channels),
+    ]
+    if q.has_video:
+        gop = str(q.fps * _KEYFRAME_SECONDS)
+        args = [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-profile:v",
+            "high",
+            "-b:v",
+            f"{q.video_kbps}k",
+            "-maxrate",
+            f"{q.video_kbps}k",
+            "-bufsize",
+            f"{q.video_kbps * 2}k",
+            "-g",
+            gop,
+            "-keyint_min",
+            gop,
+            "-sc_threshold",
+            "0",
+            *args,
+        ]
+    return [*args, *ffargs.args]
+
+
+def can_remux(info: MediaInfo, q: Quality, ffargs: FfmpegArgs) -> bool:
+    """Copy without re-encoding only when the source already is what the output needs."""
+    if ffargs.custom or not q.has_video or not info.has_video or not info.has_audio:
+        return False
+    return (
+        info.vcodec == "h264"
+        and info.pix_fmt in ("yuv420p", "yuvj420p")
+        and (info.width, info.height) == (q.width, q.height)
+        and abs(info.fps - q.fps) < 0.01
+        and info.acodec == "aac"
+        and info.sample_rate in (44_100, 48_000)
+        and 1 <= info.channels <= 2
+        and info.max_keyframe_interval is not None
+        and info.max_keyframe_interval <= _KEYFRAME_SECONDS + 0.05
+    )
+
+
+def _inputs(track: Track, q: Quality, start: float) -> tuple[list[str], str | None, str | None]:
+    """Input options, plus the ``-map`` specifiers for video and audio (None when dropped)."""
+    seek = ["-ss", f"{start:.3f}"] if start > 0 and not track.info.live else []
+    http = (
+        ["-reconnect", "1", "-reconnect_streamed", "1", "-reconnect_delay_max", "4"]
+        if track.url.startswith(("http://", "https://")) and not track.info.live
+        else []
+    )
+    argv = [*seek, *http, *header_args(track.headers, track.url), "-i", track.url]
+    n = 1
+    audio_map: str | None = None
+    if track.audio_url:
+        argv += [*seek, *http, *header_args(track.headers, track.audio_url), "-i", track.audio_url]
+        audio_map, n = "1:a:0", 2
+    elif track.info.has_audio:
+        audio_map = "0:a:0"
+    if audio_map is None:
+        argv += ["-f", "lavfi", "-i", f"anullsrc=r={q.sample_rate}:cl=stereo"]
+        audio_map, n = f"{n}:a:0", n + 1
+    video_map: str | None = None
+    if q.has_video:
+        if track.info.has_video:
+            video_map = "0:v:0"
+        else:  # audio-only source on a video output: a black picture
+            argv += ["-f", "lavfi", "-i", f"color=c=black:s={q.width}x{q.height}:r={q.fps}"]
+            video_map = f"{n}:v:0"
+    return argv, video_map, audio_map
+
+
+def source_argv(
+    track: Track,
+    q: Quality,
+    ffargs: FfmpegArgs,
+    recipe: Recipe,
+    start: float = 0.0,
+    remux: bool = False,
+) -> list[str]:
+    """The ffmpeg that plays one track from ``start`` seconds.
+
+    ``ts``: MPEG-TS on stdout (copied when ``remux``, else H.264/AAC). ``raw``: I420 frames on
+    fd 3 and s16le PCM on fd 4, at the quality's size, rate and sample rate.
+    """
+    inputs, vmap, amap = _inputs(track, q, start)
+    argv = [*_BASE, *inputs]
+    assert amap is not None
+    generated = (not track.info.has_audio and not track.audio_url) or (
+        q.has_video and not track.info.has_video
+    )
+    if recipe == "raw":
+        if vmap:
+            argv += [
+                "-map",
+                vmap,
+                *ffargs.args,
+                "-vf",
+                _video_filter(q),
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:v",
+                "rawvideo",
+                "pipe:3",
+            ]
+        argv += [
+            "-map",
+            amap,
+            *ffargs.args,
+            "-af",
+            _AUDIO_FILTER,
+            "-f",
+            "s16le",
+            "-c:a",
+            "pcm_s16le",
+            "-ar",
+            str(q.sample_rate),
+            "-ac",
+            str(q.channels),
+            "pipe:4",
+        ]
+        return argv + (["-shortest"] if generated else [])
+    maps = (["-map", vmap] if vmap else []) + ["-map", amap]
+    if remux:
+        return [*argv, *maps, "-c", "copy", *_TS_OUT]
+    codec = (["-vf", _video_filter(q)] if vmap else []) + ["-af", _AUDIO_FILTER]
+    return [
+        *argv,
+        *maps,
+        *codec,
+        *_encode(q, ffargs),
+        *(["-shortest"] if generated else []),
+        *_TS_OUT,
+    ]
+
+
+def _slate_inputs(q: Quality, text: str) -> list[str]:
+    argv = ["-f", "lavfi", "-i", f"anullsrc=r={q.sample_rate}:cl=stereo"]
+    if q.has_video:
+        video = f"color=c=0x14213d:s={q.width}x{q.height}:r={q.fps}"
+        if _FONT.exists():
+            video += (
+                f",drawtext=fontfile={_FONT}:text='{text}':fontcolor=white"
+                f":fontsize={max(q.height // 12, 12)}:x=(w-tw)/2:y=(h-th)/2"
+            )
+        argv = ["-f", "lavfi", "-i", video, *argv]
+    return argv
+
+
+def slate_argv(q: Quality, ffargs: FfmpegArgs, recipe: Recipe, text: str = SLATE_TEXT) -> list[str]:
+    """An endless "technical break" picture with silence, in the same format as the sources."""
+    argv = [*_BASE, *_slate_inputs(q, text)]
+    vmap, amap = ("0:v", "1:a") if q.has_video else (None, "0:a")
+    if recipe == "raw":
+        if vmap:
+            argv += ["-map", vmap, "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:3"]
+        return [
+            *argv,
+            "-map",
+            amap,
+            "-f",
+            "s16le",
+            "-ar",
+            str(q.sample_rate),
+            "-ac",
+            str(q.channels),
+            "pipe:4",
+        ]
+    maps = (["-map", vmap] if vmap else []) + ["-map", amap]
+    return [*argv, *maps, *_encode(q, ffargs), *_TS_OUT]
+
+
+def publisher_argv(target: Literal["rtmp", "hls"], destination: str) -> list[str]:
+    """The one long-lived ffmpeg that copies the spliced MPEG-TS to RTMP (FLV) or HLS."""
+    argv = [
+        *_BASE[:-1],
+        "warning",
+        "-fflags",
+        "+genpts+nobuffer",
+        "-probesize",
+        "500000",
+        "-analyzeduration",
+        "1000000",
+        "-f",
+        "mpegts",
+        "-i",
+        "pipe:0",
+        "-map",
+        "0",
+        "-c",
+        "copy",
+    ]
+    if target == "rtmp":
+        return [*argv, "-f", "flv", "-flvflags", "no_duration_filesize", destination]
+    out = Path(destination)
+    return [
+        *argv,
+        "-f",
+        "hls",
+        "-hls_time",
+        "2",
+        "-hls_list_size",
+        "8",
+        "-hls_flags",
+        "delete_segments+omit_endlist+temp_file+independent_segments",
+        "-hls_segment_filename",
+        str(out.parent / "seg%06d.ts"),
+        str(out),
+    ]
+
+
+async def check_ffmpeg_args(raw: str, q: Quality, children: Children) -> FfmpegArgs:
+    """Parse ``FFMPEG_ARGS`` and dry-run them on a tiny generated input.
+
+    Never raises for a bad value: returns ``FfmpegArgs(rejected=...)`` so the caller falls back
+    to the preset and logs one WARNING.
+    """
+    if not raw.strip():
+        return FfmpegArgs()
+    try:
+        args = FfmpegArgs(parse_ffmpeg_args(raw))
+    except FfmpegArgsError as exc:
+        return FfmpegArgs(rejected=str(exc))
+    dry = [
+        *_BASE,
+        *_slate_inputs(q, "dry run"),
+        "-t",
+        "0.3",
+        *(["-map", "0:v", "-map", "1:a"] if q.has_video else ["-map", "0:a"]),
+        *_encode(q, args),
+        "-f",
+        "null",
+        "-",
+    ]
+    code, _, err = await children.run(dry, timeout=30)
+    if code != 0:
+        detail = err.decode(errors="replace").strip().splitlines()
+        return FfmpegArgs(
+            rejected=f"ffmpeg refused FFMPEG_ARGS in a dry run: "
+            f"{detail[-1] if detail else f'exit code {code}'}; "
+            "check the option names and values with `ffmpeg -h full`"
+        )
+    return args

@@ -1,0 +1,134 @@
+"""Splice MPEG-TS streams from successive ffmpeg processes into one continuous stream.
+
+Each track's ffmpeg starts its timestamps near zero. :class:`TsRebaser` shifts every PTS, DTS
+and PCR of one source by a fixed delta, so the source continues exactly where the previous one
+ended, and renumbers continuity counters per PID, so a downstream demuxer sees one unbroken
+stream: one RTMP connection, timestamps that only go up.
+
+All sources are produced by our own ffmpeg command lines with the same stream layout (video PID
+0x100, audio PID 0x101), so PAT/PMT are identical and pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = ["PACKET", "TS_CLOCK", "TsRebaser", "TsChunk"]
+
+PACKET: Final = 188
+SYNC: Final = 0x47
+TS_CLOCK: Final = 90_000
+_WRAP: Final = 1 << 33
+_NULL_PID: Final = 0x1FFF
+
+
+def _read_ts(b: bytearray, i: int) -> int:
+    return (
+        ((b[i] >> 1) & 0x07) << 30
+        | b[i + 1] << 22
+        | (b[i + 2] >> 1) << 15
+        | b[i + 3] << 7
+        | b[i + 4] >> 1
+    )
+
+
+def _write_ts(b: bytearray, i: int, value: int) -> None:
+    value %= _WRAP
+    b[i] = (b[i] & 0xF1) | ((value >> 29) & 0x0E)
+    b[i + 1] = (value >> 22) & 0xFF
+    b[i + 2] = ((value >> 14) & 0xFE) | 1
+    b[i + 3] = (value >> 7) & 0xFF
+    b[i + 4] = ((value << 1) & 0xFE) | 1
+
+
+@dataclass(slots=True)
+class TsChunk:
+    """Packets ready to write, and the latest rebased timestamp they carry (seconds)."""
+
+    data: bytes
+    pts: float | None
+
+
+@dataclass
+class TsRebaser:
+    """Rebases one source. ``offset`` (seconds) is where the source's first timestamp lands.
+
+    Continuity counters are shared across sources through ``counters``: pass the same dict to
+    every rebaser of one output.
+    """
+
+    offset: float
+    counters: dict[int, int] = field(default_factory=dict)
+    base: int | None = None
+    last: int | None = None
+    """Latest rebased timestamp seen, in 90 kHz ticks (unwrapped)."""
+    _pending: bytes = b""
+
+    @property
+    def end(self) -> float | None:
+        return None if self.last is None else self.last / TS_CLOCK
+
+    def _shift(self, raw: int) -> int:
+        if self.base is None:
+            self.base = raw
+        delta = (raw - self.base) % _WRAP
+        if delta > _WRAP // 2:  # slightly before the first timestamp (B-frames, audio lead)
+            delta -= _WRAP
+        return round(self.offset * TS_CLOCK) + delta
+
+    def feed(self, data: bytes) -> TsChunk:
+        """Rebase whole packets of ``data``; a trailing partial packet waits for the next call."""
+        buf = bytearray(self._pending + data)
+        whole = len(buf) - len(buf) % PACKET
+        self._pending = bytes(buf[whole:])
+        latest: int | None = None
+        for pos in range(0, whole, PACKET):
+            if buf[pos] != SYNC:
+                raise ValueError(f"lost MPEG-TS sync at byte {pos}")
+            pid = ((buf[pos + 1] & 0x1F) << 8) | buf[pos + 2]
+            if pid == _NULL_PID:
+                continue
+            afc = (buf[pos + 3] >> 4) & 0x3
+            if afc & 0x1:  # has payload: renumber the continuity counter
+                cc = (self.counters.get(pid, -1) + 1) & 0x0F
+                self.counters[pid] = cc
+                buf[pos + 3] = (buf[pos + 3] & 0xF0) | cc
+            payload = pos + 4
+            if afc & 0x2:
+                alen = buf[pos + 4]
+                if alen >= 7 and buf[pos + 5] & 0x10:  # PCR present
+                    self._rebase_pcr(buf, pos + 6)
+                payload = pos + 5 + alen
+            if afc & 0x1 and buf[pos + 1] & 0x40 and payload + 14 <= pos + PACKET:
+                stamp = self._rebase_pes(buf, payload)
+                if stamp is not None:
+                    latest = stamp if latest is None else max(latest, stamp)
+        if latest is not None:
+            self.last = latest if self.last is None else max(self.last, latest)
+        return TsChunk(bytes(buf[:whole]), None if latest is None else latest / TS_CLOCK)
+
+    def _rebase_pes(self, buf: bytearray, p: int) -> int | None:
+        if buf[p] != 0 or buf[p + 1] != 0 or buf[p + 2] != 1:
+            return None
+        stream_id = buf[p + 3]
+        if stream_id < 0xC0 and stream_id not in (0xBD, 0xFD):  # no PTS in system streams
+            return None
+        flags = buf[p + 7] >> 6
+        stamp = None
+        if flags & 0x2:
+            stamp = self._shift(_read_ts(buf, p + 9))
+            _write_ts(buf, p + 9, stamp)
+        if flags == 0x3:
+            dts = self._shift(_read_ts(buf, p + 14))
+            _write_ts(buf, p + 14, dts)
+        return stamp
+
+    def _rebase_pcr(self, buf: bytearray, i: int) -> None:
+        base = buf[i] << 25 | buf[i + 1] << 17 | buf[i + 2] << 9 | buf[i + 3] << 1 | buf[i + 4] >> 7
+        new = self._shift(base) % _WRAP
+        buf[i] = (new >> 25) & 0xFF
+        buf[i + 1] = (new >> 17) & 0xFF
+        buf[i + 2] = (new >> 9) & 0xFF
+        buf[i + 3] = (new >> 1) & 0xFF
+        buf[i + 4] = (buf[i + 4] & 0x7F) | ((new & 1) << 7)

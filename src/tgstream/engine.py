@@ -1,0 +1,449 @@
+"""The play loop: one output, one clock, tracks spliced back to back, never dead air.
+
+How a broadcast runs::
+
+    catalog ──pick──▶ resolver (yt-dlp, ffprobe) ──▶ feed spawned, blocked on its pipe
+                                                          │ (while the previous track plays)
+    clock ◀── pacer: emit each unit at its output time ◀──┘
+      │                 │ the current feed is late?  ──▶ slate units fill the gap
+      ▼                 │ no unit for STALL_TIMEOUT   ──▶ track failed ("stall"), next one
+    output (RTMP / HLS preview / Telegram) receives one continuous timeline
+
+- **Resolve ahead**: track N+1 is resolved and its ffmpeg started while N plays, so a track
+  change costs one read from a pipe.
+- **Clock**: output time ``t`` is due at ``t0 + t`` on the monotonic clock; units are written
+  up to ``LEAD`` seconds early, never later than due unless the machine is overloaded.
+- **Failures** are logged with their cause, counted, and skipped. When every item fails in a
+  row, the slate plays through a backoff of 2, 4 ... 60 s before the next round.
+- **Crash mid-track**: a source ffmpeg that dies (non-zero exit or signal) is restarted at the
+  position reached, up to ``MAX_RESUMES`` times per track.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from opskit.procs import Children, ToolMissingError
+from tgstream.adapters.feeds import Feed, RawFeed, TsFeed, Unit
+from tgstream.adapters.ffmpeg import can_remux, slate_argv, source_argv
+from tgstream.adapters.probe import Prober
+from tgstream.adapters.resolver import Expansion, Resolver
+from tgstream.catalog import Catalog
+from tgstream.config import Quality
+from tgstream.domain.playlist import Item
+from tgstream.domain.track import Track
+from tgstream.errors import ExitCode, FailureReason, SourceError, ToolError
+from tgstream.ffargs import FfmpegArgs
+from tgstream.ports import EngineEvents, Output
+
+__all__ = ["Engine", "EngineOptions", "NullEvents"]
+
+log = logging.getLogger(__name__)
+
+START_AT: Final = 1.0
+"""Output time of the first unit; leaves room for B-frames and audio lead before it."""
+MAX_RESUMES: Final = 3
+
+
+class NullEvents:
+    """Events sink that records nothing; the metrics issue provides the Prometheus one."""
+
+    def track_started(self, title: str, start_seconds: float, gap_seconds: float | None) -> None:
+        pass
+
+    def track_failed(self, reason: str) -> None:
+        pass
+
+    def ffmpeg_restarted(self) -> None:
+        pass
+
+    def output_reconnected(self) -> None:
+        pass
+
+    def state(self, state: str, detail: str = "") -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    quality: Quality
+    ffargs: FfmpegArgs = field(default_factory=FfmpegArgs)
+    stall_timeout: float = 10.0
+    lead: float = 0.5
+    """Seconds of output written ahead of real time (downstream buffer)."""
+    low_water: float = 0.15
+    """When less than this is buffered downstream and the feed has nothing, the slate plays."""
+    max_backoff: float = 60.0
+    reload_every: float = 1.0
+
+
+@dataclass(slots=True)
+class _Prepared:
+    item: Item
+    track: Track
+    feed: Feed
+    remux: bool
+    resolved_in: float
+    resumes: int = 0
+
+
+@dataclass(slots=True)
+class _Failed:
+    item: Item
+    error: SourceError
+
+
+@dataclass
+class _Stats:
+    tracks_started: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    slate_seconds: float = 0.0
+    first_unit_at: float | None = None
+    titles: list[str] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(
+        self,
+        catalog: Catalog,
+        resolver: Resolver,
+        prober: Prober,
+        output: Output,
+        children: Children,
+        options: EngineOptions,
+        events: EngineEvents | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.catalog = catalog
+        self.resolver = resolver
+        self.prober = prober
+        self.output = output
+        self.children = children
+        self.opt = options
+        self.events: EngineEvents = events or NullEvents()
+        self.clock = clock
+        self.stats = _Stats()
+        self.current: _Prepared | None = None
+        self.cursor = START_AT
+        """Output time just after the last unit written."""
+        self._t0 = 0.0
+        self._ts_counters: dict[int, int] = {}
+        self._slate: Feed | None = None
+        self._slate_spawn: asyncio.Task[Feed] | None = None
+        self._stop = asyncio.Event()
+        self._last_reload_check = 0.0
+        self._upcoming: asyncio.Task[_Prepared | _Failed | None] | None = None
+
+    # ---- public -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> ExitCode:
+        """Broadcast until ``stop`` is set (exit 0) or, with LOOP=0, the playlist has played."""
+        self._stop = stop
+        self.events.state("starting")
+        await self.output.open()
+        try:
+            self._t0 = self.clock() - START_AT
+            self._respawn_slate()
+            self._upcoming = self._prepare_soon()
+            while not stop.is_set():
+                assert self._upcoming is not None
+                prepared = await self._await_with_slate(self._upcoming)
+                if stop.is_set():
+                    break
+                if prepared is None:
+                    log.info("playlist played once (LOOP=0); stopping")
+                    return ExitCode.OK
+                self._upcoming = self._prepare_soon() if isinstance(prepared, _Failed) else None
+                if isinstance(prepared, _Failed):
+                    await self._on_failure(prepared)
+                else:
+                    await self._play(prepared)
+            return ExitCode.OK
+        finally:
+            if self._upcoming is not None:
+                await self._discard(self._upcoming)
+            await self._shutdown()
+
+    # ---- preparing the next track ------------------------------------------------------
+
+    def _prepare_soon(self) -> asyncio.Task[_Prepared | _Failed | None]:
+        return asyncio.create_task(self._prepare(), name="prepare-next")
+
+    async def _prepare(self) -> _Prepared | _Failed | None:
+        while True:
+            item = self.catalog.next()
+            if item is None:
+                return None
+            began = self.clock()
+            try:
+                resolved = await self.resolver.resolve(item)
+                if isinstance(resolved, Expansion):
+                    self.catalog.add_expansion(resolved.source, resolved.items)
+                    continue
+                return await self._spawn_track(item, resolved, began)
+            except SourceError as exc:
+                return _Failed(item, exc)
+            except ToolMissingError as exc:
+                raise ToolError(str(exc)) from None
+
+    async def _spawn_track(
+        self, item: Item, track: Track, began: float, start: float = 0.0, resumes: int = 0
+    ) -> _Prepared:
+        q = self.opt.quality
+        remux = False
+        if self.output.recipe == "ts" and can_remux(
+            replace(track.info, max_keyframe_interval=0.0), q, self.opt.ffargs
+        ):
+            # Codecs and geometry fit; measure the keyframe interval before trusting it.
+            gop = await self.prober.max_keyframe_interval(track.url, track.headers)
+            track = replace(track, info=replace(track.info, max_keyframe_interval=gop))
+            remux = can_remux(track.info, q, self.opt.ffargs)
+        argv = source_argv(track, q, self.opt.ffargs, self.output.recipe, start, remux)
+        label = f"track:{item.line}"
+        feed: Feed = (
+            TsFeed(label, argv, self._ts_counters, start)
+            if self.output.recipe == "ts"
+            else RawFeed(label, argv, q, start)
+        )
+        await feed.spawn(self.children)
+        return _Prepared(item, track, feed, remux, self.clock() - began, resumes)
+
+    async def _discard(self, task: asyncio.Task[_Prepared | _Failed | None]) -> None:
+        """Drop a prepared (or preparing) track; its item goes back into the rotation."""
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            result = await task
+            if isinstance(result, _Prepared):
+                await result.feed.close(self.children)
+            if result is not None:
+                current = self.current.item if self.current else None
+                self.catalog.rotation.rewind(result.item, current)
+
+    # ---- playing ---------------------------------------------------------------------
+
+    async def _play(self, p: _Prepared) -> None:
+        """Play one track to its end, preparing the one after it meanwhile."""
+        feed = p.feed
+        gap = self.clock() - self._t0 - self.cursor  # >0: output ran dry before this track
+        feed.activate(self.cursor)
+        self.current = p
+        self.stats.tracks_started += 1
+        self.stats.consecutive_failures = 0
+        self.stats.titles.append(p.track.display)
+        self.events.track_started(p.track.display, self.clock(), max(gap, 0.0) if gap else None)
+        self.events.state("streaming")
+        log.info(
+            "now playing: %s (%s, %s, resolved in %.2fs)",
+            p.track.display,
+            "live" if p.track.info.live else f"{p.track.info.duration or 0:.1f}s",
+            "remux" if p.remux else "transcode",
+            p.resolved_in,
+        )
+        self._upcoming = self._prepare_soon()
+        try:
+            while True:
+                outcome = await self._pump(feed)
+                if outcome == "stop":
+                    return
+                if outcome == "eof":
+                    rc = await feed.returncode()
+                    if rc == 0 or rc is None:
+                        break
+                    reason = f"ffmpeg exited with code {rc}: {feed.stderr_tail or 'no message'}"
+                else:
+                    reason = f"no output for {self.opt.stall_timeout:.0f}s (stall)"
+                resumed = await self._resume(p, reason, outcome)
+                if resumed is None:
+                    break
+                p, feed = resumed, resumed.feed
+                self.current = p
+        finally:
+            await feed.close(self.children)
+            self.current = None
+
+    async def _resume(self, p: _Prepared, reason: str, outcome: str) -> _Prepared | None:
+        """Restart a crashed source near where it stopped; ``None`` when it is given up."""
+        info = p.track.info
+        position = p.feed.position
+        near_end = info.duration is not None and position >= info.duration - 1.0
+        if outcome == "eof" and near_end:
+            return None
+        if outcome == "stall" or p.resumes >= MAX_RESUMES:
+            kind: FailureReason = "stall" if outcome == "stall" else "ffmpeg_exit"
+            self._count_failure(p.item, SourceError(kind, f"{p.track.display}: {reason}"))
+            return None
+        log.warning(
+            "%s: %s; resuming at %.1fs (restart %d of %d)",
+            p.track.display,
+            reason,
+            position,
+            p.resumes + 1,
+            MAX_RESUMES,
+        )
+        self.events.ffmpeg_restarted()
+        await p.feed.close(self.children)
+        start = 0.0 if info.live else position
+        try:
+            new = await self._spawn_track(p.item, p.track, self.clock(), start, p.resumes + 1)
+        except ToolMissingError as exc:
+            raise ToolError(str(exc)) from None
+        new.feed.activate(self.cursor)
+        return new
+
+    async def _pump(self, feed: Feed) -> str:
+        """Emit the feed's units until it ends ('eof'), stalls ('stall') or we stop ('stop')."""
+        last_unit_at = self.clock()
+        while not self._stop.is_set():
+            await self._maybe_reload()
+            pending = feed.pending()
+            starve_in = (self._t0 + self.cursor - self.opt.low_water) - self.clock()
+            if not pending.done():
+                await asyncio.wait({pending}, timeout=max(starve_in, 0.0))
+            if not pending.done():
+                filled = await self._fill_with_slate(pending, last_unit_at)
+                if not pending.done():
+                    return "stop" if self._stop.is_set() else "stall"
+                if filled:
+                    feed.shift(self.cursor - (feed.end or self.cursor))
+            unit = feed.take()
+            if unit is None:
+                return "eof"
+            last_unit_at = self.clock()
+            await self._emit(unit)
+        return "stop"
+
+    async def _emit(self, unit: Unit) -> None:
+        due = self._t0 + unit.pts - self.opt.lead
+        wait = due - self.clock()
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), wait)
+        if self.stats.first_unit_at is None:
+            self.stats.first_unit_at = self.clock()
+        await self.output.write(unit)
+        self.cursor = max(self.cursor, unit.pts + unit.duration)
+
+    # ---- the slate -------------------------------------------------------------------
+
+    def _respawn_slate(self) -> None:
+        q = self.opt.quality
+        argv = slate_argv(q, self.opt.ffargs, self.output.recipe)
+
+        async def spawn() -> Feed:
+            feed: Feed = (
+                TsFeed("slate", argv, self._ts_counters)
+                if self.output.recipe == "ts"
+                else RawFeed("slate", argv, q)
+            )
+            await feed.spawn(self.children)
+            return feed
+
+        self._slate_spawn = asyncio.create_task(spawn(), name="slate-spawn")
+
+    async def _fill_with_slate(self, waiting_for: asyncio.Future[Any], since: float) -> bool:
+        """Play the slate until ``waiting_for`` completes, the stall timeout passes, or stop.
+
+        Returns whether any slate unit was written.
+        """
+        if self._slate is None:
+            assert self._slate_spawn is not None
+            self._slate = await self._slate_spawn
+            self._slate.activate(self.cursor)
+        slate = self._slate
+        wrote = False
+        began = self.clock()
+        log.info("next media not ready; showing the slate")
+        self.events.state("slate")
+        try:
+            while not waiting_for.done() and not self._stop.is_set():
+                if self.clock() - since > self.opt.stall_timeout:
+                    break
+                fetch = slate.pending()
+                await asyncio.wait({fetch, waiting_for}, return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():
+                    continue
+                unit = slate.take()
+                if unit is None:
+                    break
+                await self._emit(unit)
+                wrote = True
+        finally:
+            self.stats.slate_seconds += self.clock() - began
+            # A used slate is replaced, so the next gap starts on a fresh keyframe.
+            await slate.close(self.children)
+            self._slate = None
+            self._respawn_slate()
+            if waiting_for.done():
+                self.events.state("streaming")
+        return wrote
+
+    async def _await_with_slate(
+        self, task: asyncio.Task[_Prepared | _Failed | None]
+    ) -> _Prepared | _Failed | None:
+        """Wait for the next track; play the slate while it is not ready in time."""
+        starve_in = (self._t0 + self.cursor - self.opt.low_water) - self.clock()
+        await asyncio.wait({task}, timeout=max(starve_in, 0.0))
+        while not task.done() and not self._stop.is_set():
+            await self._fill_with_slate(task, self.clock())
+        if self._stop.is_set() and not task.done():
+            return None
+        return task.result()
+
+    # ---- failures ---------------------------------------------------------------------
+
+    def _count_failure(self, item: Item, error: SourceError) -> None:
+        self.stats.failures += 1
+        self.stats.consecutive_failures += 1
+        self.events.track_failed(error.reason)
+        log.error(
+            "skipping %s (playlist line %d): %s [%s]", item.display, item.line, error, error.reason
+        )
+
+    async def _on_failure(self, failed: _Failed) -> None:
+        self._count_failure(failed.item, failed.error)
+        everything_failed = self.stats.consecutive_failures >= max(len(self.catalog.items), 1)
+        if not everything_failed:
+            return
+        rounds = self.stats.consecutive_failures // max(len(self.catalog.items), 1)
+        backoff = min(2.0**rounds, self.opt.max_backoff)
+        log.error(
+            "every playlist item failed in a row; showing the slate and retrying in "
+            "%.0fs; fix the entries above (tgstream check lists them)",
+            backoff,
+        )
+        self.events.state("all_failed", f"{self.stats.consecutive_failures} failures in a row")
+        sleeper = asyncio.create_task(asyncio.sleep(backoff))
+        try:
+            while not sleeper.done() and not self._stop.is_set():
+                await self._fill_with_slate(sleeper, self.clock())
+        finally:
+            sleeper.cancel()
+
+    async def _maybe_reload(self) -> None:
+        """An edited playlist takes effect at the next track: re-pick what comes next."""
+        now = self.clock()
+        if now - self._last_reload_check < self.opt.reload_every:
+            return
+        self._last_reload_check = now
+        if self.catalog.reload_if_changed() and self._upcoming is not None:
+            await self._discard(self._upcoming)
+            self._upcoming = self._prepare_soon()
+
+    async def _shutdown(self) -> None:
+        self.events.state("stopping")
+        if self._slate is not None:
+            await self._slate.close(self.children)
+        if self._slate_spawn is not None:
+            self._slate_spawn.cancel()
+            with contextlib.suppress(BaseException):
+                feed = await self._slate_spawn
+                await feed.close(self.children)
+        await self.output.close()
+        await self.children.close()

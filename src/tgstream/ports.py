@@ -1,0 +1,44 @@
+"""Ports of the engine: what an output must do. Adapters implement them; tests inject fakes."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from tgstream.adapters.feeds import Unit
+from tgstream.adapters.ffmpeg import Recipe
+
+__all__ = ["Output", "EngineEvents"]
+
+
+class Output(Protocol):
+    """Where the broadcast goes. One ``open``, many ``write``, one ``close``.
+
+    ``write`` must not block for long: a slow or disconnected destination drops units and
+    reconnects on its own, while the engine's clock keeps running.
+    """
+
+    recipe: Recipe
+    """``ts`` for outputs fed MPEG-TS, ``raw`` for outputs fed I420 + PCM frames."""
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def write(self, unit: Unit) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class EngineEvents(Protocol):
+    """What the engine reports; the metrics issue plugs Prometheus in here."""
+
+    def track_started(
+        self, title: str, start_seconds: float, gap_seconds: float | None
+    ) -> None: ...
+
+    def track_failed(self, reason: str) -> None: ...
+
+    def ffmpeg_restarted(self) -> None: ...
+
+    def output_reconnected(self) -> None: ...
+
+    def state(self, state: str, detail: str = "") -> None: ...
