@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 START_AT: Final = 1.0
 """Output time of the first unit; leaves room for B-frames and audio lead before it."""
+FIRST_READ_ALLOWANCE: Final = 0.5
+FIRST_TRACK_GRACE: Final = 3.0
+"""How long start-up waits for the first track before showing the slate instead."""
 MAX_RESUMES: Final = 3
 
 
@@ -149,7 +152,7 @@ class Engine:
         self.events.state("starting")
         await self.output.open()
         try:
-            self._t0 = self.clock() - START_AT
+            self._t0 = self.clock() - START_AT + FIRST_TRACK_GRACE
             self._respawn_slate()
             self._upcoming = self._prepare_soon()
             while not stop.is_set():
@@ -218,19 +221,25 @@ class Engine:
     async def _discard(self, task: asyncio.Task[_Prepared | _Failed | None]) -> None:
         """Drop a prepared (or preparing) track; its item goes back into the rotation."""
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             result = await task
-            if isinstance(result, _Prepared):
-                await result.feed.close(self.children)
-            if result is not None:
-                current = self.current.item if self.current else None
-                self.catalog.rotation.rewind(result.item, current)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # the track was being dropped anyway; keep the cause visible
+            log.warning("preparing the next track failed while dropping it: %s", exc)
+            return
+        if isinstance(result, _Prepared):
+            await result.feed.close(self.children)
+        if result is not None:
+            current = self.current.item if self.current else None
+            self.catalog.rotation.rewind(result.item, current)
 
     # ---- playing ---------------------------------------------------------------------
 
     async def _play(self, p: _Prepared) -> None:
         """Play one track to its end, preparing the one after it meanwhile."""
         feed = p.feed
+        self._anchor()
         gap = self.clock() - self._t0 - self.cursor  # >0: output ran dry before this track
         feed.activate(self.cursor)
         self.current = p
@@ -319,6 +328,12 @@ class Engine:
             await self._emit(unit)
         return "stop"
 
+    def _anchor(self) -> None:
+        """Before the first unit, start the clock now: the first frame goes out as soon as it
+        is read, and the first read gets a moment before it counts as starving."""
+        if self.stats.first_unit_at is None:
+            self._t0 = self.clock() - self.cursor + self.opt.low_water + FIRST_READ_ALLOWANCE
+
     async def _emit(self, unit: Unit) -> None:
         due = self._t0 + unit.pts - self.opt.lead
         wait = due - self.clock()
@@ -355,6 +370,7 @@ class Engine:
         if self._slate is None:
             assert self._slate_spawn is not None
             self._slate = await self._slate_spawn
+            self._anchor()
             self._slate.activate(self.cursor)
         slate = self._slate
         wrote = False

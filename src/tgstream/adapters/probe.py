@@ -124,7 +124,8 @@ class Prober:
             code, out, _ = await self._children.run(argv, timeout=20.0)
         except TimeoutError:
             return None
-        times = sorted(float(t) for t in out.decode().split() if t.strip() not in ("", "N/A"))
+        fields = (line.split(",", 1)[0].strip() for line in out.decode().splitlines())
+        times = sorted(float(t) for t in fields if t and t != "N/A")
         if code != 0 or len(times) < 2:
             return None
         return max(b - a for a, b in itertools.pairwise(times))
