@@ -1,0 +1,5 @@
+"""``python -m tgstream`` is the ``tgstream`` command."""
+
+from tgstream.cli import main
+
+main()
