@@ -41,6 +41,13 @@ class ToolMissingError(RuntimeError):
         self.program = program
 
 
+async def _drain(stream: asyncio.StreamReader) -> None:
+    """Read and discard until EOF, unless another task already reads this stream."""
+    with contextlib.suppress(RuntimeError, ConnectionError):
+        while await stream.read(1 << 16):
+            pass
+
+
 class Children:
     """Starts and tracks child processes; :meth:`close` ends those still alive."""
 
@@ -87,21 +94,33 @@ class Children:
         return proc.returncode, out, err
 
     async def stop(self, proc: asyncio.subprocess.Process, grace: float | None = None) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps the child."""
+        """SIGTERM (SIGKILL when ``grace == 0``), SIGKILL after ``grace`` seconds; always reaps.
+
+        ``Process.wait()`` returns only once the child's pipes are closed too, and a pipe whose
+        reader stopped reading (a full buffer nobody consumes) never closes. So while waiting we
+        drain every pipe that no other task is reading.
+        """
+        grace = self._grace if grace is None else grace
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 if grace == 0:
                     proc.kill()
                 else:
                     proc.terminate()
+        drains = [asyncio.create_task(_drain(s)) for s in (proc.stdout, proc.stderr) if s]
+        try:
             try:
-                await asyncio.wait_for(proc.wait(), self._grace if grace is None else grace)
+                await asyncio.wait_for(asyncio.shield(proc.wait()), grace or 0.5)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-        with contextlib.suppress(Exception):
-            await asyncio.shield(proc.wait())
-        self._live.discard(proc)
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 10)
+        except TimeoutError:
+            log.error("child %d did not exit after SIGKILL", proc.pid)
+        finally:
+            for task in drains:
+                task.cancel()
+            self._live.discard(proc)
 
     async def close(self) -> None:
         """End every child still alive; used on shutdown."""

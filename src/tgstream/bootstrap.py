@@ -65,7 +65,8 @@ def build_output(settings: Settings, children: Children, events: EngineEvents | 
     if kind == "rtmp":
         assert settings.RTMP_URL is not None
         return Publisher(children, "rtmp", settings.RTMP_URL.get_secret_value(), events)
-    from tgstream.adapters.tgcalls import build_telegram_output  # heavy imports: only when used
+    # pyrogram is heavy and sets an event loop at import: only the telegram output loads it.
+    from tgstream.adapters.tgcalls import build_telegram_output  # noqa: PLC0415
 
     return build_telegram_output(settings, events)
 

@@ -184,7 +184,7 @@ def _output_reachable(settings: Settings) -> _Row:
                 f"{parts.hostname}:{port} unreachable ({exc}); check RTMP_URL and the network",
             )
         return _Row("output rtmp", True, f"{parts.hostname}:{port} accepts connections")
-    from tgstream.adapters.tgcalls import check_telegram
+    from tgstream.adapters.tgcalls import check_telegram  # noqa: PLC0415 - heavy, see bootstrap
 
     ok, detail = asyncio.run(check_telegram(settings))
     return _Row("output telegram", ok, detail)

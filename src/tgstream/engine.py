@@ -163,9 +163,10 @@ class Engine:
                 if prepared is None:
                     log.info("playlist played once (LOOP=0); stopping")
                     return ExitCode.OK
-                self._upcoming = self._prepare_soon() if isinstance(prepared, _Failed) else None
+                self._upcoming = None
                 if isinstance(prepared, _Failed):
-                    await self._on_failure(prepared)
+                    await self._back_off()
+                    self._upcoming = self._prepare_soon()
                 else:
                     await self._play(prepared)
             return ExitCode.OK
@@ -180,6 +181,8 @@ class Engine:
         return asyncio.create_task(self._prepare(), name="prepare-next")
 
     async def _prepare(self) -> _Prepared | _Failed | None:
+        """Pick, resolve and spawn the next playable item. Failing items are skipped here,
+        ahead of time; ``_Failed`` comes back only when every item failed in a row."""
         while True:
             item = self.catalog.next()
             if item is None:
@@ -192,7 +195,9 @@ class Engine:
                     continue
                 return await self._spawn_track(item, resolved, began)
             except SourceError as exc:
-                return _Failed(item, exc)
+                self._count_failure(item, exc)
+                if self._everything_failed():
+                    return _Failed(item, exc)
             except ToolMissingError as exc:
                 raise ToolError(str(exc)) from None
 
@@ -211,7 +216,7 @@ class Engine:
         argv = source_argv(track, q, self.opt.ffargs, self.output.recipe, start, remux)
         label = f"track:{item.line}"
         feed: Feed = (
-            TsFeed(label, argv, self._ts_counters, start)
+            TsFeed(label, argv, self._ts_counters, 1 / q.fps, start)
             if self.output.recipe == "ts"
             else RawFeed(label, argv, q, start)
         )
@@ -353,7 +358,7 @@ class Engine:
 
         async def spawn() -> Feed:
             feed: Feed = (
-                TsFeed("slate", argv, self._ts_counters)
+                TsFeed("slate", argv, self._ts_counters, 1 / q.fps)
                 if self.output.recipe == "ts"
                 else RawFeed("slate", argv, q)
             )
@@ -422,11 +427,11 @@ class Engine:
             "skipping %s (playlist line %d): %s [%s]", item.display, item.line, error, error.reason
         )
 
-    async def _on_failure(self, failed: _Failed) -> None:
-        self._count_failure(failed.item, failed.error)
-        everything_failed = self.stats.consecutive_failures >= max(len(self.catalog.items), 1)
-        if not everything_failed:
-            return
+    def _everything_failed(self) -> bool:
+        return self.stats.consecutive_failures >= max(len(self.catalog.items), 1)
+
+    async def _back_off(self) -> None:
+        """Every item failed in a row: slate through 2, 4 ... 60 s before the next round."""
         rounds = self.stats.consecutive_failures // max(len(self.catalog.items), 1)
         backoff = min(2.0**rounds, self.opt.max_backoff)
         log.error(

@@ -19,7 +19,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
         make_clip(root / f"{color}.mp4", 3, color=color, freq=300 + 100 * n)
     make_clip(root / "blue-360p.mp4", 3, color="blue", size="640x360", freq=700)
     make_clip(root / "pattern.mp4", 3, freq=800)
-    make_clip(root / "long-green.mp4", 8, color="green", freq=500)
+    make_clip(root / "long-green.mp4", 8, color="green", freq=500, noise=True)
     return root
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import re
 import signal
@@ -29,7 +30,7 @@ def free_port() -> int:
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -122,15 +123,21 @@ class Frame:
     def color(self) -> str:
         """Classify the solid test colours; anything else is 'other' (slate, patterns)."""
         for name, (y, u, v) in COLORS_YUV.items():
-            if abs(self.y - y) < 20 and abs(self.u - u) < 20 and abs(self.v - v) < 20:
+            # The slate carries text, which moves its mean a little.
+            if abs(self.y - y) < 12 and abs(self.u - u) < 12 and abs(self.v - v) < 12:
                 return name
         return "other"
 
 
 # BT.601 limited-range means of ffmpeg's named colours, as showinfo reports them
 # ("green" is HTML green, #008000).
-COLORS_YUV = {"red": (81, 90, 240), "green": (81, 91, 81), "blue": (41, 240, 110),
-              "white": (235, 128, 128)}
+COLORS_YUV = {
+    "red": (81, 90, 240),
+    "green": (81, 91, 81),
+    "blue": (41, 240, 110),
+    "white": (235, 128, 128),
+    "slate": (44, 142, 120),
+}
 _SHOWINFO = re.compile(r"pts_time:\s*([-\d.]+).*?mean:\[(\d+) (\d+) (\d+)\]")
 
 
@@ -154,9 +161,24 @@ class RtmpReader:
         while time.monotonic() < deadline:
             self.connections += 1
             self.proc = subprocess.Popen(
-                ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "info", "-rw_timeout",
-                 "15000000", "-i", self.url, "-map", "0:v", "-vf", "showinfo", "-f", "null",
-                 "-"],
+                [
+                    "ffmpeg",
+                    "-nostdin",
+                    "-hide_banner",
+                    "-loglevel",
+                    "info",
+                    "-rw_timeout",
+                    "15000000",
+                    "-i",
+                    self.url,
+                    "-map",
+                    "0:v",
+                    "-vf",
+                    "showinfo",
+                    "-f",
+                    "null",
+                    "-",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
@@ -165,8 +187,9 @@ class RtmpReader:
                 match = _SHOWINFO.search(raw.decode(errors="replace"))
                 if match:
                     pts, y, u, v = match.groups()
-                    self.frames.append(Frame(time.monotonic(), float(pts), float(y),
-                                             float(u), float(v)))
+                    self.frames.append(
+                        Frame(time.monotonic(), float(pts), float(y), float(u), float(v))
+                    )
             self.proc.wait()
             self.proc.stderr.close()
             if self.frames:
@@ -196,11 +219,14 @@ class RtmpReader:
 
     def max_pts_gap(self) -> float:
         pts = [f.pts for f in self.frames]
-        return max((b - a for a, b in zip(pts, pts[1:], strict=False)), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(pts)), default=0.0)
+
+    def seconds_of(self, color: str) -> float:
+        return sum(1 for f in self.frames if f.color == color) / 30.0
 
     def monotonic(self) -> bool:
         pts = [f.pts for f in self.frames]
-        return all(b > a for a, b in zip(pts, pts[1:], strict=False))
+        return all(b > a for a, b in itertools.pairwise(pts))
 
 
 @dataclass
@@ -232,7 +258,8 @@ class Service:
                 if len(matches) >= count:
                     return matches[count - 1]
                 raise AssertionError(
-                    f"exited ({self.proc.returncode}) before {pattern!r}:\n{self.log}")
+                    f"exited ({self.proc.returncode}) before {pattern!r}:\n{self.log}"
+                )
             time.sleep(0.05)
         raise AssertionError(f"no {pattern!r} within {timeout}s:\n{self.log}")
 

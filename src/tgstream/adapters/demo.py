@@ -23,14 +23,16 @@ def clip_argv(
     acodec: str = "aac",
     audio: bool = True,
     video: bool = True,
+    noise: bool = False,
 ) -> list[str]:
     """A clip with a keyframe every 2 s. ``color`` replaces the test pattern with a solid colour
-    (tests recognise tracks by it)."""
+    (tests recognise tracks by it); ``noise`` adds grain so it has a realistic bitrate."""
     src = f"color=c={color}:s={size}:r={fps}" if color else f"testsrc2=s={size}:r={fps}"
+    grain = ",noise=alls=12:allf=t" if noise else ""
     argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     maps: list[str] = []
     if video:
-        argv += ["-f", "lavfi", "-i", f"{src}:d={seconds}"]
+        argv += ["-f", "lavfi", "-i", f"{src}:d={seconds}{grain}"]
         maps += [
             "-map",
             "0:v",

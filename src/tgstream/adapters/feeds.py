@@ -30,7 +30,8 @@ __all__ = ["Unit", "Feed", "TsFeed", "RawFeed"]
 log = logging.getLogger(__name__)
 
 _TS_READ: Final = 188 * 348  # ~64 KiB
-_TS_QUEUE_BYTES: Final = 4 << 20
+_TS_QUEUE_BYTES: Final = 128 << 10
+"""Read-ahead of a TS feed (asyncio pauses the pipe at twice this): about a second of video."""
 _AUDIO_QUEUE_SECONDS: Final = 8.0
 _VIDEO_QUEUE_FRAMES: Final = 8
 
@@ -147,10 +148,16 @@ class Feed:
 
 class TsFeed(Feed):
     def __init__(
-        self, label: str, argv: Sequence[str], counters: dict[int, int], start: float = 0.0
+        self,
+        label: str,
+        argv: Sequence[str],
+        counters: dict[int, int],
+        frame: float,
+        start: float = 0.0,
     ) -> None:
         super().__init__(label, argv, start)
         self._counters = counters
+        self._frame = frame
         self._rebaser: TsRebaser | None = None
 
     async def spawn(self, children: Children) -> None:
@@ -181,8 +188,11 @@ class TsFeed(Feed):
         assert isinstance(payload, bytes)
         assert self._rebaser is not None, "activate() first"
         chunk = self._rebaser.feed(payload)
-        pts = chunk.pts if chunk.pts is not None else (self.end or self._rebaser.offset)
-        return Unit(pts, 0.0, chunk.data)
+        if chunk.pts is None:  # no PES start in this read: it continues the previous unit
+            return Unit(max((self.end or self._rebaser.offset) - self._frame, 0.0), 0.0, chunk.data)
+        # A PES holds one video or one audio frame, neither longer than a video frame, so the
+        # content ends at most one frame after the latest timestamp.
+        return Unit(chunk.pts, self._frame, chunk.data)
 
 
 class RawFeed(Feed):

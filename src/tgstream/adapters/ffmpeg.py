@@ -36,7 +36,19 @@ SLATE_TEXT: Final = "Technical break"
 _FONT: Final = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 _BASE: Final = ("ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error")
 _KEYFRAME_SECONDS: Final = 2
-_TS_OUT: Final = ("-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "pipe:1")
+# One audio frame per PES (pes_payload_size 0): PES timestamps are then frame-accurate, and a
+# spliced track can start right after the previous one's last audio frame without overlap.
+_TS_OUT: Final = (
+    "-f",
+    "mpegts",
+    "-muxdelay",
+    "0",
+    "-muxpreload",
+    "0",
+    "-pes_payload_size",
+    "0",
+    "pipe:1",
+)
 
 
 def _video_filter(q: Quality) -> str:

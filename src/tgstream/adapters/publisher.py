@@ -72,7 +72,7 @@ class Publisher:
             text = line.decode(errors="replace").strip()
             if text:
                 self._stderr.append(text)
-                log.debug("publisher: %s", text)
+                log.warning("%s publisher ffmpeg: %s", self.name, text)
 
     async def write(self, unit: Unit) -> None:
         proc = self._proc

@@ -12,8 +12,13 @@ pytestmark = [pytest.mark.rtmp, pytest.mark.slow]
 
 
 def _env(playlist: Path, rtmp: Nginx, **extra: str) -> dict[str, str]:
-    return {"PLAYLIST_FILE": str(playlist), "OUTPUT": "rtmp", "RTMP_URL": rtmp.url(),
-            "LOOP": "0", **extra}
+    return {
+        "PLAYLIST_FILE": str(playlist),
+        "OUTPUT": "rtmp",
+        "RTMP_URL": rtmp.url(),
+        "LOOP": "0",
+        **extra,
+    }
 
 
 def test_tracks_arrive_over_one_connection_with_rising_timestamps_and_no_gaps(
@@ -22,8 +27,9 @@ def test_tracks_arrive_over_one_connection_with_rising_timestamps_and_no_gaps(
     # A lead-in (a late-joining player starts at a keyframe), then a remuxed local file, an
     # http URL through yt-dlp's generic extractor, and a file that must be transcoded.
     playlist = tmp_path / "playlist.txt"
-    playlist.write_text(f"{media}/pattern.mp4\n{media}/red.mp4\n{media_url}/green.mp4\n"
-                        f"{media}/blue-360p.mp4\n")
+    playlist.write_text(
+        f"{media}/pattern.mp4\n{media}/red.mp4\n{media_url}/green.mp4\n{media}/blue-360p.mp4\n"
+    )
     service = start_service(tmp_path, _env(playlist, rtmp))
     rtmp.wait_publish(30)
     reader = RtmpReader(rtmp.url())
@@ -39,5 +45,6 @@ def test_tracks_arrive_over_one_connection_with_rising_timestamps_and_no_gaps(
     assert reader.monotonic(), "timestamps went backwards"
     assert reader.max_pts_gap() <= 0.2, f"gap of {reader.max_pts_gap():.3f}s between frames"
     assert len(reader.frames) >= 9 * 30
+    assert "Non-monotonous" not in service.log, "the splice overlapped timestamps"
     assert "remux" in service.wait_for(r"now playing: \S*/red\.mp4", 1).string
     assert "transcode" in service.wait_for(r"now playing: \S*/blue-360p\.mp4", 1).string
