@@ -52,6 +52,8 @@ FIRST_READ_ALLOWANCE: Final = 0.5
 FIRST_TRACK_GRACE: Final = 3.0
 """How long start-up waits for the first track before showing the slate instead."""
 MAX_RESUMES: Final = 3
+PLAYED_OK: Final = 2.0
+"""Seconds a track must play before it clears the run of consecutive failures."""
 
 
 class NullEvents:
@@ -249,7 +251,6 @@ class Engine:
         feed.activate(self.cursor)
         self.current = p
         self.stats.tracks_started += 1
-        self.stats.consecutive_failures = 0
         self.stats.titles.append(p.track.display)
         self.events.track_started(p.track.display, self.clock(), max(gap, 0.0) if gap else None)
         self.events.state("streaming")
@@ -283,13 +284,16 @@ class Engine:
             self.current = None
 
     async def _resume(self, p: _Prepared, reason: str, outcome: str) -> _Prepared | None:
-        """Restart a crashed source near where it stopped; ``None`` when it is given up."""
+        """Restart a crashed source near where it stopped; ``None`` when it is given up.
+
+        A source that failed before its first unit is not resumed: that is not a crash
+        mid-track but a track that cannot play, and retrying it at once would spin."""
         info = p.track.info
         position = p.feed.position
         near_end = info.duration is not None and position >= info.duration - 1.0
         if outcome == "eof" and near_end:
             return None
-        if outcome == "stall" or p.resumes >= MAX_RESUMES:
+        if outcome == "stall" or p.resumes >= MAX_RESUMES or p.feed.first_pts is None:
             kind: FailureReason = "stall" if outcome == "stall" else "ffmpeg_exit"
             self._count_failure(p.item, SourceError(kind, f"{p.track.display}: {reason}"))
             return None
@@ -331,6 +335,8 @@ class Engine:
                 return "eof"
             last_unit_at = self.clock()
             await self._emit(unit)
+            if feed.first_pts is not None and unit.pts - feed.first_pts >= PLAYED_OK:
+                self.stats.consecutive_failures = 0
         return "stop"
 
     def _anchor(self) -> None:

@@ -5,7 +5,7 @@ feed costs almost nothing). :meth:`Feed.activate` places it at an output time; f
 :meth:`Feed.read` returns units whose ``pts`` continue the broadcast without a jump.
 
 - :class:`TsFeed` reads MPEG-TS and rebases timestamps (:mod:`tgstream.adapters.mpegts`).
-- :class:`RawFeed` reads I420 frames (fd 3) and s16le PCM (fd 4) with one reader each: ffmpeg
+- :class:`RawFeed` reads I420 frames and s16le PCM from two pipes with one reader each: ffmpeg
   writes the two pipes in file-interleave order, and a single sequential reader would deadlock
   as soon as one pipe fills while it waits on the other.
 """
@@ -209,18 +209,19 @@ class RawFeed(Feed):
         self._audio_ready = asyncio.Condition()
         self._audio_cap = int(_AUDIO_QUEUE_SECONDS * quality.sample_rate * quality.channels * 2)
         self._n = 0
+        self._transports: list[asyncio.ReadTransport] = []
 
     async def spawn(self, children: Children) -> None:
         loop = asyncio.get_running_loop()
         vr, vw = os.pipe() if self._q.has_video else (-1, -1)
         ar, aw = os.pipe()
         pass_fds = [fd for fd in (vw, aw) if fd >= 0]
+        # ffmpeg's pipe:N takes any descriptor number: hand it ours, inherited as they are.
+        slots = {"pipe:3": f"pipe:{vw}", "pipe:4": f"pipe:{aw}"}
+        argv = [slots.get(arg, arg) for arg in self.argv]
         try:
-            # ffmpeg writes pipe:3 and pipe:4: map our write ends onto fds 3 and 4 in the child.
-            argv = ["sh", "-c", 'exec "$@" 3>&"$FD3" 4>&"$FD4"', "sh", *self.argv]
-            env = {**os.environ, "FD3": str(vw if vw >= 0 else aw), "FD4": str(aw)}
             self.proc = await children.spawn(
-                argv, pass_fds=pass_fds, env=env, stderr=asyncio.subprocess.PIPE
+                argv, pass_fds=pass_fds, stderr=asyncio.subprocess.PIPE
             )
         finally:
             for fd in pass_fds:

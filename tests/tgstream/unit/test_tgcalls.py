@@ -20,9 +20,10 @@ import pytest
 from ntgcalls import MediaSource
 from pyrogram.errors import AuthKeyUnregistered, ChatAdminRequired, FloodWait
 from pyrogram.storage import Storage
-from pytgcalls.exceptions import NoActiveGroupCall, NotInCallError
-from pytgcalls.types import ChatUpdate, Device, Frame, GroupCallConfig, MediaStream
+from pytgcalls.exceptions import NoActiveGroupCall
+from pytgcalls.types import ChatUpdate, Device
 
+from tests.tgstream.fakes import CHAT, FakeSleep, FakeTgCalls, RecordingEvents
 from tgstream.adapters.feeds import Unit
 from tgstream.adapters.tgcalls import (
     TelegramOutput,
@@ -32,130 +33,9 @@ from tgstream.adapters.tgcalls import (
 from tgstream.config import QUALITY_PRESETS, Quality, Settings
 from tgstream.errors import OutputError
 
-CHAT = -100123
 API_HASH = "0123456789abcdef0123456789abcdef"
 AUDIO_UNIT = 48_000 * 2 * 2 // 30  # 1/30 s of s16le stereo: 6400 bytes
 CHUNK = 1920  # 10 ms
-
-
-class FakeApp:
-    """The pyrogram client behind PyTgCalls (``mtproto_client``): only ``stop`` matters."""
-
-    def __init__(self) -> None:
-        self.is_connected = True
-        self.stopped = 0
-
-    async def stop(self) -> None:
-        self.stopped += 1
-        self.is_connected = False
-
-
-class FakeTgCalls:
-    def __init__(self) -> None:
-        self.mtproto_client = FakeApp()
-        self.started = 0
-        self.active: dict[int, MediaStream] = {}
-        self.plays: list[tuple[int, MediaStream, GroupCallConfig]] = []
-        self.play_errors: list[Exception] = []
-        """Raised by the next ``play`` calls, one each, before the call would be joined."""
-        self.start_error: Exception | None = None
-        self.frames: list[tuple[Device, bytes, Frame.Info]] = []
-        self.left: list[int] = []
-        self.handlers: list[Callable[[Any, Any], Any]] = []
-
-    async def start(self) -> None:
-        if self.start_error is not None:
-            raise self.start_error
-        self.started += 1
-
-    async def resolve_chat_id(self, chat_id: int | str) -> int:
-        return int(chat_id)
-
-    async def play(self, chat_id: int | str, stream: Any = None, config: Any = None) -> None:
-        assert self.started, "play() before start()"
-        assert isinstance(chat_id, int)
-        assert isinstance(stream, MediaStream)
-        assert isinstance(config, GroupCallConfig)
-        self.plays.append((chat_id, stream, config))
-        if self.play_errors:
-            raise self.play_errors.pop(0)
-        self.active[chat_id] = stream
-
-    async def send_frame(
-        self, chat_id: int | str, device: Any, data: Any, frame_data: Any = None
-    ) -> None:
-        # What py-tgcalls' @statictypes would refuse: bytearray or memoryview, a raw device.
-        assert type(data) is bytes, type(data)
-        assert isinstance(device, Device)
-        assert isinstance(frame_data, Frame.Info)
-        if chat_id not in self.active:
-            raise NotInCallError()  # what ntgcalls' ConnectionNotFound becomes
-        self.frames.append((device, data, frame_data))
-
-    async def leave_call(self, chat_id: int | str, close: bool = False) -> None:
-        if self.active.pop(int(chat_id), None) is None:
-            raise NotInCallError()
-        self.left.append(int(chat_id))
-
-    @property
-    async def calls(self) -> dict[int, object]:
-        return dict(self.active)
-
-    def on_update(self, filters: Any = None) -> Callable[[Any], Any]:
-        def register(func: Any) -> Any:
-            self.handlers.append(func)
-            return func
-
-        return register
-
-    # -- what Telegram does to us ----------------------------------------------------------
-
-    def drop(self, chat_id: int = CHAT) -> None:
-        """The connection goes away without any update."""
-        self.active.pop(chat_id, None)
-
-    async def emit(self, update: Any) -> None:
-        for handler in self.handlers:
-            await handler(self, update)
-
-    async def kick(self, chat_id: int = CHAT) -> None:
-        # py-tgcalls clears the call first (_clear_call), then propagates the update.
-        self.active.pop(chat_id, None)
-        await self.emit(ChatUpdate(chat_id, ChatUpdate.Status.KICKED))
-
-    def sent(self, device: Device) -> list[tuple[Device, bytes, Frame.Info]]:
-        return [f for f in self.frames if f[0] == device]
-
-
-class RecordingEvents:
-    def __init__(self) -> None:
-        self.reconnects = 0
-
-    def track_started(self, title: str, start_seconds: float, gap_seconds: float | None) -> None:
-        pass
-
-    def track_failed(self, reason: str) -> None:
-        pass
-
-    def ffmpeg_restarted(self) -> None:
-        pass
-
-    def output_reconnected(self) -> None:
-        self.reconnects += 1
-
-    def state(self, state: str, detail: str = "") -> None:
-        pass
-
-
-class FakeSleep:
-    """Records the waits asked for (FloodWait, backoff) and returns at once."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        await asyncio.sleep(0)
 
 
 async def until(cond: Callable[[], bool], timeout: float = 2.0) -> None:

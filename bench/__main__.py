@@ -1,0 +1,55 @@
+"""``python -m bench``: run every benchmark, print the table, rewrite docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import tgstream_bench
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    ffmpeg = subprocess.run(
+        ["ffmpeg", "-version"], capture_output=True, text=True, check=False
+    ).stdout.split("\n", 1)[0]
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {ffmpeg}; "
+        "a shared, noisy machine: compare ratios from the same run, not absolute figures"
+    )
+
+
+def main() -> int:
+    root = Path(os.environ.get("BENCH_MEDIA", tempfile.mkdtemp(prefix="tgstream-bench-")))
+    root.mkdir(parents=True, exist_ok=True)
+    results = tgstream_bench.run_all(root)
+    table = tgstream_bench.report(results)
+    print(table)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = (
+        "## tgstream\n\n"
+        f"Run on {stamp} with `make bench` (`python -m bench`), on {machine()}.\n\n"
+        f"{table}\n\n{tgstream_bench.NOTES}\n"
+    )
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(
+        "# Benchmarks\n\nFigures are rewritten by `make bench`; each section says "
+        "when and how it was produced.\n\n" + section
+    )
+    print(f"wrote {DOC}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Measuring helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tgstream.adapters.feeds import Unit
+from tgstream.adapters.ffmpeg import Recipe
+
+
+@dataclass
+class CpuClock:
+    """CPU seconds of this process plus its reaped children, between start() and stop()."""
+
+    started: float = 0.0
+    wall: float = 0.0
+    self_cpu: float = 0.0
+    children_cpu: float = 0.0
+
+    @staticmethod
+    def _now() -> tuple[float, float, float]:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.monotonic(), me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+    def start(self) -> CpuClock:
+        self._t = self._now()
+        return self
+
+    def stop(self) -> CpuClock:
+        t = self._now()
+        self.wall = t[0] - self._t[0]
+        self.self_cpu = t[1] - self._t[1]
+        self.children_cpu = t[2] - self._t[2]
+        return self
+
+    @property
+    def total_per_minute(self) -> float:
+        return (self.self_cpu + self.children_cpu) * 60 / self.wall
+
+    @property
+    def children_per_minute(self) -> float:
+        return self.children_cpu * 60 / self.wall
+
+
+@dataclass
+class NullOutput:
+    """Discards units, counting them and noting when the first one arrived."""
+
+    recipe: Recipe
+    name: str = "null"
+    units: int = 0
+    bytes: int = 0
+    first_at: float | None = None
+    arrivals: list[float] = field(default_factory=list)
+
+    async def open(self) -> None:
+        pass
+
+    async def write(self, unit: Unit) -> None:
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+        self.units += 1
+        self.bytes += len(unit.data) + len(unit.audio)
+
+    async def close(self) -> None:
+        pass
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def summary(values: list[float]) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return (
+        f"median {statistics.median(values):.3f}, p95 {p95:.3f}, max {max(values):.3f} "
+        f"(n={len(values)})"
+    )

@@ -1,0 +1,397 @@
+"""tgstream benchmarks. Every comparison runs side by side in one process run, interleaved
+(A, B, A, B) so that noise on this shared machine hits both sides alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tests.tgstream.harness import RtmpReader, free_port, http_server, nginx_rtmp
+
+from bench.common import CpuClock, NullOutput, rss_kib, summary
+from opskit.procs import Children
+from tgstream.adapters.demo import make_clip
+from tgstream.bootstrap import build
+from tgstream.config import load_settings
+from tgstream.ports import Output
+
+CPU_SECONDS = 20.0
+
+
+@dataclass
+class Counting:
+    """EngineEvents that counts track starts and calls a hook on each."""
+
+    started: int = 0
+    failures: int = 0
+    on_start: Callable[[int], None] | None = None
+    gaps: list[float] = field(default_factory=list)
+
+    def track_started(self, title: str, start_seconds: float, gap_seconds: float | None) -> None:
+        self.started += 1
+        if self.on_start:
+            self.on_start(self.started)
+
+    def track_failed(self, reason: str) -> None:
+        self.failures += 1
+
+    def ffmpeg_restarted(self) -> None:
+        pass
+
+    def output_reconnected(self) -> None:
+        pass
+
+    def state(self, state: str, detail: str = "") -> None:
+        pass
+
+
+async def _run_engine(
+    playlist: Path,
+    output: Output | None,
+    seconds: float | None,
+    events: Counting | None = None,
+    lead: float | None = None,
+    stop_after_tracks: int | None = None,
+    **settings: Any,
+) -> CpuClock:
+    """Run the real engine on ``playlist`` for ``seconds`` (or until LOOP=0 ends)."""
+    cfg = load_settings(None, PLAYLIST_FILE=playlist, **settings)
+    children = Children()
+    runtime = await build(cfg, children, events=events, output=output)
+    if lead is not None:
+        runtime.engine.opt = replace(runtime.engine.opt, lead=lead)
+    stop = asyncio.Event()
+    if events is not None and stop_after_tracks is not None:
+        events.on_start = lambda n: stop.set() if n > stop_after_tracks else None
+    clock = CpuClock().start()
+    if seconds is not None:
+        asyncio.get_running_loop().call_later(seconds, stop.set)
+    await runtime.engine.run(stop)
+    return clock.stop()
+
+
+async def _pytgcalls_path(path: Path, seconds: float) -> CpuClock:
+    """The two ffmpeg commands py-tgcalls' MediaStream builds for a file, consumed in real time
+    (as ntgcalls does: one I420 frame per 1/30 s, 10 ms PCM chunks)."""
+    from pytgcalls.ffmpeg import build_command, cleanup_commands
+    from pytgcalls.types.raw import AudioParameters, VideoParameters
+
+    video = await cleanup_commands(
+        build_command(
+            "ffmpeg", None, str(path), VideoParameters(1280, 720, 30, adjust_by_height=False)
+        )
+    )
+    audio = await cleanup_commands(
+        build_command("ffmpeg", None, str(path), AudioParameters(48000, 2))
+    )
+    clock = CpuClock().start()
+    procs = [
+        await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, limit=4 << 20
+        )
+        for argv in (video, audio)
+    ]
+    frame, pcm = 1280 * 720 * 3 // 2, 48000 * 2 * 2 // 30
+    t0 = time.monotonic()
+    n = 0
+    try:
+        while time.monotonic() - t0 < seconds:
+            assert procs[0].stdout is not None
+            assert procs[1].stdout is not None
+            await procs[0].stdout.readexactly(frame)
+            await procs[1].stdout.readexactly(pcm)
+            n += 1
+            delay = t0 + n / 30 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(Exception):
+                assert proc.stdout is not None
+                await proc.stdout.read()
+            await proc.wait()
+    return clock.stop()
+
+
+def cpu_raw_vs_pytgcalls(media: Path, rounds: int = 2) -> dict[str, Any]:
+    clip = media / "bench-720p30.mp4"
+    playlist = media / "cpu.txt"
+    playlist.write_text(f"{clip}\n")
+    ours, theirs = [], []
+    for _ in range(rounds):
+        ours.append(asyncio.run(_run_engine(playlist, NullOutput("raw"), CPU_SECONDS)))
+        theirs.append(asyncio.run(_pytgcalls_path(clip, CPU_SECONDS)))
+    return {"ours": ours, "theirs": theirs}
+
+
+def cpu_remux_vs_transcode(media: Path, rounds: int = 2) -> dict[str, Any]:
+    clip = media / "bench-720p30.mp4"
+    playlist = media / "cpu.txt"
+    playlist.write_text(f"{clip}\n")
+    remux, transcode = [], []
+    with nginx_rtmp(Path(tempfile.mkdtemp(prefix="bench-nginx-"))) as server:
+        for _ in range(rounds):
+            for bucket, args in ((remux, ""), (transcode, "-preset veryfast")):
+                bucket.append(
+                    asyncio.run(
+                        _run_engine(
+                            playlist,
+                            None,
+                            CPU_SECONDS,
+                            OUTPUT="rtmp",
+                            RTMP_URL=server.url(),
+                            FFMPEG_ARGS=args,
+                        )
+                    )
+                )
+    return {"remux": remux, "transcode": transcode}
+
+
+def track_change_gaps(media: Path, media_url: str | None) -> dict[str, Any]:
+    """Red/green 2 s clips back to back to nginx-rtmp; a reader times each colour change."""
+    base = media_url or str(media)
+    lines = [f"{base}/{'red' if i % 2 == 0 else 'green'}-2s.mp4" for i in range(12)]
+    playlist = media / ("gaps-http.txt" if media_url else "gaps-local.txt")
+    playlist.write_text("\n".join(lines) + "\n")
+    with nginx_rtmp(Path(tempfile.mkdtemp(prefix="bench-nginx-"))) as server:
+        reader = RtmpReader(server.url())
+
+        async def run() -> None:
+            task = asyncio.create_task(
+                _run_engine(playlist, None, None, OUTPUT="rtmp", RTMP_URL=server.url(), LOOP=False)
+            )
+            while server.publishes() == 0 and not task.done():
+                await asyncio.sleep(0.02)
+            reader.start()
+            await task
+
+        asyncio.run(run())
+        reader.stop()
+    frames = reader.frames
+    baseline = [b.arrived - a.arrived for a, b in itertools.pairwise(frames)]
+    changes = [
+        i
+        for i in range(1, len(frames))
+        if frames[i].color != frames[i - 1].color
+        and "other" not in (frames[i].color, frames[i - 1].color)
+    ]
+    arrival = [frames[i].arrived - frames[i - 1].arrived for i in changes]
+    pts = [frames[i].pts - frames[i - 1].pts for i in changes]
+    others = sum(1 for f in frames if f.color == "other")
+    return {
+        "arrival": arrival,
+        "pts": pts,
+        "baseline": baseline,
+        "changes": len(changes),
+        "slate_frames": others,
+        "frames": len(frames),
+    }
+
+
+def first_frame(media: Path, runs: int = 5) -> list[float]:
+    """Seconds from spawning ``tgstream run`` to the first decoded frame at an RTMP server."""
+    playlist = media / "first.txt"
+    playlist.write_text(f"{media}/bench-720p30.mp4\n")
+    results = []
+    for _ in range(runs):
+        port = free_port()
+        url = f"rtmp://127.0.0.1:{port}/live/first"
+        server = subprocess.Popen(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "info",
+                "-listen",
+                "1",
+                "-i",
+                url,
+                "-map",
+                "0:v",
+                "-vf",
+                "showinfo",
+                "-f",
+                "null",
+                "-",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.5)  # the listener is up
+        env = {
+            "PATH": os.environ["PATH"],
+            "PLAYLIST_FILE": str(playlist),
+            "OUTPUT": "rtmp",
+            "RTMP_URL": url,
+            "HOME": os.environ.get("HOME", "/root"),
+        }
+        started = time.monotonic()
+        service = subprocess.Popen(
+            [sys.executable, "-m", "tgstream", "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert server.stderr is not None
+        for line in server.stderr:
+            if "Parsed_showinfo" in line and re.search(r"n:\s*0 ", line):
+                results.append(time.monotonic() - started)
+                break
+        service.terminate()
+        service.wait(20)
+        server.kill()
+        server.wait()
+        server.stderr.close()
+    return results
+
+
+def rss_growth(media: Path, changes: int = 500) -> dict[str, int]:
+    """RSS of the engine after 10 and after ``changes`` track changes of 1 s clips.
+
+    The engine runs unpaced (huge lead) so 500 changes take a minute, not eight; per-track
+    work (probe, spawn, splice, close) is the same as on air.
+    """
+    clips = [media / f"one-{n}.mp4" for n in range(5)]
+    for n, clip in enumerate(clips):
+        if not clip.exists():
+            make_clip(clip, 1, size="640x360", freq=300 + 50 * n)
+    playlist = media / "rss.txt"
+    playlist.write_text("".join(f"{c}\n" for c in clips))
+    samples: dict[int, int] = {}
+
+    def on_start(n: int) -> None:
+        if n in (10, changes):
+            samples[n] = rss_kib()
+
+    events = Counting(on_start=on_start)
+    asyncio.run(
+        _run_engine(
+            playlist,
+            NullOutput("ts"),
+            None,
+            events=events,
+            lead=1e9,
+            stop_after_tracks=changes,
+            VIDEO_QUALITY="360p",
+        )
+    )
+    return {
+        "after_10": samples.get(10, 0),
+        f"after_{changes}": samples.get(changes, 0),
+        "tracks": events.started,
+        "failures": events.failures,
+    }
+
+
+def prepare_media(root: Path) -> None:
+    if not (root / "bench-720p30.mp4").exists():
+        make_clip(root / "bench-720p30.mp4", CPU_SECONDS + 10, freq=440)
+    for color in ("red", "green"):
+        if not (root / f"{color}-2s.mp4").exists():
+            make_clip(root / f"{color}-2s.mp4", 2, color=color, freq=500)
+
+
+def run_all(root: Path) -> dict[str, Any]:
+    prepare_media(root)
+    results: dict[str, Any] = {}
+    print("cpu: raw path vs py-tgcalls' commands ...", flush=True)
+    results["cpu_raw"] = cpu_raw_vs_pytgcalls(root)
+    print("cpu: rtmp remux vs transcode ...", flush=True)
+    results["cpu_rtmp"] = cpu_remux_vs_transcode(root)
+    print("track-change gaps (local, http) ...", flush=True)
+    results["gaps_local"] = track_change_gaps(root, None)
+    with http_server(root) as url:
+        results["gaps_http"] = track_change_gaps(root, url)
+    print("time to first frame ...", flush=True)
+    results["first_frame"] = first_frame(root)
+    print("rss after 500 track changes ...", flush=True)
+    results["rss"] = rss_growth(root)
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    def mean(clocks: list[CpuClock], attr: str) -> float:
+        return statistics.mean(getattr(c, attr) for c in clocks)
+
+    ours, theirs = results["cpu_raw"]["ours"], results["cpu_raw"]["theirs"]
+    remux, trans = results["cpu_rtmp"]["remux"], results["cpu_rtmp"]["transcode"]
+    ours_total, theirs_total = mean(ours, "total_per_minute"), mean(theirs, "total_per_minute")
+    ours_ff, theirs_ff = mean(ours, "children_per_minute"), mean(theirs, "children_per_minute")
+    remux_total, trans_total = mean(remux, "total_per_minute"), mean(trans, "total_per_minute")
+    gl, gh = results["gaps_local"], results["gaps_http"]
+    ff = results["first_frame"]
+    rss = results["rss"]
+    after = rss.get("after_500", 0)
+    growth_mb = (after - rss["after_10"]) / 1024
+    ok = lambda cond: "met" if cond else "**missed**"
+    lines = [
+        "| measure | result | target |",
+        "|---|---|---|",
+        f"| CPU-s per broadcast minute, raw path for `telegram` (ours: 1 ffmpeg + our reader) "
+        f"| {ours_total:.2f} (ffmpeg alone {ours_ff:.2f}) | ≤ py-tgcalls: {ok(ours_total <= theirs_total)} |",
+        f"| CPU-s per broadcast minute, py-tgcalls' MediaStream commands (2 ffmpeg + reader) "
+        f"| {theirs_total:.2f} (ffmpeg alone {theirs_ff:.2f}) | ratio ours/theirs "
+        f"{ours_total / theirs_total:.2f} |",
+        f"| CPU-s per broadcast minute, `rtmp` remux | {remux_total:.2f} | "
+        f"≤ 10% of transcode: {remux_total / trans_total:.1%} {ok(remux_total <= 0.1 * trans_total)} |",
+        f"| CPU-s per broadcast minute, `rtmp` transcode (x264 veryfast 720p30) | "
+        f"{trans_total:.2f} | |",
+        f"| track-change gap at the reader, local files (arrival) | {summary(gl['arrival'])} s | "
+        f"≤ 0.100: {ok(bool(gl['arrival']) and max(gl['arrival']) <= 0.1)} |",
+        f"| track-change gap at the reader, local files (timestamps) | {summary(gl['pts'])} s | "
+        "one frame = 0.033 |",
+        f"| track-change gap at the reader, http via yt-dlp (arrival) | {summary(gh['arrival'])} s"
+        f" | ≤ 0.100: {ok(bool(gh['arrival']) and max(gh['arrival']) <= 0.1)} |",
+        f"| track-change gap at the reader, http via yt-dlp (timestamps) | {summary(gh['pts'])} s"
+        " | one frame = 0.033 |",
+        f"| frame-to-frame arrival anywhere (baseline jitter of the reader) | "
+        f"{summary(gl['baseline'])} s | |",
+        f"| slate frames during the gap runs (local / http) | {gl['slate_frames']} / "
+        f"{gh['slate_frames']} of {gl['frames']} / {gh['frames']} | 0 |",
+        f"| time to first output frame after `tgstream run`, local file | {summary(ff)} s | "
+        f"≤ 2 s: {ok(bool(ff) and max(ff) <= 2.0)} |",
+        f"| RSS after 10 / {rss['tracks'] - 1} track changes of 1 s clips | "
+        f"{rss['after_10'] / 1024:.1f} MB / {after / 1024:.1f} MB (growth {growth_mb:+.1f} MB,"
+        f" {rss['failures']} failures) | growth ≤ 10 MB: {ok(growth_mb <= 10)} |",
+    ]
+    return "\n".join(lines)
+
+
+NOTES = """How each figure is measured (`bench/tgstream_bench.py`):
+
+- **CPU**: `getrusage` of the benchmark process plus its reaped children over a
+  20-second real-time broadcast of a generated 720p30 H.264/AAC file (`testsrc2` + `sine`), scaled
+  to one minute. Sides alternate A, B, A, B in one run; the table shows the mean of two rounds.
+  "Ours" is the real engine on the `raw` recipe (what the `telegram` output is fed) into a null
+  output; "py-tgcalls" runs the two ffmpeg commands that `MediaStream` builds for the same file
+  (`pytgcalls.ffmpeg.build_command`), read at the same pace by an equivalent reader. ntgcalls'
+  own encoding to WebRTC is the same on both sides and is not part of either figure.
+- **remux vs transcode**: the real engine and publisher into a local nginx-rtmp; the same file,
+  once as it is (it fits the 720p preset, so it is remuxed) and once with `FFMPEG_ARGS` set,
+  which forces a transcode.
+- **Track-change gap**: twelve 2-second clips alternating red and green, played once into
+  nginx-rtmp; one RTMP reader decodes every frame and notes its arrival time. The gap is the
+  arrival time between the last frame of one track and the first of the next (a frame interval
+  is 33 ms; the reader's own jitter is the baseline row). "http" serves the same clips from a
+  loopback HTTP server, resolved through yt-dlp's generic extractor.
+- **First frame**: wall time from spawning `tgstream run` (interpreter start included) to the
+  first decoded frame at an `ffmpeg -listen 1` RTMP server.
+- **RSS**: the engine's resident memory after 10 and after 500 track changes of 1-second
+  clips, run unpaced so that it takes about a minute.
+"""
