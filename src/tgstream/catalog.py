@@ -95,11 +95,20 @@ class Catalog:
             return False
         self._stamp = stamp
         try:
-            self._parsed = self._read()
+            parsed = self._read()
         except PlaylistError as exc:
             log.error("%s; keeping the previous playlist (%d items)", exc, len(self._items))
             return False
-        self._rebuild()
+        items = expand(parsed.entries, self._expansions)
+        if not items:
+            log.error(
+                "playlist %s: its directories hold no media files; keeping the previous "
+                "playlist (%d items)",
+                self.path,
+                len(self._items),
+            )
+            return False
+        self._parsed, self._items = parsed, items
         log.info("playlist reloaded: %d items; takes effect at the next track", len(self._items))
         return True
 

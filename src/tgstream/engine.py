@@ -238,8 +238,7 @@ class Engine:
         if isinstance(result, _Prepared):
             await result.feed.close(self.children)
         if result is not None:
-            current = self.current.item if self.current else None
-            self.catalog.rotation.rewind(result.item, current)
+            self.catalog.rotation.rewind(result.item)
 
     # ---- playing ---------------------------------------------------------------------
 

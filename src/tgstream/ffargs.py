@@ -26,9 +26,8 @@ FORBIDDEN_OPTIONS: Final[dict[str, str]] = {
     "-filter_complex": "rewires the filter graph",
     "-lavfi": "rewires the filter graph",
     "-vf": "replaces the scaling filter the pipeline needs",
-    "-filter:v": "replaces the scaling filter the pipeline needs",
     "-af": "replaces the audio resampler the pipeline needs",
-    "-filter:a": "replaces the audio resampler the pipeline needs",
+    "-filter": "replaces the filters the pipeline needs (scaling, resampling)",
     "-s": "changes the frame size set by VIDEO_QUALITY",
     "-r": "changes the frame rate set by VIDEO_QUALITY",
     "-pix_fmt": "changes the pixel format the outputs need",
@@ -80,8 +79,9 @@ def _is_option(token: str) -> bool:
 
 
 def _base(option: str) -> str:
-    """``-b:v`` -> ``-b``, ``-filter:v`` stays whole because it is listed whole."""
-    return option if option in FORBIDDEN_OPTIONS else option.split(":", 1)[0]
+    """The option without its stream specifier: ``-b:v`` -> ``-b``, ``-filter:v:0`` ->
+    ``-filter``, so every specifier form of a refused option is refused."""
+    return option.split(":", 1)[0]
 
 
 def parse_ffmpeg_args(raw: str) -> tuple[str, ...]:

@@ -319,3 +319,20 @@ def start_service(cwd: Path, env: dict[str, str], *args: str) -> Service:
     service._thread = threading.Thread(target=service._pump, daemon=True)
     service._thread.start()
     return service
+
+
+def run_cli(
+    cwd: Path, env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``tgstream <args>`` to completion with only the given settings; output captured."""
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    return subprocess.run(
+        [sys.executable, "-m", "tgstream", *args],
+        cwd=cwd,
+        env={**base, "COLUMNS": "200", **env},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

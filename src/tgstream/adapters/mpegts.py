@@ -64,18 +64,24 @@ class TsRebaser:
     last: int | None = None
     """Latest rebased timestamp seen, in 90 kHz ticks (unwrapped)."""
     _pending: bytes = b""
+    _prev_raw: int = 0
+    _prev_delta: int = 0
 
     @property
     def end(self) -> float | None:
         return None if self.last is None else self.last / TS_CLOCK
 
     def _shift(self, raw: int) -> int:
+        """Unwrap ``raw`` relative to the previous timestamp seen (any stream), so that a
+        source of any length, across any number of 33-bit wraps, keeps increasing."""
         if self.base is None:
-            self.base = raw
-        delta = (raw - self.base) % _WRAP
-        if delta > _WRAP // 2:  # slightly before the first timestamp (B-frames, audio lead)
-            delta -= _WRAP
-        return round(self.offset * TS_CLOCK) + delta
+            self.base = self._prev_raw = raw
+        step = (raw - self._prev_raw) % _WRAP
+        if step > _WRAP // 2:  # slightly earlier than the previous one: B-frames, interleave
+            step -= _WRAP
+        self._prev_raw = raw
+        self._prev_delta += step
+        return round(self.offset * TS_CLOCK) + self._prev_delta
 
     def feed(self, data: bytes) -> TsChunk:
         """Rebase whole packets of ``data``; a trailing partial packet waits for the next call."""
@@ -116,12 +122,14 @@ class TsRebaser:
             return None
         flags = buf[p + 7] >> 6
         stamp = None
+        if flags == 0x3:
+            # DTS first: with B-frames it precedes PTS, and the earliest timestamp of a source
+            # must anchor it, or its first frames would land before the previous track's end.
+            dts = self._shift(_read_ts(buf, p + 14))
+            _write_ts(buf, p + 14, dts)
         if flags & 0x2:
             stamp = self._shift(_read_ts(buf, p + 9))
             _write_ts(buf, p + 9, stamp)
-        if flags == 0x3:
-            dts = self._shift(_read_ts(buf, p + 14))
-            _write_ts(buf, p + 14, dts)
         return stamp
 
     def _rebase_pcr(self, buf: bytearray, i: int) -> None:

@@ -203,6 +203,7 @@ class Rotation:
     last: str | None = None
     last_line: int = 0
     cycles: int = 0
+    _undo: tuple[str | None, int] = (None, 0)
 
     def next(self, items: Sequence[Item]) -> Item | None:
         if not items:
@@ -216,6 +217,7 @@ class Rotation:
             choice = self._pick(items, new_cycle=True)
             assert choice is not None
         self.played.add(choice.key)
+        self._undo = (self.last, self.last_line)
         self.last, self.last_line = choice.key, choice.line
         return choice
 
@@ -237,9 +239,9 @@ class Rotation:
         # go on from its line, so an expanded playlist plays from its first item.
         return next((i for i in unplayed if i.line >= self.last_line), None)
 
-    def rewind(self, item: Item, previous: Item | None = None) -> None:
-        """Undo the pick of ``item`` (prepared, never played); ``previous`` is what played
-        before it, so the next pick follows ``previous`` again."""
+    def rewind(self, item: Item) -> None:
+        """Undo the latest pick, of ``item`` (prepared but never played): the next pick
+        returns it again, and the order continues as if it had not been picked."""
         self.played.discard(item.key)
-        if previous is not None:
-            self.last, self.last_line = previous.key, previous.line
+        if self.last == item.key:
+            self.last, self.last_line = self._undo

@@ -26,8 +26,9 @@ class TimedTgCalls(FakeTgCalls):
         super().__init__()
         self.frame_times: list[float] = []
 
-    async def send_frame(self, chat_id: int | str, device: Device, data: bytes,
-                         frame_data: Any = None) -> None:
+    async def send_frame(
+        self, chat_id: int | str, device: Device, data: bytes, frame_data: Any = None
+    ) -> None:
         await super().send_frame(chat_id, device, data, frame_data)
         if device == Device.CAMERA:
             self.frame_times.append(time.monotonic())
@@ -59,9 +60,9 @@ async def test_raw_frames_reach_py_tgcalls_in_order_at_real_time_pace(
     assert await asyncio.wait_for(runtime.engine.run(asyncio.Event()), 30) == 0
     elapsed = time.monotonic() - started
 
-    (_, stream, _), = fake.plays
+    ((_, stream, _),) = fake.plays
     assert isinstance(stream, MediaStream)
-    assert stream._is_video_external and stream._is_audio_external  # noqa: SLF001
+    assert stream._is_video_external and stream._is_audio_external
     frames = fake.sent(Device.CAMERA)
     assert 170 <= len(frames) <= 185, len(frames)  # two 3 s tracks at 30 fps
     assert all(len(data) == Q.frame_bytes for _, data, _ in frames)
