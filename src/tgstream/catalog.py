@@ -56,7 +56,7 @@ class Catalog:
                 f"playlist {self.path} cannot be read ({exc}); "
                 "check its permissions and that it is UTF-8 text"
             ) from None
-        parsed = parse_playlist(text, self.path.parent)
+        parsed = parse_playlist(text, self.path.resolve().parent)
         for error in parsed.errors:
             log.warning("%s %s; line skipped", self.path, error)
         if not parsed.entries:

@@ -11,7 +11,7 @@ import logging
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -19,15 +19,17 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from opskit.lifecycle import run_until_stopped
 from opskit.logs import setup_logging
 from opskit.procs import Children
 from tgstream import __version__
 from tgstream.adapters.demo import make_demo
-from tgstream.adapters.ffmpeg import can_remux
+from tgstream.adapters.ffmpeg import plan_remux
 from tgstream.adapters.probe import Prober
 from tgstream.adapters.resolver import Expansion, Resolver
 from tgstream.bootstrap import build, require_tools, resolve_ffmpeg_args
@@ -266,16 +268,32 @@ def _describe(track: Track) -> str:
     return f"{length}, video {video}, audio {info.acodec or '-'}"
 
 
+def _print_table(title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """A table on a terminal; otherwise one tab-separated line per row (CI logs, grep)."""
+    console = Console()
+    if console.is_terminal:
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        for row in rows:
+            sys.stdout.write("\t".join(Text.from_markup(cell).plain for cell in row) + "\n")
+
+
 def _print_rows(rows: list[_Row]) -> int:
-    table = Table(title="tgstream check")
-    table.add_column("check")
-    table.add_column("result")
-    table.add_column("detail", overflow="fold")
-    for row in rows:
-        table.add_row(row.name, "[green]PASS[/]" if row.ok else "[red]FAIL[/]", row.detail)
-    Console().print(table)
     failed = sum(not r.ok for r in rows)
-    Console().print(f"{len(rows) - failed} passed, {failed} failed")
+    _print_table(
+        "tgstream check",
+        ("check", "result", "detail"),
+        [
+            (escape(r.name), "[green]PASS[/]" if r.ok else "[red]FAIL[/]", escape(r.detail))
+            for r in rows
+        ],
+    )
+    sys.stdout.write(f"{len(rows) - failed} checks passed, {failed} checks failed\n")
     return int(ExitCode.OK if failed == 0 else ExitCode.FAILURE)
 
 
@@ -288,39 +306,38 @@ def playlist(env_file: EnvFile = Path(".env")) -> None:
         setup_logging("ERROR")
         require_tools()
 
-        async def resolve() -> list[tuple[str, Track | SourceError]]:
+        async def resolve() -> list[tuple[str, Track | SourceError, str]]:
             children = Children()
             try:
                 catalog = Catalog(settings.PLAYLIST_FILE, settings.LOOP, settings.SHUFFLE)
                 catalog.load()
+                prober = Prober(children)
                 resolver = Resolver(
-                    children, Prober(children), settings.quality, timeout=settings.RESOLVE_TIMEOUT
+                    children, prober, settings.quality, timeout=settings.RESOLVE_TIMEOUT
                 )
-                return await _resolve_all(catalog, resolver, True)
+                planned: list[tuple[str, Track | SourceError, str]] = []
+                for name, result in await _resolve_all(catalog, resolver, True):
+                    mode = "-"
+                    if isinstance(result, Track):
+                        _, remux = await plan_remux(result, settings.quality, FfmpegArgs(), prober)
+                        mode = "remux" if remux else "transcode"
+                    planned.append((name, result, mode))
+                return planned
             finally:
                 await children.close()
 
         results = asyncio.run(resolve())
-        table = Table(title=f"playlist {settings.PLAYLIST_FILE}")
-        for column in ("item", "status", "media", "mode"):
-            table.add_column(column, overflow="fold")
-        for name, result in results:
-            if isinstance(result, SourceError):
-                table.add_row(name, f"[red]{result.reason}[/]", str(result), "-")
-            else:
-                fits = can_remux(result.info, settings.quality, FfmpegArgs())
-                table.add_row(
-                    name,
-                    "[green]ok[/]",
-                    _describe(result),
-                    "remux if GOP ≤ 2 s" if fits else "transcode",
-                )
-        Console().print(table)
-        return int(
-            ExitCode.OK
-            if all(not isinstance(r, SourceError) for _, r in results)
-            else ExitCode.FAILURE
+        rows = [
+            (escape(name), f"[red]{result.reason}[/]", escape(str(result)), "-")
+            if isinstance(result, SourceError)
+            else (escape(name), "[green]ok[/]", escape(_describe(result)), mode)
+            for name, result, mode in results
+        ]
+        _print_table(
+            f"playlist {settings.PLAYLIST_FILE}", ("item", "status", "media", "mode"), rows
         )
+        failed = any(isinstance(r, SourceError) for _, r, _ in results)
+        return int(ExitCode.FAILURE if failed else ExitCode.OK)
 
     _guard(body)
 

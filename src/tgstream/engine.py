@@ -26,12 +26,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from opskit.procs import Children, ToolMissingError
 from tgstream.adapters.feeds import Feed, RawFeed, TsFeed, Unit
-from tgstream.adapters.ffmpeg import can_remux, slate_argv, source_argv
+from tgstream.adapters.ffmpeg import plan_remux, slate_argv, source_argv
 from tgstream.adapters.probe import Prober
 from tgstream.adapters.resolver import Expansion, Resolver
 from tgstream.catalog import Catalog
@@ -208,13 +208,8 @@ class Engine:
     ) -> _Prepared:
         q = self.opt.quality
         remux = False
-        if self.output.recipe == "ts" and can_remux(
-            replace(track.info, max_keyframe_interval=0.0), q, self.opt.ffargs
-        ):
-            # Codecs and geometry fit; measure the keyframe interval before trusting it.
-            gop = await self.prober.max_keyframe_interval(track.url, track.headers)
-            track = replace(track, info=replace(track.info, max_keyframe_interval=gop))
-            remux = can_remux(track.info, q, self.opt.ffargs)
+        if self.output.recipe == "ts":
+            track, remux = await plan_remux(track, q, self.opt.ffargs, self.prober)
         argv = source_argv(track, q, self.opt.ffargs, self.output.recipe, start, remux)
         label = f"track:{item.line}"
         feed: Feed = (

@@ -10,11 +10,12 @@ defaults for ``-map`` order), so sources can be spliced by :mod:`tgstream.adapte
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Final, Literal
 
 from opskit.procs import Children
-from tgstream.adapters.probe import header_args
+from tgstream.adapters.probe import Prober, header_args
 from tgstream.config import Quality
 from tgstream.domain.track import MediaInfo, Track
 from tgstream.ffargs import FfmpegArgs, FfmpegArgsError, parse_ffmpeg_args
@@ -25,6 +26,7 @@ __all__ = [
     "slate_argv",
     "publisher_argv",
     "can_remux",
+    "plan_remux",
     "check_ffmpeg_args",
     "SLATE_TEXT",
 ]
@@ -114,6 +116,18 @@ def can_remux(info: MediaInfo, q: Quality, ffargs: FfmpegArgs) -> bool:
         and info.max_keyframe_interval is not None
         and info.max_keyframe_interval <= _KEYFRAME_SECONDS + 0.05
     )
+
+
+async def plan_remux(
+    track: Track, q: Quality, ffargs: FfmpegArgs, prober: Prober
+) -> tuple[Track, bool]:
+    """Whether ``track`` can be copied as it is; measures its keyframe interval only when
+    everything else already fits (it costs a scan of the first seconds)."""
+    if not can_remux(replace(track.info, max_keyframe_interval=0.0), q, ffargs):
+        return track, False
+    gop = await prober.max_keyframe_interval(track.url, track.headers)
+    track = replace(track, info=replace(track.info, max_keyframe_interval=gop))
+    return track, can_remux(track.info, q, ffargs)
 
 
 def _inputs(track: Track, q: Quality, start: float) -> tuple[list[str], str | None, str | None]:

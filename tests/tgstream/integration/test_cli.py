@@ -21,7 +21,7 @@ def test_check_passes_on_a_good_setup(tmp_path: Path, media: Path, media_url: st
     assert "FAIL" not in result.stdout
     for row in ("ffmpeg", "ffprobe", "yt-dlp", "settings", "FFMPEG_ARGS", "output preview"):
         assert row in result.stdout
-    assert "0 failed" in result.stdout
+    assert "0 checks failed" in result.stdout
     assert "Traceback" not in result.stderr
 
 
