@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
 import statistics
 import time
@@ -12,20 +14,41 @@ from tgstream.adapters.feeds import Unit
 from tgstream.adapters.ffmpeg import Recipe
 
 
+def _live_children_cpu() -> float:
+    """CPU seconds so far of every live descendant of this process, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        kids: list[int] = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids += [int(k) for k in (task / "children").read_text().split()]
+        for kid in kids:
+            with contextlib.suppress(OSError, IndexError):
+                fields = Path(f"/proc/{kid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+            todo.append(kid)
+    return total
+
+
 @dataclass
 class CpuClock:
-    """CPU seconds of this process plus its reaped children, between start() and stop()."""
+    """CPU seconds of this process and all its children (live ones from /proc, reaped ones from
+    getrusage) between start() and stop(), so a window can exclude start-up."""
 
-    started: float = 0.0
     wall: float = 0.0
     self_cpu: float = 0.0
     children_cpu: float = 0.0
+    _t: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @staticmethod
     def _now() -> tuple[float, float, float]:
         me = resource.getrusage(resource.RUSAGE_SELF)
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return time.monotonic(), me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        children = reaped.ru_utime + reaped.ru_stime + _live_children_cpu()
+        return time.monotonic(), me.ru_utime + me.ru_stime, children
 
     def start(self) -> CpuClock:
         self._t = self._now()

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tests.tgstream.harness import RtmpReader, free_port, http_server, nginx_rtmp
+from tests.tgstream.harness import RtmpReader, http_server, nginx_rtmp
 
 from bench.common import CpuClock, NullOutput, rss_kib, summary
 from opskit.procs import Children
@@ -28,6 +27,7 @@ from tgstream.config import load_settings
 from tgstream.ports import Output
 
 CPU_SECONDS = 20.0
+WARMUP = 5.0
 
 
 @dataclass
@@ -74,10 +74,24 @@ async def _run_engine(
         runtime.engine.opt = replace(runtime.engine.opt, lead=lead)
     stop = asyncio.Event()
     if events is not None and stop_after_tracks is not None:
-        events.on_start = lambda n: stop.set() if n > stop_after_tracks else None
+        sample = events.on_start
+
+        def on_start(n: int) -> None:
+            if sample:
+                sample(n)
+            if n > stop_after_tracks:
+                stop.set()
+
+        events.on_start = on_start
     clock = CpuClock().start()
+    loop = asyncio.get_running_loop()
     if seconds is not None:
-        asyncio.get_running_loop().call_later(seconds, stop.set)
+        # Measure the steady state: from WARMUP (start-up, probing, first spawns done) to the
+        # end, stopping the clock before shutdown work.
+        loop.call_later(WARMUP, clock.start)
+        loop.call_later(WARMUP + seconds, lambda: (clock.stop(), stop.set()))
+        await runtime.engine.run(stop)
+        return clock
     await runtime.engine.run(stop)
     return clock.stop()
 
@@ -106,8 +120,12 @@ async def _pytgcalls_path(path: Path, seconds: float) -> CpuClock:
     frame, pcm = 1280 * 720 * 3 // 2, 48000 * 2 * 2 // 30
     t0 = time.monotonic()
     n = 0
+    measuring = False
     try:
-        while time.monotonic() - t0 < seconds:
+        while time.monotonic() - t0 < WARMUP + seconds:
+            if not measuring and time.monotonic() - t0 >= WARMUP:
+                clock.start()
+                measuring = True
             assert procs[0].stdout is not None
             assert procs[1].stdout is not None
             await procs[0].stdout.readexactly(frame)
@@ -116,6 +134,7 @@ async def _pytgcalls_path(path: Path, seconds: float) -> CpuClock:
             delay = t0 + n / 30 - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+        clock.stop()
     finally:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -124,7 +143,7 @@ async def _pytgcalls_path(path: Path, seconds: float) -> CpuClock:
                 assert proc.stdout is not None
                 await proc.stdout.read()
             await proc.wait()
-    return clock.stop()
+    return clock
 
 
 def cpu_raw_vs_pytgcalls(media: Path, rounds: int = 2) -> dict[str, Any]:
@@ -202,63 +221,62 @@ def track_change_gaps(media: Path, media_url: str | None) -> dict[str, Any]:
     }
 
 
-def first_frame(media: Path, runs: int = 5) -> list[float]:
-    """Seconds from spawning ``tgstream run`` to the first decoded frame at an RTMP server."""
+def first_frame(media: Path, runs: int = 5) -> dict[str, list[float]]:
+    """From spawning ``tgstream run`` (interpreter start included) to its log line "first frame
+    written" and to nginx-rtmp's publish event; plain ``ffmpeg -re file -c copy -f flv`` to the
+    same server is the control for the publish figure."""
     playlist = media / "first.txt"
     playlist.write_text(f"{media}/bench-720p30.mp4\n")
-    results = []
+    written, published, control = [], [], []
+    env = {
+        "PATH": os.environ["PATH"],
+        "PLAYLIST_FILE": str(playlist),
+        "OUTPUT": "rtmp",
+        "HOME": os.environ.get("HOME", "/root"),
+    }
     for _ in range(runs):
-        port = free_port()
-        url = f"rtmp://127.0.0.1:{port}/live/first"
-        server = subprocess.Popen(
-            [
-                "ffmpeg",
-                "-nostdin",
-                "-hide_banner",
-                "-loglevel",
-                "info",
-                "-listen",
-                "1",
-                "-i",
-                url,
-                "-map",
-                "0:v",
-                "-vf",
-                "showinfo",
-                "-f",
-                "null",
-                "-",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(0.5)  # the listener is up
-        env = {
-            "PATH": os.environ["PATH"],
-            "PLAYLIST_FILE": str(playlist),
-            "OUTPUT": "rtmp",
-            "RTMP_URL": url,
-            "HOME": os.environ.get("HOME", "/root"),
-        }
-        started = time.monotonic()
-        service = subprocess.Popen(
-            [sys.executable, "-m", "tgstream", "run"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        assert server.stderr is not None
-        for line in server.stderr:
-            if "Parsed_showinfo" in line and re.search(r"n:\s*0 ", line):
-                results.append(time.monotonic() - started)
-                break
-        service.terminate()
-        service.wait(20)
-        server.kill()
-        server.wait()
-        server.stderr.close()
-    return results
+        with nginx_rtmp(Path(tempfile.mkdtemp(prefix="bench-nginx-"))) as server:
+            started = time.monotonic()
+            service = subprocess.Popen(
+                [sys.executable, "-m", "tgstream", "run"],
+                env={**env, "RTMP_URL": server.url()},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert service.stderr is not None
+            for line in service.stderr:
+                if "first frame written" in line:
+                    written.append(time.monotonic() - started)
+                    break
+            server.wait_publish(10)  # polls every 20 ms from here; publish follows the write
+            published.append(time.monotonic() - started)
+            service.terminate()
+            service.wait(20)
+            service.stderr.close()
+        with nginx_rtmp(Path(tempfile.mkdtemp(prefix="bench-nginx-"))) as server:
+            started = time.monotonic()
+            plain = subprocess.Popen(
+                [
+                    "ffmpeg",
+                    "-nostdin",
+                    "-loglevel",
+                    "error",
+                    "-re",
+                    "-i",
+                    f"{media}/bench-720p30.mp4",
+                    "-c",
+                    "copy",
+                    "-f",
+                    "flv",
+                    server.url(),
+                ]
+            )
+            server.wait_publish(10)
+            control.append(time.monotonic() - started)
+            plain.kill()
+            plain.wait()
+    return {"written": written, "published": published, "control": control}
 
 
 def rss_growth(media: Path, changes: int = 500) -> dict[str, int]:
@@ -301,7 +319,8 @@ def rss_growth(media: Path, changes: int = 500) -> dict[str, int]:
 
 def prepare_media(root: Path) -> None:
     if not (root / "bench-720p30.mp4").exists():
-        make_clip(root / "bench-720p30.mp4", CPU_SECONDS + 10, freq=440)
+        # What a 720p upload looks like: H.264 at 2.5 Mb/s, AAC, keyframes every 2 s.
+        make_clip(root / "bench-720p30.mp4", WARMUP + CPU_SECONDS + 10, freq=440, video_kbps=2500)
     for color in ("red", "green"):
         if not (root / f"{color}-2s.mp4").exists():
             make_clip(root / f"{color}-2s.mp4", 2, color=color, freq=500)

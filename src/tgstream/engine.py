@@ -345,9 +345,10 @@ class Engine:
         if wait > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), wait)
+        await self.output.write(unit)
         if self.stats.first_unit_at is None:
             self.stats.first_unit_at = self.clock()
-        await self.output.write(unit)
+            log.info("first frame written to the %s output", self.output.name)
         self.cursor = max(self.cursor, unit.pts + unit.duration)
 
     # ---- the slate -------------------------------------------------------------------

@@ -24,9 +24,11 @@ def clip_argv(
     audio: bool = True,
     video: bool = True,
     noise: bool = False,
+    video_kbps: int | None = None,
 ) -> list[str]:
     """A clip with a keyframe every 2 s. ``color`` replaces the test pattern with a solid colour
-    (tests recognise tracks by it); ``noise`` adds grain so it has a realistic bitrate."""
+    (tests recognise tracks by it); ``noise`` adds grain so it has a realistic bitrate;
+    ``video_kbps`` encodes like a real upload (veryfast, that bitrate) instead of ultrafast."""
     src = f"color=c={color}:s={size}:r={fps}" if color else f"testsrc2=s={size}:r={fps}"
     grain = ",noise=alls=12:allf=t" if noise else ""
     argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
@@ -46,9 +48,21 @@ def clip_argv(
             str(fps * 2),
             "-sc_threshold",
             "0",
-            "-preset",
-            "ultrafast",
         ]
+        if video_kbps:
+            k = video_kbps
+            maps += [
+                "-preset",
+                "veryfast",
+                "-b:v",
+                f"{k}k",
+                "-maxrate",
+                f"{k}k",
+                "-bufsize",
+                f"{2 * k}k",
+            ]
+        else:
+            maps += ["-preset", "ultrafast"]
     if audio:
         argv += ["-f", "lavfi", "-i", f"sine=f={freq}:r=48000:d={seconds}"]
         maps += ["-map", f"{1 if video else 0}:a", "-c:a", acodec, "-ac", "2"]

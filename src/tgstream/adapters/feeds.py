@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 from collections import deque
@@ -34,6 +35,7 @@ _TS_QUEUE_BYTES: Final = 128 << 10
 """Read-ahead of a TS feed (asyncio pauses the pipe at twice this): about a second of video."""
 _AUDIO_QUEUE_SECONDS: Final = 8.0
 _VIDEO_QUEUE_FRAMES: Final = 8
+_RAW_PIPE_BYTES: Final = 1 << 20  # the default /proc/sys/fs/pipe-max-size
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,18 @@ class Feed:
         return " | ".join(self._stderr)
 
     async def spawn(self, children: Children) -> None:
+        """Start the ffmpeg. Cancellation-safe: a cancelled spawn still finishes (it takes
+        milliseconds), then closes what it made, so no process, pipe or transport leaks."""
+        inner = asyncio.ensure_future(self._spawn(children))
+        try:
+            await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await inner
+            await self.close(children)
+            raise
+
+    async def _spawn(self, children: Children) -> None:
         raise NotImplementedError
 
     def activate(self, offset: float) -> None:
@@ -160,7 +174,7 @@ class TsFeed(Feed):
         self._frame = frame
         self._rebaser: TsRebaser | None = None
 
-    async def spawn(self, children: Children) -> None:
+    async def _spawn(self, children: Children) -> None:
         self.proc = await children.spawn(
             self.argv,
             stdout=asyncio.subprocess.PIPE,
@@ -211,10 +225,13 @@ class RawFeed(Feed):
         self._n = 0
         self._transports: list[asyncio.ReadTransport] = []
 
-    async def spawn(self, children: Children) -> None:
+    async def _spawn(self, children: Children) -> None:
         loop = asyncio.get_running_loop()
         vr, vw = os.pipe() if self._q.has_video else (-1, -1)
         ar, aw = os.pipe()
+        if vw >= 0:  # a 720p frame is 1.4 MB: a 64 KiB pipe would cost ~22 wakeups per frame
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(vw, fcntl.F_SETPIPE_SZ, _RAW_PIPE_BYTES)
         pass_fds = [fd for fd in (vw, aw) if fd >= 0]
         # ffmpeg's pipe:N takes any descriptor number: hand it ours, inherited as they are.
         slots = {"pipe:3": f"pipe:{vw}", "pipe:4": f"pipe:{aw}"}
@@ -234,13 +251,22 @@ class RawFeed(Feed):
         audio = await self._reader(loop, ar)
         self._tasks.append(asyncio.create_task(self._pump_audio(audio), name="raw-audio"))
 
-    @staticmethod
-    async def _reader(loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.StreamReader:
+    async def _reader(self, loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.StreamReader:
         reader = asyncio.StreamReader(limit=4 << 20)
-        await loop.connect_read_pipe(
+        transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
         )
+        self._transports.append(transport)
         return reader
+
+    async def close(self, children: Children) -> None:
+        try:
+            await super().close(children)
+        finally:
+            for transport in self._transports:
+                transport.close()
+            self._transports.clear()
+            await asyncio.sleep(0)  # let the transports' close callbacks run: pipes are closed
 
     async def _pump_video(self, reader: asyncio.StreamReader) -> None:
         try:

@@ -53,11 +53,17 @@ _TS_OUT: Final = (
 )
 
 
-def _video_filter(q: Quality) -> str:
-    return (
-        f"scale={q.width}:{q.height}:force_original_aspect_ratio=decrease,"
-        f"pad={q.width}:{q.height}:-1:-1:color=black,setsar=1,fps={q.fps},format=yuv420p"
-    )
+def _video_options(q: Quality, info: MediaInfo) -> list[str]:
+    """Frame rate and pixel format as output options (cheap: ffmpeg drops, duplicates and
+    converts only when it must); scale and letterbox only a source of another size."""
+    options = ["-r", str(q.fps), "-pix_fmt", "yuv420p"]
+    if info.has_video and (info.width, info.height) != (q.width, q.height):
+        box = (
+            f"scale={q.width}:{q.height}:force_original_aspect_ratio=decrease,"
+            f"pad={q.width}:{q.height}:-1:-1:color=black,setsar=1"
+        )
+        options = ["-vf", box, *options]
+    return options
 
 
 _AUDIO_FILTER: Final = "aresample=async=1:first_pts=0"
@@ -184,12 +190,9 @@ def source_argv(
                 "-map",
                 vmap,
                 *ffargs.args,
-                "-vf",
-                _video_filter(q),
+                *_video_options(q, track.info),
                 "-f",
                 "rawvideo",
-                "-pix_fmt",
-                "yuv420p",
                 "-c:v",
                 "rawvideo",
                 "pipe:3",
@@ -214,7 +217,7 @@ def source_argv(
     maps = (["-map", vmap] if vmap else []) + ["-map", amap]
     if remux:
         return [*argv, *maps, "-c", "copy", *_TS_OUT]
-    codec = (["-vf", _video_filter(q)] if vmap else []) + ["-af", _AUDIO_FILTER]
+    codec = (_video_options(q, track.info) if vmap else []) + ["-af", _AUDIO_FILTER]
     return [
         *argv,
         *maps,
@@ -258,7 +261,16 @@ def slate_argv(q: Quality, ffargs: FfmpegArgs, recipe: Recipe, text: str = SLATE
             "pipe:4",
         ]
     maps = (["-map", vmap] if vmap else []) + ["-map", amap]
-    return [*argv, *maps, *_encode(q, ffargs), *_TS_OUT]
+    return [*argv, *maps, *_encode(q, _slate_tuning(ffargs)), *_TS_OUT]
+
+
+def _slate_tuning(ffargs: FfmpegArgs) -> FfmpegArgs:
+    """A still picture needs no lookahead and one thread: the slate is spawned after every use,
+    and this makes that nearly free. Skipped when FFMPEG_ARGS picks another encoder."""
+    if any(a.split(":")[0] in ("-c", "-codec", "-vcodec") for a in ffargs.args):
+        return ffargs
+    tuning = ("-preset", "ultrafast", "-tune", "stillimage,zerolatency", "-threads", "1")
+    return FfmpegArgs((*tuning, *ffargs.args))
 
 
 def publisher_argv(target: Literal["rtmp", "hls"], destination: str) -> list[str]:
@@ -312,17 +324,8 @@ async def check_ffmpeg_args(raw: str, q: Quality, children: Children) -> FfmpegA
         args = FfmpegArgs(parse_ffmpeg_args(raw))
     except FfmpegArgsError as exc:
         return FfmpegArgs(rejected=str(exc))
-    dry = [
-        *_BASE,
-        *_slate_inputs(q, "dry run"),
-        "-t",
-        "0.3",
-        *(["-map", "0:v", "-map", "1:a"] if q.has_video else ["-map", "0:a"]),
-        *_encode(q, args),
-        "-f",
-        "null",
-        "-",
-    ]
+    # The slate's own command line: the same encoder options every transcoding source gets.
+    dry = [*slate_argv(q, args, "ts")[: -len(_TS_OUT)], "-t", "0.3", "-f", "null", "-"]
     code, _, err = await children.run(dry, timeout=30)
     if code != 0:
         detail = err.decode(errors="replace").strip().splitlines()

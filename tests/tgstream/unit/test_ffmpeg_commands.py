@@ -138,12 +138,23 @@ def test_transcode_encodes_h264_aac_at_the_quality() -> None:
     assert after(argv, "-map") == ["0:v:0", "0:a:0"]
     assert after(argv, "-c:v") == ["libx264"]
     assert after(argv, "-c:a") == ["aac"]
-    (vf,) = after(argv, "-vf")
-    assert vf.startswith("scale=1280:720:")
-    assert "fps=30" in vf
+    assert after(argv, "-vf") == []  # already 1280x720: no scaler, no copy of every frame
+    assert after(argv, "-r") == ["30"]
+    assert after(argv, "-pix_fmt") == ["yuv420p"]
     assert after(argv, "-g") == ["60"]
     assert (after(argv, "-ar"), after(argv, "-ac")) == (["48000"], ["2"])
     assert "-shortest" not in argv
+
+
+@pytest.mark.parametrize("recipe", ["ts", "raw"])
+def test_a_source_of_another_size_is_scaled_and_letterboxed(recipe: Recipe) -> None:
+    small = replace(FITS_720P, width=640, height=480)
+
+    argv = source_argv(track(small), Q720, NO_ARGS, recipe)
+
+    (vf,) = after(argv, "-vf")
+    assert vf.startswith("scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720")
+    assert after(argv, "-r") == ["30"]
 
 
 def test_remux_copies_without_encoder_options() -> None:
