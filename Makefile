@@ -15,14 +15,21 @@ help:
 	@echo "make test   - install what is missing, then lint, type-check and run the whole test suite"
 	@echo "make bench  - run the benchmarks in bench/ and print their tables"
 
-# apt only when something is missing, so repeated runs stay fast and work offline.
+# apt only when something is missing, so repeated runs stay fast and work offline. The packages'
+# own services (nginx on :80, prometheus on :9090) are not started: we need only their binaries
+# (nginx-rtmp and promtool in tests), so policy-rc.d refuses service starts during the install.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if ! $(PYTHON) -m venv --help >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "error: apt packages missing ($$missing); run as root or install them" >&2; exit 2; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  guard=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\n# installed by make for the duration of apt-get: start no services\nexit 101\n' > /usr/sbin/policy-rc.d; \
+	    chmod 755 /usr/sbin/policy-rc.d; guard=1; fi; \
+	  status=0; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || status=$$?; \
+	  if [ -n "$$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $$status; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -56,6 +56,11 @@ PLAYED_OK: Final = 2.0
 """Seconds a track must play before it clears the run of consecutive failures."""
 
 
+def _streams(q: Quality) -> int:
+    """Elementary streams in every TS feed: audio, and video unless the preset is audio-only."""
+    return 2 if q.has_video else 1
+
+
 class NullEvents:
     """Events sink that records nothing; the metrics issue provides the Prometheus one."""
 
@@ -213,7 +218,7 @@ class Engine:
         argv = source_argv(track, q, self.opt.ffargs, self.output.recipe, start, remux)
         label = f"track:{item.line}"
         feed: Feed = (
-            TsFeed(label, argv, self._ts_counters, 1 / q.fps, start)
+            TsFeed(label, argv, self._ts_counters, 1 / q.fps, start, _streams(q))
             if self.output.recipe == "ts"
             else RawFeed(label, argv, q, start)
         )
@@ -323,7 +328,11 @@ class Engine:
                 if not pending.done():
                     return "stop" if self._stop.is_set() else "stall"
                 if filled:
-                    feed.shift(self.cursor - (feed.end or self.cursor))
+                    # Continue after the slate: from the feed's last unit, or, when the slate
+                    # came before its first one, from where it was activated.
+                    resume_at = feed.end if feed.end is not None else feed.offset
+                    assert resume_at is not None
+                    feed.shift(self.cursor - resume_at)
             unit = feed.take()
             if unit is None:
                 return "eof"
@@ -359,7 +368,7 @@ class Engine:
 
         async def spawn() -> Feed:
             feed: Feed = (
-                TsFeed("slate", argv, self._ts_counters, 1 / q.fps)
+                TsFeed("slate", argv, self._ts_counters, 1 / q.fps, streams=_streams(q))
                 if self.output.recipe == "ts"
                 else RawFeed("slate", argv, q)
             )

@@ -336,3 +336,45 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def on_air(
+    cwd: Path, rtmp: Nginx, lines: list[str], **env: str
+) -> Iterator[tuple[Service, RtmpReader]]:
+    """``tgstream run`` playing ``lines`` (written to ``cwd/playlist.txt``) once into nginx, with
+    one reader attached from the moment it publishes. Both are always stopped afterwards."""
+    playlist = cwd / "playlist.txt"
+    playlist.write_text("\n".join(lines) + "\n")
+    settings = {
+        "PLAYLIST_FILE": str(playlist),
+        "OUTPUT": "rtmp",
+        "RTMP_URL": rtmp.url(),
+        "LOOP": "0",
+        **env,
+    }
+    service = start_service(cwd, settings)
+    try:
+        rtmp.wait_publish(30)
+        reader = RtmpReader(rtmp.url())
+        reader.start()
+        try:
+            yield service, reader
+        finally:
+            reader.stop()
+    finally:
+        service.terminate()
+
+
+def assert_continuous(reader: RtmpReader, max_gap: float = 0.2) -> None:
+    """One connection, timestamps that only go up, no gap between frames above ``max_gap``."""
+    assert reader.connections == 1
+    backwards = [
+        (i, a.pts, b.pts, a.color, b.color)
+        for i, (a, b) in enumerate(itertools.pairwise(reader.frames))
+        if b.pts <= a.pts
+    ]
+    assert not backwards, (
+        f"timestamps went backwards (frame, pts, next pts, colours): {backwards[:5]}"
+    )
+    assert reader.max_pts_gap() <= max_gap, f"gap of {reader.max_pts_gap():.3f}s between frames"

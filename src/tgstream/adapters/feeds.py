@@ -120,6 +120,8 @@ class Feed:
         if payload is None:
             return None
         unit = self._place(payload)
+        if not unit.data and not unit.audio:
+            return unit  # held back (a TS source not anchored yet): nothing placed so far
         if self.first_pts is None:
             self.first_pts = unit.pts
         self.end = max(self.end or 0.0, unit.pts + unit.duration)
@@ -168,10 +170,12 @@ class TsFeed(Feed):
         counters: dict[int, int],
         frame: float,
         start: float = 0.0,
+        streams: int = 2,
     ) -> None:
         super().__init__(label, argv, start)
         self._counters = counters
         self._frame = frame
+        self._streams = streams
         self._rebaser: TsRebaser | None = None
 
     async def _spawn(self, children: Children) -> None:
@@ -186,7 +190,7 @@ class TsFeed(Feed):
 
     def activate(self, offset: float) -> None:
         super().activate(offset)
-        self._rebaser = TsRebaser(offset, self._counters)
+        self._rebaser = TsRebaser(offset, self._counters, self._streams)
 
     def shift(self, delta: float) -> None:
         super().shift(delta)

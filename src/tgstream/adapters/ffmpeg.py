@@ -38,6 +38,8 @@ SLATE_TEXT: Final = "Technical break"
 _FONT: Final = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 _BASE: Final = ("ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error")
 _KEYFRAME_SECONDS: Final = 2
+_FILE_GOP_WINDOW: Final = 12.0
+_LIVE_GOP_WINDOW: Final = 5.0
 # One audio frame per PES (pes_payload_size 0): PES timestamps are then frame-accurate, and a
 # spliced track can start right after the previous one's last audio frame without overlap.
 _TS_OUT: Final = (
@@ -131,7 +133,9 @@ async def plan_remux(
     everything else already fits (it costs a scan of the first seconds)."""
     if not can_remux(replace(track.info, max_keyframe_interval=0.0), q, ffargs):
         return track, False
-    gop = await prober.max_keyframe_interval(track.url, track.headers)
+    # A live stream is scanned in real time: a shorter window still spans two 2 s GOPs.
+    window = _LIVE_GOP_WINDOW if track.info.live else _FILE_GOP_WINDOW
+    gop = await prober.max_keyframe_interval(track.url, track.headers, window)
     track = replace(track, info=replace(track.info, max_keyframe_interval=gop))
     return track, can_remux(track.info, q, ffargs)
 

@@ -21,6 +21,8 @@ SYNC: Final = 0x47
 TS_CLOCK: Final = 90_000
 _WRAP: Final = 1 << 33
 _NULL_PID: Final = 0x1FFF
+_HOLD_LIMIT: Final = 4 << 20
+"""Bytes held back at most while waiting for every stream's first timestamp."""
 
 
 def _read_ts(b: bytearray, i: int) -> int:
@@ -56,16 +58,27 @@ class TsRebaser:
 
     Continuity counters are shared across sources through ``counters``: pass the same dict to
     every rebaser of one output.
+
+    The anchor is the earliest first timestamp among ``streams`` elementary streams, so packets
+    are held back until each has shown one (at most ``_HOLD_LIMIT`` bytes). Anchoring on the very
+    first timestamp seen is not enough: a live source often delivers audio before the first
+    decodable video frame, whose DTS (B-frames) then lies before that audio, and the video would
+    land before the previous track's end.
     """
 
     offset: float
     counters: dict[int, int] = field(default_factory=dict)
+    streams: int = 1
+    """Elementary streams that anchor the source; with 1, the first timestamp does."""
     base: int | None = None
     last: int | None = None
     """Latest rebased timestamp seen, in 90 kHz ticks (unwrapped)."""
     _pending: bytes = b""
     _prev_raw: int = 0
     _prev_delta: int = 0
+    _held: bytearray = field(default_factory=bytearray)
+    _firsts: dict[int, int] = field(default_factory=dict)
+    """Per PID, the first raw timestamp (DTS, else PTS), while the anchor is not set."""
 
     @property
     def end(self) -> float | None:
@@ -84,10 +97,21 @@ class TsRebaser:
         return round(self.offset * TS_CLOCK) + self._prev_delta
 
     def feed(self, data: bytes) -> TsChunk:
-        """Rebase whole packets of ``data``; a trailing partial packet waits for the next call."""
+        """Rebase whole packets of ``data``; a trailing partial packet waits for the next call.
+
+        Until the anchor is known the packets are held and an empty chunk comes back."""
         buf = bytearray(self._pending + data)
         whole = len(buf) - len(buf) % PACKET
         self._pending = bytes(buf[whole:])
+        if self.base is None and self.streams > 1:
+            self._note_firsts(buf, whole)
+            self._held += buf[:whole]
+            if len(self._firsts) < self.streams and len(self._held) < _HOLD_LIMIT:
+                return TsChunk(b"", None)
+            if self._firsts:
+                self.base = self._prev_raw = self._earliest(list(self._firsts.values()))
+            buf, self._held = self._held, bytearray()
+            whole = len(buf)
         latest: int | None = None
         for pos in range(0, whole, PACKET):
             if buf[pos] != SYNC:
@@ -113,6 +137,28 @@ class TsRebaser:
         if latest is not None:
             self.last = latest if self.last is None else max(self.last, latest)
         return TsChunk(bytes(buf[:whole]), None if latest is None else latest / TS_CLOCK)
+
+    def _note_firsts(self, buf: bytearray, whole: int) -> None:
+        for pos in range(0, whole, PACKET):
+            if buf[pos] != SYNC:
+                raise ValueError(f"lost MPEG-TS sync at byte {len(self._held) + pos}")
+            pid = ((buf[pos + 1] & 0x1F) << 8) | buf[pos + 2]
+            afc = (buf[pos + 3] >> 4) & 0x3
+            if pid in self._firsts or not afc & 0x1 or not buf[pos + 1] & 0x40:
+                continue
+            p = pos + 4 + (buf[pos + 4] + 1 if afc & 0x2 else 0)
+            if p + 14 > pos + PACKET or buf[p : p + 3] != b"\x00\x00\x01":
+                continue
+            stream_id, flags = buf[p + 3], buf[p + 7] >> 6
+            if (stream_id < 0xC0 and stream_id not in (0xBD, 0xFD)) or not flags & 0x2:
+                continue
+            self._firsts[pid] = _read_ts(buf, p + 14 if flags == 0x3 else p + 9)
+
+    @staticmethod
+    def _earliest(stamps: list[int]) -> int:
+        """The earliest of raw 33-bit stamps that lie close together, across a wrap too."""
+        ref = stamps[0]
+        return min(stamps, key=lambda s: ((s - ref + _WRAP // 2) % _WRAP) - _WRAP // 2)
 
     def _rebase_pes(self, buf: bytearray, p: int) -> int | None:
         if buf[p] != 0 or buf[p + 1] != 0 or buf[p + 2] != 1:

@@ -10,70 +10,47 @@ from pathlib import Path
 
 import pytest
 
-from tests.tgstream.harness import Nginx, RtmpReader, alive, free_port, http_server, start_service
+from tests.tgstream.harness import (
+    Nginx,
+    alive,
+    assert_continuous,
+    free_port,
+    http_server,
+    on_air,
+    start_service,
+)
 
 pytestmark = [pytest.mark.rtmp, pytest.mark.slow]
 
 
-def _rtmp_env(playlist: Path, rtmp: Nginx, **extra: str) -> dict[str, str]:
-    return {
-        "PLAYLIST_FILE": str(playlist),
-        "OUTPUT": "rtmp",
-        "RTMP_URL": rtmp.url(),
-        "LOOP": "0",
-        **extra,
-    }
-
-
-def _broadcast(tmp: Path, rtmp: Nginx, lines: list[str], **env: str) -> tuple[RtmpReader, str]:
-    """Play ``lines`` once to nginx with a reader attached; returns the reader and the log."""
-    playlist = tmp / "playlist.txt"
-    playlist.write_text("\n".join(lines) + "\n")
-    service = start_service(tmp, _rtmp_env(playlist, rtmp, **env))
-    rtmp.wait_publish(30)
-    reader = RtmpReader(rtmp.url())
-    reader.start()
-    try:
-        assert service.wait(90) == 0, service.log
-    finally:
-        reader.stop()
-        service.terminate()
-    return reader, service.log
-
-
-def _continuous(reader: RtmpReader) -> None:
-    assert reader.connections == 1
-    assert reader.monotonic(), "timestamps went backwards"
-    assert reader.max_pts_gap() <= 0.2, f"gap of {reader.max_pts_gap():.3f}s"
+def colours(reader_colours: list[str]) -> list[str]:
+    return [c for c in reader_colours if c != "other"]
 
 
 def test_dead_url_mid_playlist_is_skipped_without_a_gap(
     tmp_path: Path, media: Path, media_url: str, rtmp: Nginx
 ) -> None:
-    reader, log = _broadcast(
-        tmp_path,
-        rtmp,
-        [f"{media}/pattern.mp4", f"{media}/red.mp4", f"{media_url}/dead.mp4", f"{media}/green.mp4"],
-    )
-    skipped = [ln for ln in log.splitlines() if "skipping" in ln]
-    assert len(skipped) == 1, log
+    lines = [
+        f"{media}/pattern.mp4",
+        f"{media}/red.mp4",
+        f"{media_url}/dead.mp4",
+        f"{media}/green.mp4",
+    ]
+    with on_air(tmp_path, rtmp, lines) as (service, reader):
+        assert service.wait(90) == 0, service.log
+    skipped = [ln for ln in service.lines if "skipping" in ln]
+    assert len(skipped) == 1, service.log
     assert "dead.mp4" in skipped[0]
     assert "[not_found]" in skipped[0]
-    colours = [c for c in reader.colors() if c != "other"]
-    assert colours == ["red", "green"], colours
-    _continuous(reader)
+    assert colours(reader.colors()) == ["red", "green"]
+    assert_continuous(reader)
 
 
 def test_ffmpeg_killed_mid_track_resumes_near_where_it_was(
     tmp_path: Path, media: Path, rtmp: Nginx
 ) -> None:
-    playlist = tmp_path / "playlist.txt"
-    playlist.write_text(f"{media}/pattern.mp4\n{media}/long-green.mp4\n{media}/red.mp4\n")
-    service = start_service(tmp_path, _rtmp_env(playlist, rtmp))
-    rtmp.wait_publish(30)
-    reader = RtmpReader(rtmp.url())
-    reader.start()
-    try:
+    lines = [f"{media}/pattern.mp4", f"{media}/long-green.mp4", f"{media}/red.mp4"]
+    with on_air(tmp_path, rtmp, lines) as (service, reader):
         service.wait_for(r"now playing: \S*/long-green\.mp4", 30)
         time.sleep(3.0)
         victims = [
@@ -85,125 +62,81 @@ def test_ffmpeg_killed_mid_track_resumes_near_where_it_was(
         os.kill(victims[0], signal.SIGKILL)
         service.wait_for(r"resuming at \d", 10)
         assert service.wait(60) == 0, service.log
-    finally:
-        reader.stop()
-        service.terminate()
-    colours = [c for c in reader.colors() if c != "other"]
-    assert colours[-1] == "red", colours
-    assert "green" in colours, colours
+    seen = colours(reader.colors())
+    assert seen[-1] == "red", seen
+    assert "green" in seen, seen
     green = reader.seconds_of("green")
     # 8 s clip: resumed at the keyframe before the kill point (GOP 2 s), not restarted at 0.
     assert 7.0 <= green <= 10.5, f"{green:.1f}s of green"
-    _continuous(reader)
+    assert_continuous(reader)
 
 
 def test_unbalanced_ffmpeg_args_fall_back_with_one_warning(
     tmp_path: Path, media: Path, rtmp: Nginx
 ) -> None:
-    reader, log = _broadcast(
-        tmp_path,
-        rtmp,
-        [f"{media}/pattern.mp4", f"{media}/red.mp4"],
-        FFMPEG_ARGS='-b:v "1500k -preset veryfast',
-    )
-    warnings = [ln for ln in log.splitlines() if "WARNING" in ln and "FFMPEG_ARGS" in ln]
-    assert len(warnings) == 1, log
+    lines = [f"{media}/pattern.mp4", f"{media}/red.mp4"]
+    with on_air(tmp_path, rtmp, lines, FFMPEG_ARGS='-b:v "1500k -preset veryfast') as (
+        service,
+        reader,
+    ):
+        assert service.wait(90) == 0, service.log
+    warnings = [ln for ln in service.lines if "WARNING" in ln and "FFMPEG_ARGS" in ln]
+    assert len(warnings) == 1, service.log
     assert "unbalanced" in warnings[0]
     assert "red" in reader.colors()
-    _continuous(reader)
+    assert_continuous(reader)
 
 
 def test_every_item_failing_shows_the_slate_and_backs_off(
     tmp_path: Path, media_url: str, rtmp: Nginx
 ) -> None:
-    playlist = tmp_path / "playlist.txt"
-    playlist.write_text(f"{media_url}/gone-1.mp4\n{media_url}/gone-2.mp4\n")
-    service = start_service(tmp_path, _rtmp_env(playlist, rtmp, LOOP="1"))
-    try:
-        rtmp.wait_publish(30)
-        reader = RtmpReader(rtmp.url())
-        reader.start()
+    lines = [f"{media_url}/gone-1.mp4", f"{media_url}/gone-2.mp4"]
+    with on_air(tmp_path, rtmp, lines, LOOP="1") as (service, reader):
         service.wait_for(r"every playlist item failed in a row.*retrying in 2s", 30)
         reader.wait_frames(60, 15)
-        reader.stop()
-    finally:
         assert service.terminate() == 0
     assert reader.frames
     assert all(f.color == "slate" for f in reader.frames), reader.colors()
-    _continuous(reader)
+    assert_continuous(reader)
 
 
 def test_live_hls_source_that_ends_moves_on(tmp_path: Path, media: Path, rtmp: Nginx) -> None:
     site = tmp_path / "site"
     site.mkdir()
-    producer = subprocess.Popen(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-i",
-            str(media / "long-green.mp4"),
-            "-c",
-            "copy",
-            "-f",
-            "hls",
-            "-hls_time",
-            "1",
-            "-hls_list_size",
-            "4",
-            str(site / "live.m3u8"),
-        ]
-    )
+    producer = _hls_producer(media / "long-green.mp4", site)
     try:
-        deadline = time.monotonic() + 10
-        while not (site / "live.m3u8").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with http_server(site) as url:
-            playlist = tmp_path / "playlist.txt"
-            playlist.write_text(f"{url}/live.m3u8\n{media}/red.mp4\n")
-            service = start_service(tmp_path, _rtmp_env(playlist, rtmp))
-            rtmp.wait_publish(30)
-            reader = RtmpReader(rtmp.url())
-            reader.start()
-            try:
-                line = service.wait_for(r"now playing: .*\(live,", 30)
-                assert service.wait(60) == 0, service.log
-            finally:
-                reader.stop()
-                service.terminate()
+        with (
+            http_server(site) as url,
+            on_air(tmp_path, rtmp, [f"{url}/live.m3u8", f"{media}/red.mp4"]) as (service, reader),
+        ):
+            line = service.wait_for(r"now playing: .*\(live,", 30)
+            assert service.wait(60) == 0, service.log
     finally:
         producer.kill()
         producer.wait()
     assert "live" in line.string
-    colours = [c for c in reader.colors() if c != "other"]
-    assert colours[-1] == "red", colours
-    assert "green" in colours, colours
-    _continuous(reader)
+    seen = colours(reader.colors())
+    assert seen[-1] == "red", seen
+    assert "green" in seen, seen
+    assert_continuous(reader)
 
 
 def test_playlist_edited_while_playing_takes_effect_at_the_next_track(
     tmp_path: Path, media: Path, rtmp: Nginx
 ) -> None:
-    playlist = tmp_path / "playlist.txt"
-    playlist.write_text(f"{media}/long-green.mp4\n{media}/red.mp4\n")
-    service = start_service(tmp_path, _rtmp_env(playlist, rtmp))
-    rtmp.wait_publish(30)
-    reader = RtmpReader(rtmp.url())
-    reader.start()
-    try:
+    with on_air(tmp_path, rtmp, [f"{media}/long-green.mp4", f"{media}/red.mp4"]) as (
+        service,
+        reader,
+    ):
         service.wait_for(r"now playing: \S*/long-green\.mp4", 30)
         time.sleep(1.0)  # red is resolved and waiting by now; the edit must replace it
-        playlist.write_text(f"{media}/long-green.mp4\n{media}/white.mp4\n{media}/blue.mp4\n")
+        (tmp_path / "playlist.txt").write_text(
+            f"{media}/long-green.mp4\n{media}/white.mp4\n{media}/blue.mp4\n"
+        )
         service.wait_for(r"playlist reloaded", 10)
         assert service.wait(60) == 0, service.log
-    finally:
-        reader.stop()
-        service.terminate()
-    colours = [c for c in reader.colors() if c != "other"]
-    assert colours == ["green", "white", "blue"], colours
-    _continuous(reader)
+    assert colours(reader.colors()) == ["green", "white", "blue"]
+    assert_continuous(reader)
 
 
 def test_missing_playlist_exits_3_with_a_clear_message(tmp_path: Path) -> None:
@@ -217,7 +150,7 @@ def test_missing_playlist_exits_3_with_a_clear_message(tmp_path: Path) -> None:
 
 def test_sigterm_stops_cleanly_and_leaves_no_child_behind(tmp_path: Path, media: Path) -> None:
     playlist = tmp_path / "playlist.txt"
-    playlist.write_text(f"{media}/pattern.mp4\n{media_url_free(media)}\n")
+    playlist.write_text(f"{media}/pattern.mp4\n{media}/red.mp4\n")
     service = start_service(
         tmp_path, {"PLAYLIST_FILE": str(playlist), "PREVIEW_PORT": str(free_port())}
     )
@@ -232,5 +165,65 @@ def test_sigterm_stops_cleanly_and_leaves_no_child_behind(tmp_path: Path, media:
     assert "Traceback" not in service.log
 
 
-def media_url_free(media: Path) -> str:
-    return str(media / "red.mp4")
+def test_a_stalled_live_source_is_skipped_after_the_stall_timeout(
+    tmp_path: Path, media: Path, rtmp: Nginx
+) -> None:
+    # A live HLS stream whose producer dies while it plays: its playlist never gets an ENDLIST,
+    # so the reading ffmpeg polls it forever without output. The engine must notice, skip the
+    # stream, and carry on; the producer loops until the test kills it, so the stream dies
+    # mid-play however slowly the service starts.
+    site = tmp_path / "site"
+    site.mkdir()
+    producer = _hls_producer(media / "long-green.mp4", site, "-stream_loop", "-1")
+    try:
+        with (
+            http_server(site) as url,
+            on_air(tmp_path, rtmp, [f"{url}/live.m3u8", f"{media}/red.mp4"], STALL_TIMEOUT="2") as (
+                service,
+                reader,
+            ),
+        ):
+            service.wait_for(r"now playing: .*\(live,", 30)
+            deadline = time.monotonic() + 20
+            while reader.seconds_of("green") < 1.0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            producer.kill()
+            stalled = service.wait_for(r"skipping .*\[stall\]", 30)
+            assert service.wait(60) == 0, service.log
+    finally:
+        producer.kill()
+        producer.wait()
+    assert "no output for 2s" in stalled.string
+    seen = colours(reader.colors())
+    assert seen[-1] == "red", seen
+    assert "green" in seen, seen
+    assert_continuous(reader)  # the slate covered the stall: no gap in the output
+
+
+def _hls_producer(clip: Path, site: Path, *input_options: str) -> subprocess.Popen[bytes]:
+    """A live HLS stream of ``clip`` in ``site/live.m3u8``, once its playlist exists."""
+    producer = subprocess.Popen(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            *input_options,
+            "-i",
+            str(clip),
+            "-c",
+            "copy",
+            "-f",
+            "hls",
+            "-hls_time",
+            "1",
+            "-hls_list_size",
+            "4",
+            str(site / "live.m3u8"),
+        ]
+    )
+    deadline = time.monotonic() + 10
+    while not (site / "live.m3u8").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return producer

@@ -419,3 +419,36 @@ def test_real_ffmpeg_stream_is_rebased(tmp_path: Path) -> None:
         assert all(a < b for a, b in itertools.pairwise(dts)), f"stream {stream}"
     assert rebaser.end is not None
     assert 5.8 < rebaser.end < 6.2
+
+
+def test_the_anchor_waits_for_every_stream_and_takes_the_earliest() -> None:
+    # A live source: audio arrives first, then the first decodable video frame, whose DTS
+    # (B-frames) lies before that audio. Nothing may land before the offset.
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+    held = rebaser.feed(packet(AUDIO, pes(0xC0, pts=100_000)))
+    assert (held.data, held.pts) == (b"", None)
+    out = rebaser.feed(packet(VIDEO, pes(0xE0, pts=103_000, dts=94_000), pcr=94_000))
+    audio, video = parse(out.data)
+    assert video.dts == AT_OFFSET
+    assert audio.pts == AT_OFFSET + 6_000
+    assert video.pts == AT_OFFSET + 9_000
+    assert video.pcr == AT_OFFSET
+    assert out.pts == (AT_OFFSET + 9_000) / TS_CLOCK
+
+
+def test_the_anchor_is_taken_from_what_came_when_a_stream_never_shows() -> None:
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+    audio_only = packet(AUDIO, pes(0xC0, pts=5_000, body=160))
+    chunks = [rebaser.feed(audio_only) for _ in range((4 << 20) // PACKET + 1)]
+    assert all(c.data == b"" for c in chunks[:-1])
+    first = parse(chunks[-1].data)[0]
+    assert first.pts == AT_OFFSET
+
+
+def test_the_earliest_stamp_is_found_across_a_wrap() -> None:
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+    rebaser.feed(packet(AUDIO, pes(0xC0, pts=1_000)))
+    out = rebaser.feed(packet(VIDEO, pes(0xE0, pts=WRAP - 2_000, dts=WRAP - 5_000)))
+    audio, video = parse(out.data)
+    assert video.dts == AT_OFFSET
+    assert audio.pts == AT_OFFSET + 6_000
