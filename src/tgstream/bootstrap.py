@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from opskit.procs import Children
 from tgstream.adapters.ffmpeg import check_ffmpeg_args
@@ -16,13 +18,23 @@ from tgstream.adapters.probe import Prober
 from tgstream.adapters.publisher import Publisher
 from tgstream.adapters.resolver import Resolver
 from tgstream.catalog import Catalog
-from tgstream.config import Settings
+from tgstream.config import Settings, load_settings
 from tgstream.engine import Engine, EngineOptions
 from tgstream.errors import ConfigError, ToolError
 from tgstream.ffargs import FfmpegArgs
 from tgstream.ports import EngineEvents, Output
+from tgstream.session import Alerter, SessionEvents, SessionVerifier
+from tgstream.supervisor import Resume, Supervisor
 
-__all__ = ["Runtime", "build", "require_tools", "resolve_ffmpeg_args"]
+__all__ = [
+    "Parts",
+    "Runtime",
+    "build",
+    "build_parts",
+    "build_supervisor",
+    "require_tools",
+    "resolve_ffmpeg_args",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +70,12 @@ async def resolve_ffmpeg_args(settings: Settings, children: Children) -> FfmpegA
     return ffargs
 
 
-def build_output(settings: Settings, children: Children, events: EngineEvents | None) -> Output:
+def build_output(
+    settings: Settings,
+    children: Children,
+    events: EngineEvents | None,
+    on_session_dead: Callable[[str], None] | None = None,
+) -> Output:
     kind = settings.output
     if kind == "preview":
         return Preview(children, settings.PREVIEW_HOST, settings.PREVIEW_PORT, events)
@@ -68,15 +85,37 @@ def build_output(settings: Settings, children: Children, events: EngineEvents | 
     # pyrogram is heavy and sets an event loop at import: only the telegram output loads it.
     from tgstream.adapters.tgcalls import build_telegram_output  # noqa: PLC0415
 
-    return build_telegram_output(settings, events)
+    return build_telegram_output(settings, events, on_session_dead)
 
 
-async def build(
-    settings: Settings,
-    children: Children,
-    events: EngineEvents | None = None,
-    output: Output | None = None,
-) -> Runtime:
+@dataclass
+class Parts:
+    """What every engine of one process shares: the catalog keeps the playlist position."""
+
+    catalog: Catalog
+    resolver: Resolver
+    prober: Prober
+    options: EngineOptions
+    ffargs: FfmpegArgs
+    children: Children
+    events: EngineEvents | None
+
+    def engine(self, output: Output, resume: Resume | None = None) -> Engine:
+        return Engine(
+            self.catalog,
+            self.resolver,
+            self.prober,
+            output,
+            self.children,
+            self.options,
+            self.events,
+            resume=resume,
+        )
+
+
+async def build_parts(
+    settings: Settings, children: Children, events: EngineEvents | None = None
+) -> Parts:
     require_tools()
     if settings.output == "rtmp" and settings.RTMP_URL is None:
         raise ConfigError("OUTPUT=rtmp needs RTMP_URL")
@@ -85,7 +124,76 @@ async def build(
     catalog.load()
     prober = Prober(children)
     resolver = Resolver(children, prober, settings.quality, timeout=settings.RESOLVE_TIMEOUT)
-    output = output or build_output(settings, children, events)
     options = EngineOptions(settings.quality, ffargs, stall_timeout=settings.STALL_TIMEOUT)
-    engine = Engine(catalog, resolver, prober, output, children, options, events)
-    return Runtime(engine, output, catalog, ffargs)
+    return Parts(catalog, resolver, prober, options, ffargs, children, events)
+
+
+async def build(
+    settings: Settings,
+    children: Children,
+    events: EngineEvents | None = None,
+    output: Output | None = None,
+) -> Runtime:
+    """One engine on one output (benchmarks and tests); ``tgstream run`` uses the supervisor."""
+    parts = await build_parts(settings, children, events)
+    output = output or build_output(settings, children, events)
+    return Runtime(parts.engine(output), output, parts.catalog, parts.ffargs)
+
+
+async def build_supervisor(
+    settings: Settings,
+    children: Children,
+    *,
+    env_file: Path | None,
+    events: EngineEvents | None = None,
+    session_events: SessionEvents | None = None,
+    verifier: SessionVerifier | None = None,
+    alerter: Alerter | None = None,
+    regen: Callable[[], Awaitable[int]] | None = None,
+    output_factory: Callable[[Settings, Callable[[str], None]], Output] | None = None,
+) -> Supervisor:
+    """The service of ``tgstream run``: the engine under the session watch.
+
+    One set of :class:`Parts` (so the playlist position survives a pause), a new engine and
+    output per session. Tests pass ``verifier`` and ``output_factory`` (fakes at the library
+    boundary).
+    """
+    parts = await build_parts(settings, children, events)
+
+    def make_engine(
+        current: Settings, on_session_dead: Callable[[str], None], resume: Resume | None
+    ) -> Engine:
+        output = (
+            output_factory(current, on_session_dead)
+            if output_factory is not None
+            else build_output(current, children, events, on_session_dead)
+        )
+        return parts.engine(output, resume)
+
+    if settings.output == "telegram" and verifier is None:
+        from tgstream.adapters.telegram_session import PyrogramVerifier  # noqa: PLC0415
+
+        verifier = PyrogramVerifier(timeout=settings.AUTH_TIMEOUT)
+    if alerter is None and settings.ALERT_BOT_TOKEN is not None:
+        assert settings.ALERT_CHAT_ID is not None
+        from tgstream.adapters.alerts import BotAlerter  # noqa: PLC0415
+
+        alerter = BotAlerter(
+            settings.ALERT_BOT_TOKEN.get_secret_value(),
+            settings.ALERT_CHAT_ID,
+            api_url=settings.ALERT_API_URL,
+            min_interval=settings.ALERT_MIN_INTERVAL,
+        )
+
+    def reload() -> Settings:
+        return load_settings(env_file if env_file is not None and env_file.exists() else None)
+
+    return Supervisor(
+        settings,
+        make_engine,
+        verifier=verifier,
+        reload=reload,
+        alerter=alerter,
+        events=session_events,
+        regen=regen,
+    )

@@ -32,12 +32,13 @@ from tgstream.adapters.demo import make_demo
 from tgstream.adapters.ffmpeg import plan_remux
 from tgstream.adapters.probe import Prober
 from tgstream.adapters.resolver import Expansion, Resolver
-from tgstream.bootstrap import build, require_tools, resolve_ffmpeg_args
+from tgstream.bootstrap import build_supervisor, require_tools, resolve_ffmpeg_args
 from tgstream.catalog import Catalog
 from tgstream.config import Settings, load_settings
 from tgstream.domain.track import Track
 from tgstream.errors import ExitCode, SourceError, TgstreamError
 from tgstream.ffargs import FfmpegArgs
+from tgstream.session_cli import regenerate, session_app
 
 __all__ = ["app", "main"]
 
@@ -51,6 +52,7 @@ app = typer.Typer(
     epilog="Exit codes: 0 ok; 1 check failed or session invalid; 2 bad configuration; "
     "3 bad playlist; 4 ffmpeg/ffprobe/yt-dlp missing; 5 output cannot be opened.",
 )
+app.add_typer(session_app, name="session")
 EnvFile = Annotated[
     Path,
     typer.Option(
@@ -91,9 +93,20 @@ def run(env_file: EnvFile = Path(".env")) -> None:
 
         async def service(stop: asyncio.Event) -> int:
             children = Children()
+            path = env_file if env_file.exists() else None
+
+            async def regen() -> int:
+                return await regenerate(env_file, _settings(env_file))
+
+            interactive = sys.stdin.isatty() and sys.stdout.isatty()
             try:
-                runtime = await build(settings, children)
-                return int(await runtime.engine.run(stop))
+                supervisor = await build_supervisor(
+                    settings,
+                    children,
+                    env_file=path,
+                    regen=regen if interactive else None,
+                )
+                return await supervisor.run(stop)
             except TgstreamError as exc:
                 log.error("%s", exc)
                 return int(exc.exit_code)
@@ -186,7 +199,7 @@ def _output_reachable(settings: Settings) -> _Row:
                 f"{parts.hostname}:{port} unreachable ({exc}); check RTMP_URL and the network",
             )
         return _Row("output rtmp", True, f"{parts.hostname}:{port} accepts connections")
-    from tgstream.adapters.tgcalls import check_telegram  # noqa: PLC0415 - heavy, see bootstrap
+    from tgstream.adapters.telegram_session import check_telegram  # noqa: PLC0415 - heavy
 
     ok, detail = asyncio.run(check_telegram(settings))
     return _Row("output telegram", ok, detail)

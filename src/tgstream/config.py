@@ -77,13 +77,29 @@ class Settings(BaseSettings):
     PREVIEW_HOST: str = "127.0.0.1"
     PREVIEW_PORT: int = Field(default=8080, ge=1, le=65535)
 
+    SESSION_RECOVERY: Literal["degraded", "exit"] = "degraded"
+    """What a dead session does: ``degraded`` waits for a new one; ``exit`` ends with code 1."""
+    REAUTH_INTERVAL: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds between re-authentication cycles in degraded mode."""
+    SESSION_CHECK_INTERVAL: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds between session checks while streaming."""
+    AUTH_TIMEOUT: float = Field(default=10.0, gt=0, le=120)
+    """Seconds one login attempt (connect + get_me) may take."""
+    AUTO_REGEN: bool = False
+    """With a terminal attached, a dead session starts the regeneration helper in-process."""
+    ALERT_BOT_TOKEN: SecretStr | None = None
+    ALERT_CHAT_ID: int | str | None = None
+    ALERT_API_URL: str = "https://api.telegram.org"
+    ALERT_MIN_INTERVAL: float = Field(default=300.0, ge=0, le=86400)
+    """Seconds between two alerts of the same kind (entering / leaving degraded mode)."""
+
     STALL_TIMEOUT: float = Field(default=10.0, gt=0, le=300)
     """Seconds without output from a source before it counts as stalled and is skipped."""
     RESOLVE_TIMEOUT: float = Field(default=60.0, gt=0, le=600)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 
-    @field_validator("CHAT_ID", mode="before")
+    @field_validator("CHAT_ID", "ALERT_CHAT_ID", mode="before")
     @classmethod
     def _chat_id(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -92,7 +108,15 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("API_ID", "OUTPUT", "RTMP_URL", "API_HASH", "SESSION_STRING", mode="before")
+    @field_validator(
+        "API_ID",
+        "OUTPUT",
+        "RTMP_URL",
+        "API_HASH",
+        "SESSION_STRING",
+        "ALERT_BOT_TOKEN",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -109,6 +133,8 @@ class Settings(BaseSettings):
             ]
             if missing:
                 raise ValueError(f"OUTPUT=telegram needs {', '.join(missing)}")
+        if (self.ALERT_BOT_TOKEN is None) != (self.ALERT_CHAT_ID is None):
+            raise ValueError("alerts need both ALERT_BOT_TOKEN and ALERT_CHAT_ID (or neither)")
         return self
 
     @property
@@ -128,13 +154,17 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Values to mask in logs. For RTMP_URL only the stream key (last path part) is secret."""
-        values = [s.get_secret_value() for s in (self.API_HASH, self.SESSION_STRING) if s]
+        values = [
+            s.get_secret_value()
+            for s in (self.API_HASH, self.SESSION_STRING, self.ALERT_BOT_TOKEN)
+            if s is not None
+        ]
         if self.RTMP_URL is not None:
             values.append(self.RTMP_URL.get_secret_value().rstrip("/").rsplit("/", 1)[-1])
         return values
 
 
-_SECRET_KEYS = {"API_HASH", "SESSION_STRING", "RTMP_URL"}
+_SECRET_KEYS = {"API_HASH", "SESSION_STRING", "RTMP_URL", "ALERT_BOT_TOKEN"}
 
 
 def _describe(exc: ValidationError, env_file: Path | None) -> str:

@@ -130,6 +130,7 @@ class Engine:
         options: EngineOptions,
         events: EngineEvents | None = None,
         clock: Callable[[], float] = time.monotonic,
+        resume: tuple[Item, float] | None = None,
     ) -> None:
         self.catalog = catalog
         self.resolver = resolver
@@ -150,6 +151,10 @@ class Engine:
         self._stop = asyncio.Event()
         self._last_reload_check = 0.0
         self._upcoming: asyncio.Task[_Prepared | _Failed | None] | None = None
+        self._resume_from = resume
+        """Played first, from its position: the track a previous engine was stopped in."""
+        self.interrupted: tuple[Item, float] | None = None
+        """The track playing when ``stop`` was set, and the position reached in it."""
 
     # ---- public -----------------------------------------------------------------------
 
@@ -191,22 +196,34 @@ class Engine:
         """Pick, resolve and spawn the next playable item. Failing items are skipped here,
         ahead of time; ``_Failed`` comes back only when every item failed in a row."""
         while True:
-            item = self.catalog.next()
-            if item is None:
+            picked = self._pick()
+            if picked is None:
                 return None
+            item, start = picked
             began = self.clock()
             try:
                 resolved = await self.resolver.resolve(item)
                 if isinstance(resolved, Expansion):
                     self.catalog.add_expansion(resolved.source, resolved.items)
                     continue
-                return await self._spawn_track(item, resolved, began)
+                if resolved.info.live:
+                    start = 0.0
+                return await self._spawn_track(item, resolved, began, start)
             except SourceError as exc:
                 self._count_failure(item, exc)
                 if self._everything_failed():
                     return _Failed(item, exc)
             except ToolMissingError as exc:
                 raise ToolError(str(exc)) from None
+
+    def _pick(self) -> tuple[Item, float] | None:
+        """The next item and where to start it: the interrupted track first, when resuming."""
+        if self._resume_from is not None:
+            resume, self._resume_from = self._resume_from, None
+            log.info("resuming %s at %.1fs", resume[0].display, resume[1])
+            return resume
+        item = self.catalog.next()
+        return None if item is None else (item, 0.0)
 
     async def _spawn_track(
         self, item: Item, track: Track, began: float, start: float = 0.0, resumes: int = 0
@@ -265,6 +282,7 @@ class Engine:
             while True:
                 outcome = await self._pump(feed)
                 if outcome == "stop":
+                    self.interrupted = (p.item, p.feed.position)
                     return
                 if outcome == "eof":
                     rc = await feed.returncode()

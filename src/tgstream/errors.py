@@ -7,6 +7,8 @@
     ├── PlaylistError             the playlist is missing, empty or wholly invalid (exit 3)
     ├── ToolError                 ffmpeg, ffprobe or yt-dlp is missing (exit 4)
     ├── OutputError               the output cannot be opened, e.g. preview port taken (exit 5)
+    ├── SessionError              Telegram refused SESSION_STRING for good (exit 1 in
+    │                             SESSION_RECOVERY=exit; otherwise the service goes degraded)
     └── SourceError               one track cannot be played; the engine skips it, never exits
         └── (reason)              one of SOURCE_FAILURE_REASONS, a bounded metric label
 
@@ -25,6 +27,7 @@ __all__ = [
     "PlaylistError",
     "ToolError",
     "OutputError",
+    "SessionError",
     "SourceError",
     "FailureReason",
     "SOURCE_FAILURE_REASONS",
@@ -66,6 +69,16 @@ class ToolError(TgstreamError):
 
 class OutputError(TgstreamError):
     exit_code = ExitCode.OUTPUT
+
+
+class SessionError(TgstreamError):
+    """The Telegram session is dead; ``cause`` is a bounded label such as ``SESSION_EXPIRED``."""
+
+    exit_code = ExitCode.FAILURE
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 FailureReason = Literal["not_found", "resolve", "probe", "ffmpeg_exit", "stall", "no_media"]

@@ -9,9 +9,13 @@ has already dropped the call.
 from __future__ import annotations
 
 import asyncio
+import base64
+import struct
 from collections.abc import Callable
 from typing import Any
 
+from pyrogram.errors import AuthKeyUnregistered
+from pyrogram.storage import Storage
 from pytgcalls.exceptions import NotInCallError
 from pytgcalls.types import ChatUpdate, Device, Frame, GroupCallConfig, MediaStream
 
@@ -136,3 +140,59 @@ class FakeSleep:
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
         await asyncio.sleep(0)
+
+
+# -- the pyrogram client, for session checks and logins ---------------------------------------
+
+
+def session_string(user_id: int = 42, dc_id: int = 2, key: bytes = bytes(256)) -> str:
+    """A well-formed session string, as ``export_session_string`` makes (never authorised)."""
+    packed = struct.pack(Storage.SESSION_STRING_FORMAT, dc_id, 1, False, key, user_id, False)
+    return base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+
+class Me:
+    first_name = "Alice"
+    id = 42
+
+
+class FakeTelegram:
+    """Telegram's view of sessions: which work, which are refused and how, which time out.
+
+    ``client(settings)`` builds a fake pyrogram client bound to the settings' session, the way
+    ``make_client`` builds the real one; pass it as ``client_factory``.
+    """
+
+    def __init__(self) -> None:
+        self.refused: dict[str, Exception] = {}
+        self.hanging: set[str] = set()
+        self.logins = 0
+
+    def revoke(self, session: str, error: Exception | None = None) -> None:
+        self.refused[session] = error or AuthKeyUnregistered()
+
+    def client(self, settings: Any) -> FakeSessionClient:
+        return FakeSessionClient(self, settings.SESSION_STRING.get_secret_value())
+
+
+class FakeSessionClient:
+    def __init__(self, telegram: FakeTelegram, session: str) -> None:
+        self._telegram = telegram
+        self._session = session
+        self.is_connected = False
+
+    async def connect(self) -> bool:
+        if self._session in self._telegram.hanging:
+            await asyncio.sleep(3600)
+        self.is_connected = True
+        return True
+
+    async def get_me(self) -> Me:
+        self._telegram.logins += 1
+        error = self._telegram.refused.get(self._session)
+        if error is not None:
+            raise error
+        return Me()
+
+    async def disconnect(self) -> None:
+        self.is_connected = False

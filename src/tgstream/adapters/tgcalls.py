@@ -19,18 +19,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any, Final, Protocol
 
-from pyrogram import Client
-from pyrogram.errors import (
-    AuthKeyDuplicated,
-    ChatAdminRequired,
-    FloodWait,
-    Unauthorized,
-)
+from pyrogram.errors import ChatAdminRequired, FloodWait, Unauthorized
 from pyrogram.errors.rpc_error import RPCError
-from pyrogram.storage import SQLiteStorage
 from pytgcalls import PyTgCalls
 from pytgcalls.exceptions import NoActiveGroupCall, NotInCallError
 from pytgcalls.types import (
@@ -45,25 +37,24 @@ from pytgcalls.types.raw import AudioParameters, VideoParameters
 
 from tgstream.adapters.feeds import Unit
 from tgstream.adapters.ffmpeg import Recipe
+from tgstream.adapters.telegram_session import (
+    DEAD_SESSION_ERRORS,
+    credentials,
+    make_client,
+    rpc_name,
+    session_problem,
+)
 from tgstream.config import Quality, Settings
-from tgstream.errors import ConfigError, OutputError
+from tgstream.errors import ConfigError, OutputError, SessionError
 from tgstream.ports import EngineEvents
+from tgstream.session import SESSION_HINT
 
-__all__ = [
-    "TgCallsLike",
-    "TelegramOutput",
-    "build_telegram_output",
-    "check_telegram",
-    "session_problem",
-    "SESSION_HINT",
-]
+__all__ = ["TgCallsLike", "TelegramOutput", "build_telegram_output"]
 
 log = logging.getLogger(__name__)
 
-SESSION_HINT: Final = "create a new one with `python test/auto_session_runner.py --write-env`"
 _BACKOFF_MAX: Final = 30.0
 _LEAVE_TIMEOUT: Final = 5.0
-_CLIENT_NAME: Final = "tgstream"
 
 Sleep = Callable[[float], Awaitable[None]]
 UpdateHandler = Callable[[Any, Any], Awaitable[None]]
@@ -111,8 +102,12 @@ class TelegramOutput:
         start_timeout: float = 60.0,
         join_timeout: float = 30.0,
         send_timeout: float = 5.0,
+        on_session_dead: Callable[[str], None] | None = None,
     ) -> None:
         self._calls = calls
+        self._on_session_dead = on_session_dead
+        self.session_dead: str | None = None
+        """Why Telegram refused the session mid-stream (a pyrogram error name), once it has."""
         self._chat_id = chat_id
         self._q = quality
         self._events = events
@@ -153,10 +148,10 @@ class TelegramOutput:
         try:
             async with asyncio.timeout(self._start_timeout):
                 await self._calls.start()
-        except (Unauthorized, AuthKeyDuplicated) as exc:
+        except (Unauthorized, *DEAD_SESSION_ERRORS) as exc:
             await self._stop_client()
-            raise OutputError(
-                f"Telegram rejected SESSION_STRING ({_rpc_name(exc)}); {SESSION_HINT}"
+            raise SessionError(
+                rpc_name(exc), f"Telegram rejected SESSION_STRING ({rpc_name(exc)}); {SESSION_HINT}"
             ) from exc
         except TimeoutError as exc:
             await self._stop_client()
@@ -201,6 +196,8 @@ class TelegramOutput:
                 del self._audio[:whole]
         except NotInCallError:
             self._lose("not in the call any more")
+        except (Unauthorized, *DEAD_SESSION_ERRORS) as exc:
+            self._session_died(exc)
         except TimeoutError:
             self._lose(f"sending a frame took longer than {self._send_timeout:g}s")
         except Exception as exc:
@@ -263,6 +260,9 @@ class TelegramOutput:
             self._attempted.set()
             if failure is None:
                 break
+            if isinstance(failure, (Unauthorized, *DEAD_SESSION_ERRORS)):
+                self._session_died(failure)
+                return
             if isinstance(failure, FloodWait):
                 seconds = failure.value if isinstance(failure.value, int) else 5
                 log.warning(
@@ -299,14 +299,7 @@ class TelegramOutput:
                 "one (%s); allow it to start video chats in CHAT_ID (admin with the 'Manage "
                 "video chats' right) or start one by hand; retrying in %gs",
                 self._chat_id,
-                _rpc_name(exc),
-                backoff,
-            )
-        elif isinstance(exc, (Unauthorized, AuthKeyDuplicated)):
-            log.error(
-                "telegram: Telegram rejected the session (%s); %s; retrying in %gs",
-                _rpc_name(exc),
-                SESSION_HINT,
+                rpc_name(exc),
                 backoff,
             )
         elif isinstance(exc, RPCError):
@@ -314,7 +307,7 @@ class TelegramOutput:
                 "telegram: joining the video chat of CHAT_ID=%s refused (%s); check CHAT_ID and "
                 "that the account is a member; retrying in %gs",
                 self._chat_id,
-                _rpc_name(exc),
+                rpc_name(exc),
                 backoff,
             )
         elif isinstance(exc, TimeoutError):
@@ -332,6 +325,19 @@ class TelegramOutput:
                 exc,
                 backoff,
             )
+
+    def _session_died(self, exc: BaseException) -> None:
+        """Telegram refused the session: no rejoin can help; the supervisor takes over."""
+        if self.session_dead is not None:
+            return
+        self.session_dead = rpc_name(exc)
+        self._joined = False
+        log.error(
+            "telegram: Telegram rejected the session mid-stream (%s); pausing the output",
+            self.session_dead,
+        )
+        if self._on_session_dead is not None:
+            self._on_session_dead(self.session_dead)
 
     def _lose(self, why: str, *, quiet: bool = False) -> None:
         """Mark not-joined and rejoin in the background; a no-op while already rejoining."""
@@ -396,142 +402,26 @@ class TelegramOutput:
             log.debug("telegram: stopping the client failed: %r", exc)
 
 
-def _rpc_name(exc: BaseException) -> str:
-    if isinstance(exc, RPCError):
-        return exc.ID or exc.NAME or type(exc).__name__
-    return type(exc).__name__
-
-
-def _credentials(settings: Settings) -> tuple[int, str, str]:
-    missing = [k for k in ("API_ID", "API_HASH", "SESSION_STRING") if getattr(settings, k) is None]
-    if missing:
-        raise ConfigError(
-            f"the Telegram output needs {', '.join(missing)}: API_ID and API_HASH come from "
-            f"my.telegram.org; for SESSION_STRING, {SESSION_HINT}"
-        )
-    assert settings.API_ID is not None
-    assert settings.API_HASH is not None
-    assert settings.SESSION_STRING is not None
-    return (
-        settings.API_ID,
-        settings.API_HASH.get_secret_value(),
-        settings.SESSION_STRING.get_secret_value(),
-    )
-
-
-def _client(settings: Settings, *, updates: bool) -> Any:
-    api_id, api_hash, session = _credentials(settings)
-    return Client(
-        _CLIENT_NAME,
-        api_id=api_id,
-        api_hash=api_hash,
-        session_string=session,
-        in_memory=True,
-        no_updates=not updates,
-    )
-
-
-async def session_problem(session: str) -> str | None:
-    """Why ``session`` cannot log in, judged offline by pyrogram's own parser; ``None`` if it may.
-
-    Run before any connection: pyrogram would otherwise fail deep inside ``connect()``, or, for a
-    session without a user, fall back to an interactive phone-number prompt.
-    """
-    storage: Any = SQLiteStorage(
-        _CLIENT_NAME, workdir=Path(), session_string=session, in_memory=True
-    )
-    try:
-        await storage.open()
-        dc_id = await storage.dc_id()
-        user_id = await storage.user_id()
-    except Exception:
-        # Never show the parser's message: it is about the secret's bytes.
-        return "SESSION_STRING is malformed (not a Pyrogram/Kurigram session string)"
-    finally:
-        with contextlib.suppress(Exception):
-            await storage.close()
-    if not dc_id:
-        return "SESSION_STRING is malformed (it names no Telegram data centre)"
-    if not user_id:
-        return "SESSION_STRING holds no logged-in account"
-    return None
-
-
-def build_telegram_output(settings: Settings, events: EngineEvents | None) -> TelegramOutput:
+def build_telegram_output(
+    settings: Settings,
+    events: EngineEvents | None,
+    on_session_dead: Callable[[str], None] | None = None,
+) -> TelegramOutput:
     """The real output: a pyrogram client (session in memory) wrapped by py-tgcalls."""
     if settings.CHAT_ID is None:
         raise ConfigError("the Telegram output needs CHAT_ID (the group's id, e.g. -100123...)")
-    session = _credentials(settings)[2]
-    calls = PyTgCalls(_client(settings, updates=True))
+    session = credentials(settings)[2]
+    calls = PyTgCalls(make_client(settings, updates=True))
 
     async def preflight() -> str | None:
         problem = await session_problem(session)
         return f"{problem}; {SESSION_HINT}" if problem else None
 
-    return TelegramOutput(calls, settings.CHAT_ID, settings.quality, events, preflight=preflight)
-
-
-async def check_telegram(
-    settings: Settings,
-    *,
-    timeout: float = 10.0,
-    client_factory: Callable[[Settings], Any] | None = None,
-) -> tuple[bool, str]:
-    """Log in with the settings' session and ask who we are: ``(ok, detail)``, never raises.
-
-    ``client_factory`` builds the pyrogram client (tests pass a fake).
-    """
-    secrets = settings.secrets()
-    try:
-        session = _credentials(settings)[2]
-    except ConfigError as exc:
-        return False, str(exc)
-    problem = await session_problem(session)
-    if problem:
-        return False, f"{problem}; {SESSION_HINT}"
-    client = (client_factory or (lambda s: _client(s, updates=False)))(settings)
-    try:
-        async with asyncio.timeout(timeout):
-            authorized = await client.connect()
-            me = await client.get_me() if authorized else None
-    except TimeoutError:
-        # Checked before OSError, of which TimeoutError is a subclass.
-        detail = (
-            f"no answer from Telegram within {timeout:g}s; check the network and firewall "
-            "(outbound TCP 443 to Telegram); the session itself was not checked"
-        )
-    except (Unauthorized, AuthKeyDuplicated) as exc:
-        detail = f"Telegram rejected SESSION_STRING ({_rpc_name(exc)}); {SESSION_HINT}"
-    except RPCError as exc:
-        detail = (
-            f"Telegram refused the login ({_rpc_name(exc)}); check API_ID and API_HASH "
-            f"(my.telegram.org) or {SESSION_HINT}"
-        )
-    except OSError as exc:
-        detail = f"cannot reach Telegram ({type(exc).__name__}: {exc}); check the network"
-    except Exception as exc:
-        detail = f"login failed ({type(exc).__name__}: {exc}); {SESSION_HINT}"
-    else:
-        if me is None:
-            detail = f"SESSION_STRING holds no logged-in account; {SESSION_HINT}"
-        else:
-            return True, _scrub(f"logged in as {me.first_name} (id {me.id})", secrets)
-    finally:
-        await _disconnect_quietly(client)
-    return False, _scrub(detail, secrets)
-
-
-async def _disconnect_quietly(client: Any) -> None:
-    if not getattr(client, "is_connected", False):
-        return
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(_LEAVE_TIMEOUT):
-            await client.disconnect()
-
-
-def _scrub(text: str, secrets: list[str]) -> str:
-    """Belt and braces: no message of ours may carry a secret, whatever an exception said."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    return TelegramOutput(
+        calls,
+        settings.CHAT_ID,
+        settings.quality,
+        events,
+        preflight=preflight,
+        on_session_dead=on_session_dead,
+    )

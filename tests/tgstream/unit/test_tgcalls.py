@@ -25,13 +25,10 @@ from pytgcalls.types import ChatUpdate, Device
 
 from tests.tgstream.fakes import CHAT, FakeSleep, FakeTgCalls, RecordingEvents
 from tgstream.adapters.feeds import Unit
-from tgstream.adapters.tgcalls import (
-    TelegramOutput,
-    build_telegram_output,
-    check_telegram,
-)
+from tgstream.adapters.telegram_session import check_telegram
+from tgstream.adapters.tgcalls import TelegramOutput, build_telegram_output
 from tgstream.config import QUALITY_PRESETS, Quality, Settings
-from tgstream.errors import OutputError
+from tgstream.errors import OutputError, SessionError
 
 API_HASH = "0123456789abcdef0123456789abcdef"
 AUDIO_UNIT = 48_000 * 2 * 2 // 30  # 1/30 s of s16le stereo: 6400 bytes
@@ -143,8 +140,9 @@ async def test_open_refuses_a_rejected_session_with_the_way_out() -> None:
     fake = FakeTgCalls()
     fake.start_error = AuthKeyUnregistered()
     out, _, _ = make(fake)
-    with pytest.raises(OutputError, match=r"auto_session_runner\.py --write-env"):
+    with pytest.raises(SessionError, match=r"auto_session_runner\.py --write-env") as err:
         await out.open()
+    assert err.value.cause == "AUTH_KEY_UNREGISTERED"
     assert fake.plays == []
 
 

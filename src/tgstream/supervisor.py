@@ -1,0 +1,347 @@
+"""The broadcast under a session watch: degraded mode, recovery without restart, alerts.
+
+For outputs without a Telegram session (``rtmp``, ``preview``) the supervisor only runs the
+engine. For ``telegram``::
+
+    start ──verify (3 tries on network errors)──▶ valid ──▶ engine runs ◀────────────┐
+                     │ dead                                  │ session refused           │
+                     ▼                                       ▼ (output or watch)         │
+    SESSION_RECOVERY=exit: ERROR, exit 1          engine stops, position kept           │
+    AUTO_REGEN=1 on a terminal: helper, exit 0/1         │                              │
+    otherwise: DEGRADED ◀────────────────────────────────┘                              │
+        every REAUTH_INTERVAL: WARN, re-read .env, up to 3 tries ──valid──▶ resume ─────┘
+
+While degraded nothing streams; the process stays up so systemd does not restart-loop, and its
+state is visible (``status``, and the session events for metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from tgstream.config import Settings
+from tgstream.domain.playlist import Item
+from tgstream.errors import ExitCode, SessionError, TgstreamError
+from tgstream.session import (
+    RECOVERY_COMMAND,
+    Alerter,
+    NullSessionEvents,
+    SessionEvents,
+    SessionState,
+    SessionVerifier,
+    Verdict,
+)
+
+__all__ = ["Supervisor", "SupervisorStatus", "EngineLike", "EngineFactory", "TRIES_PER_CYCLE"]
+
+log = logging.getLogger(__name__)
+
+TRIES_PER_CYCLE: Final = 3
+TRY_BACKOFF: Final = 1.0
+"""Seconds before the second quick try of a cycle; doubled before the third."""
+
+Resume = tuple[Item, float]
+
+
+class EngineLike(Protocol):
+    """The part of :class:`~tgstream.engine.Engine` the supervisor drives."""
+
+    interrupted: Resume | None
+
+    async def run(self, stop: asyncio.Event) -> ExitCode: ...
+
+
+EngineFactory = Callable[[Settings, Callable[[str], None], Resume | None], EngineLike]
+"""``(settings, on_session_dead, resume) -> engine``: a new engine (and output) per session."""
+
+
+@dataclass
+class SupervisorStatus:
+    """What ``/status`` shows (the metrics issue serves it)."""
+
+    session: SessionState = "none"
+    degraded: bool = False
+    reason: str = ""
+    since: float = field(default_factory=time.time)
+    """Wall-clock time the current state began."""
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: Settings,
+        make_engine: EngineFactory,
+        *,
+        verifier: SessionVerifier | None = None,
+        reload: Callable[[], Settings] | None = None,
+        alerter: Alerter | None = None,
+        events: SessionEvents | None = None,
+        regen: Callable[[], Awaitable[int]] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``reload`` re-reads ``.env`` (each degraded cycle); ``regen`` runs the interactive
+        helper and returns its exit code (given only when a terminal is attached)."""
+        self.settings = settings
+        self._make_engine = make_engine
+        self._verifier = verifier
+        self._reload = reload
+        self._alerter = alerter
+        self._events: SessionEvents = events or NullSessionEvents()
+        self._regen = regen
+        self._sleep = sleep
+        self.status = SupervisorStatus()
+        self._alerts: set[asyncio.Task[None]] = set()
+
+    @property
+    def supervised(self) -> bool:
+        return self.settings.output == "telegram" and self._verifier is not None
+
+    async def run(self, stop: asyncio.Event) -> int:
+        try:
+            if not self.supervised:
+                return int(await self._make_engine(self.settings, _ignore, None).run(stop))
+            return await self._supervise(stop)
+        finally:
+            if self._alerts:
+                await asyncio.wait(self._alerts, timeout=5.0)
+
+    # ---- the session loop ------------------------------------------------------------------
+
+    async def _supervise(self, stop: asyncio.Event) -> int:
+        verdict = await self._authenticate(stop)
+        resume: Resume | None = None
+        while not stop.is_set():
+            if verdict is None:
+                return int(ExitCode.OK)  # stopped while checking
+            if not verdict.valid:
+                if verdict.dead:
+                    code = await self._on_dead(verdict)
+                    if code is not None:
+                        return code
+                recovered = await self._degraded(stop, verdict)
+                if recovered is None:
+                    return int(ExitCode.OK)
+                verdict = recovered
+                continue
+            refused, resume, code = await self._stream(stop, resume)
+            if refused is None:
+                return code
+            verdict = refused
+        return int(ExitCode.OK)
+
+    async def _authenticate(self, stop: asyncio.Event) -> Verdict | None:
+        """Up to :data:`TRIES_PER_CYCLE` tries; only "unreachable" is tried again."""
+        self._set_session("checking")
+        verdict: Verdict | None = None
+        for attempt in range(1, TRIES_PER_CYCLE + 1):
+            verdict = await self._verify()
+            if verdict.kind != "unreachable" or attempt == TRIES_PER_CYCLE:
+                break
+            wait = TRY_BACKOFF * 2 ** (attempt - 1)
+            log.warning(
+                "session check %d of %d: %s; retrying in %gs",
+                attempt,
+                TRIES_PER_CYCLE,
+                verdict.detail,
+                wait,
+            )
+            if await self._wait(stop, wait):
+                return None
+        assert verdict is not None
+        if verdict.valid:
+            log.info("telegram session valid: %s", verdict.detail)
+        self._set_session(verdict.kind)
+        return verdict
+
+    async def _verify(self) -> Verdict:
+        assert self._verifier is not None
+        verdict = await self._verifier.verify(self.settings)
+        self._events.reauth_attempt(verdict.kind)
+        return verdict
+
+    async def _on_dead(self, verdict: Verdict) -> int | None:
+        """The ERROR with the way out; an exit code when the mode ends the process."""
+        log.error(
+            "Telegram session invalid (%s): %s; recovery: run `%s` (same as `tgstream session "
+            "new --write-env .env`)%s",
+            verdict.cause,
+            verdict.detail.split("; create a new one")[0],
+            RECOVERY_COMMAND,
+            ", then restart the service" if self.settings.SESSION_RECOVERY == "exit" else "",
+        )
+        if self.settings.SESSION_RECOVERY == "exit":
+            return int(ExitCode.FAILURE)
+        if self.settings.AUTO_REGEN and self._regen is not None:
+            log.warning("AUTO_REGEN=1 and a terminal is attached: starting the session helper")
+            return await self._regen()
+        if self.settings.AUTO_REGEN:
+            log.warning("AUTO_REGEN=1 but no terminal is attached: going to degraded mode instead")
+        return None
+
+    async def _degraded(self, stop: asyncio.Event, verdict: Verdict) -> Verdict | None:
+        """Wait for a session that works; ``None`` when stopped first."""
+        reason = f"{verdict.cause}: {verdict.detail}"
+        self._enter_degraded(verdict, reason)
+        while True:
+            if verdict.dead:
+                log.warning("Degraded mode; SESSION_STRING invalid; run: %s", RECOVERY_COMMAND)
+            else:
+                log.warning(
+                    "Degraded mode; Telegram unreachable (%s); retrying every %gs",
+                    verdict.cause,
+                    self.settings.REAUTH_INTERVAL,
+                )
+            if await self._wait(stop, self.settings.REAUTH_INTERVAL):
+                return None
+            self._reread_env()
+            for attempt in range(1, TRIES_PER_CYCLE + 1):
+                verdict = await self._verify()
+                log.info(
+                    "re-authentication try %d of %d: %s (%s)",
+                    attempt,
+                    TRIES_PER_CYCLE,
+                    verdict.kind,
+                    verdict.cause,
+                )
+                if verdict.valid:
+                    self._leave_degraded(verdict)
+                    return verdict
+                if attempt < TRIES_PER_CYCLE and await self._wait(
+                    stop, TRY_BACKOFF * 2 ** (attempt - 1)
+                ):
+                    return None
+
+    def _reread_env(self) -> None:
+        if self._reload is None:
+            return
+        try:
+            fresh = self._reload()
+        except TgstreamError as exc:
+            log.error("re-reading .env failed, keeping the settings in force: %s", exc)
+            return
+        if fresh.SESSION_STRING != self.settings.SESSION_STRING:
+            log.info("SESSION_STRING changed in .env; trying the new one")
+        self.settings = fresh
+
+    async def _stream(
+        self, stop: asyncio.Event, resume: Resume | None
+    ) -> tuple[Verdict | None, Resume | None, int]:
+        """Run one engine until stop or until the session is refused.
+
+        Returns ``(verdict, resume, code)``: a dead verdict and where to resume when the
+        session was refused, else ``None`` and the engine's exit code.
+        """
+        refused: list[str] = []
+        pause = asyncio.Event()
+
+        def on_session_dead(cause: str) -> None:
+            if not refused:
+                refused.append(cause)
+            pause.set()
+
+        engine = self._make_engine(self.settings, on_session_dead, resume)
+        relay = asyncio.create_task(_relay(stop, pause), name="stop-relay")
+        watch = asyncio.create_task(self._watch(pause, on_session_dead), name="session-watch")
+        try:
+            code = int(await engine.run(pause))
+        except SessionError as exc:
+            on_session_dead(exc.cause)
+            code = int(exc.exit_code)
+        finally:
+            for task in (relay, watch):
+                task.cancel()
+            await asyncio.gather(relay, watch, return_exceptions=True)
+        if stop.is_set() or not refused:
+            return None, None, code
+        where = engine.interrupted or resume
+        if where is not None:
+            log.info(
+                "output paused at %s, %.1fs; it resumes there once the session works",
+                where[0].display,
+                where[1],
+            )
+        cause = refused[0]
+        verdict = Verdict("dead", cause, f"Telegram rejected SESSION_STRING ({cause})")
+        self._set_session("dead")
+        return verdict, where, code
+
+    async def _watch(self, pause: asyncio.Event, on_dead: Callable[[str], None]) -> None:
+        """Ask Telegram every SESSION_CHECK_INTERVAL whether the session still works."""
+        while not pause.is_set():
+            await self._sleep(self.settings.SESSION_CHECK_INTERVAL)
+            verdict = await self._verify()
+            if verdict.dead:
+                log.error("session check while streaming: %s", verdict.detail)
+                on_dead(verdict.cause)
+            elif not verdict.valid:
+                log.warning("session check while streaming: %s", verdict.detail)
+
+    # ---- state, alerts ----------------------------------------------------------------------
+
+    def _set_session(self, state: SessionState) -> None:
+        if self.status.session != state:
+            self.status.session = state
+            self.status.since = time.time()
+        self._events.session_state(state)
+
+    def _enter_degraded(self, verdict: Verdict, reason: str) -> None:
+        self.status.degraded = True
+        self.status.reason = reason
+        self.status.since = time.time()
+        self._events.degraded(True, reason)
+        what = "SESSION_STRING invalid" if verdict.dead else "Telegram unreachable"
+        self._alert(
+            "degraded",
+            f"tgstream on {socket.gethostname()}: DEGRADED, nothing is streaming; {what} "
+            f"({verdict.cause}). Fix: {RECOVERY_COMMAND}"
+            if verdict.dead
+            else f"tgstream on {socket.gethostname()}: DEGRADED, nothing is streaming; {what} "
+            f"({verdict.cause})",
+        )
+
+    def _leave_degraded(self, verdict: Verdict) -> None:
+        log.info(
+            "session valid again (%s); leaving degraded mode, streaming resumes", verdict.detail
+        )
+        self.status.degraded = False
+        self.status.reason = ""
+        self.status.since = time.time()
+        self._set_session("valid")
+        self._events.degraded(False, "")
+        self._alert("recovered", f"tgstream on {socket.gethostname()}: recovered, streaming again")
+
+    def _alert(self, kind: str, text: str) -> None:
+        if self._alerter is None:
+            return
+        task = asyncio.create_task(self._alerter.notify(kind, text), name="alert")
+        self._alerts.add(task)
+        task.add_done_callback(self._alerts.discard)
+
+    async def _wait(self, stop: asyncio.Event, seconds: float) -> bool:
+        """Sleep ``seconds`` unless stopped first; returns whether stop was set."""
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(sleeper, stopper, return_exceptions=True)
+        return stop.is_set()
+
+
+async def _relay(stop: asyncio.Event, pause: asyncio.Event) -> None:
+    await stop.wait()
+    pause.set()
+
+
+def _ignore(_cause: str) -> None:
+    pass

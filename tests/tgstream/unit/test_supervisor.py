@@ -1,0 +1,215 @@
+"""The session supervisor: exit mode, degraded mode, recovery from .env, mid-stream expiry.
+
+The verifier is the real :class:`PyrogramVerifier` over a fake pyrogram client
+(:class:`FakeTelegram`); the engine is a recording stand-in, so each test is about the
+supervisor's decisions. The RTMP end-to-end test drives the real engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyrogram.errors import SessionExpired, SessionRevoked, UserDeactivatedBan
+
+from opskit.envfile import update_env
+from tests.tgstream.fakes import FakeTelegram, session_string
+from tgstream.adapters.telegram_session import PyrogramVerifier
+from tgstream.config import Settings, load_settings
+from tgstream.domain.playlist import Item
+from tgstream.errors import ExitCode
+from tgstream.supervisor import Resume, Supervisor
+
+API_HASH = "0123456789abcdef0123456789abcdef"
+OLD = session_string(user_id=42, key=b"\x01" * 256)
+NEW = session_string(user_id=42, key=b"\x02" * 256)
+ITEM = Item("/media/red.mp4#1", "/media/red.mp4", "file", 3)
+
+
+def write_env(path: Path, session: str, **extra: str) -> None:
+    lines = {
+        "API_ID": "1",
+        "API_HASH": API_HASH,
+        "SESSION_STRING": session,
+        "CHAT_ID": "-100123",
+        "REAUTH_INTERVAL": "0.05",
+        "SESSION_CHECK_INTERVAL": "0.05",
+        **extra,
+    }
+    path.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+    path.chmod(0o600)
+
+
+class Engines:
+    """Records each engine the supervisor makes; each runs until paused or stopped."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[str, Resume | None]] = []
+        self.callbacks: list[Any] = []
+        self.running = asyncio.Event()
+
+    def __call__(self, settings: Settings, on_dead: Any, resume: Resume | None) -> Any:
+        session = settings.SESSION_STRING
+        self.made.append((session.get_secret_value() if session else "", resume))
+        self.callbacks.append(on_dead)
+        engines = self
+
+        class Engine:
+            interrupted: Resume | None = None
+
+            async def run(self, stop: asyncio.Event) -> ExitCode:
+                engines.running.set()
+                await stop.wait()
+                engines.running.clear()
+                self.interrupted = (ITEM, 12.5)
+                return ExitCode.OK
+
+        return Engine()
+
+
+def supervisor(env: Path, telegram: FakeTelegram, engines: Engines, **kw: Any) -> Supervisor:
+    settings = load_settings(env)
+    verifier = PyrogramVerifier(timeout=0.2, client_factory=telegram.client)
+    return Supervisor(settings, engines, verifier=verifier, reload=lambda: load_settings(env), **kw)
+
+
+async def until(cond: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (SessionExpired(), "SESSION_EXPIRED"),
+        (SessionRevoked(), "SESSION_REVOKED"),
+        (UserDeactivatedBan(), "USER_DEACTIVATED_BAN"),
+    ],
+)
+async def test_exit_mode_ends_with_1_and_one_error_naming_cause_and_command(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, error: Exception, cause: str
+) -> None:
+    env = tmp_path / ".env"
+    write_env(env, OLD, SESSION_RECOVERY="exit")
+    telegram = FakeTelegram()
+    telegram.revoke(OLD, error)
+    engines = Engines()
+    code = await supervisor(env, telegram, engines).run(asyncio.Event())
+    assert code == 1
+    assert engines.made == []  # nothing was streamed
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    assert cause in errors[0]
+    assert "python test/auto_session_runner.py --write-env" in errors[0]
+
+
+async def test_a_malformed_session_is_refused_offline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = tmp_path / ".env"
+    write_env(env, "garbage-garbage-garbage", SESSION_RECOVERY="exit")
+    telegram = FakeTelegram()
+    code = await supervisor(env, telegram, Engines()).run(asyncio.Event())
+    assert code == 1
+    assert telegram.logins == 0  # judged by pyrogram's parser, no connection
+    assert "malformed" in caplog.text
+    assert "garbage-garbage-garbage" not in caplog.text
+
+
+async def test_degraded_mode_warns_and_recovers_from_a_new_env_at_the_same_position(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    env = tmp_path / ".env"
+    write_env(env, OLD)
+    telegram = FakeTelegram()
+    engines = Engines()
+    sup = supervisor(env, telegram, engines)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sup.run(stop))
+    try:
+        await until(engines.running.is_set)
+        telegram.revoke(OLD)  # expires mid-stream; the periodic check notices
+        await until(lambda: sup.status.degraded)
+        assert not engines.running.is_set()  # the output is paused: no streaming attempts
+        await until(lambda: "Degraded mode; SESSION_STRING invalid" in caplog.text)
+        assert sup.status.session == "dead"
+        assert "AUTH_KEY_UNREGISTERED" in sup.status.reason
+        update_env(env, {"SESSION_STRING": NEW})  # what the runner does
+        await until(engines.running.is_set)
+    finally:
+        stop.set()
+        assert await task == 0
+    assert [s for s, _ in engines.made] == [OLD, NEW]
+    assert engines.made[1][1] == (ITEM, 12.5)  # resumed where it stopped
+    assert not sup.status.degraded
+    assert sup.status.session == "valid"
+    warns = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        "Degraded mode; SESSION_STRING invalid; run: python test/auto_session_runner.py "
+        "--write-env" in warns
+    )
+    tries = [m for m in caplog.messages if m.startswith("re-authentication try")]
+    assert tries and all(" of 3: " in t for t in tries)
+    assert OLD not in caplog.text
+    assert NEW not in caplog.text
+
+
+async def test_the_output_reporting_a_dead_session_pauses_at_once(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    write_env(env, OLD, SESSION_CHECK_INTERVAL="3600")
+    telegram = FakeTelegram()
+    engines = Engines()
+    sup = supervisor(env, telegram, engines)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sup.run(stop))
+    try:
+        await until(engines.running.is_set)
+        telegram.revoke(OLD)
+        engines.callbacks[0]("AUTH_KEY_UNREGISTERED")  # what TelegramOutput does
+        await until(lambda: sup.status.degraded)
+    finally:
+        stop.set()
+        assert await task == 0
+
+
+async def test_a_network_timeout_is_retried_and_not_called_an_expired_session(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = tmp_path / ".env"
+    write_env(env, OLD, SESSION_RECOVERY="exit")
+    telegram = FakeTelegram()
+    telegram.hanging.add(OLD)
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    engines = Engines()
+    sup = supervisor(env, telegram, engines, sleep=sleep)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sup.run(stop))
+    await until(lambda: sup.status.degraded)
+    stop.set()
+    assert await task == 0  # exit mode exits only for a dead session, never for the network
+    assert sleeps[:2] == [1.0, 2.0]  # three tries with backoff at start
+    assert sup.status.session == "unreachable"
+    assert "expired" not in caplog.text.lower()
+    assert "Telegram unreachable (timeout)" in caplog.text
+
+
+async def test_outputs_without_a_session_just_run_the_engine(tmp_path: Path) -> None:
+    settings = load_settings(None, OUTPUT="preview")
+    engines = Engines()
+    stop = asyncio.Event()
+    sup = Supervisor(settings, engines, verifier=PyrogramVerifier())
+    task = asyncio.create_task(sup.run(stop))
+    await until(engines.running.is_set)
+    stop.set()
+    assert await task == 0
+    assert sup.status.session == "none"
