@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
@@ -34,6 +35,8 @@ def main() -> int:
     root = Path(os.environ.get("BENCH_MEDIA", tempfile.mkdtemp(prefix="tgstream-bench-")))
     root.mkdir(parents=True, exist_ok=True)
     results = tgstream_bench.run_all(root)
+    # Kept beside the media, so a failing report does not cost the whole run.
+    (root / "results.json").write_text(json.dumps(results, indent=1))
     table = tgstream_bench.report(results)
     print(table)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

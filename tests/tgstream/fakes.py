@@ -43,6 +43,8 @@ class FakeTgCalls:
         self.play_errors: list[Exception] = []
         """Raised by the next ``play`` calls, one each, before the call would be joined."""
         self.start_error: Exception | None = None
+        self.send_error: Exception | None = None
+        """Raised by every ``send_frame`` while set (e.g. the session revoked mid-stream)."""
         self.frames: list[tuple[Device, bytes, Frame.Info]] = []
         self.left: list[int] = []
         self.handlers: list[Callable[[Any, Any], Any]] = []
@@ -72,6 +74,8 @@ class FakeTgCalls:
         assert type(data) is bytes, type(data)
         assert isinstance(device, Device)
         assert isinstance(frame_data, Frame.Info)
+        if self.send_error is not None:
+            raise self.send_error
         if chat_id not in self.active:
             raise NotInCallError()  # what ntgcalls' ConnectionNotFound becomes
         self.frames.append((device, data, frame_data))

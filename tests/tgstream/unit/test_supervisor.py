@@ -8,6 +8,7 @@ supervisor's decisions. The RTMP end-to-end test drives the real engine.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,14 @@ import pytest
 from pyrogram.errors import SessionExpired, SessionRevoked, UserDeactivatedBan
 
 from opskit.envfile import update_env
+from opskit.logs import setup_logging
 from tests.tgstream.fakes import FakeTelegram, session_string
+from tests.tgstream.login_driver import NEW_SESSION, FakeLoginClient
 from tgstream.adapters.telegram_session import PyrogramVerifier
 from tgstream.config import Settings, load_settings
 from tgstream.domain.playlist import Item
 from tgstream.errors import ExitCode
+from tgstream.session_cli import regenerate
 from tgstream.supervisor import Resume, Supervisor
 
 API_HASH = "0123456789abcdef0123456789abcdef"
@@ -213,3 +217,94 @@ async def test_outputs_without_a_session_just_run_the_engine(tmp_path: Path) -> 
     stop.set()
     assert await task == 0
     assert sup.status.session == "none"
+
+
+class Scripted:
+    """Answers prompts from a list, as an operator at the terminal would."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+        self.said: list[str] = []
+
+    def ask(self, question: str, *, secret: bool = False) -> str:
+        return self.answers.pop(0)
+
+    def say(self, text: str) -> None:
+        self.said.append(text)
+
+
+@pytest.mark.parametrize(
+    ("answers", "code"),
+    [(["+441234567890", "12345", "hunter2"], 0), (["+441234567890", "1", "2", "3"], 1)],
+)
+async def test_auto_regen_on_a_terminal_runs_the_helper_in_process(
+    tmp_path: Path, answers: list[str], code: int
+) -> None:
+    env = tmp_path / ".env"
+    write_env(env, OLD, AUTO_REGEN="1")
+    telegram = FakeTelegram()
+    telegram.revoke(OLD, SessionExpired())
+    prompts = Scripted(answers)
+
+    async def regen() -> int:
+        return await regenerate(
+            env, load_settings(env), prompts=prompts, client_factory=FakeLoginClient
+        )
+
+    engines = Engines()
+    assert await supervisor(env, telegram, engines, regen=regen).run(asyncio.Event()) == code
+    assert engines.made == []
+    written = load_settings(env).SESSION_STRING
+    assert written is not None
+    assert written.get_secret_value() == (NEW_SESSION if code == 0 else OLD)
+
+
+async def test_auto_regen_without_a_terminal_goes_degraded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = tmp_path / ".env"
+    write_env(env, OLD, AUTO_REGEN="1")
+    telegram = FakeTelegram()
+    telegram.revoke(OLD)
+    sup = supervisor(env, telegram, Engines())  # no regen: what `run` passes under systemd
+    stop = asyncio.Event()
+    task = asyncio.create_task(sup.run(stop))
+    await until(lambda: sup.status.degraded)
+    stop.set()
+    assert await task == 0
+    assert "no terminal is attached: going to degraded mode" in caplog.text
+
+
+async def test_no_fault_path_logs_a_secret(tmp_path: Path) -> None:
+    """Every failure the supervisor and verifier know, with known secrets, through the real
+    handler and its masking filter; even an exception whose text carries the session."""
+    stream = io.StringIO()
+    handler = setup_logging("DEBUG", stream=stream)
+    env = tmp_path / ".env"
+    try:
+        for session, make_error in [
+            (OLD, SessionExpired),
+            (OLD, lambda: ConnectionError(f"reset while sending {OLD}")),
+            (OLD, lambda: RuntimeError(f"weird failure with {API_HASH} in it")),
+            ("garbage-session-garbage", SessionRevoked),
+        ]:
+            write_env(env, session, SESSION_RECOVERY="exit")
+            telegram = FakeTelegram()
+            telegram.revoke(session, make_error())
+            sup = supervisor(env, telegram, Engines(), sleep=_no_sleep)
+            stop = asyncio.Event()
+            task = asyncio.create_task(sup.run(stop))
+            await asyncio.sleep(0.05)
+            stop.set()
+            await task
+    finally:
+        logging.getLogger().removeHandler(handler)
+    logged = stream.getvalue()
+    assert "SESSION_EXPIRED" in logged
+    assert "ConnectionError" in logged
+    for secret in (OLD, API_HASH, "garbage-session-garbage"):
+        assert secret not in logged
+
+
+async def _no_sleep(_seconds: float) -> None:
+    await asyncio.sleep(0)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from ntgcalls import MediaSource
-from pyrogram.errors import AuthKeyUnregistered, ChatAdminRequired, FloodWait
+from pyrogram.errors import AuthKeyUnregistered, ChatAdminRequired, FloodWait, SessionRevoked
 from pyrogram.storage import Storage
 from pytgcalls.exceptions import NoActiveGroupCall
 from pytgcalls.types import ChatUpdate, Device
@@ -132,6 +132,43 @@ async def test_no_video_chat_and_no_right_to_start_one_is_an_error_retried_with_
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 3, errors
         assert all("start video chats in CHAT_ID" in m and str(CHAT) in m for m in errors)
+    finally:
+        await out.close()
+
+
+async def test_a_session_refused_on_join_is_reported_once_and_not_retried() -> None:
+    fake = FakeTgCalls()
+    fake.play_errors = [SessionRevoked()]
+    dead: list[str] = []
+    out = TelegramOutput(
+        fake, CHAT, QUALITY_PRESETS["360p"], sleep=FakeSleep(), on_session_dead=dead.append
+    )
+    await out.open()
+    try:
+        await until(lambda: bool(dead))
+        assert dead == ["SESSION_REVOKED"]
+        assert len(fake.plays) == 1  # no rejoin can help a dead session
+        assert not out.joined
+    finally:
+        await out.close()
+
+
+async def test_a_session_revoked_mid_stream_stops_sending_and_reports_it() -> None:
+    fake = FakeTgCalls()
+    dead: list[str] = []
+    quality = QUALITY_PRESETS["360p"]
+    out = TelegramOutput(fake, CHAT, quality, sleep=FakeSleep(), on_session_dead=dead.append)
+    await out.open()
+    try:
+        await out.write(unit(quality, 0))
+        sent = len(fake.frames)
+        fake.send_error = AuthKeyUnregistered()
+        for n in range(1, 4):
+            await out.write(unit(quality, n))
+        assert dead == ["AUTH_KEY_UNREGISTERED"]
+        assert out.session_dead == "AUTH_KEY_UNREGISTERED"
+        assert len(fake.frames) == sent
+        assert len(fake.plays) == 1  # no rejoin attempt
     finally:
         await out.close()
 

@@ -1,0 +1,135 @@
+"""Degraded-mode alerts through a loopback fake of the Telegram Bot API, and no secret in logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from opskit.envfile import update_env
+from opskit.logs import MASKER, setup_logging
+from tests.tgstream.fakes import FakeTelegram
+from tests.tgstream.unit.test_supervisor import (
+    API_HASH,
+    NEW,
+    OLD,
+    Engines,
+    supervisor,
+    until,
+    write_env,
+)
+from tgstream.adapters.alerts import BotAlerter
+from tgstream.config import load_settings
+
+TOKEN = "123456:AAE-fake-bot-token-for-tests-0001"
+
+
+class FakeBotApi:
+    """``POST /bot<token>/sendMessage`` as the Bot API answers it."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.url = ""
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[FakeBotApi]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != f"/bot{TOKEN}/sendMessage":
+                    status, answer = (
+                        401,
+                        {"ok": False, "error_code": 401, "description": "Unauthorized"},
+                    )
+                else:
+                    api.messages.append(body)
+                    status, answer = 200, {"ok": True, "result": {"message_id": len(api.messages)}}
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+async def test_entering_and_leaving_degraded_mode_alerts_the_operator_through_a_bot(
+    tmp_path: Path,
+) -> None:
+    # Logs go through the service's own handler (and its masking filter), as in production.
+    stream = io.StringIO()
+    handler = setup_logging("DEBUG", stream=stream)
+    env = tmp_path / ".env"
+    with FakeBotApi().serve() as api:
+        write_env(env, OLD, ALERT_BOT_TOKEN=TOKEN, ALERT_CHAT_ID="777", ALERT_API_URL=api.url)
+        settings = load_settings(env)  # registers the secrets with the masker, as `run` does
+        assert settings.ALERT_BOT_TOKEN is not None
+        alerter = BotAlerter(TOKEN, 777, api_url=api.url, min_interval=300)
+        telegram = FakeTelegram()
+        telegram.revoke(OLD)
+        engines = Engines()
+        sup = supervisor(env, telegram, engines, alerter=alerter)
+        stop = asyncio.Event()
+        task = asyncio.create_task(sup.run(stop))
+        try:
+            await until(lambda: len(api.messages) == 1)
+            update_env(env, {"SESSION_STRING": NEW})
+            await until(lambda: len(api.messages) == 2)
+        finally:
+            stop.set()
+            assert await task == 0
+            logging.getLogger().removeHandler(handler)
+    logged = stream.getvalue()
+    first, second = api.messages
+    assert first["chat_id"] == 777
+    assert "DEGRADED" in first["text"]
+    assert "AUTH_KEY_UNREGISTERED" in first["text"]
+    assert "auto_session_runner.py --write-env" in first["text"]
+    assert "recovered" in second["text"]
+    assert "Degraded mode; SESSION_STRING invalid" in logged
+    for secret in (TOKEN, OLD, NEW, API_HASH):
+        assert secret not in logged
+    assert f"/bot***{TOKEN[-4:]}/sendMessage" in logged  # httpx's request line, masked
+
+
+async def test_alerts_are_rate_limited_per_kind_and_a_refusal_is_logged() -> None:
+    with FakeBotApi().serve() as api:
+        now = [0.0]
+        alerter = BotAlerter(TOKEN, 1, api_url=api.url, min_interval=300, clock=lambda: now[0])
+        await alerter.notify("degraded", "one")
+        await alerter.notify("degraded", "two")  # within 300 s: dropped
+        await alerter.notify("recovered", "three")
+        now[0] = 301.0
+        await alerter.notify("degraded", "four")
+        assert [m["text"] for m in api.messages] == ["one", "three", "four"]
+        wrong = BotAlerter("999:wrong-token-wrong", 1, api_url=api.url)
+        await wrong.notify("degraded", "x")  # must not raise
+        assert len(api.messages) == 3
+
+
+def test_the_masker_knows_the_bot_token_once_settings_load(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    write_env(env, OLD, ALERT_BOT_TOKEN=TOKEN, ALERT_CHAT_ID="5")
+    load_settings(env)
+    assert MASKER.mask(f"url /bot{TOKEN}/x") == f"url /bot***{TOKEN[-4:]}/x"
