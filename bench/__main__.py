@@ -36,7 +36,7 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     results = tgstream_bench.run_all(root)
     # Kept beside the media, so a failing report does not cost the whole run.
-    (root / "results.json").write_text(json.dumps(results, indent=1))
+    (root / "results.json").write_text(json.dumps(results, indent=1, default=repr))
     table = tgstream_bench.report(results)
     print(table)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

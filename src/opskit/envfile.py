@@ -37,7 +37,7 @@ from typing import Final
 
 __all__ = ["EnvFileError", "env_lock", "lock_path", "update_env"]
 
-_KEY_LINE: Final = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+_KEY_LINE: Final = re.compile(r"^(\s*(?:export\s+)?)([A-Za-z_][A-Za-z0-9_]*)\s*=")
 _KEEP_BACKUPS: Final = 5
 _PLAIN_VALUE: Final = re.compile(r"^[A-Za-z0-9_.:/+=@%,-]*$")
 
@@ -78,11 +78,17 @@ def env_lock(env: Path, timeout: float = 30.0) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def _render(value: str) -> str:
+def _render(key: str, value: str) -> str:
+    """The value as python-dotenv reads it back unchanged: plain, or in single quotes (no
+    escapes there). ``$`` is refused: python-dotenv expands ``${...}`` even in quotes."""
     if _PLAIN_VALUE.match(value):
         return value
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+    if any(c in value for c in "'$\n\r"):
+        raise EnvFileError(
+            f"{key}: a value with a single quote, a $ or a line break cannot be written "
+            "safely; nothing was changed"
+        )
+    return f"'{value}'"
 
 
 def _rewrite(text: str, values: Mapping[str, str]) -> str:
@@ -91,14 +97,14 @@ def _rewrite(text: str, values: Mapping[str, str]) -> str:
     out: list[str] = []
     for line in lines:
         match = _KEY_LINE.match(line)
-        if match and match.group(1) in values:
-            key = match.group(1)
+        if match and match.group(2) in values:
+            prefix, key = match.groups()
             if key not in pending:
                 continue  # a duplicate of a key already rewritten: dotenv takes the last one
-            out.append(f"{key}={_render(pending.pop(key))}")
+            out.append(f"{prefix}{key}={_render(key, pending.pop(key))}")
         else:
             out.append(line)
-    out.extend(f"{key}={_render(value)}" for key, value in pending.items())
+    out.extend(f"{key}={_render(key, value)}" for key, value in pending.items())
     return "\n".join(out) + "\n"
 
 
@@ -110,36 +116,56 @@ def update_env(
     The file is replaced by a temporary file in the same directory (written, fsynced, renamed),
     and the directory is fsynced, so a crash leaves either the old file or the new one.
     """
+    env = env.resolve()  # a symlinked .env (shared across releases) is updated in place
     with env_lock(env, lock_timeout):
         try:
-            current = env.read_text(encoding="utf-8") if env.exists() else ""
-            info = env.stat() if env.exists() else None
+            saved = _replace(env, values, backup)
         except OSError as exc:
-            raise EnvFileError(f"cannot read {env}: {exc.strerror}") from None
-        saved: Path | None = None
-        if backup and info is not None:
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            saved = env.with_name(f"{env.name}.bak-{stamp}")
-            _copy_private(env, saved)
-        mode = stat.S_IMODE(info.st_mode) if info is not None else 0o600
-        fd, tmp = tempfile.mkstemp(prefix=f".{env.name}.", suffix=".tmp", dir=env.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(_rewrite(current, values))
-                handle.flush()
-                os.fchmod(handle.fileno(), mode)
-                if info is not None:
-                    with contextlib.suppress(PermissionError):  # only root may give files away
-                        os.fchown(handle.fileno(), info.st_uid, info.st_gid)
-                os.fsync(handle.fileno())
-            os.replace(tmp, env)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise EnvFileError(f"cannot replace {env}: {exc.strerror}; it is unchanged") from None
-        _fsync_dir(env.parent)
+            raise EnvFileError(
+                f"cannot update {env}: {exc.strerror or exc}; it is unchanged"
+            ) from None
         _prune_backups(env)
         return saved
+
+
+def _replace(env: Path, values: Mapping[str, str], backup: bool) -> Path | None:
+    current = env.read_text(encoding="utf-8") if env.exists() else ""
+    info = env.stat() if env.exists() else None
+    rendered = _rewrite(current, values)
+    saved: Path | None = None
+    if backup and info is not None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        saved = env.with_name(f"{env.name}.bak-{stamp}")
+        _copy_private(env, saved)
+    mode = stat.S_IMODE(info.st_mode) if info is not None else 0o600
+    fd, tmp = tempfile.mkstemp(prefix=f".{env.name}.", suffix=".tmp", dir=env.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(rendered)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            if info is not None:
+                _keep_owner(handle.fileno(), env, info)
+            os.fsync(handle.fileno())
+        os.replace(tmp, env)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(env.parent)
+    return saved
+
+
+def _keep_owner(fd: int, env: Path, info: os.stat_result) -> None:
+    try:
+        os.fchown(fd, info.st_uid, info.st_gid)
+    except PermissionError:
+        # Only root may give a file away: written by another user, the service's user may no
+        # longer read it. Refuse rather than break the running service.
+        raise EnvFileError(
+            f"{env} belongs to uid {info.st_uid}, and only root may keep that owner; run this "
+            f"as that user (sudo -u) or as root; it is unchanged"
+        ) from None
 
 
 def _prune_backups(env: Path) -> None:
@@ -155,12 +181,15 @@ def _copy_private(src: Path, dst: Path) -> None:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:  # two updates within one second: keep the older backup
         return
-    except OSError as exc:
-        raise EnvFileError(f"cannot write the backup {dst}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
-        shutil.copyfileobj(inp, out)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
+            shutil.copyfileobj(inp, out)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            dst.unlink()  # no partial backup left behind
+        raise
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 from opskit.procs import Children
 from tgstream.adapters.ffmpeg import check_ffmpeg_args
 from tgstream.adapters.preview import Preview
@@ -32,6 +34,7 @@ __all__ = [
     "build",
     "build_parts",
     "build_supervisor",
+    "reload_settings",
     "require_tools",
     "resolve_ffmpeg_args",
 ]
@@ -39,6 +42,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REQUIRED_TOOLS = ("ffmpeg", "ffprobe")
+_CREDENTIALS = ("API_ID", "API_HASH", "SESSION_STRING")
 
 
 @dataclass
@@ -140,6 +144,20 @@ async def build(
     return Runtime(parts.engine(output), output, parts.catalog, parts.ffargs)
 
 
+def reload_settings(env_file: Path | None) -> Settings:
+    """Settings as ``.env`` says now, its credentials winning over the environment.
+
+    Under systemd, ``EnvironmentFile=`` put the ``.env`` of the start into the environment,
+    which pydantic-settings prefers; without this a regenerated session would never be seen
+    before a restart.
+    """
+    if env_file is None or not env_file.exists():
+        return load_settings(None)
+    in_file = dotenv_values(env_file)
+    fresh = {k: v for k in _CREDENTIALS if (v := in_file.get(k)) is not None}
+    return load_settings(env_file, **fresh)
+
+
 async def build_supervisor(
     settings: Settings,
     children: Children,
@@ -185,14 +203,11 @@ async def build_supervisor(
             min_interval=settings.ALERT_MIN_INTERVAL,
         )
 
-    def reload() -> Settings:
-        return load_settings(env_file if env_file is not None and env_file.exists() else None)
-
     return Supervisor(
         settings,
         make_engine,
         verifier=verifier,
-        reload=reload,
+        reload=lambda: reload_settings(env_file),
         alerter=alerter,
         events=session_events,
         regen=regen,

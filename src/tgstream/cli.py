@@ -93,7 +93,6 @@ def run(env_file: EnvFile = Path(".env")) -> None:
 
         async def service(stop: asyncio.Event) -> int:
             children = Children()
-            path = env_file if env_file.exists() else None
 
             async def regen() -> int:
                 return await regenerate(env_file, _settings(env_file))
@@ -103,7 +102,7 @@ def run(env_file: EnvFile = Path(".env")) -> None:
                 supervisor = await build_supervisor(
                     settings,
                     children,
-                    env_file=path,
+                    env_file=env_file,
                     regen=regen if interactive else None,
                 )
                 return await supervisor.run(stop)

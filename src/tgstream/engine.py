@@ -153,6 +153,7 @@ class Engine:
         self._upcoming: asyncio.Task[_Prepared | _Failed | None] | None = None
         self._resume_from = resume
         """Played first, from its position: the track a previous engine was stopped in."""
+        self._resume_taken = False
         self.interrupted: tuple[Item, float] | None = None
         """The track playing when ``stop`` was set, and the position reached in it."""
 
@@ -215,15 +216,31 @@ class Engine:
                     return _Failed(item, exc)
             except ToolMissingError as exc:
                 raise ToolError(str(exc)) from None
+            except asyncio.CancelledError:
+                self._unpick(item)  # dropped while resolving: it comes next again
+                raise
+
+    @property
+    def resume_point(self) -> tuple[Item, float] | None:
+        """Where a next engine should start: the track this one was stopped in, or the resume
+        point it was given and never reached."""
+        return self.interrupted or self._resume_from
 
     def _pick(self) -> tuple[Item, float] | None:
         """The next item and where to start it: the interrupted track first, when resuming."""
-        if self._resume_from is not None:
-            resume, self._resume_from = self._resume_from, None
-            log.info("resuming %s at %.1fs", resume[0].display, resume[1])
-            return resume
+        if self._resume_from is not None and not self._resume_taken:
+            self._resume_taken = True
+            log.info("resuming %s at %.1fs", self._resume_from[0].display, self._resume_from[1])
+            return self._resume_from
         item = self.catalog.next()
         return None if item is None else (item, 0.0)
+
+    def _unpick(self, item: Item) -> None:
+        """Undo :meth:`_pick` of an item that will not play now."""
+        if self._resume_from is not None and item == self._resume_from[0]:
+            self._resume_taken = False
+        else:
+            self.catalog.rotation.rewind(item)
 
     async def _spawn_track(
         self, item: Item, track: Track, began: float, start: float = 0.0, resumes: int = 0
@@ -255,7 +272,7 @@ class Engine:
         if isinstance(result, _Prepared):
             await result.feed.close(self.children)
         if result is not None:
-            self.catalog.rotation.rewind(result.item)
+            self._unpick(result.item)
 
     # ---- playing ---------------------------------------------------------------------
 
@@ -266,6 +283,8 @@ class Engine:
         gap = self.clock() - self._t0 - self.cursor  # >0: output ran dry before this track
         feed.activate(self.cursor)
         self.current = p
+        if self._resume_from is not None and p.item == self._resume_from[0]:
+            self._resume_from = None  # reached: from here on, interrupted says where we are
         self.stats.tracks_started += 1
         self.stats.titles.append(p.track.display)
         self.events.track_started(p.track.display, self.clock(), max(gap, 0.0) if gap else None)

@@ -85,6 +85,9 @@ async def regenerate(
     except LoginError as exc:
         log.error("no new session: %s", exc)
         return int(ExitCode.FAILURE)
+    except (EOFError, KeyboardInterrupt):
+        log.error("cancelled; .env is unchanged")
+        return int(ExitCode.FAILURE)
     MASKER.add(session)
     if env_file is None:
         _err.print("new SESSION_STRING (put it in .env as SESSION_STRING=...):")
@@ -94,6 +97,9 @@ async def regenerate(
         backup = update_env(env_file, {"SESSION_STRING": session})
     except EnvFileError as exc:
         log.error("the new session was not saved: %s", exc)
+        # Logging in again may hit FloodWait: hand the session over rather than lose it.
+        _err.print("the new SESSION_STRING, to put in .env by hand:")
+        sys.stdout.write(session + "\n")
         return int(ExitCode.FAILURE)
     log.info(
         "SESSION_STRING=%s written to %s (backup: %s; lock: %s)",
@@ -122,18 +128,13 @@ def new_session(
     if not (sys.stdin.isatty() if interactive is None else interactive):
         log.error("%s", NOT_A_TERMINAL)
         return int(ExitCode.FAILURE)
+    source = env_file if env_file.exists() or write_env is None else write_env
     try:
-        settings = _load(write_env or env_file)
+        settings = _load(source)
     except TgstreamError as exc:
         log.error("%s", exc)
         return int(ExitCode.FAILURE)
-    try:
-        return asyncio.run(
-            regenerate(write_env, settings, client_factory=client_factory, phone=phone)
-        )
-    except (KeyboardInterrupt, EOFError):
-        log.error("cancelled; .env is unchanged")
-        return int(ExitCode.FAILURE)
+    return asyncio.run(regenerate(write_env, settings, client_factory=client_factory, phone=phone))
 
 
 @session_app.command("new")

@@ -28,9 +28,10 @@ from typing import Final, Protocol
 
 from tgstream.config import Settings
 from tgstream.domain.playlist import Item
-from tgstream.errors import ExitCode, SessionError, TgstreamError
+from tgstream.errors import ExitCode, OutputError, SessionError
 from tgstream.session import (
     RECOVERY_COMMAND,
+    SESSION_HINT,
     Alerter,
     NullSessionEvents,
     SessionEvents,
@@ -53,7 +54,8 @@ Resume = tuple[Item, float]
 class EngineLike(Protocol):
     """The part of :class:`~tgstream.engine.Engine` the supervisor drives."""
 
-    interrupted: Resume | None
+    @property
+    def resume_point(self) -> Resume | None: ...
 
     async def run(self, stop: asyncio.Event) -> ExitCode: ...
 
@@ -219,16 +221,20 @@ class Supervisor:
                     return None
 
     def _reread_env(self) -> None:
+        """Adopt the credentials of ``.env`` as it is now; everything else stays as started
+        (the engine's quality and FFMPEG_ARGS were fixed at start)."""
         if self._reload is None:
             return
         try:
             fresh = self._reload()
-        except TgstreamError as exc:
+        except Exception as exc:  # a broken .env must never end a degraded service
             log.error("re-reading .env failed, keeping the settings in force: %s", exc)
             return
         if fresh.SESSION_STRING != self.settings.SESSION_STRING:
             log.info("SESSION_STRING changed in .env; trying the new one")
-        self.settings = fresh
+        self.settings = self.settings.model_copy(
+            update={k: getattr(fresh, k) for k in ("API_ID", "API_HASH", "SESSION_STRING")}
+        )
 
     async def _stream(
         self, stop: asyncio.Event, resume: Resume | None
@@ -254,13 +260,18 @@ class Supervisor:
         except SessionError as exc:
             on_session_dead(exc.cause)
             code = int(exc.exit_code)
+        except OutputError as exc:
+            # The session was valid a moment ago: Telegram or the network is the problem.
+            log.error("the Telegram output could not start: %s", exc)
+            self._set_session("unreachable")
+            return Verdict("unreachable", "output", str(exc)), engine.resume_point, 0
         finally:
             for task in (relay, watch):
                 task.cancel()
             await asyncio.gather(relay, watch, return_exceptions=True)
         if stop.is_set() or not refused:
             return None, None, code
-        where = engine.interrupted or resume
+        where = engine.resume_point
         if where is not None:
             log.info(
                 "output paused at %s, %.1fs; it resumes there once the session works",
@@ -268,7 +279,9 @@ class Supervisor:
                 where[1],
             )
         cause = refused[0]
-        verdict = Verdict("dead", cause, f"Telegram rejected SESSION_STRING ({cause})")
+        verdict = Verdict(
+            "dead", cause, f"Telegram rejected SESSION_STRING ({cause}); {SESSION_HINT}"
+        )
         self._set_session("dead")
         return verdict, where, code
 
@@ -276,9 +289,12 @@ class Supervisor:
         """Ask Telegram every SESSION_CHECK_INTERVAL whether the session still works."""
         while not pause.is_set():
             await self._sleep(self.settings.SESSION_CHECK_INTERVAL)
-            verdict = await self._verify()
+            try:
+                verdict = await self._verify()
+            except Exception:
+                log.exception("session check while streaming failed; checking again later")
+                continue
             if verdict.dead:
-                log.error("session check while streaming: %s", verdict.detail)
                 on_dead(verdict.cause)
             elif not verdict.valid:
                 log.warning("session check while streaming: %s", verdict.detail)

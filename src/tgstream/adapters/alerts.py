@@ -22,8 +22,8 @@ _TIMEOUT: Final = 10.0
 
 
 class BotAlerter:
-    """:class:`~tgstream.session.Alerter` over the Bot API; one message per ``kind`` per
-    ``min_interval`` seconds at most (later ones of that kind are logged and dropped)."""
+    """:class:`~tgstream.session.Alerter` over the Bot API. A repeat of the kind last sent
+    within ``min_interval`` seconds is logged and dropped; a change of kind always goes out."""
 
     def __init__(
         self,
@@ -41,32 +41,36 @@ class BotAlerter:
         self._transport = transport
         self._clock = clock
         self._last: dict[str, float] = {}
+        self._last_kind: str | None = None
 
     async def notify(self, kind: str, text: str) -> None:
         now = self._clock()
         last = self._last.get(kind)
-        if last is not None and now - last < self._min_interval:
-            log.info("alert %r not sent: one was sent %.0fs ago (rate limit)", kind, now - last)
+        # Only a repeat of the state last announced is held back: a change always goes out,
+        # so the operator's latest message always tells the current state.
+        if kind == self._last_kind and last is not None and now - last < self._min_interval:
+            log.info(
+                "alert %r not sent: the same was sent %.0fs ago (rate limit)", kind, now - last
+            )
             return
-        self._last[kind] = now
         try:
             async with httpx.AsyncClient(timeout=_TIMEOUT, transport=self._transport) as client:
                 answer = await client.post(self._url, json={"chat_id": self._chat_id, "text": text})
-            body = (
-                answer.json()
-                if answer.headers.get("content-type", "").startswith("application/json")
-                else {}
-            )
-        except (httpx.HTTPError, ValueError) as exc:
+            body = answer.json()
+            ok = answer.status_code == 200 and isinstance(body, dict) and body.get("ok") is True
+        except Exception as exc:  # an alert must never take the service down
             log.warning("alert %r not delivered: %s: %s", kind, type(exc).__name__, exc)
             return
-        if answer.status_code != 200 or not body.get("ok"):
+        if not ok:
+            description = body.get("description") if isinstance(body, dict) else None
             log.warning(
                 "alert %r refused by the Bot API (HTTP %d: %s); check ALERT_BOT_TOKEN and that "
                 "the bot may write to ALERT_CHAT_ID",
                 kind,
                 answer.status_code,
-                body.get("description", "no description"),
+                description or "no description",
             )
             return
+        self._last[kind] = now
+        self._last_kind = kind
         log.info("alert %r sent to ALERT_CHAT_ID=%s", kind, self._chat_id)

@@ -25,6 +25,7 @@ from pyrogram.errors import (
     BadRequest,
     FloodWait,
     PasswordHashInvalid,
+    PhoneCodeEmpty,
     PhoneCodeExpired,
     PhoneCodeInvalid,
     PhoneNumberInvalid,
@@ -37,6 +38,7 @@ from pyrogram.errors import (
 )
 from pyrogram.errors.rpc_error import RPCError
 from pyrogram.storage import SQLiteStorage
+from pyrogram.types import TermsOfService
 
 from tgstream.config import Settings
 from tgstream.errors import ConfigError
@@ -294,6 +296,15 @@ async def login(
         ) from None
     except (OSError, ConnectionError) as exc:
         raise LoginError(f"cannot reach Telegram ({exc}); check the network") from None
+    except FloodWait as exc:
+        raise LoginError(
+            f"Telegram asks to wait {exc.value}s before the next login attempt (FloodWait)"
+        ) from None
+    except RPCError as exc:
+        raise LoginError(
+            f"Telegram refused the login ({rpc_name(exc)}); check API_ID and API_HASH "
+            "(my.telegram.org) and the phone number"
+        ) from None
     finally:
         await _disconnect_quietly(client)
     return session
@@ -325,7 +336,7 @@ async def _enter_code(
         try:
             async with asyncio.timeout(timeout):
                 user = await client.sign_in(phone, code_hash, code)
-        except PhoneCodeInvalid:
+        except (PhoneCodeInvalid, PhoneCodeEmpty):
             prompts.say("That code is wrong; check it in your Telegram app and try again.")
             continue
         except PhoneCodeExpired:
@@ -335,7 +346,7 @@ async def _enter_code(
         except SessionPasswordNeeded:
             await _enter_password(client, prompts, timeout)
             return
-        if not user or not hasattr(user, "id"):
+        if not user or isinstance(user, TermsOfService):
             raise LoginError(
                 "this phone number has no Telegram account yet; sign up in a Telegram app first"
             )

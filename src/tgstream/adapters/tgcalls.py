@@ -332,7 +332,7 @@ class TelegramOutput:
             return
         self.session_dead = rpc_name(exc)
         self._joined = False
-        log.error(
+        log.warning(
             "telegram: Telegram rejected the session mid-stream (%s); pausing the output",
             self.session_dead,
         )

@@ -113,19 +113,25 @@ async def test_entering_and_leaving_degraded_mode_alerts_the_operator_through_a_
     assert f"/bot***{TOKEN[-4:]}/sendMessage" in logged  # httpx's request line, masked
 
 
-async def test_alerts_are_rate_limited_per_kind_and_a_refusal_is_logged() -> None:
+async def test_repeats_are_rate_limited_changes_always_sent_refusals_logged() -> None:
     with FakeBotApi().serve() as api:
         now = [0.0]
         alerter = BotAlerter(TOKEN, 1, api_url=api.url, min_interval=300, clock=lambda: now[0])
         await alerter.notify("degraded", "one")
-        await alerter.notify("degraded", "two")  # within 300 s: dropped
+        await alerter.notify("degraded", "two")  # the same state within 300 s: dropped
+        now[0] = 60.0
         await alerter.notify("recovered", "three")
-        now[0] = 301.0
-        await alerter.notify("degraded", "four")
-        assert [m["text"] for m in api.messages] == ["one", "three", "four"]
+        now[0] = 120.0
+        await alerter.notify("degraded", "four")  # a change: sent however recent
+        now[0] = 500.0
+        await alerter.notify("degraded", "five")
+        assert [m["text"] for m in api.messages] == ["one", "three", "four", "five"]
         wrong = BotAlerter("999:wrong-token-wrong", 1, api_url=api.url)
-        await wrong.notify("degraded", "x")  # must not raise
-        assert len(api.messages) == 3
+        await wrong.notify("degraded", "x")  # refused: logged, never raised
+        await wrong.notify("degraded", "y")  # a failed send does not use up the slot
+        assert len(api.messages) == 4
+    broken = BotAlerter(TOKEN, 1, api_url="http://127.0.0.1:1")  # nothing listens
+    await broken.notify("degraded", "z")
 
 
 def test_the_masker_knows_the_bot_token_once_settings_load(tmp_path: Path) -> None:

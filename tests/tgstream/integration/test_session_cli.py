@@ -116,3 +116,13 @@ def test_run_with_a_garbage_session_goes_degraded_and_stays_up(tmp_path: Path, m
         assert service.terminate() == 0
     assert "not-a-session-at-all" not in service.log
     assert "Traceback" not in service.log
+
+
+def test_session_check_refuses_a_garbage_session_with_exit_1(tmp_path: Path) -> None:
+    env_file(tmp_path, "not-a-session-at-all")
+    done = run_cli(tmp_path, {}, "session", "check", timeout=60)
+    assert done.returncode == 1
+    assert "malformed" in done.stderr
+    assert "auto_session_runner.py --write-env" in done.stderr
+    assert "not-a-session-at-all" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr

@@ -106,3 +106,25 @@ def test_racing_writers_lose_no_update_and_the_file_always_parses(tmp_path: Path
     assert final == {"DEPLOY": str(rounds), **{f"K{i}": str(rounds - 1) for i in range(3)}}
     assert env.read_text().startswith("# header\n")
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_values_read_back_exactly_and_export_prefixes_stay(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("export SESSION_STRING=old\n")
+    update_env(env, {"SESSION_STRING": "new", "X": 'a "b" c'})
+    assert env.read_text().startswith("export SESSION_STRING=new\n")
+    assert dotenv_values(env) == {"SESSION_STRING": "new", "X": 'a "b" c'}
+    for refused in ("it's", "a${HOME}b", "two\nlines"):
+        with pytest.raises(EnvFileError, match="cannot be written safely"):
+            update_env(env, {"X": refused})
+    assert dotenv_values(env)["X"] == 'a "b" c'
+
+
+def test_a_symlinked_env_is_updated_where_it_lives(tmp_path: Path) -> None:
+    shared = tmp_path / "shared.env"
+    shared.write_text("A=1\n")
+    link = tmp_path / ".env"
+    link.symlink_to(shared)
+    update_env(link, {"A": "2"}, backup=False)
+    assert link.is_symlink()
+    assert shared.read_text() == "A=2\n"

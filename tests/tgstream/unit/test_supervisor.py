@@ -21,6 +21,7 @@ from opskit.logs import setup_logging
 from tests.tgstream.fakes import FakeTelegram, session_string
 from tests.tgstream.login_driver import NEW_SESSION, FakeLoginClient
 from tgstream.adapters.telegram_session import PyrogramVerifier
+from tgstream.bootstrap import reload_settings
 from tgstream.config import Settings, load_settings
 from tgstream.domain.playlist import Item
 from tgstream.errors import ExitCode
@@ -63,6 +64,10 @@ class Engines:
 
         class Engine:
             interrupted: Resume | None = None
+
+            @property
+            def resume_point(self) -> Resume | None:
+                return self.interrupted or resume
 
             async def run(self, stop: asyncio.Event) -> ExitCode:
                 engines.running.set()
@@ -308,3 +313,17 @@ async def test_no_fault_path_logs_a_secret(tmp_path: Path) -> None:
 
 async def _no_sleep(_seconds: float) -> None:
     await asyncio.sleep(0)
+
+
+def test_a_reload_prefers_the_file_over_an_environment_set_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # systemd's EnvironmentFile= exported the old session when the service started.
+    monkeypatch.setenv("SESSION_STRING", OLD)
+    env = tmp_path / ".env"
+    write_env(env, OLD)
+    update_env(env, {"SESSION_STRING": NEW})
+    assert load_settings(env).SESSION_STRING.get_secret_value() == OLD  # type: ignore[union-attr]
+    fresh = reload_settings(env).SESSION_STRING
+    assert fresh is not None
+    assert fresh.get_secret_value() == NEW
