@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from opskit.procs import Children
 from tgstream.adapters.demo import make_clip
 from tgstream.bootstrap import build
 from tgstream.config import load_settings
+from tgstream.engine import NullEvents
 from tgstream.ports import Output
 
 CPU_SECONDS = 20.0
@@ -31,30 +32,20 @@ WARMUP = 5.0
 
 
 @dataclass
-class Counting:
-    """EngineEvents that counts track starts and calls a hook on each."""
+class Counting(NullEvents):
+    """EngineEvents that counts track starts and failures and calls a hook on each start."""
 
     started: int = 0
     failures: int = 0
     on_start: Callable[[int], None] | None = None
-    gaps: list[float] = field(default_factory=list)
 
-    def track_started(self, title: str, start_seconds: float, gap_seconds: float | None) -> None:
+    def track_started(self, title: str, prepare_seconds: float, gap_seconds: float | None) -> None:
         self.started += 1
         if self.on_start:
             self.on_start(self.started)
 
-    def track_failed(self, reason: str) -> None:
+    def track_failed(self, reason: str, detail: str = "") -> None:
         self.failures += 1
-
-    def ffmpeg_restarted(self) -> None:
-        pass
-
-    def output_reconnected(self) -> None:
-        pass
-
-    def state(self, state: str, detail: str = "") -> None:
-        pass
 
 
 async def _run_engine(

@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     ALERT_MIN_INTERVAL: float = Field(default=300.0, ge=0, le=86400)
     """Seconds between two alerts of the same kind (entering / leaving degraded mode)."""
 
+    PROMETHEUS_PORT: int = Field(default=9090, ge=0, le=65535)
+    """Port of /metrics, /healthz and /status; 0 turns the exporter off."""
+    PROMETHEUS_HOST: str = "127.0.0.1"
+    PROMETHEUS_PORT_SPAN: int = Field(default=10, ge=0, le=1000)
+    """When PROMETHEUS_PORT is taken, the next ports up to PROMETHEUS_PORT + this are tried."""
+    METRICS_FILE: Path = Path("tgstream.prom")
+    """Written instead (node_exporter textfile format) when no port in the span is free."""
+    METRICS_FILE_INTERVAL: float = Field(default=15.0, gt=0, le=3600)
+
     STALL_TIMEOUT: float = Field(default=10.0, gt=0, le=300)
     """Seconds without output from a source before it counts as stalled and is skipped."""
     RESOLVE_TIMEOUT: float = Field(default=60.0, gt=0, le=600)

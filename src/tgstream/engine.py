@@ -62,18 +62,24 @@ def _streams(q: Quality) -> int:
 
 
 class NullEvents:
-    """Events sink that records nothing; the metrics issue provides the Prometheus one."""
+    """Events sink that records nothing; subclass it to record only what you need."""
 
-    def track_started(self, title: str, start_seconds: float, gap_seconds: float | None) -> None:
+    def track_started(self, title: str, prepare_seconds: float, gap_seconds: float | None) -> None:
         pass
 
-    def track_failed(self, reason: str) -> None:
+    def track_ready(self, title: str) -> None:
+        pass
+
+    def track_failed(self, reason: str, detail: str = "") -> None:
         pass
 
     def ffmpeg_restarted(self) -> None:
         pass
 
     def output_reconnected(self) -> None:
+        pass
+
+    def playlist_size(self, items: int) -> None:
         pass
 
     def state(self, state: str, detail: str = "") -> None:
@@ -163,6 +169,7 @@ class Engine:
         """Broadcast until ``stop`` is set (exit 0) or, with LOOP=0, the playlist has played."""
         self._stop = stop
         self.events.state("starting")
+        self.events.playlist_size(len(self.catalog.items))
         await self.output.open()
         try:
             self._t0 = self.clock() - START_AT + FIRST_TRACK_GRACE
@@ -209,16 +216,19 @@ class Engine:
                     continue
                 if resolved.info.live:
                     start = 0.0
-                return await self._spawn_track(item, resolved, began, start)
+                prepared = await self._spawn_track(item, resolved, began, start)
             except SourceError as exc:
                 self._count_failure(item, exc)
                 if self._everything_failed():
                     return _Failed(item, exc)
+                continue
             except ToolMissingError as exc:
                 raise ToolError(str(exc)) from None
             except asyncio.CancelledError:
                 self._unpick(item)  # dropped while resolving: it comes next again
                 raise
+            self.events.track_ready(prepared.track.display)
+            return prepared
 
     @property
     def resume_point(self) -> tuple[Item, float] | None:
@@ -287,7 +297,7 @@ class Engine:
             self._resume_from = None  # reached: from here on, interrupted says where we are
         self.stats.tracks_started += 1
         self.stats.titles.append(p.track.display)
-        self.events.track_started(p.track.display, self.clock(), max(gap, 0.0) if gap else None)
+        self.events.track_started(p.track.display, p.resolved_in, max(gap, 0.0) if gap else None)
         self.events.state("streaming")
         log.info(
             "now playing: %s (%s, %s, resolved in %.2fs)",
@@ -469,7 +479,7 @@ class Engine:
     def _count_failure(self, item: Item, error: SourceError) -> None:
         self.stats.failures += 1
         self.stats.consecutive_failures += 1
-        self.events.track_failed(error.reason)
+        self.events.track_failed(error.reason, str(error))
         log.error(
             "skipping %s (playlist line %d): %s [%s]", item.display, item.line, error, error.reason
         )
@@ -500,7 +510,10 @@ class Engine:
         if now - self._last_reload_check < self.opt.reload_every:
             return
         self._last_reload_check = now
-        if self.catalog.reload_if_changed() and self._upcoming is not None:
+        if not self.catalog.reload_if_changed():
+            return
+        self.events.playlist_size(len(self.catalog.items))
+        if self._upcoming is not None:
             await self._discard(self._upcoming)
             self._upcoming = self._prepare_soon()
 

@@ -29,16 +29,25 @@ class Output(Protocol):
 
 
 class EngineEvents(Protocol):
-    """What the engine reports; the metrics issue plugs Prometheus in here."""
+    """What the engine reports (:class:`tgstream.metrics.Metrics` turns it into metrics).
+
+    ``track_started``: ``prepare_seconds`` is the time to resolve, probe and spawn the track;
+    ``gap_seconds`` the output time not covered by media just before it (``None``: none).
+    ``track_failed``: ``reason`` is one of ``SOURCE_FAILURE_REASONS``.
+    """
 
     def track_started(
-        self, title: str, start_seconds: float, gap_seconds: float | None
+        self, title: str, prepare_seconds: float, gap_seconds: float | None
     ) -> None: ...
 
-    def track_failed(self, reason: str) -> None: ...
+    def track_ready(self, title: str) -> None: ...
+
+    def track_failed(self, reason: str, detail: str = "") -> None: ...
 
     def ffmpeg_restarted(self) -> None: ...
 
     def output_reconnected(self) -> None: ...
+
+    def playlist_size(self, items: int) -> None: ...
 
     def state(self, state: str, detail: str = "") -> None: ...

@@ -19,6 +19,8 @@ from pyrogram.storage import Storage
 from pytgcalls.exceptions import NotInCallError
 from pytgcalls.types import ChatUpdate, Device, Frame, GroupCallConfig, MediaStream
 
+from tgstream.engine import NullEvents
+
 CHAT = -100123
 
 
@@ -115,24 +117,12 @@ class FakeTgCalls:
         return [f for f in self.frames if f[0] == device]
 
 
-class RecordingEvents:
+class RecordingEvents(NullEvents):
     def __init__(self) -> None:
         self.reconnects = 0
 
-    def track_started(self, title: str, start_seconds: float, gap_seconds: float | None) -> None:
-        pass
-
-    def track_failed(self, reason: str) -> None:
-        pass
-
-    def ffmpeg_restarted(self) -> None:
-        pass
-
     def output_reconnected(self) -> None:
         self.reconnects += 1
-
-    def state(self, state: str, detail: str = "") -> None:
-        pass
 
 
 class FakeSleep:

@@ -309,7 +309,8 @@ def start_service(cwd: Path, env: dict[str, str], *args: str) -> Service:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tgstream", *(args or ("run",))],
         cwd=cwd,
-        env={**base, "PYTHONUNBUFFERED": "1", **env},
+        # The exporter is off unless a test asks for it: services never share a port.
+        env={**base, "PYTHONUNBUFFERED": "1", "PROMETHEUS_PORT": "0", **env},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
