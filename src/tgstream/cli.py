@@ -18,7 +18,6 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
-from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -27,21 +26,20 @@ from rich.text import Text
 
 from opskit.lifecycle import run_until_stopped
 from opskit.logs import setup_logging
-from opskit.metrics_server import MetricsServer
 from opskit.procs import Children
 from tgstream import __version__
 from tgstream.adapters.demo import make_demo
 from tgstream.adapters.ffmpeg import plan_remux
 from tgstream.adapters.probe import Prober
 from tgstream.adapters.resolver import Expansion, Resolver
-from tgstream.bootstrap import build_supervisor, require_tools, resolve_ffmpeg_args
+from tgstream.bootstrap import require_tools, resolve_ffmpeg_args
 from tgstream.catalog import Catalog
 from tgstream.config import Settings, load_settings
 from tgstream.domain.track import Track
 from tgstream.errors import ExitCode, SourceError, TgstreamError
 from tgstream.ffargs import FfmpegArgs
-from tgstream.metrics import Metrics
-from tgstream.session_cli import regenerate, session_app
+from tgstream.service import serve
+from tgstream.session_cli import session_app
 
 __all__ = ["app", "main"]
 
@@ -86,70 +84,9 @@ def run(env_file: EnvFile = Path(".env")) -> None:
     def body() -> int:
         settings = _settings(env_file)
         setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
-        log.info(
-            "tgstream %s starting: output=%s quality=%s playlist=%s",
-            __version__,
-            settings.output,
-            settings.VIDEO_QUALITY,
-            settings.PLAYLIST_FILE,
-        )
-
-        async def service(stop: asyncio.Event) -> int:
-            children = Children()
-
-            async def regen() -> int:
-                return await regenerate(env_file, _settings(env_file))
-
-            interactive = sys.stdin.isatty() and sys.stdout.isatty()
-            metrics = Metrics(CollectorRegistry(), output=settings.output)
-            exporter = _start_exporter(settings, metrics)
-            heartbeat = asyncio.create_task(_beat(metrics), name="heartbeat")
-            try:
-                supervisor = await build_supervisor(
-                    settings,
-                    children,
-                    env_file=env_file,
-                    events=metrics,
-                    session_events=metrics,
-                    regen=regen if interactive else None,
-                )
-                return await supervisor.run(stop)
-            except TgstreamError as exc:
-                log.error("%s", exc)
-                return int(exc.exit_code)
-            finally:
-                heartbeat.cancel()
-                await children.close()
-                if exporter is not None:
-                    exporter.close()
-
-        return run_until_stopped(service)
+        return run_until_stopped(lambda stop: serve(settings, env_file, stop))
 
     _guard(body)
-
-
-def _start_exporter(settings: Settings, metrics: Metrics) -> MetricsServer | None:
-    if settings.PROMETHEUS_PORT == 0:
-        log.info("metrics exporter off (PROMETHEUS_PORT=0)")
-        return None
-    exporter = MetricsServer(
-        metrics.registry,
-        settings.PROMETHEUS_HOST,
-        settings.PROMETHEUS_PORT,
-        routes={"/healthz": metrics.health, "/status": metrics.status},
-        span=settings.PROMETHEUS_PORT_SPAN,
-        textfile=settings.METRICS_FILE,
-        interval=settings.METRICS_FILE_INTERVAL,
-    )
-    exporter.start()
-    return exporter
-
-
-async def _beat(metrics: Metrics, every: float = 1.0) -> None:
-    """The main loop's pulse: /healthz fails when the event loop stops turning."""
-    while True:
-        metrics.beat()
-        await asyncio.sleep(every)
 
 
 @dataclass

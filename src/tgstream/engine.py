@@ -160,6 +160,8 @@ class Engine:
         self._resume_from = resume
         """Played first, from its position: the track a previous engine was stopped in."""
         self._resume_taken = False
+        self.last_unit_at: float | None = None
+        """Monotonic time of the latest unit written: the pipeline's pulse (watchdog)."""
         self.interrupted: tuple[Item, float] | None = None
         """The track playing when ``stop`` was set, and the position reached in it."""
 
@@ -402,6 +404,7 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), wait)
         await self.output.write(unit)
+        self.last_unit_at = self.clock()
         if self.stats.first_unit_at is None:
             self.stats.first_unit_at = self.clock()
             log.info("first frame written to the %s output", self.output.name)

@@ -54,6 +54,8 @@ Resume = tuple[Item, float]
 class EngineLike(Protocol):
     """The part of :class:`~tgstream.engine.Engine` the supervisor drives."""
 
+    last_unit_at: float | None
+
     @property
     def resume_point(self) -> Resume | None: ...
 
@@ -100,6 +102,8 @@ class Supervisor:
         self._sleep = sleep
         self.status = SupervisorStatus()
         self._alerts: set[asyncio.Task[None]] = set()
+        self._engine: EngineLike | None = None
+        self._engine_since = time.monotonic()
 
     @property
     def supervised(self) -> bool:
@@ -108,7 +112,9 @@ class Supervisor:
     async def run(self, stop: asyncio.Event) -> int:
         try:
             if not self.supervised:
-                return int(await self._make_engine(self.settings, _ignore, None).run(stop))
+                engine = self._make_engine(self.settings, _ignore, None)
+                self._adopt(engine)
+                return int(await engine.run(stop))
             return await self._supervise(stop)
         finally:
             if self._alerts:
@@ -253,6 +259,7 @@ class Supervisor:
             pause.set()
 
         engine = self._make_engine(self.settings, on_session_dead, resume)
+        self._adopt(engine)
         relay = asyncio.create_task(_relay(stop, pause), name="stop-relay")
         watch = asyncio.create_task(self._watch(pause, on_session_dead), name="session-watch")
         try:
@@ -298,6 +305,26 @@ class Supervisor:
                 on_dead(verdict.cause)
             elif not verdict.valid:
                 log.warning("session check while streaming: %s", verdict.detail)
+
+    # ---- liveness (systemd's readiness and watchdog) ----------------------------------------
+
+    def _adopt(self, engine: EngineLike) -> None:
+        self._engine = engine
+        self._engine_since = time.monotonic()
+
+    def ready(self) -> bool:
+        """On air (the first unit is out) or knowingly degraded: what READY=1 announces."""
+        if self.status.degraded:
+            return True
+        return self._engine is not None and self._engine.last_unit_at is not None
+
+    def alive(self, now: float, stall: float) -> bool:
+        """Whether the pipeline moves: a unit written within ``stall`` seconds, or nothing
+        is expected of it (degraded, or an engine still within ``stall`` of its start)."""
+        if self.status.degraded or self._engine is None:
+            return True
+        last = self._engine.last_unit_at
+        return now - (last if last is not None else self._engine_since) < stall
 
     # ---- state, alerts ----------------------------------------------------------------------
 
