@@ -7,6 +7,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := ffmpeg nginx libnginx-mod-rtmp shellcheck prometheus fonts-dejavu-core
 STAMP := $(VENV)/.installed
+# Wheels of the package's dependencies, for the deployment tests: they build release venvs
+# with `pip install --no-index`, so the tests themselves never download anything.
+WHEELHOUSE := .cache/wheelhouse
+WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
 
 .PHONY: run test lint typecheck pytest bench deps system-deps demo clean help
 
@@ -40,6 +44,11 @@ $(STAMP): pyproject.toml
 
 deps: system-deps $(STAMP)
 
+$(WHEELHOUSE_STAMP): pyproject.toml $(STAMP)
+	mkdir -p $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel -q --disable-pip-version-check -w $(WHEELHOUSE) '.[tgstream]' 'setuptools>=77' wheel pip
+	touch $@
+
 demo: deps
 	$(BIN)/tgstream demo --dir .demo
 
@@ -55,7 +64,7 @@ lint: deps
 typecheck: deps
 	$(BIN)/mypy
 
-pytest: deps
+pytest: deps $(WHEELHOUSE_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # pytest's exit code 5 (nothing collected) is non-zero, so make fails on it as on any failure.
@@ -65,4 +74,4 @@ bench: deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .cache

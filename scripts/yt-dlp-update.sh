@@ -9,7 +9,8 @@
 #
 # Environment (defaults in brackets): YTDLP_VENV [/opt/tg_video_streamer/current/venv],
 # YTDLP_UPDATE_LOG [/var/log/yt-dlp-update.log],
-# YTDLP_METRICS_FILE [/var/lib/node_exporter/textfile_collector/ytdlp_update.prom],
+# YTDLP_METRICS_FILE [/var/lib/prometheus/node-exporter/ytdlp_update.prom] (Debian's
+# node-exporter textfile directory),
 # YTDLP_PIP_ARGS [] (extra pip arguments, e.g. "--no-index --find-links DIR"; PIP_INDEX_URL works too).
 #
 # Exit codes: 0 updated (or already current); 1 the update failed, the previous version is in
@@ -18,7 +19,7 @@ set -uo pipefail
 
 VENV=${YTDLP_VENV:-/opt/tg_video_streamer/current/venv}
 LOG=${YTDLP_UPDATE_LOG:-/var/log/yt-dlp-update.log}
-METRICS=${YTDLP_METRICS_FILE:-/var/lib/node_exporter/textfile_collector/ytdlp_update.prom}
+METRICS=${YTDLP_METRICS_FILE:-/var/lib/prometheus/node-exporter/ytdlp_update.prom}
 PIP_ARGS=${YTDLP_PIP_ARGS:-}
 
 mkdir -p "$(dirname "$LOG")"

@@ -1,0 +1,320 @@
+"""Deployment proven on a real systemd (PID 1 in private namespaces; see ``harness``).
+
+One systemd and one deploy for the module; the tests run in file order and build on each other:
+deploy, hardening, crash restarts, watchdog, the yt-dlp timer, the CI check, rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.tgstream.systemd.harness import Systemd, booted, copy_sources, unavailable
+
+pytestmark = [pytest.mark.systemd, pytest.mark.slow]
+if why := unavailable():
+    pytestmark.append(pytest.mark.skip(reason=f"systemd in namespaces unavailable: {why}"))
+
+ROOT = Path(__file__).resolve().parents[3]
+WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
+UNIT = "tg_video_streamer.service"
+SHARE_ROOT = "/run/share"
+DEPLOY_ROOT = f"{SHARE_ROOT}/opt/tg_video_streamer"
+PIP_ARGS = "--no-index --find-links /run/src/.cache/wheelhouse"
+SETTINGS = """\
+OUTPUT=preview
+PREVIEW_PORT=8080
+PROMETHEUS_PORT=9090
+PLAYLIST_FILE={root}/media/playlist.txt
+SESSION_STRING=
+LOG_LEVEL=INFO
+"""
+
+
+def deploy(sd: Systemd, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return sd.run(
+        f"{SHARE_ROOT}/src/scripts/remote_deploy.sh",
+        *args,
+        env={"DEPLOY_ROOT": DEPLOY_ROOT, "PIP_ARGS": PIP_ARGS, "PIP_NO_CACHE_DIR": "1"},
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Systemd]:
+    assert (WHEELHOUSE / ".complete").exists(), "run through make: it builds .cache/wheelhouse"
+    share = tmp_path_factory.mktemp("systemd")
+    copy_sources(ROOT, share / "src")
+    media = share / "opt" / "tg_video_streamer" / "media"
+    media.mkdir(parents=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "60",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(media / "clip.mp4"),
+        ],
+        check=True,
+    )
+    media.chmod(0o755)
+    (media / "playlist.txt").write_text(f"{DEPLOY_ROOT}/media/clip.mp4\n")
+    (share / "first.env").write_text(SETTINGS.format(root=DEPLOY_ROOT))
+    with booted(share, ROOT) as systemd:
+        yield systemd
+
+
+@pytest.fixture(scope="module")
+def deployed(sd: Systemd) -> str:
+    done = deploy(
+        sd, "--source", f"{SHARE_ROOT}/src", "--env", f"{SHARE_ROOT}/first.env", "--release", "r1"
+    )
+    assert "deployed r1" in done.stdout, done.stdout + done.stderr
+    sd.wait_active(UNIT, 60)
+    return "r1"
+
+
+def test_the_deployed_service_runs_as_tgstream_hardened_with_a_private_env(
+    sd: Systemd, deployed: str
+) -> None:
+    props = sd.show(UNIT, "User", "MainPID", "ActiveState")
+    assert props["User"] == "tgstream"
+    pid = props["MainPID"]
+    uid = sd.run("stat", "-c", "%U", f"/proc/{pid}").stdout.strip()
+    assert uid == "tgstream"
+    env = sd.run("stat", "-c", "%a %U:%G", f"{DEPLOY_ROOT}/shared/.env").stdout.split()
+    assert env == ["600", "tgstream:tgstream"]
+    assert sd.run("readlink", f"{DEPLOY_ROOT}/current").stdout.strip() == "releases/r1"
+    # Inside the service's sandbox /usr is read-only, even for root entering it.
+    write = sd.run("nsenter", "-t", pid, "-m", "touch", "/usr/tgstream-was-here", check=False)
+    assert write.returncode != 0
+    assert "Read-only file system" in write.stderr
+    # Metrics answer, and READY=1 came once the preview was on air.
+    metrics = _fetch(sd, "http://127.0.0.1:9090/metrics")
+    assert "streams_played_total" in metrics
+    status = json.loads(_fetch(sd, "http://127.0.0.1:9090/status"))
+    assert status["state"] in ("streaming", "slate")
+    journal = sd.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat").stdout
+    assert re.search(r"systemd start \d+ of this host \(invocation [0-9a-f]+\)", journal), journal
+
+
+def _fetch(sd: Systemd, url: str) -> str:
+    deadline = time.monotonic() + 30
+    while True:
+        done = sd.run(
+            f"{DEPLOY_ROOT}/current/venv/bin/python",
+            "-c",
+            "import sys, urllib.request; "
+            f"sys.stdout.write(urllib.request.urlopen({url!r}, timeout=5).read().decode())",
+            check=False,
+        )
+        if done.returncode == 0 or time.monotonic() > deadline:
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+        time.sleep(0.5)
+
+
+def test_the_unit_scores_at_most_2_and_verifies_clean(sd: Systemd, deployed: str) -> None:
+    score = sd.run("systemd-analyze", "security", UNIT, "--no-pager").stdout
+    value = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", score).group(1))  # type: ignore[union-attr]
+    assert value <= 2.0, score
+    verify = sd.run(
+        "systemd-analyze",
+        "verify",
+        UNIT,
+        "yt-dlp-update.service",
+        "yt-dlp-update.timer",
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stderr.strip() == "", verify.stderr
+
+
+def test_kill_9_is_restarted_within_10_to_12_seconds(sd: Systemd, deployed: str) -> None:
+    for _ in range(3):
+        before = sd.show(UNIT, "MainPID", "NRestarts")
+        killed = time.monotonic()
+        host_pid = sd.host_pid(UNIT)
+        os.kill(host_pid, signal.SIGKILL)
+        sd.wait_active(UNIT, 20, since_pid=before["MainPID"])
+        took = time.monotonic() - killed
+        assert 10.0 <= took <= 12.0, f"active again after {took:.2f}s"
+        after = sd.show(UNIT, "NRestarts")
+        assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
+
+
+def test_a_hung_process_is_restarted_by_the_watchdog(sd: Systemd, deployed: str) -> None:
+    dropin = Path(sd.share) / "etc" / "systemd" / "system" / f"{UNIT}.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "watchdog.conf").write_text("[Service]\nWatchdogSec=4\nRestartSec=1\n")
+    try:
+        sd.run("systemctl", "daemon-reload")
+        sd.run("systemctl", "restart", UNIT)
+        sd.wait_active(UNIT, 60)
+        time.sleep(6)  # pings flow: a healthy service outlives several watchdog periods
+        before = sd.show(UNIT, "MainPID", "NRestarts")
+        assert sd.show(UNIT, "ActiveState")["ActiveState"] == "active"
+        os.kill(sd.host_pid(UNIT), signal.SIGSTOP)  # hung: no more pings
+        sd.wait_active(UNIT, 30, since_pid=before["MainPID"])
+        journal = sd.run("journalctl", "-u", UNIT, "--no-pager").stdout
+        assert "Watchdog timeout" in journal, journal[-2000:]
+        assert int(sd.show(UNIT, "NRestarts")["NRestarts"]) > int(before["NRestarts"])
+    finally:
+        shutil.rmtree(dropin)
+        sd.run("systemctl", "daemon-reload")
+        sd.run("systemctl", "restart", UNIT)
+        sd.wait_active(UNIT, 60)
+
+
+def _broken_ytdlp(directory: Path) -> None:
+    """A yt-dlp 9999.1 wheel that installs but cannot run: the failing update."""
+    name = "yt_dlp-9999.1-py3-none-any.whl"
+    with zipfile.ZipFile(directory / name, "w") as whl:
+        whl.writestr("yt_dlp/__init__.py", "raise ImportError('broken release')\n")
+        whl.writestr("yt_dlp/__main__.py", "raise SystemExit('broken release')\n")
+        info = "yt_dlp-9999.1.dist-info"
+        whl.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: yt-dlp\nVersion: 9999.1\n")
+        whl.writestr(
+            f"{info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        whl.writestr(f"{info}/RECORD", "")
+
+
+def test_the_yt_dlp_timer_and_its_update(sd: Systemd, deployed: str) -> None:
+    timer = sd.show("yt-dlp-update.timer", "NextElapseUSecRealtime", "ActiveState")
+    assert timer["ActiveState"] == "active"
+    nxt = sd.run("date", "-u", "-d", timer["NextElapseUSecRealtime"], "+%a %H:%M:%S").stdout.strip()
+    assert nxt == "Sun 02:00:00", timer
+
+    bad = Path(sd.share) / "badindex"
+    bad.mkdir()
+    _broken_ytdlp(bad)
+    for wheel in WHEELHOUSE.glob("yt_dlp-*.whl"):
+        shutil.copy(wheel, bad)
+    venv = f"{DEPLOY_ROOT}/current/venv"
+    old = sd.run(f"{venv}/bin/python", "-m", "yt_dlp", "--version").stdout.strip()
+    sd.run("mkdir", "-p", "/var/lib/prometheus/node-exporter")
+    dropin = Path(sd.share) / "etc" / "systemd" / "system" / "yt-dlp-update.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    try:
+        for index, expect in ((PIP_ARGS, 0), (f"--no-index --find-links {SHARE_ROOT}/badindex", 1)):
+            (dropin / "index.conf").write_text(f'[Service]\nEnvironment="YTDLP_PIP_ARGS={index}"\n')
+            sd.run("systemctl", "daemon-reload")
+            started = sd.run(
+                "systemctl", "start", "yt-dlp-update.service", check=False, timeout=600
+            )
+            assert (started.returncode != 0) == bool(expect), started.stderr
+            log = sd.run("cat", "/var/log/yt-dlp-update.log").stdout
+            metric = sd.run("cat", "/var/lib/prometheus/node-exporter/ytdlp_update.prom").stdout
+            assert f"ytdlp_update_success {1 - expect}" in metric, metric
+            assert f'ytdlp_update_info{{version="{old}"}} 1' in metric
+            assert re.search(r"^\d{4}-\d\d-\d\dT\S+Z yt-dlp-update: ", log, re.M), log
+            # The broadcast was not touched, and yt-dlp still works as before.
+            assert sd.show(UNIT, "ActiveState")["ActiveState"] == "active"
+            now = sd.run(f"{venv}/bin/python", "-m", "yt_dlp", "--version").stdout.strip()
+            assert now == old
+        assert "failed the smoke test; reinstalling" in log
+        assert f"rolled back to yt-dlp {old}" in log
+    finally:
+        shutil.rmtree(dropin)
+        sd.run("systemctl", "daemon-reload")
+
+
+def test_check_service_active_passes_on_a_healthy_unit_and_fails_on_a_crash_loop(
+    sd: Systemd, deployed: str
+) -> None:
+    script = f"{DEPLOY_ROOT}/current/ci/check_service_active.sh"
+    ok = sd.run(script, "tg_video_streamer", "60")
+    assert "is active" in ok.stdout
+    crashy = Path(sd.share) / "etc" / "systemd" / "system" / "crashy.service"
+    crashy.write_text(
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c 'echo dying; exit 3'\n"
+        "Restart=always\nRestartSec=1\n"
+    )
+    sd.run("systemctl", "daemon-reload")
+    sd.run("systemctl", "start", "crashy.service", check=False)
+    began = time.monotonic()
+    bad = sd.run(script, "crashy", "5", check=False)
+    took = time.monotonic() - began
+    sd.run("systemctl", "stop", "crashy.service", check=False)
+    crashy.unlink()
+    assert bad.returncode == 1
+    assert took < 10
+    assert "not active" in bad.stderr
+    assert "journal" in bad.stderr
+
+
+def test_rollback_moves_current_back_and_a_session_writer_waits_for_the_lock(
+    sd: Systemd, deployed: str
+) -> None:
+    done = deploy(sd, "--source", f"{SHARE_ROOT}/src", "--release", "r2")
+    assert "deployed r2" in done.stdout
+    assert sd.run("readlink", f"{DEPLOY_ROOT}/current").stdout.strip() == "releases/r2"
+    sd.wait_active(UNIT, 60)
+    # The settings survived the deploy without --env.
+    assert "OUTPUT=preview" in sd.run("cat", f"{DEPLOY_ROOT}/current/.env").stdout
+
+    marks: dict[str, float] = {}
+    rollback = threading.Thread(
+        target=lambda: (
+            deploy(sd, "--rollback"),
+            marks.__setitem__("deploy_done", time.monotonic()),
+        )
+    )
+    rollback.start()
+    lock = f"{DEPLOY_ROOT}/shared/.env.lock"
+    deadline = time.monotonic() + 30
+    while sd.run("flock", "-n", lock, "true", check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the deploy never took the lock"
+        time.sleep(0.01)
+    writer = sd.run(
+        f"{DEPLOY_ROOT}/current/venv/bin/python",
+        "-c",
+        "import time; from pathlib import Path; from opskit.envfile import update_env; "
+        f"update_env(Path('{DEPLOY_ROOT}/current/.env'), {{'LOG_LEVEL': 'DEBUG'}}); "
+        "print(time.monotonic())",
+    )
+    rollback.join(120)
+    wrote_at = float(writer.stdout.strip())
+    assert "deploy_done" in marks
+    assert sd.run("readlink", f"{DEPLOY_ROOT}/current").stdout.strip() == "releases/r1"
+    sd.wait_active(UNIT, 60)
+    env = sd.run("cat", f"{DEPLOY_ROOT}/shared/.env").stdout
+    assert "LOG_LEVEL=DEBUG" in env and "OUTPUT=preview" in env
+    mode = sd.run("stat", "-c", "%a %U", f"{DEPLOY_ROOT}/shared/.env").stdout.split()
+    assert mode == ["600", "tgstream"]
+    # CLOCK_MONOTONIC is shared with the namespace: the writer finished after the deploy
+    # released the lock, not while it held it.
+    assert wrote_at >= marks["deploy_done"] - 0.5
