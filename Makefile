@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := ffmpeg nginx libnginx-mod-rtmp shellcheck prometheus fonts-dejavu-core
+APT_PACKAGES := ffmpeg nginx libnginx-mod-rtmp shellcheck prometheus fonts-dejavu-core python3-venv
 STAMP := $(VENV)/.installed
 # Wheels of the package's dependencies, for the deployment tests: they build release venvs
 # with `pip install --no-index`, so the tests themselves never download anything.

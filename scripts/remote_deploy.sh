@@ -142,8 +142,10 @@ build_release() {
     log "releases/$release is already built; reusing it"
     return
   fi
+  ensure_user
   rm -rf "$dir"
   mkdir -p "$dir"
+  chmod 755 "$dir"
   touch "$dir/.incomplete"
   log "building releases/$release from $source_dir"
   cp -a "$source_dir/scripts" "$source_dir/deploy" "$source_dir/ci" "$dir/"
@@ -153,8 +155,11 @@ build_release() {
   # shellcheck disable=SC2086 # PIP_ARGS is a list of arguments on purpose
   "$dir/venv/bin/pip" install --quiet --disable-pip-version-check $PIP_ARGS "${source_dir}[tgstream]" \
     || die "pip install into releases/$release failed (see above); current is unchanged"
-  "$dir/venv/bin/tgstream" version >/dev/null || die "the new release does not run; current is unchanged"
   ln -sfn ../../shared/.env "$dir/.env"
+  # As the service will run it: an interpreter the service user cannot reach (say, a pyenv
+  # under /root) fails here, not at the restart.
+  runuser -u "$SERVICE_USER" -- "$dir/venv/bin/tgstream" version >/dev/null \
+    || die "the new release does not run as $SERVICE_USER (is $PYTHON readable by it? use PYTHON=/usr/bin/python3); current is unchanged"
   rm -f "$dir/.incomplete"
 }
 

@@ -17,8 +17,9 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CGROUP_ROOT = Path("/sys/fs/cgroup/unified")
@@ -26,7 +27,7 @@ TARGET = """\
 [Unit]
 Description=tgstream test target
 DefaultDependencies=no
-Wants=systemd-journald.service dbus.service
+Wants=systemd-journald.socket systemd-journald.service dbus.socket
 """
 
 
@@ -58,6 +59,7 @@ class Systemd:
         self.cgroup = root / f"tgstream-test-{os.getpid()}-{id(self)}"
 
     def boot(self, timeout: float = 30.0) -> None:
+        self.share.chmod(0o755)  # seen as /run/share: the service user must traverse it
         units = self.share / "units"
         units.mkdir(parents=True, exist_ok=True)
         (units / "tgstream-test.target").write_text(TARGET)
@@ -68,8 +70,24 @@ class Systemd:
             cgroup_procs.write_text(str(os.getpid()))
             os.setsid()
 
-        console = (self.share / "console.log").open("wb")
-        self.proc = subprocess.Popen(
+        with (self.share / "console.log").open("wb") as console:
+            self.proc = self._spawn(console, enter_cgroup)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                self.pid = int(children.read_text().split()[0])
+            if self.pid:
+                state = self.run("systemctl", "is-system-running", check=False).stdout.strip()
+                if state in ("running", "degraded"):
+                    return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"systemd did not boot:\n{self.console()}")
+
+    def _spawn(self, console: Any, enter_cgroup: Callable[[], None]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 "unshare",
                 "--pid",
@@ -88,19 +106,6 @@ class Systemd:
             stderr=subprocess.STDOUT,
             preexec_fn=enter_cgroup,  # noqa: PLW1509 - only writes a file and calls setsid
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-            with contextlib.suppress(OSError, ValueError):
-                self.pid = int(children.read_text().split()[0])
-            if self.pid and self.run(
-                "systemctl", "is-system-running", check=False
-            ).stdout.strip() in ("running", "degraded"):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"systemd did not boot:\n{self.console()}")
 
     def console(self) -> str:
         return (self.share / "console.log").read_text(errors="replace")[-4000:]

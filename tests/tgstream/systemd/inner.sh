@@ -18,7 +18,7 @@ mkdir -p /var/lib/systemd /var/log/journal
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
 mkdir -p /run/systemd/system
-cp "$share"/units/* /run/systemd/system/
+cp /run/share/units/* /run/systemd/system/
 for u in systemd-tmpfiles-setup.service systemd-tmpfiles-setup-dev.service systemd-tmpfiles-clean.timer \
          systemd-udevd.service systemd-udev-trigger.service systemd-udev-settle.service \
          systemd-udevd-control.socket systemd-udevd-kernel.socket kmod-static-nodes.service \

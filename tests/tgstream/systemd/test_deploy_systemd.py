@@ -46,7 +46,12 @@ def deploy(sd: Systemd, *args: str, timeout: float = 600) -> subprocess.Complete
     return sd.run(
         f"{SHARE_ROOT}/src/scripts/remote_deploy.sh",
         *args,
-        env={"DEPLOY_ROOT": DEPLOY_ROOT, "PIP_ARGS": PIP_ARGS, "PIP_NO_CACHE_DIR": "1"},
+        env={
+            "DEPLOY_ROOT": DEPLOY_ROOT,
+            "PIP_ARGS": PIP_ARGS,
+            "PIP_NO_CACHE_DIR": "1",
+            "PYTHON": "/usr/bin/python3",  # Debian's: the test runner's may live under /root
+        },
         timeout=timeout,
     )
 
@@ -186,9 +191,13 @@ def test_a_hung_process_is_restarted_by_the_watchdog(sd: Systemd, deployed: str)
         before = sd.show(UNIT, "MainPID", "NRestarts")
         assert sd.show(UNIT, "ActiveState")["ActiveState"] == "active"
         os.kill(sd.host_pid(UNIT), signal.SIGSTOP)  # hung: no more pings
+        results = set()
+        deadline = time.monotonic() + 30
+        while "watchdog" not in results and time.monotonic() < deadline:
+            results.add(sd.show(UNIT, "Result")["Result"])
+            time.sleep(0.1)
+        assert "watchdog" in results, results
         sd.wait_active(UNIT, 30, since_pid=before["MainPID"])
-        journal = sd.run("journalctl", "-u", UNIT, "--no-pager").stdout
-        assert "Watchdog timeout" in journal, journal[-2000:]
         assert int(sd.show(UNIT, "NRestarts")["NRestarts"]) > int(before["NRestarts"])
     finally:
         shutil.rmtree(dropin)
@@ -257,7 +266,7 @@ def test_check_service_active_passes_on_a_healthy_unit_and_fails_on_a_crash_loop
 ) -> None:
     script = f"{DEPLOY_ROOT}/current/ci/check_service_active.sh"
     ok = sd.run(script, "tg_video_streamer", "60")
-    assert "is active" in ok.stdout
+    assert "is active (stable for 5s)" in ok.stdout
     crashy = Path(sd.share) / "etc" / "systemd" / "system" / "crashy.service"
     crashy.write_text(
         "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c 'echo dying; exit 3'\n"
@@ -266,12 +275,12 @@ def test_check_service_active_passes_on_a_healthy_unit_and_fails_on_a_crash_loop
     sd.run("systemctl", "daemon-reload")
     sd.run("systemctl", "start", "crashy.service", check=False)
     began = time.monotonic()
-    bad = sd.run(script, "crashy", "5", check=False)
+    bad = sd.run(script, "crashy", "8", check=False)
     took = time.monotonic() - began
     sd.run("systemctl", "stop", "crashy.service", check=False)
     crashy.unlink()
     assert bad.returncode == 1
-    assert took < 10
+    assert took < 12
     assert "not active" in bad.stderr
     assert "journal" in bad.stderr
 
