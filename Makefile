@@ -12,12 +12,13 @@ STAMP := $(VENV)/.installed
 WHEELHOUSE := .cache/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
 
-.PHONY: run test lint typecheck pytest bench deps system-deps demo clean help
+.PHONY: run test lint typecheck pytest bench bench-systemd deps system-deps demo clean help
 
 help:
 	@echo "make run    - install what is missing, then stream the playlist (preview when no credentials)"
 	@echo "make test   - install what is missing, then lint, type-check and run the whole test suite"
 	@echo "make bench  - run the benchmarks in bench/ and print their tables"
+	@echo "make bench-systemd - (root) kill -9 restart times on a real systemd, 20 rounds"
 
 # apt only when something is missing, so repeated runs stay fast and work offline. The packages'
 # own services (nginx on :80, prometheus on :9090) are not started: we need only their binaries
@@ -72,6 +73,9 @@ test: lint typecheck pytest
 
 bench: deps
 	$(BIN)/python -m bench
+
+bench-systemd: deps $(WHEELHOUSE_STAMP)
+	$(BIN)/python -m bench systemd
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .cache

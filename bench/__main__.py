@@ -31,7 +31,29 @@ def machine() -> str:
     )
 
 
+def write_section(title: str, body: str) -> None:
+    """Replace the ``## title`` section of docs/benchmarks.md (or add it), keep the others."""
+    header = (
+        "# Benchmarks\n\nFigures are rewritten by `make bench`; each section says "
+        "when and how it was produced.\n\n"
+    )
+    text = DOC.read_text() if DOC.exists() else header
+    sections = text.split("\n## ")
+    head, rest = sections[0], sections[1:]
+    kept = [sec for sec in rest if not sec.startswith(f"{title}\n")]
+    new = f"{title}\n\n{body.strip()}\n"
+    ordered = sorted([*kept, new], key=lambda sec: sec.split("\n", 1)[0] != "tgstream")
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(head.rstrip() + "\n\n" + "\n## ".join(["", *ordered]).lstrip("\n") + "\n")
+    print(f"wrote the {title!r} section of {DOC}", file=sys.stderr)
+
+
 def main() -> int:
+    if sys.argv[1:] == ["systemd"]:
+        from bench import systemd_bench
+
+        write_section("systemd restarts", systemd_bench.run(machine()))
+        return 0
     root = Path(os.environ.get("BENCH_MEDIA", tempfile.mkdtemp(prefix="tgstream-bench-")))
     root.mkdir(parents=True, exist_ok=True)
     results = tgstream_bench.run_all(root)
@@ -40,17 +62,11 @@ def main() -> int:
     table = tgstream_bench.report(results)
     print(table)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = (
-        "## tgstream\n\n"
+    write_section(
+        "tgstream",
         f"Run on {stamp} with `make bench` (`python -m bench`), on {machine()}.\n\n"
-        f"{table}\n\n{tgstream_bench.NOTES}\n"
+        f"{table}\n\n{tgstream_bench.NOTES}",
     )
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(
-        "# Benchmarks\n\nFigures are rewritten by `make bench`; each section says "
-        "when and how it was produced.\n\n" + section
-    )
-    print(f"wrote {DOC}", file=sys.stderr)
     return 0
 
 
