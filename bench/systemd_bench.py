@@ -9,13 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from tests.tgstream.systemd import test_deploy_systemd as setup
-from tests.tgstream.systemd.harness import booted, copy_sources
+from tests.tgstream.systemd.harness import booted
 
 from bench.common import summary
 
@@ -24,53 +23,10 @@ ROUNDS = 20
 
 def run(machine: str, rounds: int = ROUNDS) -> str:
     share = Path(tempfile.mkdtemp(prefix="tgstream-bench-systemd-"))
-    copy_sources(setup.ROOT, share / "src")
-    media = share / "opt" / "tg_video_streamer" / "media"
-    media.mkdir(parents=True)
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine",
-            "-t",
-            "4",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            str(media / "clip.mp4"),
-        ],
-        check=True,
-    )
-    (media / "playlist.txt").write_text(f"{setup.DEPLOY_ROOT}/media/clip.mp4\n")
-    (share / "first.env").write_text(setup.SETTINGS.format(root=setup.DEPLOY_ROOT))
+    setup.prepare(share)
     times: list[float] = []
     with booted(share, setup.ROOT) as sd:
-        setup.deploy(
-            sd,
-            "--source",
-            f"{setup.SHARE_ROOT}/src",
-            "--env",
-            f"{setup.SHARE_ROOT}/first.env",
-            "--release",
-            "bench",
-        )
-        sd.wait_active(setup.UNIT, 60)
+        setup.first_deploy(sd, "bench")
         for n in range(rounds):
             before = sd.show(setup.UNIT, "MainPID")["MainPID"]
             killed = time.monotonic()

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.tgstream.systemd.harness import Systemd, booted, copy_sources, unavailable
+from tgstream.adapters.demo import make_clip
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 if why := unavailable():
@@ -56,57 +57,43 @@ def deploy(sd: Systemd, *args: str, timeout: float = 600) -> subprocess.Complete
     )
 
 
+def prepare(share: Path) -> None:
+    """The share a deployment runs from: the sources, a clip and its playlist, the first .env."""
+    copy_sources(ROOT, share / "src")
+    media = share / "opt" / "tg_video_streamer" / "media"
+    media.mkdir(parents=True)
+    make_clip(media / "clip.mp4", 4)
+    media.chmod(0o755)
+    (media / "playlist.txt").write_text(f"{DEPLOY_ROOT}/media/clip.mp4\n")
+    (share / "first.env").write_text(SETTINGS.format(root=DEPLOY_ROOT))
+
+
+def first_deploy(sd: Systemd, release: str) -> None:
+    done = deploy(
+        sd,
+        "--source",
+        f"{SHARE_ROOT}/src",
+        "--env",
+        f"{SHARE_ROOT}/first.env",
+        "--release",
+        release,
+    )
+    assert f"deployed {release}" in done.stdout, done.stdout + done.stderr
+    sd.wait_active(UNIT, 60)
+
+
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Systemd]:
     assert (WHEELHOUSE / ".complete").exists(), "run through make: it builds .cache/wheelhouse"
     share = tmp_path_factory.mktemp("systemd")
-    copy_sources(ROOT, share / "src")
-    media = share / "opt" / "tg_video_streamer" / "media"
-    media.mkdir(parents=True)
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440",
-            "-t",
-            "4",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            str(media / "clip.mp4"),
-        ],
-        check=True,
-    )
-    media.chmod(0o755)
-    (media / "playlist.txt").write_text(f"{DEPLOY_ROOT}/media/clip.mp4\n")
-    (share / "first.env").write_text(SETTINGS.format(root=DEPLOY_ROOT))
+    prepare(share)
     with booted(share, ROOT) as systemd:
         yield systemd
 
 
 @pytest.fixture(scope="module")
 def deployed(sd: Systemd) -> str:
-    done = deploy(
-        sd, "--source", f"{SHARE_ROOT}/src", "--env", f"{SHARE_ROOT}/first.env", "--release", "r1"
-    )
-    assert "deployed r1" in done.stdout, done.stdout + done.stderr
-    sd.wait_active(UNIT, 60)
+    first_deploy(sd, "r1")
     return "r1"
 
 
