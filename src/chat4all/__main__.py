@@ -1,0 +1,3 @@
+from chat4all.cli import main
+
+main()

@@ -1,0 +1,140 @@
+"""The Telegram channel over the Bot API (https://core.telegram.org/bots/api).
+
+Outbound: ``sendMessage`` for text (with an inline keyboard for buttons, ``reply_parameters``
+for replies), ``sendPhoto`` / ``sendDocument`` / ``sendVideo`` / ``sendAudio`` by URL for
+attachments, ``sendLocation`` for a location. A message with several parts sends them in order
+and reports the first part's ``message_id``.
+
+Errors, as the Bot API documents them (``{"ok": false, "error_code", "description",
+"parameters": {"retry_after"}}``):
+
+- 429 → :class:`RetryableDelivery` after ``parameters.retry_after`` seconds;
+- 401, 403 (bot blocked, kicked, token revoked) and other 4xx → :class:`PermanentDelivery`;
+- 5xx, timeouts, connection errors → :class:`RetryableDelivery`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import httpx
+
+from chat4all.domain.model import Attachment, Channel, Conversation, Message
+from chat4all.errors import PermanentDelivery, RetryableDelivery
+
+__all__ = ["TelegramConnector", "DEFAULT_API"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API: Final = "https://api.telegram.org"
+_MEDIA: Final = {
+    "image": ("sendPhoto", "photo"),
+    "video": ("sendVideo", "video"),
+    "audio": ("sendAudio", "audio"),
+    "document": ("sendDocument", "document"),
+}
+
+
+class TelegramConnector:
+    """:class:`~chat4all.ports.Connector` for Telegram; ``tokens`` maps our account names
+    (``Conversation.account``) to bot tokens."""
+
+    channel = Channel.TELEGRAM
+
+    def __init__(
+        self,
+        tokens: dict[str, str],
+        *,
+        api_url: str = DEFAULT_API,
+        timeout: float = 15.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._tokens = tokens
+        self._client = httpx.AsyncClient(
+            base_url=api_url.rstrip("/"), timeout=timeout, transport=transport
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def send(self, conversation: Conversation, message: Message) -> str:
+        token = self._tokens.get(conversation.account)
+        if token is None:
+            raise PermanentDelivery(
+                f"no bot token for Telegram account {conversation.account!r}; add it to "
+                "CHAT4ALL_TELEGRAM_BOTS"
+            )
+        content = message.content
+        chat = conversation.recipient
+        ids: list[str] = []
+        extra = dict(content.extensions)
+        markup = _keyboard(content.buttons) if content.buttons else None
+        if content.text:
+            body: dict[str, Any] = {"chat_id": chat, "text": content.text, **extra}
+            if markup and not content.attachments:
+                body["reply_markup"] = markup
+            ids.append(await self._call(token, "sendMessage", body))
+        for n, attachment in enumerate(content.attachments):
+            last = n == len(content.attachments) - 1
+            ids.append(await self._call(token, *_media(chat, attachment, markup if last else None)))
+        if content.location is not None:
+            loc = content.location
+            ids.append(
+                await self._call(
+                    token,
+                    "sendLocation",
+                    {"chat_id": chat, "latitude": loc.latitude, "longitude": loc.longitude},
+                )
+            )
+        if not ids:
+            raise PermanentDelivery(
+                "Telegram has no way to send this content (templates are WhatsApp's)"
+            )
+        return ids[0]
+
+    async def _call(self, token: str, method: str, body: dict[str, Any]) -> str:
+        try:
+            answer = await self._client.post(f"/bot{token}/{method}", json=body)
+        except httpx.TimeoutException as exc:
+            raise RetryableDelivery(f"Telegram {method}: timeout ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            raise RetryableDelivery(f"Telegram {method}: {type(exc).__name__}: {exc}") from None
+        try:
+            doc = answer.json()
+        except ValueError:
+            doc = {}
+        if answer.status_code == 200 and doc.get("ok"):
+            return str(doc["result"]["message_id"])
+        description = doc.get("description") or answer.reason_phrase
+        where = f"Telegram {method}: HTTP {answer.status_code}: {description}"
+        if answer.status_code == 429:
+            retry_after = (doc.get("parameters") or {}).get("retry_after")
+            raise RetryableDelivery(
+                where, float(retry_after) if isinstance(retry_after, int | float) else None
+            )
+        if answer.status_code >= 500:
+            raise RetryableDelivery(where)
+        raise PermanentDelivery(where)
+
+
+def _keyboard(buttons: tuple[Any, ...]) -> dict[str, Any]:
+    row = [
+        {"text": b.title, "url": b.url}
+        if b.url
+        else {"text": b.title, "callback_data": b.payload or b.title}
+        for b in buttons
+    ]
+    return {"inline_keyboard": [row]}
+
+
+def _media(
+    chat: str, attachment: Attachment, markup: dict[str, Any] | None
+) -> tuple[str, dict[str, Any]]:
+    method, field = _MEDIA.get(attachment.kind, _MEDIA["document"])
+    body: dict[str, Any] = {"chat_id": chat, field: attachment.url}
+    if attachment.caption:
+        body["caption"] = attachment.caption
+    if markup:
+        body["reply_markup"] = markup
+    return method, body

@@ -1,0 +1,139 @@
+"""API keys: shown once, stored as argon2id hashes, each bound to one tenant and one role.
+
+A key reads ``c4a_<id>_<secret>``; ``id`` finds the row, the secret is verified against its
+argon2id hash. Verifying costs tens of milliseconds by design, so a verified key is remembered
+(by its SHA-256, never in the clear) for ``cache_seconds``; a revoked key stops working within
+that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from chat4all.adapters.storage.sql import SqlStore, metadata
+from chat4all.errors import AuthError
+
+__all__ = ["Role", "Principal", "KeyRing", "ROLE_CAN"]
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    SENDER = "sender"
+    READER = "reader"
+
+
+ROLE_CAN: Final = {
+    Role.ADMIN: frozenset({"send", "read", "admin"}),
+    Role.SENDER: frozenset({"send", "read"}),
+    Role.READER: frozenset({"read"}),
+}
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(8), nullable=False),
+    sa.Column("hash", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False, default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    tenant: str
+    role: Role
+
+    def can(self, action: str) -> bool:
+        return action in ROLE_CAN[self.role]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: str
+    tenant: str
+    role: Role
+    name: str
+    created_at: float
+    revoked: bool
+
+
+class KeyRing:
+    def __init__(self, store: SqlStore, cache_seconds: float = 60.0) -> None:
+        self._engine = store.engine
+        self._hasher = PasswordHasher()  # argon2id with the library's current defaults
+        self._cache: dict[str, tuple[Principal, float]] = {}
+        self._cache_seconds = cache_seconds
+
+    async def create(self, tenant: str, role: Role, name: str = "") -> tuple[str, KeyInfo]:
+        """A new key; the returned secret is shown once and never stored."""
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        now = time.time()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                api_keys.insert().values(
+                    id=key_id,
+                    tenant=tenant,
+                    role=role.value,
+                    hash=self._hasher.hash(secret),
+                    name=name,
+                    created_at=now,
+                )
+            )
+        return f"c4a_{key_id}_{secret}", KeyInfo(key_id, tenant, role, name, now, False)
+
+    async def list(self, tenant: str | None = None) -> list[KeyInfo]:
+        query = sa.select(api_keys).order_by(api_keys.c.created_at)
+        if tenant is not None:
+            query = query.where(api_keys.c.tenant == tenant)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            KeyInfo(r.id, r.tenant, Role(r.role), r.name, r.created_at, r.revoked_at is not None)
+            for r in rows
+        ]
+
+    async def revoke(self, key_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            done = await conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        self._cache.clear()
+        return bool(done.rowcount)
+
+    async def authenticate(self, presented: str | None) -> Principal:
+        if not presented:
+            raise AuthError("no API key: send it as 'Authorization: Bearer <key>'")
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        parts = presented.split("_", 2)
+        if len(parts) != 3 or parts[0] != "c4a":
+            raise AuthError("malformed API key (expected c4a_<id>_<secret>)")
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.id == parts[1]))).first()
+        if row is None or row.revoked_at is not None:
+            raise AuthError("unknown or revoked API key")
+        try:
+            self._hasher.verify(row.hash, parts[2])
+        except (VerificationError, InvalidHashError):
+            raise AuthError("unknown or revoked API key") from None
+        principal = Principal(row.id, row.tenant, Role(row.role))
+        self._cache[digest] = (principal, time.monotonic() + self._cache_seconds)
+        return principal

@@ -1,0 +1,522 @@
+"""The message store and outbox on SQLAlchemy Core: SQLite (WAL) by default, PostgreSQL later.
+
+Guarantees, all from transactions:
+
+- **Durable accept.** The conversation's next ``seq``, the message, its first status events,
+  its outbox row and the idempotency record are written in one transaction: once ``accept``
+  returns, the message survives ``kill -9``.
+- **Idempotency.** A key is reserved first (``in_flight``, with a lease), then completed with the
+  response in the accept transaction. The same key and body replays the stored message; another
+  body is refused; a key whose first request is still running gives "in flight". A reservation
+  whose process died is taken over once its lease ran out.
+- **Per-conversation FIFO.** ``claim`` hands out only the lowest pending ``seq`` of a
+  conversation that has nothing in flight, so a conversation's messages reach the provider one
+  after the other, in send order, across retries.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from chat4all.domain.model import (
+    Attachment,
+    Button,
+    Channel,
+    Content,
+    Conversation,
+    DeliveryStatus,
+    Location,
+    Message,
+    StatusEvent,
+    Template,
+    advances,
+)
+from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, InvalidRequest, NotFound
+from chat4all.ports import Accepted, OutboxItem, Page, SendRequest
+
+__all__ = ["SqlStore", "metadata", "sqlite_url"]
+
+IDEMPOTENCY_LEASE: Final = 30.0
+"""Seconds a reserved key stays "in flight" before another request may take it over."""
+
+metadata = sa.MetaData()
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("account", sa.String(128), nullable=False),
+    sa.Column("recipient", sa.String(128), nullable=False),
+    sa.Column("next_seq", sa.Integer, nullable=False, default=1),
+    sa.Column("last_message_at", sa.Float),
+    sa.UniqueConstraint("tenant", "channel", "account", "recipient"),
+)
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False, index=True),
+    sa.Column("conversation_id", sa.String(32), sa.ForeignKey("conversations.id"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("direction", sa.String(8), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("provider_message_id", sa.String(128)),
+    sa.UniqueConstraint("conversation_id", "seq"),
+)
+status_events = sa.Table(
+    "status_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "message_id", sa.String(32), sa.ForeignKey("messages.id"), nullable=False, index=True
+    ),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("detail", sa.Text),
+)
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("message_id", sa.String(32), sa.ForeignKey("messages.id"), primary_key=True),
+    sa.Column("conversation_id", sa.String(32), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    # pending, inflight or dead; a sent message's row is deleted
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("available_at", sa.Float, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Index("outbox_due", "state", "conversation_id", "seq"),
+)
+idempotency = sa.Table(
+    "idempotency",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("body_hash", sa.String(64), nullable=False),
+    sa.Column("message_id", sa.String(32)),
+    sa.Column("lease_until", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(12)
+
+
+class SqlStore:
+    """:class:`~chat4all.ports.MessageStore` and :class:`~chat4all.ports.Outbox` in one."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, url: str) -> SqlStore:
+        engine = create_async_engine(url)
+        if engine.dialect.name == "sqlite":
+
+            @sa.event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=FULL")  # an accepted message survives power loss
+                cursor.execute("PRAGMA busy_timeout=5000")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.close()
+
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ready(self) -> bool:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return True
+
+    # ---- accepting ---------------------------------------------------------------------------
+
+    async def accept(
+        self, tenant: str, request: SendRequest, idempotency_key: tuple[str, str] | None, now: float
+    ) -> Accepted:
+        if idempotency_key is not None:
+            replay = await self._reserve(tenant, *idempotency_key, now)
+            if replay is not None:
+                return Accepted(await self.get(tenant, replay), replayed=True)
+        async with self.engine.begin() as conn:
+            conversation = await self._conversation(conn, tenant, request, now)
+            seq = await self._next_seq(conn, conversation)
+            message_id = _new_id("m_")
+            await conn.execute(
+                messages.insert().values(
+                    id=message_id,
+                    tenant=tenant,
+                    conversation_id=conversation,
+                    seq=seq,
+                    direction="outbound",
+                    content=_dump_content(request.content),
+                    status=DeliveryStatus.QUEUED.value,
+                    created_at=now,
+                )
+            )
+            await conn.execute(
+                status_events.insert(),
+                [
+                    {"message_id": message_id, "status": DeliveryStatus.ACCEPTED.value, "at": now},
+                    {"message_id": message_id, "status": DeliveryStatus.QUEUED.value, "at": now},
+                ],
+            )
+            await conn.execute(
+                outbox.insert().values(
+                    message_id=message_id,
+                    conversation_id=conversation,
+                    seq=seq,
+                    state="pending",
+                    attempts=0,
+                    available_at=now,
+                )
+            )
+            if idempotency_key is not None:
+                await conn.execute(
+                    idempotency.update()
+                    .where(idempotency.c.tenant == tenant, idempotency.c.key == idempotency_key[0])
+                    .values(message_id=message_id)
+                )
+            message = await self._message(conn, tenant, message_id)
+        return Accepted(message, replayed=False)
+
+    async def _reserve(self, tenant: str, key: str, body_hash: str, now: float) -> str | None:
+        """Reserve ``key``; the earlier request's message id when it already completed."""
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(idempotency).where(
+                        idempotency.c.tenant == tenant, idempotency.c.key == key
+                    )
+                )
+            ).first()
+            if row is None:
+                await conn.execute(
+                    idempotency.insert().values(
+                        tenant=tenant,
+                        key=key,
+                        body_hash=body_hash,
+                        lease_until=now + IDEMPOTENCY_LEASE,
+                        created_at=now,
+                    )
+                )
+                return None
+            if row.body_hash != body_hash:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was used with a different request body; use a new key "
+                    "for a new message"
+                )
+            if row.message_id is not None:
+                return str(row.message_id)
+            if row.lease_until > now:
+                raise IdempotencyInFlight(
+                    "the first request with this Idempotency-Key is still being processed; "
+                    "retry in a moment"
+                )
+            # The first request's process died before completing: this one takes over.
+            await conn.execute(
+                idempotency.update()
+                .where(idempotency.c.tenant == tenant, idempotency.c.key == key)
+                .values(lease_until=now + IDEMPOTENCY_LEASE)
+            )
+            return None
+
+    async def _conversation(
+        self, conn: AsyncConnection, tenant: str, request: SendRequest, now: float
+    ) -> str:
+        where = (
+            (conversations.c.tenant == tenant)
+            & (conversations.c.channel == request.channel.value)
+            & (conversations.c.account == request.account)
+            & (conversations.c.recipient == request.recipient)
+        )
+        found = (await conn.execute(sa.select(conversations.c.id).where(where))).scalar()
+        if found is not None:
+            await conn.execute(
+                conversations.update()
+                .where(conversations.c.id == found)
+                .values(last_message_at=now)
+            )
+            return str(found)
+        conversation_id = _new_id("c_")
+        await conn.execute(
+            conversations.insert().values(
+                id=conversation_id,
+                tenant=tenant,
+                channel=request.channel.value,
+                account=request.account,
+                recipient=request.recipient,
+                next_seq=1,
+                last_message_at=now,
+            )
+        )
+        return conversation_id
+
+    async def _next_seq(self, conn: AsyncConnection, conversation_id: str) -> int:
+        seq = (
+            await conn.execute(
+                conversations.update()
+                .where(conversations.c.id == conversation_id)
+                .values(next_seq=conversations.c.next_seq + 1)
+                .returning(conversations.c.next_seq)
+            )
+        ).scalar_one()
+        return int(seq) - 1
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    async def get(self, tenant: str, message_id: str) -> Message:
+        async with self.engine.connect() as conn:
+            return await self._message(conn, tenant, message_id)
+
+    async def _message(self, conn: AsyncConnection, tenant: str, message_id: str) -> Message:
+        row = (
+            await conn.execute(
+                sa.select(messages).where(messages.c.id == message_id, messages.c.tenant == tenant)
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"no message {message_id!r}")
+        events = (
+            await conn.execute(
+                sa.select(status_events)
+                .where(status_events.c.message_id == message_id)
+                .order_by(status_events.c.id)
+            )
+        ).all()
+        return _to_message(row, events)
+
+    async def conversations(
+        self, tenant: str, cursor: str | None, limit: int
+    ) -> Page[Conversation]:
+        query = sa.select(conversations).where(conversations.c.tenant == tenant)
+        if cursor is not None:
+            query = query.where(conversations.c.id > _decode_cursor(cursor))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(conversations.c.id).limit(limit + 1))).all()
+        items = tuple(_to_conversation(r) for r in rows[:limit])
+        more = len(rows) > limit
+        return Page(items, _encode_cursor(items[-1].id) if more and items else None)
+
+    async def messages(
+        self, tenant: str, conversation_id: str, cursor: str | None, limit: int
+    ) -> Page[Message]:
+        async with self.engine.connect() as conn:
+            owner = (
+                await conn.execute(
+                    sa.select(conversations.c.id).where(
+                        conversations.c.id == conversation_id, conversations.c.tenant == tenant
+                    )
+                )
+            ).scalar()
+            if owner is None:
+                raise NotFound(f"no conversation {conversation_id!r}")
+            query = sa.select(messages.c.id).where(messages.c.conversation_id == conversation_id)
+            if cursor is not None:
+                query = query.where(messages.c.seq > int(_decode_cursor(cursor)))
+            ids = (await conn.execute(query.order_by(messages.c.seq).limit(limit + 1))).scalars()
+            listed = list(ids)
+            items = tuple([await self._message(conn, tenant, i) for i in listed[:limit]])
+        more = len(listed) > limit
+        return Page(items, _encode_cursor(str(items[-1].seq)) if more and items else None)
+
+    # ---- the outbox ----------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                outbox.update().where(outbox.c.state == "inflight").values(state="pending")
+            )
+            return int(result.rowcount or 0)
+
+    async def claim(self, now: float, limit: int) -> list[OutboxItem]:
+        busy = sa.select(outbox.c.conversation_id).where(outbox.c.state == "inflight")
+        head = (
+            sa.select(outbox.c.conversation_id, sa.func.min(outbox.c.seq).label("seq"))
+            .where(outbox.c.state == "pending", outbox.c.conversation_id.not_in(busy))
+            .group_by(outbox.c.conversation_id)
+            .subquery()
+        )
+        query = (
+            sa.select(outbox)
+            .join(
+                head,
+                (outbox.c.conversation_id == head.c.conversation_id) & (outbox.c.seq == head.c.seq),
+            )
+            .where(outbox.c.available_at <= now)
+            .order_by(outbox.c.available_at)
+            .limit(limit)
+        )
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(query)).all()
+            if not rows:
+                return []
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.message_id.in_([r.message_id for r in rows]))
+                .values(state="inflight")
+            )
+            items = []
+            for row in rows:
+                message_row = (
+                    await conn.execute(sa.select(messages).where(messages.c.id == row.message_id))
+                ).one()
+                conversation_row = (
+                    await conn.execute(
+                        sa.select(conversations).where(conversations.c.id == row.conversation_id)
+                    )
+                ).one()
+                items.append(
+                    OutboxItem(
+                        _to_message(message_row, ()),
+                        _to_conversation(conversation_row),
+                        int(row.attempts),
+                    )
+                )
+            return items
+
+    async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(outbox.delete().where(outbox.c.message_id == item.message.id))
+            await conn.execute(
+                messages.update()
+                .where(messages.c.id == item.message.id)
+                .values(provider_message_id=provider_id)
+            )
+            await self._status(conn, item.message.id, DeliveryStatus.SENT, now, None)
+
+    async def retry(self, item: OutboxItem, at: float, reason: str, now: float) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.message_id == item.message.id)
+                .values(
+                    state="pending", attempts=item.attempts + 1, available_at=at, last_error=reason
+                )
+            )
+
+    async def dead(self, item: OutboxItem, reason: str, now: float) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.message_id == item.message.id)
+                .values(state="dead", attempts=item.attempts + 1, last_error=reason)
+            )
+            await self._status(conn, item.message.id, DeliveryStatus.FAILED, now, reason)
+
+    async def depth(self) -> int:
+        async with self.engine.connect() as conn:
+            count = await conn.execute(
+                sa.select(sa.func.count()).select_from(outbox).where(outbox.c.state != "dead")
+            )
+            return int(count.scalar_one())
+
+    async def _status(
+        self,
+        conn: AsyncConnection,
+        message_id: str,
+        status: DeliveryStatus,
+        now: float,
+        detail: str | None,
+    ) -> None:
+        current = (
+            await conn.execute(sa.select(messages.c.status).where(messages.c.id == message_id))
+        ).scalar_one()
+        if not advances(DeliveryStatus(current), status):
+            return
+        await conn.execute(
+            messages.update().where(messages.c.id == message_id).values(status=status.value)
+        )
+        await conn.execute(
+            status_events.insert().values(
+                message_id=message_id, status=status.value, at=now, detail=detail
+            )
+        )
+
+
+# ---- rows <-> value objects ----------------------------------------------------------------
+
+
+def _dump_content(content: Content) -> str:
+    return json.dumps(asdict(content), separators=(",", ":"))
+
+
+def _load_content(raw: str) -> Content:
+    doc = json.loads(raw)
+    return Content(
+        text=doc["text"],
+        attachments=tuple(Attachment(**a) for a in doc["attachments"]),
+        location=Location(**doc["location"]) if doc["location"] else None,
+        reply_to=doc["reply_to"],
+        template=(
+            Template(
+                doc["template"]["name"],
+                doc["template"]["language"],
+                tuple(doc["template"]["parameters"]),
+            )
+            if doc["template"]
+            else None
+        ),
+        buttons=tuple(Button(**b) for b in doc["buttons"]),
+        extensions=tuple((k, v) for k, v in doc["extensions"]),
+    )
+
+
+def _to_message(row: Any, events: Sequence[Any]) -> Message:
+    return Message(
+        id=row.id,
+        tenant=row.tenant,
+        conversation_id=row.conversation_id,
+        seq=int(row.seq),
+        direction=row.direction,
+        content=_load_content(row.content),
+        status=DeliveryStatus(row.status),
+        created_at=float(row.created_at),
+        provider_message_id=row.provider_message_id,
+        history=tuple(StatusEvent(DeliveryStatus(e.status), float(e.at), e.detail) for e in events),
+    )
+
+
+def _to_conversation(row: Any) -> Conversation:
+    return Conversation(
+        id=row.id,
+        tenant=row.tenant,
+        channel=Channel(row.channel),
+        account=row.account,
+        recipient=row.recipient,
+        last_message_at=row.last_message_at,
+    )
+
+
+def _encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("cursor is not one this API returned", field="cursor") from None

@@ -1,0 +1,92 @@
+"""The composition root of ``chat4all serve``: settings in, a running hub out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final
+
+import uvicorn
+
+from chat4all.adapters.channels.telegram import TelegramConnector
+from chat4all.adapters.storage.keys import KeyRing, Role
+from chat4all.adapters.storage.sql import SqlStore
+from chat4all.config import Settings
+from chat4all.domain.model import Channel
+from chat4all.entrypoints.rest import create_app
+from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
+from chat4all.service_layer.messages import Messages
+from chat4all.simulator.telegram import QuietServer, TelegramSimulator
+
+__all__ = ["Hub", "running_hub", "SIMULATOR_ACCOUNT", "SIMULATOR_TOKEN"]
+
+log = logging.getLogger(__name__)
+
+SIMULATOR_ACCOUNT: Final = "sim-bot"
+SIMULATOR_TOKEN: Final = "100000:simulated-bot-token-for-the-embedded-default"
+
+
+@dataclass
+class Hub:
+    url: str
+    store: SqlStore
+    keys: KeyRing
+    messages: Messages
+    dispatcher: Dispatcher
+    simulator: TelegramSimulator | None
+    admin_key: str | None
+    """Created on first start of an empty database; shown once."""
+
+
+@contextlib.asynccontextmanager
+async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[Hub]:
+    """API, dispatcher (and, on the embedded default, the simulator) in this process."""
+    if settings.database_url.startswith("sqlite"):
+        settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    store = await SqlStore.open(settings.database_url)
+    keys = KeyRing(store)
+    admin_key = None
+    if not await keys.list():
+        admin_key, _ = await keys.create("default", Role.ADMIN, "first admin key")
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(store.close)
+        simulator: TelegramSimulator | None = None
+        api_url = settings.TELEGRAM_API_URL
+        tokens = {k: v.get_secret_value() for k, v in settings.TELEGRAM_BOTS.items()}
+        if settings.embedded_simulator:
+            simulator = TelegramSimulator(tokens={SIMULATOR_TOKEN})
+            api_url = await stack.enter_async_context(
+                simulator.running(port=settings.SIMULATOR_PORT)
+            )
+            tokens = {SIMULATOR_ACCOUNT: SIMULATOR_TOKEN}
+            log.info("Telegram simulator on %s (account %r)", api_url, SIMULATOR_ACCOUNT)
+        telegram = TelegramConnector(tokens, api_url=api_url)
+        stack.push_async_callback(telegram.close)
+        dispatcher = Dispatcher(
+            store, {Channel.TELEGRAM: telegram}, DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS)
+        )
+        messages = Messages(store)
+        app = create_app(messages, keys, store.ready, on_accepted=dispatcher.wake)
+        server = QuietServer(
+            uvicorn.Config(
+                app, host=settings.HOST, port=settings.PORT, log_level="warning", lifespan="off"
+            )
+        )
+        api = asyncio.create_task(server.serve(), name="rest")
+        worker = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
+        try:
+            while not server.started:
+                if api.done():
+                    await api
+                await asyncio.sleep(0.01)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            url = f"http://{settings.HOST}:{port}"
+            log.info("chat4all API on %s/v1 (OpenAPI: %s/v1/openapi.json)", url, url)
+            yield Hub(url, store, keys, messages, dispatcher, simulator, admin_key)
+        finally:
+            server.should_exit = True
+            stop.set()
+            await asyncio.gather(api, worker, return_exceptions=True)

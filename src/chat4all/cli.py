@@ -1,0 +1,147 @@
+"""``chat4all``: run the hub, manage API keys.
+
+Exit codes: 0 ok (stopped by SIGTERM/SIGINT for ``serve``); 1 a key to revoke was not found;
+2 invalid settings (the message names the key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from chat4all import __version__
+from chat4all.adapters.storage.keys import KeyRing, Role
+from chat4all.adapters.storage.sql import SqlStore
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, running_hub
+from chat4all.config import Settings, load_settings
+from chat4all.errors import Chat4AllError
+from opskit.lifecycle import run_until_stopped
+from opskit.logs import MASKER, setup_logging
+
+__all__ = ["app", "main"]
+
+log = logging.getLogger("chat4all.cli")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="chat4all: one API for WhatsApp, Instagram Direct, Messenger and Telegram.",
+    epilog="Exit codes: 0 ok; 1 not found; 2 invalid settings.",
+)
+keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
+app.add_typer(keys_app, name="keys")
+err = Console(stderr=True, highlight=False)
+EnvFile = Annotated[Path, typer.Option("--env-file", help="Settings file (CHAT4ALL_* keys).")]
+
+
+def _settings(env_file: Path) -> Settings:
+    try:
+        settings = load_settings(env_file if env_file.exists() else None)
+    except Chat4AllError as exc:
+        err.print(f"[bold red]error:[/] invalid settings: {exc}")
+        raise typer.Exit(2) from None
+    MASKER.add(*settings.secrets())
+    return settings
+
+
+@app.command()
+def serve(env_file: EnvFile = Path(".env")) -> None:
+    """Run the API, the dispatcher and (with no Telegram bots configured) the simulator."""
+    settings = _settings(env_file)
+    setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    log.info("chat4all %s starting; database %s", __version__, settings.database_url)
+
+    async def main(stop: asyncio.Event) -> int:
+        async with running_hub(settings, stop) as hub:
+            if hub.admin_key is not None:
+                err.print(
+                    "[bold]admin API key (shown once, store it now):[/]\n"
+                    f"  {hub.admin_key}\n"
+                    f"try: curl -s -X POST {hub.url}/v1/messages -H 'Authorization: Bearer "
+                    f"<key>' -H 'Content-Type: application/json' -d '{{\"channel\": "
+                    f'"telegram", "account": "{SIMULATOR_ACCOUNT}", "recipient": '
+                    '"42", "content": {"text": "hello"}}\''
+                )
+            await stop.wait()
+        return 0
+
+    raise typer.Exit(run_until_stopped(main))
+
+
+async def _ring(settings: Settings) -> tuple[SqlStore, KeyRing]:
+    if settings.database_url.startswith("sqlite"):
+        settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    store = await SqlStore.open(settings.database_url)
+    return store, KeyRing(store)
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="The tenant the key belongs to.")],
+    role: Annotated[Role, typer.Option(help="admin, sender or reader.")] = Role.SENDER,
+    name: Annotated[str, typer.Option(help="A note: who or what uses it.")] = "",
+    env_file: EnvFile = Path(".env"),
+) -> None:
+    """Create a key; it is printed once, only its argon2id hash is stored."""
+    settings = _settings(env_file)
+
+    async def create() -> str:
+        store, ring = await _ring(settings)
+        try:
+            key, _ = await ring.create(tenant, role, name)
+        finally:
+            await store.close()
+        return key
+
+    key = asyncio.run(create())
+    err.print(f"created a {role.value} key for tenant {tenant!r}; it is shown once:")
+    sys.stdout.write(key + "\n")
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option()] = None, env_file: EnvFile = Path(".env")
+) -> None:
+    """List keys (never their secrets)."""
+    settings = _settings(env_file)
+
+    async def listed() -> list[str]:
+        store, ring = await _ring(settings)
+        try:
+            infos = await ring.list(tenant)
+        finally:
+            await store.close()
+        return [
+            f"{i.id}\t{i.tenant}\t{i.role.value}\t{'revoked' if i.revoked else 'active'}\t{i.name}"
+            for i in infos
+        ]
+
+    for line in asyncio.run(listed()):
+        sys.stdout.write(line + "\n")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, env_file: EnvFile = Path(".env")) -> None:
+    """Revoke a key by its id (the part after c4a_); it stops working within a minute."""
+    settings = _settings(env_file)
+
+    async def revoke() -> bool:
+        store, ring = await _ring(settings)
+        try:
+            return await ring.revoke(key_id)
+        finally:
+            await store.close()
+
+    if not asyncio.run(revoke()):
+        err.print(f"[bold red]error:[/] no active key {key_id!r}; `chat4all keys list` shows them")
+        raise typer.Exit(1)
+    err.print(f"revoked {key_id}")
+
+
+def main() -> None:
+    app()

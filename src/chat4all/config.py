@@ -1,0 +1,59 @@
+"""chat4all settings (``CHAT4ALL_*`` from the environment or ``.env``); nothing read at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chat4all.errors import InvalidRequest
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHAT4ALL_", env_file=".env", extra="ignore", case_sensitive=False
+    )
+
+    DATABASE_URL: str = ""
+    """SQLAlchemy URL; empty: SQLite in DATA_DIR (the embedded default)."""
+    DATA_DIR: Path = Path(".chat4all")
+    HOST: str = "127.0.0.1"
+    PORT: int = Field(default=8000, ge=0, le=65535)
+    TELEGRAM_BOTS: dict[str, SecretStr] = {}
+    """Our Telegram accounts: JSON ``{"account": "bot token"}``. Empty: the simulator's bot."""
+    TELEGRAM_API_URL: str = "https://api.telegram.org"
+    SIMULATOR_PORT: int = Field(default=8081, ge=0, le=65535)
+    MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    LOG_FORMAT: Literal["text", "json"] = "text"
+
+    @field_validator("TELEGRAM_BOTS", mode="before")
+    @classmethod
+    def _empty(cls, value: Any) -> Any:
+        return {} if value in ("", None) else value
+
+    @property
+    def database_url(self) -> str:
+        if self.DATABASE_URL:
+            return self.DATABASE_URL
+        return f"sqlite+aiosqlite:///{self.DATA_DIR / 'chat4all.db'}"
+
+    @property
+    def embedded_simulator(self) -> bool:
+        return not self.TELEGRAM_BOTS
+
+    def secrets(self) -> list[str]:
+        return [t.get_secret_value() for t in self.TELEGRAM_BOTS.values()]
+
+
+def load_settings(env_file: Path | None = Path(".env"), **overrides: Any) -> Settings:
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = "CHAT4ALL_" + ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"{key}: {first['msg']}", field=key) from None

@@ -1,0 +1,1 @@
+"""The canonical messaging model; imports only the standard library."""

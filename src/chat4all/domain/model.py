@@ -1,0 +1,158 @@
+"""The canonical model: every channel's messages are normalised to these value objects.
+
+A :class:`Message` belongs to one tenant and one :class:`Conversation` (a tenant's thread with
+one recipient on one channel account). Its content is a :class:`Content` that covers text,
+attachments by reference, location, reply-to, channel templates, interactive buttons, and
+channel-specific extras in a typed extension field. Its delivery walks the
+:class:`DeliveryStatus` lifecycle::
+
+    accepted → queued → sent → delivered → read
+                 └──────────┴──→ failed (with a reason)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+__all__ = [
+    "Channel",
+    "DeliveryStatus",
+    "Attachment",
+    "Location",
+    "Button",
+    "Template",
+    "Content",
+    "Message",
+    "StatusEvent",
+    "Conversation",
+    "TERMINAL_STATUSES",
+]
+
+
+class Channel(StrEnum):
+    TELEGRAM = "telegram"
+    WHATSAPP = "whatsapp"
+    MESSENGER = "messenger"
+    INSTAGRAM = "instagram"
+
+
+class DeliveryStatus(StrEnum):
+    ACCEPTED = "accepted"
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+TERMINAL_STATUSES: Final = frozenset({DeliveryStatus.READ, DeliveryStatus.FAILED})
+
+_ORDER: Final = {
+    DeliveryStatus.ACCEPTED: 0,
+    DeliveryStatus.QUEUED: 1,
+    DeliveryStatus.SENT: 2,
+    DeliveryStatus.DELIVERED: 3,
+    DeliveryStatus.READ: 4,
+}
+
+
+def advances(current: DeliveryStatus, new: DeliveryStatus) -> bool:
+    """Whether ``new`` moves a message forward: providers report late and out of order, and a
+    ``delivered`` arriving after ``read`` must not move the status back."""
+    if current in TERMINAL_STATUSES:
+        return False
+    if new is DeliveryStatus.FAILED:
+        return True
+    return _ORDER[new] > _ORDER[current]
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file by reference: the provider fetches ``url`` (or gets the upload we made of it)."""
+
+    url: str
+    kind: str = "document"
+    """``image``, ``video``, ``audio`` or ``document``."""
+    filename: str | None = None
+    mime_type: str | None = None
+    caption: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    latitude: float
+    longitude: float
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """An interactive reply button (``payload`` comes back when it is pressed) or a link."""
+
+    title: str
+    payload: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A channel's pre-approved template (WhatsApp) and its parameters."""
+
+    name: str
+    language: str
+    parameters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    text: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    location: Location | None = None
+    reply_to: str | None = None
+    """Our id of the message this one answers."""
+    template: Template | None = None
+    buttons: tuple[Button, ...] = ()
+    extensions: tuple[tuple[str, str], ...] = ()
+    """Channel-specific extras as sorted ``(key, value)`` pairs, e.g. ``parse_mode``."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.text or self.attachments or self.location or self.template)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    status: DeliveryStatus
+    at: float
+    """Unix time."""
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    tenant: str
+    channel: Channel
+    account: str
+    """Our account on the channel (a bot, a phone number, a page)."""
+    recipient: str
+    """The other side's id on the channel (a Telegram chat id, a phone number ...)."""
+    last_message_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: str
+    tenant: str
+    conversation_id: str
+    seq: int
+    """Position in its conversation: delivery follows it."""
+    direction: str
+    """``outbound`` (we send) or ``inbound`` (we received)."""
+    content: Content
+    status: DeliveryStatus
+    created_at: float
+    provider_message_id: str | None = None
+    history: tuple[StatusEvent, ...] = field(default=())

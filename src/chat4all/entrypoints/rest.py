@@ -1,0 +1,213 @@
+"""REST API (FastAPI, ``/v1``). Handlers only translate: parse, call one use case, map errors.
+
+Every error body is ``{"error": {"code", "message", "field"}}`` with the status of
+:mod:`chat4all.errors` (422 for invalid input, with the field).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from chat4all import __version__
+from chat4all.adapters.storage.keys import KeyRing, Principal
+from chat4all.domain.model import (
+    Attachment,
+    Button,
+    Channel,
+    Content,
+    Conversation,
+    Location,
+    Message,
+    Template,
+)
+from chat4all.errors import Chat4AllError, PermissionDenied
+from chat4all.ports import SendRequest
+from chat4all.service_layer.messages import Messages
+
+__all__ = ["create_app"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AttachmentIn(_Strict):
+    url: str = Field(max_length=2048)
+    kind: Literal["image", "video", "audio", "document"] = "document"
+    filename: str | None = Field(default=None, max_length=255)
+    mime_type: str | None = Field(default=None, max_length=127)
+    caption: str | None = None
+
+
+class LocationIn(_Strict):
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    name: str | None = None
+
+
+class ButtonIn(_Strict):
+    title: str = Field(min_length=1, max_length=64)
+    payload: str | None = Field(default=None, max_length=64)
+    url: str | None = Field(default=None, max_length=2048)
+
+
+class TemplateIn(_Strict):
+    name: str = Field(min_length=1, max_length=512)
+    language: str = Field(min_length=2, max_length=15)
+    parameters: list[str] = []
+
+
+class ContentIn(_Strict):
+    text: str | None = None
+    attachments: list[AttachmentIn] = []
+    location: LocationIn | None = None
+    reply_to: str | None = None
+    template: TemplateIn | None = None
+    buttons: list[ButtonIn] = []
+    extensions: dict[str, str] = {}
+
+    def to_domain(self) -> Content:
+        return Content(
+            text=self.text,
+            attachments=tuple(Attachment(**a.model_dump()) for a in self.attachments),
+            location=Location(**self.location.model_dump()) if self.location else None,
+            reply_to=self.reply_to,
+            template=(
+                Template(
+                    self.template.name, self.template.language, tuple(self.template.parameters)
+                )
+                if self.template
+                else None
+            ),
+            buttons=tuple(Button(**b.model_dump()) for b in self.buttons),
+            extensions=tuple(sorted(self.extensions.items())),
+        )
+
+
+class SendIn(_Strict):
+    channel: Channel
+    account: str = Field(min_length=1, max_length=128, description="Our account on the channel")
+    recipient: str = Field(min_length=1, max_length=128, description="The chat/user on the channel")
+    content: ContentIn
+
+
+def _message(message: Message) -> dict[str, Any]:
+    doc = asdict(message)
+    doc["history"] = [asdict(e) for e in message.history]
+    doc["content"]["extensions"] = dict(message.content.extensions)
+    return doc
+
+
+def _conversation(conversation: Conversation) -> dict[str, Any]:
+    return asdict(conversation)
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "field": field}}, status_code=status
+    )
+
+
+async def _principal(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    presented = x_api_key
+    if authorization and authorization.lower().startswith("bearer "):
+        presented = authorization[7:].strip()
+    keys: KeyRing = request.app.state.keys
+    return await keys.authenticate(presented)
+
+
+def _allowed(action: str) -> Callable[[Principal], Awaitable[Principal]]:
+    async def check(who: Annotated[Principal, Depends(_principal)]) -> Principal:
+        if not who.can(action):
+            raise PermissionDenied(f"a {who.role.value} key may not {action}")
+        return who
+
+    return check
+
+
+Sender = Annotated[Principal, Depends(_allowed("send"))]
+Reader = Annotated[Principal, Depends(_allowed("read"))]
+
+
+def create_app(
+    messages: Messages,
+    keys: KeyRing,
+    ready: Callable[[], Awaitable[bool]],
+    on_accepted: Callable[[], None] | None = None,
+) -> FastAPI:
+    app = FastAPI(title="chat4all", version=__version__, openapi_url="/v1/openapi.json")
+    app.state.keys = keys
+
+    @app.exception_handler(Chat4AllError)
+    async def domain_error(_request: Request, exc: Chat4AllError) -> JSONResponse:
+        return _error(exc.status, exc.code, str(exc), getattr(exc, "field", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        return _error(422, "invalid_argument", f"{where}: {first['msg']}", where)
+
+    @app.post("/v1/messages", status_code=202, tags=["messages"])
+    async def send(
+        body: SendIn,
+        who: Sender,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Accept a message for delivery; 202 means it is durable."""
+        request = SendRequest(body.channel, body.account, body.recipient, body.content.to_domain())
+        accepted = await messages.send(who.tenant, request, idempotency_key)
+        if on_accepted is not None and not accepted.replayed:
+            on_accepted()
+        headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
+        return JSONResponse(_message(accepted.message), status_code=202, headers=headers)
+
+    @app.get("/v1/messages/{message_id}", tags=["messages"])
+    async def get_message(message_id: str, who: Reader) -> dict[str, Any]:
+        """A message with its status history."""
+        return _message(await messages.get(who.tenant, message_id))
+
+    @app.get("/v1/conversations", tags=["conversations"])
+    async def conversations(
+        who: Reader,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> dict[str, Any]:
+        page = await messages.conversations(who.tenant, cursor, limit)
+        return {"items": [_conversation(c) for c in page.items], "next_cursor": page.next_cursor}
+
+    @app.get("/v1/conversations/{conversation_id}/messages", tags=["conversations"])
+    async def conversation_messages(
+        conversation_id: str,
+        who: Reader,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> dict[str, Any]:
+        """The conversation's messages in send order, a page at a time."""
+        page = await messages.history(who.tenant, conversation_id, cursor, limit)
+        return {"items": [_message(m) for m in page.items], "next_cursor": page.next_cursor}
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"])
+    async def is_ready() -> JSONResponse:
+        try:
+            ok = await ready()
+        except Exception as exc:
+            return JSONResponse({"ready": False, "reason": f"{type(exc).__name__}: {exc}"}, 503)
+        return JSONResponse({"ready": ok}, 200 if ok else 503)
+
+    return app

@@ -1,0 +1,101 @@
+"""Ports of chat4all's core. Adapters implement them; tests inject in-memory fakes.
+
+The storage port carries the delivery guarantees: :meth:`MessageStore.accept` writes the
+message, its outbox row and the idempotency record in one transaction, so an accepted message
+is durable; :class:`Outbox` hands the dispatcher at most one message per conversation at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from chat4all.domain.model import Channel, Content, Conversation, Message
+
+T = TypeVar("T")
+
+__all__ = [
+    "SendRequest",
+    "Accepted",
+    "Page",
+    "OutboxItem",
+    "MessageStore",
+    "Outbox",
+    "Connector",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    channel: Channel
+    account: str
+    recipient: str
+    content: Content
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    message: Message
+    replayed: bool
+    """True when an earlier request with the same Idempotency-Key made it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: tuple[T, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    message: Message
+    conversation: Conversation
+    attempts: int
+    """Delivery attempts before this one."""
+
+
+class MessageStore(Protocol):
+    async def accept(
+        self, tenant: str, request: SendRequest, idempotency: tuple[str, str] | None, now: float
+    ) -> Accepted:
+        """Persist a new outbound message (``idempotency``: key and body hash)."""
+        ...
+
+    async def get(self, tenant: str, message_id: str) -> Message: ...
+
+    async def conversations(
+        self, tenant: str, cursor: str | None, limit: int
+    ) -> Page[Conversation]: ...
+
+    async def messages(
+        self, tenant: str, conversation_id: str, cursor: str | None, limit: int
+    ) -> Page[Message]: ...
+
+
+class Outbox(Protocol):
+    async def recover(self) -> int:
+        """At start: hand back what a crashed run had in flight; returns how many (each may
+        have reached the provider already: the only case of a duplicate send)."""
+        ...
+
+    async def claim(self, now: float, limit: int) -> list[OutboxItem]:
+        """Due heads of conversations with nothing in flight, marked in flight."""
+        ...
+
+    async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None: ...
+
+    async def retry(self, item: OutboxItem, at: float, reason: str, now: float) -> None: ...
+
+    async def dead(self, item: OutboxItem, reason: str, now: float) -> None: ...
+
+    async def depth(self) -> int: ...
+
+
+class Connector(Protocol):
+    """One channel's outbound side. Raises ``RetryableDelivery`` or ``PermanentDelivery``."""
+
+    channel: Channel
+
+    async def send(self, conversation: Conversation, message: Message) -> str:
+        """Deliver ``message``; returns the provider's id for it."""
+        ...

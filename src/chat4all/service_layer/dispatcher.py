@@ -1,0 +1,190 @@
+"""The dispatcher: outbox → connector, one message in flight per conversation.
+
+Each round claims the due heads of idle conversations (the store guarantees per-conversation
+FIFO), sends them concurrently, and records each outcome:
+
+- success: ``sent`` with the provider's id;
+- :class:`~chat4all.errors.RetryableDelivery`: back to pending after an exponential backoff
+  with full jitter (1 s, 2 s, 4 s ... capped), or after the provider's ``retry_after`` when it
+  gave one; after ``max_attempts`` the message is dead-lettered and ``failed``;
+- :class:`~chat4all.errors.PermanentDelivery`: ``failed`` and dead-lettered at once.
+
+A circuit breaker per channel account opens after ``breaker_threshold`` retryable failures in a
+row: for ``breaker_cooldown`` seconds that account's messages wait without calling the provider,
+then one probe decides.
+
+A crash between the provider call and ``sent`` leaves the row in flight; :meth:`Dispatcher.run`
+hands such rows back at start (``recover``) and counts them: the only case of a duplicate send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from chat4all.domain.model import Channel
+from chat4all.errors import PermanentDelivery, RetryableDelivery
+from chat4all.ports import Connector, Outbox, OutboxItem
+
+__all__ = ["Dispatcher", "DispatchPolicy", "DispatchEvents", "NullDispatchEvents"]
+
+log = logging.getLogger(__name__)
+
+_BATCH: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchPolicy:
+    max_attempts: int = 8
+    base_backoff: float = 1.0
+    max_backoff: float = 300.0
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 30.0
+    poll_interval: float = 0.5
+    """How often the outbox is polled when nothing woke the dispatcher (retries come due)."""
+
+
+class DispatchEvents(Protocol):
+    def dispatched(self, channel: str, outcome: str, seconds: float) -> None: ...
+
+    def recovered(self, count: int) -> None: ...
+
+    def breaker(self, account: str, open_: bool) -> None: ...
+
+
+class NullDispatchEvents:
+    def dispatched(self, channel: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def recovered(self, count: int) -> None:
+        pass
+
+    def breaker(self, account: str, open_: bool) -> None:
+        pass
+
+
+@dataclass
+class _Breaker:
+    failures: int = 0
+    open_until: float = 0.0
+
+
+@dataclass
+class Dispatcher:
+    outbox: Outbox
+    connectors: Mapping[Channel, Connector]
+    policy: DispatchPolicy = field(default_factory=DispatchPolicy)
+    events: DispatchEvents = field(default_factory=NullDispatchEvents)
+    clock: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.Random)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _breakers: dict[tuple[str, str], _Breaker] = field(default_factory=dict)
+
+    def wake(self) -> None:
+        """A new message is in the outbox: dispatch without waiting for the next poll."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        recovered = await self.outbox.recover()
+        if recovered:
+            log.warning(
+                "%d message(s) were in flight when the previous run stopped; sending them again "
+                "(a provider may see each twice)",
+                recovered,
+            )
+        self.events.recovered(recovered)
+        while not stop.is_set():
+            busy = await self.round()
+            if busy:
+                continue
+            self._wake.clear()
+            await _first(stop.wait(), self._wake.wait(), timeout=self.policy.poll_interval)
+
+    async def round(self) -> int:
+        """Claim and send one batch; returns how many were claimed."""
+        items = await self.outbox.claim(self.clock(), _BATCH)
+        if items:
+            await asyncio.gather(*(self._deliver(item) for item in items))
+        return len(items)
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        conversation = item.conversation
+        key = (conversation.channel.value, conversation.account)
+        breaker = self._breakers.setdefault(key, _Breaker())
+        now = self.clock()
+        if breaker.open_until > now:
+            await self.outbox.retry(item, breaker.open_until, "circuit open", now)
+            return
+        connector = self.connectors.get(conversation.channel)
+        if connector is None:
+            await self.outbox.dead(item, f"no connector for {conversation.channel.value}", now)
+            self.events.dispatched(conversation.channel.value, "failed", 0.0)
+            return
+        began = time.monotonic()
+        try:
+            provider_id = await connector.send(conversation, item.message)
+        except RetryableDelivery as exc:
+            await self._retryable(item, breaker, exc, began)
+        except PermanentDelivery as exc:
+            breaker.failures = 0
+            await self.outbox.dead(item, str(exc), self.clock())
+            self.events.dispatched(conversation.channel.value, "failed", time.monotonic() - began)
+            log.warning("message %s failed for good: %s", item.message.id, exc)
+        except Exception as exc:  # an adapter bug must not kill the dispatcher: retry it
+            log.exception("connector %s raised unexpectedly", conversation.channel.value)
+            await self._retryable(
+                item, breaker, RetryableDelivery(f"{type(exc).__name__}: {exc}"), began
+            )
+        else:
+            if breaker.open_until:
+                self.events.breaker(conversation.account, False)
+            breaker.failures, breaker.open_until = 0, 0.0
+            await self.outbox.sent(item, provider_id, self.clock())
+            self.events.dispatched(conversation.channel.value, "sent", time.monotonic() - began)
+
+    async def _retryable(
+        self, item: OutboxItem, breaker: _Breaker, exc: RetryableDelivery, began: float
+    ) -> None:
+        channel = item.conversation.channel.value
+        now = self.clock()
+        breaker.failures += 1
+        if breaker.failures >= self.policy.breaker_threshold and breaker.open_until <= now:
+            breaker.open_until = now + self.policy.breaker_cooldown
+            self.events.breaker(item.conversation.account, True)
+            log.error(
+                "circuit open for %s account %s after %d failures in a row: %s",
+                channel,
+                item.conversation.account,
+                breaker.failures,
+                exc,
+            )
+        if item.attempts + 1 >= self.policy.max_attempts:
+            await self.outbox.dead(item, f"gave up after {item.attempts + 1} attempts: {exc}", now)
+            self.events.dispatched(channel, "dead", time.monotonic() - began)
+            return
+        await self.outbox.retry(
+            item, now + self.backoff(item.attempts, exc.retry_after), str(exc), now
+        )
+        self.events.dispatched(channel, "retry", time.monotonic() - began)
+
+    def backoff(self, attempts: int, retry_after: float | None) -> float:
+        """Seconds before the next attempt: the provider's word, else capped full jitter."""
+        if retry_after is not None:
+            return retry_after
+        ceiling = min(self.policy.max_backoff, self.policy.base_backoff * 2**attempts)
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+
+async def _first(*waits: Awaitable[object], timeout: float) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""Local simulators of the providers' documented APIs, for tests and ``make run``."""

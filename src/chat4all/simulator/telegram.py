@@ -1,0 +1,162 @@
+"""A simulator of the Bot API subset chat4all uses, on loopback.
+
+It answers as the Bot API documents (``{"ok": true, "result": ...}`` or ``{"ok": false,
+"error_code", "description", "parameters"}``): 401 for an unknown token, 400 for an empty or
+too long text, 403 for a chat that blocked the bot, and whatever faults a test queues (a 429
+with ``retry_after``, a 500). Everything it accepted is recorded in :attr:`sent`.
+
+    sim = TelegramSimulator(tokens={"123:abc"})
+    async with sim.running() as url: ...   # point TelegramConnector(api_url=url) at it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+__all__ = ["TelegramSimulator", "Sent", "Fault", "QuietServer"]
+
+
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signals alone: the process's lifecycle owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+_SEND_METHODS = {
+    "sendMessage",
+    "sendPhoto",
+    "sendDocument",
+    "sendVideo",
+    "sendAudio",
+    "sendLocation",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    token: str
+    method: str
+    body: dict[str, Any]
+    message_id: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    status: int
+    description: str
+    retry_after: int | None = None
+
+
+@dataclass
+class TelegramSimulator:
+    tokens: set[str]
+    sent: list[Sent] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    """Answered to the next send calls, one each, before anything is recorded."""
+    blocked: set[str] = field(default_factory=set)
+    calls: int = 0
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def throttle(self, retry_after: int, times: int = 1) -> None:
+        self.faults += [
+            Fault(429, f"Too Many Requests: retry after {retry_after}", retry_after)
+        ] * times
+
+    def fail(self, status: int = 500, times: int = 1) -> None:
+        self.faults += [Fault(status, "Internal Server Error")] * times
+
+    def texts(self, chat: str | None = None) -> list[str]:
+        return [
+            s.body.get("text", "")
+            for s in self.sent
+            if chat is None or str(s.body["chat_id"]) == chat
+        ]
+
+    def app(self) -> FastAPI:
+        app = FastAPI(title="Telegram Bot API simulator", docs_url=None, redoc_url=None)
+
+        @app.post("/bot{token}/{method}")
+        async def call(token: str, method: str, request: Request) -> JSONResponse:
+            self.calls += 1
+            try:
+                body = await request.json()
+            except ValueError:
+                body = dict(await request.form())
+            return self._answer(token, method, body)
+
+        @app.get("/_sim/sent")
+        async def recorded() -> list[dict[str, Any]]:
+            return [
+                {"method": s.method, "body": s.body, "message_id": s.message_id} for s in self.sent
+            ]
+
+        return app
+
+    def _answer(self, token: str, method: str, body: dict[str, Any]) -> JSONResponse:
+        if token not in self.tokens:
+            return _error(401, "Unauthorized")
+        if method == "getMe":
+            return _ok(
+                {"id": int(token.split(":", maxsplit=1)[0]), "is_bot": True, "first_name": "sim"}
+            )
+        if method not in _SEND_METHODS:
+            return _error(404, "Not Found: method not found")
+        if self.faults:
+            fault = self.faults.pop(0)
+            return _error(fault.status, fault.description, fault.retry_after)
+        chat = str(body.get("chat_id", ""))
+        if not chat:
+            return _error(400, "Bad Request: chat_id is empty")
+        if chat in self.blocked:
+            return _error(403, "Forbidden: bot was blocked by the user")
+        if method == "sendMessage":
+            text = str(body.get("text", ""))
+            if not text.strip():
+                return _error(400, "Bad Request: message text is empty")
+            if len(text) > 4096:
+                return _error(400, "Bad Request: message is too long")
+        message_id = next(self._ids)
+        self.sent.append(Sent(token, method, body, message_id, time.time()))
+        return _ok({"message_id": message_id, "chat": {"id": chat}, "date": int(time.time())})
+
+    @contextlib.asynccontextmanager
+    async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+        """Serve on loopback for the duration; yields the base URL (the Bot API's root)."""
+        server = QuietServer(
+            uvicorn.Config(self.app(), host=host, port=port, log_level="warning", lifespan="off")
+        )
+        task = asyncio.create_task(server.serve(), name="telegram-simulator")
+        while not server.started:
+            if task.done():
+                await task
+            await asyncio.sleep(0.01)
+        bound = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            yield f"http://{host}:{bound}"
+        finally:
+            server.should_exit = True
+            await task
+
+
+def _ok(result: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"ok": True, "result": result})
+
+
+def _error(status: int, description: str, retry_after: int | None = None) -> JSONResponse:
+    doc: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+    if retry_after is not None:
+        doc["parameters"] = {"retry_after": retry_after}
+    return JSONResponse(doc, status_code=status)

@@ -1,0 +1,140 @@
+"""The hub as `chat4all serve` runs it (API, dispatcher, SQLite, the Bot API simulator over
+HTTP), driven by a real HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chat4all.adapters.storage.keys import Role
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
+from chat4all.config import load_settings
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0)
+    stop = asyncio.Event()
+    async with running_hub(settings, stop) as running:
+        yield running
+
+
+def body(text: str, recipient: str = "42", **content: object) -> dict[str, object]:
+    return {
+        "channel": "telegram",
+        "account": SIMULATOR_ACCOUNT,
+        "recipient": recipient,
+        "content": {"text": text, **content},
+    }
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_sent_message_reaches_the_provider_and_its_status_follows(hub: Hub) -> None:
+    assert hub.admin_key is not None and hub.simulator is not None
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
+        answer = await client.post("/v1/messages", json=body("hello"))
+        assert answer.status_code == 202
+        message = answer.json()
+        assert message["status"] == "queued"
+        await until(lambda: hub.simulator is not None and hub.simulator.texts("42") == ["hello"])
+        for _ in range(100):
+            got = (await client.get(f"/v1/messages/{message['id']}")).json()
+            if got["status"] == "sent":
+                break
+            await asyncio.sleep(0.02)
+        assert [h["status"] for h in got["history"]] == ["accepted", "queued", "sent"]
+        assert got["provider_message_id"] == "1"
+        conversations = (await client.get("/v1/conversations")).json()["items"]
+        assert [c["recipient"] for c in conversations] == ["42"]
+
+
+async def test_a_burst_per_conversation_arrives_in_order_despite_throttling(hub: Hub) -> None:
+    assert hub.admin_key is not None and hub.simulator is not None
+    hub.simulator.throttle(retry_after=1, times=2)
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
+        for n in range(10):
+            for chat in ("1", "2"):
+                answer = await client.post("/v1/messages", json=body(f"{chat}:{n}", recipient=chat))
+                assert answer.status_code == 202
+    await until(lambda: len(hub.simulator.sent) == 20 if hub.simulator else False, timeout=20)
+    for chat in ("1", "2"):
+        assert hub.simulator.texts(chat) == [f"{chat}:{n}" for n in range(10)]
+
+
+async def test_idempotency_over_http(hub: Hub) -> None:
+    auth = {"Authorization": f"Bearer {hub.admin_key}", "Idempotency-Key": "order-1"}
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
+        first = await client.post("/v1/messages", json=body("once"))
+        again = await client.post("/v1/messages", json=body("once"))
+        other = await client.post("/v1/messages", json=body("twice"))
+    assert first.status_code == again.status_code == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_conflict"
+    await asyncio.sleep(0.5)
+    assert hub.simulator is not None
+    assert hub.simulator.texts() == ["once"]
+
+
+async def test_bad_input_is_refused_with_the_field_and_nothing_is_stored(hub: Hub) -> None:
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
+        too_long = await client.post("/v1/messages", json=body("x" * 4097))
+        unknown = await client.post("/v1/messages", json={**body("hi"), "channel": "fax"})
+        empty = await client.post("/v1/messages", json={**body("hi"), "content": {}})
+        listed = (await client.get("/v1/conversations")).json()["items"]
+    assert too_long.status_code == 422
+    assert too_long.json()["error"]["field"] == "content.text"
+    assert "4096" in too_long.json()["error"]["message"]
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["field"] == "channel"
+    assert empty.status_code == 422
+    assert listed == []
+
+
+async def test_keys_roles_and_tenants(hub: Hub) -> None:
+    reader_key, _ = await hub.keys.create("default", Role.READER)
+    other_key, _ = await hub.keys.create("tenant-b", Role.SENDER)
+    async with httpx.AsyncClient(base_url=hub.url) as client:
+        assert (await client.post("/v1/messages", json=body("x"))).status_code == 401
+        bad = await client.post(
+            "/v1/messages", json=body("x"), headers={"Authorization": "Bearer c4a_nope_nope"}
+        )
+        assert bad.status_code == 401
+        sent = await client.post(
+            "/v1/messages", json=body("mine"), headers={"Authorization": f"Bearer {hub.admin_key}"}
+        )
+        mine = sent.json()["id"]
+        as_reader = {"Authorization": f"Bearer {reader_key}"}
+        assert (
+            await client.post("/v1/messages", json=body("x"), headers=as_reader)
+        ).status_code == 403
+        assert (await client.get(f"/v1/messages/{mine}", headers=as_reader)).status_code == 200
+        as_other = {"Authorization": f"Bearer {other_key}"}
+        assert (await client.get(f"/v1/messages/{mine}", headers=as_other)).status_code == 404
+        assert (await client.get("/v1/conversations", headers=as_other)).json()["items"] == []
+        await hub.keys.revoke(reader_key.split("_")[1])
+        assert (await client.get(f"/v1/messages/{mine}", headers=as_reader)).status_code == 401
+
+
+async def test_health_ready_and_the_openapi_document(hub: Hub) -> None:
+    async with httpx.AsyncClient(base_url=hub.url) as client:
+        assert (await client.get("/health")).json() == {"status": "ok"}
+        assert (await client.get("/ready")).json() == {"ready": True}
+        spec = (await client.get("/v1/openapi.json")).json()
+    assert "/v1/messages" in spec["paths"]
+    assert "/v1/conversations/{conversation_id}/messages" in spec["paths"]

@@ -1,0 +1,110 @@
+"""The Telegram connector against the Bot API simulator over HTTP: shapes and error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chat4all.adapters.channels.telegram import TelegramConnector
+from chat4all.domain.model import (
+    Attachment,
+    Button,
+    Channel,
+    Content,
+    Conversation,
+    DeliveryStatus,
+    Location,
+    Message,
+)
+from chat4all.errors import PermanentDelivery, RetryableDelivery
+from chat4all.simulator.telegram import TelegramSimulator
+
+TOKEN = "123456:test-token"
+CONVERSATION = Conversation("c1", "t1", Channel.TELEGRAM, "bot", "42")
+
+
+def message(content: Content) -> Message:
+    return Message("m1", "t1", "c1", 1, "outbound", content, DeliveryStatus.QUEUED, 0.0)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[tuple[TelegramSimulator, TelegramConnector]]:
+    simulator = TelegramSimulator(tokens={TOKEN})
+    async with simulator.running() as url:
+        connector = TelegramConnector({"bot": TOKEN}, api_url=url)
+        try:
+            yield simulator, connector
+        finally:
+            await connector.close()
+
+
+async def test_text_media_location_and_buttons_use_the_documented_methods(
+    sim: tuple[TelegramSimulator, TelegramConnector],
+) -> None:
+    simulator, connector = sim
+    content = Content(
+        text="look",
+        attachments=(Attachment("https://example.org/a.jpg", "image", caption="a cat"),),
+        location=Location(51.5, -0.12),
+        buttons=(Button("Yes", payload="y"), Button("Site", url="https://example.org")),
+    )
+    provider_id = await connector.send(CONVERSATION, message(content))
+    methods = [(s.method, s.body) for s in simulator.sent]
+    assert [m for m, _ in methods] == ["sendMessage", "sendPhoto", "sendLocation"]
+    assert methods[0][1] == {"chat_id": "42", "text": "look"}
+    assert methods[1][1]["photo"] == "https://example.org/a.jpg"
+    assert methods[1][1]["caption"] == "a cat"
+    keyboard = methods[1][1]["reply_markup"]["inline_keyboard"][0]
+    assert keyboard == [
+        {"text": "Yes", "callback_data": "y"},
+        {"text": "Site", "url": "https://example.org"},
+    ]
+    assert provider_id == "1"
+
+
+@pytest.mark.parametrize(
+    ("arrange", "error", "retry_after"),
+    [
+        (lambda s: s.throttle(retry_after=7), RetryableDelivery, 7.0),
+        (lambda s: s.fail(500), RetryableDelivery, None),
+        (lambda s: s.blocked.add("42"), PermanentDelivery, None),
+    ],
+)
+async def test_errors_are_classified_as_the_bot_api_documents_them(
+    sim: tuple[TelegramSimulator, TelegramConnector],
+    arrange: object,
+    error: type[Exception],
+    retry_after: float | None,
+) -> None:
+    simulator, connector = sim
+    arrange(simulator)  # type: ignore[operator]
+    with pytest.raises(error) as raised:
+        await connector.send(CONVERSATION, message(Content(text="hi")))
+    if retry_after is not None:
+        assert raised.value.retry_after == retry_after  # type: ignore[attr-defined]
+    assert simulator.sent == []
+
+
+async def test_a_wrong_token_and_an_unknown_account_are_permanent(
+    sim: tuple[TelegramSimulator, TelegramConnector],
+) -> None:
+    _simulator, connector = sim
+    wrong = TelegramConnector({"bot": "999:wrong"}, api_url=str(connector._client.base_url))
+    try:
+        with pytest.raises(PermanentDelivery, match="401"):
+            await wrong.send(CONVERSATION, message(Content(text="hi")))
+    finally:
+        await wrong.close()
+    other = Conversation("c2", "t1", Channel.TELEGRAM, "unknown-bot", "42")
+    with pytest.raises(PermanentDelivery, match="no bot token"):
+        await connector.send(other, message(Content(text="hi")))
+
+
+async def test_an_unreachable_api_is_retryable() -> None:
+    connector = TelegramConnector({"bot": TOKEN}, api_url="http://127.0.0.1:1", timeout=2)
+    try:
+        with pytest.raises(RetryableDelivery):
+            await connector.send(CONVERSATION, message(Content(text="hi")))
+    finally:
+        await connector.close()

@@ -1,0 +1,141 @@
+"""The dispatcher over the real SQLite outbox and a scripted connector: order, retries,
+retry_after, dead letters, the circuit breaker."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from chat4all.adapters.storage.sql import SqlStore
+from chat4all.domain.model import Channel, Content, Conversation, DeliveryStatus, Message
+from chat4all.errors import DeliveryError, PermanentDelivery, RetryableDelivery
+from chat4all.ports import SendRequest
+from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
+
+
+@dataclass
+class Scripted:
+    """A connector whose next outcomes per text are scripted; records what went out."""
+
+    channel: Channel = Channel.TELEGRAM
+    script: dict[str, list[DeliveryError]] = field(default_factory=dict)
+    delivered: list[str] = field(default_factory=list)
+    calls: int = 0
+
+    async def send(self, conversation: Conversation, message: Message) -> str:
+        self.calls += 1
+        text = message.content.text or ""
+        queue = self.script.get(text, [])
+        if queue:
+            raise queue.pop(0)
+        self.delivered.append(text)
+        return f"p{len(self.delivered)}"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def send(store: SqlStore, text: str, recipient: str = "42") -> Message:
+    request = SendRequest(Channel.TELEGRAM, "bot", recipient, Content(text=text))
+    return (await store.accept("t1", request, None, 1000.0)).message
+
+
+def dispatcher(store: SqlStore, connector: Scripted, clock: Clock, **policy: float) -> Dispatcher:
+    return Dispatcher(
+        store,
+        {Channel.TELEGRAM: connector},
+        DispatchPolicy(**policy),  # type: ignore[arg-type]
+        clock=clock,
+        rng=random.Random(7),
+    )
+
+
+async def drain(d: Dispatcher, clock: Clock, step: float = 1.0, rounds: int = 200) -> None:
+    for _ in range(rounds):
+        await d.round()
+        clock.now += step
+
+
+async def test_a_conversation_is_delivered_in_send_order_through_retries(store: SqlStore) -> None:
+    connector = Scripted(
+        script={"m1": [RetryableDelivery("HTTP 500"), RetryableDelivery("HTTP 502")]}
+    )
+    clock = Clock()
+    for n in range(4):
+        await send(store, f"m{n}")
+    await send(store, "other", recipient="43")
+    await drain(dispatcher(store, connector, clock), clock)
+    mine = [t for t in connector.delivered if t.startswith("m")]
+    assert mine == ["m0", "m1", "m2", "m3"]
+    assert "other" in connector.delivered
+    assert connector.delivered.index("other") < connector.delivered.index("m2")  # not held up
+
+
+async def test_the_providers_retry_after_is_honoured(store: SqlStore) -> None:
+    connector = Scripted(script={"hi": [RetryableDelivery("HTTP 429", retry_after=30)]})
+    clock = Clock()
+    await send(store, "hi")
+    d = dispatcher(store, connector, clock)
+    await d.round()
+    clock.now += 29
+    await d.round()
+    assert connector.delivered == []
+    clock.now += 2
+    await d.round()
+    assert connector.delivered == ["hi"]
+
+
+async def test_a_permanent_error_fails_the_message_at_once(store: SqlStore) -> None:
+    connector = Scripted(
+        script={"hi": [PermanentDelivery("HTTP 403: bot was blocked by the user")]}
+    )
+    clock = Clock()
+    m = await send(store, "hi")
+    await drain(dispatcher(store, connector, clock), clock, rounds=5)
+    failed = await store.get("t1", m.id)
+    assert failed.status is DeliveryStatus.FAILED
+    assert "blocked" in (failed.history[-1].detail or "")
+    assert connector.calls == 1
+
+
+async def test_after_max_attempts_the_message_is_dead_lettered(store: SqlStore) -> None:
+    connector = Scripted(script={"hi": [RetryableDelivery("HTTP 500")] * 10})
+    clock = Clock()
+    m = await send(store, "hi")
+    await drain(
+        dispatcher(store, connector, clock, max_attempts=3, breaker_threshold=99), clock, step=400
+    )
+    assert connector.calls == 3
+    dead = await store.get("t1", m.id)
+    assert dead.status is DeliveryStatus.FAILED
+    assert "gave up after 3 attempts" in (dead.history[-1].detail or "")
+
+
+async def test_the_breaker_stops_calling_a_failing_account_then_probes(store: SqlStore) -> None:
+    connector = Scripted(script={f"m{n}": [RetryableDelivery("HTTP 502")] for n in range(6)})
+    clock = Clock()
+    for n in range(6):
+        await send(store, f"m{n}", recipient=str(100 + n))  # six conversations, one account
+    d = dispatcher(store, connector, clock, breaker_threshold=3, breaker_cooldown=60)
+    await d.round()
+    assert connector.calls == 3  # the third failure in a row opened it: the rest wait
+    clock.now += 30
+    await d.round()
+    assert connector.calls == 3  # open: nobody called
+    clock.now += 31
+    await drain(d, clock, step=5, rounds=40)
+    assert sorted(connector.delivered) == [f"m{n}" for n in range(6)]
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    d = Dispatcher(None, {}, DispatchPolicy(base_backoff=1, max_backoff=60), rng=random.Random(1))  # type: ignore[arg-type]
+    waits = [d.backoff(n, None) for n in range(10)]
+    assert 0.5 <= waits[0] <= 1
+    assert 4 <= waits[3] <= 8
+    assert all(w <= 60 for w in waits)
+    assert d.backoff(5, 12.0) == 12.0
