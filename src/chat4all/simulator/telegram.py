@@ -67,6 +67,8 @@ class TelegramSimulator:
     faults: list[Fault] = field(default_factory=list)
     """Answered to the next send calls, one each, before anything is recorded."""
     blocked: set[str] = field(default_factory=set)
+    latency: float = 0.0
+    """Seconds each call takes (to catch a crash mid-call in tests)."""
     calls: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -91,6 +93,8 @@ class TelegramSimulator:
         @app.post("/bot{token}/{method}")
         async def call(token: str, method: str, request: Request) -> JSONResponse:
             self.calls += 1
+            if self.latency:
+                await asyncio.sleep(self.latency)
             try:
                 body = await request.json()
             except ValueError:
