@@ -15,7 +15,7 @@ WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
 .PHONY: run test lint typecheck pytest bench bench-systemd deps system-deps demo clean help
 
 help:
-	@echo "make run    - install what is missing, then stream the playlist (preview when no credentials)"
+	@echo "make run    - install what is missing, then run tgstream (preview) and chat4all side by side"
 	@echo "make test   - install what is missing, then lint, type-check and run the whole test suite"
 	@echo "make bench  - run the benchmarks in bench/ and print their tables"
 	@echo "make bench-systemd - (root) kill -9 restart times on a real systemd, 20 rounds"
@@ -53,10 +53,13 @@ $(WHEELHOUSE_STAMP): pyproject.toml $(STAMP)
 demo: deps
 	$(BIN)/tgstream demo --dir .demo
 
-# Uses ./playlist.txt when the operator has one; otherwise a generated demo playlist.
+# tgstream (./playlist.txt when the operator has one, else a generated demo playlist, to the
+# preview) and chat4all (SQLite in .chat4all/, with the Telegram simulator) side by side.
+# Ctrl-C stops both.
 run: deps
-	@if [ -f .env ] || [ -f "$${PLAYLIST_FILE:-playlist.txt}" ]; then exec $(BIN)/tgstream run; \
-	else $(BIN)/tgstream demo --dir .demo && PLAYLIST_FILE=.demo/playlist.txt exec $(BIN)/tgstream run; fi
+	@$(BIN)/chat4all serve & hub=$$!; trap 'kill $$hub 2>/dev/null; wait $$hub 2>/dev/null' EXIT; \
+	if [ -f .env ] || [ -f "$${PLAYLIST_FILE:-playlist.txt}" ]; then $(BIN)/tgstream run; \
+	else $(BIN)/tgstream demo --dir .demo && PLAYLIST_FILE=.demo/playlist.txt $(BIN)/tgstream run; fi
 
 lint: deps
 	$(BIN)/ruff format --check src tests bench
@@ -78,4 +81,4 @@ bench-systemd: deps $(WHEELHOUSE_STAMP)
 	$(BIN)/python -m bench systemd
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .cache
+	rm -rf $(VENV) .demo .chat4all .pytest_cache .mypy_cache .ruff_cache .cache

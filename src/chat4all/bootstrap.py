@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from chat4all.adapters.channels.telegram import TelegramConnector
 from chat4all.adapters.storage.keys import KeyRing, Role
@@ -17,6 +18,7 @@ from chat4all.adapters.storage.sql import SqlStore
 from chat4all.config import Settings
 from chat4all.domain.model import Channel
 from chat4all.entrypoints.rest import create_app
+from chat4all.metrics import HubMetrics
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.messages import Messages
 from chat4all.simulator.telegram import QuietServer, TelegramSimulator
@@ -65,11 +67,28 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
             log.info("Telegram simulator on %s (account %r)", api_url, SIMULATOR_ACCOUNT)
         telegram = TelegramConnector(tokens, api_url=api_url)
         stack.push_async_callback(telegram.close)
+        metrics = HubMetrics(CollectorRegistry())
         dispatcher = Dispatcher(
-            store, {Channel.TELEGRAM: telegram}, DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS)
+            store,
+            {Channel.TELEGRAM: telegram},
+            DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS),
+            events=metrics,
         )
         messages = Messages(store)
-        app = create_app(messages, keys, store.ready, on_accepted=dispatcher.wake)
+
+        async def refresh_gauges() -> None:
+            metrics.outbox_depth.set(await store.depth())
+            metrics.dead_letters.set(await store.dead_count())
+
+        app = create_app(
+            messages,
+            keys,
+            store.ready,
+            on_accepted=dispatcher.wake,
+            metrics=metrics,
+            refresh_gauges=refresh_gauges,
+            dead_letters=store,
+        )
         server = QuietServer(
             uvicorn.Config(
                 app, host=settings.HOST, port=settings.PORT, log_level="warning", lifespan="off"

@@ -6,13 +6,15 @@ Every error body is ``{"error": {"code", "message", "field"}}`` with the status 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from chat4all import __version__
@@ -28,10 +30,19 @@ from chat4all.domain.model import (
     Template,
 )
 from chat4all.errors import Chat4AllError, PermissionDenied
-from chat4all.ports import SendRequest
+from chat4all.metrics import HubMetrics
+from chat4all.ports import Page, SendRequest
 from chat4all.service_layer.messages import Messages
 
 __all__ = ["create_app"]
+
+
+class DeadLetters(Protocol):
+    async def dead_letters(
+        self, tenant: str, cursor: str | None, limit: int
+    ) -> Page[tuple[Message, str]]: ...
+
+    async def replay(self, tenant: str, message_id: str, now: float) -> Message: ...
 
 
 class _Strict(BaseModel):
@@ -140,14 +151,62 @@ Sender = Annotated[Principal, Depends(_allowed("send"))]
 Reader = Annotated[Principal, Depends(_allowed("read"))]
 
 
+Admin = Annotated[Principal, Depends(_allowed("admin"))]
+
+
 def create_app(
     messages: Messages,
     keys: KeyRing,
     ready: Callable[[], Awaitable[bool]],
     on_accepted: Callable[[], None] | None = None,
+    metrics: HubMetrics | None = None,
+    refresh_gauges: Callable[[], Awaitable[None]] | None = None,
+    dead_letters: DeadLetters | None = None,
 ) -> FastAPI:
     app = FastAPI(title="chat4all", version=__version__, openapi_url="/v1/openapi.json")
     app.state.keys = keys
+
+    if metrics is not None:
+
+        @app.middleware("http")
+        async def measure(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
+            began = time.perf_counter()
+            response = await call_next(request)
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            metrics.requests.labels(template, request.method, str(response.status_code)).inc()
+            metrics.latency.labels(template, request.method).observe(time.perf_counter() - began)
+            return response
+
+        @app.get("/metrics", tags=["operations"], include_in_schema=False)
+        async def scrape() -> Response:
+            if refresh_gauges is not None:
+                await refresh_gauges()
+            return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if dead_letters is not None:
+
+        @app.get("/v1/dead-letters", tags=["dead letters"])
+        async def list_dead(
+            who: Admin,
+            cursor: str | None = None,
+            limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        ) -> dict[str, Any]:
+            """Messages given up on, with the last error; replay them once the cause is fixed."""
+            page = await dead_letters.dead_letters(who.tenant, cursor, limit)
+            return {
+                "items": [{"message": _message(m), "error": e} for m, e in page.items],
+                "next_cursor": page.next_cursor,
+            }
+
+        @app.post("/v1/dead-letters/{message_id}/replay", status_code=202, tags=["dead letters"])
+        async def replay(message_id: str, who: Admin) -> dict[str, Any]:
+            message = await dead_letters.replay(who.tenant, message_id, time.time())
+            if on_accepted is not None:
+                on_accepted()
+            return _message(message)
 
     @app.exception_handler(Chat4AllError)
     async def domain_error(_request: Request, exc: Chat4AllError) -> JSONResponse:

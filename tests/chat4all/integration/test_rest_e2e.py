@@ -138,3 +138,43 @@ async def test_health_ready_and_the_openapi_document(hub: Hub) -> None:
         spec = (await client.get("/v1/openapi.json")).json()
     assert "/v1/messages" in spec["paths"]
     assert "/v1/conversations/{conversation_id}/messages" in spec["paths"]
+
+
+async def test_dead_letters_are_listed_replayed_and_counted_in_metrics(hub: Hub) -> None:
+    assert hub.simulator is not None
+    hub.simulator.blocked.add("666")
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
+        sent = (
+            await client.post("/v1/messages", json=body("are you there", recipient="666"))
+        ).json()
+        for _ in range(200):
+            dead = (await client.get("/v1/dead-letters")).json()["items"]
+            if dead:
+                break
+            await asyncio.sleep(0.02)
+        assert [d["message"]["id"] for d in dead] == [sent["id"]]
+        assert "blocked" in dead[0]["error"]
+        assert dead[0]["message"]["status"] == "failed"
+        scrape = (await client.get("/metrics")).text
+        assert "chat4all_dead_letters 1.0" in scrape
+        assert 'chat4all_dispatch_total{channel="telegram",outcome="failed"} 1.0' in scrape
+        assert (
+            'chat4all_http_requests_total{method="POST",route="/v1/messages",status="202"} 1.0'
+            in scrape
+        )
+
+        hub.simulator.blocked.clear()  # the cause is fixed: replay
+        replayed = await client.post(f"/v1/dead-letters/{sent['id']}/replay")
+        assert replayed.status_code == 202
+        await until(
+            lambda: hub.simulator is not None and hub.simulator.texts("666") == ["are you there"]
+        )
+        assert (await client.get("/v1/dead-letters")).json()["items"] == []
+        again = await client.post(f"/v1/dead-letters/{sent['id']}/replay")
+        assert again.status_code == 404
+        reader_key, _ = await hub.keys.create("default", Role.READER)
+        forbidden = await client.get(
+            "/v1/dead-letters", headers={"Authorization": f"Bearer {reader_key}"}
+        )
+        assert forbidden.status_code == 403

@@ -427,6 +427,71 @@ class SqlStore:
             )
             await self._status(conn, item.message.id, DeliveryStatus.FAILED, now, reason)
 
+    async def dead_letters(
+        self, tenant: str, cursor: str | None, limit: int
+    ) -> Page[tuple[Message, str]]:
+        """Dead-lettered messages of ``tenant`` with their last error, oldest first."""
+        query = (
+            sa.select(outbox.c.message_id, outbox.c.last_error)
+            .join(messages, messages.c.id == outbox.c.message_id)
+            .where(outbox.c.state == "dead", messages.c.tenant == tenant)
+        )
+        if cursor is not None:
+            query = query.where(outbox.c.message_id > _decode_cursor(cursor))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(outbox.c.message_id).limit(limit + 1))).all()
+            items = tuple(
+                [
+                    (await self._message(conn, tenant, r.message_id), r.last_error or "")
+                    for r in rows[:limit]
+                ]
+            )
+        more = len(rows) > limit
+        return Page(items, _encode_cursor(items[-1][0].id) if more and items else None)
+
+    async def replay(self, tenant: str, message_id: str, now: float) -> Message:
+        """Put a dead letter back in the outbox, from attempt zero; its status is queued again."""
+        async with self.engine.begin() as conn:
+            owned = (
+                await conn.execute(
+                    sa.select(outbox.c.message_id)
+                    .join(messages, messages.c.id == outbox.c.message_id)
+                    .where(
+                        outbox.c.message_id == message_id,
+                        outbox.c.state == "dead",
+                        messages.c.tenant == tenant,
+                    )
+                )
+            ).scalar()
+            if owned is None:
+                raise NotFound(f"no dead letter {message_id!r}")
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.message_id == message_id)
+                .values(state="pending", attempts=0, available_at=now, last_error=None)
+            )
+            await conn.execute(
+                messages.update()
+                .where(messages.c.id == message_id)
+                .values(status=DeliveryStatus.QUEUED.value)
+            )
+            await conn.execute(
+                status_events.insert().values(
+                    message_id=message_id,
+                    status=DeliveryStatus.QUEUED.value,
+                    at=now,
+                    detail="replayed",
+                )
+            )
+            return await self._message(conn, tenant, message_id)
+
+    async def dead_count(self) -> int:
+        async with self.engine.connect() as conn:
+            count = await conn.execute(
+                sa.select(sa.func.count()).select_from(outbox).where(outbox.c.state == "dead")
+            )
+            return int(count.scalar_one())
+
     async def depth(self) -> int:
         async with self.engine.connect() as conn:
             count = await conn.execute(

@@ -1,0 +1,74 @@
+"""chat4all's Prometheus metrics, in an injected registry.
+
+Label values come from bounded sets: route templates (never raw paths), methods, status
+classes, channels and outcomes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["HubMetrics"]
+
+
+class HubMetrics:
+    """The dispatcher's :class:`~chat4all.service_layer.dispatcher.DispatchEvents`, and the API's
+    request metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "chat4all_http_requests",
+            "REST requests by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "chat4all_http_request_seconds",
+            "REST request latency by route template.",
+            ["route", "method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+        self.dispatch_total = Counter(
+            "chat4all_dispatch",
+            "Delivery attempts by channel and outcome (sent, retry, failed, dead).",
+            ["channel", "outcome"],
+            registry=registry,
+        )
+        self.dispatch_latency = Histogram(
+            "chat4all_dispatch_seconds",
+            "Provider call duration by channel.",
+            ["channel"],
+            registry=registry,
+        )
+        self.maybe_duplicated = Counter(
+            "chat4all_possible_duplicates",
+            "Messages in flight at a crash and sent again (the provider may have seen them twice).",
+            registry=registry,
+        )
+        self.breaker_open = Gauge(
+            "chat4all_breaker_open",
+            "Channel accounts whose circuit breaker is open.",
+            registry=registry,
+        )
+        self.outbox_depth = Gauge(
+            "chat4all_outbox_depth", "Messages waiting for delivery (not dead).", registry=registry
+        )
+        self.dead_letters = Gauge(
+            "chat4all_dead_letters", "Messages in the dead-letter store.", registry=registry
+        )
+        self._open: set[str] = set()
+
+    # ---- DispatchEvents ----
+
+    def dispatched(self, channel: str, outcome: str, seconds: float) -> None:
+        self.dispatch_total.labels(channel, outcome).inc()
+        self.dispatch_latency.labels(channel).observe(seconds)
+
+    def recovered(self, count: int) -> None:
+        self.maybe_duplicated.inc(count)
+
+    def breaker(self, account: str, open_: bool) -> None:
+        (self._open.add if open_ else self._open.discard)(account)
+        self.breaker_open.set(len(self._open))
