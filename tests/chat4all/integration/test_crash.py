@@ -92,12 +92,12 @@ async def test_kill_9_mid_burst_loses_nothing_and_keeps_order(data: Path) -> Non
     simulator = TelegramSimulator(tokens={TOKEN}, latency=0.05)
     async with simulator.running() as api_url:
         server = Server(data, api_url)
-        key = await asyncio.to_thread(server.start)
-        assert key, server.stderr
         accepted: dict[str, str] = {}  # text -> message id
         plan = [(chat, f"{chat}:{n}") for n in range(PER_CHAT) for chat in CHATS]
         killed_at = len(plan) // 2
         try:
+            key = await asyncio.to_thread(server.start)
+            assert key, server.stderr
             async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as client:
                 for index, (chat, text) in enumerate(plan):
                     if index == killed_at:
