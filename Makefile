@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 WHEELHOUSE := .cache/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
 
-.PHONY: run test lint typecheck pytest bench bench-systemd deps system-deps demo clean help
+.PHONY: run test lint typecheck pytest bench bench-systemd contracts deps system-deps demo clean help
 
 help:
 	@echo "make run    - install what is missing, then run tgstream (preview) and chat4all side by side"
@@ -73,6 +73,11 @@ pytest: deps $(WHEELHOUSE_STAMP)
 
 # pytest's exit code 5 (nothing collected) is non-zero, so make fails on it as on any failure.
 test: lint typecheck pytest
+
+# The committed contracts: the OpenAPI copy and the gRPC code generated from proto/.
+contracts: deps
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=src --pyi_out=src --grpc_python_out=src proto/chat4all/grpc_api/v1/messages.proto
+	$(BIN)/python -m chat4all.contracts docs/chat4all-openapi.json
 
 bench: deps
 	$(BIN)/python -m bench

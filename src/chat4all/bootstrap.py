@@ -17,6 +17,7 @@ from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.config import Settings
 from chat4all.domain.model import Channel
+from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
 from chat4all.metrics import HubMetrics
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
@@ -40,6 +41,8 @@ class Hub:
     dispatcher: Dispatcher
     simulator: TelegramSimulator | None
     admin_key: str | None
+    grpc_target: str
+    """``host:port`` of the gRPC API."""
     """Created on first start of an empty database; shown once."""
 
 
@@ -94,6 +97,10 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
                 app, host=settings.HOST, port=settings.PORT, log_level="warning", lifespan="off"
             )
         )
+        grpc_server, grpc_port = await start_grpc(
+            messages, keys, f"{settings.HOST}:{settings.GRPC_PORT}", on_accepted=dispatcher.wake
+        )
+        stack.push_async_callback(grpc_server.stop, 5)
         api = asyncio.create_task(server.serve(), name="rest")
         worker = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
         try:
@@ -103,8 +110,14 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
                 await asyncio.sleep(0.01)
             port = server.servers[0].sockets[0].getsockname()[1]
             url = f"http://{settings.HOST}:{port}"
-            log.info("chat4all API on %s/v1 (OpenAPI: %s/v1/openapi.json)", url, url)
-            yield Hub(url, store, keys, messages, dispatcher, simulator, admin_key)
+            grpc_target = f"{settings.HOST}:{grpc_port}"
+            log.info(
+                "chat4all API on %s/v1 (OpenAPI: %s/v1/openapi.json), gRPC on %s",
+                url,
+                url,
+                grpc_target,
+            )
+            yield Hub(url, store, keys, messages, dispatcher, simulator, admin_key, grpc_target)
         finally:
             server.should_exit = True
             stop.set()

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     DATA_DIR: Path = Path(".chat4all")
     HOST: str = "127.0.0.1"
     PORT: int = Field(default=8000, ge=0, le=65535)
+    GRPC_PORT: int = Field(default=50051, ge=0, le=65535)
     TELEGRAM_BOTS: dict[str, SecretStr] = {}
     """Our Telegram accounts: JSON ``{"account": "bot token"}``. Empty: the simulator's bot."""
     TELEGRAM_API_URL: str = "https://api.telegram.org"

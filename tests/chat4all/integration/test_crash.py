@@ -35,6 +35,7 @@ class Server:
             "PATH": os.environ["PATH"],
             "CHAT4ALL_DATA_DIR": str(data),
             "CHAT4ALL_PORT": str(self.port),
+            "CHAT4ALL_GRPC_PORT": str(free_port()),
             "CHAT4ALL_TELEGRAM_BOTS": json.dumps({"bot": TOKEN}),
             "CHAT4ALL_TELEGRAM_API_URL": api_url,
         }

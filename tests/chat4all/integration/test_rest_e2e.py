@@ -18,7 +18,7 @@ from chat4all.config import load_settings
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0)
+    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
     stop = asyncio.Event()
     async with running_hub(settings, stop) as running:
         yield running

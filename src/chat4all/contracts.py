@@ -1,0 +1,38 @@
+"""The API contracts as documents: the OpenAPI of the REST API (committed in docs/)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["openapi_document", "main"]
+
+
+def openapi_document() -> dict[str, Any]:
+    """The REST API's OpenAPI document, as the running server serves it at /v1/openapi.json."""
+    from chat4all.entrypoints.rest import create_app  # noqa: PLC0415 - FastAPI only here
+
+    async def ready() -> bool:
+        return True
+
+    app = create_app(None, None, ready, metrics=None, dead_letters=_NoDeadLetters())  # type: ignore[arg-type]
+    return app.openapi()
+
+
+class _NoDeadLetters:
+    async def dead_letters(self, *_: object) -> Any:
+        raise NotImplementedError
+
+    async def replay(self, *_: object) -> Any:
+        raise NotImplementedError
+
+
+def main() -> None:
+    """``python -m chat4all.contracts PATH``: write the OpenAPI document."""
+    Path(sys.argv[1]).write_text(json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""gRPC API (``proto/chat4all/grpc_api/v1/messages.proto``), with health and reflection.
+
+The servicer only translates: it parses the request, calls the same use case as REST, and maps
+:mod:`chat4all.errors` to status codes (the table is in the .proto file's header).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from chat4all.adapters.storage.keys import KeyRing, Principal
+from chat4all.domain.model import (
+    Attachment,
+    Button,
+    Channel,
+    Content,
+    Conversation,
+    Location,
+    Message,
+    Template,
+)
+from chat4all.errors import (
+    AuthError,
+    Chat4AllError,
+    IdempotencyConflict,
+    IdempotencyInFlight,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+)
+from chat4all.grpc_api.v1 import messages_pb2 as pb
+from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
+from chat4all.ports import SendRequest
+from chat4all.service_layer.messages import Messages
+
+__all__ = ["start_grpc", "SERVICE_NAME"]
+
+SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Messages"].full_name
+_CODES: Final = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    IdempotencyConflict: grpc.StatusCode.FAILED_PRECONDITION,
+    IdempotencyInFlight: grpc.StatusCode.ALREADY_EXISTS,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AuthError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+}
+_CHANNELS: Final = {
+    pb.TELEGRAM: Channel.TELEGRAM,
+    pb.WHATSAPP: Channel.WHATSAPP,
+    pb.MESSENGER: Channel.MESSENGER,
+    pb.INSTAGRAM: Channel.INSTAGRAM,
+}
+_CHANNEL_IDS: Final = {v: k for k, v in _CHANNELS.items()}
+
+
+class _Servicer(pb_grpc.MessagesServicer):
+    def __init__(self, messages: Messages, keys: KeyRing, on_accepted: Any = None) -> None:
+        self._messages = messages
+        self._keys = keys
+        self._on_accepted = on_accepted
+
+    async def _who(self, context: grpc.aio.ServicerContext, action: str) -> Principal:
+        metadata = dict(context.invocation_metadata() or ())
+        presented = metadata.get("x-api-key")
+        auth = metadata.get("authorization", "")
+        if isinstance(auth, str) and auth.lower().startswith("bearer "):
+            presented = auth[7:].strip()
+        who = await self._keys.authenticate(presented if isinstance(presented, str) else None)
+        if not who.can(action):
+            raise PermissionDenied(f"a {who.role.value} key may not {action}")
+        return who
+
+    async def Send(
+        self, request: pb.SendRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendReply:
+        async with _errors(context):
+            who = await self._who(context, "send")
+            channel = _CHANNELS.get(request.channel)
+            if channel is None:
+                raise InvalidRequest(
+                    "channel is required (TELEGRAM, WHATSAPP ...)", field="channel"
+                )
+            send = SendRequest(
+                channel, request.account, request.recipient, _content(request.content)
+            )
+            key = request.idempotency_key if request.HasField("idempotency_key") else None
+            accepted = await self._messages.send(who.tenant, send, key)
+            if self._on_accepted is not None and not accepted.replayed:
+                self._on_accepted()
+            return pb.SendReply(message=_message(accepted.message), replayed=accepted.replayed)
+        raise AssertionError("unreachable")
+
+    async def GetMessage(
+        self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Message:
+        async with _errors(context):
+            who = await self._who(context, "read")
+            return _message(await self._messages.get(who.tenant, request.id))
+        raise AssertionError("unreachable")
+
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListConversationsReply:
+        async with _errors(context):
+            who = await self._who(context, "read")
+            page = await self._messages.conversations(
+                who.tenant,
+                request.cursor if request.HasField("cursor") else None,
+                request.limit or 50,
+            )
+            return pb.ListConversationsReply(
+                items=[_conversation(c) for c in page.items], next_cursor=page.next_cursor
+            )
+        raise AssertionError("unreachable")
+
+    async def ListMessages(
+        self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListMessagesReply:
+        async with _errors(context):
+            who = await self._who(context, "read")
+            page = await self._messages.history(
+                who.tenant,
+                request.conversation_id,
+                request.cursor if request.HasField("cursor") else None,
+                request.limit or 50,
+            )
+            return pb.ListMessagesReply(
+                items=[_message(m) for m in page.items], next_cursor=page.next_cursor
+            )
+        raise AssertionError("unreachable")
+
+
+class _errors:
+    """Map domain errors to gRPC status codes (abort raises inside the handler)."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, Chat4AllError):
+            code = next(
+                (c for k, c in _CODES.items() if isinstance(exc, k)), grpc.StatusCode.INTERNAL
+            )
+            field = getattr(exc, "field", None)
+            await self._context.abort(code, f"{field}: {exc}" if field else str(exc))
+        return False
+
+
+def _content(c: pb.Content) -> Content:
+    return Content(
+        text=c.text if c.HasField("text") else None,
+        attachments=tuple(
+            Attachment(
+                a.url,
+                a.kind or "document",
+                a.filename if a.HasField("filename") else None,
+                a.mime_type if a.HasField("mime_type") else None,
+                a.caption if a.HasField("caption") else None,
+            )
+            for a in c.attachments
+        ),
+        location=(
+            Location(c.location.latitude, c.location.longitude, c.location.name or None)
+            if c.HasField("location")
+            else None
+        ),
+        reply_to=c.reply_to if c.HasField("reply_to") else None,
+        template=(
+            Template(c.template.name, c.template.language, tuple(c.template.parameters))
+            if c.HasField("template")
+            else None
+        ),
+        buttons=tuple(
+            Button(
+                b.title,
+                b.payload if b.HasField("payload") else None,
+                b.url if b.HasField("url") else None,
+            )
+            for b in c.buttons
+        ),
+        extensions=tuple(sorted(c.extensions.items())),
+    )
+
+
+def _content_pb(c: Content) -> pb.Content:
+    out = pb.Content(
+        attachments=[
+            pb.Attachment(
+                url=a.url,
+                kind=a.kind,
+                filename=a.filename,
+                mime_type=a.mime_type,
+                caption=a.caption,
+            )
+            for a in c.attachments
+        ],
+        buttons=[pb.Button(title=b.title, payload=b.payload, url=b.url) for b in c.buttons],
+        extensions=dict(c.extensions),
+    )
+    if c.text is not None:
+        out.text = c.text
+    if c.location is not None:
+        out.location.CopyFrom(
+            pb.Location(
+                latitude=c.location.latitude, longitude=c.location.longitude, name=c.location.name
+            )
+        )
+    if c.reply_to is not None:
+        out.reply_to = c.reply_to
+    if c.template is not None:
+        out.template.CopyFrom(
+            pb.Template(
+                name=c.template.name, language=c.template.language, parameters=c.template.parameters
+            )
+        )
+    return out
+
+
+def _message(m: Message) -> pb.Message:
+    return pb.Message(
+        id=m.id,
+        conversation_id=m.conversation_id,
+        seq=m.seq,
+        direction=m.direction,
+        content=_content_pb(m.content),
+        status=m.status.value,
+        created_at=m.created_at,
+        provider_message_id=m.provider_message_id,
+        history=[
+            pb.StatusEvent(status=e.status.value, at=e.at, detail=e.detail) for e in m.history
+        ],
+    )
+
+
+def _conversation(c: Conversation) -> pb.Conversation:
+    return pb.Conversation(
+        id=c.id,
+        channel=_CHANNEL_IDS[c.channel],
+        account=c.account,
+        recipient=c.recipient,
+        last_message_at=c.last_message_at,
+    )
+
+
+async def start_grpc(
+    messages: Messages, keys: KeyRing, address: str, on_accepted: Any = None
+) -> tuple[grpc.aio.Server, int]:
+    """Serve the API, ``grpc.health.v1`` and reflection on ``address``; returns the bound port."""
+    server = grpc.aio.server()
+    pb_grpc.add_MessagesServicer_to_server(  # type: ignore[no-untyped-call]
+        _Servicer(messages, keys, on_accepted), server
+    )
+    checker = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(address)
+    await server.start()
+    await checker.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await checker.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server, port

@@ -1,0 +1,198 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Channel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANNEL_UNSPECIFIED: _ClassVar[Channel]
+    TELEGRAM: _ClassVar[Channel]
+    WHATSAPP: _ClassVar[Channel]
+    MESSENGER: _ClassVar[Channel]
+    INSTAGRAM: _ClassVar[Channel]
+CHANNEL_UNSPECIFIED: Channel
+TELEGRAM: Channel
+WHATSAPP: Channel
+MESSENGER: Channel
+INSTAGRAM: Channel
+
+class Attachment(_message.Message):
+    __slots__ = ("url", "kind", "filename", "mime_type", "caption")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    kind: str
+    filename: str
+    mime_type: str
+    caption: str
+    def __init__(self, url: _Optional[str] = ..., kind: _Optional[str] = ..., filename: _Optional[str] = ..., mime_type: _Optional[str] = ..., caption: _Optional[str] = ...) -> None: ...
+
+class Location(_message.Message):
+    __slots__ = ("latitude", "longitude", "name")
+    LATITUDE_FIELD_NUMBER: _ClassVar[int]
+    LONGITUDE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    latitude: float
+    longitude: float
+    name: str
+    def __init__(self, latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., name: _Optional[str] = ...) -> None: ...
+
+class Button(_message.Message):
+    __slots__ = ("title", "payload", "url")
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    title: str
+    payload: str
+    url: str
+    def __init__(self, title: _Optional[str] = ..., payload: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
+
+class Template(_message.Message):
+    __slots__ = ("name", "language", "parameters")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    language: str
+    parameters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., language: _Optional[str] = ..., parameters: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Content(_message.Message):
+    __slots__ = ("text", "attachments", "location", "reply_to", "template", "buttons", "extensions")
+    class ExtensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    BUTTONS_FIELD_NUMBER: _ClassVar[int]
+    EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    attachments: _containers.RepeatedCompositeFieldContainer[Attachment]
+    location: Location
+    reply_to: str
+    template: Template
+    buttons: _containers.RepeatedCompositeFieldContainer[Button]
+    extensions: _containers.ScalarMap[str, str]
+    def __init__(self, text: _Optional[str] = ..., attachments: _Optional[_Iterable[_Union[Attachment, _Mapping]]] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., reply_to: _Optional[str] = ..., template: _Optional[_Union[Template, _Mapping]] = ..., buttons: _Optional[_Iterable[_Union[Button, _Mapping]]] = ..., extensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class SendRequest(_message.Message):
+    __slots__ = ("channel", "account", "recipient", "content", "idempotency_key")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    channel: Channel
+    account: str
+    recipient: str
+    content: Content
+    idempotency_key: str
+    def __init__(self, channel: _Optional[_Union[Channel, str]] = ..., account: _Optional[str] = ..., recipient: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class StatusEvent(_message.Message):
+    __slots__ = ("status", "at", "detail")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    at: float
+    detail: str
+    def __init__(self, status: _Optional[str] = ..., at: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class Message(_message.Message):
+    __slots__ = ("id", "conversation_id", "seq", "direction", "content", "status", "created_at", "provider_message_id", "history")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    conversation_id: str
+    seq: int
+    direction: str
+    content: Content
+    status: str
+    created_at: float
+    provider_message_id: str
+    history: _containers.RepeatedCompositeFieldContainer[StatusEvent]
+    def __init__(self, id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., direction: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., status: _Optional[str] = ..., created_at: _Optional[float] = ..., provider_message_id: _Optional[str] = ..., history: _Optional[_Iterable[_Union[StatusEvent, _Mapping]]] = ...) -> None: ...
+
+class SendReply(_message.Message):
+    __slots__ = ("message", "replayed")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    message: Message
+    replayed: bool
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class GetMessageRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class Conversation(_message.Message):
+    __slots__ = ("id", "channel", "account", "recipient", "last_message_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    LAST_MESSAGE_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    channel: Channel
+    account: str
+    recipient: str
+    last_message_at: float
+    def __init__(self, id: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., account: _Optional[str] = ..., recipient: _Optional[str] = ..., last_message_at: _Optional[float] = ...) -> None: ...
+
+class ListConversationsRequest(_message.Message):
+    __slots__ = ("cursor", "limit")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    limit: int
+    def __init__(self, cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListConversationsReply(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Conversation]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[Conversation, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class ListMessagesRequest(_message.Message):
+    __slots__ = ("conversation_id", "cursor", "limit")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    cursor: str
+    limit: int
+    def __init__(self, conversation_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListMessagesReply(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Message]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,285 @@
+"""One suite, two transports: every scenario runs over REST and over gRPC against the same
+running hub, so the two APIs cannot drift apart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from chat4all.adapters.storage.keys import Role
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
+from chat4all.config import load_settings
+from chat4all.entrypoints.grpc_server import SERVICE_NAME
+from chat4all.grpc_api.v1 import messages_pb2 as pb
+from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
+
+
+@dataclass
+class Outcome:
+    """A transport-neutral answer: ``error`` is the REST error code / the gRPC status name."""
+
+    ok: bool
+    error: str | None = None
+    data: dict[str, Any] | None = None
+    replayed: bool = False
+
+
+class Client(Protocol):
+    async def send(
+        self,
+        key: str,
+        text: str,
+        *,
+        recipient: str = "42",
+        idem: str | None = None,
+        channel: str = "telegram",
+    ) -> Outcome: ...
+
+    async def get(self, key: str, message_id: str) -> Outcome: ...
+
+    async def history(
+        self, key: str, conversation_id: str, cursor: str | None, limit: int
+    ) -> Outcome: ...
+
+
+REST_ERRORS = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+}
+
+
+class Rest:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def _call(self, method: str, path: str, key: str, **kw: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.url) as client:
+            return await client.request(
+                method,
+                path,
+                headers={"Authorization": f"Bearer {key}", **kw.pop("headers", {})},
+                **kw,
+            )
+
+    def _outcome(self, answer: httpx.Response) -> Outcome:
+        if answer.status_code < 300:
+            return Outcome(
+                True, data=answer.json(), replayed="Idempotent-Replayed" in answer.headers
+            )
+        code = answer.json()["error"]["code"]
+        named = {
+            "invalid_argument": "INVALID_ARGUMENT",
+            "idempotency_conflict": "FAILED_PRECONDITION",
+        }
+        return Outcome(False, named.get(code) or REST_ERRORS[answer.status_code], answer.json())
+
+    async def send(
+        self,
+        key: str,
+        text: str,
+        *,
+        recipient: str = "42",
+        idem: str | None = None,
+        channel: str = "telegram",
+    ) -> Outcome:
+        body = {
+            "channel": channel,
+            "account": SIMULATOR_ACCOUNT,
+            "recipient": recipient,
+            "content": {"text": text},
+        }
+        headers = {"Idempotency-Key": idem} if idem else {}
+        return self._outcome(
+            await self._call("POST", "/v1/messages", key, json=body, headers=headers)
+        )
+
+    async def get(self, key: str, message_id: str) -> Outcome:
+        return self._outcome(await self._call("GET", f"/v1/messages/{message_id}", key))
+
+    async def history(
+        self, key: str, conversation_id: str, cursor: str | None, limit: int
+    ) -> Outcome:
+        params: dict[str, Any] = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        return self._outcome(
+            await self._call(
+                "GET", f"/v1/conversations/{conversation_id}/messages", key, params=params
+            )
+        )
+
+
+class Grpc:
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    async def _call(self, name: str, request: Any, key: str) -> Outcome:
+        async with grpc.aio.insecure_channel(self.target) as channel:
+            stub = pb_grpc.MessagesStub(channel)
+            try:
+                reply = await getattr(stub, name)(
+                    request, metadata=(("authorization", f"Bearer {key}"),)
+                )
+            except grpc.aio.AioRpcError as exc:
+                return Outcome(False, exc.code().name, {"details": exc.details()})
+        if isinstance(reply, pb.SendReply):
+            return Outcome(True, data=_dict(reply.message), replayed=reply.replayed)
+        if isinstance(reply, pb.ListMessagesReply):
+            return Outcome(
+                True,
+                data={
+                    "items": [_dict(m) for m in reply.items],
+                    "next_cursor": reply.next_cursor if reply.HasField("next_cursor") else None,
+                },
+            )
+        return Outcome(True, data=_dict(reply))
+
+    async def send(
+        self,
+        key: str,
+        text: str,
+        *,
+        recipient: str = "42",
+        idem: str | None = None,
+        channel: str = "telegram",
+    ) -> Outcome:
+        kinds = {"telegram": pb.TELEGRAM, "fax": pb.CHANNEL_UNSPECIFIED}
+        request = pb.SendRequest(
+            channel=kinds[channel],
+            account=SIMULATOR_ACCOUNT,
+            recipient=recipient,
+            content=pb.Content(text=text),
+            idempotency_key=idem,
+        )
+        return await self._call("Send", request, key)
+
+    async def get(self, key: str, message_id: str) -> Outcome:
+        return await self._call("GetMessage", pb.GetMessageRequest(id=message_id), key)
+
+    async def history(
+        self, key: str, conversation_id: str, cursor: str | None, limit: int
+    ) -> Outcome:
+        return await self._call(
+            "ListMessages",
+            pb.ListMessagesRequest(conversation_id=conversation_id, cursor=cursor, limit=limit),
+            key,
+        )
+
+
+def _dict(message: pb.Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "conversation_id": message.conversation_id,
+        "seq": message.seq,
+        "status": message.status,
+        "text": message.content.text,
+        "history": [e.status for e in message.history],
+    }
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
+    async with running_hub(settings, asyncio.Event()) as running:
+        yield running
+
+
+@pytest.fixture(params=["rest", "grpc"])
+def client(request: pytest.FixtureRequest, hub: Hub) -> Client:
+    return Rest(hub.url) if request.param == "rest" else Grpc(hub.grpc_target)
+
+
+def text_of(outcome: Outcome) -> str:
+    assert outcome.data is not None
+    return str(outcome.data.get("text") or outcome.data.get("content", {}).get("text"))
+
+
+async def test_send_then_get_shows_the_history(hub: Hub, client: Client) -> None:
+    assert hub.admin_key
+    sent = await client.send(hub.admin_key, "hello")
+    assert sent.ok and sent.data is not None
+    assert sent.data["status"] == "queued"
+    got = await client.get(hub.admin_key, sent.data["id"])
+    assert got.ok and got.data is not None
+    assert text_of(got) == "hello"
+    assert [h if isinstance(h, str) else h["status"] for h in got.data["history"]][:2] == [
+        "accepted",
+        "queued",
+    ]
+
+
+async def test_idempotency_replays_and_refuses_another_body(hub: Hub, client: Client) -> None:
+    assert hub.admin_key
+    first = await client.send(hub.admin_key, "once", idem="k-1")
+    again = await client.send(hub.admin_key, "once", idem="k-1")
+    other = await client.send(hub.admin_key, "twice", idem="k-1")
+    assert first.ok and again.ok and again.replayed
+    assert first.data and again.data and first.data["id"] == again.data["id"]
+    assert (other.ok, other.error) == (False, "FAILED_PRECONDITION")
+
+
+async def test_bad_input_names_the_field(hub: Hub, client: Client) -> None:
+    assert hub.admin_key
+    too_long = await client.send(hub.admin_key, "x" * 4097)
+    no_channel = await client.send(hub.admin_key, "hi", channel="fax")
+    assert (too_long.ok, too_long.error) == (False, "INVALID_ARGUMENT")
+    assert "content.text" in str(too_long.data)
+    assert (no_channel.ok, no_channel.error) == (False, "INVALID_ARGUMENT")
+    assert "channel" in str(no_channel.data)
+
+
+async def test_keys_roles_and_tenants_are_enforced(hub: Hub, client: Client) -> None:
+    assert hub.admin_key
+    reader, _ = await hub.keys.create("default", Role.READER)
+    stranger, _ = await hub.keys.create("tenant-b", Role.ADMIN)
+    mine = await client.send(hub.admin_key, "mine")
+    assert mine.data
+    assert (await client.send("c4a_bad_key", "x")).error == "UNAUTHENTICATED"
+    assert (await client.send(reader, "x")).error == "PERMISSION_DENIED"
+    assert (await client.get(reader, mine.data["id"])).ok
+    assert (await client.get(stranger, mine.data["id"])).error == "NOT_FOUND"
+    history = await client.history(stranger, mine.data["conversation_id"], None, 10)
+    assert history.error == "NOT_FOUND"
+
+
+async def test_history_pages_in_send_order(hub: Hub, client: Client) -> None:
+    assert hub.admin_key
+    ids = []
+    for n in range(5):
+        sent = await client.send(hub.admin_key, f"m{n}", recipient="7")
+        assert sent.data
+        ids.append(sent.data)
+    conversation = ids[0]["conversation_id"]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await client.history(hub.admin_key, conversation, cursor, 2)
+        assert page.ok and page.data is not None
+        seen += [text_of(Outcome(True, data=m)) for m in page.data["items"]]
+        cursor = page.data["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [f"m{n}" for n in range(5)]
+
+
+async def test_grpc_serves_health_and_reflection(hub: Hub) -> None:
+    async with grpc.aio.insecure_channel(hub.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        status = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        async for answer in stub.ServerReflectionInfo(iter([request])):
+            names = {s.name for s in answer.list_services_response.service}
+            break
+    assert SERVICE_NAME in names
+    assert "grpc.health.v1.Health" in names
