@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
@@ -20,9 +21,13 @@ from chat4all.domain.model import Channel
 from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
 from chat4all.metrics import HubMetrics
+from chat4all.ports import OutboxItem
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
+from chat4all.service_layer.events import EventBus
+from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.messages import Messages
 from chat4all.simulator.telegram import QuietServer, TelegramSimulator
+from opskit.logs import MASKER
 
 __all__ = ["Hub", "running_hub", "SIMULATOR_ACCOUNT", "SIMULATOR_TOKEN"]
 
@@ -43,6 +48,9 @@ class Hub:
     admin_key: str | None
     grpc_target: str
     """``host:port`` of the gRPC API."""
+    bus: EventBus
+    telegram_secret: str
+    """What Telegram (or the simulator) must send in X-Telegram-Bot-Api-Secret-Token."""
     """Created on first start of an empty database; shown once."""
 
 
@@ -55,7 +63,13 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
     keys = KeyRing(store)
     admin_key = None
     if not await keys.list():
-        admin_key, _ = await keys.create("default", Role.ADMIN, "first admin key")
+        admin_key, _ = await keys.create(settings.DEFAULT_TENANT, Role.ADMIN, "first admin key")
+    telegram_secret = (
+        settings.TELEGRAM_WEBHOOK_SECRET.get_secret_value()
+        if settings.TELEGRAM_WEBHOOK_SECRET is not None
+        else secrets.token_urlsafe(24)
+    )
+    MASKER.add(telegram_secret)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
         simulator: TelegramSimulator | None = None
@@ -71,13 +85,30 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
         telegram = TelegramConnector(tokens, api_url=api_url)
         stack.push_async_callback(telegram.close)
         metrics = HubMetrics(CollectorRegistry())
+        bus = EventBus()
+
+        def on_status(item: OutboxItem, status: str, detail: str | None) -> None:
+            message = item.message
+            bus.publish(
+                message.tenant,
+                "message.status",
+                {
+                    "id": message.id,
+                    "conversation_id": message.conversation_id,
+                    "status": status,
+                    "detail": detail,
+                },
+            )
+
         dispatcher = Dispatcher(
             store,
             {Channel.TELEGRAM: telegram},
             DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS),
             events=metrics,
+            on_status=on_status,
         )
         messages = Messages(store)
+        inbound = Inbound(store, bus, lambda _channel, _account: settings.DEFAULT_TENANT)
 
         async def refresh_gauges() -> None:
             metrics.outbox_depth.set(await store.depth())
@@ -91,6 +122,9 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
             metrics=metrics,
             refresh_gauges=refresh_gauges,
             dead_letters=store,
+            inbound=inbound,
+            bus=bus,
+            telegram_secret=telegram_secret,
         )
         server = QuietServer(
             uvicorn.Config(
@@ -98,7 +132,11 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
             )
         )
         grpc_server, grpc_port = await start_grpc(
-            messages, keys, f"{settings.HOST}:{settings.GRPC_PORT}", on_accepted=dispatcher.wake
+            messages,
+            keys,
+            f"{settings.HOST}:{settings.GRPC_PORT}",
+            on_accepted=dispatcher.wake,
+            bus=bus,
         )
         stack.push_async_callback(grpc_server.stop, 5)
         api = asyncio.create_task(server.serve(), name="rest")
@@ -117,7 +155,18 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
                 url,
                 grpc_target,
             )
-            yield Hub(url, store, keys, messages, dispatcher, simulator, admin_key, grpc_target)
+            yield Hub(
+                url,
+                store,
+                keys,
+                messages,
+                dispatcher,
+                simulator,
+                admin_key,
+                grpc_target,
+                bus,
+                telegram_secret,
+            )
         finally:
             server.should_exit = True
             stop.set()

@@ -27,10 +27,20 @@ class Settings(BaseSettings):
     TELEGRAM_BOTS: dict[str, SecretStr] = {}
     """Our Telegram accounts: JSON ``{"account": "bot token"}``. Empty: the simulator's bot."""
     TELEGRAM_API_URL: str = "https://api.telegram.org"
+    TELEGRAM_WEBHOOK_SECRET: SecretStr | None = None
+    """The secret_token given to setWebhook; Telegram sends it back with every update. Empty
+    on the embedded default: a random one, shared with the simulator."""
+    DEFAULT_TENANT: str = "default"
+    """The tenant that owns the configured channel accounts (and the first admin key)."""
     SIMULATOR_PORT: int = Field(default=8081, ge=0, le=65535)
     MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
+
+    @field_validator("TELEGRAM_WEBHOOK_SECRET", mode="before")
+    @classmethod
+    def _unset(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("TELEGRAM_BOTS", mode="before")
     @classmethod
@@ -48,7 +58,10 @@ class Settings(BaseSettings):
         return not self.TELEGRAM_BOTS
 
     def secrets(self) -> list[str]:
-        return [t.get_secret_value() for t in self.TELEGRAM_BOTS.values()]
+        values = [t.get_secret_value() for t in self.TELEGRAM_BOTS.values()]
+        if self.TELEGRAM_WEBHOOK_SECRET is not None:
+            values.append(self.TELEGRAM_WEBHOOK_SECRET.get_secret_value())
+        return values
 
 
 def load_settings(env_file: Path | None = Path(".env"), **overrides: Any) -> Settings:

@@ -13,15 +13,26 @@ __all__ = ["openapi_document", "main"]
 def openapi_document() -> dict[str, Any]:
     """The REST API's OpenAPI document, as the running server serves it at /v1/openapi.json."""
     from chat4all.entrypoints.rest import create_app  # noqa: PLC0415 - FastAPI only here
+    from chat4all.service_layer.events import EventBus  # noqa: PLC0415
+    from chat4all.service_layer.inbound import Inbound  # noqa: PLC0415
 
     async def ready() -> bool:
         return True
 
-    app = create_app(None, None, ready, metrics=None, dead_letters=_NoDeadLetters())  # type: ignore[arg-type]
+    bus = EventBus()
+    app = create_app(
+        None,  # type: ignore[arg-type] # only the routes' shapes are read
+        None,  # type: ignore[arg-type]
+        ready,
+        dead_letters=_Unused(),
+        inbound=Inbound(_Unused(), bus, lambda _c, _a: ""),  # type: ignore[arg-type]
+        bus=bus,
+        telegram_secret="unused",  # noqa: S106 - the document only, never served
+    )
     return app.openapi()
 
 
-class _NoDeadLetters:
+class _Unused:
     async def dead_letters(self, *_: object) -> Any:
         raise NotImplementedError
 

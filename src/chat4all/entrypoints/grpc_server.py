@@ -6,6 +6,8 @@ The servicer only translates: it parses the request, calls the same use case as 
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import grpc
@@ -35,6 +37,7 @@ from chat4all.errors import (
 from chat4all.grpc_api.v1 import messages_pb2 as pb
 from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
 from chat4all.ports import SendRequest
+from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.messages import Messages
 
 __all__ = ["start_grpc", "SERVICE_NAME"]
@@ -58,10 +61,17 @@ _CHANNEL_IDS: Final = {v: k for k, v in _CHANNELS.items()}
 
 
 class _Servicer(pb_grpc.MessagesServicer):
-    def __init__(self, messages: Messages, keys: KeyRing, on_accepted: Any = None) -> None:
+    def __init__(
+        self,
+        messages: Messages,
+        keys: KeyRing,
+        on_accepted: Any = None,
+        bus: EventBus | None = None,
+    ) -> None:
         self._messages = messages
         self._keys = keys
         self._on_accepted = on_accepted
+        self._bus = bus
 
     async def _who(self, context: grpc.aio.ServicerContext, action: str) -> Principal:
         metadata = dict(context.invocation_metadata() or ())
@@ -132,6 +142,22 @@ class _Servicer(pb_grpc.MessagesServicer):
                 items=[_message(m) for m in page.items], next_cursor=page.next_cursor
             )
         raise AssertionError("unreachable")
+
+    async def StreamEvents(
+        self, request: pb.StreamEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        async with _errors(context):
+            who = await self._who(context, "read")
+        if self._bus is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "live events are off")
+            return
+        async for event in self._bus.subscribe(who.tenant):
+            yield pb.Event(
+                id=event.id,
+                type=event.type,
+                data_json=json.dumps(event.data, separators=(",", ":")),
+                at=event.at,
+            )
 
 
 class _errors:
@@ -250,12 +276,16 @@ def _conversation(c: Conversation) -> pb.Conversation:
 
 
 async def start_grpc(
-    messages: Messages, keys: KeyRing, address: str, on_accepted: Any = None
+    messages: Messages,
+    keys: KeyRing,
+    address: str,
+    on_accepted: Any = None,
+    bus: EventBus | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Serve the API, ``grpc.health.v1`` and reflection on ``address``; returns the bound port."""
     server = grpc.aio.server()
     pb_grpc.add_MessagesServicer_to_server(  # type: ignore[no-untyped-call]
-        _Servicer(messages, keys, on_accepted), server
+        _Servicer(messages, keys, on_accepted, bus), server
     )
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)

@@ -6,14 +6,16 @@ Every error body is ``{"error": {"code", "message", "field"}}`` with the status 
 
 from __future__ import annotations
 
+import hmac
+import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,9 +31,11 @@ from chat4all.domain.model import (
     Message,
     Template,
 )
-from chat4all.errors import Chat4AllError, PermissionDenied
+from chat4all.errors import AuthError, Chat4AllError, InvalidRequest, PermissionDenied
 from chat4all.metrics import HubMetrics
 from chat4all.ports import Page, SendRequest
+from chat4all.service_layer.events import EventBus
+from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.messages import Messages
 
 __all__ = ["create_app"]
@@ -162,6 +166,9 @@ def create_app(
     metrics: HubMetrics | None = None,
     refresh_gauges: Callable[[], Awaitable[None]] | None = None,
     dead_letters: DeadLetters | None = None,
+    inbound: Inbound | None = None,
+    bus: EventBus | None = None,
+    telegram_secret: str | None = None,
 ) -> FastAPI:
     app = FastAPI(title="chat4all", version=__version__, openapi_url="/v1/openapi.json")
     app.state.keys = keys
@@ -256,6 +263,49 @@ def create_app(
         """The conversation's messages in send order, a page at a time."""
         page = await messages.history(who.tenant, conversation_id, cursor, limit)
         return {"items": [_message(m) for m in page.items], "next_cursor": page.next_cursor}
+
+    if inbound is not None:
+
+        @app.post("/v1/channels/telegram/{account}/webhook", tags=["channels"])
+        async def telegram_webhook(
+            account: str,
+            request: Request,
+            x_telegram_bot_api_secret_token: Annotated[str | None, Header()] = None,
+        ) -> dict[str, bool]:
+            """Where Telegram delivers updates (setWebhook with our secret_token)."""
+            if not telegram_secret or not hmac.compare_digest(
+                x_telegram_bot_api_secret_token or "", telegram_secret
+            ):
+                raise AuthError("wrong or missing X-Telegram-Bot-Api-Secret-Token")
+            try:
+                update = await request.json()
+            except ValueError:
+                raise InvalidRequest("the body is not JSON (a Bot API Update)") from None
+            if not isinstance(update, dict):
+                raise InvalidRequest("the body is not a Bot API Update object")
+            await inbound.telegram_update(account, update)
+            return {"ok": True}
+
+    if bus is not None:
+
+        @app.get("/v1/events", tags=["events"])
+        async def events(who: Reader, request: Request) -> StreamingResponse:
+            """Live events of the tenant as server-sent events (``message.status``,
+            ``message.inbound``)."""
+
+            async def stream() -> AsyncIterator[bytes]:
+                yield b": connected\n\n"
+                async for event in bus.subscribe(who.tenant):
+                    if await request.is_disconnected():
+                        return
+                    payload = json.dumps(event.data, separators=(",", ":"))
+                    yield f"id: {event.id}\nevent: {event.type}\ndata: {payload}\n\n".encode()
+
+            return StreamingResponse(
+                stream(),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            )
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, str]:

@@ -82,6 +82,8 @@ class Dispatcher:
     events: DispatchEvents = field(default_factory=NullDispatchEvents)
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
+    on_status: Callable[[OutboxItem, str, str | None], None] | None = None
+    """Called after a status change committed: ``(item, "sent" | "failed", detail)``."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _breakers: dict[tuple[str, str], _Breaker] = field(default_factory=dict)
 
@@ -133,6 +135,7 @@ class Dispatcher:
         except PermanentDelivery as exc:
             breaker.failures = 0
             await self.outbox.dead(item, str(exc), self.clock())
+            self._notify(item, "failed", str(exc))
             self.events.dispatched(conversation.channel.value, "failed", time.monotonic() - began)
             log.warning("message %s failed for good: %s", item.message.id, exc)
         except Exception as exc:  # an adapter bug must not kill the dispatcher: retry it
@@ -145,6 +148,7 @@ class Dispatcher:
                 self.events.breaker(conversation.account, False)
             breaker.failures, breaker.open_until = 0, 0.0
             await self.outbox.sent(item, provider_id, self.clock())
+            self._notify(item, "sent", None)
             self.events.dispatched(conversation.channel.value, "sent", time.monotonic() - began)
 
     async def _retryable(
@@ -164,13 +168,22 @@ class Dispatcher:
                 exc,
             )
         if item.attempts + 1 >= self.policy.max_attempts:
-            await self.outbox.dead(item, f"gave up after {item.attempts + 1} attempts: {exc}", now)
+            reason = f"gave up after {item.attempts + 1} attempts: {exc}"
+            await self.outbox.dead(item, reason, now)
+            self._notify(item, "failed", reason)
             self.events.dispatched(channel, "dead", time.monotonic() - began)
             return
         await self.outbox.retry(
             item, now + self.backoff(item.attempts, exc.retry_after), str(exc), now
         )
         self.events.dispatched(channel, "retry", time.monotonic() - began)
+
+    def _notify(self, item: OutboxItem, status: str, detail: str | None) -> None:
+        if self.on_status is not None:
+            try:
+                self.on_status(item, status, detail)
+            except Exception:  # a listener must never undo a recorded delivery
+                log.exception("status listener failed for message %s", item.message.id)
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
         """Seconds before the next attempt: the provider's word, else capped full jitter."""

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -71,6 +72,7 @@ class TelegramSimulator:
     """Seconds each call takes (to catch a crash mid-call in tests)."""
     calls: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(500_001))
 
     def throttle(self, retry_after: int, times: int = 1) -> None:
         self.faults += [
@@ -79,6 +81,28 @@ class TelegramSimulator:
 
     def fail(self, status: int = 500, times: int = 1) -> None:
         self.faults += [Fault(status, "Internal Server Error")] * times
+
+    def update(self, chat_id: int, text: str, **message: Any) -> dict[str, Any]:
+        """A Bot API ``Update`` carrying a user's text message, as Telegram would send it."""
+        update_id = next(self._update_ids)
+        return {
+            "update_id": update_id,
+            "message": {
+                "message_id": 10_000 + update_id,
+                "from": {"id": chat_id, "is_bot": False, "first_name": "User"},
+                "chat": {"id": chat_id, "type": "private"},
+                "date": int(time.time()),
+                "text": text,
+                **message,
+            },
+        }
+
+    async def push(self, webhook_url: str, secret: str | None, update: dict[str, Any]) -> int:
+        """Deliver ``update`` to a webhook as Telegram does; returns the HTTP status."""
+        headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.post(webhook_url, json=update, headers=headers)
+        return answer.status_code
 
     def texts(self, chat: str | None = None) -> list[str]:
         return [

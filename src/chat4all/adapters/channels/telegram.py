@@ -16,14 +16,15 @@ Errors, as the Bot API documents them (``{"ok": false, "error_code", "descriptio
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
 
-from chat4all.domain.model import Attachment, Channel, Conversation, Message
+from chat4all.domain.model import Attachment, Channel, Content, Conversation, Location, Message
 from chat4all.errors import PermanentDelivery, RetryableDelivery
 
-__all__ = ["TelegramConnector", "DEFAULT_API"]
+__all__ = ["TelegramConnector", "DEFAULT_API", "InboundUpdate", "parse_update"]
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +139,63 @@ def _media(
     if markup:
         body["reply_markup"] = markup
     return method, body
+
+
+@dataclass(frozen=True, slots=True)
+class InboundUpdate:
+    update_id: str
+    chat_id: str
+    message_id: str
+    content: Content
+
+
+def parse_update(update: dict[str, Any]) -> InboundUpdate | None:
+    """A Bot API ``Update`` normalised to the canonical content; ``None`` for update kinds we
+    do not handle (edits, callbacks, members ...). Files become references
+    ``telegram-file:<file_id>`` (fetch them with getFile)."""
+    message = update.get("message")
+    if not isinstance(message, dict) or "update_id" not in update:
+        return None
+    chat = message.get("chat") or {}
+    attachments: list[Attachment] = []
+    caption = message.get("caption")
+    if message.get("photo"):
+        largest = message["photo"][-1]
+        attachments.append(
+            Attachment(f"telegram-file:{largest['file_id']}", "image", caption=caption)
+        )
+    for key, kind in (
+        ("document", "document"),
+        ("video", "video"),
+        ("audio", "audio"),
+        ("voice", "audio"),
+    ):
+        if isinstance(message.get(key), dict):
+            item = message[key]
+            attachments.append(
+                Attachment(
+                    f"telegram-file:{item['file_id']}",
+                    kind,
+                    filename=item.get("file_name"),
+                    mime_type=item.get("mime_type"),
+                    caption=caption,
+                )
+            )
+    location = message.get("location")
+    extensions: list[tuple[str, str]] = []
+    if isinstance(message.get("reply_to_message"), dict):
+        extensions.append(("reply_to_provider_id", str(message["reply_to_message"]["message_id"])))
+    sender = message.get("from") or {}
+    if sender.get("id") is not None:
+        extensions.append(("from_id", str(sender["id"])))
+    content = Content(
+        text=message.get("text"),
+        attachments=tuple(attachments),
+        location=Location(location["latitude"], location["longitude"]) if location else None,
+        extensions=tuple(sorted(extensions)),
+    )
+    if content.empty:
+        return None
+    return InboundUpdate(
+        str(update["update_id"]), str(chat.get("id")), str(message.get("message_id")), content
+    )

@@ -100,6 +100,14 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Index("outbox_due", "state", "conversation_id", "seq"),
 )
+inbound_updates = sa.Table(
+    "inbound_updates",
+    metadata,
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("account", sa.String(128), primary_key=True),
+    sa.Column("update_id", sa.String(64), primary_key=True),
+    sa.Column("message_id", sa.String(32)),
+)
 idempotency = sa.Table(
     "idempotency",
     metadata,
@@ -202,6 +210,59 @@ class SqlStore:
                 )
             message = await self._message(conn, tenant, message_id)
         return Accepted(message, replayed=False)
+
+    async def record_inbound(
+        self,
+        tenant: str,
+        request: SendRequest,
+        update_id: str,
+        provider_message_id: str,
+        now: float,
+    ) -> Message | None:
+        """Store a received message (``request.recipient`` is the other side); ``None`` when
+        this provider update was already recorded (providers redeliver)."""
+        async with self.engine.begin() as conn:
+            seen = (
+                await conn.execute(
+                    sa.select(inbound_updates.c.message_id).where(
+                        inbound_updates.c.channel == request.channel.value,
+                        inbound_updates.c.account == request.account,
+                        inbound_updates.c.update_id == update_id,
+                    )
+                )
+            ).first()
+            if seen is not None:
+                return None
+            conversation = await self._conversation(conn, tenant, request, now)
+            seq = await self._next_seq(conn, conversation)
+            message_id = _new_id("m_")
+            await conn.execute(
+                messages.insert().values(
+                    id=message_id,
+                    tenant=tenant,
+                    conversation_id=conversation,
+                    seq=seq,
+                    direction="inbound",
+                    content=_dump_content(request.content),
+                    status=DeliveryStatus.DELIVERED.value,
+                    created_at=now,
+                    provider_message_id=provider_message_id,
+                )
+            )
+            await conn.execute(
+                status_events.insert().values(
+                    message_id=message_id, status=DeliveryStatus.DELIVERED.value, at=now
+                )
+            )
+            await conn.execute(
+                inbound_updates.insert().values(
+                    channel=request.channel.value,
+                    account=request.account,
+                    update_id=update_id,
+                    message_id=message_id,
+                )
+            )
+            return await self._message(conn, tenant, message_id)
 
     async def _reserve(self, tenant: str, key: str, body_hash: str, now: float) -> str | None:
         """Reserve ``key``; the earlier request's message id when it already completed."""

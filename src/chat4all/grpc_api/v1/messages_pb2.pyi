@@ -196,3 +196,19 @@ class ListMessagesReply(_message.Message):
     items: _containers.RepeatedCompositeFieldContainer[Message]
     next_cursor: str
     def __init__(self, items: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class StreamEventsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("id", "type", "data_json", "at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    type: str
+    data_json: str
+    at: float
+    def __init__(self, id: _Optional[int] = ..., type: _Optional[str] = ..., data_json: _Optional[str] = ..., at: _Optional[float] = ...) -> None: ...

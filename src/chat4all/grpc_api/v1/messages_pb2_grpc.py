@@ -54,6 +54,11 @@ class MessagesStub:
                 request_serializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.ListMessagesRequest.SerializeToString,
                 response_deserializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.ListMessagesReply.FromString,
                 _registered_method=True)
+        self.StreamEvents = channel.unary_stream(
+                '/chat4all.v1.Messages/StreamEvents',
+                request_serializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.StreamEventsRequest.SerializeToString,
+                response_deserializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.Event.FromString,
+                _registered_method=True)
 
 
 class MessagesServicer:
@@ -87,6 +92,14 @@ class MessagesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamEvents(self, request, context):
+        """Live events of the tenant (the REST /v1/events stream): message.status, message.inbound;
+        a subscriber that falls too far behind gets one "overflow" event and the stream ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +122,11 @@ def add_MessagesServicer_to_server(servicer, server):
                     servicer.ListMessages,
                     request_deserializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.ListMessagesRequest.FromString,
                     response_serializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.ListMessagesReply.SerializeToString,
+            ),
+            'StreamEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamEvents,
+                    request_deserializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.StreamEventsRequest.FromString,
+                    response_serializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +237,33 @@ class Messages:
             '/chat4all.v1.Messages/ListMessages',
             chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.ListMessagesRequest.SerializeToString,
             chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.ListMessagesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chat4all.v1.Messages/StreamEvents',
+            chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.StreamEventsRequest.SerializeToString,
+            chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,61 @@
+"""Use cases on what providers push to us: normalise, deduplicate, store, announce."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from chat4all.adapters.channels.telegram import parse_update
+from chat4all.domain.model import Channel, Message
+from chat4all.ports import SendRequest
+from chat4all.service_layer.events import EventBus
+
+__all__ = ["Inbound", "InboundStore", "message_event"]
+
+
+class InboundStore(Protocol):
+    async def record_inbound(
+        self,
+        tenant: str,
+        request: SendRequest,
+        update_id: str,
+        provider_message_id: str,
+        now: float,
+    ) -> Message | None: ...
+
+
+def message_event(message: Message) -> dict[str, Any]:
+    doc = asdict(message)
+    doc["content"]["extensions"] = dict(message.content.extensions)
+    doc["history"] = [asdict(e) for e in message.history]
+    return doc
+
+
+class Inbound:
+    def __init__(
+        self,
+        store: InboundStore,
+        bus: EventBus,
+        tenant_of: Callable[[Channel, str], str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._tenant_of = tenant_of
+        self._clock = clock
+
+    async def telegram_update(self, account: str, update: dict[str, Any]) -> Message | None:
+        """One Bot API update for our ``account``; ``None`` when ignored or already seen."""
+        parsed = parse_update(update)
+        if parsed is None:
+            return None
+        tenant = self._tenant_of(Channel.TELEGRAM, account)
+        request = SendRequest(Channel.TELEGRAM, account, parsed.chat_id, parsed.content)
+        message = await self._store.record_inbound(
+            tenant, request, parsed.update_id, parsed.message_id, self._clock()
+        )
+        if message is not None:
+            self._bus.publish(tenant, "message.inbound", message_event(message))
+        return message

@@ -1,0 +1,133 @@
+"""Inbound Telegram updates through the webhook (secret, dedup, normalisation) and live events
+over SSE and gRPC streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
+from chat4all.config import load_settings
+from chat4all.grpc_api.v1 import messages_pb2 as pb
+from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
+from chat4all.service_layer.events import QUEUE, EventBus
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
+    async with running_hub(settings, asyncio.Event()) as running:
+        yield running
+
+
+async def sse(hub: Hub, count: int, seen: list[tuple[str, dict[str, object]]]) -> None:
+    """Read ``count`` events from /v1/events into ``seen``."""
+    headers = {"Authorization": f"Bearer {hub.admin_key}"}
+    async with (
+        httpx.AsyncClient(base_url=hub.url, timeout=20) as client,
+        client.stream("GET", "/v1/events", headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        kind = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                seen.append((kind, json.loads(line[6:])))
+                if len(seen) == count:
+                    return
+
+
+async def test_a_telegram_update_is_stored_once_and_announced(hub: Hub) -> None:
+    assert hub.simulator is not None
+    webhook = f"{hub.url}/v1/channels/telegram/{SIMULATOR_ACCOUNT}/webhook"
+    seen: list[tuple[str, dict[str, object]]] = []
+    reader = asyncio.create_task(sse(hub, 1, seen))
+    while hub.bus.subscribers("default") == 0:
+        await asyncio.sleep(0.01)
+    update = hub.simulator.update(777, "hi there", reply_to_message={"message_id": 5})
+    assert await hub.simulator.push(webhook, hub.telegram_secret, update) == 200
+    assert await hub.simulator.push(webhook, hub.telegram_secret, update) == 200  # redelivery
+    assert await hub.simulator.push(webhook, "wrong", update) == 401
+    assert await hub.simulator.push(webhook, None, update) == 401
+    await asyncio.wait_for(reader, 10)
+    [(kind, data)] = seen
+    assert kind == "message.inbound"
+    assert data["direction"] == "inbound"
+    assert data["content"]["text"] == "hi there"  # type: ignore[index]
+    assert data["content"]["extensions"]["reply_to_provider_id"] == "5"  # type: ignore[index]
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
+        [conversation] = (await client.get("/v1/conversations")).json()["items"]
+        assert conversation["recipient"] == "777"
+        history = (await client.get(f"/v1/conversations/{conversation['id']}/messages")).json()
+    assert [m["content"]["text"] for m in history["items"]] == ["hi there"]  # stored once
+
+
+async def test_status_events_reach_sse_and_grpc_streams(hub: Hub) -> None:
+    seen: list[tuple[str, dict[str, object]]] = []
+    reader = asyncio.create_task(sse(hub, 1, seen))
+    streamed: list[pb.Event] = []
+
+    async def grpc_stream() -> None:
+        async with grpc.aio.insecure_channel(hub.grpc_target) as channel:
+            stub = pb_grpc.MessagesStub(channel)
+            call = stub.StreamEvents(
+                pb.StreamEventsRequest(), metadata=(("authorization", f"Bearer {hub.admin_key}"),)
+            )
+            async for event in call:
+                streamed.append(event)
+                return
+
+    streamer = asyncio.create_task(grpc_stream())
+    while hub.bus.subscribers("default") < 2:
+        await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(base_url=hub.url) as client:
+        sent = await client.post(
+            "/v1/messages",
+            headers={"Authorization": f"Bearer {hub.admin_key}"},
+            json={
+                "channel": "telegram",
+                "account": SIMULATOR_ACCOUNT,
+                "recipient": "42",
+                "content": {"text": "hello"},
+            },
+        )
+    await asyncio.wait_for(asyncio.gather(reader, streamer), 10)
+    message_id = sent.json()["id"]
+    assert seen == [
+        (
+            "message.status",
+            {
+                "id": message_id,
+                "conversation_id": sent.json()["conversation_id"],
+                "status": "sent",
+                "detail": None,
+            },
+        )
+    ]
+    [event] = streamed
+    assert event.type == "message.status"
+    assert json.loads(event.data_json)["id"] == message_id
+
+
+async def test_a_slow_subscriber_is_dropped_with_one_overflow_event() -> None:
+    bus = EventBus()
+    stream = bus.subscribe("t")
+    first = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)  # subscribed
+    bus.publish("t", "message.status", {"n": 0})
+    assert (await first).data == {"n": 0}
+    for n in range(1, QUEUE + 2):  # the subscriber reads nothing meanwhile
+        bus.publish("t", "message.status", {"n": n})
+    assert bus.subscribers("t") == 0  # dropped at once: the hub is never held up
+    rest = [event async for event in stream]
+    assert [e.type for e in rest] == ["overflow"]
+    assert rest[0].data == {"dropped_from": QUEUE + 2}  # ids: 1 was read, 2..QUEUE+1 queued
