@@ -14,6 +14,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from chat4all.adapters.channels.telegram import TelegramConnector
+from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.config import Settings
@@ -22,6 +23,7 @@ from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
 from chat4all.metrics import HubMetrics
 from chat4all.ports import OutboxItem
+from chat4all.service_layer.access import Access
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
@@ -50,6 +52,7 @@ class Hub:
     """``host:port`` of the gRPC API."""
     bus: EventBus
     telegram_secret: str
+    audit: AuditLog
     """What Telegram (or the simulator) must send in X-Telegram-Bot-Api-Secret-Token."""
     """Created on first start of an empty database; shown once."""
 
@@ -114,9 +117,11 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
             metrics.outbox_depth.set(await store.depth())
             metrics.dead_letters.set(await store.dead_count())
 
+        audit = AuditLog(store)
+        access = Access(keys, audit, per_key=settings.RATE_PER_KEY, global_=settings.RATE_GLOBAL)
         app = create_app(
             messages,
-            keys,
+            access,
             store.ready,
             on_accepted=dispatcher.wake,
             metrics=metrics,
@@ -133,7 +138,7 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
         )
         grpc_server, grpc_port = await start_grpc(
             messages,
-            keys,
+            access,
             f"{settings.HOST}:{settings.GRPC_PORT}",
             on_accepted=dispatcher.wake,
             bus=bus,
@@ -166,6 +171,7 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
                 grpc_target,
                 bus,
                 telegram_secret,
+                audit,
             )
         finally:
             server.should_exit = True

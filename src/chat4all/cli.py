@@ -1,7 +1,7 @@
 """``chat4all``: run the hub, manage API keys.
 
-Exit codes: 0 ok (stopped by SIGTERM/SIGINT for ``serve``); 1 a key to revoke was not found;
-2 invalid settings (the message names the key).
+Exit codes: 0 ok (stopped by SIGTERM/SIGINT for ``serve``); 1 a key to revoke was not found, or
+``audit verify`` found a broken chain; 2 invalid settings (the message names the key).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from chat4all import __version__
+from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, running_hub
@@ -31,10 +32,12 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="chat4all: one API for WhatsApp, Instagram Direct, Messenger and Telegram.",
-    epilog="Exit codes: 0 ok; 1 not found; 2 invalid settings.",
+    epilog="Exit codes: 0 ok; 1 not found or audit log tampered; 2 invalid settings.",
 )
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
 app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(no_args_is_help=True, help="The security audit log.")
+app.add_typer(audit_app, name="audit")
 err = Console(stderr=True, highlight=False)
 EnvFile = Annotated[Path, typer.Option("--env-file", help="Settings file (CHAT4ALL_* keys).")]
 
@@ -93,7 +96,8 @@ def keys_create(
     async def create() -> str:
         store, ring = await _ring(settings)
         try:
-            key, _ = await ring.create(tenant, role, name)
+            key, info = await ring.create(tenant, role, name)
+            await AuditLog(store).append("key_created", tenant, info.id, f"{role.value} {name}")
         finally:
             await store.close()
         return key
@@ -133,7 +137,10 @@ def keys_revoke(key_id: str, env_file: EnvFile = Path(".env")) -> None:
     async def revoke() -> bool:
         store, ring = await _ring(settings)
         try:
-            return await ring.revoke(key_id)
+            done = await ring.revoke(key_id)
+            if done:
+                await AuditLog(store).append("key_revoked", None, key_id, "revoked from the CLI")
+            return done
         finally:
             await store.close()
 
@@ -141,6 +148,48 @@ def keys_revoke(key_id: str, env_file: EnvFile = Path(".env")) -> None:
         err.print(f"[bold red]error:[/] no active key {key_id!r}; `chat4all keys list` shows them")
         raise typer.Exit(1)
     err.print(f"revoked {key_id}")
+
+
+@audit_app.command("verify")
+def audit_verify(env_file: EnvFile = Path(".env")) -> None:
+    """Check the audit log's hash chain; exit 0 intact, 1 tampered (the entry is named)."""
+    settings = _settings(env_file)
+
+    async def verify() -> tuple[int, int | None]:
+        store, _ = await _ring(settings)
+        try:
+            return await AuditLog(store).verify()
+        finally:
+            await store.close()
+
+    checked, broken = asyncio.run(verify())
+    if broken is not None:
+        err.print(
+            f"[bold red]audit log tampered:[/] entry {broken} does not chain "
+            f"({checked} intact before it)"
+        )
+        raise typer.Exit(1)
+    err.print(f"audit log intact: {checked} entries")
+
+
+@audit_app.command("list")
+def audit_list(limit: int = 50, env_file: EnvFile = Path(".env")) -> None:
+    """The newest audit entries."""
+    settings = _settings(env_file)
+
+    async def listed() -> list[str]:
+        store, _ = await _ring(settings)
+        try:
+            entries = await AuditLog(store).entries(limit)
+        finally:
+            await store.close()
+        return [
+            f"{e.id}\t{e.at:.3f}\t{e.event}\t{e.tenant or '-'}\t{e.actor or '-'}\t{e.detail}"
+            for e in entries
+        ]
+
+    for line in asyncio.run(listed()):
+        sys.stdout.write(line + "\n")
 
 
 def main() -> None:

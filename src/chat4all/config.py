@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     DEFAULT_TENANT: str = "default"
     """The tenant that owns the configured channel accounts (and the first admin key)."""
     SIMULATOR_PORT: int = Field(default=8081, ge=0, le=65535)
+    RATE_PER_KEY: int = Field(default=100, ge=0, le=1_000_000)
+    """Requests a minute per API key (token bucket, bursts up to that); 0 turns it off."""
+    RATE_GLOBAL: int = Field(default=0, ge=0, le=100_000_000)
+    """Requests a minute for all keys together; 0 turns it off."""
     MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"

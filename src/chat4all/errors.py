@@ -9,6 +9,7 @@
     ├── NotFound            404      no such resource for this tenant
     ├── AuthError           401      no or unknown API key
     ├── PermissionDenied    403      the key's role may not do this
+    ├── RateLimited         429      over the key's (or the global) rate; ``retry_after`` seconds
     └── DeliveryError                a connector failed to deliver (never reaches a client)
         ├── RetryableDelivery        try again (after ``retry_after`` when the provider says)
         └── PermanentDelivery        give up: the message fails with this reason
@@ -24,6 +25,7 @@ __all__ = [
     "NotFound",
     "AuthError",
     "PermissionDenied",
+    "RateLimited",
     "DeliveryError",
     "RetryableDelivery",
     "PermanentDelivery",
@@ -67,6 +69,15 @@ class AuthError(Chat4AllError):
 class PermissionDenied(Chat4AllError):
     status = 403
     code = "permission_denied"
+
+
+class RateLimited(Chat4AllError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DeliveryError(Chat4AllError):

@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from chat4all.adapters.storage.keys import KeyRing, Principal
+from chat4all.adapters.storage.keys import Principal
 from chat4all.domain.model import (
     Attachment,
     Button,
@@ -33,10 +33,12 @@ from chat4all.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    RateLimited,
 )
 from chat4all.grpc_api.v1 import messages_pb2 as pb
 from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
 from chat4all.ports import SendRequest
+from chat4all.service_layer.access import Access
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.messages import Messages
 
@@ -50,6 +52,7 @@ _CODES: Final = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     AuthError: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 _CHANNELS: Final = {
     pb.TELEGRAM: Channel.TELEGRAM,
@@ -64,12 +67,12 @@ class _Servicer(pb_grpc.MessagesServicer):
     def __init__(
         self,
         messages: Messages,
-        keys: KeyRing,
+        access: Access,
         on_accepted: Any = None,
         bus: EventBus | None = None,
     ) -> None:
         self._messages = messages
-        self._keys = keys
+        self._access = access
         self._on_accepted = on_accepted
         self._bus = bus
 
@@ -79,10 +82,9 @@ class _Servicer(pb_grpc.MessagesServicer):
         auth = metadata.get("authorization", "")
         if isinstance(auth, str) and auth.lower().startswith("bearer "):
             presented = auth[7:].strip()
-        who = await self._keys.authenticate(presented if isinstance(presented, str) else None)
-        if not who.can(action):
-            raise PermissionDenied(f"a {who.role.value} key may not {action}")
-        return who
+        return await self._access.authorize(
+            presented if isinstance(presented, str) else None, action
+        )
 
     async def Send(
         self, request: pb.SendRequest, context: grpc.aio.ServicerContext
@@ -277,7 +279,7 @@ def _conversation(c: Conversation) -> pb.Conversation:
 
 async def start_grpc(
     messages: Messages,
-    keys: KeyRing,
+    access: Access,
     address: str,
     on_accepted: Any = None,
     bus: EventBus | None = None,
@@ -285,7 +287,7 @@ async def start_grpc(
     """Serve the API, ``grpc.health.v1`` and reflection on ``address``; returns the bound port."""
     server = grpc.aio.server()
     pb_grpc.add_MessagesServicer_to_server(  # type: ignore[no-untyped-call]
-        _Servicer(messages, keys, on_accepted, bus), server
+        _Servicer(messages, access, on_accepted, bus), server
     )
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)

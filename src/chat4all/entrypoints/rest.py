@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
@@ -20,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from chat4all import __version__
-from chat4all.adapters.storage.keys import KeyRing, Principal
+from chat4all.adapters.storage.keys import Principal
 from chat4all.domain.model import (
     Attachment,
     Button,
@@ -31,9 +32,10 @@ from chat4all.domain.model import (
     Message,
     Template,
 )
-from chat4all.errors import AuthError, Chat4AllError, InvalidRequest, PermissionDenied
+from chat4all.errors import AuthError, Chat4AllError, InvalidRequest, RateLimited
 from chat4all.metrics import HubMetrics
 from chat4all.ports import Page, SendRequest
+from chat4all.service_layer.access import Access
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.messages import Messages
@@ -130,23 +132,20 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> JS
     )
 
 
-async def _principal(
-    request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> Principal:
-    presented = x_api_key
+def _presented(authorization: str | None, x_api_key: str | None) -> str | None:
     if authorization and authorization.lower().startswith("bearer "):
-        presented = authorization[7:].strip()
-    keys: KeyRing = request.app.state.keys
-    return await keys.authenticate(presented)
+        return authorization[7:].strip()
+    return x_api_key
 
 
-def _allowed(action: str) -> Callable[[Principal], Awaitable[Principal]]:
-    async def check(who: Annotated[Principal, Depends(_principal)]) -> Principal:
-        if not who.can(action):
-            raise PermissionDenied(f"a {who.role.value} key may not {action}")
-        return who
+def _allowed(action: str) -> Callable[..., Awaitable[Principal]]:
+    async def check(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> Principal:
+        access: Access = request.app.state.access
+        return await access.authorize(_presented(authorization, x_api_key), action)
 
     return check
 
@@ -160,7 +159,7 @@ Admin = Annotated[Principal, Depends(_allowed("admin"))]
 
 def create_app(
     messages: Messages,
-    keys: KeyRing,
+    access: Access,
     ready: Callable[[], Awaitable[bool]],
     on_accepted: Callable[[], None] | None = None,
     metrics: HubMetrics | None = None,
@@ -171,7 +170,7 @@ def create_app(
     telegram_secret: str | None = None,
 ) -> FastAPI:
     app = FastAPI(title="chat4all", version=__version__, openapi_url="/v1/openapi.json")
-    app.state.keys = keys
+    app.state.access = access
 
     if metrics is not None:
 
@@ -217,7 +216,10 @@ def create_app(
 
     @app.exception_handler(Chat4AllError)
     async def domain_error(_request: Request, exc: Chat4AllError) -> JSONResponse:
-        return _error(exc.status, exc.code, str(exc), getattr(exc, "field", None))
+        answer = _error(exc.status, exc.code, str(exc), getattr(exc, "field", None))
+        if isinstance(exc, RateLimited):
+            answer.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

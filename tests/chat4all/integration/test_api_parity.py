@@ -56,6 +56,7 @@ REST_ERRORS = {
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
 }
 
 
@@ -77,6 +78,8 @@ class Rest:
             return Outcome(
                 True, data=answer.json(), replayed="Idempotent-Replayed" in answer.headers
             )
+        if answer.status_code == 429:
+            assert int(answer.headers["Retry-After"]) >= 1
         code = answer.json()["error"]["code"]
         named = {
             "invalid_argument": "INVALID_ARGUMENT",
@@ -188,7 +191,9 @@ def _dict(message: pb.Message) -> dict[str, Any]:
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
+    settings = load_settings(
+        None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0, RATE_PER_KEY=30
+    )
     async with running_hub(settings, asyncio.Event()) as running:
         yield running
 
@@ -283,3 +288,10 @@ async def test_grpc_serves_health_and_reflection(hub: Hub) -> None:
             break
     assert SERVICE_NAME in names
     assert "grpc.health.v1.Health" in names
+
+
+async def test_a_key_over_its_rate_is_told_when_to_retry(hub: Hub, client: Client) -> None:
+    key, _ = await hub.keys.create("default", Role.SENDER)
+    outcomes = [await client.send(key, f"n{n}", recipient="9") for n in range(31)]
+    assert all(o.ok for o in outcomes[:30])
+    assert (outcomes[30].ok, outcomes[30].error) == (False, "RESOURCE_EXHAUSTED")

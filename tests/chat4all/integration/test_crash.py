@@ -36,6 +36,7 @@ class Server:
             "CHAT4ALL_DATA_DIR": str(data),
             "CHAT4ALL_PORT": str(self.port),
             "CHAT4ALL_GRPC_PORT": str(free_port()),
+            "CHAT4ALL_RATE_PER_KEY": "0",  # a burst from one key, on purpose
             "CHAT4ALL_TELEGRAM_BOTS": json.dumps({"bot": TOKEN}),
             "CHAT4ALL_TELEGRAM_API_URL": api_url,
         }
