@@ -17,6 +17,7 @@ from chat4all.adapters.channels.telegram import TelegramConnector
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
+from chat4all.adapters.storage.webhooks import WebhookStore, fanout
 from chat4all.config import Settings
 from chat4all.domain.model import Channel
 from chat4all.entrypoints.grpc_server import start_grpc
@@ -28,6 +29,7 @@ from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.messages import Messages
+from chat4all.service_layer.webhooks import WebhookDispatcher
 from chat4all.simulator.telegram import QuietServer, TelegramSimulator
 from opskit.logs import MASKER
 
@@ -53,6 +55,7 @@ class Hub:
     bus: EventBus
     telegram_secret: str
     audit: AuditLog
+    webhooks: WebhookStore
     """What Telegram (or the simulator) must send in X-Telegram-Bot-Api-Secret-Token."""
     """Created on first start of an empty database; shown once."""
 
@@ -63,7 +66,9 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
     if settings.database_url.startswith("sqlite"):
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
     store = await SqlStore.open(settings.database_url)
+    store.fanout = fanout
     keys = KeyRing(store)
+    webhooks = WebhookStore(store)
     admin_key = None
     if not await keys.list():
         admin_key, _ = await keys.create(settings.DEFAULT_TENANT, Role.ADMIN, "first admin key")
@@ -116,6 +121,7 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
         async def refresh_gauges() -> None:
             metrics.outbox_depth.set(await store.depth())
             metrics.dead_letters.set(await store.dead_count())
+            metrics.webhook_dead_letters.set(await webhooks.dead_count())
 
         audit = AuditLog(store)
         access = Access(keys, audit, per_key=settings.RATE_PER_KEY, global_=settings.RATE_GLOBAL)
@@ -130,6 +136,7 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
             inbound=inbound,
             bus=bus,
             telegram_secret=telegram_secret,
+            webhooks=webhooks,
         )
         server = QuietServer(
             uvicorn.Config(
@@ -146,6 +153,7 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
         stack.push_async_callback(grpc_server.stop, 5)
         api = asyncio.create_task(server.serve(), name="rest")
         worker = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
+        hooks = asyncio.create_task(WebhookDispatcher(webhooks).run(stop), name="webhooks")
         try:
             while not server.started:
                 if api.done():
@@ -172,8 +180,9 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
                 bus,
                 telegram_secret,
                 audit,
+                webhooks,
             )
         finally:
             server.should_exit = True
             stop.set()
-            await asyncio.gather(api, worker, return_exceptions=True)
+            await asyncio.gather(api, worker, hooks, return_exceptions=True)

@@ -28,6 +28,7 @@ def openapi_document() -> dict[str, Any]:
         inbound=Inbound(_Unused(), bus, lambda _c, _a: ""),  # type: ignore[arg-type]
         bus=bus,
         telegram_secret="unused",  # noqa: S106 - the document only, never served
+        webhooks=_Unused(),  # type: ignore[arg-type]
     )
     return app.openapi()
 

@@ -58,6 +58,11 @@ class HubMetrics:
         self.dead_letters = Gauge(
             "chat4all_dead_letters", "Messages in the dead-letter store.", registry=registry
         )
+        self.webhook_dead_letters = Gauge(
+            "chat4all_webhook_dead_letters",
+            "Webhook deliveries given up on after 24 hours.",
+            registry=registry,
+        )
         self._open: set[str] = set()
 
     # ---- DispatchEvents ----

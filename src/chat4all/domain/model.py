@@ -12,9 +12,9 @@ channel-specific extras in a typed extension field. Its delivery walks the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "Channel",
@@ -28,6 +28,7 @@ __all__ = [
     "StatusEvent",
     "Conversation",
     "TERMINAL_STATUSES",
+    "message_document",
 ]
 
 
@@ -156,3 +157,11 @@ class Message:
     created_at: float
     provider_message_id: str | None = None
     history: tuple[StatusEvent, ...] = field(default=())
+
+
+def message_document(message: Message) -> dict[str, Any]:
+    """A message as clients see it: REST bodies, live events and webhook payloads."""
+    doc = asdict(message)
+    doc["content"]["extensions"] = dict(message.content.extensions)
+    doc["history"] = [asdict(e) for e in message.history]
+    return doc

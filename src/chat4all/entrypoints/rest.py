@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chat4all import __version__
 from chat4all.adapters.storage.keys import Principal
+from chat4all.adapters.storage.webhooks import WebhookStore
 from chat4all.domain.model import (
     Attachment,
     Button,
@@ -31,6 +32,7 @@ from chat4all.domain.model import (
     Location,
     Message,
     Template,
+    message_document,
 )
 from chat4all.errors import AuthError, Chat4AllError, InvalidRequest, RateLimited
 from chat4all.metrics import HubMetrics
@@ -108,18 +110,16 @@ class ContentIn(_Strict):
         )
 
 
+class SubscriptionIn(_Strict):
+    url: str = Field(min_length=8, max_length=2048)
+    events: list[Literal["message.status", "message.inbound"]] = Field(min_length=1)
+
+
 class SendIn(_Strict):
     channel: Channel
     account: str = Field(min_length=1, max_length=128, description="Our account on the channel")
     recipient: str = Field(min_length=1, max_length=128, description="The chat/user on the channel")
     content: ContentIn
-
-
-def _message(message: Message) -> dict[str, Any]:
-    doc = asdict(message)
-    doc["history"] = [asdict(e) for e in message.history]
-    doc["content"]["extensions"] = dict(message.content.extensions)
-    return doc
 
 
 def _conversation(conversation: Conversation) -> dict[str, Any]:
@@ -168,6 +168,7 @@ def create_app(
     inbound: Inbound | None = None,
     bus: EventBus | None = None,
     telegram_secret: str | None = None,
+    webhooks: WebhookStore | None = None,
 ) -> FastAPI:
     app = FastAPI(title="chat4all", version=__version__, openapi_url="/v1/openapi.json")
     app.state.access = access
@@ -203,7 +204,7 @@ def create_app(
             """Messages given up on, with the last error; replay them once the cause is fixed."""
             page = await dead_letters.dead_letters(who.tenant, cursor, limit)
             return {
-                "items": [{"message": _message(m), "error": e} for m, e in page.items],
+                "items": [{"message": message_document(m), "error": e} for m, e in page.items],
                 "next_cursor": page.next_cursor,
             }
 
@@ -212,7 +213,7 @@ def create_app(
             message = await dead_letters.replay(who.tenant, message_id, time.time())
             if on_accepted is not None:
                 on_accepted()
-            return _message(message)
+            return message_document(message)
 
     @app.exception_handler(Chat4AllError)
     async def domain_error(_request: Request, exc: Chat4AllError) -> JSONResponse:
@@ -239,12 +240,12 @@ def create_app(
         if on_accepted is not None and not accepted.replayed:
             on_accepted()
         headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
-        return JSONResponse(_message(accepted.message), status_code=202, headers=headers)
+        return JSONResponse(message_document(accepted.message), status_code=202, headers=headers)
 
     @app.get("/v1/messages/{message_id}", tags=["messages"])
     async def get_message(message_id: str, who: Reader) -> dict[str, Any]:
         """A message with its status history."""
-        return _message(await messages.get(who.tenant, message_id))
+        return message_document(await messages.get(who.tenant, message_id))
 
     @app.get("/v1/conversations", tags=["conversations"])
     async def conversations(
@@ -264,7 +265,7 @@ def create_app(
     ) -> dict[str, Any]:
         """The conversation's messages in send order, a page at a time."""
         page = await messages.history(who.tenant, conversation_id, cursor, limit)
-        return {"items": [_message(m) for m in page.items], "next_cursor": page.next_cursor}
+        return {"items": [message_document(m) for m in page.items], "next_cursor": page.next_cursor}
 
     if inbound is not None:
 
@@ -308,6 +309,23 @@ def create_app(
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             )
+
+    if webhooks is not None:
+
+        @app.post("/v1/subscriptions", status_code=201, tags=["webhooks"])
+        async def subscribe(body: SubscriptionIn, who: Admin) -> dict[str, Any]:
+            """Subscribe a URL to events; the signing secret is in this answer only."""
+            sub, secret = await webhooks.subscribe(who.tenant, body.url, tuple(body.events))
+            return {**asdict(sub), "secret": secret}
+
+        @app.get("/v1/subscriptions", tags=["webhooks"])
+        async def subscriptions(who: Admin) -> dict[str, Any]:
+            return {"items": [asdict(s) for s in await webhooks.of(who.tenant)]}
+
+        @app.delete("/v1/subscriptions/{subscription_id}", status_code=204, tags=["webhooks"])
+        async def unsubscribe(subscription_id: str, who: Admin) -> Response:
+            await webhooks.unsubscribe(who.tenant, subscription_id)
+            return Response(status_code=204)
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, str]:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any, Protocol
 
 from chat4all.adapters.channels.telegram import parse_update
-from chat4all.domain.model import Channel, Message
+from chat4all.domain.model import Channel, Message, message_document
 from chat4all.ports import SendRequest
 from chat4all.service_layer.events import EventBus
 
-__all__ = ["Inbound", "InboundStore", "message_event"]
+__all__ = ["Inbound", "InboundStore"]
 
 
 class InboundStore(Protocol):
@@ -24,13 +23,6 @@ class InboundStore(Protocol):
         provider_message_id: str,
         now: float,
     ) -> Message | None: ...
-
-
-def message_event(message: Message) -> dict[str, Any]:
-    doc = asdict(message)
-    doc["content"]["extensions"] = dict(message.content.extensions)
-    doc["history"] = [asdict(e) for e in message.history]
-    return doc
 
 
 class Inbound:
@@ -57,5 +49,5 @@ class Inbound:
             tenant, request, parsed.update_id, parsed.message_id, self._clock()
         )
         if message is not None:
-            self._bus.publish(tenant, "message.inbound", message_event(message))
+            self._bus.publish(tenant, "message.inbound", message_document(message))
         return message

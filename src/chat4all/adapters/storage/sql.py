@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
@@ -39,11 +39,12 @@ from chat4all.domain.model import (
     StatusEvent,
     Template,
     advances,
+    message_document,
 )
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, InvalidRequest, NotFound
 from chat4all.ports import Accepted, OutboxItem, Page, SendRequest
 
-__all__ = ["SqlStore", "metadata", "sqlite_url"]
+__all__ = ["SqlStore", "Fanout", "metadata", "sqlite_url"]
 
 IDEMPOTENCY_LEASE: Final = 30.0
 """Seconds a reserved key stays "in flight" before another request may take it over."""
@@ -120,6 +121,10 @@ idempotency = sa.Table(
 )
 
 
+Fanout = Callable[[AsyncConnection, str, str, dict[str, Any], float], Awaitable[None]]
+"""``(conn, tenant, event type, data, now)``."""
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
@@ -133,6 +138,9 @@ class SqlStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.fanout: Fanout | None = None
+        """Called inside the transaction of every change a client may subscribe to
+        (``message.status``, ``message.inbound``): webhooks queue their deliveries there."""
 
     @classmethod
     async def open(cls, url: str) -> SqlStore:
@@ -262,7 +270,24 @@ class SqlStore:
                     message_id=message_id,
                 )
             )
-            return await self._message(conn, tenant, message_id)
+            recorded = await self._message(conn, tenant, message_id)
+            if self.fanout is not None:
+                await self.fanout(conn, tenant, "message.inbound", message_document(recorded), now)
+            return recorded
+
+    async def _announce(
+        self, conn: AsyncConnection, item: OutboxItem, status: str, detail: str | None, now: float
+    ) -> None:
+        if self.fanout is None:
+            return
+        message = item.message
+        data = {
+            "id": message.id,
+            "conversation_id": message.conversation_id,
+            "status": status,
+            "detail": detail,
+        }
+        await self.fanout(conn, message.tenant, "message.status", data, now)
 
     async def _reserve(self, tenant: str, key: str, body_hash: str, now: float) -> str | None:
         """Reserve ``key``; the earlier request's message id when it already completed."""
@@ -468,6 +493,7 @@ class SqlStore:
                 .values(provider_message_id=provider_id)
             )
             await self._status(conn, item.message.id, DeliveryStatus.SENT, now, None)
+            await self._announce(conn, item, "sent", None, now)
 
     async def retry(self, item: OutboxItem, at: float, reason: str, now: float) -> None:
         async with self.engine.begin() as conn:
@@ -487,6 +513,7 @@ class SqlStore:
                 .values(state="dead", attempts=item.attempts + 1, last_error=reason)
             )
             await self._status(conn, item.message.id, DeliveryStatus.FAILED, now, reason)
+            await self._announce(conn, item, "failed", reason, now)
 
     async def dead_letters(
         self, tenant: str, cursor: str | None, limit: int

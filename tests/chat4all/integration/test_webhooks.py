@@ -1,0 +1,162 @@
+"""Client webhooks: subscribed events arrive signed at a real receiver; failures retry with
+backoff for 24 h and then dead-letter (fake clock, httpx's MockTransport at the edge)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request, Response
+
+from chat4all.adapters.storage.sql import SqlStore
+from chat4all.adapters.storage.webhooks import WebhookStore, fanout
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
+from chat4all.config import load_settings
+from chat4all.service_layer.webhooks import GIVE_UP_AFTER, WebhookDispatcher, verify
+from chat4all.simulator.telegram import QuietServer
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
+    async with running_hub(settings, asyncio.Event()) as running:
+        yield running
+
+
+class Receiver:
+    """A client's webhook endpoint that checks every signature it gets."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self.bad_signatures = 0
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/hook")
+        async def hook(request: Request) -> Response:
+            body = await request.body()
+            ok = verify(
+                self.secret,
+                request.headers["X-Chat4All-Timestamp"],
+                body,
+                request.headers["X-Chat4All-Signature"],
+                now=time.time(),
+            )
+            if not ok:
+                self.bad_signatures += 1
+                return Response(status_code=401)
+            self.received.append((request.headers["X-Chat4All-Event"], json.loads(body)))
+            return Response(status_code=204)
+
+        return app
+
+
+async def test_subscribed_events_arrive_signed(hub: Hub) -> None:
+    receiver = Receiver()
+    server = QuietServer(
+        uvicorn.Config(receiver.app(), port=0, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/hook"
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    try:
+        async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
+            created = await client.post(
+                "/v1/subscriptions",
+                json={"url": url, "events": ["message.status", "message.inbound"]},
+            )
+            assert created.status_code == 201
+            receiver.secret = created.json()["secret"]
+            listed = (await client.get("/v1/subscriptions")).json()["items"]
+            assert [s["id"] for s in listed] == [created.json()["id"]]
+            assert "secret" not in listed[0]
+            sent = await client.post(
+                "/v1/messages",
+                json={
+                    "channel": "telegram",
+                    "account": SIMULATOR_ACCOUNT,
+                    "recipient": "42",
+                    "content": {"text": "hi"},
+                },
+            )
+            assert hub.simulator is not None
+            update = hub.simulator.update(42, "hello back")
+            webhook = f"{hub.url}/v1/channels/telegram/{SIMULATOR_ACCOUNT}/webhook"
+            assert await hub.simulator.push(webhook, hub.telegram_secret, update) == 200
+            deadline = time.monotonic() + 10
+            while len(receiver.received) < 2:
+                assert time.monotonic() < deadline, receiver.received
+                await asyncio.sleep(0.05)
+            bad = await client.post(
+                "/v1/subscriptions", json={"url": url, "events": ["message.deleted"]}
+            )
+            assert bad.status_code == 422
+    finally:
+        server.should_exit = True
+        await task
+    kinds = dict(receiver.received)
+    assert kinds["message.status"]["data"]["id"] == sent.json()["id"]
+    assert kinds["message.status"]["data"]["status"] == "sent"
+    assert kinds["message.inbound"]["data"]["content"]["text"] == "hello back"
+    assert receiver.bad_signatures == 0
+
+
+async def test_failures_retry_with_backoff_and_dead_letter_after_24h(store: SqlStore) -> None:
+    webhooks = WebhookStore(store)
+    sub, secret = await webhooks.subscribe("t1", "https://client.example/hook", ("message.status",))
+    async with store.engine.begin() as conn:
+        await fanout(conn, "t1", "message.status", {"id": "m_1", "status": "sent"}, 1000.0)
+        await fanout(
+            conn, "t2", "message.status", {"id": "m_2", "status": "sent"}, 1000.0
+        )  # not subscribed
+    calls: list[httpx.Request] = []
+    answers = iter([500, 503])
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(next(answers, 502))
+
+    clock = [1000.0]
+    dispatcher = WebhookDispatcher(
+        webhooks,
+        clock=lambda: clock[0],
+        rng=random.Random(3),
+        transport=httpx.MockTransport(respond),
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(respond)) as client:
+        assert await dispatcher.round(client) == 1
+        assert await dispatcher.round(client) == 0  # waiting for its backoff
+        clock[0] += 10
+        assert await dispatcher.round(client) == 1
+        while clock[0] - 1000.0 < GIVE_UP_AFTER + 3600:
+            clock[0] += 60
+            await dispatcher.round(client)
+    assert len(calls) >= 10
+    first = calls[0]
+    assert verify(
+        secret,
+        first.headers["X-Chat4All-Timestamp"],
+        first.content,
+        first.headers["X-Chat4All-Signature"],
+        now=1000.0,
+    )
+    assert json.loads(first.content)["data"] == {"id": "m_1", "status": "sent"}
+    assert len({c.headers["X-Chat4All-Delivery"] for c in calls}) == 1  # one delivery, retried
+    assert await webhooks.dead_count() == 1
+    assert sub.tenant == "t1"
+    # backoff grew: later attempts are far apart, and none came after the 24 h mark plus one
+    stamps = [int(c.headers["X-Chat4All-Timestamp"]) for c in calls]
+    assert stamps[-1] - stamps[-2] > stamps[2] - stamps[1]
+    assert stamps[-1] - 1000 <= GIVE_UP_AFTER + 3600
