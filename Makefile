@@ -12,13 +12,14 @@ STAMP := $(VENV)/.installed
 WHEELHOUSE := .cache/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
 
-.PHONY: run test lint typecheck pytest bench bench-systemd contracts deps system-deps demo clean help
+.PHONY: run test lint typecheck pytest bench bench-chat4all bench-systemd contracts deps system-deps demo clean help
 
 help:
 	@echo "make run    - install what is missing, then run tgstream (preview) and chat4all side by side"
 	@echo "make test   - install what is missing, then lint, type-check and run the whole test suite"
 	@echo "make bench  - run the benchmarks in bench/ and print their tables"
 	@echo "make bench-systemd - (root) kill -9 restart times on a real systemd, 20 rounds"
+	@echo "make bench-chat4all - chat4all send throughput and latency, REST and gRPC, against a ceiling"
 
 # apt only when something is missing, so repeated runs stay fast and work offline. The packages'
 # own services (nginx on :80, prometheus on :9090) are not started: we need only their binaries
@@ -81,6 +82,9 @@ contracts: deps
 
 bench: deps
 	$(BIN)/python -m bench
+
+bench-chat4all: deps
+	$(BIN)/python -m bench chat4all
 
 bench-systemd: deps $(WHEELHOUSE_STAMP)
 	$(BIN)/python -m bench systemd

@@ -49,6 +49,11 @@ def write_section(title: str, body: str) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["chat4all"]:
+        from bench import chat4all_bench
+
+        write_section("chat4all", chat4all_bench.run(machine()))
+        return 0
     if sys.argv[1:] == ["systemd"]:
         from bench import systemd_bench
 

@@ -178,3 +178,22 @@ async def test_dead_letters_are_listed_replayed_and_counted_in_metrics(hub: Hub)
             "/v1/dead-letters", headers={"Authorization": f"Bearer {reader_key}"}
         )
         assert forbidden.status_code == 403
+
+
+async def test_concurrent_senders_to_the_same_new_conversations_all_succeed(hub: Hub) -> None:
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
+        answers = await asyncio.gather(
+            *(
+                client.post("/v1/messages", json=body(f"c{n}", recipient=str(n % 5)))
+                for n in range(60)
+            )
+        )
+    assert [a.status_code for a in answers] == [202] * 60, [
+        a.text for a in answers if a.status_code != 202
+    ][:3]
+    seqs: dict[str, list[int]] = {}
+    for a in answers:
+        seqs.setdefault(a.json()["conversation_id"], []).append(a.json()["seq"])
+    assert len(seqs) == 5
+    assert all(sorted(s) == list(range(1, 13)) for s in seqs.values())

@@ -58,12 +58,13 @@ def _digest(
 class AuditLog:
     def __init__(self, store: SqlStore) -> None:
         self._engine = store.engine
+        self._store = store
         self._lock = asyncio.Lock()
         """Appends in this process, one at a time: each reads the hash the previous wrote."""
 
     async def append(self, event: str, tenant: str | None, actor: str | None, detail: str) -> None:
         at = time.time()
-        async with self._lock, self._engine.begin() as conn:
+        async with self._lock, self._store.transaction() as conn:
             prev = (
                 await conn.execute(
                     sa.select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)

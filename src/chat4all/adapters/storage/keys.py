@@ -8,6 +8,7 @@ that time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -73,8 +74,10 @@ class KeyInfo:
 class KeyRing:
     def __init__(self, store: SqlStore, cache_seconds: float = 60.0) -> None:
         self._engine = store.engine
+        self._store = store
         self._hasher = PasswordHasher()  # argon2id with the library's current defaults
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._verifying: dict[str, asyncio.Future[Principal]] = {}
         self._cache_seconds = cache_seconds
 
     async def create(self, tenant: str, role: Role, name: str = "") -> tuple[str, KeyInfo]:
@@ -82,13 +85,14 @@ class KeyRing:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         now = time.time()
-        async with self._engine.begin() as conn:
+        hashed = await asyncio.to_thread(self._hasher.hash, secret)
+        async with self._store.transaction() as conn:
             await conn.execute(
                 api_keys.insert().values(
                     id=key_id,
                     tenant=tenant,
                     role=role.value,
-                    hash=self._hasher.hash(secret),
+                    hash=hashed,
                     name=name,
                     created_at=now,
                 )
@@ -107,7 +111,7 @@ class KeyRing:
         ]
 
     async def revoke(self, key_id: str) -> bool:
-        async with self._engine.begin() as conn:
+        async with self._store.transaction() as conn:
             done = await conn.execute(
                 api_keys.update()
                 .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
@@ -123,6 +127,16 @@ class KeyRing:
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        # One verification per key at a time: a burst of requests with a new key waits for the
+        # first one instead of each paying for argon2.
+        pending = self._verifying.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._verify(presented, digest))
+            self._verifying[digest] = pending
+            pending.add_done_callback(lambda _f: self._verifying.pop(digest, None))
+        return await asyncio.shield(pending)
+
+    async def _verify(self, presented: str, digest: str) -> Principal:
         parts = presented.split("_", 2)
         if len(parts) != 3 or parts[0] != "c4a":
             raise AuthError("malformed API key (expected c4a_<id>_<secret>)")
@@ -131,7 +145,8 @@ class KeyRing:
         if row is None or row.revoked_at is not None:
             raise AuthError("unknown or revoked API key")
         try:
-            self._hasher.verify(row.hash, parts[2])
+            # argon2 costs tens of milliseconds of CPU by design: off the event loop.
+            await asyncio.to_thread(self._hasher.verify, row.hash, parts[2])
         except (VerificationError, InvalidHashError):
             raise AuthError("unknown or revoked API key") from None
         principal = Principal(row.id, row.tenant, Role(row.role))

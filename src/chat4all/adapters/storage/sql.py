@@ -16,15 +16,19 @@ Guarantees, all from transactions:
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from chat4all.domain.model import (
@@ -125,6 +129,13 @@ Fanout = Callable[[AsyncConnection, str, str, dict[str, Any], float], Awaitable[
 """``(conn, tenant, event type, data, now)``."""
 
 
+def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    """INSERT with ON CONFLICT support, in the connection's dialect (SQLite, PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql_insert(table)
+    return sqlite_insert(table)
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
@@ -138,6 +149,7 @@ class SqlStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self.fanout: Fanout | None = None
         """Called inside the transaction of every change a client may subscribe to
         (``message.status``, ``message.inbound``): webhooks queue their deliveries there."""
@@ -163,6 +175,17 @@ class SqlStore:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """The one way to write. SQLite has one writer at a time anyway: taking turns here
+        means a transaction never fails upgrading its read lock ("database is locked")."""
+        if self._writer is None:
+            async with self.transaction() as conn:
+                yield conn
+            return
+        async with self._writer, self.engine.begin() as conn:
+            yield conn
+
     async def ready(self) -> bool:
         async with self.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
@@ -177,7 +200,7 @@ class SqlStore:
             replay = await self._reserve(tenant, *idempotency_key, now)
             if replay is not None:
                 return Accepted(await self.get(tenant, replay), replayed=True)
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             conversation = await self._conversation(conn, tenant, request, now)
             seq = await self._next_seq(conn, conversation)
             message_id = _new_id("m_")
@@ -229,7 +252,7 @@ class SqlStore:
     ) -> Message | None:
         """Store a received message (``request.recipient`` is the other side); ``None`` when
         this provider update was already recorded (providers redeliver)."""
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             seen = (
                 await conn.execute(
                     sa.select(inbound_updates.c.message_id).where(
@@ -291,7 +314,7 @@ class SqlStore:
 
     async def _reserve(self, tenant: str, key: str, body_hash: str, now: float) -> str | None:
         """Reserve ``key``; the earlier request's message id when it already completed."""
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             row = (
                 await conn.execute(
                     sa.select(idempotency).where(
@@ -432,7 +455,7 @@ class SqlStore:
     # ---- the outbox ----------------------------------------------------------------------------
 
     async def recover(self) -> int:
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             result = await conn.execute(
                 outbox.update().where(outbox.c.state == "inflight").values(state="pending")
             )
@@ -456,7 +479,7 @@ class SqlStore:
             .order_by(outbox.c.available_at)
             .limit(limit)
         )
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             rows = (await conn.execute(query)).all()
             if not rows:
                 return []
@@ -485,7 +508,7 @@ class SqlStore:
             return items
 
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             await conn.execute(outbox.delete().where(outbox.c.message_id == item.message.id))
             await conn.execute(
                 messages.update()
@@ -496,7 +519,7 @@ class SqlStore:
             await self._announce(conn, item, "sent", None, now)
 
     async def retry(self, item: OutboxItem, at: float, reason: str, now: float) -> None:
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.message_id == item.message.id)
@@ -506,7 +529,7 @@ class SqlStore:
             )
 
     async def dead(self, item: OutboxItem, reason: str, now: float) -> None:
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.message_id == item.message.id)
@@ -539,7 +562,7 @@ class SqlStore:
 
     async def replay(self, tenant: str, message_id: str, now: float) -> Message:
         """Put a dead letter back in the outbox, from attempt zero; its status is queued again."""
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             owned = (
                 await conn.execute(
                     sa.select(outbox.c.message_id)

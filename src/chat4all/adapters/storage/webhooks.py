@@ -106,6 +106,7 @@ async def fanout(
 class WebhookStore:
     def __init__(self, store: SqlStore) -> None:
         self._engine = store.engine
+        self._store = store
 
     async def subscribe(
         self, tenant: str, url: str, events: tuple[str, ...]
@@ -118,7 +119,7 @@ class WebhookStore:
             raise InvalidRequest(f"events must be some of {', '.join(EVENT_TYPES)}", field="events")
         sub = Subscription("s_" + secrets.token_hex(10), tenant, url, tuple(events), time.time())
         secret = "whsec_" + secrets.token_urlsafe(24)
-        async with self._engine.begin() as conn:
+        async with self._store.transaction() as conn:
             await conn.execute(
                 subscriptions.insert().values(
                     id=sub.id,
@@ -146,7 +147,7 @@ class WebhookStore:
         ]
 
     async def unsubscribe(self, tenant: str, subscription_id: str) -> None:
-        async with self._engine.begin() as conn:
+        async with self._store.transaction() as conn:
             done = await conn.execute(
                 subscriptions.delete().where(
                     subscriptions.c.id == subscription_id, subscriptions.c.tenant == tenant
@@ -159,7 +160,7 @@ class WebhookStore:
             )
 
     async def recover(self) -> int:
-        async with self._engine.begin() as conn:
+        async with self._store.transaction() as conn:
             done = await conn.execute(
                 webhook_outbox.update()
                 .where(webhook_outbox.c.state == "inflight")
@@ -175,7 +176,7 @@ class WebhookStore:
             .order_by(webhook_outbox.c.id)
             .limit(limit)
         )
-        async with self._engine.begin() as conn:
+        async with self._store.transaction() as conn:
             rows = (await conn.execute(query)).all()
             if rows:
                 await conn.execute(
@@ -191,11 +192,11 @@ class WebhookStore:
         ]
 
     async def delivered(self, delivery: Delivery) -> None:
-        async with self._engine.begin() as conn:
+        async with self._store.transaction() as conn:
             await conn.execute(webhook_outbox.delete().where(webhook_outbox.c.id == delivery.id))
 
     async def retry(self, delivery: Delivery, at: float, error: str) -> None:
-        async with self._engine.begin() as conn:
+        async with self._store.transaction() as conn:
             await conn.execute(
                 webhook_outbox.update()
                 .where(webhook_outbox.c.id == delivery.id)
@@ -208,7 +209,7 @@ class WebhookStore:
             )
 
     async def dead(self, delivery: Delivery, error: str) -> None:
-        async with self._engine.begin() as conn:
+        async with self._store.transaction() as conn:
             await conn.execute(
                 webhook_outbox.update()
                 .where(webhook_outbox.c.id == delivery.id)

@@ -1,0 +1,242 @@
+"""chat4all send throughput and accept latency over REST and gRPC, against a ceiling.
+
+Each server runs in its own process (`chat4all serve` on a fresh SQLite database, its dispatcher
+delivering to the embedded simulator meanwhile; the ceiling from ``bench.ceiling``); the load
+comes from this process:
+
+- **throughput**: 32 concurrent senders for ``SECONDS`` s, closed loop (send, await, send);
+- **latency at a fixed rate**: an open loop at ``RATE`` msg/s for ``SECONDS`` s, each request
+  timed from its scheduled start, so a slow server shows as latency, not as a lower rate.
+
+Sides run one after the other in the same run; compare ratios, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+from tests.tgstream.harness import free_port
+
+from chat4all.grpc_api.v1 import messages_pb2 as pb
+from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
+
+SECONDS = 10.0
+RATE = 500
+CONCURRENCY = 32
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Served:
+    def __init__(self, argv: list[str], env: dict[str, str], ready: str) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log = ""
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + 30
+        for line in self.proc.stderr:
+            self.log += line
+            if re.search(ready, self.log):
+                break
+            assert time.monotonic() < deadline, self.log
+        # keep draining, or a full pipe would stall the server
+        import threading
+
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr or ()], daemon=True).start()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+async def _closed_loop(send: Callable[[int], Awaitable[None]]) -> tuple[int, list[float]]:
+    done = 0
+    latencies: list[float] = []
+    deadline = time.perf_counter() + SECONDS
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        n = 0
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            await send(w * 1_000_000 + n)
+            latencies.append(time.perf_counter() - began)
+            done += 1
+            n += 1
+
+    await asyncio.gather(*(worker(w) for w in range(CONCURRENCY)))
+    return done, latencies
+
+
+async def _open_loop(send: Callable[[int], Awaitable[None]]) -> list[float]:
+    latencies: list[float] = []
+    start = time.perf_counter()
+    tasks = []
+
+    async def one(n: int, due: float) -> None:
+        await send(n)
+        latencies.append(time.perf_counter() - due)
+
+    for n in range(int(RATE * SECONDS)):
+        due = start + n / RATE
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(n, due)))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+def _body(n: int) -> dict[str, Any]:
+    return {
+        "channel": "telegram",
+        "account": "sim-bot",
+        "recipient": str(n % 200),
+        "content": {"text": f"m{n}"},
+    }
+
+
+async def _measure(send: Callable[[int], Awaitable[None]]) -> dict[str, float]:
+    await asyncio.gather(*(send(-n - 1) for n in range(50)))  # warm-up
+    count, _ = await _closed_loop(send)
+    fixed = await _open_loop(send)
+    return {
+        "throughput": count / SECONDS,
+        "p50_ms": statistics.median(fixed) * 1000,
+        "p99_ms": _percentile(fixed, 0.99) * 1000,
+    }
+
+
+def _hub() -> tuple[Served, str, str]:
+    data = tempfile.mkdtemp(prefix="chat4all-bench-")
+    port, grpc_port = free_port(), free_port()
+    served = Served(
+        [sys.executable, "-m", "chat4all", "serve"],
+        {
+            "CHAT4ALL_DATA_DIR": data,
+            "CHAT4ALL_PORT": str(port),
+            "CHAT4ALL_GRPC_PORT": str(grpc_port),
+            "CHAT4ALL_SIMULATOR_PORT": str(free_port()),
+            "CHAT4ALL_RATE_PER_KEY": "0",
+            "CHAT4ALL_LOG_LEVEL": "WARNING",
+        },
+        r"c4a_[A-Za-z0-9_-]+",
+    )
+    key = re.search(r"(c4a_[A-Za-z0-9_-]+)", served.log).group(1)  # type: ignore[union-attr]
+    return served, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}|{key}"
+
+
+async def _rest(url: str, key: str) -> dict[str, float]:
+    limits = httpx.Limits(
+        max_connections=CONCURRENCY * 4, max_keepalive_connections=CONCURRENCY * 4
+    )
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, timeout=30, headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+
+        async def send(n: int) -> None:
+            answer = await client.post("/v1/messages", json=_body(n))
+            assert answer.status_code == 202, answer.text
+
+        return await _measure(send)
+
+
+async def _grpc(target: str, key: str) -> dict[str, float]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.MessagesStub(channel)
+        metadata = (("authorization", f"Bearer {key}"),)
+
+        async def send(n: int) -> None:
+            b = _body(n)
+            await stub.Send(
+                pb.SendRequest(
+                    channel=pb.TELEGRAM,
+                    account=b["account"],
+                    recipient=b["recipient"],
+                    content=pb.Content(text=b["content"]["text"]),
+                ),
+                metadata=metadata,
+            )
+
+        return await _measure(send)
+
+
+async def _ceiling(url: str) -> dict[str, float]:
+    limits = httpx.Limits(
+        max_connections=CONCURRENCY * 4, max_keepalive_connections=CONCURRENCY * 4
+    )
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def send(n: int) -> None:
+            answer = await client.post("/insert", json=_body(n))
+            assert answer.status_code == 202
+
+        return await _measure(send)
+
+
+def run(machine: str) -> str:
+    results: dict[str, dict[str, float]] = {}
+    served, url, target_key = _hub()
+    target, key = target_key.split("|")
+    try:
+        results["REST"] = asyncio.run(_rest(url, key))
+        results["gRPC"] = asyncio.run(_grpc(target, key))
+    finally:
+        served.stop()
+    port = free_port()
+    ceiling = Served(
+        [sys.executable, "-m", "bench.ceiling", str(port), str(Path(tempfile.mkdtemp()) / "c.db")],
+        {},
+        r"",
+    )
+    time.sleep(1.5)
+    try:
+        results["ceiling (one SQLite insert)"] = asyncio.run(_ceiling(f"http://127.0.0.1:{port}"))
+    finally:
+        ceiling.stop()
+    top = results["ceiling (one SQLite insert)"]["throughput"]
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        f"Run on {stamp} with `make bench-chat4all` (`python -m bench chat4all`), on {machine}.",
+        "",
+        f"| side | throughput, {CONCURRENCY} senders (msg/s) | share of the ceiling | accept latency at {RATE} msg/s: p50 / p99 (ms) |",
+        "|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        share = f"{r['throughput'] / top:.0%}" if not name.startswith("ceiling") else "100%"
+        lines.append(
+            f"| {name} | {r['throughput']:.0f} | {share} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} |"
+        )
+    rest = results["REST"]
+    lines += [
+        "",
+        f"Targets: p99 accept latency ≤ 50 ms at {RATE} msg/s over REST: "
+        f"{'met' if rest['p99_ms'] <= 50 else '**missed**'} ({rest['p99_ms']:.1f} ms); "
+        f"≥ 50% of the ceiling: {'met' if rest['throughput'] >= 0.5 * top else '**missed**'} "
+        f"({rest['throughput'] / top:.0%}).",
+        "",
+        __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
+    ]
+    print(json.dumps(results, indent=1), file=sys.stderr)
+    return "\n".join(lines)
