@@ -19,9 +19,10 @@ from chat4all import __version__
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, running_hub
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, SIMULATOR_TOKEN, running_hub
 from chat4all.config import Settings, load_settings
 from chat4all.errors import Chat4AllError
+from chat4all.simulator.telegram import TelegramSimulator
 from opskit.lifecycle import run_until_stopped
 from opskit.logs import MASKER, setup_logging
 
@@ -70,6 +71,27 @@ def serve(env_file: EnvFile = Path(".env")) -> None:
                     f'"telegram", "account": "{SIMULATOR_ACCOUNT}", "recipient": '
                     '"42", "content": {"text": "hello"}}\''
                 )
+            await stop.wait()
+        return 0
+
+    raise typer.Exit(run_until_stopped(main))
+
+
+@app.command()
+def simulator(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8081,
+    token: Annotated[
+        list[str] | None,
+        typer.Option(help="Bot tokens it accepts (repeat); default: the embedded one."),
+    ] = None,
+) -> None:
+    """Run the Telegram Bot API simulator alone (point CHAT4ALL_TELEGRAM_API_URL at it)."""
+    setup_logging("INFO")
+    sim = TelegramSimulator(tokens=set(token or [SIMULATOR_TOKEN]))
+
+    async def main(stop: asyncio.Event) -> int:
+        async with sim.running(port=port) as url:
+            log.info("Telegram Bot API simulator on %s", url)
             await stop.wait()
         return 0
 

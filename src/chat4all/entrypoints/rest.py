@@ -19,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as Message_
 
 from chat4all import __version__
 from chat4all.adapters.storage.keys import Principal
@@ -126,6 +128,37 @@ def _conversation(conversation: Conversation) -> dict[str, Any]:
     return asdict(conversation)
 
 
+class _Measure:
+    """Request metrics as a plain ASGI middleware (Starlette's BaseHTTPMiddleware costs a task
+    and a stream copy per request)."""
+
+    def __init__(self, app: ASGIApp, metrics: HubMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message_) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            self.metrics.requests.labels(template, method, str(status)).inc()
+            self.metrics.latency.labels(template, method).observe(time.perf_counter() - began)
+
+
 def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": code, "message": message, "field": field}}, status_code=status
@@ -174,18 +207,7 @@ def create_app(
     app.state.access = access
 
     if metrics is not None:
-
-        @app.middleware("http")
-        async def measure(
-            request: Request, call_next: Callable[[Request], Awaitable[Response]]
-        ) -> Response:
-            began = time.perf_counter()
-            response = await call_next(request)
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            metrics.requests.labels(template, request.method, str(response.status_code)).inc()
-            metrics.latency.labels(template, request.method).observe(time.perf_counter() - began)
-            return response
+        app.add_middleware(_Measure, metrics=metrics)
 
         @app.get("/metrics", tags=["operations"], include_in_schema=False)
         async def scrape() -> Response:

@@ -4,7 +4,8 @@ Guarantees, all from transactions:
 
 - **Durable accept.** The conversation's next ``seq``, the message, its first status events,
   its outbox row and the idempotency record are written in one transaction: once ``accept``
-  returns, the message survives ``kill -9``.
+  returns, the message survives ``kill -9``. Concurrent accepts share a transaction (group
+  commit: one fsync for many messages); each returns only after its own commit.
 - **Idempotency.** A key is reserved first (``in_flight``, with a lease), then completed with the
   response in the accept transaction. The same key and body replays the stored message; another
   body is refused; a key whose first request is still running gives "in flight". A reservation
@@ -22,7 +23,7 @@ import contextlib
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,6 +51,8 @@ from chat4all.ports import Accepted, OutboxItem, Page, SendRequest
 
 __all__ = ["SqlStore", "Fanout", "metadata", "sqlite_url"]
 
+_GROUP_MAX: Final = 128
+"""Accepts committed together at most (one transaction, one fsync)."""
 IDEMPOTENCY_LEASE: Final = 30.0
 """Seconds a reserved key stays "in flight" before another request may take it over."""
 
@@ -129,6 +132,14 @@ Fanout = Callable[[AsyncConnection, str, str, dict[str, Any], float], Awaitable[
 """``(conn, tenant, event type, data, now)``."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    tenant: str
+    request: SendRequest
+    idempotency_key: str | None
+    now: float
+
+
 def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     """INSERT with ON CONFLICT support, in the connection's dialect (SQLite, PostgreSQL)."""
     if conn.dialect.name == "postgresql":
@@ -150,6 +161,8 @@ class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._pending: asyncio.Queue[tuple[_Job, asyncio.Future[Message]]] = asyncio.Queue()
+        self._grouper: asyncio.Task[None] | None = None
         self.fanout: Fanout | None = None
         """Called inside the transaction of every change a client may subscribe to
         (``message.status``, ``message.inbound``): webhooks queue their deliveries there."""
@@ -173,6 +186,10 @@ class SqlStore:
         return cls(engine)
 
     async def close(self) -> None:
+        if self._grouper is not None:
+            self._grouper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._grouper
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
@@ -200,47 +217,91 @@ class SqlStore:
             replay = await self._reserve(tenant, *idempotency_key, now)
             if replay is not None:
                 return Accepted(await self.get(tenant, replay), replayed=True)
-        async with self.transaction() as conn:
-            conversation = await self._conversation(conn, tenant, request, now)
-            seq = await self._next_seq(conn, conversation)
-            message_id = _new_id("m_")
-            await conn.execute(
-                messages.insert().values(
-                    id=message_id,
-                    tenant=tenant,
-                    conversation_id=conversation,
-                    seq=seq,
-                    direction="outbound",
-                    content=_dump_content(request.content),
-                    status=DeliveryStatus.QUEUED.value,
-                    created_at=now,
-                )
+        job = _Job(tenant, request, idempotency_key[0] if idempotency_key else None, now)
+        return Accepted(await self._commit_in_group(job), replayed=False)
+
+    async def _commit_in_group(self, job: _Job) -> Message:
+        """Group commit: concurrent accepts share one transaction (one fsync); each caller
+        returns only once its own message is committed."""
+        if self._grouper is None or self._grouper.done():
+            self._grouper = asyncio.create_task(self._group_commits(), name="group-commit")
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        await self._pending.put((job, future))
+        return await asyncio.shield(future)
+
+    async def _group_commits(self) -> None:
+        while True:
+            batch = [await self._pending.get()]
+            while not self._pending.empty() and len(batch) < _GROUP_MAX:
+                batch.append(self._pending.get_nowait())
+            try:
+                async with self.transaction() as conn:
+                    written = [await self._insert_outbound(conn, job) for job, _ in batch]
+            except Exception as exc:  # nothing of the batch committed: every caller hears it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), message in zip(batch, written, strict=True):
+                if not future.done():
+                    future.set_result(message)
+
+    async def _insert_outbound(self, conn: AsyncConnection, job: _Job) -> Message:
+        tenant, request, now = job.tenant, job.request, job.now
+        conversation = await self._conversation(conn, tenant, request, now)
+        seq = await self._next_seq(conn, conversation)
+        message_id = _new_id("m_")
+        await conn.execute(
+            messages.insert().values(
+                id=message_id,
+                tenant=tenant,
+                conversation_id=conversation,
+                seq=seq,
+                direction="outbound",
+                content=_dump_content(request.content),
+                status=DeliveryStatus.QUEUED.value,
+                created_at=now,
             )
-            await conn.execute(
-                status_events.insert(),
-                [
-                    {"message_id": message_id, "status": DeliveryStatus.ACCEPTED.value, "at": now},
-                    {"message_id": message_id, "status": DeliveryStatus.QUEUED.value, "at": now},
-                ],
+        )
+        await conn.execute(
+            status_events.insert(),
+            [
+                {"message_id": message_id, "status": DeliveryStatus.ACCEPTED.value, "at": now},
+                {"message_id": message_id, "status": DeliveryStatus.QUEUED.value, "at": now},
+            ],
+        )
+        await conn.execute(
+            outbox.insert().values(
+                message_id=message_id,
+                conversation_id=conversation,
+                seq=seq,
+                state="pending",
+                attempts=0,
+                available_at=now,
             )
+        )
+        if job.idempotency_key is not None:
             await conn.execute(
-                outbox.insert().values(
-                    message_id=message_id,
-                    conversation_id=conversation,
-                    seq=seq,
-                    state="pending",
-                    attempts=0,
-                    available_at=now,
-                )
+                idempotency.update()
+                .where(idempotency.c.tenant == tenant, idempotency.c.key == job.idempotency_key)
+                .values(message_id=message_id)
             )
-            if idempotency_key is not None:
-                await conn.execute(
-                    idempotency.update()
-                    .where(idempotency.c.tenant == tenant, idempotency.c.key == idempotency_key[0])
-                    .values(message_id=message_id)
-                )
-            message = await self._message(conn, tenant, message_id)
-        return Accepted(message, replayed=False)
+        history = (
+            StatusEvent(DeliveryStatus.ACCEPTED, now),
+            StatusEvent(DeliveryStatus.QUEUED, now),
+        )
+        return Message(
+            message_id,
+            tenant,
+            conversation,
+            seq,
+            "outbound",
+            request.content,
+            DeliveryStatus.QUEUED,
+            now,
+            None,
+            history,
+        )
 
     async def record_inbound(
         self,
@@ -488,24 +549,31 @@ class SqlStore:
                 .where(outbox.c.message_id.in_([r.message_id for r in rows]))
                 .values(state="inflight")
             )
-            items = []
-            for row in rows:
-                message_row = (
-                    await conn.execute(sa.select(messages).where(messages.c.id == row.message_id))
-                ).one()
-                conversation_row = (
+            ids = [r.message_id for r in rows]
+            found = {
+                m.id: m
+                for m in (
+                    await conn.execute(sa.select(messages).where(messages.c.id.in_(ids)))
+                ).all()
+            }
+            threads = {
+                c.id: c
+                for c in (
                     await conn.execute(
-                        sa.select(conversations).where(conversations.c.id == row.conversation_id)
+                        sa.select(conversations).where(
+                            conversations.c.id.in_({r.conversation_id for r in rows})
+                        )
                     )
-                ).one()
-                items.append(
-                    OutboxItem(
-                        _to_message(message_row, ()),
-                        _to_conversation(conversation_row),
-                        int(row.attempts),
-                    )
+                ).all()
+            }
+            return [
+                OutboxItem(
+                    _to_message(found[r.message_id], ()),
+                    _to_conversation(threads[r.conversation_id]),
+                    int(r.attempts),
                 )
-            return items
+                for r in rows
+            ]
 
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
         async with self.transaction() as conn:
