@@ -13,7 +13,7 @@ from typing import Final
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from chat4all.adapters.channels.telegram import TelegramConnector
+from chat4all.adapters.channels.telegram import TelegramConnector, TelegramPoller
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
@@ -154,6 +154,13 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
         api = asyncio.create_task(server.serve(), name="rest")
         worker = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
         hooks = asyncio.create_task(WebhookDispatcher(webhooks).run(stop), name="webhooks")
+        pollers = [
+            asyncio.create_task(
+                TelegramPoller(account, token, inbound.telegram_update, api_url=api_url).run(stop),
+                name=f"telegram-poll-{account}",
+            )
+            for account, token in (tokens.items() if settings.TELEGRAM_POLLING else ())
+        ]
         try:
             while not server.started:
                 if api.done():
@@ -185,4 +192,6 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
         finally:
             server.should_exit = True
             stop.set()
-            await asyncio.gather(api, worker, hooks, return_exceptions=True)
+            for poller in pollers:  # parked in a long poll: nothing to finish
+                poller.cancel()
+            await asyncio.gather(api, worker, hooks, *pollers, return_exceptions=True)

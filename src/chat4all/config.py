@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     TELEGRAM_WEBHOOK_SECRET: SecretStr | None = None
     """The secret_token given to setWebhook; Telegram sends it back with every update. Empty
     on the embedded default: a random one, shared with the simulator."""
+    TELEGRAM_POLLING: bool = False
+    """Receive updates with getUpdates long polling instead of the webhook."""
     DEFAULT_TENANT: str = "default"
     """The tenant that owns the configured channel accounts (and the first admin key)."""
     SIMULATOR_PORT: int = Field(default=8081, ge=0, le=65535)

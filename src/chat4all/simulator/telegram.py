@@ -68,11 +68,14 @@ class TelegramSimulator:
     faults: list[Fault] = field(default_factory=list)
     """Answered to the next send calls, one each, before anything is recorded."""
     blocked: set[str] = field(default_factory=set)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    """Waiting for getUpdates (``enqueue``); confirmed ones are dropped as the offset passes."""
     latency: float = 0.0
     """Seconds each call takes (to catch a crash mid-call in tests)."""
     calls: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(500_001))
+    _new_update: asyncio.Event = field(default_factory=asyncio.Event)
 
     def throttle(self, retry_after: int, times: int = 1) -> None:
         self.faults += [
@@ -104,6 +107,23 @@ class TelegramSimulator:
             answer = await client.post(webhook_url, json=update, headers=headers)
         return answer.status_code
 
+    def enqueue(self, update: dict[str, Any]) -> None:
+        """Make ``update`` available to getUpdates (long polling)."""
+        self.updates.append(update)
+        self._new_update.set()
+
+    async def _get_updates(self, body: dict[str, Any]) -> JSONResponse:
+        offset = int(body.get("offset") or 0)
+        timeout = min(float(body.get("timeout") or 0), 50.0)
+        limit = int(body.get("limit") or 100)
+        # As the Bot API: an offset confirms (forgets) every update before it.
+        self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        if not self.updates and timeout > 0:
+            self._new_update.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_update.wait(), timeout)
+        return _ok_list(self.updates[:limit])
+
     def texts(self, chat: str | None = None) -> list[str]:
         return [
             s.body.get("text", "")
@@ -123,6 +143,8 @@ class TelegramSimulator:
                 body = await request.json()
             except ValueError:
                 body = dict(await request.form())
+            if method == "getUpdates" and token in self.tokens:
+                return await self._get_updates(body)
             return self._answer(token, method, body)
 
         @app.get("/_sim/sent")
@@ -164,7 +186,14 @@ class TelegramSimulator:
     async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
         """Serve on loopback for the duration; yields the base URL (the Bot API's root)."""
         server = QuietServer(
-            uvicorn.Config(self.app(), host=host, port=port, log_level="warning", lifespan="off")
+            uvicorn.Config(
+                self.app(),
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                timeout_graceful_shutdown=1,  # a parked long poll must not hold the exit
+            )
         )
         task = asyncio.create_task(server.serve(), name="telegram-simulator")
         while not server.started:
@@ -180,6 +209,10 @@ class TelegramSimulator:
 
 
 def _ok(result: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"ok": True, "result": result})
+
+
+def _ok_list(result: list[dict[str, Any]]) -> JSONResponse:
     return JSONResponse({"ok": True, "result": result})
 
 

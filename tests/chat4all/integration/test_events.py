@@ -131,3 +131,30 @@ async def test_a_slow_subscriber_is_dropped_with_one_overflow_event() -> None:
     rest = [event async for event in stream]
     assert [e.type for e in rest] == ["overflow"]
     assert rest[0].data == {"dropped_from": QUEUE + 2}  # ids: 1 was read, 2..QUEUE+1 queued
+
+
+async def test_long_polling_receives_updates_once_each(tmp_path: Path) -> None:
+    settings = load_settings(
+        None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0, TELEGRAM_POLLING=True
+    )
+    async with running_hub(settings, asyncio.Event()) as hub:
+        assert hub.simulator is not None
+        first = hub.simulator.update(555, "polled one")
+        hub.simulator.enqueue(first)
+        hub.simulator.enqueue(hub.simulator.update(555, "polled two"))
+        hub.simulator.enqueue(first)  # Telegram redelivers when the offset was not confirmed
+        auth = {"Authorization": f"Bearer {hub.admin_key}"}
+        async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
+            texts: list[str] = []
+            for _ in range(200):
+                items = (await client.get("/v1/conversations")).json()["items"]
+                if items:
+                    page = await client.get(f"/v1/conversations/{items[0]['id']}/messages")
+                    texts = [m["content"]["text"] for m in page.json()["items"]]
+                    if len(texts) == 2:
+                        break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # the redelivered update, if it were stored, would be by now
+            page = await client.get(f"/v1/conversations/{items[0]['id']}/messages")
+        assert [m["content"]["text"] for m in page.json()["items"]] == ["polled one", "polled two"]
+        assert hub.simulator.updates == []  # the offset confirmed everything it stored

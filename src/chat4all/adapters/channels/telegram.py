@@ -15,7 +15,10 @@ Errors, as the Bot API documents them (``{"ok": false, "error_code", "descriptio
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,7 +27,7 @@ import httpx
 from chat4all.domain.model import Attachment, Channel, Content, Conversation, Location, Message
 from chat4all.errors import PermanentDelivery, RetryableDelivery
 
-__all__ = ["TelegramConnector", "DEFAULT_API", "InboundUpdate", "parse_update"]
+__all__ = ["TelegramConnector", "TelegramPoller", "DEFAULT_API", "InboundUpdate", "parse_update"]
 
 log = logging.getLogger(__name__)
 
@@ -199,3 +202,75 @@ def parse_update(update: dict[str, Any]) -> InboundUpdate | None:
     return InboundUpdate(
         str(update["update_id"]), str(chat.get("id")), str(message.get("message_id")), content
     )
+
+
+class TelegramPoller:
+    """The getUpdates alternative to the webhook: long-polls one bot and hands each update to
+    ``handle`` (which deduplicates by update_id, so a redelivery after a crash is harmless).
+
+    The offset moves past an update only after ``handle`` returned, so nothing is confirmed to
+    Telegram before it is stored.
+    """
+
+    def __init__(
+        self,
+        account: str,
+        token: str,
+        handle: Callable[[str, dict[str, Any]], Awaitable[object]],
+        *,
+        api_url: str = DEFAULT_API,
+        poll_timeout: int = 25,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._account = account
+        self._token = token
+        self._handle = handle
+        self._poll_timeout = poll_timeout
+        self._client = httpx.AsyncClient(
+            base_url=api_url.rstrip("/"), timeout=poll_timeout + 10, transport=transport
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        offset: int | None = None
+        backoff = 1.0
+        try:
+            while not stop.is_set():
+                body: dict[str, Any] = {"timeout": self._poll_timeout}
+                if offset is not None:
+                    body["offset"] = offset
+                try:
+                    answer = await self._client.post(f"/bot{self._token}/getUpdates", json=body)
+                    doc = answer.json()
+                except (httpx.HTTPError, ValueError) as exc:
+                    log.warning(
+                        "telegram %s: getUpdates failed (%s); retrying in %gs",
+                        self._account,
+                        exc,
+                        backoff,
+                    )
+                    await _sleep_or_stop(stop, backoff)
+                    backoff = min(backoff * 2, 60.0)
+                    continue
+                if not doc.get("ok"):
+                    log.error(
+                        "telegram %s: getUpdates refused (HTTP %d: %s); a webhook may be set "
+                        "(deleteWebhook) or the token is wrong; retrying in %gs",
+                        self._account,
+                        answer.status_code,
+                        doc.get("description"),
+                        backoff,
+                    )
+                    await _sleep_or_stop(stop, backoff)
+                    backoff = min(backoff * 2, 60.0)
+                    continue
+                backoff = 1.0
+                for update in sorted(doc["result"], key=lambda u: u["update_id"]):
+                    await self._handle(self._account, update)
+                    offset = int(update["update_id"]) + 1
+        finally:
+            await self._client.aclose()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
