@@ -248,20 +248,8 @@ class SqlStore:
 
     async def _insert_outbound(self, conn: AsyncConnection, job: _Job) -> Message:
         tenant, request, now = job.tenant, job.request, job.now
-        conversation = await self._conversation(conn, tenant, request, now)
-        seq = await self._next_seq(conn, conversation)
-        message_id = _new_id("m_")
-        await conn.execute(
-            messages.insert().values(
-                id=message_id,
-                tenant=tenant,
-                conversation_id=conversation,
-                seq=seq,
-                direction="outbound",
-                content=_dump_content(request.content),
-                status=DeliveryStatus.QUEUED.value,
-                created_at=now,
-            )
+        conversation, seq, message_id = await self._append(
+            conn, tenant, request, "outbound", DeliveryStatus.QUEUED, now
         )
         await conn.execute(
             status_events.insert(),
@@ -325,21 +313,8 @@ class SqlStore:
             ).first()
             if seen is not None:
                 return None
-            conversation = await self._conversation(conn, tenant, request, now)
-            seq = await self._next_seq(conn, conversation)
-            message_id = _new_id("m_")
-            await conn.execute(
-                messages.insert().values(
-                    id=message_id,
-                    tenant=tenant,
-                    conversation_id=conversation,
-                    seq=seq,
-                    direction="inbound",
-                    content=_dump_content(request.content),
-                    status=DeliveryStatus.DELIVERED.value,
-                    created_at=now,
-                    provider_message_id=provider_message_id,
-                )
+            _, _, message_id = await self._append(
+                conn, tenant, request, "inbound", DeliveryStatus.DELIVERED, now, provider_message_id
             )
             await conn.execute(
                 status_events.insert().values(
@@ -413,6 +388,35 @@ class SqlStore:
                 .values(lease_until=now + IDEMPOTENCY_LEASE)
             )
             return None
+
+    async def _append(
+        self,
+        conn: AsyncConnection,
+        tenant: str,
+        request: SendRequest,
+        direction: str,
+        status: DeliveryStatus,
+        now: float,
+        provider_message_id: str | None = None,
+    ) -> tuple[str, int, str]:
+        """Add a message at the end of its conversation: ``(conversation, seq, message id)``."""
+        conversation = await self._conversation(conn, tenant, request, now)
+        seq = await self._next_seq(conn, conversation)
+        message_id = _new_id("m_")
+        await conn.execute(
+            messages.insert().values(
+                id=message_id,
+                tenant=tenant,
+                conversation_id=conversation,
+                seq=seq,
+                direction=direction,
+                content=_dump_content(request.content),
+                status=status.value,
+                created_at=now,
+                provider_message_id=provider_message_id,
+            )
+        )
+        return conversation, seq, message_id
 
     async def _conversation(
         self, conn: AsyncConnection, tenant: str, request: SendRequest, now: float
