@@ -7,8 +7,10 @@ Exit codes: 0 ok (stopped by SIGTERM/SIGINT for ``serve``); 1 a key to revoke wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -98,11 +100,16 @@ def simulator(
     raise typer.Exit(run_until_stopped(main))
 
 
-async def _ring(settings: Settings) -> tuple[SqlStore, KeyRing]:
+@contextlib.asynccontextmanager
+async def _opened(settings: Settings) -> AsyncIterator[tuple[KeyRing, AuditLog]]:
+    """The database of ``settings``, for one CLI command; closed however it ends."""
     if settings.database_url.startswith("sqlite"):
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
     store = await SqlStore.open(settings.database_url)
-    return store, KeyRing(store)
+    try:
+        yield KeyRing(store), AuditLog(store)
+    finally:
+        await store.close()
 
 
 @keys_app.command("create")
@@ -116,12 +123,9 @@ def keys_create(
     settings = _settings(env_file)
 
     async def create() -> str:
-        store, ring = await _ring(settings)
-        try:
+        async with _opened(settings) as (ring, audit):
             key, info = await ring.create(tenant, role, name)
-            await AuditLog(store).append("key_created", tenant, info.id, f"{role.value} {name}")
-        finally:
-            await store.close()
+            await audit.append("key_created", tenant, info.id, f"{role.value} {name}")
         return key
 
     key = asyncio.run(create())
@@ -137,11 +141,8 @@ def keys_list(
     settings = _settings(env_file)
 
     async def listed() -> list[str]:
-        store, ring = await _ring(settings)
-        try:
+        async with _opened(settings) as (ring, _):
             infos = await ring.list(tenant)
-        finally:
-            await store.close()
         return [
             f"{i.id}\t{i.tenant}\t{i.role.value}\t{'revoked' if i.revoked else 'active'}\t{i.name}"
             for i in infos
@@ -157,14 +158,11 @@ def keys_revoke(key_id: str, env_file: EnvFile = Path(".env")) -> None:
     settings = _settings(env_file)
 
     async def revoke() -> bool:
-        store, ring = await _ring(settings)
-        try:
+        async with _opened(settings) as (ring, audit):
             done = await ring.revoke(key_id)
             if done:
-                await AuditLog(store).append("key_revoked", None, key_id, "revoked from the CLI")
+                await audit.append("key_revoked", None, key_id, "revoked from the CLI")
             return done
-        finally:
-            await store.close()
 
     if not asyncio.run(revoke()):
         err.print(f"[bold red]error:[/] no active key {key_id!r}; `chat4all keys list` shows them")
@@ -178,11 +176,8 @@ def audit_verify(env_file: EnvFile = Path(".env")) -> None:
     settings = _settings(env_file)
 
     async def verify() -> tuple[int, int | None]:
-        store, _ = await _ring(settings)
-        try:
-            return await AuditLog(store).verify()
-        finally:
-            await store.close()
+        async with _opened(settings) as (_, audit):
+            return await audit.verify()
 
     checked, broken = asyncio.run(verify())
     if broken is not None:
@@ -200,11 +195,8 @@ def audit_list(limit: int = 50, env_file: EnvFile = Path(".env")) -> None:
     settings = _settings(env_file)
 
     async def listed() -> list[str]:
-        store, _ = await _ring(settings)
-        try:
-            entries = await AuditLog(store).entries(limit)
-        finally:
-            await store.close()
+        async with _opened(settings) as (_, audit):
+            entries = await audit.entries(limit)
         return [
             f"{e.id}\t{e.at:.3f}\t{e.event}\t{e.tenant or '-'}\t{e.actor or '-'}\t{e.detail}"
             for e in entries

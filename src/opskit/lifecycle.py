@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 from collections.abc import Awaitable, Callable
 
-__all__ = ["run_until_stopped"]
+__all__ = ["run_until_stopped", "sleep_or_stop", "jittered_backoff"]
 
 log = logging.getLogger(__name__)
 
@@ -42,3 +43,17 @@ def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
                     loop.remove_signal_handler(sig)
 
     return asyncio.run(runner())
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds`` unless ``stop`` is set first; returns whether it was."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
+def jittered_backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float:
+    """Seconds before retry number ``attempts + 1``: ``base`` doubled per attempt, capped at
+    ``cap``, drawn from the upper half of that so retries of many clients spread out."""
+    ceiling = min(cap, base * 2**attempts)
+    return rng.uniform(ceiling / 2, ceiling)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from opskit.lifecycle import sleep_or_stop
 from opskit.procs import Children, ToolMissingError
 from tgstream.adapters.feeds import Feed, RawFeed, TsFeed, Unit
 from tgstream.adapters.ffmpeg import plan_remux, slate_argv, source_argv
@@ -401,8 +402,7 @@ class Engine:
         due = self._t0 + unit.pts - self.opt.lead
         wait = due - self.clock()
         if wait > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+            await sleep_or_stop(self._stop, wait)
         await self.output.write(unit)
         self.last_unit_at = self.clock()
         if self.stats.first_unit_at is None:

@@ -30,6 +30,7 @@ from typing import Final, Protocol
 from chat4all.domain.model import Channel
 from chat4all.errors import PermanentDelivery, RetryableDelivery
 from chat4all.ports import Connector, Outbox, OutboxItem
+from opskit.lifecycle import jittered_backoff
 
 __all__ = ["Dispatcher", "DispatchPolicy", "DispatchEvents", "NullDispatchEvents"]
 
@@ -189,8 +190,9 @@ class Dispatcher:
         """Seconds before the next attempt: the provider's word, else capped full jitter."""
         if retry_after is not None:
             return retry_after
-        ceiling = min(self.policy.max_backoff, self.policy.base_backoff * 2**attempts)
-        return self.rng.uniform(ceiling / 2, ceiling)
+        return jittered_backoff(
+            attempts, self.policy.base_backoff, self.policy.max_backoff, self.rng
+        )
 
 
 async def _first(*waits: Awaitable[object], timeout: float) -> None:

@@ -16,7 +16,6 @@ delivery is dead-lettered (counted in ``chat4all_webhook_dead_letters``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -29,6 +28,7 @@ from typing import Final, Protocol
 import httpx
 
 from chat4all.adapters.storage.webhooks import Delivery
+from opskit.lifecycle import jittered_backoff, sleep_or_stop
 
 __all__ = ["WebhookDispatcher", "sign", "verify", "GIVE_UP_AFTER"]
 
@@ -81,8 +81,7 @@ class WebhookDispatcher:
             while not stop.is_set():
                 if await self.round(client):
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.poll_interval)
+                await sleep_or_stop(stop, self.poll_interval)
 
     async def round(self, client: httpx.AsyncClient) -> int:
         batch = await self.queue.claim(self.clock(), _BATCH)
@@ -120,5 +119,5 @@ class WebhookDispatcher:
             )
             await self.queue.dead(delivery, error)
             return
-        ceiling = min(self.max_backoff, self.base_backoff * 2**delivery.attempts)
-        await self.queue.retry(delivery, now + self.rng.uniform(ceiling / 2, ceiling), error)
+        wait = jittered_backoff(delivery.attempts, self.base_backoff, self.max_backoff, self.rng)
+        await self.queue.retry(delivery, now + wait, error)

@@ -16,7 +16,6 @@ Errors, as the Bot API documents them (``{"ok": false, "error_code", "descriptio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import httpx
 
 from chat4all.domain.model import Attachment, Channel, Content, Conversation, Location, Message
 from chat4all.errors import PermanentDelivery, RetryableDelivery
+from opskit.lifecycle import sleep_or_stop
 
 __all__ = ["TelegramConnector", "TelegramPoller", "DEFAULT_API", "InboundUpdate", "parse_update"]
 
@@ -248,7 +248,7 @@ class TelegramPoller:
                         exc,
                         backoff,
                     )
-                    await _sleep_or_stop(stop, backoff)
+                    await sleep_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 60.0)
                     continue
                 if not doc.get("ok"):
@@ -260,7 +260,7 @@ class TelegramPoller:
                         doc.get("description"),
                         backoff,
                     )
-                    await _sleep_or_stop(stop, backoff)
+                    await sleep_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 60.0)
                     continue
                 backoff = 1.0
@@ -269,8 +269,3 @@ class TelegramPoller:
                     offset = int(update["update_id"]) + 1
         finally:
             await self._client.aclose()
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
