@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
+import sqlalchemy as sa
 import uvicorn
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +23,7 @@ from chat4all.config import Settings
 from chat4all.domain.model import Channel
 from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
+from chat4all.errors import StoreUnavailable
 from chat4all.metrics import HubMetrics
 from chat4all.ports import OutboxItem
 from chat4all.service_layer.access import Access
@@ -33,7 +35,7 @@ from chat4all.service_layer.webhooks import WebhookDispatcher
 from chat4all.simulator.telegram import QuietServer, TelegramSimulator
 from opskit.logs import MASKER
 
-__all__ = ["Hub", "running_hub", "SIMULATOR_ACCOUNT", "SIMULATOR_TOKEN"]
+__all__ = ["Hub", "running_hub", "open_store", "SIMULATOR_ACCOUNT", "SIMULATOR_TOKEN"]
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +62,25 @@ class Hub:
     """Created on first start of an empty database; shown once."""
 
 
+async def open_store(settings: Settings) -> SqlStore:
+    """The database of ``settings``, migrated; :class:`StoreUnavailable` says why it is not."""
+    url = sa.make_url(settings.database_url)
+    try:
+        if url.get_backend_name() == "sqlite":
+            settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+        return await SqlStore.open(settings.database_url)
+    except (sa.exc.SQLAlchemyError, OSError, ImportError) as exc:  # ImportError: no driver
+        raise StoreUnavailable(
+            f"cannot open or migrate the database {settings.database_shown}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; check "
+            "CHAT4ALL_DATABASE_URL, that the server is up and that this user may write there"
+        ) from None
+
+
 @contextlib.asynccontextmanager
 async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[Hub]:
     """API, dispatcher (and, on the embedded default, the simulator) in this process."""
-    if settings.database_url.startswith("sqlite"):
-        settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
-    store = await SqlStore.open(settings.database_url)
+    store = await open_store(settings)
     store.fanout = fanout
     keys = KeyRing(store)
     webhooks = WebhookStore(store)

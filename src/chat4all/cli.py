@@ -1,7 +1,8 @@
 """``chat4all``: run the hub, manage API keys.
 
 Exit codes: 0 ok (stopped by SIGTERM/SIGINT for ``serve``); 1 a key to revoke was not found, or
-``audit verify`` found a broken chain; 2 invalid settings (the message names the key).
+``audit verify`` found a broken chain; 2 invalid settings (the message names the key); 3 the
+database cannot be opened or migrated (the message says why).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from chat4all import __version__
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, SIMULATOR_TOKEN, running_hub
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, SIMULATOR_TOKEN, open_store, running_hub
 from chat4all.config import Settings, load_settings
-from chat4all.errors import Chat4AllError
+from chat4all.errors import Chat4AllError, StoreUnavailable
 from chat4all.simulator.telegram import TelegramSimulator
 from opskit.lifecycle import run_until_stopped
 from opskit.logs import MASKER, setup_logging
@@ -35,7 +36,10 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="chat4all: one API for WhatsApp, Instagram Direct, Messenger and Telegram.",
-    epilog="Exit codes: 0 ok; 1 not found or audit log tampered; 2 invalid settings.",
+    epilog=(
+        "Exit codes: 0 ok; 1 not found or audit log tampered; 2 invalid settings; "
+        "3 database cannot be opened or migrated."
+    ),
 )
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
 app.add_typer(keys_app, name="keys")
@@ -60,10 +64,15 @@ def serve(env_file: EnvFile = Path(".env")) -> None:
     """Run the API, the dispatcher and (with no Telegram bots configured) the simulator."""
     settings = _settings(env_file)
     setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
-    log.info("chat4all %s starting; database %s", __version__, settings.database_url)
+    log.info("chat4all %s starting; database %s", __version__, settings.database_shown)
 
     async def main(stop: asyncio.Event) -> int:
-        async with running_hub(settings, stop) as hub:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                hub = await stack.enter_async_context(running_hub(settings, stop))
+            except StoreUnavailable as exc:
+                err.print(f"[bold red]error:[/] {exc}")
+                return 3
             if hub.admin_key is not None:
                 err.print(
                     "[bold]admin API key (shown once, store it now):[/]\n"
@@ -103,13 +112,36 @@ def simulator(
 @contextlib.asynccontextmanager
 async def _opened(settings: Settings) -> AsyncIterator[tuple[KeyRing, AuditLog]]:
     """The database of ``settings``, for one CLI command; closed however it ends."""
-    if settings.database_url.startswith("sqlite"):
-        settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
-    store = await SqlStore.open(settings.database_url)
+    store = await _open_store(settings)
     try:
         yield KeyRing(store), AuditLog(store)
     finally:
         await store.close()
+
+
+async def _open_store(settings: Settings) -> SqlStore:
+    try:
+        return await open_store(settings)
+    except StoreUnavailable as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(3) from None
+
+
+@app.command()
+def migrate(env_file: EnvFile = Path(".env")) -> None:
+    """Bring the database schema to this release's newest revision (serve does it at start)."""
+    settings = _settings(env_file)
+
+    async def run() -> tuple[str | None, str | None]:
+        store = await _open_store(settings)
+        await store.close()
+        return store.migrated
+
+    before, after = asyncio.run(run())
+    if before == after:
+        err.print(f"database schema is current (revision {after})")
+    else:
+        err.print(f"database schema migrated from {before or 'empty'} to revision {after}")
 
 
 @keys_app.command("create")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -58,6 +59,11 @@ class Settings(BaseSettings):
         if self.DATABASE_URL:
             return self.DATABASE_URL
         return f"sqlite+aiosqlite:///{self.DATA_DIR / 'chat4all.db'}"
+
+    @property
+    def database_shown(self) -> str:
+        """The database URL without its password, for logs and errors."""
+        return sa.make_url(self.database_url).render_as_string(hide_password=True)
 
     @property
     def embedded_simulator(self) -> bool:

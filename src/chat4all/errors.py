@@ -80,6 +80,13 @@ class RateLimited(Chat4AllError):
         self.retry_after = retry_after
 
 
+class StoreUnavailable(Chat4AllError):
+    """The database cannot be opened or migrated; the message says which and why."""
+
+    status = 503
+    code = "unavailable"
+
+
 class DeliveryError(Chat4AllError):
     pass
 

@@ -4,6 +4,7 @@ running hub, so the two APIs cannot drift apart."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,6 +293,12 @@ async def test_grpc_serves_health_and_reflection(hub: Hub) -> None:
 
 async def test_a_key_over_its_rate_is_told_when_to_retry(hub: Hub, client: Client) -> None:
     key, _ = await hub.keys.create("default", Role.SENDER)
-    outcomes = [await client.send(key, f"n{n}", recipient="9") for n in range(31)]
+    began = time.monotonic()
+    outcomes = []
+    while len(outcomes) < 60 and (not outcomes or outcomes[-1].ok):
+        outcomes.append(await client.send(key, f"n{len(outcomes)}", recipient="9"))
+    # The bucket holds 30 and refills at 30/min: a slow machine earns a token per 2 s taken.
+    earned = (time.monotonic() - began) / 2
     assert all(o.ok for o in outcomes[:30])
-    assert (outcomes[30].ok, outcomes[30].error) == (False, "RESOURCE_EXHAUSTED")
+    assert (outcomes[-1].ok, outcomes[-1].error) == (False, "RESOURCE_EXHAUSTED")
+    assert len(outcomes) - 1 <= 30 + earned + 1

@@ -1,4 +1,4 @@
-"""`chat4all keys` and `chat4all audit` as an operator runs them."""
+"""`chat4all keys`, `audit` and `migrate` as an operator runs them."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 
-def cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(data: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "chat4all", *args],
-        env={"PATH": os.environ["PATH"], "CHAT4ALL_DATA_DIR": str(data)},
+        env={"PATH": os.environ["PATH"], "CHAT4ALL_DATA_DIR": str(data), **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -52,3 +52,25 @@ def test_keys_and_the_audit_log_from_the_command_line(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "CHAT4ALL_PORT" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_migrate_reports_the_revision_and_an_unreachable_database_is_exit_3(
+    tmp_path: Path,
+) -> None:
+    first = cli(tmp_path, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert "migrated from empty to revision" in first.stderr
+    again = cli(tmp_path, "migrate")
+    assert "database schema is current" in again.stderr
+    down = cli(
+        tmp_path,
+        "migrate",
+        CHAT4ALL_DATABASE_URL="postgresql+asyncpg://hub:s3cr3t-pw@127.0.0.1:1/hub",
+    )
+    assert down.returncode == 3
+    assert "cannot open or migrate the database" in down.stderr
+    assert "s3cr3t-pw" not in down.stderr  # the password is never shown
+    assert "Traceback" not in down.stderr
+    unwritable = cli(tmp_path, "keys", "list", CHAT4ALL_DATA_DIR="/proc/no-such-place")
+    assert unwritable.returncode == 3
+    assert "Traceback" not in unwritable.stderr

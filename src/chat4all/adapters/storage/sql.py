@@ -21,6 +21,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from chat4all.adapters.storage import migrate
 from chat4all.domain.model import (
     Attachment,
     Button,
@@ -50,6 +52,8 @@ from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, InvalidReq
 from chat4all.ports import Accepted, OutboxItem, Page, SendRequest
 
 __all__ = ["SqlStore", "Fanout", "metadata", "sqlite_url"]
+
+log = logging.getLogger(__name__)
 
 _GROUP_MAX: Final = 128
 """Accepts committed together at most (one transaction, one fsync)."""
@@ -83,6 +87,7 @@ messages = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("provider_message_id", sa.String(128)),
     sa.UniqueConstraint("conversation_id", "seq"),
+    sa.Index("messages_provider_id", "provider_message_id"),  # receipts find messages by it
 )
 status_events = sa.Table(
     "status_events",
@@ -106,6 +111,10 @@ outbox = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("available_at", sa.Float, nullable=False),
     sa.Column("last_error", sa.Text),
+    # Where the send was accepted: the W3C trace context (``traceparent``) and the request id,
+    # so the dispatcher's span and logs continue the request's.
+    sa.Column("trace_context", sa.String(128)),
+    sa.Column("request_id", sa.String(64)),
     sa.Index("outbox_due", "state", "conversation_id", "seq"),
 )
 inbound_updates = sa.Table(
@@ -115,6 +124,8 @@ inbound_updates = sa.Table(
     sa.Column("account", sa.String(128), primary_key=True),
     sa.Column("update_id", sa.String(64), primary_key=True),
     sa.Column("message_id", sa.String(32)),
+    sa.Column("received_at", sa.Float),
+    sa.Index("inbound_updates_age", "received_at"),
 )
 idempotency = sa.Table(
     "idempotency",
@@ -125,6 +136,7 @@ idempotency = sa.Table(
     sa.Column("message_id", sa.String(32)),
     sa.Column("lease_until", sa.Float, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("idempotency_age", "created_at"),
 )
 
 
@@ -163,6 +175,8 @@ class SqlStore:
         self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._pending: asyncio.Queue[tuple[_Job, asyncio.Future[Message]]] = asyncio.Queue()
         self._grouper: asyncio.Task[None] | None = None
+        self.migrated: tuple[str | None, str | None] = (None, None)
+        """Schema revisions before and after :meth:`open` migrated."""
         self.fanout: Fanout | None = None
         """Called inside the transaction of every change a client may subscribe to
         (``message.status``, ``message.inbound``): webhooks queue their deliveries there."""
@@ -181,9 +195,16 @@ class SqlStore:
                 cursor.execute("PRAGMA foreign_keys=ON")
                 cursor.close()
 
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        return cls(engine)
+        try:
+            before, after = await migrate.upgrade(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        if before != after:
+            log.info("database schema migrated from %s to %s", before or "empty", after)
+        store = cls(engine)
+        store.migrated = (before, after)
+        return store
 
     async def close(self) -> None:
         if self._grouper is not None:
@@ -197,7 +218,7 @@ class SqlStore:
         """The one way to write. SQLite has one writer at a time anyway: taking turns here
         means a transaction never fails upgrading its read lock ("database is locked")."""
         if self._writer is None:
-            async with self.transaction() as conn:
+            async with self.engine.begin() as conn:
                 yield conn
             return
         async with self._writer, self.engine.begin() as conn:

@@ -1,0 +1,78 @@
+"""Schema migrations: the scripts build exactly the tables the code declares, and a database of
+the first release (made before migrations existed) is adopted and upgraded with its data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from chat4all.adapters.storage import migrate
+from chat4all.adapters.storage.sql import SqlStore, sqlite_url
+from chat4all.domain.model import Channel, Content
+from chat4all.ports import SendRequest
+
+
+def test_the_revisions_form_one_line_from_the_baseline() -> None:
+    revisions = migrate.revisions()
+    assert revisions[0] == migrate.BASELINE
+    assert revisions == sorted(revisions)
+    assert len(set(revisions)) == len(revisions)
+
+
+async def test_migrations_build_exactly_what_the_code_declares(tmp_path: Path) -> None:
+    store = await SqlStore.open(sqlite_url(tmp_path / "fresh.db"))
+    try:
+        async with store.engine.connect() as conn:
+
+            def diff(sync: sa.Connection) -> list[object]:
+                return list(
+                    compare_metadata(MigrationContext.configure(sync), migrate.target_metadata())
+                )
+
+            assert await conn.run_sync(diff) == []  # a change to a table needs a new migration
+    finally:
+        await store.close()
+
+
+async def test_a_first_release_database_is_adopted_and_keeps_its_messages(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sa.create_engine(f"sqlite:///{path}")
+    with old.begin() as conn:  # the first release's tables, with no alembic_version table
+        command.upgrade(migrate.alembic_config(conn), migrate.BASELINE)
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO conversations (id, tenant, channel, account, recipient, next_seq) "
+                "VALUES ('c_old', 't1', 'telegram', 'bot', '42', 2)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO messages (id, tenant, conversation_id, seq, direction, content, "
+                "status, created_at) VALUES ('m_old', 't1', 'c_old', 1, 'outbound', :content, "
+                "'sent', 1.0)"
+            ),
+            {"content": json.dumps(asdict(Content(text="before")))},
+        )
+    old.dispose()
+
+    store = await SqlStore.open(sqlite_url(path))
+    try:
+        assert (await store.get("t1", "m_old")).content.text == "before"
+        new = await store.accept(
+            "t1", SendRequest(Channel.TELEGRAM, "bot", "42", Content(text="after")), None, 2.0
+        )
+        assert (new.message.conversation_id, new.message.seq) == ("c_old", 2)
+        async with store.engine.connect() as conn:
+            version = await conn.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+        assert version == migrate.revisions()[-1]
+    finally:
+        await store.close()
