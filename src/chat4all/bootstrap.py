@@ -12,6 +12,7 @@ from typing import Final
 
 import sqlalchemy as sa
 import uvicorn
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 
 from chat4all.adapters.channels.telegram import TelegramConnector, TelegramPoller
@@ -33,6 +34,7 @@ from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.messages import Messages
 from chat4all.service_layer.webhooks import WebhookDispatcher
 from chat4all.simulator.telegram import QuietServer, TelegramSimulator
+from chat4all.telemetry import tracer_for
 from opskit.logs import MASKER
 
 __all__ = ["Hub", "running_hub", "open_store", "SIMULATOR_ACCOUNT", "SIMULATOR_TOKEN"]
@@ -78,8 +80,11 @@ async def open_store(settings: Settings) -> SqlStore:
 
 
 @contextlib.asynccontextmanager
-async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[Hub]:
-    """API, dispatcher (and, on the embedded default, the simulator) in this process."""
+async def running_hub(
+    settings: Settings, stop: asyncio.Event, tracer: Tracer | None = None
+) -> AsyncIterator[Hub]:
+    """API, dispatcher (and, on the embedded default, the simulator) in this process. Spans go
+    to ``tracer`` (tests pass one with an in-memory exporter), else as settings say."""
     store = await open_store(settings)
     store.fanout = fanout
     keys = KeyRing(store)
@@ -95,6 +100,11 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
     MASKER.add(telegram_secret)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
+        if tracer is None:
+            tracer, provider = tracer_for(settings.OTLP_ENDPOINT)
+            if provider is not None:
+                stack.callback(provider.shutdown)  # flushes what is still batched
+                log.info("traces go to %s", settings.OTLP_ENDPOINT)
         simulator: TelegramSimulator | None = None
         api_url = settings.TELEGRAM_API_URL
         tokens = {k: v.get_secret_value() for k, v in settings.TELEGRAM_BOTS.items()}
@@ -129,8 +139,9 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
             DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS),
             events=metrics,
             on_status=on_status,
+            tracer=tracer,
         )
-        messages = Messages(store)
+        messages = Messages(store, tracer=tracer)
         inbound = Inbound(store, bus, lambda _channel, _account: settings.DEFAULT_TENANT)
 
         async def refresh_gauges() -> None:
@@ -152,6 +163,7 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
             bus=bus,
             telegram_secret=telegram_secret,
             webhooks=webhooks,
+            tracer=tracer,
         )
         server = QuietServer(
             uvicorn.Config(
@@ -164,6 +176,8 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
             f"{settings.HOST}:{settings.GRPC_PORT}",
             on_accepted=dispatcher.wake,
             bus=bus,
+            metrics=metrics,
+            tracer=tracer,
         )
         stack.push_async_callback(grpc_server.stop, 5)
         api = asyncio.create_task(server.serve(), name="rest")

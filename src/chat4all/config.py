@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     RATE_GLOBAL: int = Field(default=0, ge=0, le=100_000_000)
     """Requests a minute for all keys together; 0 turns it off."""
     MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
+    OTLP_ENDPOINT: str = ""
+    """Where to send traces (OTLP over HTTP, e.g. ``http://collector:4318/v1/traces``); empty:
+    spans are not recorded, but the caller's ``traceparent`` is still carried to the workers."""
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 

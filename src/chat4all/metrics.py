@@ -30,6 +30,19 @@ class HubMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=registry,
         )
+        self.rpcs = Counter(
+            "chat4all_grpc_requests",
+            "gRPC calls by method and status code.",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.rpc_latency = Histogram(
+            "chat4all_grpc_request_seconds",
+            "gRPC call latency by method.",
+            ["method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
         self.dispatch_total = Counter(
             "chat4all_dispatch",
             "Delivery attempts by channel and outcome (sent, retry, failed, dead).",

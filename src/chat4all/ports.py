@@ -8,7 +8,7 @@ is durable; :class:`Outbox` hands the dispatcher at most one message per convers
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 from chat4all.domain.model import Channel, Content, Conversation, Message
 
@@ -16,6 +16,8 @@ T = TypeVar("T")
 
 __all__ = [
     "SendRequest",
+    "Origin",
+    "NO_ORIGIN",
     "Accepted",
     "Page",
     "OutboxItem",
@@ -31,6 +33,18 @@ class SendRequest:
     account: str
     recipient: str
     content: Content
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a message was accepted (the W3C ``traceparent`` and the request id): stored with
+    its outbox row, so its delivery continues the same trace and logs the same request id."""
+
+    traceparent: str | None = None
+    request_id: str | None = None
+
+
+NO_ORIGIN: Final = Origin()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +66,17 @@ class OutboxItem:
     conversation: Conversation
     attempts: int
     """Delivery attempts before this one."""
+    origin: Origin = NO_ORIGIN
 
 
 class MessageStore(Protocol):
     async def accept(
-        self, tenant: str, request: SendRequest, idempotency: tuple[str, str] | None, now: float
+        self,
+        tenant: str,
+        request: SendRequest,
+        idempotency: tuple[str, str] | None,
+        now: float,
+        origin: Origin = NO_ORIGIN,
     ) -> Accepted:
         """Persist a new outbound message (``idempotency``: key and body hash)."""
         ...

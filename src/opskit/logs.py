@@ -15,14 +15,25 @@ logger emitted it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, Final, Literal, TextIO
 
-__all__ = ["JsonFormatter", "SecretMasker", "mask_secret", "setup_logging", "MASKER"]
+__all__ = [
+    "JsonFormatter",
+    "SecretMasker",
+    "mask_secret",
+    "setup_logging",
+    "MASKER",
+    "log_context",
+]
 
 _MIN_SECRET_LEN: Final = 6
 _TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -59,6 +70,24 @@ MASKER: Final = SecretMasker()
 """The process-wide masker: entrypoints register settings' secrets in it at start-up."""
 
 
+_NONE: Final[Mapping[str, str]] = MappingProxyType({})
+_CONTEXT: Final[contextvars.ContextVar[Mapping[str, str]]] = contextvars.ContextVar(
+    "opskit_log_context", default=_NONE
+)
+
+
+@contextlib.contextmanager
+def log_context(**fields: str | None) -> Iterator[None]:
+    """Add ``fields`` (a request id, a trace id) to every record logged inside this block, in
+    this task and the tasks it starts: JSON logs carry them as keys, text logs in brackets."""
+    merged = {**_CONTEXT.get(), **{k: v for k, v in fields.items() if v}}
+    token = _CONTEXT.set(merged)
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
 class _MaskingFilter(logging.Filter):
     """Renders message, arguments and traceback once, masked, before any formatter sees them."""
 
@@ -67,6 +96,8 @@ class _MaskingFilter(logging.Filter):
         self._masker = masker
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "context"):
+            record.context = _CONTEXT.get()
         record.msg = self._masker.mask(record.getMessage())
         record.args = None
         if record.exc_info and not record.exc_text:
@@ -83,12 +114,21 @@ class _UtcFormatter(logging.Formatter):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z"
 
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        context: Mapping[str, str] = getattr(record, "context", {})
+        if not context:
+            return text
+        return text + " [" + " ".join(f"{k}={v}" for k, v in context.items()) + "]"
+
 
 class JsonFormatter(_UtcFormatter):
-    """One JSON object per line: ``ts``, ``level``, ``component``, ``message`` (+ ``exc``)."""
+    """One JSON object per line: ``ts``, ``level``, ``component``, ``message`` (+ ``exc``), and
+    the fields of :func:`log_context`."""
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
+            **getattr(record, "context", {}),
             "ts": self.formatTime(record),
             "level": record.levelname,
             "component": record.name,

@@ -6,13 +6,16 @@ The servicer only translates: it parses the request, calls the same use case as 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import Tracer
 
 from chat4all.adapters.storage.keys import Principal
 from chat4all.domain.model import (
@@ -37,10 +40,12 @@ from chat4all.errors import (
 )
 from chat4all.grpc_api.v1 import messages_pb2 as pb
 from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
+from chat4all.metrics import HubMetrics
 from chat4all.ports import SendRequest
 from chat4all.service_layer.access import Access
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.messages import Messages
+from chat4all.telemetry import NO_TRACER, failed, request_id_from, request_scope
 
 __all__ = ["start_grpc", "SERVICE_NAME"]
 
@@ -70,11 +75,52 @@ class _Servicer(pb_grpc.MessagesServicer):
         access: Access,
         on_accepted: Any = None,
         bus: EventBus | None = None,
+        metrics: HubMetrics | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self._messages = messages
         self._access = access
         self._on_accepted = on_accepted
         self._bus = bus
+        self._metrics = metrics
+        self._tracer = tracer
+
+    @contextlib.asynccontextmanager
+    async def _rpc(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+        """One call: a server span continuing the caller's ``traceparent`` metadata, a request
+        id (``x-request-id`` metadata or a new one, sent back in the trailers and bound to the
+        logs), metrics, and domain errors mapped to status codes (abort raises)."""
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        request_id = request_id_from(metadata.get("x-request-id"))
+        trailers = (("x-request-id", request_id),)
+        context.set_trailing_metadata(trailers)
+        began = time.perf_counter()
+        code = grpc.StatusCode.OK
+        with request_scope(
+            self._tracer,
+            f"{SERVICE_NAME}/{method}",
+            metadata,
+            request_id,
+            **{"rpc.system": "grpc", "rpc.method": method},
+        ) as span:
+            try:
+                yield
+            except Chat4AllError as exc:
+                code = next(
+                    (c for k, c in _CODES.items() if isinstance(exc, k)), grpc.StatusCode.INTERNAL
+                )
+                if code is grpc.StatusCode.INTERNAL:
+                    failed(span, str(exc))
+                field = getattr(exc, "field", None)
+                await context.abort(code, f"{field}: {exc}" if field else str(exc), trailers)
+            except BaseException:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if self._metrics is not None:
+                    self._metrics.rpcs.labels(method, code.name).inc()
+                    self._metrics.rpc_latency.labels(method).observe(time.perf_counter() - began)
 
     async def _who(self, context: grpc.aio.ServicerContext, action: str) -> Principal:
         metadata = dict(context.invocation_metadata() or ())
@@ -89,7 +135,7 @@ class _Servicer(pb_grpc.MessagesServicer):
     async def Send(
         self, request: pb.SendRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendReply:
-        async with _errors(context):
+        async with self._rpc(context, "Send"):
             who = await self._who(context, "send")
             channel = _CHANNELS.get(request.channel)
             if channel is None:
@@ -109,7 +155,7 @@ class _Servicer(pb_grpc.MessagesServicer):
     async def GetMessage(
         self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.Message:
-        async with _errors(context):
+        async with self._rpc(context, "GetMessage"):
             who = await self._who(context, "read")
             return _message(await self._messages.get(who.tenant, request.id))
         raise AssertionError("unreachable")
@@ -117,7 +163,7 @@ class _Servicer(pb_grpc.MessagesServicer):
     async def ListConversations(
         self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConversationsReply:
-        async with _errors(context):
+        async with self._rpc(context, "ListConversations"):
             who = await self._who(context, "read")
             page = await self._messages.conversations(
                 who.tenant,
@@ -132,7 +178,7 @@ class _Servicer(pb_grpc.MessagesServicer):
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListMessagesReply:
-        async with _errors(context):
+        async with self._rpc(context, "ListMessages"):
             who = await self._who(context, "read")
             page = await self._messages.history(
                 who.tenant,
@@ -148,7 +194,7 @@ class _Servicer(pb_grpc.MessagesServicer):
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
-        async with _errors(context):
+        async with self._rpc(context, "StreamEvents"):
             who = await self._who(context, "read")
         if self._bus is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "live events are off")
@@ -160,25 +206,6 @@ class _Servicer(pb_grpc.MessagesServicer):
                 data_json=json.dumps(event.data, separators=(",", ":")),
                 at=event.at,
             )
-
-
-class _errors:
-    """Map domain errors to gRPC status codes (abort raises inside the handler)."""
-
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
-        self._context = context
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
-        if isinstance(exc, Chat4AllError):
-            code = next(
-                (c for k, c in _CODES.items() if isinstance(exc, k)), grpc.StatusCode.INTERNAL
-            )
-            field = getattr(exc, "field", None)
-            await self._context.abort(code, f"{field}: {exc}" if field else str(exc))
-        return False
 
 
 def _content(c: pb.Content) -> Content:
@@ -283,11 +310,13 @@ async def start_grpc(
     address: str,
     on_accepted: Any = None,
     bus: EventBus | None = None,
+    metrics: HubMetrics | None = None,
+    tracer: Tracer = NO_TRACER,
 ) -> tuple[grpc.aio.Server, int]:
     """Serve the API, ``grpc.health.v1`` and reflection on ``address``; returns the bound port."""
     server = grpc.aio.server()
     pb_grpc.add_MessagesServicer_to_server(  # type: ignore[no-untyped-call]
-        _Servicer(messages, access, on_accepted, bus), server
+        _Servicer(messages, access, on_accepted, bus, metrics, tracer), server
     )
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)

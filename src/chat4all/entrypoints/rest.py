@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Protocol
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -43,6 +44,7 @@ from chat4all.service_layer.access import Access
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.messages import Messages
+from chat4all.telemetry import NO_TRACER, failed, request_id_from, request_scope
 
 __all__ = ["create_app"]
 
@@ -128,13 +130,16 @@ def _conversation(conversation: Conversation) -> dict[str, Any]:
     return asdict(conversation)
 
 
-class _Measure:
-    """Request metrics as a plain ASGI middleware (Starlette's BaseHTTPMiddleware costs a task
-    and a stream copy per request)."""
+class _Observe:
+    """Per request: a server span continuing the caller's ``traceparent``, a request id (the
+    caller's ``X-Request-ID`` or a new one, echoed in the answer and bound to the logs), and the
+    request metrics. A plain ASGI middleware: Starlette's BaseHTTPMiddleware costs a task and a
+    stream copy per request."""
 
-    def __init__(self, app: ASGIApp, metrics: HubMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: HubMetrics | None, tracer: Tracer) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,21 +147,33 @@ class _Measure:
             return
         began = time.perf_counter()
         status = 500
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = request_id_from(headers.get("x-request-id"))
+        echoed = (b"x-request-id", request_id.encode())
+        method = scope["method"]
 
         async def capture(message: Message_) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echoed]
             await send(message)
 
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.latency.labels(template, method).observe(time.perf_counter() - began)
+        with request_scope(self.tracer, method, headers, request_id) as span:
+            try:
+                await self.app(scope, receive, capture)
+            finally:
+                template = getattr(scope.get("route"), "path", "unmatched")
+                span.update_name(f"{method} {template}")
+                span.set_attribute("http.route", template)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    failed(span, f"HTTP {status}")
+                if self.metrics is not None:
+                    self.metrics.requests.labels(template, method, str(status)).inc()
+                    self.metrics.latency.labels(template, method).observe(
+                        time.perf_counter() - began
+                    )
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
@@ -202,12 +219,13 @@ def create_app(
     bus: EventBus | None = None,
     telegram_secret: str | None = None,
     webhooks: WebhookStore | None = None,
+    tracer: Tracer = NO_TRACER,
 ) -> FastAPI:
     app = FastAPI(title="chat4all", version=__version__, openapi_url="/v1/openapi.json")
     app.state.access = access
+    app.add_middleware(_Observe, metrics=metrics, tracer=tracer)
 
     if metrics is not None:
-        app.add_middleware(_Measure, metrics=metrics)
 
         @app.get("/metrics", tags=["operations"], include_in_schema=False)
         async def scrape() -> Response:

@@ -27,9 +27,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from opentelemetry.trace import Span, SpanKind, Tracer
+
 from chat4all.domain.model import Channel
 from chat4all.errors import PermanentDelivery, RetryableDelivery
 from chat4all.ports import Connector, Outbox, OutboxItem
+from chat4all.telemetry import NO_TRACER, continued, failed
 from opskit.lifecycle import jittered_backoff
 
 __all__ = ["Dispatcher", "DispatchPolicy", "DispatchEvents", "NullDispatchEvents"]
@@ -85,6 +88,7 @@ class Dispatcher:
     rng: random.Random = field(default_factory=random.Random)
     on_status: Callable[[OutboxItem, str, str | None], None] | None = None
     """Called after a status change committed: ``(item, "sent" | "failed", detail)``."""
+    tracer: Tracer = NO_TRACER
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _breakers: dict[tuple[str, str], _Breaker] = field(default_factory=dict)
 
@@ -116,12 +120,27 @@ class Dispatcher:
         return len(items)
 
     async def _deliver(self, item: OutboxItem) -> None:
+        """One attempt, in a span that continues the trace of the request that accepted it."""
+        with continued(
+            self.tracer,
+            "deliver message",
+            item.origin,
+            **{
+                "chat4all.message_id": item.message.id,
+                "chat4all.channel": item.conversation.channel.value,
+                "chat4all.attempt": str(item.attempts + 1),
+            },
+        ) as span:
+            await self._attempt(item, span)
+
+    async def _attempt(self, item: OutboxItem, span: Span) -> None:
         conversation = item.conversation
         key = (conversation.channel.value, conversation.account)
         breaker = self._breakers.setdefault(key, _Breaker())
         now = self.clock()
         if breaker.open_until > now:
             await self.outbox.retry(item, breaker.open_until, "circuit open", now)
+            failed(span, "circuit open")
             return
         connector = self.connectors.get(conversation.channel)
         if connector is None:
@@ -130,10 +149,17 @@ class Dispatcher:
             return
         began = time.monotonic()
         try:
-            provider_id = await connector.send(conversation, item.message)
+            with self.tracer.start_as_current_span(
+                f"{conversation.channel.value} send",
+                kind=SpanKind.CLIENT,
+                attributes={"chat4all.account": conversation.account},
+            ):
+                provider_id = await connector.send(conversation, item.message)
         except RetryableDelivery as exc:
+            failed(span, str(exc))
             await self._retryable(item, breaker, exc, began)
         except PermanentDelivery as exc:
+            failed(span, str(exc))
             breaker.failures = 0
             await self.outbox.dead(item, str(exc), self.clock())
             self._notify(item, "failed", str(exc))
@@ -141,6 +167,7 @@ class Dispatcher:
             log.warning("message %s failed for good: %s", item.message.id, exc)
         except Exception as exc:  # an adapter bug must not kill the dispatcher: retry it
             log.exception("connector %s raised unexpectedly", conversation.channel.value)
+            failed(span, f"{type(exc).__name__}: {exc}")
             await self._retryable(
                 item, breaker, RetryableDelivery(f"{type(exc).__name__}: {exc}"), began
             )
@@ -149,6 +176,8 @@ class Dispatcher:
                 self.events.breaker(conversation.account, False)
             breaker.failures, breaker.open_until = 0, 0.0
             await self.outbox.sent(item, provider_id, self.clock())
+            span.set_attribute("chat4all.provider_message_id", provider_id)
+            log.debug("message %s sent (provider id %s)", item.message.id, provider_id)
             self._notify(item, "sent", None)
             self.events.dispatched(conversation.channel.value, "sent", time.monotonic() - began)
 

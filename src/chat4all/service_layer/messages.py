@@ -9,9 +9,12 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Final
 
+from opentelemetry.trace import Tracer
+
 from chat4all.domain.model import Channel, Content, Conversation, Message
 from chat4all.errors import InvalidRequest
 from chat4all.ports import Accepted, MessageStore, Page, SendRequest
+from chat4all.telemetry import NO_TRACER, current_origin
 
 __all__ = ["Messages", "LIMITS", "MAX_PAGE"]
 
@@ -88,21 +91,36 @@ def body_hash(request: SendRequest) -> str:
 
 
 class Messages:
-    def __init__(self, store: MessageStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: MessageStore,
+        clock: Callable[[], float] = time.time,
+        tracer: Tracer = NO_TRACER,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._tracer = tracer
 
     async def send(
         self, tenant: str, request: SendRequest, idempotency_key: str | None = None
     ) -> Accepted:
         """Validate and persist; the message is durable when this returns (HTTP 202)."""
-        validate(request)
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-            raise InvalidRequest(
-                "Idempotency-Key must be 1-255 characters", field="Idempotency-Key"
+        with self._tracer.start_as_current_span(
+            "accept message",
+            attributes={"chat4all.channel": request.channel.value, "chat4all.tenant": tenant},
+        ) as span:
+            validate(request)
+            if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+                raise InvalidRequest(
+                    "Idempotency-Key must be 1-255 characters", field="Idempotency-Key"
+                )
+            key = (idempotency_key, body_hash(request)) if idempotency_key else None
+            accepted = await self._store.accept(
+                tenant, request, key, self._clock(), current_origin()
             )
-        key = (idempotency_key, body_hash(request)) if idempotency_key else None
-        return await self._store.accept(tenant, request, key, self._clock())
+            span.set_attribute("chat4all.message_id", accepted.message.id)
+            span.set_attribute("chat4all.replayed", accepted.replayed)
+            return accepted
 
     async def get(self, tenant: str, message_id: str) -> Message:
         return await self._store.get(tenant, message_id)

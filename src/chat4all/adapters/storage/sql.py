@@ -49,7 +49,7 @@ from chat4all.domain.model import (
     message_document,
 )
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, InvalidRequest, NotFound
-from chat4all.ports import Accepted, OutboxItem, Page, SendRequest
+from chat4all.ports import NO_ORIGIN, Accepted, Origin, OutboxItem, Page, SendRequest
 
 __all__ = ["SqlStore", "Fanout", "metadata", "sqlite_url"]
 
@@ -150,6 +150,7 @@ class _Job:
     request: SendRequest
     idempotency_key: str | None
     now: float
+    origin: Origin
 
 
 def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
@@ -232,13 +233,18 @@ class SqlStore:
     # ---- accepting ---------------------------------------------------------------------------
 
     async def accept(
-        self, tenant: str, request: SendRequest, idempotency_key: tuple[str, str] | None, now: float
+        self,
+        tenant: str,
+        request: SendRequest,
+        idempotency_key: tuple[str, str] | None,
+        now: float,
+        origin: Origin = NO_ORIGIN,
     ) -> Accepted:
         if idempotency_key is not None:
             replay = await self._reserve(tenant, *idempotency_key, now)
             if replay is not None:
                 return Accepted(await self.get(tenant, replay), replayed=True)
-        job = _Job(tenant, request, idempotency_key[0] if idempotency_key else None, now)
+        job = _Job(tenant, request, idempotency_key[0] if idempotency_key else None, now, origin)
         return Accepted(await self._commit_in_group(job), replayed=False)
 
     async def _commit_in_group(self, job: _Job) -> Message:
@@ -287,6 +293,8 @@ class SqlStore:
                 state="pending",
                 attempts=0,
                 available_at=now,
+                trace_context=job.origin.traceparent,
+                request_id=job.origin.request_id,
             )
         )
         if job.idempotency_key is not None:
@@ -596,6 +604,7 @@ class SqlStore:
                     _to_message(found[r.message_id], ()),
                     _to_conversation(threads[r.conversation_id]),
                     int(r.attempts),
+                    Origin(r.trace_context, r.request_id),
                 )
                 for r in rows
             ]
