@@ -12,28 +12,33 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Final, Literal, Protocol
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as Message_
 
 from chat4all import __version__
 from chat4all.adapters.storage.keys import Principal
-from chat4all.adapters.storage.webhooks import WebhookStore
+from chat4all.adapters.storage.webhooks import Subscription, WebhookStore
 from chat4all.domain.model import (
     Attachment,
     Button,
     Channel,
     Content,
     Conversation,
+    DeliveryStatus,
     Location,
     Message,
+    StatusEvent,
     Template,
     message_document,
 )
@@ -62,11 +67,11 @@ class _Strict(BaseModel):
 
 
 class AttachmentIn(_Strict):
-    url: str = Field(max_length=2048)
+    url: str = Field(max_length=2048, pattern="^https?://", description="An http(s) URL")
     kind: Literal["image", "video", "audio", "document"] = "document"
     filename: str | None = Field(default=None, max_length=255)
     mime_type: str | None = Field(default=None, max_length=127)
-    caption: str | None = None
+    caption: str | None = Field(default=None, max_length=1024)
 
 
 class LocationIn(_Strict):
@@ -88,12 +93,26 @@ class TemplateIn(_Strict):
 
 
 class ContentIn(_Strict):
-    text: str | None = None
-    attachments: list[AttachmentIn] = []
+    """What is sent; per-channel limits (smaller than the maxima here) are checked on accept."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "description": "Needs text, an attachment, a location or a template.",
+            "anyOf": [
+                {"required": ["text"], "properties": {"text": {"type": "string", "minLength": 1}}},
+                {"required": ["attachments"], "properties": {"attachments": {"minItems": 1}}},
+                {"required": ["location"], "properties": {"location": {"type": "object"}}},
+                {"required": ["template"], "properties": {"template": {"type": "object"}}},
+            ],
+        }
+    )
+
+    text: str | None = Field(default=None, max_length=4096)
+    attachments: list[AttachmentIn] = Field(default=[], max_length=10)
     location: LocationIn | None = None
     reply_to: str | None = None
     template: TemplateIn | None = None
-    buttons: list[ButtonIn] = []
+    buttons: list[ButtonIn] = Field(default=[], max_length=100)
     extensions: dict[str, str] = {}
 
     def to_domain(self) -> Content:
@@ -115,15 +134,123 @@ class ContentIn(_Strict):
 
 
 class SubscriptionIn(_Strict):
-    url: str = Field(min_length=8, max_length=2048)
+    url: str = Field(min_length=8, max_length=2048, pattern="^https?://")
     events: list[Literal["message.status", "message.inbound"]] = Field(min_length=1)
 
 
 class SendIn(_Strict):
     channel: Channel
     account: str = Field(min_length=1, max_length=128, description="Our account on the channel")
-    recipient: str = Field(min_length=1, max_length=128, description="The chat/user on the channel")
+    recipient: str = Field(
+        min_length=1, max_length=128, pattern=r"\S", description="The chat/user on the channel"
+    )
     content: ContentIn
+
+
+class ContentOut(BaseModel):
+    text: str | None
+    attachments: list[Attachment]
+    location: Location | None
+    reply_to: str | None
+    template: Template | None
+    buttons: list[Button]
+    extensions: dict[str, str]
+
+
+class MessageOut(BaseModel):
+    """A message as :func:`chat4all.domain.model.message_document` writes it."""
+
+    id: str
+    tenant: str
+    conversation_id: str
+    seq: int
+    direction: Literal["outbound", "inbound"]
+    content: ContentOut
+    status: DeliveryStatus
+    created_at: float
+    provider_message_id: str | None
+    history: list[StatusEvent]
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    next_cursor: str | None
+
+
+class ConversationPage(BaseModel):
+    items: list[Conversation]
+    next_cursor: str | None
+
+
+class DeadLetter(BaseModel):
+    message: MessageOut
+    error: str
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetter]
+    next_cursor: str | None
+
+
+class SubscriptionList(BaseModel):
+    items: list[Subscription]
+
+
+class NewSubscription(BaseModel):
+    id: str
+    tenant: str
+    url: str
+    events: list[str]
+    created_at: float
+    secret: str = Field(description="The signing secret, shown in this answer only")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reason: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = Field(description="Where in the request the problem is, when known")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+_WHY: Final = {
+    401: "No API key, or an unknown or revoked one",
+    403: "The key's role may not do this",
+    404: "No such resource for this tenant",
+    409: "The first request with this Idempotency-Key is still running",
+    422: "Invalid input (`field` names where), or an Idempotency-Key reused with another body",
+    429: "Over the key's (or the global) rate",
+}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route, all with the one error body."""
+    answers: dict[int | str, dict[str, Any]] = {
+        s: {"model": ErrorBody, "description": _WHY[s]} for s in statuses
+    }
+    if 429 in answers:
+        answers[429]["headers"] = {
+            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+        }
+    return answers
+
+
+_CURSOR: Final = Query(
+    max_length=512,
+    pattern="^[A-Za-z0-9_-]*$",
+    description="Opaque: the next_cursor of the previous page; other values are refused (422)",
+)
 
 
 def _conversation(conversation: Conversation) -> dict[str, Any]:
@@ -182,29 +309,31 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> JS
     )
 
 
-def _presented(authorization: str | None, x_api_key: str | None) -> str | None:
-    if authorization and authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
-    return x_api_key
+# Either header carries the API key; documented as security schemes, checked by Access (so a
+# missing key is our 401 with the error body, never FastAPI's own answer).
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key")
 
 
 def _allowed(action: str) -> Callable[..., Awaitable[Principal]]:
     async def check(
         request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        x_api_key: Annotated[str | None, Header()] = None,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        api_key: Annotated[str | None, Depends(_api_key)],
     ) -> Principal:
         access: Access = request.app.state.access
-        return await access.authorize(_presented(authorization, x_api_key), action)
+        return await access.authorize(bearer.credentials if bearer else api_key, action)
 
     return check
 
 
 Sender = Annotated[Principal, Depends(_allowed("send"))]
 Reader = Annotated[Principal, Depends(_allowed("read"))]
-
-
 Admin = Annotated[Principal, Depends(_allowed("admin"))]
+
+# Every role may read, so readers never see a 403.
+_READ: Final = (401, 429)
+_ADMIN: Final = (401, 403, 429)
 
 
 def create_app(
@@ -235,10 +364,15 @@ def create_app(
 
     if dead_letters is not None:
 
-        @app.get("/v1/dead-letters", tags=["dead letters"])
+        @app.get(
+            "/v1/dead-letters",
+            tags=["dead letters"],
+            response_model=DeadLetterPage,
+            responses=_errors(*_ADMIN, 422),
+        )
         async def list_dead(
             who: Admin,
-            cursor: str | None = None,
+            cursor: Annotated[str | None, _CURSOR] = None,
             limit: Annotated[int, Query(ge=1, le=200)] = 50,
         ) -> dict[str, Any]:
             """Messages given up on, with the last error; replay them once the cause is fixed."""
@@ -248,7 +382,13 @@ def create_app(
                 "next_cursor": page.next_cursor,
             }
 
-        @app.post("/v1/dead-letters/{message_id}/replay", status_code=202, tags=["dead letters"])
+        @app.post(
+            "/v1/dead-letters/{message_id}/replay",
+            status_code=202,
+            tags=["dead letters"],
+            response_model=MessageOut,
+            responses=_errors(*_ADMIN, 404, 422),
+        )
         async def replay(message_id: str, who: Admin) -> dict[str, Any]:
             message = await dead_letters.replay(who.tenant, message_id, time.time())
             if on_accepted is not None:
@@ -262,17 +402,51 @@ def create_app(
             answer.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         return answer
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        """Starlette's own answers (no such route, method not allowed, an unreadable body) in
+        the one error body."""
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" is bad input too
+            return _error(422, "invalid_argument", "body: the body cannot be parsed", "body")
+        answer = _error(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
+        if exc.status_code == 405:  # every method of the path (Starlette names only one route's)
+            allowed = {
+                method
+                for route in app.router.routes
+                if route.matches(request.scope)[0] is not Match.NONE
+                for method in getattr(route, "methods", None) or ()
+            }
+            answer.headers["Allow"] = ", ".join(sorted(allowed))
+        return answer
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"] if p != "body")
         return _error(422, "invalid_argument", f"{where}: {first['msg']}", where)
 
-    @app.post("/v1/messages", status_code=202, tags=["messages"])
+    @app.post(
+        "/v1/messages",
+        status_code=202,
+        tags=["messages"],
+        response_model=MessageOut,
+        responses={
+            202: {
+                "headers": {
+                    "Idempotent-Replayed": {
+                        "description": "`true` when this answers an earlier request with the "
+                        "same Idempotency-Key",
+                        "schema": {"type": "string", "enum": ["true"]},
+                    }
+                }
+            },
+            **_errors(401, 403, 409, 422, 429),
+        },
+    )
     async def send(
         body: SendIn,
         who: Sender,
-        idempotency_key: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
     ) -> JSONResponse:
         """Accept a message for delivery; 202 means it is durable."""
         request = SendRequest(body.channel, body.account, body.recipient, body.content.to_domain())
@@ -282,25 +456,40 @@ def create_app(
         headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
         return JSONResponse(message_document(accepted.message), status_code=202, headers=headers)
 
-    @app.get("/v1/messages/{message_id}", tags=["messages"])
+    @app.get(
+        "/v1/messages/{message_id}",
+        tags=["messages"],
+        response_model=MessageOut,
+        responses=_errors(*_READ, 404, 422),
+    )
     async def get_message(message_id: str, who: Reader) -> dict[str, Any]:
         """A message with its status history."""
         return message_document(await messages.get(who.tenant, message_id))
 
-    @app.get("/v1/conversations", tags=["conversations"])
+    @app.get(
+        "/v1/conversations",
+        tags=["conversations"],
+        response_model=ConversationPage,
+        responses=_errors(*_READ, 422),
+    )
     async def conversations(
         who: Reader,
-        cursor: str | None = None,
+        cursor: Annotated[str | None, _CURSOR] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> dict[str, Any]:
         page = await messages.conversations(who.tenant, cursor, limit)
         return {"items": [_conversation(c) for c in page.items], "next_cursor": page.next_cursor}
 
-    @app.get("/v1/conversations/{conversation_id}/messages", tags=["conversations"])
+    @app.get(
+        "/v1/conversations/{conversation_id}/messages",
+        tags=["conversations"],
+        response_model=MessagePage,
+        responses=_errors(*_READ, 404, 422),
+    )
     async def conversation_messages(
         conversation_id: str,
         who: Reader,
-        cursor: str | None = None,
+        cursor: Annotated[str | None, _CURSOR] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> dict[str, Any]:
         """The conversation's messages in send order, a page at a time."""
@@ -309,7 +498,42 @@ def create_app(
 
     if inbound is not None:
 
-        @app.post("/v1/channels/telegram/{account}/webhook", tags=["channels"])
+        @app.post(
+            "/v1/channels/telegram/{account}/webhook",
+            tags=["channels"],
+            responses=_errors(401, 422),
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "description": "A Bot API Update (the fields we read; update "
+                                "kinds other than message are acknowledged and ignored)",
+                                "required": ["update_id"],
+                                "properties": {
+                                    "update_id": {"type": "integer"},
+                                    "message": {
+                                        "type": ["object", "null"],
+                                        "required": ["message_id", "chat"],
+                                        "properties": {
+                                            "message_id": {"type": "integer"},
+                                            "chat": {
+                                                "type": "object",
+                                                "required": ["id"],
+                                                "properties": {"id": {"type": "integer"}},
+                                            },
+                                            "text": {"type": ["string", "null"]},
+                                        },
+                                    },
+                                },
+                            }
+                        }
+                    },
+                }
+            },
+        )
         async def telegram_webhook(
             account: str,
             request: Request,
@@ -331,7 +555,18 @@ def create_app(
 
     if bus is not None:
 
-        @app.get("/v1/events", tags=["events"])
+        @app.get(
+            "/v1/events",
+            tags=["events"],
+            response_class=StreamingResponse,
+            responses={
+                200: {
+                    "description": "Server-sent events until the client disconnects",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **_errors(*_READ),
+            },
+        )
         async def events(who: Reader, request: Request) -> StreamingResponse:
             """Live events of the tenant as server-sent events (``message.status``,
             ``message.inbound``)."""
@@ -352,26 +587,48 @@ def create_app(
 
     if webhooks is not None:
 
-        @app.post("/v1/subscriptions", status_code=201, tags=["webhooks"])
+        @app.post(
+            "/v1/subscriptions",
+            status_code=201,
+            tags=["webhooks"],
+            response_model=NewSubscription,
+            responses=_errors(*_ADMIN, 422),
+        )
         async def subscribe(body: SubscriptionIn, who: Admin) -> dict[str, Any]:
             """Subscribe a URL to events; the signing secret is in this answer only."""
             sub, secret = await webhooks.subscribe(who.tenant, body.url, tuple(body.events))
             return {**asdict(sub), "secret": secret}
 
-        @app.get("/v1/subscriptions", tags=["webhooks"])
+        @app.get(
+            "/v1/subscriptions",
+            tags=["webhooks"],
+            response_model=SubscriptionList,
+            responses=_errors(*_ADMIN),
+        )
         async def subscriptions(who: Admin) -> dict[str, Any]:
             return {"items": [asdict(s) for s in await webhooks.of(who.tenant)]}
 
-        @app.delete("/v1/subscriptions/{subscription_id}", status_code=204, tags=["webhooks"])
+        @app.delete(
+            "/v1/subscriptions/{subscription_id}",
+            status_code=204,
+            tags=["webhooks"],
+            response_class=Response,
+            responses=_errors(*_ADMIN, 404, 422),
+        )
         async def unsubscribe(subscription_id: str, who: Admin) -> Response:
             await webhooks.unsubscribe(who.tenant, subscription_id)
             return Response(status_code=204)
 
-    @app.get("/health", tags=["operations"])
+    @app.get("/health", tags=["operations"], response_model=Health)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["operations"])
+    @app.get(
+        "/ready",
+        tags=["operations"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready (the database)"}},
+    )
     async def is_ready() -> JSONResponse:
         try:
             ok = await ready()

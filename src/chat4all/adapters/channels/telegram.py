@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chat4all.domain.model import Attachment, Channel, Content, Conversation, Location, Message
-from chat4all.errors import PermanentDelivery, RetryableDelivery
+from chat4all.errors import InvalidRequest, PermanentDelivery, RetryableDelivery
 from opskit.lifecycle import sleep_or_stop
 
 __all__ = ["TelegramConnector", "TelegramPoller", "DEFAULT_API", "InboundUpdate", "parse_update"]
@@ -152,55 +153,110 @@ class InboundUpdate:
     content: Content
 
 
+class _Strict(BaseModel):
+    """Bot API types as Telegram sends them (no coercion of strings to numbers)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class _File(_Strict):
+    file_id: str
+    file_name: str | None = None
+    mime_type: str | None = None
+
+
+class _Chat(_Strict):
+    id: int
+
+
+class _User(_Strict):
+    id: int | None = None
+
+
+class _Replied(_Strict):
+    message_id: int
+
+
+class _Location(_Strict):
+    latitude: float
+    longitude: float
+
+
+class _Message(_Strict):
+    """The fields of a Bot API ``Message`` we read (the others are ignored)."""
+
+    model_config = ConfigDict(strict=True, populate_by_name=True)
+
+    message_id: int
+    chat: _Chat
+    sender: _User | None = Field(default=None, alias="from")
+    text: str | None = None
+    caption: str | None = None
+    photo: list[_File] = []
+    document: _File | None = None
+    video: _File | None = None
+    audio: _File | None = None
+    voice: _File | None = None
+    location: _Location | None = None
+    reply_to_message: _Replied | None = None
+
+
+class _Update(_Strict):
+    update_id: int
+    message: _Message | None = None
+
+
 def parse_update(update: dict[str, Any]) -> InboundUpdate | None:
     """A Bot API ``Update`` normalised to the canonical content; ``None`` for update kinds we
     do not handle (edits, callbacks, members ...). Files become references
-    ``telegram-file:<file_id>`` (fetch them with getFile)."""
-    message = update.get("message")
-    if not isinstance(message, dict) or "update_id" not in update:
+    ``telegram-file:<file_id>`` (fetch them with getFile). A malformed update (not as the Bot
+    API sends them) is an :class:`InvalidRequest`."""
+    try:
+        parsed = _Update.model_validate(update)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"not a Bot API Update: {where}: {first['msg']}", where) from None
+    message = parsed.message
+    if message is None:
         return None
-    chat = message.get("chat") or {}
     attachments: list[Attachment] = []
-    caption = message.get("caption")
-    if message.get("photo"):
-        largest = message["photo"][-1]
-        attachments.append(
-            Attachment(f"telegram-file:{largest['file_id']}", "image", caption=caption)
-        )
-    for key, kind in (
-        ("document", "document"),
-        ("video", "video"),
-        ("audio", "audio"),
-        ("voice", "audio"),
+    caption = message.caption
+    if message.photo:
+        largest = message.photo[-1]
+        attachments.append(Attachment(f"telegram-file:{largest.file_id}", "image", caption=caption))
+    for item, kind in (
+        (message.document, "document"),
+        (message.video, "video"),
+        (message.audio, "audio"),
+        (message.voice, "audio"),
     ):
-        if isinstance(message.get(key), dict):
-            item = message[key]
+        if item is not None:
             attachments.append(
                 Attachment(
-                    f"telegram-file:{item['file_id']}",
+                    f"telegram-file:{item.file_id}",
                     kind,
-                    filename=item.get("file_name"),
-                    mime_type=item.get("mime_type"),
+                    filename=item.file_name,
+                    mime_type=item.mime_type,
                     caption=caption,
                 )
             )
-    location = message.get("location")
+    location = message.location
     extensions: list[tuple[str, str]] = []
-    if isinstance(message.get("reply_to_message"), dict):
-        extensions.append(("reply_to_provider_id", str(message["reply_to_message"]["message_id"])))
-    sender = message.get("from") or {}
-    if sender.get("id") is not None:
-        extensions.append(("from_id", str(sender["id"])))
+    if message.reply_to_message is not None:
+        extensions.append(("reply_to_provider_id", str(message.reply_to_message.message_id)))
+    if message.sender is not None and message.sender.id is not None:
+        extensions.append(("from_id", str(message.sender.id)))
     content = Content(
-        text=message.get("text"),
+        text=message.text,
         attachments=tuple(attachments),
-        location=Location(location["latitude"], location["longitude"]) if location else None,
+        location=Location(location.latitude, location.longitude) if location else None,
         extensions=tuple(sorted(extensions)),
     )
     if content.empty:
         return None
     return InboundUpdate(
-        str(update["update_id"]), str(chat.get("id")), str(message.get("message_id")), content
+        str(parsed.update_id), str(message.chat.id), str(message.message_id), content
     )
 
 
@@ -265,7 +321,10 @@ class TelegramPoller:
                     continue
                 backoff = 1.0
                 for update in sorted(doc["result"], key=lambda u: u["update_id"]):
-                    await self._handle(self._account, update)
+                    try:
+                        await self._handle(self._account, update)
+                    except InvalidRequest as exc:  # Telegram would send it again: skip it
+                        log.warning("telegram %s: update skipped: %s", self._account, exc)
                     offset = int(update["update_id"]) + 1
         finally:
             await self._client.aclose()

@@ -539,7 +539,7 @@ class SqlStore:
                 raise NotFound(f"no conversation {conversation_id!r}")
             query = sa.select(messages.c.id).where(messages.c.conversation_id == conversation_id)
             if cursor is not None:
-                query = query.where(messages.c.seq > int(_decode_cursor(cursor)))
+                query = query.where(messages.c.seq > _decode_seq_cursor(cursor))
             ids = (await conn.execute(query.order_by(messages.c.seq).limit(limit + 1))).scalars()
             listed = list(ids)
             items = tuple([await self._message(conn, tenant, i) for i in listed[:limit]])
@@ -798,3 +798,10 @@ def _decode_cursor(cursor: str) -> str:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("cursor is not one this API returned", field="cursor") from None
+
+
+def _decode_seq_cursor(cursor: str) -> int:
+    decoded = _decode_cursor(cursor)
+    if not decoded.isascii() or not decoded.isdigit():
+        raise InvalidRequest("cursor is not one this API returned", field="cursor")
+    return int(decoded)
