@@ -28,6 +28,7 @@ from chat4all.errors import StoreUnavailable
 from chat4all.metrics import HubMetrics
 from chat4all.ports import OutboxItem
 from chat4all.service_layer.access import Access
+from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
@@ -107,14 +108,20 @@ async def running_hub(
                 log.info("traces go to %s", settings.OTLP_ENDPOINT)
         simulator: TelegramSimulator | None = None
         api_url = settings.TELEGRAM_API_URL
-        tokens = {k: v.get_secret_value() for k, v in settings.TELEGRAM_BOTS.items()}
+        tokens = {k: bot.token.get_secret_value() for k, bot in settings.TELEGRAM_BOTS.items()}
+        owners = {
+            (Channel.TELEGRAM, k): bot.tenant or settings.DEFAULT_TENANT
+            for k, bot in settings.TELEGRAM_BOTS.items()
+        }
         if settings.embedded_simulator:
             simulator = TelegramSimulator(tokens={SIMULATOR_TOKEN})
             api_url = await stack.enter_async_context(
                 simulator.running(port=settings.SIMULATOR_PORT)
             )
             tokens = {SIMULATOR_ACCOUNT: SIMULATOR_TOKEN}
+            owners = {(Channel.TELEGRAM, SIMULATOR_ACCOUNT): settings.DEFAULT_TENANT}
             log.info("Telegram simulator on %s (account %r)", api_url, SIMULATOR_ACCOUNT)
+        accounts = Accounts(owners)
         telegram = TelegramConnector(tokens, api_url=api_url)
         stack.push_async_callback(telegram.close)
         metrics = HubMetrics(CollectorRegistry())
@@ -141,8 +148,8 @@ async def running_hub(
             on_status=on_status,
             tracer=tracer,
         )
-        messages = Messages(store, tracer=tracer)
-        inbound = Inbound(store, bus, lambda _channel, _account: settings.DEFAULT_TENANT)
+        messages = Messages(store, tracer=tracer, accounts=accounts)
+        inbound = Inbound(store, bus, accounts)
 
         async def refresh_gauges() -> None:
             metrics.outbox_depth.set(await store.depth())

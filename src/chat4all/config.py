@@ -6,12 +6,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chat4all.errors import InvalidRequest
 
 __all__ = ["Settings", "load_settings"]
+
+
+class BotAccount(BaseModel):
+    """One Telegram bot of ours: its token, and the tenant it belongs to (default:
+    ``CHAT4ALL_DEFAULT_TENANT``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: SecretStr
+    tenant: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class Settings(BaseSettings):
@@ -25,8 +34,9 @@ class Settings(BaseSettings):
     HOST: str = "127.0.0.1"
     PORT: int = Field(default=8000, ge=0, le=65535)
     GRPC_PORT: int = Field(default=50051, ge=0, le=65535)
-    TELEGRAM_BOTS: dict[str, SecretStr] = {}
-    """Our Telegram accounts: JSON ``{"account": "bot token"}``. Empty: the simulator's bot."""
+    TELEGRAM_BOTS: dict[str, BotAccount] = {}
+    """Our Telegram accounts, JSON: ``{"account": "bot token"}``, or with its tenant
+    ``{"account": {"token": "...", "tenant": "acme"}}``. Empty: the simulator's bot."""
     TELEGRAM_API_URL: str = "https://api.telegram.org"
     TELEGRAM_WEBHOOK_SECRET: SecretStr | None = None
     """The secret_token given to setWebhook; Telegram sends it back with every update. Empty
@@ -55,7 +65,11 @@ class Settings(BaseSettings):
     @field_validator("TELEGRAM_BOTS", mode="before")
     @classmethod
     def _empty(cls, value: Any) -> Any:
-        return {} if value in ("", None) else value
+        if value in ("", None):
+            return {}
+        if isinstance(value, dict):  # a bare token is {"token": ...}
+            return {k: {"token": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
     @property
     def database_url(self) -> str:
@@ -73,7 +87,7 @@ class Settings(BaseSettings):
         return not self.TELEGRAM_BOTS
 
     def secrets(self) -> list[str]:
-        values = [t.get_secret_value() for t in self.TELEGRAM_BOTS.values()]
+        values = [bot.token.get_secret_value() for bot in self.TELEGRAM_BOTS.values()]
         if self.TELEGRAM_WEBHOOK_SECRET is not None:
             values.append(self.TELEGRAM_WEBHOOK_SECRET.get_secret_value())
         return values

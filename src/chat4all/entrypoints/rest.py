@@ -501,7 +501,7 @@ def create_app(
         @app.post(
             "/v1/channels/telegram/{account}/webhook",
             tags=["channels"],
-            responses=_errors(401, 422),
+            responses=_errors(401, 404, 422),
             openapi_extra={
                 "requestBody": {
                     "required": True,

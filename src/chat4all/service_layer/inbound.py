@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from chat4all.adapters.channels.telegram import parse_update
 from chat4all.domain.model import Channel, Message, message_document
 from chat4all.ports import SendRequest
+from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.events import EventBus
 
 __all__ = ["Inbound", "InboundStore"]
@@ -30,20 +31,21 @@ class Inbound:
         self,
         store: InboundStore,
         bus: EventBus,
-        tenant_of: Callable[[Channel, str], str],
+        accounts: Accounts,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._bus = bus
-        self._tenant_of = tenant_of
+        self._accounts = accounts
         self._clock = clock
 
     async def telegram_update(self, account: str, update: dict[str, Any]) -> Message | None:
-        """One Bot API update for our ``account``; ``None`` when ignored or already seen."""
+        """One Bot API update for our ``account``; ``None`` when ignored or already seen.
+        :class:`~chat4all.errors.NotFound` for an account not configured here."""
+        tenant = self._accounts.owner(Channel.TELEGRAM, account)
         parsed = parse_update(update)
         if parsed is None:
             return None
-        tenant = self._tenant_of(Channel.TELEGRAM, account)
         request = SendRequest(Channel.TELEGRAM, account, parsed.chat_id, parsed.content)
         message = await self._store.record_inbound(
             tenant, request, parsed.update_id, parsed.message_id, self._clock()

@@ -14,6 +14,7 @@ from opentelemetry.trace import Tracer
 from chat4all.domain.model import Channel, Content, Conversation, Message
 from chat4all.errors import InvalidRequest
 from chat4all.ports import Accepted, MessageStore, Page, SendRequest
+from chat4all.service_layer.accounts import Accounts
 from chat4all.telemetry import NO_TRACER, current_origin
 
 __all__ = ["Messages", "LIMITS", "MAX_PAGE"]
@@ -96,7 +97,11 @@ class Messages:
         store: MessageStore,
         clock: Callable[[], float] = time.time,
         tracer: Tracer = NO_TRACER,
+        accounts: Accounts | None = None,
     ) -> None:
+        """``accounts``: who owns which channel account; a send through another tenant's
+        account is refused (``None``: no check, for tests of the store alone)."""
+        self._accounts = accounts
         self._store = store
         self._clock = clock
         self._tracer = tracer
@@ -110,6 +115,8 @@ class Messages:
             attributes={"chat4all.channel": request.channel.value, "chat4all.tenant": tenant},
         ) as span:
             validate(request)
+            if self._accounts is not None:
+                self._accounts.check(tenant, request.channel, request.account)
             if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
                 raise InvalidRequest(
                     "Idempotency-Key must be 1-255 characters", field="Idempotency-Key"
