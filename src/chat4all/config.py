@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     RATE_GLOBAL: int = Field(default=0, ge=0, le=100_000_000)
     """Requests a minute for all keys together; 0 turns it off."""
     MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
+    MEDIA_MAX_BYTES: int = Field(default=50 * 1024 * 1024, ge=1, le=2 * 1024**3)
+    """The largest upload (``POST /v1/media``, gRPC ``UploadMedia``); 50 MB is what a bot may
+    upload to Telegram (photos: 10 MB, checked when a message is sent)."""
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 
@@ -58,6 +61,11 @@ class Settings(BaseSettings):
         if self.DATABASE_URL:
             return self.DATABASE_URL
         return f"sqlite+aiosqlite:///{self.DATA_DIR / 'chat4all.db'}"
+
+    @property
+    def media_dir(self) -> Path:
+        """Where uploads are kept (by content, a directory per tenant)."""
+        return self.DATA_DIR / "media"
 
     @property
     def embedded_simulator(self) -> bool:

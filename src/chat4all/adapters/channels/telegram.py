@@ -135,7 +135,7 @@ def _keyboard(buttons: tuple[Any, ...]) -> dict[str, Any]:
 def _media(
     chat: str, attachment: Attachment, markup: dict[str, Any] | None
 ) -> tuple[str, dict[str, Any]]:
-    method, field = _MEDIA.get(attachment.kind, _MEDIA["document"])
+    method, field = _MEDIA.get(attachment.kind or "document", _MEDIA["document"])
     body: dict[str, Any] = {"chat_id": chat, field: attachment.url}
     if attachment.caption:
         body["caption"] = attachment.caption
