@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from chat4all.adapters.channels.telegram import TelegramConnector, TelegramPoller
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
+from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout
 from chat4all.config import Settings
@@ -28,6 +29,7 @@ from chat4all.service_layer.access import Access
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
+from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.messages import Messages
 from chat4all.service_layer.webhooks import WebhookDispatcher
 from chat4all.simulator.telegram import QuietServer, TelegramSimulator
@@ -50,14 +52,15 @@ class Hub:
     dispatcher: Dispatcher
     simulator: TelegramSimulator | None
     admin_key: str | None
+    """Created on first start of an empty database; shown once."""
     grpc_target: str
     """``host:port`` of the gRPC API."""
     bus: EventBus
     telegram_secret: str
+    """What Telegram (or the simulator) must send in X-Telegram-Bot-Api-Secret-Token."""
     audit: AuditLog
     webhooks: WebhookStore
-    """What Telegram (or the simulator) must send in X-Telegram-Bot-Api-Secret-Token."""
-    """Created on first start of an empty database; shown once."""
+    media: MediaLibrary
 
 
 @contextlib.asynccontextmanager
@@ -69,6 +72,8 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
     store.fanout = fanout
     keys = KeyRing(store)
     webhooks = WebhookStore(store)
+    media_store = FileMediaStore(store, settings.media_dir)
+    media = MediaLibrary(media_store, settings.MEDIA_MAX_BYTES)
     admin_key = None
     if not await keys.list():
         admin_key, _ = await keys.create(settings.DEFAULT_TENANT, Role.ADMIN, "first admin key")
@@ -90,7 +95,7 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
             )
             tokens = {SIMULATOR_ACCOUNT: SIMULATOR_TOKEN}
             log.info("Telegram simulator on %s (account %r)", api_url, SIMULATOR_ACCOUNT)
-        telegram = TelegramConnector(tokens, api_url=api_url)
+        telegram = TelegramConnector(tokens, api_url=api_url, media=media_store)
         stack.push_async_callback(telegram.close)
         metrics = HubMetrics(CollectorRegistry())
         bus = EventBus()
@@ -115,7 +120,7 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
             events=metrics,
             on_status=on_status,
         )
-        messages = Messages(store)
+        messages = Messages(store, media=media_store)
         inbound = Inbound(store, bus, lambda _channel, _account: settings.DEFAULT_TENANT)
 
         async def refresh_gauges() -> None:
@@ -137,6 +142,7 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
             bus=bus,
             telegram_secret=telegram_secret,
             webhooks=webhooks,
+            media=media,
         )
         server = QuietServer(
             uvicorn.Config(
@@ -149,6 +155,7 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
             f"{settings.HOST}:{settings.GRPC_PORT}",
             on_accepted=dispatcher.wake,
             bus=bus,
+            media=media,
         )
         stack.push_async_callback(grpc_server.stop, 5)
         api = asyncio.create_task(server.serve(), name="rest")
@@ -188,6 +195,7 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
                 telegram_secret,
                 audit,
                 webhooks,
+                media,
             )
         finally:
             server.should_exit = True

@@ -26,22 +26,26 @@ from chat4all import __version__
 from chat4all.adapters.storage.keys import Principal
 from chat4all.adapters.storage.webhooks import WebhookStore
 from chat4all.domain.model import (
+    ATTACHMENT_KINDS,
     Attachment,
     Button,
     Channel,
     Content,
     Conversation,
     Location,
+    Media,
     Message,
     Template,
     message_document,
 )
+from chat4all.entrypoints.uploads import chunks_of, read_upload
 from chat4all.errors import AuthError, Chat4AllError, InvalidRequest, RateLimited
 from chat4all.metrics import HubMetrics
 from chat4all.ports import Page, SendRequest
 from chat4all.service_layer.access import Access
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
+from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.messages import Messages
 
 __all__ = ["create_app"]
@@ -60,8 +64,13 @@ class _Strict(BaseModel):
 
 
 class AttachmentIn(_Strict):
-    url: str = Field(max_length=2048)
-    kind: Literal["image", "video", "audio", "document"] = "document"
+    url: str | None = Field(default=None, max_length=2048, description="An http(s) link")
+    media_id: str | None = Field(
+        default=None, max_length=32, description="An upload's id (POST /v1/media)"
+    )
+    kind: Literal["image", "video", "audio", "document"] | None = Field(
+        default=None, description="Default: document for a url, the upload's kind for a media_id"
+    )
     filename: str | None = Field(default=None, max_length=255)
     mime_type: str | None = Field(default=None, max_length=127)
     caption: str | None = None
@@ -126,6 +135,62 @@ class SendIn(_Strict):
 
 def _conversation(conversation: Conversation) -> dict[str, Any]:
     return asdict(conversation)
+
+
+def media_document(media: Media) -> dict[str, Any]:
+    """An upload as clients see it (no tenant, no storage details)."""
+    return {
+        "id": media.id,
+        "filename": media.filename,
+        "mime_type": media.mime_type,
+        "size": media.size,
+        "sha256": media.sha256,
+        "kind": media.kind,
+    }
+
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "kind": {
+                            "type": "string",
+                            "enum": list(ATTACHMENT_KINDS),
+                            "description": "Default: from the file's type (JPEG, PNG, WebP: "
+                            "image; MP4: video; MP3, M4A, OGG: audio; else document)",
+                        },
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "201": {
+            "description": "Stored",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "filename": {"type": "string"},
+                            "mime_type": {"type": "string"},
+                            "size": {"type": "integer"},
+                            "sha256": {"type": "string"},
+                            "kind": {"type": "string", "enum": list(ATTACHMENT_KINDS)},
+                        },
+                    }
+                }
+            },
+        }
+    },
+}
 
 
 class _Measure:
@@ -202,6 +267,7 @@ def create_app(
     bus: EventBus | None = None,
     telegram_secret: str | None = None,
     webhooks: WebhookStore | None = None,
+    media: MediaLibrary | None = None,
 ) -> FastAPI:
     app = FastAPI(title="chat4all", version=__version__, openapi_url="/v1/openapi.json")
     app.state.access = access
@@ -263,6 +329,29 @@ def create_app(
             on_accepted()
         headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
         return JSONResponse(message_document(accepted.message), status_code=202, headers=headers)
+
+    if media is not None:
+
+        @app.post("/v1/media", status_code=201, tags=["media"], openapi_extra=_UPLOAD_BODY)
+        async def upload(request: Request, who: Sender) -> JSONResponse:
+            """Upload a file (multipart/form-data: ``file``, optional ``kind``) to send it by
+            the returned id (an attachment's ``media_id``); at most CHAT4ALL_MEDIA_MAX_BYTES."""
+            form = await read_upload(
+                request,
+                file_field="file",
+                fields=("kind",),
+                max_bytes=media.max_bytes,
+                too_big=media.too_big,
+            )
+            with form.file:
+                stored = await media.upload(
+                    who.tenant,
+                    chunks_of(form.file),
+                    form.filename,
+                    form.content_type,
+                    form.fields.get("kind") or None,
+                )
+            return JSONResponse(media_document(stored), status_code=201)
 
     @app.get("/v1/messages/{message_id}", tags=["messages"])
     async def get_message(message_id: str, who: Reader) -> dict[str, Any]:
