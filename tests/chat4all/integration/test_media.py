@@ -205,6 +205,9 @@ async def test_bad_uploads_get_422_naming_the_field(hub: Hub) -> None:
         empty = await client.post("/v1/media", files={"file": ("e.txt", b"")})
         missing = await client.post("/v1/media", files={"other": ("x.txt", b"x")})
         as_json = await client.post("/v1/media", json={"file": "x"})
+        two = await client.post(
+            "/v1/media", files=[("file", ("a.txt", b"a")), ("file", ("b.txt", b"b"))]
+        )
         bad_kind = await client.post(
             "/v1/media", data={"kind": "sticker"}, files={"file": ("x.png", b"x")}
         )
@@ -218,6 +221,12 @@ async def test_bad_uploads_get_422_naming_the_field(hub: Hub) -> None:
     assert (as_json.status_code, as_json.json()["error"]["field"]) == (422, "file")
     assert "multipart/form-data" in as_json.json()["error"]["message"]
     assert (bad_kind.status_code, bad_kind.json()["error"]["field"]) == (422, "kind")
+    assert two.status_code == 422
+    assert two.json()["error"] == {
+        "code": "invalid_argument",
+        "message": "one file per upload",
+        "field": "file",
+    }
 
 
 async def test_a_form_without_the_file_part_is_refused(hub: Hub) -> None:
