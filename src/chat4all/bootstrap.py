@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from chat4all.adapters.channels.telegram import TelegramConnector, TelegramPoller
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
+from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout
 from chat4all.config import Settings
@@ -32,6 +33,7 @@ from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
+from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.messages import Messages
 from chat4all.service_layer.webhooks import WebhookDispatcher
 from chat4all.simulator.telegram import QuietServer, TelegramSimulator
@@ -55,14 +57,15 @@ class Hub:
     dispatcher: Dispatcher
     simulator: TelegramSimulator | None
     admin_key: str | None
+    """Created on first start of an empty database; shown once."""
     grpc_target: str
     """``host:port`` of the gRPC API."""
     bus: EventBus
     telegram_secret: str
+    """What Telegram (or the simulator) must send in X-Telegram-Bot-Api-Secret-Token."""
     audit: AuditLog
     webhooks: WebhookStore
-    """What Telegram (or the simulator) must send in X-Telegram-Bot-Api-Secret-Token."""
-    """Created on first start of an empty database; shown once."""
+    media: MediaLibrary
 
 
 async def open_store(settings: Settings) -> SqlStore:
@@ -90,6 +93,8 @@ async def running_hub(
     store.fanout = fanout
     keys = KeyRing(store)
     webhooks = WebhookStore(store)
+    media_store = FileMediaStore(store, settings.media_dir)
+    media = MediaLibrary(media_store, settings.MEDIA_MAX_BYTES)
     admin_key = None
     if not await keys.list():
         admin_key, _ = await keys.create(settings.DEFAULT_TENANT, Role.ADMIN, "first admin key")
@@ -122,7 +127,7 @@ async def running_hub(
             owners = {(Channel.TELEGRAM, SIMULATOR_ACCOUNT): settings.DEFAULT_TENANT}
             log.info("Telegram simulator on %s (account %r)", api_url, SIMULATOR_ACCOUNT)
         accounts = Accounts(owners)
-        telegram = TelegramConnector(tokens, api_url=api_url)
+        telegram = TelegramConnector(tokens, api_url=api_url, media=media_store)
         stack.push_async_callback(telegram.close)
         metrics = HubMetrics(CollectorRegistry())
         bus = EventBus()
@@ -148,7 +153,7 @@ async def running_hub(
             on_status=on_status,
             tracer=tracer,
         )
-        messages = Messages(store, tracer=tracer, accounts=accounts)
+        messages = Messages(store, tracer=tracer, accounts=accounts, media=media_store)
         inbound = Inbound(store, bus, accounts)
 
         async def refresh_gauges() -> None:
@@ -171,6 +176,7 @@ async def running_hub(
             telegram_secret=telegram_secret,
             webhooks=webhooks,
             tracer=tracer,
+            media=media,
         )
         server = QuietServer(
             uvicorn.Config(
@@ -185,6 +191,7 @@ async def running_hub(
             bus=bus,
             metrics=metrics,
             tracer=tracer,
+            media=media,
         )
         stack.push_async_callback(grpc_server.stop, 5)
         api = asyncio.create_task(server.serve(), name="rest")
@@ -224,6 +231,7 @@ async def running_hub(
                 telegram_secret,
                 audit,
                 webhooks,
+                media,
             )
         finally:
             server.should_exit = True

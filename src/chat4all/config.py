@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     OTLP_ENDPOINT: str = ""
     """Where to send traces (OTLP over HTTP, e.g. ``http://collector:4318/v1/traces``); empty:
     spans are not recorded, but the caller's ``traceparent`` is still carried to the workers."""
+    MEDIA_MAX_BYTES: int = Field(default=50 * 1024 * 1024, ge=1, le=2 * 1024**3)
+    """The largest upload (``POST /v1/media``, gRPC ``UploadMedia``); 50 MB is what a bot may
+    upload to Telegram (photos: 10 MB, checked when a message is sent)."""
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 
@@ -81,6 +84,11 @@ class Settings(BaseSettings):
     def database_shown(self) -> str:
         """The database URL without its password, for logs and errors."""
         return sa.make_url(self.database_url).render_as_string(hide_password=True)
+
+    @property
+    def media_dir(self) -> Path:
+        """Where uploads are kept (by content, a directory per tenant)."""
+        return self.DATA_DIR / "media"
 
     @property
     def embedded_simulator(self) -> bool:

@@ -15,6 +15,7 @@ def openapi_document() -> dict[str, Any]:
     from chat4all.entrypoints.rest import create_app  # noqa: PLC0415 - FastAPI only here
     from chat4all.service_layer.events import EventBus  # noqa: PLC0415
     from chat4all.service_layer.inbound import Inbound  # noqa: PLC0415
+    from chat4all.service_layer.media import MediaLibrary  # noqa: PLC0415
 
     async def ready() -> bool:
         return True
@@ -29,6 +30,7 @@ def openapi_document() -> dict[str, Any]:
         bus=bus,
         telegram_secret="unused",  # noqa: S106 - the document only, never served
         webhooks=_Unused(),  # type: ignore[arg-type]
+        media=MediaLibrary(_Unused()),  # type: ignore[arg-type]
     )
     return app.openapi()
 

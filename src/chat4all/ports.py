@@ -7,10 +7,12 @@ is durable; :class:`Outbox` hands the dispatcher at most one message per convers
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Final, Generic, Protocol, TypeVar
+from typing import BinaryIO, Final, Generic, Protocol, TypeVar
 
-from chat4all.domain.model import Channel, Content, Conversation, Message
+from chat4all.domain.model import Channel, Content, Conversation, Media, Message
 
 T = TypeVar("T")
 
@@ -24,6 +26,7 @@ __all__ = [
     "MessageStore",
     "Outbox",
     "Connector",
+    "MediaStore",
 ]
 
 
@@ -118,4 +121,31 @@ class Connector(Protocol):
 
     async def send(self, conversation: Conversation, message: Message) -> str:
         """Deliver ``message``; returns the provider's id for it."""
+        ...
+
+
+class MediaStore(Protocol):
+    """Uploaded files, each owned by one tenant: no tenant reads another's."""
+
+    async def put(
+        self,
+        tenant: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        filename: str,
+        mime_type: str,
+        kind: str,
+        now: float,
+    ) -> Media:
+        """Store the bytes ``chunks`` yields (an exception from it stores nothing)."""
+        ...
+
+    async def get(self, tenant: str, media_id: str) -> Media:
+        """Raises ``NotFound`` when ``tenant`` has no such media."""
+        ...
+
+    def open(
+        self, tenant: str, media_id: str
+    ) -> AbstractAsyncContextManager[tuple[Media, BinaryIO]]:
+        """The media and its bytes, readable from the start (``NotFound`` as :meth:`get`)."""
         ...

@@ -20,6 +20,8 @@ __all__ = [
     "Channel",
     "DeliveryStatus",
     "Attachment",
+    "ATTACHMENT_KINDS",
+    "Media",
     "Location",
     "Button",
     "Template",
@@ -69,16 +71,39 @@ def advances(current: DeliveryStatus, new: DeliveryStatus) -> bool:
     return _ORDER[new] > _ORDER[current]
 
 
+ATTACHMENT_KINDS: Final = ("image", "video", "audio", "document")
+
+
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """A file by reference: the provider fetches ``url`` (or gets the upload we made of it)."""
+    """A file by reference: exactly one of ``url`` (the provider fetches it) and ``media_id``
+    (a :class:`Media` the tenant uploaded to us; we upload its bytes to the provider)."""
 
-    url: str
-    kind: str = "document"
-    """``image``, ``video``, ``audio`` or ``document``."""
+    url: str | None = None
+    kind: str | None = "document"
+    """``image``, ``video``, ``audio`` or ``document``; ``None`` on a request: ``document``
+    for a URL, the upload's kind for a ``media_id`` (an accepted message always has one)."""
     filename: str | None = None
     mime_type: str | None = None
     caption: str | None = None
+    media_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """A file a tenant uploaded (``POST /v1/media``), stored by its content."""
+
+    id: str
+    tenant: str
+    filename: str
+    mime_type: str
+    size: int
+    """Bytes."""
+    sha256: str
+    """Hex digest of the bytes."""
+    kind: str
+    """``image``, ``video``, ``audio`` or ``document``."""
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from chat4all.metrics import HubMetrics
 from chat4all.ports import SendRequest
 from chat4all.service_layer.access import Access
 from chat4all.service_layer.events import EventBus
+from chat4all.service_layer.media import MIB, MediaLibrary
 from chat4all.service_layer.messages import Messages
 from chat4all.telemetry import NO_TRACER, failed, request_id_from, request_scope
 
@@ -77,11 +78,13 @@ class _Servicer(pb_grpc.MessagesServicer):
         bus: EventBus | None = None,
         metrics: HubMetrics | None = None,
         tracer: Tracer = NO_TRACER,
+        media: MediaLibrary | None = None,
     ) -> None:
         self._messages = messages
         self._access = access
         self._on_accepted = on_accepted
         self._bus = bus
+        self._media = media
         self._metrics = metrics
         self._tracer = tracer
 
@@ -191,6 +194,31 @@ class _Servicer(pb_grpc.MessagesServicer):
             )
         raise AssertionError("unreachable")
 
+    async def UploadMedia(
+        self, request: pb.UploadMediaRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Media:
+        async with self._rpc(context, "UploadMedia"):
+            who = await self._who(context, "send")
+            if self._media is None:
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, "uploads are off")
+            assert self._media is not None
+            stored = await self._media.upload(
+                who.tenant,
+                _once(request.data),
+                request.filename or None,
+                request.mime_type if request.HasField("mime_type") else None,
+                request.kind or None,
+            )
+            return pb.Media(
+                id=stored.id,
+                filename=stored.filename,
+                mime_type=stored.mime_type,
+                size=stored.size,
+                sha256=stored.sha256,
+                kind=stored.kind,
+            )
+        raise AssertionError("unreachable")
+
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
@@ -208,16 +236,21 @@ class _Servicer(pb_grpc.MessagesServicer):
             )
 
 
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 def _content(c: pb.Content) -> Content:
     return Content(
         text=c.text if c.HasField("text") else None,
         attachments=tuple(
             Attachment(
-                a.url,
-                a.kind or "document",
+                a.url or None,
+                a.kind or None,
                 a.filename if a.HasField("filename") else None,
                 a.mime_type if a.HasField("mime_type") else None,
                 a.caption if a.HasField("caption") else None,
+                a.media_id if a.HasField("media_id") else None,
             )
             for a in c.attachments
         ),
@@ -253,6 +286,7 @@ def _content_pb(c: Content) -> pb.Content:
                 filename=a.filename,
                 mime_type=a.mime_type,
                 caption=a.caption,
+                media_id=a.media_id,
             )
             for a in c.attachments
         ],
@@ -312,11 +346,16 @@ async def start_grpc(
     bus: EventBus | None = None,
     metrics: HubMetrics | None = None,
     tracer: Tracer = NO_TRACER,
+    media: MediaLibrary | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Serve the API, ``grpc.health.v1`` and reflection on ``address``; returns the bound port."""
-    server = grpc.aio.server()
+    """Serve the API, ``grpc.health.v1`` and reflection on ``address``; returns the bound port.
+
+    A request may be as large as the largest upload plus 1 MB (gRPC's default is 4 MB), so an
+    UploadMedia over the limit reaches the use case and is refused as REST refuses it."""
+    options = [] if media is None else [("grpc.max_receive_message_length", media.max_bytes + MIB)]
+    server = grpc.aio.server(options=options)
     pb_grpc.add_MessagesServicer_to_server(  # type: ignore[no-untyped-call]
-        _Servicer(messages, access, on_accepted, bus, metrics, tracer), server
+        _Servicer(messages, access, on_accepted, bus, metrics, tracer, media), server
     )
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)

@@ -30,6 +30,7 @@ from chat4all import __version__
 from chat4all.adapters.storage.keys import Principal
 from chat4all.adapters.storage.webhooks import Subscription, WebhookStore
 from chat4all.domain.model import (
+    ATTACHMENT_KINDS,
     Attachment,
     Button,
     Channel,
@@ -37,17 +38,20 @@ from chat4all.domain.model import (
     Conversation,
     DeliveryStatus,
     Location,
+    Media,
     Message,
     StatusEvent,
     Template,
     message_document,
 )
+from chat4all.entrypoints.uploads import chunks_of, read_upload
 from chat4all.errors import AuthError, Chat4AllError, InvalidRequest, RateLimited
 from chat4all.metrics import HubMetrics
 from chat4all.ports import Page, SendRequest
 from chat4all.service_layer.access import Access
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
+from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.messages import Messages
 from chat4all.telemetry import NO_TRACER, failed, request_id_from, request_scope
 
@@ -67,8 +71,15 @@ class _Strict(BaseModel):
 
 
 class AttachmentIn(_Strict):
-    url: str = Field(max_length=2048, pattern="^https?://", description="An http(s) URL")
-    kind: Literal["image", "video", "audio", "document"] = "document"
+    url: str | None = Field(
+        default=None, max_length=2048, pattern="^https?://", description="An http(s) link"
+    )
+    media_id: str | None = Field(
+        default=None, max_length=32, description="An upload's id (POST /v1/media)"
+    )
+    kind: Literal["image", "video", "audio", "document"] | None = Field(
+        default=None, description="Default: document for a url, the upload's kind for a media_id"
+    )
     filename: str | None = Field(default=None, max_length=255)
     mime_type: str | None = Field(default=None, max_length=127)
     caption: str | None = Field(default=None, max_length=1024)
@@ -257,6 +268,63 @@ def _conversation(conversation: Conversation) -> dict[str, Any]:
     return asdict(conversation)
 
 
+def media_document(media: Media) -> dict[str, Any]:
+    """An upload as clients see it (no tenant, no storage details)."""
+    return {
+        "id": media.id,
+        "filename": media.filename,
+        "mime_type": media.mime_type,
+        "size": media.size,
+        "sha256": media.sha256,
+        "kind": media.kind,
+    }
+
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "minLength": 1},
+                        "kind": {
+                            "type": "string",
+                            "enum": list(ATTACHMENT_KINDS),
+                            "description": "Default: from the file's type (JPEG, PNG, WebP: "
+                            "image; MP4: video; MP3, M4A, OGG: audio; else document)",
+                        },
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "201": {
+            "description": "Stored",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "filename": {"type": "string"},
+                            "mime_type": {"type": "string"},
+                            "size": {"type": "integer"},
+                            "sha256": {"type": "string"},
+                            "kind": {"type": "string", "enum": list(ATTACHMENT_KINDS)},
+                        },
+                    }
+                }
+            },
+        }
+    },
+}
+
+
 class _Observe:
     """Per request: a server span continuing the caller's ``traceparent``, a request id (the
     caller's ``X-Request-ID`` or a new one, echoed in the answer and bound to the logs), and the
@@ -349,6 +417,7 @@ def create_app(
     telegram_secret: str | None = None,
     webhooks: WebhookStore | None = None,
     tracer: Tracer = NO_TRACER,
+    media: MediaLibrary | None = None,
 ) -> FastAPI:
     app = FastAPI(title="chat4all", version=__version__, openapi_url="/v1/openapi.json")
     app.state.access = access
@@ -455,6 +524,35 @@ def create_app(
             on_accepted()
         headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
         return JSONResponse(message_document(accepted.message), status_code=202, headers=headers)
+
+    if media is not None:
+
+        @app.post(
+            "/v1/media",
+            status_code=201,
+            tags=["media"],
+            openapi_extra=_UPLOAD_BODY,
+            responses=_errors(401, 403, 422, 429),
+        )
+        async def upload(request: Request, who: Sender) -> JSONResponse:
+            """Upload a file (multipart/form-data: ``file``, optional ``kind``) to send it by
+            the returned id (an attachment's ``media_id``); at most CHAT4ALL_MEDIA_MAX_BYTES."""
+            form = await read_upload(
+                request,
+                file_field="file",
+                fields=("kind",),
+                max_bytes=media.max_bytes,
+                too_big=media.too_big,
+            )
+            with form.file:
+                stored = await media.upload(
+                    who.tenant,
+                    chunks_of(form.file),
+                    form.filename,
+                    form.content_type,
+                    form.fields.get("kind"),
+                )
+            return JSONResponse(media_document(stored), status_code=201)
 
     @app.get(
         "/v1/messages/{message_id}",

@@ -6,15 +6,23 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Final
 
 from opentelemetry.trace import Tracer
 
-from chat4all.domain.model import Channel, Content, Conversation, Message
-from chat4all.errors import InvalidRequest
-from chat4all.ports import Accepted, MessageStore, Page, SendRequest
+from chat4all.domain.model import (
+    ATTACHMENT_KINDS,
+    Attachment,
+    Channel,
+    Content,
+    Conversation,
+    Message,
+)
+from chat4all.errors import InvalidRequest, NotFound
+from chat4all.ports import Accepted, MediaStore, MessageStore, Page, SendRequest
 from chat4all.service_layer.accounts import Accounts
+from chat4all.service_layer.media import MIB, size_text
 from chat4all.telemetry import NO_TRACER, current_origin
 
 __all__ = ["Messages", "LIMITS", "MAX_PAGE"]
@@ -23,21 +31,28 @@ MAX_PAGE: Final = 200
 
 
 class _Limits:
-    def __init__(self, text: int, caption: int, attachments: int, buttons: int) -> None:
+    def __init__(
+        self, text: int, caption: int, attachments: int, buttons: int, image_bytes: int | None
+    ) -> None:
         self.text, self.caption, self.attachments, self.buttons = (
             text,
             caption,
             attachments,
             buttons,
         )
+        self.image_bytes = image_bytes
+        """The largest uploaded image sent as a photo (None: not checked here)."""
 
 
 LIMITS: Final = {
-    # Bot API: sendMessage text 1-4096 characters, captions up to 1024, inline keyboards.
-    Channel.TELEGRAM: _Limits(text=4096, caption=1024, attachments=10, buttons=100),
-    Channel.WHATSAPP: _Limits(text=4096, caption=1024, attachments=1, buttons=3),
-    Channel.MESSENGER: _Limits(text=2000, caption=2000, attachments=1, buttons=3),
-    Channel.INSTAGRAM: _Limits(text=1000, caption=1000, attachments=1, buttons=3),
+    # Bot API: sendMessage text 1-4096 characters, captions up to 1024, inline keyboards,
+    # photos uploaded with sendPhoto up to 10 MB (other files: 50 MB, CHAT4ALL_MEDIA_MAX_BYTES).
+    Channel.TELEGRAM: _Limits(
+        text=4096, caption=1024, attachments=10, buttons=100, image_bytes=10 * MIB
+    ),
+    Channel.WHATSAPP: _Limits(text=4096, caption=1024, attachments=1, buttons=3, image_bytes=None),
+    Channel.MESSENGER: _Limits(text=2000, caption=2000, attachments=1, buttons=3, image_bytes=None),
+    Channel.INSTAGRAM: _Limits(text=1000, caption=1000, attachments=1, buttons=3, image_bytes=None),
 }
 
 
@@ -66,11 +81,7 @@ def validate(request: SendRequest) -> None:
                 f"allows {limits.caption}",
                 field=f"content.attachments[{n}].caption",
             )
-        if not attachment.url.startswith(("http://", "https://")):
-            raise InvalidRequest(
-                "an attachment is a reference: an http(s) URL",
-                field=f"content.attachments[{n}].url",
-            )
+        _check_reference(attachment, f"content.attachments[{n}]")
     if len(content.buttons) > limits.buttons:
         raise InvalidRequest(
             f"{len(content.buttons)} buttons; {request.channel.value} allows {limits.buttons}",
@@ -80,13 +91,41 @@ def validate(request: SendRequest) -> None:
         raise InvalidRequest("recipient is empty", field="recipient")
 
 
+def _check_reference(attachment: Attachment, where: str) -> None:
+    if attachment.url is not None and attachment.media_id is not None:
+        raise InvalidRequest(
+            "an attachment has either url (a link) or media_id (an upload), not both", field=where
+        )
+    if attachment.media_id is not None:
+        if not attachment.media_id.strip():
+            raise InvalidRequest("media_id is empty", field=f"{where}.media_id")
+    elif attachment.url is None:
+        raise InvalidRequest(
+            "an attachment needs url (an http(s) link) or media_id (from POST /v1/media)",
+            field=where,
+        )
+    elif not attachment.url.startswith(("http://", "https://")):
+        raise InvalidRequest("an attachment is a reference: an http(s) URL", field=f"{where}.url")
+    if attachment.kind is not None and attachment.kind not in ATTACHMENT_KINDS:
+        raise InvalidRequest(
+            f"kind must be one of {', '.join(ATTACHMENT_KINDS)}", field=f"{where}.kind"
+        )
+
+
 def body_hash(request: SendRequest) -> str:
     """What an Idempotency-Key is bound to: the whole request, canonically serialised."""
+    content = asdict(request.content)
+    for attachment in content["attachments"]:
+        # As before uploads existed, so a key taken then still matches its retry: a link
+        # without a kind is a document, and no media_id is no field.
+        if attachment["media_id"] is None:
+            del attachment["media_id"]
+            attachment["kind"] = attachment["kind"] or "document"
     doc = {
         "channel": request.channel.value,
         "account": request.account,
         "recipient": request.recipient,
-        "content": asdict(request.content),
+        "content": content,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -98,6 +137,7 @@ class Messages:
         clock: Callable[[], float] = time.time,
         tracer: Tracer = NO_TRACER,
         accounts: Accounts | None = None,
+        media: MediaStore | None = None,
     ) -> None:
         """``accounts``: who owns which channel account; a send through another tenant's
         account is refused (``None``: no check, for tests of the store alone)."""
@@ -105,6 +145,7 @@ class Messages:
         self._store = store
         self._clock = clock
         self._tracer = tracer
+        self._media = media
 
     async def send(
         self, tenant: str, request: SendRequest, idempotency_key: str | None = None
@@ -115,6 +156,7 @@ class Messages:
             attributes={"chat4all.channel": request.channel.value, "chat4all.tenant": tenant},
         ) as span:
             validate(request)
+            resolved = await self._resolve(tenant, request)
             if self._accounts is not None:
                 self._accounts.check(tenant, request.channel, request.account)
             if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
@@ -123,11 +165,53 @@ class Messages:
                 )
             key = (idempotency_key, body_hash(request)) if idempotency_key else None
             accepted = await self._store.accept(
-                tenant, request, key, self._clock(), current_origin()
+                tenant, resolved, key, self._clock(), current_origin()
             )
             span.set_attribute("chat4all.message_id", accepted.message.id)
             span.set_attribute("chat4all.replayed", accepted.replayed)
             return accepted
+
+    async def _resolve(self, tenant: str, request: SendRequest) -> SendRequest:
+        """Every attachment with its kind; an upload checked to be the tenant's own (another
+        tenant's media id is refused exactly like one that does not exist) and to fit the
+        channel, and its file name and type filled in from it."""
+        limits = LIMITS[request.channel]
+        attachments = []
+        for n, attachment in enumerate(request.content.attachments):
+            if attachment.media_id is None:
+                attachments.append(replace(attachment, kind=attachment.kind or "document"))
+                continue
+            where = f"content.attachments[{n}].media_id"
+            if self._media is None:
+                raise InvalidRequest("this hub stores no uploads: send a url", field=where)
+            try:
+                media = await self._media.get(tenant, attachment.media_id)
+            except NotFound:
+                raise InvalidRequest(
+                    f"no media {attachment.media_id!r} here: upload the file first (POST "
+                    "/v1/media or UploadMedia) and send the id it returns",
+                    field=where,
+                ) from None
+            kind = attachment.kind or media.kind
+            if (
+                kind == "image"
+                and limits.image_bytes is not None
+                and media.size > limits.image_bytes
+            ):
+                raise InvalidRequest(
+                    f"the image is {size_text(media.size)}; {request.channel.value} takes photos "
+                    f'up to {size_text(limits.image_bytes)}: send it with kind "document"',
+                    field=f"content.attachments[{n}].kind",
+                )
+            attachments.append(
+                replace(
+                    attachment,
+                    kind=kind,
+                    filename=attachment.filename or media.filename,
+                    mime_type=attachment.mime_type or media.mime_type,
+                )
+            )
+        return replace(request, content=replace(request.content, attachments=tuple(attachments)))
 
     async def get(self, tenant: str, message_id: str) -> Message:
         return await self._store.get(tenant, message_id)

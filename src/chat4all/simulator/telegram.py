@@ -2,8 +2,12 @@
 
 It answers as the Bot API documents (``{"ok": true, "result": ...}`` or ``{"ok": false,
 "error_code", "description", "parameters"}``): 401 for an unknown token, 400 for an empty or
-too long text, 403 for a chat that blocked the bot, and whatever faults a test queues (a 429
-with ``retry_after``, a 500). Everything it accepted is recorded in :attr:`sent`.
+too long text, 400 for a media method without its file (neither a URL/file_id nor an upload),
+403 for a chat that blocked the bot, and whatever faults a test queues (a 429 with
+``retry_after``, a 500). Everything it accepted is recorded in :attr:`sent`: parameters sent as
+JSON, as a form or as multipart/form-data (as the Bot API, an object parameter such as
+``reply_markup`` arrives JSON-serialised in a form and is recorded parsed), and each uploaded
+file's name, size, SHA-256 and type.
 
     sim = TelegramSimulator(tokens={"123:abc"})
     async with sim.running() as url: ...   # point TelegramConnector(api_url=url) at it
@@ -13,18 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
 
-__all__ = ["TelegramSimulator", "Sent", "Fault", "QuietServer"]
+__all__ = ["TelegramSimulator", "Sent", "SentFile", "Fault", "QuietServer"]
 
 
 class QuietServer(uvicorn.Server):
@@ -43,6 +50,22 @@ _SEND_METHODS = {
     "sendAudio",
     "sendLocation",
 }
+_FILE_FIELDS = {
+    "sendPhoto": "photo",
+    "sendDocument": "document",
+    "sendVideo": "video",
+    "sendAudio": "audio",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SentFile:
+    """A file uploaded in a multipart/form-data call."""
+
+    filename: str | None
+    size: int
+    sha256: str
+    content_type: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +75,8 @@ class Sent:
     body: dict[str, Any]
     message_id: int
     at: float
+    files: dict[str, SentFile] = field(default_factory=dict)
+    """Uploads by form field (``photo``, ``document`` ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,23 +164,42 @@ class TelegramSimulator:
             self.calls += 1
             if self.latency:
                 await asyncio.sleep(self.latency)
-            try:
-                body = await request.json()
-            except ValueError:
-                body = dict(await request.form())
+            files: dict[str, SentFile] = {}
+            if request.headers.get("content-type", "").startswith(
+                ("multipart/form-data", "application/x-www-form-urlencoded")
+            ):
+                body, files = await _form(request)
+            else:
+                try:
+                    body = await request.json()
+                except ValueError:
+                    body = {}
             if method == "getUpdates" and token in self.tokens:
                 return await self._get_updates(body)
-            return self._answer(token, method, body)
+            return self._answer(token, method, body, files)
 
         @app.get("/_sim/sent")
         async def recorded() -> list[dict[str, Any]]:
             return [
-                {"method": s.method, "body": s.body, "message_id": s.message_id} for s in self.sent
+                {
+                    "method": s.method,
+                    "body": s.body,
+                    "message_id": s.message_id,
+                    "files": {k: asdict(f) for k, f in s.files.items()},
+                }
+                for s in self.sent
             ]
 
         return app
 
-    def _answer(self, token: str, method: str, body: dict[str, Any]) -> JSONResponse:
+    def _answer(
+        self,
+        token: str,
+        method: str,
+        body: dict[str, Any],
+        files: dict[str, SentFile] | None = None,
+    ) -> JSONResponse:
+        files = files or {}
         if token not in self.tokens:
             return _error(401, "Unauthorized")
         if method == "getMe":
@@ -178,8 +222,11 @@ class TelegramSimulator:
                 return _error(400, "Bad Request: message text is empty")
             if len(text) > 4096:
                 return _error(400, "Bad Request: message is too long")
+        wanted = _FILE_FIELDS.get(method)
+        if wanted is not None and not body.get(wanted) and wanted not in files:
+            return _error(400, f"Bad Request: there is no {wanted} in the request")
         message_id = next(self._ids)
-        self.sent.append(Sent(token, method, body, message_id, time.time()))
+        self.sent.append(Sent(token, method, body, message_id, time.time(), files))
         return _ok({"message_id": message_id, "chat": {"id": chat}, "date": int(time.time())})
 
     @contextlib.asynccontextmanager
@@ -206,6 +253,28 @@ class TelegramSimulator:
         finally:
             server.should_exit = True
             await task
+
+
+async def _form(request: Request) -> tuple[dict[str, Any], dict[str, SentFile]]:
+    """A form's parameters and its uploads (hashed as they are read back, a chunk at a time)."""
+    body: dict[str, Any] = {}
+    files: dict[str, SentFile] = {}
+    async with request.form() as form:
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                digest, size = hashlib.sha256(), 0
+                while chunk := await value.read(1 << 16):
+                    digest.update(chunk)
+                    size += len(chunk)
+                files[key] = SentFile(value.filename, size, digest.hexdigest(), value.content_type)
+            elif key == "reply_markup":
+                try:
+                    body[key] = json.loads(value)
+                except ValueError:
+                    body[key] = value
+            else:
+                body[key] = value
+    return body, files
 
 
 def _ok(result: dict[str, Any]) -> JSONResponse:

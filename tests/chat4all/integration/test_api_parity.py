@@ -4,6 +4,8 @@ running hub, so the two APIs cannot drift apart."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -43,6 +45,11 @@ class Client(Protocol):
         recipient: str = "42",
         idem: str | None = None,
         channel: str = "telegram",
+        media_id: str | None = None,
+    ) -> Outcome: ...
+
+    async def upload(
+        self, key: str, data: bytes, filename: str, mime_type: str | None = None
     ) -> Outcome: ...
 
     async def get(self, key: str, message_id: str) -> Outcome: ...
@@ -96,17 +103,27 @@ class Rest:
         recipient: str = "42",
         idem: str | None = None,
         channel: str = "telegram",
+        media_id: str | None = None,
     ) -> Outcome:
+        content: dict[str, Any] = {"text": text}
+        if media_id is not None:
+            content["attachments"] = [{"media_id": media_id}]
         body = {
             "channel": channel,
             "account": SIMULATOR_ACCOUNT,
             "recipient": recipient,
-            "content": {"text": text},
+            "content": content,
         }
         headers = {"Idempotency-Key": idem} if idem else {}
         return self._outcome(
             await self._call("POST", "/v1/messages", key, json=body, headers=headers)
         )
+
+    async def upload(
+        self, key: str, data: bytes, filename: str, mime_type: str | None = None
+    ) -> Outcome:
+        part = (filename, data, mime_type) if mime_type else (filename, data)
+        return self._outcome(await self._call("POST", "/v1/media", key, files={"file": part}))
 
     async def get(self, key: str, message_id: str) -> Outcome:
         return self._outcome(await self._call("GET", f"/v1/messages/{message_id}", key))
@@ -145,6 +162,9 @@ class Grpc:
                     "next_cursor": reply.next_cursor if reply.HasField("next_cursor") else None,
                 },
             )
+        if isinstance(reply, pb.Media):
+            fields = ("id", "filename", "mime_type", "size", "sha256", "kind")
+            return Outcome(True, data={f: getattr(reply, f) for f in fields})
         return Outcome(True, data=_dict(reply))
 
     async def send(
@@ -155,16 +175,24 @@ class Grpc:
         recipient: str = "42",
         idem: str | None = None,
         channel: str = "telegram",
+        media_id: str | None = None,
     ) -> Outcome:
         kinds = {"telegram": pb.TELEGRAM, "fax": pb.CHANNEL_UNSPECIFIED}
+        attachments = [pb.Attachment(media_id=media_id)] if media_id is not None else []
         request = pb.SendRequest(
             channel=kinds[channel],
             account=SIMULATOR_ACCOUNT,
             recipient=recipient,
-            content=pb.Content(text=text),
+            content=pb.Content(text=text, attachments=attachments),
             idempotency_key=idem,
         )
         return await self._call("Send", request, key)
+
+    async def upload(
+        self, key: str, data: bytes, filename: str, mime_type: str | None = None
+    ) -> Outcome:
+        request = pb.UploadMediaRequest(data=data, filename=filename, mime_type=mime_type)
+        return await self._call("UploadMedia", request, key)
 
     async def get(self, key: str, message_id: str) -> Outcome:
         return await self._call("GetMessage", pb.GetMessageRequest(id=message_id), key)
@@ -193,7 +221,13 @@ def _dict(message: pb.Message) -> dict[str, Any]:
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
     settings = load_settings(
-        None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0, RATE_PER_KEY=30
+        None,
+        DATA_DIR=tmp_path,
+        PORT=0,
+        SIMULATOR_PORT=0,
+        GRPC_PORT=0,
+        RATE_PER_KEY=30,
+        MEDIA_MAX_BYTES=2 * 1024 * 1024,
     )
     async with running_hub(settings, asyncio.Event()) as running:
         yield running
@@ -302,3 +336,44 @@ async def test_a_key_over_its_rate_is_told_when_to_retry(hub: Hub, client: Clien
     assert all(o.ok for o in outcomes[:30])
     assert (outcomes[-1].ok, outcomes[-1].error) == (False, "RESOURCE_EXHAUSTED")
     assert len(outcomes) - 1 <= 30 + earned + 1
+
+
+async def test_an_upload_is_sent_by_its_media_id_byte_for_byte(hub: Hub, client: Client) -> None:
+    assert hub.admin_key and hub.simulator is not None
+    data = b"\x89PNG\r\n\x1a\n" + os.urandom(300_000)
+    uploaded = await client.upload(hub.admin_key, data, "dir/pic.png", "image/png")
+    assert uploaded.ok and uploaded.data is not None
+    media = uploaded.data
+    assert str(media["id"]).startswith("md_")
+    assert {k: v for k, v in media.items() if k != "id"} == {
+        "filename": "pic.png",
+        "mime_type": "image/png",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "kind": "image",
+    }
+    sent = await client.send(hub.admin_key, "look", media_id=media["id"])
+    assert sent.ok, sent.data
+    deadline = time.monotonic() + 10
+    while not any(s.method == "sendPhoto" for s in hub.simulator.sent):
+        assert time.monotonic() < deadline, "no sendPhoto"
+        await asyncio.sleep(0.02)
+    [photo] = [s for s in hub.simulator.sent if s.method == "sendPhoto"]
+    assert photo.files["photo"].sha256 == media["sha256"]
+
+
+async def test_uploads_are_refused_alike(hub: Hub, client: Client) -> None:
+    assert hub.admin_key
+    reader, _ = await hub.keys.create("default", Role.READER)
+    stranger, _ = await hub.keys.create("tenant-b", Role.SENDER)
+    empty = await client.upload(hub.admin_key, b"", "e.txt")
+    too_big = await client.upload(hub.admin_key, b"x" * (2 * 1024 * 1024 + 1), "big.bin")
+    assert (empty.error, too_big.error) == ("INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    assert "empty" in str(empty.data) and "file" in str(empty.data)
+    assert "larger than 2 MB" in str(too_big.data)
+    assert (await client.upload(reader, b"x", "x.txt")).error == "PERMISSION_DENIED"
+    mine = await client.upload(hub.admin_key, b"x", "x.txt")
+    assert mine.ok and mine.data is not None
+    theirs = await client.send(stranger, "hi", media_id=mine.data["id"])
+    assert theirs.error == "INVALID_ARGUMENT"
+    assert "content.attachments[0].media_id" in str(theirs.data)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from chat4all.adapters.channels.telegram import TelegramConnector
+from chat4all.adapters.storage.media import FileMediaStore
+from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.model import (
     Attachment,
     Button,
@@ -108,3 +113,97 @@ async def test_an_unreachable_api_is_retryable() -> None:
             await connector.send(CONVERSATION, message(Content(text="hi")))
     finally:
         await connector.close()
+
+
+async def of(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@pytest.mark.parametrize(
+    ("kind", "method", "field"),
+    [
+        ("image", "sendPhoto", "photo"),
+        ("document", "sendDocument", "document"),
+        ("video", "sendVideo", "video"),
+        ("audio", "sendAudio", "audio"),
+    ],
+)
+async def test_an_upload_goes_as_multipart_with_its_bytes(
+    store: SqlStore, tmp_path: Path, kind: str, method: str, field: str
+) -> None:
+    files = FileMediaStore(store, tmp_path / "media")
+    data = bytes(range(256)) * 1000
+    media = await files.put(
+        "t1", of(data), filename="f.bin", mime_type="application/x-test", kind=kind, now=0.0
+    )
+    simulator = TelegramSimulator(tokens={TOKEN})
+    async with simulator.running() as url:
+        connector = TelegramConnector({"bot": TOKEN}, api_url=url, media=files)
+        try:
+            content = Content(
+                text="first",
+                attachments=(Attachment(kind=kind, caption="cap", media_id=media.id),),
+                buttons=(Button("Ok", payload="ok"),),
+            )
+            await connector.send(CONVERSATION, message(content))
+        finally:
+            await connector.close()
+    text, upload = simulator.sent
+    assert (text.method, upload.method) == ("sendMessage", method)
+    assert upload.files[field].sha256 == hashlib.sha256(data).hexdigest()
+    assert upload.files[field].size == len(data)
+    assert (upload.files[field].filename, upload.files[field].content_type) == (
+        "f.bin",
+        "application/x-test",
+    )
+    assert upload.body == {
+        "chat_id": "42",
+        "caption": "cap",
+        "reply_markup": {"inline_keyboard": [[{"text": "Ok", "callback_data": "ok"}]]},
+    }
+
+
+async def test_an_upload_whose_file_is_gone_fails_for_good(
+    store: SqlStore, tmp_path: Path, sim: tuple[TelegramSimulator, TelegramConnector]
+) -> None:
+    simulator, connector = sim
+    files = FileMediaStore(store, tmp_path / "media")
+    media = await files.put("t1", of(b"x"), filename="x", mime_type="a/b", kind="image", now=0.0)
+    for path in (tmp_path / "media").rglob(media.sha256):
+        path.unlink()
+    with_media = TelegramConnector(
+        {"bot": TOKEN}, api_url=str(connector._client.base_url), media=files
+    )
+    try:
+        with pytest.raises(PermanentDelivery, match="no file"):
+            await with_media.send(
+                CONVERSATION,
+                message(Content(attachments=(Attachment(kind="image", media_id=media.id),))),
+            )
+        with pytest.raises(PermanentDelivery, match="no media store"):
+            await connector.send(
+                CONVERSATION,
+                message(Content(attachments=(Attachment(kind="image", media_id=media.id),))),
+            )
+    finally:
+        await with_media.close()
+    assert simulator.sent == []
+
+
+async def test_the_simulator_refuses_a_media_call_without_its_file(
+    sim: tuple[TelegramSimulator, TelegramConnector],
+) -> None:
+    simulator, connector = sim
+    async with httpx.AsyncClient(base_url=str(connector._client.base_url)) as client:
+        multipart = await client.post(
+            f"/bot{TOKEN}/sendPhoto", data={"chat_id": "42"}, files={"document": ("x", b"x")}
+        )
+        as_json = await client.post(f"/bot{TOKEN}/sendDocument", json={"chat_id": "42"})
+    assert multipart.status_code == 400
+    assert multipart.json() == {
+        "ok": False,
+        "error_code": 400,
+        "description": "Bad Request: there is no photo in the request",
+    }
+    assert as_json.json()["description"] == "Bad Request: there is no document in the request"
+    assert simulator.sent == []

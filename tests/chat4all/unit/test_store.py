@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chat4all.adapters.storage.sql import IDEMPOTENCY_LEASE, SqlStore
-from chat4all.domain.model import Channel, Content, DeliveryStatus
+from chat4all.adapters.storage.sql import IDEMPOTENCY_LEASE, SqlStore, messages
+from chat4all.domain.model import Attachment, Channel, Content, DeliveryStatus
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, NotFound
 from chat4all.ports import SendRequest
 
@@ -115,3 +115,18 @@ async def test_history_pages_in_send_order(store: SqlStore) -> None:
     seen = [m.content.text for p in (page1, page2, page3) for m in p.items]
     assert seen == ["m0", "m1", "m2", "m3", "m4"]
     assert page3.next_cursor is None
+
+
+async def test_content_stored_before_uploads_existed_still_loads(store: SqlStore) -> None:
+    m = (await store.accept("t1", req("old"), None, 100.0)).message
+    # A row as the hub wrote it before attachments could carry a media_id.
+    old = (
+        '{"text":"old","attachments":[{"url":"https://example.org/a.jpg","kind":"image",'
+        '"filename":null,"mime_type":null,"caption":"c"}],"location":null,"reply_to":null,'
+        '"template":null,"buttons":[],"extensions":[]}'
+    )
+    async with store.transaction() as conn:
+        await conn.execute(messages.update().where(messages.c.id == m.id).values(content=old))
+    [attachment] = (await store.get("t1", m.id)).content.attachments
+    assert attachment == Attachment("https://example.org/a.jpg", "image", caption="c")
+    assert attachment.media_id is None

@@ -1,9 +1,10 @@
 """The Telegram channel over the Bot API (https://core.telegram.org/bots/api).
 
 Outbound: ``sendMessage`` for text (with an inline keyboard for buttons, ``reply_parameters``
-for replies), ``sendPhoto`` / ``sendDocument`` / ``sendVideo`` / ``sendAudio`` by URL for
-attachments, ``sendLocation`` for a location. A message with several parts sends them in order
-and reports the first part's ``message_id``.
+for replies), ``sendPhoto`` / ``sendDocument`` / ``sendVideo`` / ``sendAudio`` for
+attachments (by URL as JSON; an upload, ``media_id``, as multipart/form-data with the file's
+bytes read through the :class:`~chat4all.ports.MediaStore`), ``sendLocation`` for a location.
+A message with several parts sends them in order and reports the first part's ``message_id``.
 
 Errors, as the Bot API documents them (``{"ok": false, "error_code", "description",
 "parameters": {"retry_after"}}``):
@@ -16,6 +17,7 @@ Errors, as the Bot API documents them (``{"ok": false, "error_code", "descriptio
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,7 +27,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chat4all.domain.model import Attachment, Channel, Content, Conversation, Location, Message
-from chat4all.errors import InvalidRequest, PermanentDelivery, RetryableDelivery
+from chat4all.errors import InvalidRequest, NotFound, PermanentDelivery, RetryableDelivery
+from chat4all.ports import MediaStore
 from opskit.lifecycle import sleep_or_stop
 
 __all__ = ["TelegramConnector", "TelegramPoller", "DEFAULT_API", "InboundUpdate", "parse_update"]
@@ -53,12 +56,17 @@ class TelegramConnector:
         *,
         api_url: str = DEFAULT_API,
         timeout: float = 15.0,
+        upload_timeout: float = 120.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        media: MediaStore | None = None,
     ) -> None:
         self._tokens = tokens
+        self._media = media
         self._client = httpx.AsyncClient(
             base_url=api_url.rstrip("/"), timeout=timeout, transport=transport
         )
+        # Telegram answers an upload once it has processed the file: allow it longer.
+        self._upload_timeout = httpx.Timeout(timeout, read=upload_timeout)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -82,7 +90,11 @@ class TelegramConnector:
             ids.append(await self._call(token, "sendMessage", body))
         for n, attachment in enumerate(content.attachments):
             last = n == len(content.attachments) - 1
-            ids.append(await self._call(token, *_media(chat, attachment, markup if last else None)))
+            keyboard = markup if last else None
+            if attachment.media_id is not None:
+                ids.append(await self._upload(token, message.tenant, chat, attachment, keyboard))
+            else:
+                ids.append(await self._call(token, *_media(chat, attachment, keyboard)))
         if content.location is not None:
             loc = content.location
             ids.append(
@@ -98,9 +110,48 @@ class TelegramConnector:
             )
         return ids[0]
 
-    async def _call(self, token: str, method: str, body: dict[str, Any]) -> str:
+    async def _upload(
+        self,
+        token: str,
+        tenant: str,
+        chat: str,
+        attachment: Attachment,
+        markup: dict[str, Any] | None,
+    ) -> str:
+        """An uploaded file, sent as the Bot API takes uploads: multipart/form-data with the
+        file in the method's field and every other parameter a form field (JSON-serialised
+        where it is an object)."""
+        assert attachment.media_id is not None
+        if self._media is None:
+            raise PermanentDelivery("this hub has no media store to read uploads from")
+        method, field = _MEDIA.get(attachment.kind or "document", _MEDIA["document"])
+        form = {"chat_id": chat}
+        if attachment.caption:
+            form["caption"] = attachment.caption
+        if markup:
+            form["reply_markup"] = json.dumps(markup, separators=(",", ":"))
         try:
-            answer = await self._client.post(f"/bot{token}/{method}", json=body)
+            async with self._media.open(tenant, attachment.media_id) as (media, data):
+                name = attachment.filename or media.filename
+                mime = attachment.mime_type or media.mime_type
+                return await self._call(token, method, form, files={field: (name, data, mime)})
+        except NotFound as exc:
+            raise PermanentDelivery(f"Telegram {method}: {exc}") from None
+
+    async def _call(
+        self,
+        token: str,
+        method: str,
+        body: dict[str, Any],
+        files: dict[str, tuple[str, Any, str]] | None = None,
+    ) -> str:
+        try:
+            if files is None:
+                answer = await self._client.post(f"/bot{token}/{method}", json=body)
+            else:
+                answer = await self._client.post(
+                    f"/bot{token}/{method}", data=body, files=files, timeout=self._upload_timeout
+                )
         except httpx.TimeoutException as exc:
             raise RetryableDelivery(f"Telegram {method}: timeout ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
@@ -136,7 +187,7 @@ def _keyboard(buttons: tuple[Any, ...]) -> dict[str, Any]:
 def _media(
     chat: str, attachment: Attachment, markup: dict[str, Any] | None
 ) -> tuple[str, dict[str, Any]]:
-    method, field = _MEDIA.get(attachment.kind, _MEDIA["document"])
+    method, field = _MEDIA.get(attachment.kind or "document", _MEDIA["document"])
     body: dict[str, Any] = {"chat_id": chat, field: attachment.url}
     if attachment.caption:
         body["caption"] = attachment.caption

@@ -27,7 +27,7 @@ _SCRIPTS: Final = Path(__file__).with_name("migrations")
 
 def target_metadata() -> sa.MetaData:
     """Every table of the store (each module adds its own tables to the shared metadata)."""
-    from chat4all.adapters.storage import audit, keys, sql, webhooks  # noqa: F401, PLC0415
+    from chat4all.adapters.storage import audit, keys, media, sql, webhooks  # noqa: F401, PLC0415
 
     return sql.metadata
 

@@ -21,18 +21,20 @@ MESSENGER: Channel
 INSTAGRAM: Channel
 
 class Attachment(_message.Message):
-    __slots__ = ("url", "kind", "filename", "mime_type", "caption")
+    __slots__ = ("url", "kind", "filename", "mime_type", "caption", "media_id")
     URL_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     CAPTION_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
     url: str
     kind: str
     filename: str
     mime_type: str
     caption: str
-    def __init__(self, url: _Optional[str] = ..., kind: _Optional[str] = ..., filename: _Optional[str] = ..., mime_type: _Optional[str] = ..., caption: _Optional[str] = ...) -> None: ...
+    media_id: str
+    def __init__(self, url: _Optional[str] = ..., kind: _Optional[str] = ..., filename: _Optional[str] = ..., mime_type: _Optional[str] = ..., caption: _Optional[str] = ..., media_id: _Optional[str] = ...) -> None: ...
 
 class Location(_message.Message):
     __slots__ = ("latitude", "longitude", "name")
@@ -212,3 +214,31 @@ class Event(_message.Message):
     data_json: str
     at: float
     def __init__(self, id: _Optional[int] = ..., type: _Optional[str] = ..., data_json: _Optional[str] = ..., at: _Optional[float] = ...) -> None: ...
+
+class UploadMediaRequest(_message.Message):
+    __slots__ = ("data", "filename", "mime_type", "kind")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    filename: str
+    mime_type: str
+    kind: str
+    def __init__(self, data: _Optional[bytes] = ..., filename: _Optional[str] = ..., mime_type: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class Media(_message.Message):
+    __slots__ = ("id", "filename", "mime_type", "size", "sha256", "kind")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    filename: str
+    mime_type: str
+    size: int
+    sha256: str
+    kind: str
+    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., mime_type: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...

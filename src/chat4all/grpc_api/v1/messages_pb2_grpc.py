@@ -59,6 +59,11 @@ class MessagesStub:
                 request_serializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.StreamEventsRequest.SerializeToString,
                 response_deserializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.Event.FromString,
                 _registered_method=True)
+        self.UploadMedia = channel.unary_unary(
+                '/chat4all.v1.Messages/UploadMedia',
+                request_serializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.UploadMediaRequest.SerializeToString,
+                response_deserializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.Media.FromString,
+                _registered_method=True)
 
 
 class MessagesServicer:
@@ -100,6 +105,15 @@ class MessagesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadMedia(self, request, context):
+        """Upload a file to send it by the returned id (Attachment.media_id); the REST
+        POST /v1/media. At most CHAT4ALL_MEDIA_MAX_BYTES (50 MB by default); the server's receive
+        limit is that plus 1 MB, so raise your client's send limit to match.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +141,11 @@ def add_MessagesServicer_to_server(servicer, server):
                     servicer.StreamEvents,
                     request_deserializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.StreamEventsRequest.FromString,
                     response_serializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.Event.SerializeToString,
+            ),
+            'UploadMedia': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadMedia,
+                    request_deserializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.UploadMediaRequest.FromString,
+                    response_serializer=chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.Media.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +283,33 @@ class Messages:
             '/chat4all.v1.Messages/StreamEvents',
             chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.StreamEventsRequest.SerializeToString,
             chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat4all.v1.Messages/UploadMedia',
+            chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.UploadMediaRequest.SerializeToString,
+            chat4all_dot_grpc__api_dot_v1_dot_messages__pb2.Media.FromString,
             options,
             channel_credentials,
             insecure,

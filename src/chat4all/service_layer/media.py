@@ -1,0 +1,122 @@
+"""Use case of uploads: a tenant uploads a file once, then sends it by its ``media_id``.
+
+REST (``POST /v1/media``, multipart) and gRPC (``UploadMedia``) both call :meth:`MediaLibrary
+.upload`, so names, types, kinds and the size limit are decided here, once.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+import time
+import unicodedata
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Final
+
+from chat4all.domain.model import ATTACHMENT_KINDS, Media
+from chat4all.errors import InvalidRequest
+from chat4all.ports import MediaStore
+
+__all__ = ["MediaLibrary", "size_text", "DEFAULT_MAX_BYTES"]
+
+MIB: Final = 1024 * 1024
+DEFAULT_MAX_BYTES: Final = 50 * MIB
+"""Telegram's limit for files a bot uploads."""
+_INLINE: Final = {
+    "image/jpeg": "image",
+    "image/png": "image",
+    "image/webp": "image",
+    "video/mp4": "video",
+    "audio/mpeg": "audio",
+    "audio/mp4": "audio",
+    "audio/ogg": "audio",
+}
+_MIME: Final = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+
+
+def size_text(size: int) -> str:
+    """``10 MB`` for whole mebibytes (as Telegram states its limits), else bytes."""
+    return f"{size // MIB} MB" if size % MIB == 0 else f"{size} bytes"
+
+
+class MediaLibrary:
+    def __init__(
+        self,
+        store: MediaStore,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self._clock = clock
+
+    def too_big(self) -> InvalidRequest:
+        return InvalidRequest(
+            f"the file is larger than {size_text(self.max_bytes)} "
+            f"({self.max_bytes} bytes, CHAT4ALL_MEDIA_MAX_BYTES)",
+            field="file",
+        )
+
+    async def upload(
+        self,
+        tenant: str,
+        chunks: AsyncIterable[bytes],
+        filename: str | None,
+        mime_type: str | None = None,
+        kind: str | None = None,
+    ) -> Media:
+        """Store an upload; refused when empty or over ``max_bytes`` (nothing is kept then)."""
+        name = _filename(filename)
+        mime = _mime_type(mime_type, name)
+        if kind is not None and kind not in ATTACHMENT_KINDS:
+            raise InvalidRequest(f"kind must be one of {', '.join(ATTACHMENT_KINDS)}", field="kind")
+        return await self.store.put(
+            tenant,
+            self._checked(chunks),
+            filename=name,
+            mime_type=mime,
+            kind=kind or _kind_of(mime),
+            now=self._clock(),
+        )
+
+    async def get(self, tenant: str, media_id: str) -> Media:
+        return await self.store.get(tenant, media_id)
+
+    async def _checked(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise self.too_big()
+            yield chunk
+        if size == 0:
+            raise InvalidRequest("the file is empty", field="file")
+
+
+def _filename(raw: str | None) -> str:
+    """The last path component, printable, at most 255 characters; ``file`` when none."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
+    if name in ("", ".", ".."):
+        return "file"
+    if len(name) > 255:
+        stem, suffix = os.path.splitext(name)
+        name = stem[: 255 - len(suffix)] + suffix if len(suffix) <= 16 else name[:255]
+    return name
+
+
+def _mime_type(raw: str | None, filename: str) -> str:
+    given = (raw or "").split(";", 1)[0].strip().lower()
+    if given and given != "application/octet-stream":
+        if not _MIME.fullmatch(given):
+            raise InvalidRequest(f"{raw!r} is not a media type (type/subtype)", field="mime_type")
+        return given
+    guessed, _ = mimetypes.guess_type(filename, strict=False)
+    return guessed or "application/octet-stream"
+
+
+def _kind_of(mime_type: str) -> str:
+    """The kind a type is sent as by default: only what providers show inline as a photo,
+    video or audio player; anything else (SVG, BMP, MKV ...) goes as a document."""
+    return _INLINE.get(mime_type, "document")
