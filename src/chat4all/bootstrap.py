@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
@@ -22,7 +23,7 @@ from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout
 from chat4all.config import Settings
-from chat4all.domain.model import Channel
+from chat4all.domain.model import Channel, status_document
 from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
 from chat4all.errors import StoreUnavailable
@@ -38,12 +39,14 @@ from chat4all.service_layer.messages import Messages
 from chat4all.service_layer.webhooks import WebhookDispatcher
 from chat4all.simulator.telegram import QuietServer, TelegramSimulator
 from chat4all.telemetry import tracer_for
+from opskit.lifecycle import sleep_or_stop
 from opskit.logs import MASKER
 
 __all__ = ["Hub", "running_hub", "open_store", "SIMULATOR_ACCOUNT", "SIMULATOR_TOKEN"]
 
 log = logging.getLogger(__name__)
 
+_HOUSEKEEPING_EVERY: Final = 3600.0
 SIMULATOR_ACCOUNT: Final = "sim-bot"
 SIMULATOR_TOKEN: Final = "100000:simulated-bot-token-for-the-embedded-default"
 
@@ -81,6 +84,21 @@ async def open_store(settings: Settings) -> SqlStore:
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; check "
             "CHAT4ALL_DATABASE_URL, that the server is up and that this user may write there"
         ) from None
+
+
+async def _housekeeping(store: SqlStore, keep: float, stop: asyncio.Event) -> None:
+    """Forget idempotency keys and provider update ids older than ``keep`` seconds, hourly."""
+    while not stop.is_set():
+        try:
+            keys, updates = await store.purge(time.time() - keep)
+        except Exception as exc:  # a busy database now is no reason to stop trying
+            log.warning(
+                "housekeeping failed (retrying in an hour): %s: %s", type(exc).__name__, exc
+            )
+        else:
+            if keys or updates:
+                log.info("forgot %d idempotency key(s) and %d update id(s)", keys, updates)
+        await sleep_or_stop(stop, _HOUSEKEEPING_EVERY)
 
 
 @contextlib.asynccontextmanager
@@ -134,16 +152,7 @@ async def running_hub(
 
         def on_status(item: OutboxItem, status: str, detail: str | None) -> None:
             message = item.message
-            bus.publish(
-                message.tenant,
-                "message.status",
-                {
-                    "id": message.id,
-                    "conversation_id": message.conversation_id,
-                    "status": status,
-                    "detail": detail,
-                },
-            )
+            bus.publish(message.tenant, "message.status", status_document(message, status, detail))
 
         dispatcher = Dispatcher(
             store,
@@ -197,6 +206,9 @@ async def running_hub(
         api = asyncio.create_task(server.serve(), name="rest")
         worker = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
         hooks = asyncio.create_task(WebhookDispatcher(webhooks).run(stop), name="webhooks")
+        keeper = asyncio.create_task(
+            _housekeeping(store, settings.IDEMPOTENCY_HOURS * 3600.0, stop), name="housekeeping"
+        )
         pollers = [
             asyncio.create_task(
                 TelegramPoller(account, token, inbound.telegram_update, api_url=api_url).run(stop),
@@ -238,4 +250,4 @@ async def running_hub(
             stop.set()
             for poller in pollers:  # parked in a long poll: nothing to finish
                 poller.cancel()
-            await asyncio.gather(api, worker, hooks, *pollers, return_exceptions=True)
+            await asyncio.gather(api, worker, hooks, keeper, *pollers, return_exceptions=True)

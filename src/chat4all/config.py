@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     """Requests a minute per API key (token bucket, bursts up to that); 0 turns it off."""
     RATE_GLOBAL: int = Field(default=0, ge=0, le=100_000_000)
     """Requests a minute for all keys together; 0 turns it off."""
+    IDEMPOTENCY_HOURS: int = Field(default=24, ge=24, le=24 * 366)
+    """How long an Idempotency-Key (and a provider's update id) is remembered; at least 24."""
     MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
     OTLP_ENDPOINT: str = ""
     """Where to send traces (OTLP over HTTP, e.g. ``http://collector:4318/v1/traces``); empty:

@@ -29,6 +29,7 @@ __all__ = [
     "Message",
     "StatusEvent",
     "Conversation",
+    "status_document",
     "TERMINAL_STATUSES",
     "message_document",
 ]
@@ -190,3 +191,13 @@ def message_document(message: Message) -> dict[str, Any]:
     doc["content"]["extensions"] = dict(message.content.extensions)
     doc["history"] = [asdict(e) for e in message.history]
     return doc
+
+
+def status_document(message: Message, status: str, detail: str | None) -> dict[str, Any]:
+    """A ``message.status`` event as clients see it (live events and webhook payloads)."""
+    return {
+        "id": message.id,
+        "conversation_id": message.conversation_id,
+        "status": status,
+        "detail": detail,
+    }

@@ -7,7 +7,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from chat4all.adapters.channels.telegram import parse_update
-from chat4all.domain.model import Channel, Message, message_document
+from chat4all.domain.model import (
+    Channel,
+    DeliveryStatus,
+    Message,
+    message_document,
+    status_document,
+)
+from chat4all.errors import InvalidRequest
 from chat4all.ports import SendRequest
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.events import EventBus
@@ -22,6 +29,15 @@ class InboundStore(Protocol):
         request: SendRequest,
         update_id: str,
         provider_message_id: str,
+        now: float,
+    ) -> Message | None: ...
+
+    async def record_receipt(
+        self,
+        channel: Channel,
+        account: str,
+        provider_message_id: str,
+        status: DeliveryStatus,
         now: float,
     ) -> Message | None: ...
 
@@ -52,4 +68,22 @@ class Inbound:
         )
         if message is not None:
             self._bus.publish(tenant, "message.inbound", message_document(message))
+        return message
+
+    async def receipt(
+        self, channel: Channel, account: str, provider_message_id: str, status: DeliveryStatus
+    ) -> Message | None:
+        """A provider's delivery or read receipt for a message we sent through ``account``: the
+        message when its status moved; ``None`` when it names no message of ours or changes
+        nothing (a repeat, or a ``delivered`` after ``read``)."""
+        self._accounts.owner(channel, account)
+        if status not in (DeliveryStatus.DELIVERED, DeliveryStatus.READ):
+            raise InvalidRequest(f"a receipt is delivered or read, not {status.value}")
+        message = await self._store.record_receipt(
+            channel, account, provider_message_id, status, self._clock()
+        )
+        if message is not None:
+            self._bus.publish(
+                message.tenant, "message.status", status_document(message, status.value, None)
+            )
         return message

@@ -47,6 +47,7 @@ from chat4all.domain.model import (
     Template,
     advances,
     message_document,
+    status_document,
 )
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, InvalidRequest, NotFound
 from chat4all.ports import NO_ORIGIN, Accepted, Origin, OutboxItem, Page, SendRequest
@@ -356,6 +357,7 @@ class SqlStore:
                     account=request.account,
                     update_id=update_id,
                     message_id=message_id,
+                    received_at=now,
                 )
             )
             recorded = await self._message(conn, tenant, message_id)
@@ -363,19 +365,72 @@ class SqlStore:
                 await self.fanout(conn, tenant, "message.inbound", message_document(recorded), now)
             return recorded
 
+    async def record_receipt(
+        self,
+        channel: Channel,
+        account: str,
+        provider_message_id: str,
+        status: DeliveryStatus,
+        now: float,
+    ) -> Message | None:
+        """A provider's ``delivered`` / ``read`` for a message we sent through ``account``.
+        The message when its status moved; ``None`` when no such message is ours, or when the
+        receipt would not move it forward (a repeat, a late ``delivered`` after ``read``)."""
+        query = (
+            sa.select(messages.c.id, messages.c.tenant, messages.c.status)
+            .join(conversations, conversations.c.id == messages.c.conversation_id)
+            .where(
+                messages.c.provider_message_id == provider_message_id,
+                messages.c.direction == "outbound",
+                conversations.c.channel == channel.value,
+                conversations.c.account == account,
+            )
+        )
+        async with self.transaction() as conn:
+            row = (await conn.execute(query)).first()
+            if row is None:
+                return None
+            if not advances(DeliveryStatus(row.status), status):
+                return None
+            await self._status(conn, row.id, status, now, None)
+            message = await self._message(conn, row.tenant, row.id)
+            await self._announce(conn, message, status.value, None, now)
+            return message
+
+    async def purge(self, older_than: float, batch: int = 1000) -> tuple[int, int]:
+        """Forget idempotency keys and seen provider update ids recorded before
+        ``older_than``, a batch per transaction (short write locks); ``(keys, updates)``."""
+        keys = await self._purge(
+            idempotency,
+            (idempotency.c.tenant, idempotency.c.key),
+            idempotency.c.created_at < older_than,
+            batch,
+        )
+        updates = await self._purge(
+            inbound_updates,
+            (inbound_updates.c.channel, inbound_updates.c.account, inbound_updates.c.update_id),
+            inbound_updates.c.received_at < older_than,
+            batch,
+        )
+        return keys, updates
+
+    async def _purge(self, table: sa.Table, key: tuple[Any, ...], old: Any, batch: int) -> int:
+        removed = 0
+        while True:
+            async with self.transaction() as conn:
+                chosen = sa.select(*key).where(old).limit(batch)
+                result = await conn.execute(table.delete().where(sa.tuple_(*key).in_(chosen)))
+            count = int(result.rowcount or 0)
+            removed += count
+            if count < batch:
+                return removed
+
     async def _announce(
-        self, conn: AsyncConnection, item: OutboxItem, status: str, detail: str | None, now: float
+        self, conn: AsyncConnection, message: Message, status: str, detail: str | None, now: float
     ) -> None:
-        if self.fanout is None:
-            return
-        message = item.message
-        data = {
-            "id": message.id,
-            "conversation_id": message.conversation_id,
-            "status": status,
-            "detail": detail,
-        }
-        await self.fanout(conn, message.tenant, "message.status", data, now)
+        if self.fanout is not None:
+            data = status_document(message, status, detail)
+            await self.fanout(conn, message.tenant, "message.status", data, now)
 
     async def _reserve(self, tenant: str, key: str, body_hash: str, now: float) -> str | None:
         """Reserve ``key``; the earlier request's message id when it already completed."""
@@ -618,7 +673,7 @@ class SqlStore:
                 .values(provider_message_id=provider_id)
             )
             await self._status(conn, item.message.id, DeliveryStatus.SENT, now, None)
-            await self._announce(conn, item, "sent", None, now)
+            await self._announce(conn, item.message, "sent", None, now)
 
     async def retry(self, item: OutboxItem, at: float, reason: str, now: float) -> None:
         async with self.transaction() as conn:
@@ -638,7 +693,7 @@ class SqlStore:
                 .values(state="dead", attempts=item.attempts + 1, last_error=reason)
             )
             await self._status(conn, item.message.id, DeliveryStatus.FAILED, now, reason)
-            await self._announce(conn, item, "failed", reason, now)
+            await self._announce(conn, item.message, "failed", reason, now)
 
     async def dead_letters(
         self, tenant: str, cursor: str | None, limit: int

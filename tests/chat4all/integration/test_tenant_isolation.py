@@ -1,0 +1,172 @@
+"""A key of one tenant can never read or change another tenant's data: every secured operation
+of the OpenAPI document is tried with a stranger's admin key against the owner's objects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from chat4all.adapters.storage.keys import Role
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
+from chat4all.config import load_settings
+
+from .test_rest_e2e import body, until
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
+    async with running_hub(settings, asyncio.Event()) as running:
+        yield running
+
+
+async def owner_objects(hub: Hub, owner: httpx.AsyncClient) -> dict[str, str]:
+    """One of everything, owned by the default tenant."""
+    assert hub.simulator is not None
+    hub.simulator.blocked.add("666")
+    mine = (await owner.post("/v1/messages", json=body("mine"))).json()
+    dead = (await owner.post("/v1/messages", json=body("dead", recipient="666"))).json()
+    subscription = (
+        await owner.post(
+            "/v1/subscriptions",
+            json={"url": "http://127.0.0.1:9/hook", "events": ["message.status"]},
+        )
+    ).json()
+    media = (await owner.post("/v1/media", files={"file": ("a.txt", b"owner's file")})).json()
+
+    async def dead_listed() -> bool:
+        return bool((await owner.get("/v1/dead-letters")).json()["items"])
+
+    for _ in range(300):
+        if await dead_listed():
+            break
+        await asyncio.sleep(0.02)
+    return {
+        "message": mine["id"],
+        "conversation": mine["conversation_id"],
+        "dead": dead["id"],
+        "subscription": subscription["id"],
+        "media": media["id"],
+    }
+
+
+async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
+    assert hub.admin_key is not None
+    stranger_key, _ = await hub.keys.create("tenant-b", Role.ADMIN)
+    async with (
+        httpx.AsyncClient(
+            base_url=hub.url, headers={"Authorization": f"Bearer {hub.admin_key}"}
+        ) as owner,
+        httpx.AsyncClient(
+            base_url=hub.url, headers={"Authorization": f"Bearer {stranger_key}"}
+        ) as stranger,
+    ):
+        ids = await owner_objects(hub, owner)
+        document = (await owner.get("/v1/openapi.json")).json()
+        secured = {
+            f"{method.upper()} {path}"
+            for path, operations in document["paths"].items()
+            for method, operation in operations.items()
+            if operation.get("security")
+        }
+
+        async def send_through_owners_account() -> None:
+            answer = await stranger.post("/v1/messages", json=body("not mine"))
+            assert answer.status_code == 422
+            assert answer.json()["error"]["field"] == "account"
+
+        async def send_owners_media() -> None:
+            with_media = body("x", attachments=[{"media_id": ids["media"]}])
+            answer = await stranger.post("/v1/messages", json=with_media)
+            assert answer.status_code == 422
+            assert "media_id" in answer.json()["error"]["field"]
+
+        async def get_message() -> None:
+            assert (await stranger.get(f"/v1/messages/{ids['message']}")).status_code == 404
+
+        async def list_conversations() -> None:
+            assert (await stranger.get("/v1/conversations")).json()["items"] == []
+
+        async def list_history() -> None:
+            path = f"/v1/conversations/{ids['conversation']}/messages"
+            assert (await stranger.get(path)).status_code == 404
+
+        async def list_dead_letters() -> None:
+            assert (await stranger.get("/v1/dead-letters")).json()["items"] == []
+
+        async def replay() -> None:
+            path = f"/v1/dead-letters/{ids['dead']}/replay"
+            assert (await stranger.post(path)).status_code == 404
+
+        async def subscribe() -> None:
+            made = await stranger.post(
+                "/v1/subscriptions",
+                json={"url": "http://127.0.0.1:9/b", "events": ["message.inbound"]},
+            )
+            assert made.status_code == 201
+            owners = (await owner.get("/v1/subscriptions")).json()["items"]
+            assert [s["id"] for s in owners] == [ids["subscription"]]
+
+        async def list_subscriptions() -> None:
+            listed = (await stranger.get("/v1/subscriptions")).json()["items"]
+            assert ids["subscription"] not in {s["id"] for s in listed}
+
+        async def unsubscribe() -> None:
+            path = f"/v1/subscriptions/{ids['subscription']}"
+            assert (await stranger.delete(path)).status_code == 404
+            owners = (await owner.get("/v1/subscriptions")).json()["items"]
+            assert ids["subscription"] in {s["id"] for s in owners}
+
+        async def upload() -> None:
+            made = await stranger.post("/v1/media", files={"file": ("b.txt", b"b's")})
+            assert made.status_code == 201
+            assert made.json()["id"] != ids["media"]
+
+        async def events() -> None:
+            seen: list[dict[str, Any]] = []
+
+            async def listen() -> None:
+                async with stranger.stream("GET", "/v1/events") as stream:
+                    async for line in stream.aiter_lines():
+                        if line.startswith("data: "):
+                            seen.append(json.loads(line[6:]))
+
+            listener = asyncio.create_task(listen())
+            await asyncio.sleep(0.2)
+            mine = (await owner.post("/v1/messages", json=body("while b listens"))).json()
+            simulator = hub.simulator
+            assert simulator is not None
+            await until(lambda: "while b listens" in simulator.texts("42"))
+            await asyncio.sleep(0.3)
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+            assert mine["id"] not in {event.get("id") for event in seen}
+
+        checks: dict[str, list[Callable[[], Awaitable[None]]]] = {
+            "POST /v1/messages": [send_through_owners_account, send_owners_media],
+            "GET /v1/messages/{message_id}": [get_message],
+            "GET /v1/conversations": [list_conversations],
+            "GET /v1/conversations/{conversation_id}/messages": [list_history],
+            "GET /v1/dead-letters": [list_dead_letters],
+            "POST /v1/dead-letters/{message_id}/replay": [replay],
+            "POST /v1/subscriptions": [subscribe],
+            "GET /v1/subscriptions": [list_subscriptions],
+            "DELETE /v1/subscriptions/{subscription_id}": [unsubscribe],
+            "POST /v1/media": [upload],
+            "GET /v1/events": [events],
+        }
+        assert set(checks) == secured, "a new secured route needs its cross-tenant check here"
+        for operation in sorted(checks):
+            for check in checks[operation]:
+                await check()
+        # and the owner still has it all
+        assert (await owner.get(f"/v1/messages/{ids['message']}")).status_code == 200
+        assert SIMULATOR_ACCOUNT in {
+            c["account"] for c in (await owner.get("/v1/conversations")).json()["items"]
+        }
