@@ -107,6 +107,7 @@ async def running_hub(
 ) -> AsyncIterator[Hub]:
     """API, dispatcher (and, on the embedded default, the simulator) in this process. Spans go
     to ``tracer`` (tests pass one with an in-memory exporter), else as settings say."""
+    tls = settings.tls  # a bad certificate stops the start before anything else
     store = await open_store(settings)
     store.fanout = fanout
     keys = KeyRing(store)
@@ -189,7 +190,12 @@ async def running_hub(
         )
         server = QuietServer(
             uvicorn.Config(
-                app, host=settings.HOST, port=settings.PORT, log_level="warning", lifespan="off"
+                app,
+                host=settings.HOST,
+                port=settings.PORT,
+                log_level="warning",
+                lifespan="off",
+                ssl_context_factory=tls.rest if tls is not None else None,
             )
         )
         grpc_server, grpc_port = await start_grpc(
@@ -201,6 +207,7 @@ async def running_hub(
             metrics=metrics,
             tracer=tracer,
             media=media,
+            credentials=tls.grpc() if tls is not None else None,
         )
         stack.push_async_callback(grpc_server.stop, 5)
         api = asyncio.create_task(server.serve(), name="rest")
@@ -222,7 +229,7 @@ async def running_hub(
                     await api
                 await asyncio.sleep(0.01)
             port = server.servers[0].sockets[0].getsockname()[1]
-            url = f"http://{settings.HOST}:{port}"
+            url = f"{'https' if tls else 'http'}://{settings.HOST}:{port}"
             grpc_target = f"{settings.HOST}:{grpc_port}"
             log.info(
                 "chat4all API on %s/v1 (OpenAPI: %s/v1/openapi.json), gRPC on %s",

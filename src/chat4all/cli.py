@@ -24,7 +24,7 @@ from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, SIMULATOR_TOKEN, open_store, running_hub
 from chat4all.config import Settings, load_settings
-from chat4all.errors import Chat4AllError, StoreUnavailable
+from chat4all.errors import Chat4AllError, InvalidRequest, StoreUnavailable
 from chat4all.simulator.telegram import TelegramSimulator
 from opskit.lifecycle import run_until_stopped
 from opskit.logs import MASKER, setup_logging
@@ -73,6 +73,9 @@ def serve(env_file: EnvFile = Path(".env")) -> None:
             except StoreUnavailable as exc:
                 err.print(f"[bold red]error:[/] {exc}")
                 return 3
+            except InvalidRequest as exc:  # settings only checkable at start: TLS files
+                err.print(f"[bold red]error:[/] invalid settings: {exc}")
+                return 2
             if hub.admin_key is not None:
                 err.print(
                     "[bold]admin API key (shown once, store it now):[/]\n"

@@ -6,9 +6,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chat4all.entrypoints.tls import Tls
 from chat4all.errors import InvalidRequest
 
 __all__ = ["Settings", "load_settings"]
@@ -53,6 +63,10 @@ class Settings(BaseSettings):
     IDEMPOTENCY_HOURS: int = Field(default=24, ge=24, le=24 * 366)
     """How long an Idempotency-Key (and a provider's update id) is remembered; at least 24."""
     MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
+    TLS_CERT_FILE: FilePath | None = None
+    """PEM certificate chain: with TLS_KEY_FILE, both APIs serve TLS (REST: 1.3 only). Off by
+    default, for loopback."""
+    TLS_KEY_FILE: FilePath | None = None
     OTLP_ENDPOINT: str = ""
     """Where to send traces (OTLP over HTTP, e.g. ``http://collector:4318/v1/traces``); empty:
     spans are not recorded, but the caller's ``traceparent`` is still carried to the workers."""
@@ -62,7 +76,7 @@ class Settings(BaseSettings):
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 
-    @field_validator("TELEGRAM_WEBHOOK_SECRET", mode="before")
+    @field_validator("TELEGRAM_WEBHOOK_SECRET", "TLS_CERT_FILE", "TLS_KEY_FILE", mode="before")
     @classmethod
     def _unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -75,6 +89,14 @@ class Settings(BaseSettings):
         if isinstance(value, dict):  # a bare token is {"token": ...}
             return {k: {"token": v} if isinstance(v, str) else v for k, v in value.items()}
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.TLS_CERT_FILE is None) != (self.TLS_KEY_FILE is None):
+            raise ValueError(
+                "set both CHAT4ALL_TLS_CERT_FILE and CHAT4ALL_TLS_KEY_FILE, or neither"
+            )
+        return self
 
     @property
     def database_url(self) -> str:
@@ -93,6 +115,13 @@ class Settings(BaseSettings):
         return self.DATA_DIR / "media"
 
     @property
+    def tls(self) -> Tls | None:
+        """The loaded certificate when TLS is on (a bad file raises, naming the setting)."""
+        if self.TLS_CERT_FILE is None or self.TLS_KEY_FILE is None:
+            return None
+        return Tls(self.TLS_CERT_FILE, self.TLS_KEY_FILE)
+
+    @property
     def embedded_simulator(self) -> bool:
         return not self.TELEGRAM_BOTS
 
@@ -108,5 +137,5 @@ def load_settings(env_file: Path | None = Path(".env"), **overrides: Any) -> Set
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = "CHAT4ALL_" + ".".join(str(p) for p in first["loc"])
+        key = "CHAT4ALL_" + ".".join(str(p) for p in first["loc"]) if first["loc"] else "settings"
         raise InvalidRequest(f"{key}: {first['msg']}", field=key) from None

@@ -347,6 +347,7 @@ async def start_grpc(
     metrics: HubMetrics | None = None,
     tracer: Tracer = NO_TRACER,
     media: MediaLibrary | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Serve the API, ``grpc.health.v1`` and reflection on ``address``; returns the bound port.
 
@@ -367,7 +368,11 @@ async def start_grpc(
         ),
         server,
     )
-    port = server.add_insecure_port(address)
+    port = (
+        server.add_secure_port(address, credentials)
+        if credentials is not None
+        else server.add_insecure_port(address)
+    )
     await server.start()
     await checker.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await checker.set("", health_pb2.HealthCheckResponse.SERVING)
