@@ -171,12 +171,21 @@ async def running_hub(
             metrics.dead_letters.set(await store.dead_count())
             metrics.webhook_dead_letters.set(await webhooks.dead_count())
 
+        workers: list[asyncio.Task[None]] = []
+
+        async def ready() -> bool:
+            """Ready: the database answers and every worker (dispatcher, webhooks) runs."""
+            for task in workers:
+                if task.done():
+                    raise RuntimeError(f"the {task.get_name()} worker stopped; see the log")
+            return await store.ready()
+
         audit = AuditLog(store)
         access = Access(keys, audit, per_key=settings.RATE_PER_KEY, global_=settings.RATE_GLOBAL)
         app = create_app(
             messages,
             access,
-            store.ready,
+            ready,
             on_accepted=dispatcher.wake,
             metrics=metrics,
             refresh_gauges=refresh_gauges,
@@ -216,6 +225,7 @@ async def running_hub(
         keeper = asyncio.create_task(
             _housekeeping(store, settings.IDEMPOTENCY_HOURS * 3600.0, stop), name="housekeeping"
         )
+        workers += [worker, hooks, keeper]
         pollers = [
             asyncio.create_task(
                 TelegramPoller(account, token, inbound.telegram_update, api_url=api_url).run(stop),

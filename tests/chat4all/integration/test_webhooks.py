@@ -62,7 +62,9 @@ class Receiver:
 
 
 async def test_subscribed_events_arrive_signed(hub: Hub) -> None:
+    """End to end: API → outbox → dispatcher → simulator → status → client webhook and SSE."""
     receiver = Receiver()
+    live: list[tuple[str, dict[str, Any]]] = []
     server = QuietServer(
         uvicorn.Config(receiver.app(), port=0, log_level="warning", lifespan="off")
     )
@@ -82,6 +84,18 @@ async def test_subscribed_events_arrive_signed(hub: Hub) -> None:
             listed = (await client.get("/v1/subscriptions")).json()["items"]
             assert [s["id"] for s in listed] == [created.json()["id"]]
             assert "secret" not in listed[0]
+
+            async def listen() -> None:
+                async with client.stream("GET", "/v1/events") as stream:
+                    kind = ""
+                    async for line in stream.aiter_lines():
+                        if line.startswith("event: "):
+                            kind = line[7:]
+                        elif line.startswith("data: "):
+                            live.append((kind, json.loads(line[6:])))
+
+            listener = asyncio.create_task(listen())
+            await asyncio.sleep(0.2)
             sent = await client.post(
                 "/v1/messages",
                 json={
@@ -96,9 +110,11 @@ async def test_subscribed_events_arrive_signed(hub: Hub) -> None:
             webhook = f"{hub.url}/v1/channels/telegram/{SIMULATOR_ACCOUNT}/webhook"
             assert await hub.simulator.push(webhook, hub.telegram_secret, update) == 200
             deadline = time.monotonic() + 10
-            while len(receiver.received) < 2:
-                assert time.monotonic() < deadline, receiver.received
+            while len(receiver.received) < 2 or len(live) < 2:
+                assert time.monotonic() < deadline, (receiver.received, live)
                 await asyncio.sleep(0.05)
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
             bad = await client.post(
                 "/v1/subscriptions", json={"url": url, "events": ["message.deleted"]}
             )
@@ -111,6 +127,9 @@ async def test_subscribed_events_arrive_signed(hub: Hub) -> None:
     assert kinds["message.status"]["data"]["status"] == "sent"
     assert kinds["message.inbound"]["data"]["content"]["text"] == "hello back"
     assert receiver.bad_signatures == 0
+    streamed = dict(live)
+    assert streamed["message.status"] == kinds["message.status"]["data"]
+    assert streamed["message.inbound"]["id"] == kinds["message.inbound"]["data"]["id"]
 
 
 async def test_failures_retry_with_backoff_and_dead_letter_after_24h(store: SqlStore) -> None:
