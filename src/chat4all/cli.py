@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -76,7 +76,16 @@ def serve(env_file: EnvFile = Path(".env")) -> None:
             await stop.wait()
         return 0
 
-    raise typer.Exit(run_until_stopped(main))
+    raise typer.Exit(run_until_stopped(main, _fast_loop()))
+
+
+def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (as uvicorn picks it on its own), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 @app.command()
@@ -97,7 +106,7 @@ def simulator(
             await stop.wait()
         return 0
 
-    raise typer.Exit(run_until_stopped(main))
+    raise typer.Exit(run_until_stopped(main, _fast_loop()))
 
 
 @contextlib.asynccontextmanager
