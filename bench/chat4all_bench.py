@@ -30,7 +30,6 @@ import grpc
 from tests.tgstream.harness import free_port
 
 from bench.http_load import Pool, post_head
-
 from chat4all.bootstrap import SIMULATOR_TOKEN
 from chat4all.grpc_api.v1 import messages_pb2 as pb
 from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc

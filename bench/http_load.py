@@ -75,7 +75,8 @@ class _Conn(asyncio.Protocol):
                 waiter.set_result((self.status, body))
 
     def request(self, raw: bytes) -> asyncio.Future[tuple[int, bytes]]:
-        assert self.transport is not None and self.waiter is None
+        assert self.transport is not None
+        assert self.waiter is None
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(raw)
         return self.waiter

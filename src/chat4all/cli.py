@@ -82,7 +82,7 @@ def serve(env_file: EnvFile = Path(".env")) -> None:
 def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop when installed (as uvicorn picks it on its own), else asyncio's."""
     try:
-        import uvloop
+        import uvloop  # noqa: PLC0415 - optional
     except ImportError:
         return None
     return uvloop.new_event_loop

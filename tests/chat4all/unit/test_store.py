@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from chat4all.adapters.storage.sql import IDEMPOTENCY_LEASE, SqlStore
@@ -29,6 +31,43 @@ async def test_messages_of_a_conversation_get_consecutive_seqs(store: SqlStore) 
     other = await store.accept("t1", req("x", recipient="43"), None, 100.0)
     assert seqs == [1, 2, 3]
     assert other.message.seq == 1  # another recipient: another conversation
+
+
+async def test_concurrent_accepts_share_a_commit_and_keep_each_conversations_order(
+    store: SqlStore,
+) -> None:
+    # One group commit: several conversations, new and known, interleaved in one batch.
+    await store.accept("t1", req("known"), None, 100.0)
+    accepted = await asyncio.gather(
+        *(
+            store.accept("t1", req(f"m{n}", recipient=str(40 + n % 3)), None, 100.0 + n)
+            for n in range(30)
+        )
+    )
+    for recipient in ("40", "41", "42"):
+        mine = [
+            a.message
+            for a in accepted
+            if a.message.content.text and int(a.message.content.text[1:]) % 3 == int(recipient) - 40
+        ]
+        first = 2 if recipient == "42" else 1
+        assert [m.seq for m in mine] == list(range(first, first + len(mine)))
+        stored = [await store.get("t1", m.id) for m in mine]
+        assert [m.seq for m in stored] == [m.seq for m in mine]
+    page = await store.conversations("t1", None, 10)
+    assert {c.recipient: c.last_message_at for c in page.items} == {
+        "40": 127.0,
+        "41": 128.0,
+        "42": 129.0,
+    }
+    # delivered together, recorded together
+    claimed = await store.claim(200.0, 10)
+    await asyncio.gather(*(store.sent(i, f"p-{i.message.id}", 201.0) for i in claimed))
+    for item in claimed:
+        sent = await store.get("t1", item.message.id)
+        assert sent.status is DeliveryStatus.SENT
+        assert sent.provider_message_id == f"p-{item.message.id}"
+        assert [e.status for e in sent.history][-1] is DeliveryStatus.SENT
 
 
 async def test_idempotency_replays_refuses_other_bodies_and_reports_in_flight(

@@ -140,6 +140,18 @@ class _Job:
     now: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    item: OutboxItem
+    provider_id: str
+    now: float
+
+
+_ConversationKey = tuple[str, str, str, str]
+"""``(tenant, channel, account, recipient)``."""
+_CONVERSATION_CACHE: Final = 100_000
+
+
 def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     """INSERT with ON CONFLICT support, in the connection's dialect (SQLite, PostgreSQL)."""
     if conn.dialect.name == "postgresql":
@@ -161,8 +173,10 @@ class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
-        self._pending: asyncio.Queue[tuple[_Job, asyncio.Future[Message]]] = asyncio.Queue()
+        self._pending: asyncio.Queue[tuple[_Job | _Sent, asyncio.Future[Any]]] = asyncio.Queue()
         self._grouper: asyncio.Task[None] | None = None
+        self._conversation_ids: dict[_ConversationKey, str] = {}
+        """Conversations are never deleted nor re-keyed: an id, once committed, stays valid."""
         self.fanout: Fanout | None = None
         """Called inside the transaction of every change a client may subscribe to
         (``message.status``, ``message.inbound``): webhooks queue their deliveries there."""
@@ -220,13 +234,13 @@ class SqlStore:
         job = _Job(tenant, request, idempotency_key[0] if idempotency_key else None, now)
         return Accepted(await self._commit_in_group(job), replayed=False)
 
-    async def _commit_in_group(self, job: _Job) -> Message:
-        """Group commit: concurrent accepts share one transaction (one fsync); each caller
-        returns only once its own message is committed."""
+    async def _commit_in_group(self, job: _Job | _Sent) -> Any:
+        """Group commit: concurrent accepts (and delivery records) share one transaction (one
+        fsync); each caller returns only once its own change is committed."""
         if self._grouper is None or self._grouper.done():
             self._grouper = asyncio.create_task(self._group_commits(), name="group-commit")
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        await self._pending.put((job, future))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.put_nowait((job, future))
         return await asyncio.shield(future)
 
     async def _group_commits(self) -> None:
@@ -234,62 +248,138 @@ class SqlStore:
             batch = [await self._pending.get()]
             while not self._pending.empty() and len(batch) < _GROUP_MAX:
                 batch.append(self._pending.get_nowait())
+            jobs = [job for job, _ in batch if isinstance(job, _Job)]
+            sents = [job for job, _ in batch if isinstance(job, _Sent)]
+            learned: dict[_ConversationKey, str] = {}
             try:
                 async with self.transaction() as conn:
-                    written = [await self._insert_outbound(conn, job) for job, _ in batch]
+                    written = iter(await self._insert_outbound(conn, jobs, learned))
+                    await self._record_sent(conn, sents)
             except Exception as exc:  # nothing of the batch committed: every caller hears it
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), message in zip(batch, written, strict=True):
+            if len(self._conversation_ids) > _CONVERSATION_CACHE:
+                self._conversation_ids.clear()
+            self._conversation_ids.update(learned)
+            for job, future in batch:
                 if not future.done():
-                    future.set_result(message)
+                    future.set_result(next(written) if isinstance(job, _Job) else None)
 
-    async def _insert_outbound(self, conn: AsyncConnection, job: _Job) -> Message:
-        tenant, request, now = job.tenant, job.request, job.now
-        conversation, seq, message_id = await self._append(
-            conn, tenant, request, "outbound", DeliveryStatus.QUEUED, now
-        )
-        await conn.execute(
-            status_events.insert(),
-            [
-                {"message_id": message_id, "status": DeliveryStatus.ACCEPTED.value, "at": now},
-                {"message_id": message_id, "status": DeliveryStatus.QUEUED.value, "at": now},
-            ],
-        )
-        await conn.execute(
-            outbox.insert().values(
-                message_id=message_id,
-                conversation_id=conversation,
-                seq=seq,
-                state="pending",
-                attempts=0,
-                available_at=now,
+    async def _insert_outbound(
+        self, conn: AsyncConnection, jobs: list[_Job], learned: dict[_ConversationKey, str]
+    ) -> list[Message]:
+        """Append ``jobs`` to their conversations, in order, with a few statements for all:
+        one UPDATE ... RETURNING reserves each conversation's seqs, then one executemany per
+        table. Conversations created here go to ``learned`` (cached once committed)."""
+        if not jobs:
+            return []
+        ids = [await self._conversation_id(conn, job, learned) for job in jobs]
+        counts: dict[str, int] = {}
+        last_at: dict[str, float] = {}
+        for job, conversation in zip(jobs, ids, strict=True):
+            counts[conversation] = counts.get(conversation, 0) + 1
+            last_at[conversation] = job.now
+        if len(counts) == 1:
+            ((conversation, count),) = counts.items()
+            step: Any = count
+            at: Any = last_at[conversation]
+        else:
+            step = sa.case(counts, value=conversations.c.id)
+            at = sa.case(last_at, value=conversations.c.id)
+        reserved = (
+            await conn.execute(
+                conversations.update()
+                .where(conversations.c.id.in_(list(counts)))
+                .values(next_seq=conversations.c.next_seq + step, last_message_at=at)
+                .returning(conversations.c.id, conversations.c.next_seq)
             )
-        )
-        if job.idempotency_key is not None:
+        ).all()
+        # next_seq is now past this batch: its messages take the count seqs before it, in order
+        following = {row[0]: int(row[1]) - counts[row[0]] for row in reserved}
+        message_rows: list[dict[str, Any]] = []
+        event_rows: list[dict[str, Any]] = []
+        outbox_rows: list[dict[str, Any]] = []
+        keyed: list[dict[str, Any]] = []
+        written: list[Message] = []
+        accepted, queued = DeliveryStatus.ACCEPTED.value, DeliveryStatus.QUEUED.value
+        for job, conversation in zip(jobs, ids, strict=True):
+            seq = following[conversation]
+            following[conversation] = seq + 1
+            message_id = _new_id("m_")
+            now = job.now
+            message_rows.append(
+                {
+                    "id": message_id,
+                    "tenant": job.tenant,
+                    "conversation_id": conversation,
+                    "seq": seq,
+                    "direction": "outbound",
+                    "content": _dump_content(job.request.content),
+                    "status": queued,
+                    "created_at": now,
+                    "provider_message_id": None,
+                }
+            )
+            event_rows.append({"message_id": message_id, "status": accepted, "at": now})
+            event_rows.append({"message_id": message_id, "status": queued, "at": now})
+            outbox_rows.append(
+                {
+                    "message_id": message_id,
+                    "conversation_id": conversation,
+                    "seq": seq,
+                    "state": "pending",
+                    "attempts": 0,
+                    "available_at": now,
+                }
+            )
+            if job.idempotency_key is not None:
+                keyed.append({"t": job.tenant, "k": job.idempotency_key, "m": message_id})
+            written.append(
+                Message(
+                    message_id,
+                    job.tenant,
+                    conversation,
+                    seq,
+                    "outbound",
+                    job.request.content,
+                    DeliveryStatus.QUEUED,
+                    now,
+                    None,
+                    (
+                        StatusEvent(DeliveryStatus.ACCEPTED, now),
+                        StatusEvent(DeliveryStatus.QUEUED, now),
+                    ),
+                )
+            )
+        await conn.execute(messages.insert(), message_rows)
+        await conn.execute(status_events.insert(), event_rows)
+        await conn.execute(outbox.insert(), outbox_rows)
+        if keyed:
             await conn.execute(
                 idempotency.update()
-                .where(idempotency.c.tenant == tenant, idempotency.c.key == job.idempotency_key)
-                .values(message_id=message_id)
+                .where(
+                    idempotency.c.tenant == sa.bindparam("t"),
+                    idempotency.c.key == sa.bindparam("k"),
+                )
+                .values(message_id=sa.bindparam("m")),
+                keyed,
             )
-        history = (
-            StatusEvent(DeliveryStatus.ACCEPTED, now),
-            StatusEvent(DeliveryStatus.QUEUED, now),
-        )
-        return Message(
-            message_id,
-            tenant,
-            conversation,
-            seq,
-            "outbound",
-            request.content,
-            DeliveryStatus.QUEUED,
-            now,
-            None,
-            history,
-        )
+        return written
+
+    async def _conversation_id(
+        self, conn: AsyncConnection, job: _Job, learned: dict[_ConversationKey, str]
+    ) -> str:
+        """The conversation of ``job``, created when new (its ``next_seq`` is bumped by the
+        caller)."""
+        request = job.request
+        key = (job.tenant, request.channel.value, request.account, request.recipient)
+        known = self._conversation_ids.get(key) or learned.get(key)
+        if known is None:
+            known = await self._conversation(conn, job.tenant, request, job.now)
+            learned[key] = known
+        return known
 
     async def record_inbound(
         self,
@@ -580,15 +670,53 @@ class SqlStore:
             ]
 
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
-        async with self.transaction() as conn:
-            await conn.execute(outbox.delete().where(outbox.c.message_id == item.message.id))
+        """Record a delivery; concurrent ones (a dispatcher round) share a transaction with
+        each other and with concurrent accepts."""
+        await self._commit_in_group(_Sent(item, provider_id, now))
+
+    async def _record_sent(self, conn: AsyncConnection, done: list[_Sent]) -> None:
+        if not done:
+            return
+        ids = [d.item.message.id for d in done]
+        await conn.execute(outbox.delete().where(outbox.c.message_id.in_(ids)))
+        current = {
+            row[0]: DeliveryStatus(row[1])
+            for row in (
+                await conn.execute(
+                    sa.select(messages.c.id, messages.c.status).where(messages.c.id.in_(ids))
+                )
+            ).all()
+        }
+        sent = DeliveryStatus.SENT
+        advanced = [d for d in done if advances(current[d.item.message.id], sent)]
+        await conn.execute(
+            messages.update()
+            .where(messages.c.id == sa.bindparam("i"))
+            .values(
+                provider_message_id=sa.bindparam("p"),
+                status=sa.case(
+                    (sa.bindparam("a", type_=sa.Boolean), sent.value), else_=messages.c.status
+                ),
+            ),
+            [
+                {
+                    "i": d.item.message.id,
+                    "p": d.provider_id,
+                    "a": advances(current[d.item.message.id], sent),
+                }
+                for d in done
+            ],
+        )
+        if advanced:
             await conn.execute(
-                messages.update()
-                .where(messages.c.id == item.message.id)
-                .values(provider_message_id=provider_id)
+                status_events.insert(),
+                [
+                    {"message_id": d.item.message.id, "status": sent.value, "at": d.now}
+                    for d in advanced
+                ],
             )
-            await self._status(conn, item.message.id, DeliveryStatus.SENT, now, None)
-            await self._announce(conn, item, "sent", None, now)
+        for d in done:
+            await self._announce(conn, d.item, "sent", None, d.now)
 
     async def retry(self, item: OutboxItem, at: float, reason: str, now: float) -> None:
         async with self.transaction() as conn:
