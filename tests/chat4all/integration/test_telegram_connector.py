@@ -90,7 +90,7 @@ async def test_a_wrong_token_and_an_unknown_account_are_permanent(
     sim: tuple[TelegramSimulator, TelegramConnector],
 ) -> None:
     _simulator, connector = sim
-    wrong = TelegramConnector({"bot": "999:wrong"}, api_url=str(connector._client.base_url))
+    wrong = TelegramConnector({"bot": "999:wrong"}, api_url=connector.api_url)
     try:
         with pytest.raises(PermanentDelivery, match="401"):
             await wrong.send(CONVERSATION, message(Content(text="hi")))

@@ -16,11 +16,13 @@ Errors, as the Bot API documents them (``{"ok": false, "error_code", "descriptio
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import aiohttp
 import httpx
 
 from chat4all.domain.model import Attachment, Channel, Content, Conversation, Location, Message
@@ -32,6 +34,7 @@ __all__ = ["TelegramConnector", "TelegramPoller", "DEFAULT_API", "InboundUpdate"
 log = logging.getLogger(__name__)
 
 DEFAULT_API: Final = "https://api.telegram.org"
+_JSON: Final = {"Content-Type": "application/json"}
 _MEDIA: Final = {
     "image": ("sendPhoto", "photo"),
     "video": ("sendVideo", "video"),
@@ -52,21 +55,29 @@ class TelegramConnector:
         *,
         api_url: str = DEFAULT_API,
         timeout: float = 15.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        connections: int = 16,
+        connections: int = 64,
     ) -> None:
         self._tokens = tokens
-        # httpx checks every pooled connection (a poll(2) each) for every request: a pool of a
-        # few kept-alive connections costs far less CPU per message than one per concurrent send.
-        self._client = httpx.AsyncClient(
-            base_url=api_url.rstrip("/"),
-            timeout=timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        )
+        self.api_url = api_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        # aiohttp rather than httpx on this path: one call per message sent, and httpx (anyio,
+        # httpcore's pool checks) cost the hub more CPU per message than accepting it did.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=self._connections),
+                raise_for_status=False,
+            )
+        return self._session
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def send(self, conversation: Conversation, message: Message) -> str:
         token = self._tokens.get(conversation.account)
@@ -105,25 +116,33 @@ class TelegramConnector:
 
     async def _call(self, token: str, method: str, body: dict[str, Any]) -> str:
         try:
-            answer = await self._client.post(f"/bot{token}/{method}", json=body)
-        except httpx.TimeoutException as exc:
+            async with self._http().post(
+                f"{self.api_url}/bot{token}/{method}",
+                data=json.dumps(body, separators=(",", ":")),
+                headers=_JSON,
+            ) as answer:
+                status, reason = answer.status, answer.reason
+                raw = await answer.read()
+        except TimeoutError as exc:
             raise RetryableDelivery(f"Telegram {method}: timeout ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise RetryableDelivery(f"Telegram {method}: {type(exc).__name__}: {exc}") from None
         try:
-            doc = answer.json()
+            doc = json.loads(raw)
         except ValueError:
             doc = {}
-        if answer.status_code == 200 and doc.get("ok"):
+        if not isinstance(doc, dict):
+            doc = {}
+        if status == 200 and doc.get("ok"):
             return str(doc["result"]["message_id"])
-        description = doc.get("description") or answer.reason_phrase
-        where = f"Telegram {method}: HTTP {answer.status_code}: {description}"
-        if answer.status_code == 429:
+        description = doc.get("description") or reason
+        where = f"Telegram {method}: HTTP {status}: {description}"
+        if status == 429:
             retry_after = (doc.get("parameters") or {}).get("retry_after")
             raise RetryableDelivery(
                 where, float(retry_after) if isinstance(retry_after, int | float) else None
             )
-        if answer.status_code >= 500:
+        if status >= 500:
             raise RetryableDelivery(where)
         raise PermanentDelivery(where)
 
