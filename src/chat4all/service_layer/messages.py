@@ -6,10 +6,9 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Final
 
-from chat4all.domain.model import Channel, Content, Conversation, Message
+from chat4all.domain.model import Channel, Content, Conversation, Message, content_document
 from chat4all.errors import InvalidRequest
 from chat4all.ports import Accepted, MessageStore, Page, SendRequest
 
@@ -82,7 +81,7 @@ def body_hash(request: SendRequest) -> str:
         "channel": request.channel.value,
         "account": request.account,
         "recipient": request.recipient,
-        "content": asdict(request.content),
+        "content": content_document(request.content),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 

@@ -23,7 +23,7 @@ import contextlib
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -44,6 +44,7 @@ from chat4all.domain.model import (
     StatusEvent,
     Template,
     advances,
+    content_document,
     message_document,
 )
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, InvalidRequest, NotFound
@@ -837,7 +838,7 @@ class SqlStore:
 
 
 def _dump_content(content: Content) -> str:
-    return json.dumps(asdict(content), separators=(",", ":"))
+    return json.dumps(content_document(content), separators=(",", ":"))
 
 
 def _load_content(raw: str) -> Content:
