@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -64,6 +65,11 @@ def serve(env_file: EnvFile = Path(".env")) -> None:
 
     async def main(stop: asyncio.Event) -> int:
         async with running_hub(settings, stop) as hub:
+            # What startup built (modules, routes, compiled models, the SQL cache) lives as long
+            # as the process: out of the collector's sight, a full collection scans only what
+            # requests allocate (it took ~100 ms under load, the accept latency's p99 spikes).
+            gc.collect()
+            gc.freeze()
             if hub.admin_key is not None:
                 err.print(
                     "[bold]admin API key (shown once, store it now):[/]\n"
