@@ -17,7 +17,7 @@ from chat4all.adapters.channels.telegram import TelegramConnector, TelegramPolle
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.adapters.storage.webhooks import WebhookStore, fanout
+from chat4all.adapters.storage.webhooks import WebhookStore, fanout_many
 from chat4all.config import Settings
 from chat4all.domain.model import Channel
 from chat4all.entrypoints.grpc_server import start_grpc
@@ -66,7 +66,7 @@ async def running_hub(settings: Settings, stop: asyncio.Event) -> AsyncIterator[
     if settings.database_url.startswith("sqlite"):
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
     store = await SqlStore.open(settings.database_url)
-    store.fanout = fanout
+    store.fanout = fanout_many
     keys = KeyRing(store)
     webhooks = WebhookStore(store)
     admin_key = None

@@ -129,8 +129,10 @@ idempotency = sa.Table(
 )
 
 
-Fanout = Callable[[AsyncConnection, str, str, dict[str, Any], float], Awaitable[None]]
-"""``(conn, tenant, event type, data, now)``."""
+Fanout = Callable[
+    [AsyncConnection, str, str, Sequence[tuple[dict[str, Any], float]]], Awaitable[None]
+]
+"""``(conn, tenant, event type, [(data, now), ...])``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,22 +424,35 @@ class SqlStore:
             )
             recorded = await self._message(conn, tenant, message_id)
             if self.fanout is not None:
-                await self.fanout(conn, tenant, "message.inbound", message_document(recorded), now)
+                await self.fanout(
+                    conn, tenant, "message.inbound", [(message_document(recorded), now)]
+                )
             return recorded
 
     async def _announce(
-        self, conn: AsyncConnection, item: OutboxItem, status: str, detail: str | None, now: float
+        self,
+        conn: AsyncConnection,
+        items: Sequence[OutboxItem],
+        status: str,
+        detail: str | None,
+        now: float | Sequence[float],
     ) -> None:
+        """``message.status`` for each of ``items`` (at ``now``, or at its own ``now[i]``)."""
         if self.fanout is None:
             return
-        message = item.message
-        data = {
-            "id": message.id,
-            "conversation_id": message.conversation_id,
-            "status": status,
-            "detail": detail,
-        }
-        await self.fanout(conn, message.tenant, "message.status", data, now)
+        by_tenant: dict[str, list[tuple[dict[str, Any], float]]] = {}
+        for n, item in enumerate(items):
+            message = item.message
+            data = {
+                "id": message.id,
+                "conversation_id": message.conversation_id,
+                "status": status,
+                "detail": detail,
+            }
+            at = now if isinstance(now, float | int) else now[n]
+            by_tenant.setdefault(message.tenant, []).append((data, at))
+        for tenant, events in by_tenant.items():
+            await self.fanout(conn, tenant, "message.status", events)
 
     async def _reserve(self, tenant: str, key: str, body_hash: str, now: float) -> str | None:
         """Reserve ``key``; the earlier request's message id when it already completed."""
@@ -716,8 +731,7 @@ class SqlStore:
                     for d in advanced
                 ],
             )
-        for d in done:
-            await self._announce(conn, d.item, "sent", None, d.now)
+        await self._announce(conn, [d.item for d in done], "sent", None, [d.now for d in done])
 
     async def retry(self, item: OutboxItem, at: float, reason: str, now: float) -> None:
         async with self.transaction() as conn:
@@ -737,7 +751,7 @@ class SqlStore:
                 .values(state="dead", attempts=item.attempts + 1, last_error=reason)
             )
             await self._status(conn, item.message.id, DeliveryStatus.FAILED, now, reason)
-            await self._announce(conn, item, "failed", reason, now)
+            await self._announce(conn, [item], "failed", reason, now)
 
     async def dead_letters(
         self, tenant: str, cursor: str | None, limit: int
