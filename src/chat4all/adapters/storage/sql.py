@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -129,10 +130,9 @@ idempotency = sa.Table(
 )
 
 
-Fanout = Callable[
-    [AsyncConnection, str, str, Sequence[tuple[dict[str, Any], float]]], Awaitable[None]
-]
-"""``(conn, tenant, event type, [(data, now), ...])``."""
+Fanout = Callable[[sa.Connection, str, str, Sequence[tuple[dict[str, Any], float]]], None]
+"""``(conn, tenant, event type, [(data, now), ...])``; called with a synchronous connection
+(``AsyncConnection.run_sync`` on the async paths)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +173,17 @@ def _new_id(prefix: str) -> str:
 class SqlStore:
     """:class:`~chat4all.ports.MessageStore` and :class:`~chat4all.ports.Outbox` in one."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writer: sa.Engine | None = None) -> None:
         self.engine = engine
+        self._sync_writer = writer
+        """SQLite: a synchronous engine the group commit writes with, from one thread, so a
+        batch costs the event loop one hand-off instead of one per statement (each of which
+        waited for a turn of a busy loop while the writer lock was held)."""
+        self._executor = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sql-writer")
+            if writer is not None
+            else None
+        )
         self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._pending: asyncio.Queue[tuple[_Job | _Sent, asyncio.Future[Any]]] = asyncio.Queue()
         self._grouper: asyncio.Task[None] | None = None
@@ -187,20 +196,15 @@ class SqlStore:
     @classmethod
     async def open(cls, url: str) -> SqlStore:
         engine = create_async_engine(url)
+        writer = None
         if engine.dialect.name == "sqlite":
-
-            @sa.event.listens_for(engine.sync_engine, "connect")
-            def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-                cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=FULL")  # an accepted message survives power loss
-                cursor.execute("PRAGMA busy_timeout=5000")
-                cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.close()
-
+            sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            if engine.url.database not in (None, "", ":memory:"):  # a file both engines share
+                writer = sa.create_engine(engine.url.set(drivername="sqlite+pysqlite"))
+                sa.event.listen(writer, "connect", _sqlite_pragmas)
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
-        return cls(engine)
+        return cls(engine, writer)
 
     async def close(self) -> None:
         if self._grouper is not None:
@@ -208,13 +212,16 @@ class SqlStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._grouper
         await self.engine.dispose()
+        if self._sync_writer is not None and self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._sync_writer.dispose()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """The one way to write. SQLite has one writer at a time anyway: taking turns here
         means a transaction never fails upgrading its read lock ("database is locked")."""
         if self._writer is None:
-            async with self.transaction() as conn:
+            async with self.engine.begin() as conn:
                 yield conn
             return
         async with self._writer, self.engine.begin() as conn:
@@ -255,9 +262,7 @@ class SqlStore:
             sents = [job for job, _ in batch if isinstance(job, _Sent)]
             learned: dict[_ConversationKey, str] = {}
             try:
-                async with self.transaction() as conn:
-                    written = iter(await self._insert_outbound(conn, jobs, learned))
-                    await self._record_sent(conn, sents)
+                written = iter(await self._write_group(jobs, sents, learned))
             except Exception as exc:  # nothing of the batch committed: every caller hears it
                 for _, future in batch:
                     if not future.done():
@@ -270,15 +275,46 @@ class SqlStore:
                 if not future.done():
                     future.set_result(next(written) if isinstance(job, _Job) else None)
 
-    async def _insert_outbound(
-        self, conn: AsyncConnection, jobs: list[_Job], learned: dict[_ConversationKey, str]
+    async def _write_group(
+        self, jobs: list[_Job], sents: list[_Sent], learned: dict[_ConversationKey, str]
+    ) -> list[Message]:
+        if self._sync_writer is None or self._executor is None:
+            async with self.transaction() as conn:
+                return await conn.run_sync(self._write_batch, jobs, sents, learned)
+        assert self._writer is not None
+        async with self._writer:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._write_group_now, jobs, sents, learned
+            )
+
+    def _write_group_now(
+        self, jobs: list[_Job], sents: list[_Sent], learned: dict[_ConversationKey, str]
+    ) -> list[Message]:
+        """In the writer thread: the whole transaction, commit (fsync) included."""
+        assert self._sync_writer is not None
+        with self._sync_writer.begin() as conn:
+            return self._write_batch(conn, jobs, sents, learned)
+
+    def _write_batch(
+        self,
+        conn: sa.Connection,
+        jobs: list[_Job],
+        sents: list[_Sent],
+        learned: dict[_ConversationKey, str],
+    ) -> list[Message]:
+        written = self._insert_outbound(conn, jobs, learned)
+        self._record_sent(conn, sents)
+        return written
+
+    def _insert_outbound(
+        self, conn: sa.Connection, jobs: list[_Job], learned: dict[_ConversationKey, str]
     ) -> list[Message]:
         """Append ``jobs`` to their conversations, in order, with a few statements for all:
         one UPDATE ... RETURNING reserves each conversation's seqs, then one executemany per
         table. Conversations created here go to ``learned`` (cached once committed)."""
         if not jobs:
             return []
-        ids = [await self._conversation_id(conn, job, learned) for job in jobs]
+        ids = [self._conversation_id(conn, job, learned) for job in jobs]
         counts: dict[str, int] = {}
         last_at: dict[str, float] = {}
         for job, conversation in zip(jobs, ids, strict=True):
@@ -292,7 +328,7 @@ class SqlStore:
             step = sa.case(counts, value=conversations.c.id)
             at = sa.case(last_at, value=conversations.c.id)
         reserved = (
-            await conn.execute(
+            conn.execute(
                 conversations.update()
                 .where(conversations.c.id.in_(list(counts)))
                 .values(next_seq=conversations.c.next_seq + step, last_message_at=at)
@@ -356,11 +392,11 @@ class SqlStore:
                     ),
                 )
             )
-        await conn.execute(messages.insert(), message_rows)
-        await conn.execute(status_events.insert(), event_rows)
-        await conn.execute(outbox.insert(), outbox_rows)
+        conn.execute(messages.insert(), message_rows)
+        conn.execute(status_events.insert(), event_rows)
+        conn.execute(outbox.insert(), outbox_rows)
         if keyed:
-            await conn.execute(
+            conn.execute(
                 idempotency.update()
                 .where(
                     idempotency.c.tenant == sa.bindparam("t"),
@@ -371,8 +407,8 @@ class SqlStore:
             )
         return written
 
-    async def _conversation_id(
-        self, conn: AsyncConnection, job: _Job, learned: dict[_ConversationKey, str]
+    def _conversation_id(
+        self, conn: sa.Connection, job: _Job, learned: dict[_ConversationKey, str]
     ) -> str:
         """The conversation of ``job``, created when new (its ``next_seq`` is bumped by the
         caller)."""
@@ -380,7 +416,7 @@ class SqlStore:
         key = (job.tenant, request.channel.value, request.account, request.recipient)
         known = self._conversation_ids.get(key) or learned.get(key)
         if known is None:
-            known = await self._conversation(conn, job.tenant, request, job.now)
+            known = _conversation(conn, job.tenant, request, job.now)
             learned[key] = known
         return known
 
@@ -424,14 +460,14 @@ class SqlStore:
             )
             recorded = await self._message(conn, tenant, message_id)
             if self.fanout is not None:
-                await self.fanout(
-                    conn, tenant, "message.inbound", [(message_document(recorded), now)]
+                await conn.run_sync(
+                    self.fanout, tenant, "message.inbound", [(message_document(recorded), now)]
                 )
             return recorded
 
-    async def _announce(
+    def _announce(
         self,
-        conn: AsyncConnection,
+        conn: sa.Connection,
         items: Sequence[OutboxItem],
         status: str,
         detail: str | None,
@@ -452,7 +488,7 @@ class SqlStore:
             at = now if isinstance(now, float | int) else now[n]
             by_tenant.setdefault(message.tenant, []).append((data, at))
         for tenant, events in by_tenant.items():
-            await self.fanout(conn, tenant, "message.status", events)
+            self.fanout(conn, tenant, "message.status", events)
 
     async def _reserve(self, tenant: str, key: str, body_hash: str, now: float) -> str | None:
         """Reserve ``key``; the earlier request's message id when it already completed."""
@@ -506,7 +542,7 @@ class SqlStore:
         provider_message_id: str | None = None,
     ) -> tuple[str, int, str]:
         """Add a message at the end of its conversation: ``(conversation, seq, message id)``."""
-        conversation = await self._conversation(conn, tenant, request, now)
+        conversation = await conn.run_sync(_conversation, tenant, request, now)
         seq = await self._next_seq(conn, conversation)
         message_id = _new_id("m_")
         await conn.execute(
@@ -523,37 +559,6 @@ class SqlStore:
             )
         )
         return conversation, seq, message_id
-
-    async def _conversation(
-        self, conn: AsyncConnection, tenant: str, request: SendRequest, now: float
-    ) -> str:
-        where = (
-            (conversations.c.tenant == tenant)
-            & (conversations.c.channel == request.channel.value)
-            & (conversations.c.account == request.account)
-            & (conversations.c.recipient == request.recipient)
-        )
-        found = (await conn.execute(sa.select(conversations.c.id).where(where))).scalar()
-        if found is not None:
-            await conn.execute(
-                conversations.update()
-                .where(conversations.c.id == found)
-                .values(last_message_at=now)
-            )
-            return str(found)
-        conversation_id = _new_id("c_")
-        await conn.execute(
-            conversations.insert().values(
-                id=conversation_id,
-                tenant=tenant,
-                channel=request.channel.value,
-                account=request.account,
-                recipient=request.recipient,
-                next_seq=1,
-                last_message_at=now,
-            )
-        )
-        return conversation_id
 
     async def _next_seq(self, conn: AsyncConnection, conversation_id: str) -> int:
         seq = (
@@ -690,22 +695,20 @@ class SqlStore:
         each other and with concurrent accepts."""
         await self._commit_in_group(_Sent(item, provider_id, now))
 
-    async def _record_sent(self, conn: AsyncConnection, done: list[_Sent]) -> None:
+    def _record_sent(self, conn: sa.Connection, done: list[_Sent]) -> None:
         if not done:
             return
         ids = [d.item.message.id for d in done]
-        await conn.execute(outbox.delete().where(outbox.c.message_id.in_(ids)))
+        conn.execute(outbox.delete().where(outbox.c.message_id.in_(ids)))
         current = {
             row[0]: DeliveryStatus(row[1])
-            for row in (
-                await conn.execute(
-                    sa.select(messages.c.id, messages.c.status).where(messages.c.id.in_(ids))
-                )
+            for row in conn.execute(
+                sa.select(messages.c.id, messages.c.status).where(messages.c.id.in_(ids))
             ).all()
         }
         sent = DeliveryStatus.SENT
         advanced = [d for d in done if advances(current[d.item.message.id], sent)]
-        await conn.execute(
+        conn.execute(
             messages.update()
             .where(messages.c.id == sa.bindparam("i"))
             .values(
@@ -724,14 +727,14 @@ class SqlStore:
             ],
         )
         if advanced:
-            await conn.execute(
+            conn.execute(
                 status_events.insert(),
                 [
                     {"message_id": d.item.message.id, "status": sent.value, "at": d.now}
                     for d in advanced
                 ],
             )
-        await self._announce(conn, [d.item for d in done], "sent", None, [d.now for d in done])
+        self._announce(conn, [d.item for d in done], "sent", None, [d.now for d in done])
 
     async def retry(self, item: OutboxItem, at: float, reason: str, now: float) -> None:
         async with self.transaction() as conn:
@@ -751,7 +754,7 @@ class SqlStore:
                 .values(state="dead", attempts=item.attempts + 1, last_error=reason)
             )
             await self._status(conn, item.message.id, DeliveryStatus.FAILED, now, reason)
-            await self._announce(conn, [item], "failed", reason, now)
+            await conn.run_sync(self._announce, [item], "failed", reason, now)
 
     async def dead_letters(
         self, tenant: str, cursor: str | None, limit: int
@@ -846,6 +849,43 @@ class SqlStore:
                 message_id=message_id, status=status.value, at=now, detail=detail
             )
         )
+
+
+def _conversation(conn: sa.Connection, tenant: str, request: SendRequest, now: float) -> str:
+    where = (
+        (conversations.c.tenant == tenant)
+        & (conversations.c.channel == request.channel.value)
+        & (conversations.c.account == request.account)
+        & (conversations.c.recipient == request.recipient)
+    )
+    found = conn.execute(sa.select(conversations.c.id).where(where)).scalar()
+    if found is not None:
+        conn.execute(
+            conversations.update().where(conversations.c.id == found).values(last_message_at=now)
+        )
+        return str(found)
+    conversation_id = _new_id("c_")
+    conn.execute(
+        conversations.insert().values(
+            id=conversation_id,
+            tenant=tenant,
+            channel=request.channel.value,
+            account=request.account,
+            recipient=request.recipient,
+            next_seq=1,
+            last_message_at=now,
+        )
+    )
+    return conversation_id
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # an accepted message survives power loss
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 # ---- rows <-> value objects ----------------------------------------------------------------

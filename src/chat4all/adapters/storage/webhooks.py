@@ -76,24 +76,23 @@ async def fanout(
     conn: AsyncConnection, tenant: str, event: str, data: dict[str, Any], now: float
 ) -> None:
     """Queue ``event`` for every subscription of ``tenant`` that asked for it."""
-    await fanout_many(conn, tenant, event, [(data, now)])
+    await conn.run_sync(fanout_many, tenant, event, [(data, now)])
 
 
-async def fanout_many(
-    conn: AsyncConnection,
+def fanout_many(
+    conn: sa.Connection,
     tenant: str,
     event: str,
     items: Sequence[tuple[dict[str, Any], float]],
 ) -> None:
     """:func:`fanout` of several ``(data, now)`` events of one tenant: one look-up of its
-    subscriptions, one insert (the store records a dispatcher round's deliveries together)."""
+    subscriptions, one insert (the store records a dispatcher round's deliveries together).
+    Synchronous: the store calls it from its writer thread, or through ``run_sync``."""
     if not items:
         return
-    rows = (
-        await conn.execute(
-            sa.select(subscriptions.c.id, subscriptions.c.events).where(
-                subscriptions.c.tenant == tenant
-            )
+    rows = conn.execute(
+        sa.select(subscriptions.c.id, subscriptions.c.events).where(
+            subscriptions.c.tenant == tenant
         )
     ).all()
     targets = [r.id for r in rows if event in r.events.split(",")]
@@ -114,7 +113,7 @@ async def fanout_many(
             }
             for sid in targets
         ]
-    await conn.execute(webhook_outbox.insert(), queued)
+    conn.execute(webhook_outbox.insert(), queued)
 
 
 class WebhookStore:
