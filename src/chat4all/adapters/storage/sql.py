@@ -26,7 +26,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -150,6 +150,7 @@ class _Sent:
     now: float
 
 
+_T = TypeVar("_T")
 _ConversationKey = tuple[str, str, str, str]
 """``(tenant, channel, account, recipient)``."""
 _CONVERSATION_CACHE: Final = 100_000
@@ -278,22 +279,25 @@ class SqlStore:
     async def _write_group(
         self, jobs: list[_Job], sents: list[_Sent], learned: dict[_ConversationKey, str]
     ) -> list[Message]:
+        return await self._write(self._write_batch, jobs, sents, learned)
+
+    async def _write(self, work: Callable[..., _T], *args: Any) -> _T:
+        """``work(conn, *args)`` in a write transaction of its own: on SQLite, the whole of it
+        (statements, commit, fsync) in the writer thread, one hand-off for the event loop;
+        elsewhere through ``run_sync``."""
         if self._sync_writer is None or self._executor is None:
             async with self.transaction() as conn:
-                return await conn.run_sync(self._write_batch, jobs, sents, learned)
+                return await conn.run_sync(work, *args)
         assert self._writer is not None
         async with self._writer:
             return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._write_group_now, jobs, sents, learned
+                self._executor, self._in_writer_thread, work, args
             )
 
-    def _write_group_now(
-        self, jobs: list[_Job], sents: list[_Sent], learned: dict[_ConversationKey, str]
-    ) -> list[Message]:
-        """In the writer thread: the whole transaction, commit (fsync) included."""
+    def _in_writer_thread(self, work: Callable[..., _T], args: tuple[Any, ...]) -> _T:
         assert self._sync_writer is not None
         with self._sync_writer.begin() as conn:
-            return self._write_batch(conn, jobs, sents, learned)
+            return work(conn, *args)
 
     def _write_batch(
         self,
@@ -638,6 +642,9 @@ class SqlStore:
             return int(result.rowcount or 0)
 
     async def claim(self, now: float, limit: int) -> list[OutboxItem]:
+        return await self._write(self._claim, now, limit)
+
+    def _claim(self, conn: sa.Connection, now: float, limit: int) -> list[OutboxItem]:
         busy = sa.select(outbox.c.conversation_id).where(outbox.c.state == "inflight")
         head = (
             sa.select(outbox.c.conversation_id, sa.func.min(outbox.c.seq).label("seq"))
@@ -655,40 +662,34 @@ class SqlStore:
             .order_by(outbox.c.available_at)
             .limit(limit)
         )
-        async with self.transaction() as conn:
-            rows = (await conn.execute(query)).all()
-            if not rows:
-                return []
-            await conn.execute(
-                outbox.update()
-                .where(outbox.c.message_id.in_([r.message_id for r in rows]))
-                .values(state="inflight")
-            )
-            ids = [r.message_id for r in rows]
-            found = {
-                m.id: m
-                for m in (
-                    await conn.execute(sa.select(messages).where(messages.c.id.in_(ids)))
-                ).all()
-            }
-            threads = {
-                c.id: c
-                for c in (
-                    await conn.execute(
-                        sa.select(conversations).where(
-                            conversations.c.id.in_({r.conversation_id for r in rows})
-                        )
-                    )
-                ).all()
-            }
-            return [
-                OutboxItem(
-                    _to_message(found[r.message_id], ()),
-                    _to_conversation(threads[r.conversation_id]),
-                    int(r.attempts),
+        rows = conn.execute(query).all()
+        if not rows:
+            return []
+        conn.execute(
+            outbox.update()
+            .where(outbox.c.message_id.in_([r.message_id for r in rows]))
+            .values(state="inflight")
+        )
+        ids = [r.message_id for r in rows]
+        found = {
+            m.id: m for m in conn.execute(sa.select(messages).where(messages.c.id.in_(ids))).all()
+        }
+        threads = {
+            c.id: c
+            for c in conn.execute(
+                sa.select(conversations).where(
+                    conversations.c.id.in_({r.conversation_id for r in rows})
                 )
-                for r in rows
-            ]
+            ).all()
+        }
+        return [
+            OutboxItem(
+                _to_message(found[r.message_id], ()),
+                _to_conversation(threads[r.conversation_id]),
+                int(r.attempts),
+            )
+            for r in rows
+        ]
 
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
         """Record a delivery; concurrent ones (a dispatcher round) share a transaction with
