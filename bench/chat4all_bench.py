@@ -2,7 +2,9 @@
 
 Each server runs in its own process (`chat4all serve` on a fresh SQLite database, its dispatcher
 delivering meanwhile to the Bot API simulator in a third process, as a provider is another
-machine; the ceiling from ``bench.ceiling``); the load comes from this process:
+machine; the ceiling from ``bench.ceiling``); the load comes from this process, over REST (ours
+and the ceiling's alike) with the lean keep-alive HTTP/1.1 client of ``bench.http_load`` (httpx
+cost more CPU per request than the servers, on the same cores), over gRPC with grpc.aio:
 
 - **throughput**: 32 concurrent senders for ``SECONDS`` s, closed loop (send, await, send);
 - **latency at a fixed rate**: an open loop at ``RATE`` msg/s for ``SECONDS`` s, each request
