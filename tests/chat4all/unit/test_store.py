@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
+import sqlalchemy as sa
 
-from chat4all.adapters.storage.sql import IDEMPOTENCY_LEASE, SqlStore
+from chat4all.adapters.storage.sql import IDEMPOTENCY_LEASE, SqlStore, outbox
 from chat4all.domain.model import Channel, Content, DeliveryStatus
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, NotFound
 from chat4all.ports import SendRequest
@@ -154,3 +156,38 @@ async def test_history_pages_in_send_order(store: SqlStore) -> None:
     seen = [m.content.text for p in (page1, page2, page3) for m in p.items]
     assert seen == ["m0", "m1", "m2", "m3", "m4"]
     assert page3.next_cursor is None
+
+
+async def test_claims_match_the_fifo_rule_through_retries_deaths_and_deliveries(
+    store: SqlStore,
+) -> None:
+    """The claim query against the rule it implements, over a random history: the due heads
+    (lowest pending seq of a conversation with nothing in flight) and nothing else."""
+    rng = random.Random(7)
+    now = 1000.0
+    for n in range(120):
+        await store.accept("t1", req(f"m{n}", recipient=str(rng.randrange(12))), None, now)
+        now += 0.01
+    for _round in range(40):
+        now += rng.choice((0.0, 1.0, 5.0))
+        async with store.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(outbox))).all()
+        busy = {r.conversation_id for r in rows if r.state == "inflight"}
+        heads: dict[str, tuple[int, str, float]] = {}
+        for r in rows:
+            head = heads.get(r.conversation_id)
+            pending = r.state == "pending" and r.conversation_id not in busy
+            if pending and (head is None or r.seq < head[0]):
+                heads[r.conversation_id] = (r.seq, r.message_id, r.available_at)
+        due = {m for _, m, at in heads.values() if at <= now}
+        claimed = await store.claim(now, 1000)
+        assert {i.message.id for i in claimed} == due
+        for item in claimed:
+            fate = rng.random()
+            if fate < 0.5:
+                await store.sent(item, "p", now)
+            elif fate < 0.8:
+                await store.retry(item, now + rng.choice((0.0, 3.0, 30.0)), "later", now)
+            elif fate < 0.9:
+                await store.dead(item, "gone", now)
+            # else: left in flight, blocking its conversation
