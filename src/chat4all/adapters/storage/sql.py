@@ -187,6 +187,10 @@ class SqlStore:
             if writer is not None
             else None
         )
+        self._checkpoints = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sql-ckpt")
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._written = 0
+        """Writer-thread transactions so far (the checkpointer skips idle spells)."""
         self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._pending: asyncio.Queue[tuple[_Job | _Sent, asyncio.Future[Any]]] = asyncio.Queue()
         self._grouper: asyncio.Task[None] | None = None
@@ -205,12 +209,17 @@ class SqlStore:
             if engine.url.database not in (None, "", ":memory:"):  # a file both engines share
                 writer = sa.create_engine(engine.url.set(drivername="sqlite+pysqlite"))
                 sa.event.listen(writer, "connect", _sqlite_pragmas)
+                sa.event.listen(writer, "connect", _no_autocheckpoint)
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
             await conn.run_sync(lambda sync: outbox_ready.create(sync, checkfirst=True))
         return cls(engine, writer)
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
         if self._grouper is not None:
             self._grouper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -218,6 +227,7 @@ class SqlStore:
         await self.engine.dispose()
         if self._sync_writer is not None and self._executor is not None:
             self._executor.shutdown(wait=True)
+            self._checkpoints.shutdown(wait=True)
             self._sync_writer.dispose()
 
     @contextlib.asynccontextmanager
@@ -253,6 +263,10 @@ class SqlStore:
         fsync); each caller returns only once its own change is committed."""
         if self._grouper is None or self._grouper.done():
             self._grouper = asyncio.create_task(self._group_commits(), name="group-commit")
+        if self._sync_writer is not None and (
+            self._checkpointer is None or self._checkpointer.done()
+        ):
+            self._checkpointer = asyncio.create_task(self._checkpoint_often(), name="checkpoint")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.put_nowait((job, future))
         return await asyncio.shield(future)
@@ -292,10 +306,41 @@ class SqlStore:
             async with self.transaction() as conn:
                 return await conn.run_sync(work, *args)
         assert self._writer is not None
+        self._written += 1
         async with self._writer:
             return await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._in_writer_thread, work, args
             )
+
+    async def _checkpoint_often(self) -> None:
+        """The writer thread's connection does not checkpoint on commit (a checkpoint writes
+        and fsyncs the database file: tens of ms with the writer lock held, every ~1000 WAL
+        pages under load). Here a PASSIVE checkpoint runs every quarter second from a
+        connection and thread of its own, beside the writers; commits stay durable on their
+        own (WAL, synchronous=FULL), whatever the checkpoint's progress."""
+        assert self._sync_writer is not None
+        writer, loop = self._sync_writer, asyncio.get_running_loop()
+
+        def checkpoint() -> None:
+            with writer.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+        seen = -1
+        while True:
+            await asyncio.sleep(0.25)
+            if self._written == seen:
+                continue
+            seen = self._written
+            try:
+                # the bulk of it beside the writers; then the few frames written meanwhile,
+                # writers held off, so that the next write starts the WAL over (a checkpoint
+                # that never catches up lets the WAL file grow without end)
+                await loop.run_in_executor(self._checkpoints, checkpoint)
+                assert self._writer is not None
+                async with self._writer:
+                    await loop.run_in_executor(self._checkpoints, checkpoint)
+            except sa.exc.OperationalError:  # busy: next time
+                continue
 
     def _in_writer_thread(self, work: Callable[..., _T], args: tuple[Any, ...]) -> _T:
         assert self._sync_writer is not None
@@ -883,6 +928,12 @@ def _conversation(conn: sa.Connection, tenant: str, request: SendRequest, now: f
         )
     )
     return conversation_id
+
+
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.close()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
