@@ -2,7 +2,9 @@
 
 Each server runs in its own process (`chat4all serve` on a fresh SQLite database, its dispatcher
 delivering meanwhile to the Bot API simulator in a third process, as a provider is another
-machine; the ceiling from ``bench.ceiling``); the load comes from this process:
+machine; the ceiling from ``bench.ceiling``); the load comes from this process, over REST (ours
+and the ceiling's alike) with the lean keep-alive HTTP/1.1 client of ``bench.http_load`` (httpx
+cost more CPU per request than the servers, on the same cores), over gRPC with grpc.aio:
 
 - **throughput**: 32 concurrent senders for ``SECONDS`` s, closed loop (send, await, send);
 - **latency at a fixed rate**: an open loop at ``RATE`` msg/s for ``SECONDS`` s, each request
@@ -27,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 from tests.tgstream.harness import free_port
 
+from bench.http_load import Pool, post_head
 from chat4all.bootstrap import SIMULATOR_TOKEN
 from chat4all.grpc_api.v1 import messages_pb2 as pb
 from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
@@ -118,6 +120,14 @@ def _body(n: int) -> dict[str, Any]:
     }
 
 
+def _json(n: int) -> bytes:
+    """``_body(n)`` as JSON bytes, without paying json.dumps in the load generator."""
+    return (
+        b'{"channel":"telegram","account":"sim-bot","recipient":"%d","content":{"text":"m%d"}}'
+        % (n % 200, n)
+    )
+
+
 async def _measure(send: Callable[[int], Awaitable[None]]) -> dict[str, float]:
     await asyncio.gather(*(send(-n - 1) for n in range(50)))  # warm-up
     count, _ = await _closed_loop(send)
@@ -155,19 +165,25 @@ def _hub() -> tuple[Served, Served, str, str]:
     return provider, served, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}|{key}"
 
 
-async def _rest(url: str, key: str) -> dict[str, float]:
-    limits = httpx.Limits(
-        max_connections=CONCURRENCY * 4, max_keepalive_connections=CONCURRENCY * 4
-    )
-    async with httpx.AsyncClient(
-        base_url=url, limits=limits, timeout=30, headers={"Authorization": f"Bearer {key}"}
-    ) as client:
+async def _http(url: str, path: str, headers: dict[str, str]) -> dict[str, float]:
+    """REST load with the lean client of :mod:`bench.http_load` (httpx spent more CPU per
+    request than the servers, on the same 2 cores)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    pool = Pool(host, int(port), CONCURRENCY * 4)
+    head = post_head(f"{host}:{port}", path, headers)
 
-        async def send(n: int) -> None:
-            answer = await client.post("/v1/messages", json=_body(n))
-            assert answer.status_code == 202, answer.text
+    async def send(n: int) -> None:
+        status, answer = await pool.post(head, _json(n))
+        assert status == 202, answer
 
+    try:
         return await _measure(send)
+    finally:
+        pool.close()
+
+
+async def _rest(url: str, key: str) -> dict[str, float]:
+    return await _http(url, "/v1/messages", {"Authorization": f"Bearer {key}"})
 
 
 async def _grpc(target: str, key: str) -> dict[str, float]:
@@ -191,16 +207,7 @@ async def _grpc(target: str, key: str) -> dict[str, float]:
 
 
 async def _ceiling(url: str) -> dict[str, float]:
-    limits = httpx.Limits(
-        max_connections=CONCURRENCY * 4, max_keepalive_connections=CONCURRENCY * 4
-    )
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-
-        async def send(n: int) -> None:
-            answer = await client.post("/insert", json=_body(n))
-            assert answer.status_code == 202
-
-        return await _measure(send)
+    return await _http(url, "/insert", {})
 
 
 def run(machine: str) -> str:

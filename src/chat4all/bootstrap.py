@@ -21,7 +21,7 @@ from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.adapters.storage.webhooks import WebhookStore, fanout
+from chat4all.adapters.storage.webhooks import WebhookStore, fanout_many
 from chat4all.config import Settings
 from chat4all.domain.model import Channel, status_document
 from chat4all.entrypoints.grpc_server import start_grpc
@@ -109,7 +109,7 @@ async def running_hub(
     to ``tracer`` (tests pass one with an in-memory exporter), else as settings say."""
     tls = settings.tls  # a bad certificate stops the start before anything else
     store = await open_store(settings)
-    store.fanout = fanout
+    store.fanout = fanout_many
     keys = KeyRing(store)
     webhooks = WebhookStore(store)
     media_store = FileMediaStore(store, settings.media_dir)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -76,6 +77,11 @@ def serve(env_file: EnvFile = Path(".env")) -> None:
             except InvalidRequest as exc:  # settings only checkable at start: TLS files
                 err.print(f"[bold red]error:[/] invalid settings: {exc}")
                 return 2
+            # What startup built (modules, routes, compiled models, the SQL cache) lives as long
+            # as the process: out of the collector's sight, a full collection scans only what
+            # requests allocate (it took ~100 ms under load, the accept latency's p99 spikes).
+            gc.collect()
+            gc.freeze()
             if hub.admin_key is not None:
                 err.print(
                     "[bold]admin API key (shown once, store it now):[/]\n"
@@ -88,7 +94,16 @@ def serve(env_file: EnvFile = Path(".env")) -> None:
             await stop.wait()
         return 0
 
-    raise typer.Exit(run_until_stopped(main))
+    raise typer.Exit(run_until_stopped(main, _fast_loop()))
+
+
+def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (as uvicorn picks it on its own), else asyncio's."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 @app.command()
@@ -109,7 +124,7 @@ def simulator(
             await stop.wait()
         return 0
 
-    raise typer.Exit(run_until_stopped(main))
+    raise typer.Exit(run_until_stopped(main, _fast_loop()))
 
 
 @contextlib.asynccontextmanager

@@ -14,8 +14,12 @@ __all__ = ["run_until_stopped", "sleep_or_stop", "jittered_backoff"]
 log = logging.getLogger(__name__)
 
 
-def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
-    """Run ``main(stop)`` on a fresh event loop; SIGTERM/SIGINT set ``stop``. Returns its exit code.
+def run_until_stopped(
+    main: Callable[[asyncio.Event], Awaitable[int]],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> int:
+    """Run ``main(stop)`` on a fresh event loop (from ``loop_factory`` when given, e.g. uvloop's);
+    SIGTERM/SIGINT set ``stop``. Returns its exit code.
 
     A second signal while stopping is logged and ignored: the service is already cleaning up its
     children, and cutting that short is what leaves orphans behind.
@@ -42,7 +46,8 @@ def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
 
-    return asyncio.run(runner())
+    with asyncio.Runner(loop_factory=loop_factory) as runner_:
+        return runner_.run(runner())
 
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:

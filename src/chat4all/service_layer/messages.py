@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Final
 
 from opentelemetry.trace import Tracer
@@ -18,6 +18,7 @@ from chat4all.domain.model import (
     Content,
     Conversation,
     Message,
+    content_document,
 )
 from chat4all.errors import InvalidRequest, NotFound
 from chat4all.ports import Accepted, MediaStore, MessageStore, Page, SendRequest
@@ -114,7 +115,7 @@ def _check_reference(attachment: Attachment, where: str) -> None:
 
 def body_hash(request: SendRequest) -> str:
     """What an Idempotency-Key is bound to: the whole request, canonically serialised."""
-    content = asdict(request.content)
+    content = content_document(request.content)
     for attachment in content["attachments"]:
         # As before uploads existed, so a key taken then still matches its retry: a link
         # without a kind is a document, and no media_id is no field.

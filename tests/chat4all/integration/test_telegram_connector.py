@@ -95,7 +95,7 @@ async def test_a_wrong_token_and_an_unknown_account_are_permanent(
     sim: tuple[TelegramSimulator, TelegramConnector],
 ) -> None:
     _simulator, connector = sim
-    wrong = TelegramConnector({"bot": "999:wrong"}, api_url=str(connector._client.base_url))
+    wrong = TelegramConnector({"bot": "999:wrong"}, api_url=connector.api_url)
     try:
         with pytest.raises(PermanentDelivery, match="401"):
             await wrong.send(CONVERSATION, message(Content(text="hi")))
@@ -171,9 +171,7 @@ async def test_an_upload_whose_file_is_gone_fails_for_good(
     media = await files.put("t1", of(b"x"), filename="x", mime_type="a/b", kind="image", now=0.0)
     for path in (tmp_path / "media").rglob(media.sha256):
         path.unlink()
-    with_media = TelegramConnector(
-        {"bot": TOKEN}, api_url=str(connector._client.base_url), media=files
-    )
+    with_media = TelegramConnector({"bot": TOKEN}, api_url=connector.api_url, media=files)
     try:
         with pytest.raises(PermanentDelivery, match="no file"):
             await with_media.send(
@@ -194,7 +192,7 @@ async def test_the_simulator_refuses_a_media_call_without_its_file(
     sim: tuple[TelegramSimulator, TelegramConnector],
 ) -> None:
     simulator, connector = sim
-    async with httpx.AsyncClient(base_url=str(connector._client.base_url)) as client:
+    async with httpx.AsyncClient(base_url=connector.api_url) as client:
         multipart = await client.post(
             f"/bot{TOKEN}/sendPhoto", data={"chat_id": "42"}, files={"document": ("x", b"x")}
         )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import random
 
-from chat4all.adapters.storage.sql import IDEMPOTENCY_LEASE, SqlStore, messages
+import pytest
+import sqlalchemy as sa
+
+from chat4all.adapters.storage.sql import IDEMPOTENCY_LEASE, SqlStore, messages, outbox
 from chat4all.domain.model import Attachment, Channel, Content, DeliveryStatus
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, NotFound
 from chat4all.ports import SendRequest
@@ -29,6 +33,43 @@ async def test_messages_of_a_conversation_get_consecutive_seqs(store: SqlStore) 
     other = await store.accept("t1", req("x", recipient="43"), None, 100.0)
     assert seqs == [1, 2, 3]
     assert other.message.seq == 1  # another recipient: another conversation
+
+
+async def test_concurrent_accepts_share_a_commit_and_keep_each_conversations_order(
+    store: SqlStore,
+) -> None:
+    # One group commit: several conversations, new and known, interleaved in one batch.
+    await store.accept("t1", req("known"), None, 100.0)
+    accepted = await asyncio.gather(
+        *(
+            store.accept("t1", req(f"m{n}", recipient=str(40 + n % 3)), None, 100.0 + n)
+            for n in range(30)
+        )
+    )
+    for recipient in ("40", "41", "42"):
+        mine = [
+            a.message
+            for a in accepted
+            if a.message.content.text and int(a.message.content.text[1:]) % 3 == int(recipient) - 40
+        ]
+        first = 2 if recipient == "42" else 1
+        assert [m.seq for m in mine] == list(range(first, first + len(mine)))
+        stored = [await store.get("t1", m.id) for m in mine]
+        assert [m.seq for m in stored] == [m.seq for m in mine]
+    page = await store.conversations("t1", None, 10)
+    assert {c.recipient: c.last_message_at for c in page.items} == {
+        "40": 127.0,
+        "41": 128.0,
+        "42": 129.0,
+    }
+    # delivered together, recorded together
+    claimed = await store.claim(200.0, 10)
+    await asyncio.gather(*(store.sent(i, f"p-{i.message.id}", 201.0) for i in claimed))
+    for item in claimed:
+        sent = await store.get("t1", item.message.id)
+        assert sent.status is DeliveryStatus.SENT
+        assert sent.provider_message_id == f"p-{item.message.id}"
+        assert [e.status for e in sent.history][-1] is DeliveryStatus.SENT
 
 
 async def test_idempotency_replays_refuses_other_bodies_and_reports_in_flight(
@@ -130,3 +171,38 @@ async def test_content_stored_before_uploads_existed_still_loads(store: SqlStore
     [attachment] = (await store.get("t1", m.id)).content.attachments
     assert attachment == Attachment("https://example.org/a.jpg", "image", caption="c")
     assert attachment.media_id is None
+
+
+async def test_claims_match_the_fifo_rule_through_retries_deaths_and_deliveries(
+    store: SqlStore,
+) -> None:
+    """The claim query against the rule it implements, over a random history: the due heads
+    (lowest pending seq of a conversation with nothing in flight) and nothing else."""
+    rng = random.Random(7)
+    now = 1000.0
+    for n in range(120):
+        await store.accept("t1", req(f"m{n}", recipient=str(rng.randrange(12))), None, now)
+        now += 0.01
+    for _round in range(40):
+        now += rng.choice((0.0, 1.0, 5.0))
+        async with store.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(outbox))).all()
+        busy = {r.conversation_id for r in rows if r.state == "inflight"}
+        heads: dict[str, tuple[int, str, float]] = {}
+        for r in rows:
+            head = heads.get(r.conversation_id)
+            pending = r.state == "pending" and r.conversation_id not in busy
+            if pending and (head is None or r.seq < head[0]):
+                heads[r.conversation_id] = (r.seq, r.message_id, r.available_at)
+        due = {m for _, m, at in heads.values() if at <= now}
+        claimed = await store.claim(now, 1000)
+        assert {i.message.id for i in claimed} == due
+        for item in claimed:
+            fate = rng.random()
+            if fate < 0.5:
+                await store.sent(item, "p", now)
+            elif fate < 0.8:
+                await store.retry(item, now + rng.choice((0.0, 3.0, 30.0)), "later", now)
+            elif fate < 0.9:
+                await store.dead(item, "gone", now)
+            # else: left in flight, blocking its conversation

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from chat4all.adapters.storage.sql import SqlStore, metadata
 from chat4all.errors import InvalidRequest, NotFound
 
-__all__ = ["WebhookStore", "Subscription", "Delivery", "fanout", "EVENT_TYPES"]
+__all__ = ["WebhookStore", "Subscription", "Delivery", "fanout", "fanout_many", "EVENT_TYPES"]
 
 EVENT_TYPES: Final = ("message.status", "message.inbound")
 
@@ -75,20 +76,32 @@ async def fanout(
     conn: AsyncConnection, tenant: str, event: str, data: dict[str, Any], now: float
 ) -> None:
     """Queue ``event`` for every subscription of ``tenant`` that asked for it."""
-    rows = (
-        await conn.execute(
-            sa.select(subscriptions.c.id, subscriptions.c.events).where(
-                subscriptions.c.tenant == tenant
-            )
+    await conn.run_sync(fanout_many, tenant, event, [(data, now)])
+
+
+def fanout_many(
+    conn: sa.Connection,
+    tenant: str,
+    event: str,
+    items: Sequence[tuple[dict[str, Any], float]],
+) -> None:
+    """:func:`fanout` of several ``(data, now)`` events of one tenant: one look-up of its
+    subscriptions, one insert (the store records a dispatcher round's deliveries together).
+    Synchronous: the store calls it from its writer thread, or through ``run_sync``."""
+    if not items:
+        return
+    rows = conn.execute(
+        sa.select(subscriptions.c.id, subscriptions.c.events).where(
+            subscriptions.c.tenant == tenant
         )
     ).all()
     targets = [r.id for r in rows if event in r.events.split(",")]
     if not targets:
         return
-    payload = json.dumps({"type": event, "at": now, "data": data}, separators=(",", ":"))
-    await conn.execute(
-        webhook_outbox.insert(),
-        [
+    queued = []
+    for data, now in items:
+        payload = json.dumps({"type": event, "at": now, "data": data}, separators=(",", ":"))
+        queued += [
             {
                 "subscription_id": sid,
                 "event": event,
@@ -99,8 +112,8 @@ async def fanout(
                 "first_at": now,
             }
             for sid in targets
-        ],
-    )
+        ]
+    conn.execute(webhook_outbox.insert(), queued)
 
 
 class WebhookStore:
