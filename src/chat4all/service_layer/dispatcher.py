@@ -33,7 +33,7 @@ from chat4all.domain.model import Channel
 from chat4all.errors import PermanentDelivery, RetryableDelivery
 from chat4all.ports import Connector, Outbox, OutboxItem
 from chat4all.telemetry import NO_TRACER, continued, failed
-from opskit.lifecycle import jittered_backoff
+from opskit.lifecycle import jittered_backoff, sleep_or_stop
 
 __all__ = ["Dispatcher", "DispatchPolicy", "DispatchEvents", "NullDispatchEvents"]
 
@@ -51,6 +51,10 @@ class DispatchPolicy:
     breaker_cooldown: float = 30.0
     poll_interval: float = 0.5
     """How often the outbox is polled when nothing woke the dispatcher (retries come due)."""
+    record_tries: int = 5
+    record_backoff: float = 0.2
+    """Recording an attempt's outcome is retried (0.2 s, 0.4 s ...): a provider's answer must
+    not be lost to a passing database error, or the message is sent again at the next start."""
 
 
 class DispatchEvents(Protocol):
@@ -106,7 +110,12 @@ class Dispatcher:
             )
         self.events.recovered(recovered)
         while not stop.is_set():
-            busy = await self.round()
+            try:
+                busy = await self.round()
+            except Exception as exc:  # the database away for a moment must not end dispatching
+                log.error("dispatch round failed, next try in 1 s: %s: %s", type(exc).__name__, exc)
+                await sleep_or_stop(stop, 1.0)
+                continue
             if busy:
                 continue
             self._wake.clear()
@@ -131,7 +140,10 @@ class Dispatcher:
                 "chat4all.attempt": str(item.attempts + 1),
             },
         ) as span:
-            await self._attempt(item, span)
+            try:
+                await self._attempt(item, span)
+            except Exception as exc:  # its outcome could not be recorded (logged there)
+                failed(span, f"not recorded: {type(exc).__name__}: {exc}")
 
     async def _attempt(self, item: OutboxItem, span: Span) -> None:
         conversation = item.conversation
@@ -139,12 +151,20 @@ class Dispatcher:
         breaker = self._breakers.setdefault(key, _Breaker())
         now = self.clock()
         if breaker.open_until > now:
-            await self.outbox.retry(item, breaker.open_until, "circuit open", now)
+            await self._record(
+                "retry", item, self.outbox.retry, breaker.open_until, "circuit open", now
+            )
             failed(span, "circuit open")
             return
         connector = self.connectors.get(conversation.channel)
         if connector is None:
-            await self.outbox.dead(item, f"no connector for {conversation.channel.value}", now)
+            await self._record(
+                "dead",
+                item,
+                self.outbox.dead,
+                f"no connector for {conversation.channel.value}",
+                now,
+            )
             self.events.dispatched(conversation.channel.value, "failed", 0.0)
             return
         began = time.monotonic()
@@ -161,7 +181,7 @@ class Dispatcher:
         except PermanentDelivery as exc:
             failed(span, str(exc))
             breaker.failures = 0
-            await self.outbox.dead(item, str(exc), self.clock())
+            await self._record("dead", item, self.outbox.dead, str(exc), self.clock())
             self._notify(item, "failed", str(exc))
             self.events.dispatched(conversation.channel.value, "failed", time.monotonic() - began)
             log.warning("message %s failed for good: %s", item.message.id, exc)
@@ -175,7 +195,7 @@ class Dispatcher:
             if breaker.open_until:
                 self.events.breaker(conversation.account, False)
             breaker.failures, breaker.open_until = 0, 0.0
-            await self.outbox.sent(item, provider_id, self.clock())
+            await self._record("sent", item, self.outbox.sent, provider_id, self.clock())
             span.set_attribute("chat4all.provider_message_id", provider_id)
             log.debug("message %s sent (provider id %s)", item.message.id, provider_id)
             self._notify(item, "sent", None)
@@ -199,14 +219,42 @@ class Dispatcher:
             )
         if item.attempts + 1 >= self.policy.max_attempts:
             reason = f"gave up after {item.attempts + 1} attempts: {exc}"
-            await self.outbox.dead(item, reason, now)
+            await self._record("dead", item, self.outbox.dead, reason, now)
             self._notify(item, "failed", reason)
             self.events.dispatched(channel, "dead", time.monotonic() - began)
             return
-        await self.outbox.retry(
-            item, now + self.backoff(item.attempts, exc.retry_after), str(exc), now
+        await self._record(
+            "retry",
+            item,
+            self.outbox.retry,
+            now + self.backoff(item.attempts, exc.retry_after),
+            str(exc),
+            now,
         )
         self.events.dispatched(channel, "retry", time.monotonic() - began)
+
+    async def _record(
+        self, what: str, item: OutboxItem, write: Callable[..., Awaitable[None]], *args: object
+    ) -> None:
+        """``write(item, *args)``, tried ``record_tries`` times; the last failure is logged and
+        raised (the row stays in flight; the next start sends it again, counted)."""
+        for attempt in range(self.policy.record_tries):
+            try:
+                await write(item, *args)
+            except Exception as exc:
+                if attempt + 1 == self.policy.record_tries:
+                    log.error(
+                        "could not record %s for message %s (%s: %s); it stays in flight until "
+                        "the next start, which sends it again",
+                        what,
+                        item.message.id,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    raise
+                await asyncio.sleep(self.policy.record_backoff * 2**attempt)
+            else:
+                return
 
     def _notify(self, item: OutboxItem, status: str, detail: str | None) -> None:
         if self.on_status is not None:

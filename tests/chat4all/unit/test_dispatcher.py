@@ -3,13 +3,14 @@ retry_after, dead letters, the circuit breaker."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
 
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.model import Channel, Content, Conversation, DeliveryStatus, Message
 from chat4all.errors import DeliveryError, PermanentDelivery, RetryableDelivery
-from chat4all.ports import SendRequest
+from chat4all.ports import OutboxItem, SendRequest
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 
 
@@ -139,3 +140,66 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert 4 <= waits[3] <= 8
     assert all(w <= 60 for w in waits)
     assert d.backoff(5, 12.0) == 12.0
+
+
+@dataclass
+class Flaky:
+    """The real outbox, with scripted failures of some of its writes (a database away)."""
+
+    store: SqlStore
+    fail_sent: int = 0
+    fail_claim: int = 0
+
+    async def recover(self) -> int:
+        return await self.store.recover()
+
+    async def claim(self, now: float, limit: int) -> list[OutboxItem]:
+        if self.fail_claim:
+            self.fail_claim -= 1
+            raise OSError("disk I/O error")
+        return await self.store.claim(now, limit)
+
+    async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
+        if self.fail_sent:
+            self.fail_sent -= 1
+            raise OSError("database is locked")
+        await self.store.sent(item, provider_id, now)
+
+    async def retry(self, item: OutboxItem, at: float, reason: str, now: float) -> None:
+        await self.store.retry(item, at, reason, now)
+
+    async def dead(self, item: OutboxItem, reason: str, now: float) -> None:
+        await self.store.dead(item, reason, now)
+
+    async def depth(self) -> int:
+        return await self.store.depth()
+
+
+async def test_a_failed_record_of_a_delivery_is_retried_not_sent_again(store: SqlStore) -> None:
+    connector, clock = Scripted(), Clock()
+    flaky = Flaky(store, fail_sent=2)
+    d = Dispatcher(
+        flaky, {Channel.TELEGRAM: connector}, DispatchPolicy(record_backoff=0.01), clock=clock
+    )
+    message = await send(store, "once")
+    await d.round()
+    assert connector.delivered == ["once"]  # one provider call despite two failed records
+    assert (await store.get("t1", message.id)).status is DeliveryStatus.SENT
+    assert await store.depth() == 0
+
+
+async def test_dispatching_goes_on_after_the_database_fails_a_round(store: SqlStore) -> None:
+    connector = Scripted()
+    flaky = Flaky(store, fail_claim=1)
+    d = Dispatcher(flaky, {Channel.TELEGRAM: connector}, DispatchPolicy(poll_interval=0.05))
+    await send(store, "later")
+    stop = asyncio.Event()
+    running = asyncio.create_task(d.run(stop))
+    for _ in range(300):
+        if connector.delivered:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await running
+    assert connector.delivered == ["later"]
+    assert flaky.fail_claim == 0
