@@ -8,6 +8,7 @@ schema of that release, and upgraded from there.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Final
 
@@ -51,7 +52,9 @@ def _upgrade(connection: sa.Connection) -> tuple[str | None, str | None]:
 
 
 async def upgrade(engine: AsyncEngine) -> tuple[str | None, str | None]:
-    """Bring the database to the newest revision, in one transaction; ``(before, after)``."""
+    """Bring the database to the newest revision, in one transaction; ``(before, after)`` (the
+    caller logs it: Alembic's own step-by-step lines stay below WARNING)."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     async with engine.begin() as conn:
         return await conn.run_sync(_upgrade)
 
