@@ -58,6 +58,8 @@ class Client(Protocol):
         self, key: str, conversation_id: str, cursor: str | None, limit: int
     ) -> Outcome: ...
 
+    async def conversations(self, key: str, cursor: str | None, limit: int) -> Outcome: ...
+
 
 REST_ERRORS = {
     401: "UNAUTHENTICATED",
@@ -138,6 +140,10 @@ class Rest:
             )
         )
 
+    async def conversations(self, key: str, cursor: str | None, limit: int) -> Outcome:
+        params: dict[str, Any] = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        return self._outcome(await self._call("GET", "/v1/conversations", key, params=params))
+
 
 class Grpc:
     def __init__(self, target: str) -> None:
@@ -159,6 +165,17 @@ class Grpc:
                 True,
                 data={
                     "items": [_dict(m) for m in reply.items],
+                    "next_cursor": reply.next_cursor if reply.HasField("next_cursor") else None,
+                },
+            )
+        if isinstance(reply, pb.ListConversationsReply):
+            return Outcome(
+                True,
+                data={
+                    "items": [
+                        {"id": c.id, "account": c.account, "recipient": c.recipient}
+                        for c in reply.items
+                    ],
                     "next_cursor": reply.next_cursor if reply.HasField("next_cursor") else None,
                 },
             )
@@ -204,6 +221,11 @@ class Grpc:
             "ListMessages",
             pb.ListMessagesRequest(conversation_id=conversation_id, cursor=cursor, limit=limit),
             key,
+        )
+
+    async def conversations(self, key: str, cursor: str | None, limit: int) -> Outcome:
+        return await self._call(
+            "ListConversations", pb.ListConversationsRequest(cursor=cursor, limit=limit), key
         )
 
 
@@ -377,3 +399,25 @@ async def test_uploads_are_refused_alike(hub: Hub, client: Client) -> None:
     theirs = await client.send(stranger, "hi", media_id=mine.data["id"])
     assert theirs.error == "INVALID_ARGUMENT"
     assert "content.attachments[0].media_id" in str(theirs.data)
+
+
+async def test_conversations_page_and_stay_in_their_tenant(hub: Hub, client: Client) -> None:
+    assert hub.admin_key
+    for recipient in ("c1", "c2", "c3"):
+        assert (await client.send(hub.admin_key, "hi", recipient=recipient)).ok
+    seen: list[str] = []
+    cursor = None
+    for _ in range(5):
+        page = await client.conversations(hub.admin_key, cursor, 2)
+        assert page.ok and page.data is not None
+        assert len(page.data["items"]) <= 2
+        seen += [c["recipient"] for c in page.data["items"]]
+        cursor = page.data["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == ["c1", "c2", "c3"]
+    stranger, _ = await hub.keys.create("tenant-b", Role.READER)
+    theirs = await client.conversations(stranger, None, 50)
+    assert theirs.ok and theirs.data == {"items": [], "next_cursor": None}
+    bad = await client.conversations(hub.admin_key, "!!not-a-cursor", 2)
+    assert (bad.ok, bad.error) == (False, "INVALID_ARGUMENT")

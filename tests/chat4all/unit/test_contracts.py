@@ -38,3 +38,13 @@ def test_the_generated_grpc_code_is_current(tmp_path: Path) -> None:
         assert (generated / name).read_text() == (committed / name).read_text(), (
             f"{name} is stale: run `make contracts` and commit the result"
         )
+
+
+def test_every_grpc_method_is_exercised_by_some_test() -> None:
+    """A new RPC without a test of its own fails here (the parity suite, events, tracing ...)."""
+    from chat4all.grpc_api.v1 import messages_pb2 as pb  # noqa: PLC0415
+
+    methods = {m.name for m in pb.DESCRIPTOR.services_by_name["Messages"].methods}
+    tests = "\n".join(p.read_text() for p in (ROOT / "tests" / "chat4all").rglob("test_*.py"))
+    untested = {m for m in methods if f'"{m}"' not in tests and f".{m}(" not in tests}
+    assert untested == set()
