@@ -203,6 +203,7 @@ async def running_hub(
                 host=settings.HOST,
                 port=settings.PORT,
                 log_level="warning",
+                log_config=None,  # uvicorn's loggers go through ours: masked, JSON when asked
                 lifespan="off",
                 ssl_context_factory=tls.rest if tls is not None else None,
             )

@@ -15,7 +15,7 @@ from typing import IO, Any, Final
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from chat4all.errors import InvalidRequest
 
@@ -94,6 +94,11 @@ async def read_upload(
     upload = Upload(out, None, None, {})
     try:
         await _consume(request, parser, events, upload, file_field, fields, max_bytes, too_big)
+    except ClientDisconnect:  # expected: the client gave up; nobody reads the answer
+        out.close()
+        raise InvalidRequest(
+            "the client went away before the upload ended", field=file_field
+        ) from None
     except BaseException:
         out.close()
         raise

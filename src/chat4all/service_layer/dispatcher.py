@@ -76,6 +76,10 @@ class NullDispatchEvents:
         pass
 
 
+_Unrecorded = tuple[str, OutboxItem, Callable[..., Awaitable[None]], tuple[object, ...]]
+"""``(what, item, store write, its arguments)``."""
+
+
 @dataclass
 class _Breaker:
     failures: int = 0
@@ -95,6 +99,9 @@ class Dispatcher:
     tracer: Tracer = NO_TRACER
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _breakers: dict[tuple[str, str], _Breaker] = field(default_factory=dict)
+    _unrecorded: list[_Unrecorded] = field(default_factory=list)
+    """Outcomes the store refused even after ``record_tries``: tried again every round (their
+    rows stay in flight, holding their conversations, until they are recorded)."""
 
     def wake(self) -> None:
         """A new message is in the outbox: dispatch without waiting for the next poll."""
@@ -123,6 +130,7 @@ class Dispatcher:
 
     async def round(self) -> int:
         """Claim and send one batch; returns how many were claimed."""
+        await self._record_again()
         items = await self.outbox.claim(self.clock(), _BATCH)
         if items:
             await asyncio.gather(*(self._deliver(item) for item in items))
@@ -244,17 +252,29 @@ class Dispatcher:
             except Exception as exc:
                 if attempt + 1 == self.policy.record_tries:
                     log.error(
-                        "could not record %s for message %s (%s: %s); it stays in flight until "
-                        "the next start, which sends it again",
+                        "could not record %s for message %s (%s: %s); trying again every round "
+                        "(its conversation waits meanwhile)",
                         what,
                         item.message.id,
                         type(exc).__name__,
                         exc,
                     )
+                    self._unrecorded.append((what, item, write, args))
                     raise
                 await asyncio.sleep(self.policy.record_backoff * 2**attempt)
             else:
                 return
+
+    async def _record_again(self) -> None:
+        for entry in list(self._unrecorded):
+            what, item, write, args = entry
+            try:
+                await write(item, *args)
+            except Exception as exc:  # still refused: next round
+                log.debug("%s for message %s still not recorded: %s", what, item.message.id, exc)
+            else:
+                self._unrecorded.remove(entry)
+                log.info("recorded %s for message %s at last", what, item.message.id)
 
     def _notify(self, item: OutboxItem, status: str, detail: str | None) -> None:
         if self.on_status is not None:

@@ -32,7 +32,10 @@ _INLINE: Final = {
     "audio/mp4": "audio",
     "audio/ogg": "audio",
 }
-_MIME: Final = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+_MIME: Final = re.compile(
+    r"(?=.{3,127}$)[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}"
+)
+"""A media type as the ``media`` table keeps it (at most 127 characters)."""
 
 
 def size_text(size: int) -> str:

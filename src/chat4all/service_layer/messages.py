@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -57,9 +58,39 @@ LIMITS: Final = {
 }
 
 
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _text(value: str | None, field: str, most: int, least: int = 0) -> None:
+    """A bounded field; identifiers (``least`` >= 1) also without control characters."""
+    if value is None:
+        return
+    if not least <= len(value) <= most:
+        raise InvalidRequest(f"{field} must be {least}-{most} characters", field=field)
+    if "\x00" in value or (least and _CONTROL.search(value)):
+        raise InvalidRequest(f"{field} contains control characters", field=field)
+
+
 def validate(request: SendRequest) -> None:
-    """Per-channel limits, checked before a message is accepted (never after)."""
+    """Every bound and per-channel limit, checked before a message is accepted (never after),
+    the same for REST and gRPC."""
     content, limits = request.content, LIMITS[request.channel]
+    _text(request.account, "account", 128, 1)
+    _text(request.recipient, "recipient", 128, 1)
+    for n, button in enumerate(content.buttons):
+        _text(button.title, f"content.buttons[{n}].title", 64, 1)
+        _text(button.payload, f"content.buttons[{n}].payload", 64)
+        _text(button.url, f"content.buttons[{n}].url", 2048)
+    if content.template is not None:
+        _text(content.template.name, "content.template.name", 512, 1)
+        _text(content.template.language, "content.template.language", 15, 2)
+    location = content.location
+    if location is not None and not (
+        -90 <= location.latitude <= 90 and -180 <= location.longitude <= 180
+    ):  # NaN fails both
+        raise InvalidRequest(
+            "latitude must be -90..90 and longitude -180..180", field="content.location"
+        )
     if content.empty:
         raise InvalidRequest(
             "a message needs text, an attachment, a location or a template", field="content"
@@ -83,6 +114,9 @@ def validate(request: SendRequest) -> None:
                 field=f"content.attachments[{n}].caption",
             )
         _check_reference(attachment, f"content.attachments[{n}]")
+        _text(attachment.url, f"content.attachments[{n}].url", 2048)
+        _text(attachment.filename, f"content.attachments[{n}].filename", 255)
+        _text(attachment.mime_type, f"content.attachments[{n}].mime_type", 127)
     if len(content.buttons) > limits.buttons:
         raise InvalidRequest(
             f"{len(content.buttons)} buttons; {request.channel.value} allows {limits.buttons}",
@@ -160,10 +194,8 @@ class Messages:
             resolved = await self._resolve(tenant, request)
             if self._accounts is not None:
                 self._accounts.check(tenant, request.channel, request.account)
-            if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-                raise InvalidRequest(
-                    "Idempotency-Key must be 1-255 characters", field="Idempotency-Key"
-                )
+            if idempotency_key is not None:
+                _text(idempotency_key, "Idempotency-Key", 255, 1)
             key = (idempotency_key, body_hash(request)) if idempotency_key else None
             accepted = await self._store.accept(
                 tenant, resolved, key, self._clock(), current_origin()

@@ -421,3 +421,17 @@ async def test_conversations_page_and_stay_in_their_tenant(hub: Hub, client: Cli
     assert theirs.ok and theirs.data == {"items": [], "next_cursor": None}
     bad = await client.conversations(hub.admin_key, "!!not-a-cursor", 2)
     assert (bad.ok, bad.error) == (False, "INVALID_ARGUMENT")
+
+
+@pytest.mark.parametrize(
+    ("recipient", "field"),
+    [("x" * 129, "recipient"), ("nul\x00byte", "recipient"), ("line\nbreak", "recipient")],
+)
+async def test_bounds_hold_the_same_over_both_transports(
+    hub: Hub, client: Client, recipient: str, field: str
+) -> None:
+    assert hub.admin_key
+    refused = await client.send(hub.admin_key, "x", recipient=recipient)
+    assert (refused.ok, refused.error) == (False, "INVALID_ARGUMENT")
+    assert field in str(refused.data)
+    assert (await client.send(hub.admin_key, "fine", recipient="x" * 128)).ok

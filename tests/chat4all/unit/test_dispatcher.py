@@ -203,3 +203,19 @@ async def test_dispatching_goes_on_after_the_database_fails_a_round(store: SqlSt
     await running
     assert connector.delivered == ["later"]
     assert flaky.fail_claim == 0
+
+
+async def test_an_outcome_the_store_keeps_refusing_is_recorded_in_a_later_round(
+    store: SqlStore,
+) -> None:
+    connector, clock = Scripted(), Clock()
+    flaky = Flaky(store, fail_sent=6)
+    policy = DispatchPolicy(record_tries=2, record_backoff=0.0)
+    d = Dispatcher(flaky, {Channel.TELEGRAM: connector}, policy, clock=clock)
+    message = await send(store, "patience")
+    await d.round()  # delivered; two tries to record it fail
+    assert (await store.get("t1", message.id)).status is DeliveryStatus.QUEUED
+    for _ in range(5):
+        await d.round()
+    assert (await store.get("t1", message.id)).status is DeliveryStatus.SENT
+    assert connector.delivered == ["patience"]  # never sent again meanwhile

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -26,6 +27,8 @@ import sqlalchemy as sa
 from chat4all.adapters.storage.sql import SqlStore, metadata
 from chat4all.domain.model import Media
 from chat4all.errors import NotFound
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FileMediaStore", "media_table"]
 
@@ -127,8 +130,9 @@ class FileMediaStore:
         media = await self.get(tenant, media_id)
         try:
             handle = await asyncio.to_thread(self._path(tenant, media.sha256).open, "rb")
-        except FileNotFoundError:
-            raise NotFound(f"media {media_id!r} has no file under {self.root} any more") from None
+        except FileNotFoundError:  # the path is the operator's to know, not the tenant's
+            log.error("media %s has no file under %s any more", media_id, self.root)
+            raise NotFound(f"media {media_id!r} has no file any more; upload it again") from None
         try:
             yield media, handle
         finally:

@@ -21,6 +21,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import contextvars
 import json
 import logging
 import secrets
@@ -171,7 +172,7 @@ _ConversationKey = tuple[str, str, str, str]
 _CONVERSATION_CACHE: Final = 100_000
 
 
-def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+def _insert(conn: AsyncConnection | sa.Connection, table: sa.Table) -> Any:
     """INSERT with ON CONFLICT support, in the connection's dialect (SQLite, PostgreSQL)."""
     if conn.dialect.name == "postgresql":
         return postgresql_insert(table)
@@ -217,12 +218,14 @@ class SqlStore:
 
     @classmethod
     async def open(cls, url: str) -> SqlStore:
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, hide_parameters=True)  # values stay out of errors
         writer = None
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             if engine.url.database not in (None, "", ":memory:"):  # a file both engines share
-                writer = sa.create_engine(engine.url.set(drivername="sqlite+pysqlite"))
+                writer = sa.create_engine(
+                    engine.url.set(drivername="sqlite+pysqlite"), hide_parameters=True
+                )
                 sa.event.listen(writer, "connect", _sqlite_pragmas)
                 sa.event.listen(writer, "connect", _no_autocheckpoint)
         try:
@@ -290,11 +293,15 @@ class SqlStore:
         """Group commit: concurrent accepts (and delivery records) share one transaction (one
         fsync); each caller returns only once its own change is committed."""
         if self._grouper is None or self._grouper.done():
-            self._grouper = asyncio.create_task(self._group_commits(), name="group-commit")
+            self._grouper = asyncio.create_task(  # not the first caller's request context
+                self._group_commits(), name="group-commit", context=contextvars.Context()
+            )
         if self._sync_writer is not None and (
             self._checkpointer is None or self._checkpointer.done()
         ):
-            self._checkpointer = asyncio.create_task(self._checkpoint_often(), name="checkpoint")
+            self._checkpointer = asyncio.create_task(
+                self._checkpoint_often(), name="checkpoint", context=contextvars.Context()
+            )
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.put_nowait((job, future))
         return await asyncio.shield(future)
@@ -304,22 +311,36 @@ class SqlStore:
             batch = [await self._pending.get()]
             while not self._pending.empty() and len(batch) < _GROUP_MAX:
                 batch.append(self._pending.get_nowait())
-            jobs = [job for job, _ in batch if isinstance(job, _Job)]
-            sents = [job for job, _ in batch if isinstance(job, _Sent)]
-            learned: dict[_ConversationKey, str] = {}
             try:
-                written = iter(await self._write_group(jobs, sents, learned))
-            except Exception as exc:  # nothing of the batch committed: every caller hears it
+                await self._commit_batch(batch)
+            except Exception:
+                if len(batch) == 1:
+                    continue  # its caller has heard
+                # Nothing of the batch committed. One bad change must not fail the others (and
+                # other tenants'): each goes again alone, and only the guilty one fails.
+                for entry in batch:
+                    with contextlib.suppress(Exception):
+                        await self._commit_batch([entry])
+
+    async def _commit_batch(self, batch: list[tuple[_Job | _Sent, asyncio.Future[Any]]]) -> None:
+        """One transaction for ``batch``; each future gets its result, or all the exception."""
+        jobs = [job for job, _ in batch if isinstance(job, _Job)]
+        sents = [job for job, _ in batch if isinstance(job, _Sent)]
+        learned: dict[_ConversationKey, str] = {}
+        try:
+            written = iter(await self._write_group(jobs, sents, learned))
+        except Exception as exc:
+            if len(batch) == 1:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
-                continue
-            if len(self._conversation_ids) > _CONVERSATION_CACHE:
-                self._conversation_ids.clear()
-            self._conversation_ids.update(learned)
-            for job, future in batch:
-                if not future.done():
-                    future.set_result(next(written) if isinstance(job, _Job) else None)
+            raise
+        if len(self._conversation_ids) > _CONVERSATION_CACHE:
+            self._conversation_ids.clear()
+        self._conversation_ids.update(learned)
+        for job, future in batch:
+            if not future.done():
+                future.set_result(next(written) if isinstance(job, _Job) else None)
 
     async def _write_group(
         self, jobs: list[_Job], sents: list[_Sent], learned: dict[_ConversationKey, str]
@@ -628,24 +649,28 @@ class SqlStore:
     async def _reserve(self, tenant: str, key: str, body_hash: str, now: float) -> str | None:
         """Reserve ``key``; the earlier request's message id when it already completed."""
         async with self.transaction() as conn:
+            # insert-or-nothing: concurrent first requests (PostgreSQL has no writer lock) find
+            # one winner, and the others the row it made
+            reserved = await conn.execute(
+                _insert(conn, idempotency)
+                .values(
+                    tenant=tenant,
+                    key=key,
+                    body_hash=body_hash,
+                    lease_until=now + IDEMPOTENCY_LEASE,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing()
+            )
+            if reserved.rowcount == 1:
+                return None
             row = (
                 await conn.execute(
                     sa.select(idempotency).where(
                         idempotency.c.tenant == tenant, idempotency.c.key == key
                     )
                 )
-            ).first()
-            if row is None:
-                await conn.execute(
-                    idempotency.insert().values(
-                        tenant=tenant,
-                        key=key,
-                        body_hash=body_hash,
-                        lease_until=now + IDEMPOTENCY_LEASE,
-                        created_at=now,
-                    )
-                )
-                return None
+            ).one()
             if row.body_hash != body_hash:
                 raise IdempotencyConflict(
                     "this Idempotency-Key was used with a different request body; use a new key "
@@ -999,10 +1024,12 @@ def _conversation(conn: sa.Connection, tenant: str, request: SendRequest, now: f
             conversations.update().where(conversations.c.id == found).values(last_message_at=now)
         )
         return str(found)
-    conversation_id = _new_id("c_")
+    # insert-or-nothing: a concurrent first message (inbound and outbound at once, on
+    # PostgreSQL) may create it first; then its id is the one
     conn.execute(
-        conversations.insert().values(
-            id=conversation_id,
+        _insert(conn, conversations)
+        .values(
+            id=_new_id("c_"),
             tenant=tenant,
             channel=request.channel.value,
             account=request.account,
@@ -1010,8 +1037,9 @@ def _conversation(conn: sa.Connection, tenant: str, request: SendRequest, now: f
             next_seq=1,
             last_message_at=now,
         )
+        .on_conflict_do_nothing()
     )
-    return conversation_id
+    return str(conn.execute(sa.select(conversations.c.id).where(where)).scalar_one())
 
 
 def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
