@@ -88,12 +88,19 @@ class StoreUnavailable(Chat4AllError):
 
 
 class DeliveryError(Chat4AllError):
-    pass
+    """A failed delivery. ``done``: the provider ids of the parts of the message that did reach
+    the provider before it failed (a text, then its files ...); a retry starts after them."""
+
+    def __init__(self, message: str, done: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.done = done
 
 
 class RetryableDelivery(DeliveryError):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, retry_after: float | None = None, done: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, done)
         self.retry_after = retry_after
 
 

@@ -70,6 +70,8 @@ class OutboxItem:
     attempts: int
     """Delivery attempts before this one."""
     origin: Origin = NO_ORIGIN
+    done: tuple[str, ...] = ()
+    """Provider ids of the parts an earlier attempt delivered: this one sends the rest."""
 
 
 class MessageStore(Protocol):
@@ -107,9 +109,15 @@ class Outbox(Protocol):
 
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None: ...
 
-    async def retry(self, item: OutboxItem, at: float, reason: str, now: float) -> None: ...
+    async def retry(
+        self, item: OutboxItem, at: float, reason: str, now: float, done: tuple[str, ...] = ()
+    ) -> None:
+        """Pending again at ``at``; ``done``: the parts delivered so far (kept for the next)."""
+        ...
 
-    async def dead(self, item: OutboxItem, reason: str, now: float) -> None: ...
+    async def dead(
+        self, item: OutboxItem, reason: str, now: float, done: tuple[str, ...] = ()
+    ) -> None: ...
 
     async def depth(self) -> int: ...
 
@@ -119,8 +127,12 @@ class Connector(Protocol):
 
     channel: Channel
 
-    async def send(self, conversation: Conversation, message: Message) -> str:
-        """Deliver ``message``; returns the provider's id for it."""
+    async def send(
+        self, conversation: Conversation, message: Message, done: tuple[str, ...] = ()
+    ) -> str:
+        """Deliver ``message``, skipping the ``len(done)`` parts an earlier attempt delivered;
+        returns the provider's id for it (its first part's). A failure after some parts says
+        which in its ``done``."""
         ...
 
 

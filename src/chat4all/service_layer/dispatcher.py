@@ -182,14 +182,14 @@ class Dispatcher:
                 kind=SpanKind.CLIENT,
                 attributes={"chat4all.account": conversation.account},
             ):
-                provider_id = await connector.send(conversation, item.message)
+                provider_id = await connector.send(conversation, item.message, item.done)
         except RetryableDelivery as exc:
             failed(span, str(exc))
             await self._retryable(item, breaker, exc, began)
         except PermanentDelivery as exc:
             failed(span, str(exc))
             breaker.failures = 0
-            await self._record("dead", item, self.outbox.dead, str(exc), self.clock())
+            await self._record("dead", item, self.outbox.dead, str(exc), self.clock(), exc.done)
             self._notify(item, "failed", str(exc))
             self.events.dispatched(conversation.channel.value, "failed", time.monotonic() - began)
             log.warning("message %s failed for good: %s", item.message.id, exc)
@@ -227,7 +227,7 @@ class Dispatcher:
             )
         if item.attempts + 1 >= self.policy.max_attempts:
             reason = f"gave up after {item.attempts + 1} attempts: {exc}"
-            await self._record("dead", item, self.outbox.dead, reason, now)
+            await self._record("dead", item, self.outbox.dead, reason, now, exc.done)
             self._notify(item, "failed", reason)
             self.events.dispatched(channel, "dead", time.monotonic() - began)
             return
@@ -238,6 +238,7 @@ class Dispatcher:
             now + self.backoff(item.attempts, exc.retry_after),
             str(exc),
             now,
+            exc.done,
         )
         self.events.dispatched(channel, "retry", time.monotonic() - began)
 

@@ -84,6 +84,8 @@ class Fault:
     status: int
     description: str
     retry_after: int | None = None
+    method: str | None = None
+    """Only a call of this method meets it (``None``: the next send call, whichever)."""
 
 
 @dataclass
@@ -107,8 +109,8 @@ class TelegramSimulator:
             Fault(429, f"Too Many Requests: retry after {retry_after}", retry_after)
         ] * times
 
-    def fail(self, status: int = 500, times: int = 1) -> None:
-        self.faults += [Fault(status, "Internal Server Error")] * times
+    def fail(self, status: int = 500, times: int = 1, method: str | None = None) -> None:
+        self.faults += [Fault(status, "Internal Server Error", method=method)] * times
 
     def update(self, chat_id: int, text: str, **message: Any) -> dict[str, Any]:
         """A Bot API ``Update`` carrying a user's text message, as Telegram would send it."""
@@ -208,8 +210,9 @@ class TelegramSimulator:
             )
         if method not in _SEND_METHODS:
             return _error(404, "Not Found: method not found")
-        if self.faults:
-            fault = self.faults.pop(0)
+        fault = next((f for f in self.faults if f.method in (None, method)), None)
+        if fault is not None:
+            self.faults.remove(fault)
             return _error(fault.status, fault.description, fault.retry_after)
         chat = str(body.get("chat_id", ""))
         if not chat:

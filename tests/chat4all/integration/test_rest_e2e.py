@@ -197,3 +197,21 @@ async def test_concurrent_senders_to_the_same_new_conversations_all_succeed(hub:
         seqs.setdefault(a.json()["conversation_id"], []).append(a.json()["seq"])
     assert len(seqs) == 5
     assert all(sorted(s) == list(range(1, 13)) for s in seqs.values())
+
+
+async def test_a_message_in_parts_is_not_repeated_when_a_later_part_fails(hub: Hub) -> None:
+    assert hub.simulator is not None
+    hub.simulator.fail(502, method="sendPhoto")
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    photo = [{"url": "https://example.org/p.jpg", "kind": "image"}]
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
+        sent = (await client.post("/v1/messages", json=body("two parts", attachments=photo))).json()
+        for _ in range(500):
+            got = (await client.get(f"/v1/messages/{sent['id']}")).json()
+            if got["status"] == "sent":
+                break
+            await asyncio.sleep(0.02)
+    assert got["status"] == "sent"
+    methods = [s.method for s in hub.simulator.sent]
+    assert methods == ["sendMessage", "sendPhoto"]  # the text went once, through the retry
+    assert got["provider_message_id"] == "1"

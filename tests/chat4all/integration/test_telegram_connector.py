@@ -205,3 +205,21 @@ async def test_the_simulator_refuses_a_media_call_without_its_file(
     }
     assert as_json.json()["description"] == "Bad Request: there is no document in the request"
     assert simulator.sent == []
+
+
+async def test_a_retry_sends_only_the_parts_that_did_not_arrive(
+    sim: tuple[TelegramSimulator, TelegramConnector],
+) -> None:
+    simulator, connector = sim
+    content = Content(
+        text="caption first",
+        attachments=(Attachment("https://example.org/a.jpg", "image"),),
+        location=Location(1.0, 2.0),
+    )
+    simulator.fail(500, method="sendPhoto")
+    with pytest.raises(RetryableDelivery) as first:
+        await connector.send(CONVERSATION, message(content))
+    assert len(first.value.done) == 1  # the text arrived
+    provider_id = await connector.send(CONVERSATION, message(content), first.value.done)
+    assert provider_id == first.value.done[0]  # the message's id is its first part's
+    assert [s.method for s in simulator.sent] == ["sendMessage", "sendPhoto", "sendLocation"]

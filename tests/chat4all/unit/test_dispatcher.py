@@ -23,7 +23,9 @@ class Scripted:
     delivered: list[str] = field(default_factory=list)
     calls: int = 0
 
-    async def send(self, conversation: Conversation, message: Message) -> str:
+    async def send(
+        self, conversation: Conversation, message: Message, done: tuple[str, ...] = ()
+    ) -> str:
         self.calls += 1
         text = message.content.text or ""
         queue = self.script.get(text, [])

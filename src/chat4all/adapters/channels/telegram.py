@@ -17,6 +17,7 @@ Errors, as the Bot API documents them (``{"ok": false, "error_code", "descriptio
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -87,44 +88,59 @@ class TelegramConnector:
             await self._session.close()
             self._session = None
 
-    async def send(self, conversation: Conversation, message: Message) -> str:
+    async def send(
+        self, conversation: Conversation, message: Message, done: tuple[str, ...] = ()
+    ) -> str:
+        """Each part in order (text, files, location), one Bot API call each; the first
+        ``len(done)`` parts reached Telegram in an earlier attempt and are not sent again."""
         token = self._tokens.get(conversation.account)
         if token is None:
             raise PermanentDelivery(
                 f"no bot token for Telegram account {conversation.account!r}; add it to "
                 "CHAT4ALL_TELEGRAM_BOTS"
             )
+        parts = self._parts(token, conversation.recipient, message)
+        if not parts:
+            raise PermanentDelivery(
+                "Telegram has no way to send this content (templates are WhatsApp's)"
+            )
+        ids = list(done)
+        for part in parts[len(done) :]:
+            try:
+                ids.append(await part())
+            except RetryableDelivery as exc:
+                raise RetryableDelivery(str(exc), exc.retry_after, tuple(ids)) from None
+            except PermanentDelivery as exc:
+                raise PermanentDelivery(str(exc), tuple(ids)) from None
+        return ids[0]
+
+    def _parts(self, token: str, chat: str, message: Message) -> list[Callable[[], Awaitable[str]]]:
         content = message.content
-        chat = conversation.recipient
-        ids: list[str] = []
         extra = dict(content.extensions)
         markup = _keyboard(content.buttons) if content.buttons else None
+        parts: list[Callable[[], Awaitable[str]]] = []
         if content.text:
             body: dict[str, Any] = {"chat_id": chat, "text": content.text, **extra}
             if markup and not content.attachments:
                 body["reply_markup"] = markup
-            ids.append(await self._call(token, "sendMessage", body))
+            parts.append(functools.partial(self._call, token, "sendMessage", body))
         for n, attachment in enumerate(content.attachments):
-            last = n == len(content.attachments) - 1
-            keyboard = markup if last else None
+            keyboard = markup if n == len(content.attachments) - 1 else None
             if attachment.media_id is not None:
-                ids.append(await self._upload(token, message.tenant, chat, attachment, keyboard))
+                parts.append(
+                    functools.partial(
+                        self._upload, token, message.tenant, chat, attachment, keyboard
+                    )
+                )
             else:
-                ids.append(await self._call(token, *_media(chat, attachment, keyboard)))
+                parts.append(
+                    functools.partial(self._call, token, *_media(chat, attachment, keyboard))
+                )
         if content.location is not None:
             loc = content.location
-            ids.append(
-                await self._call(
-                    token,
-                    "sendLocation",
-                    {"chat_id": chat, "latitude": loc.latitude, "longitude": loc.longitude},
-                )
-            )
-        if not ids:
-            raise PermanentDelivery(
-                "Telegram has no way to send this content (templates are WhatsApp's)"
-            )
-        return ids[0]
+            location = {"chat_id": chat, "latitude": loc.latitude, "longitude": loc.longitude}
+            parts.append(functools.partial(self._call, token, "sendLocation", location))
+        return parts
 
     async def _upload(
         self,

@@ -119,6 +119,8 @@ outbox = sa.Table(
     # so the dispatcher's span and logs continue the request's.
     sa.Column("trace_context", sa.String(128)),
     sa.Column("request_id", sa.String(64)),
+    # provider ids (JSON list) of the parts an attempt delivered before failing: not sent again
+    sa.Column("parts_done", sa.Text),
     sa.Index("outbox_due", "state", "conversation_id", "seq"),
     sa.Index("outbox_ready", "state", "available_at"),  # the claim's walk
 )
@@ -846,6 +848,7 @@ class SqlStore:
                 _to_conversation(threads[r.conversation_id]),
                 int(r.attempts),
                 Origin(r.trace_context, r.request_id),
+                tuple(json.loads(r.parts_done)) if r.parts_done else (),
             )
             for r in rows
         ]
@@ -896,22 +899,38 @@ class SqlStore:
             )
         self._announce(conn, [d.item.message for d in done], "sent", None, [d.now for d in done])
 
-    async def retry(self, item: OutboxItem, at: float, reason: str, now: float) -> None:
+    async def retry(
+        self, item: OutboxItem, at: float, reason: str, now: float, done: tuple[str, ...] = ()
+    ) -> None:
+        done = done or item.done
         async with self.transaction() as conn:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.message_id == item.message.id)
                 .values(
-                    state="pending", attempts=item.attempts + 1, available_at=at, last_error=reason
+                    state="pending",
+                    attempts=item.attempts + 1,
+                    available_at=at,
+                    last_error=reason,
+                    parts_done=json.dumps(list(done)) if done else None,
                 )
             )
 
-    async def dead(self, item: OutboxItem, reason: str, now: float) -> None:
+    async def dead(
+        self, item: OutboxItem, reason: str, now: float, done: tuple[str, ...] = ()
+    ) -> None:
+        """Dead-lettered; ``done`` as for :meth:`retry` (a replay sends only the rest)."""
+        done = done or item.done
         async with self.transaction() as conn:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.message_id == item.message.id)
-                .values(state="dead", attempts=item.attempts + 1, last_error=reason)
+                .values(
+                    state="dead",
+                    attempts=item.attempts + 1,
+                    last_error=reason,
+                    parts_done=json.dumps(list(done)) if done else None,
+                )
             )
             await self._status(conn, item.message.id, DeliveryStatus.FAILED, now, reason)
             await conn.run_sync(self._announce, [item.message], "failed", reason, now)
