@@ -76,6 +76,12 @@ class HubMetrics:
             "Webhook deliveries given up on after 24 hours.",
             registry=registry,
         )
+        self.unrecorded_outcomes = Gauge(
+            "chat4all_unrecorded_outcomes",
+            "Delivery outcomes the database refused, retried every round (their conversations "
+            "wait meanwhile).",
+            registry=registry,
+        )
         self._open: set[str] = set()
 
     # ---- DispatchEvents ----
@@ -86,6 +92,9 @@ class HubMetrics:
 
     def recovered(self, count: int) -> None:
         self.maybe_duplicated.inc(count)
+
+    def unrecorded(self, count: int) -> None:
+        self.unrecorded_outcomes.set(count)
 
     def breaker(self, account: str, open_: bool) -> None:
         (self._open.add if open_ else self._open.discard)(account)

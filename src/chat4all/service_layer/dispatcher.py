@@ -64,6 +64,10 @@ class DispatchEvents(Protocol):
 
     def breaker(self, account: str, open_: bool) -> None: ...
 
+    def unrecorded(self, count: int) -> None:
+        """Outcomes delivered but not yet recorded (their conversations wait)."""
+        ...
+
 
 class NullDispatchEvents:
     def dispatched(self, channel: str, outcome: str, seconds: float) -> None:
@@ -73,6 +77,9 @@ class NullDispatchEvents:
         pass
 
     def breaker(self, account: str, open_: bool) -> None:
+        pass
+
+    def unrecorded(self, count: int) -> None:
         pass
 
 
@@ -261,6 +268,7 @@ class Dispatcher:
                         exc,
                     )
                     self._unrecorded.append((what, item, write, args))
+                    self.events.unrecorded(len(self._unrecorded))
                     raise
                 await asyncio.sleep(self.policy.record_backoff * 2**attempt)
             else:
@@ -275,6 +283,7 @@ class Dispatcher:
                 log.debug("%s for message %s still not recorded: %s", what, item.message.id, exc)
             else:
                 self._unrecorded.remove(entry)
+                self.events.unrecorded(len(self._unrecorded))
                 log.info("recorded %s for message %s at last", what, item.message.id)
 
     def _notify(self, item: OutboxItem, status: str, detail: str | None) -> None:

@@ -7,9 +7,12 @@ import asyncio
 import random
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
+
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.model import Channel, Content, Conversation, DeliveryStatus, Message
 from chat4all.errors import DeliveryError, PermanentDelivery, RetryableDelivery
+from chat4all.metrics import HubMetrics
 from chat4all.ports import OutboxItem, SendRequest
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 
@@ -213,11 +216,14 @@ async def test_an_outcome_the_store_keeps_refusing_is_recorded_in_a_later_round(
     connector, clock = Scripted(), Clock()
     flaky = Flaky(store, fail_sent=6)
     policy = DispatchPolicy(record_tries=2, record_backoff=0.0)
-    d = Dispatcher(flaky, {Channel.TELEGRAM: connector}, policy, clock=clock)
+    metrics = HubMetrics(CollectorRegistry())
+    d = Dispatcher(flaky, {Channel.TELEGRAM: connector}, policy, events=metrics, clock=clock)
     message = await send(store, "patience")
     await d.round()  # delivered; two tries to record it fail
     assert (await store.get("t1", message.id)).status is DeliveryStatus.QUEUED
+    assert metrics.registry.get_sample_value("chat4all_unrecorded_outcomes") == 1
     for _ in range(5):
         await d.round()
     assert (await store.get("t1", message.id)).status is DeliveryStatus.SENT
+    assert metrics.registry.get_sample_value("chat4all_unrecorded_outcomes") == 0
     assert connector.delivered == ["patience"]  # never sent again meanwhile
