@@ -902,36 +902,15 @@ class SqlStore:
     async def retry(
         self, item: OutboxItem, at: float, reason: str, now: float, done: tuple[str, ...] = ()
     ) -> None:
-        done = done or item.done
         async with self.transaction() as conn:
-            await conn.execute(
-                outbox.update()
-                .where(outbox.c.message_id == item.message.id)
-                .values(
-                    state="pending",
-                    attempts=item.attempts + 1,
-                    available_at=at,
-                    last_error=reason,
-                    parts_done=json.dumps(list(done)) if done else None,
-                )
-            )
+            await conn.execute(_outcome(item, "pending", reason, done, available_at=at))
 
     async def dead(
         self, item: OutboxItem, reason: str, now: float, done: tuple[str, ...] = ()
     ) -> None:
         """Dead-lettered; ``done`` as for :meth:`retry` (a replay sends only the rest)."""
-        done = done or item.done
         async with self.transaction() as conn:
-            await conn.execute(
-                outbox.update()
-                .where(outbox.c.message_id == item.message.id)
-                .values(
-                    state="dead",
-                    attempts=item.attempts + 1,
-                    last_error=reason,
-                    parts_done=json.dumps(list(done)) if done else None,
-                )
-            )
+            await conn.execute(_outcome(item, "dead", reason, done))
             await self._status(conn, item.message.id, DeliveryStatus.FAILED, now, reason)
             await conn.run_sync(self._announce, [item.message], "failed", reason, now)
 
@@ -1059,6 +1038,23 @@ def _conversation(conn: sa.Connection, tenant: str, request: SendRequest, now: f
         .on_conflict_do_nothing()
     )
     return str(conn.execute(sa.select(conversations.c.id).where(where)).scalar_one())
+
+
+def _outcome(item: OutboxItem, state: str, reason: str, done: tuple[str, ...], **more: Any) -> Any:
+    """The outbox row of a failed attempt: its state, the error, and the parts delivered so far
+    (this attempt's, else the earlier ones')."""
+    parts = done or item.done
+    return (
+        outbox.update()
+        .where(outbox.c.message_id == item.message.id)
+        .values(
+            state=state,
+            attempts=item.attempts + 1,
+            last_error=reason,
+            parts_done=json.dumps(list(parts)) if parts else None,
+            **more,
+        )
+    )
 
 
 def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
