@@ -26,6 +26,7 @@ from chat4all.config import Settings
 from chat4all.domain.model import Channel, status_document
 from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
+from chat4all.entrypoints.tls import Tls
 from chat4all.errors import StoreUnavailable
 from chat4all.metrics import HubMetrics
 from chat4all.ports import OutboxItem
@@ -107,7 +108,12 @@ async def running_hub(
 ) -> AsyncIterator[Hub]:
     """API, dispatcher (and, on the embedded default, the simulator) in this process. Spans go
     to ``tracer`` (tests pass one with an in-memory exporter), else as settings say."""
-    tls = settings.tls  # a bad certificate stops the start before anything else
+    # a bad certificate stops the start before anything else
+    tls = (
+        Tls(settings.TLS_CERT_FILE, settings.TLS_KEY_FILE)
+        if settings.TLS_CERT_FILE is not None and settings.TLS_KEY_FILE is not None
+        else None
+    )
     store = await open_store(settings)
     store.fanout = fanout_many
     keys = KeyRing(store)

@@ -18,7 +18,6 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from chat4all.entrypoints.tls import Tls
 from chat4all.errors import InvalidRequest
 
 __all__ = ["Settings", "load_settings"]
@@ -113,13 +112,6 @@ class Settings(BaseSettings):
     def media_dir(self) -> Path:
         """Where uploads are kept (by content, a directory per tenant)."""
         return self.DATA_DIR / "media"
-
-    @property
-    def tls(self) -> Tls | None:
-        """The loaded certificate when TLS is on (a bad file raises, naming the setting)."""
-        if self.TLS_CERT_FILE is None or self.TLS_KEY_FILE is None:
-            return None
-        return Tls(self.TLS_CERT_FILE, self.TLS_KEY_FILE)
 
     @property
     def embedded_simulator(self) -> bool:
