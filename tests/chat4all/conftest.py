@@ -7,6 +7,7 @@ import pytest
 
 from chat4all.adapters.storage.keys import KeyRing  # noqa: F401 - registers the keys table
 from chat4all.adapters.storage.sql import SqlStore, sqlite_url
+from tests.postgres import fresh_database, server_url
 
 
 @pytest.fixture
@@ -16,3 +17,16 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """A PostgreSQL server's URL without a database (see tests/postgres.py)."""
+    return server_url()
+
+
+@pytest.fixture
+async def postgres_url(postgres_server: str) -> AsyncIterator[str]:
+    """A fresh database of its own for one test, dropped afterwards."""
+    async with fresh_database(postgres_server) as url:
+        yield url

@@ -4,12 +4,10 @@ requests with one Idempotency-Key, and one bad change in a group commit failing 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat4all.adapters.storage import migrate
 from chat4all.adapters.storage.sql import SqlStore
@@ -17,23 +15,14 @@ from chat4all.domain.model import Channel, Content
 from chat4all.errors import IdempotencyInFlight
 from chat4all.ports import SendRequest
 
-SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
-
 
 @pytest.fixture
-async def store() -> AsyncIterator[SqlStore]:
-    name = f"chat4all_test_{secrets.token_hex(4)}"
-    admin = create_async_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    opened = await SqlStore.open(f"{SERVER}/{name}")
+async def store(postgres_url: str) -> AsyncIterator[SqlStore]:
+    opened = await SqlStore.open(postgres_url)
     try:
         yield opened
     finally:
         await opened.close()
-        async with admin.connect() as conn:
-            await conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 def req(text: str, recipient: str = "42") -> SendRequest:
