@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     MEDIA_MAX_BYTES: int = Field(default=50 * 1024 * 1024, ge=1, le=2 * 1024**3)
     """The largest upload (``POST /v1/media``, gRPC ``UploadMedia``); 50 MB is what a bot may
     upload to Telegram (photos: 10 MB, checked when a message is sent)."""
+    WEBHOOK_ALLOW_PRIVATE: bool = False
+    """Allow client webhooks to loopback, private and link-local addresses (receivers on the
+    internal network, tests). Off: such URLs are refused at subscription, and a delivery whose
+    host resolves to one fails (retried, then dead-lettered)."""
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 

@@ -16,9 +16,10 @@ def openapi_document() -> dict[str, Any]:
     from chat4all.service_layer.events import EventBus  # noqa: PLC0415
     from chat4all.service_layer.inbound import Inbound  # noqa: PLC0415
     from chat4all.service_layer.media import MediaLibrary  # noqa: PLC0415
+    from chat4all.service_layer.status import StatusPublisher  # noqa: PLC0415
 
-    async def ready() -> bool:
-        return True
+    async def ready() -> str | None:
+        return None
 
     bus = EventBus()
     app = create_app(
@@ -26,10 +27,10 @@ def openapi_document() -> dict[str, Any]:
         None,  # type: ignore[arg-type]
         ready,
         dead_letters=_Unused(),
-        inbound=Inbound(_Unused(), bus, lambda _c, _a: ""),  # type: ignore[arg-type]
+        inbound=Inbound(_Unused(), StatusPublisher(bus), lambda _c, _a: ""),  # type: ignore[arg-type]
         bus=bus,
         telegram_secret="unused",  # noqa: S106 - the document only, never served
-        webhooks=_Unused(),  # type: ignore[arg-type]
+        subscriptions=_Unused(),  # type: ignore[arg-type]
         media=MediaLibrary(_Unused()),  # type: ignore[arg-type]
     )
     return app.openapi()

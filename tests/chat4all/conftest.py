@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chat4all.adapters.storage.keys import KeyRing  # noqa: F401 - registers the keys table
 from chat4all.adapters.storage.sql import SqlStore, sqlite_url
+from chat4all.bootstrap import Hub, Injected, running_hub
+from chat4all.config import load_settings
 from tests.postgres import fresh_database, server_url
 
 
@@ -30,3 +35,38 @@ async def postgres_url(postgres_server: str) -> AsyncIterator[str]:
     """A fresh database of its own for one test, dropped afterwards."""
     async with fresh_database(postgres_server) as url:
         yield url
+
+
+@contextlib.asynccontextmanager
+async def hub_running(
+    data_dir: Path,
+    stop: asyncio.Event | None = None,
+    overrides: Injected | None = None,
+    **settings: Any,
+) -> AsyncIterator[Hub]:
+    """A whole hub as ``chat4all serve`` runs it (SQLite in ``data_dir``, the Bot API
+    simulator, both APIs on free loopback ports), until the block ends. ``settings``: more
+    ``CHAT4ALL_*`` settings by name (``RATE_PER_KEY=30``); ``overrides``: fakes for
+    :func:`chat4all.bootstrap.build_hub` (a tracer, connectors, a failing worker ...).
+    Webhooks may go to loopback (the tests' receivers) unless ``WEBHOOK_ALLOW_PRIVATE=False``."""
+    config = load_settings(
+        None,
+        **{
+            "DATA_DIR": data_dir,
+            "PORT": 0,
+            "SIMULATOR_PORT": 0,
+            "GRPC_PORT": 0,
+            "WEBHOOK_ALLOW_PRIVATE": True,
+            **settings,
+        },
+    )
+    async with running_hub(config, stop or asyncio.Event(), **(overrides or {})) as hub:
+        yield hub
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    """The default test hub (a test module with other settings defines its own with
+    :func:`hub_running`)."""
+    async with hub_running(tmp_path) as running:
+        yield running

@@ -43,7 +43,7 @@ from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
 from chat4all.metrics import HubMetrics
 from chat4all.ports import SendRequest
 from chat4all.service_layer.access import Access
-from chat4all.service_layer.events import EventBus
+from chat4all.service_layer.events import LiveEvents
 from chat4all.service_layer.media import MIB, MediaLibrary
 from chat4all.service_layer.messages import Messages
 from chat4all.telemetry import NO_TRACER, failed, request_id_from, request_scope
@@ -75,7 +75,7 @@ class _Servicer(pb_grpc.MessagesServicer):
         messages: Messages,
         access: Access,
         on_accepted: Any = None,
-        bus: EventBus | None = None,
+        bus: LiveEvents | None = None,
         metrics: HubMetrics | None = None,
         tracer: Tracer = NO_TRACER,
         media: MediaLibrary | None = None,
@@ -343,7 +343,7 @@ async def start_grpc(
     access: Access,
     address: str,
     on_accepted: Any = None,
-    bus: EventBus | None = None,
+    bus: LiveEvents | None = None,
     metrics: HubMetrics | None = None,
     tracer: Tracer = NO_TRACER,
     media: MediaLibrary | None = None,

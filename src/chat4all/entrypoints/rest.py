@@ -28,7 +28,7 @@ from starlette.types import Message as Message_
 
 from chat4all import __version__
 from chat4all.adapters.storage.keys import Principal
-from chat4all.adapters.storage.webhooks import Subscription, WebhookStore
+from chat4all.adapters.storage.webhooks import Subscription
 from chat4all.domain.model import (
     ATTACHMENT_KINDS,
     Attachment,
@@ -49,10 +49,11 @@ from chat4all.errors import AuthError, Chat4AllError, InvalidRequest, RateLimite
 from chat4all.metrics import HubMetrics
 from chat4all.ports import Page, SendRequest
 from chat4all.service_layer.access import Access
-from chat4all.service_layer.events import EventBus
+from chat4all.service_layer.events import LiveEvents
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.messages import Messages
+from chat4all.service_layer.subscriptions import Subscriptions
 from chat4all.telemetry import NO_TRACER, failed, request_id_from, request_scope
 
 __all__ = ["create_app"]
@@ -407,15 +408,15 @@ _ADMIN: Final = (401, 403, 429)
 def create_app(
     messages: Messages,
     access: Access,
-    ready: Callable[[], Awaitable[bool]],
+    ready: Callable[[], Awaitable[str | None]],
     on_accepted: Callable[[], None] | None = None,
     metrics: HubMetrics | None = None,
     refresh_gauges: Callable[[], Awaitable[None]] | None = None,
     dead_letters: DeadLetters | None = None,
     inbound: Inbound | None = None,
-    bus: EventBus | None = None,
+    bus: LiveEvents | None = None,
     telegram_secret: str | None = None,
-    webhooks: WebhookStore | None = None,
+    subscriptions: Subscriptions | None = None,
     tracer: Tracer = NO_TRACER,
     media: MediaLibrary | None = None,
 ) -> FastAPI:
@@ -683,7 +684,7 @@ def create_app(
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             )
 
-    if webhooks is not None:
+    if subscriptions is not None:
 
         @app.post(
             "/v1/subscriptions",
@@ -694,17 +695,19 @@ def create_app(
         )
         async def subscribe(body: SubscriptionIn, who: Admin) -> dict[str, Any]:
             """Subscribe a URL to events; the signing secret is in this answer only."""
-            sub, secret = await webhooks.subscribe(who.tenant, body.url, tuple(body.events))
+            sub, secret = await subscriptions.subscribe(who.tenant, body.url, body.events)
             return {**asdict(sub), "secret": secret}
 
         @app.get(
             "/v1/subscriptions",
             tags=["webhooks"],
+            operation_id="subscriptions_v1_subscriptions_get",
+            summary="Subscriptions",
             response_model=SubscriptionList,
             responses=_errors(*_ADMIN),
         )
-        async def subscriptions(who: Admin) -> dict[str, Any]:
-            return {"items": [asdict(s) for s in await webhooks.of(who.tenant)]}
+        async def list_subscriptions(who: Admin) -> dict[str, Any]:
+            return {"items": [asdict(s) for s in await subscriptions.list(who.tenant)]}
 
         @app.delete(
             "/v1/subscriptions/{subscription_id}",
@@ -714,7 +717,7 @@ def create_app(
             responses=_errors(*_ADMIN, 404, 422),
         )
         async def unsubscribe(subscription_id: str, who: Admin) -> Response:
-            await webhooks.unsubscribe(who.tenant, subscription_id)
+            await subscriptions.unsubscribe(who.tenant, subscription_id)
             return Response(status_code=204)
 
     @app.get("/health", tags=["operations"], response_model=Health)
@@ -725,13 +728,18 @@ def create_app(
         "/ready",
         tags=["operations"],
         response_model=Readiness,
-        responses={503: {"model": Readiness, "description": "Not ready (the database)"}},
+        responses={
+            503: {
+                "model": Readiness,
+                "description": "Not ready: `reason` says why (the database, or which worker "
+                "is down and since when)",
+            }
+        },
     )
     async def is_ready() -> JSONResponse:
-        try:
-            ok = await ready()
-        except Exception as exc:
-            return JSONResponse({"ready": False, "reason": f"{type(exc).__name__}: {exc}"}, 503)
-        return JSONResponse({"ready": ok}, 200 if ok else 503)
+        reason = await ready()
+        if reason is None:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, "reason": reason}, 503)
 
     return app

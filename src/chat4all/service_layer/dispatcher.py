@@ -32,6 +32,8 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from chat4all.domain.model import Channel
 from chat4all.errors import PermanentDelivery, RetryableDelivery
 from chat4all.ports import Connector, Outbox, OutboxItem
+from chat4all.service_layer.status import StatusPublisher
+from chat4all.service_layer.wakeup import LocalWakeup, Wakeup
 from chat4all.telemetry import NO_TRACER, continued, failed
 from opskit.lifecycle import jittered_backoff, sleep_or_stop
 
@@ -101,10 +103,11 @@ class Dispatcher:
     events: DispatchEvents = field(default_factory=NullDispatchEvents)
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
-    on_status: Callable[[OutboxItem, str, str | None], None] | None = None
-    """Called after a status change committed: ``(item, "sent" | "failed", detail)``."""
+    publisher: StatusPublisher | None = None
+    """Told of each status change once it committed (``sent`` or ``failed``)."""
     tracer: Tracer = NO_TRACER
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wakeup: Wakeup = field(default_factory=LocalWakeup)
+    """Rung when a message is accepted (or replayed), so it goes out before the next poll."""
     _breakers: dict[tuple[str, str], _Breaker] = field(default_factory=dict)
     _unrecorded: list[_Unrecorded] = field(default_factory=list)
     """Outcomes the store refused even after ``record_tries``: tried again every round (their
@@ -112,7 +115,7 @@ class Dispatcher:
 
     def wake(self) -> None:
         """A new message is in the outbox: dispatch without waiting for the next poll."""
-        self._wake.set()
+        self.wakeup.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
         recovered = await self.outbox.recover()
@@ -132,8 +135,7 @@ class Dispatcher:
                 continue
             if busy:
                 continue
-            self._wake.clear()
-            await _first(stop.wait(), self._wake.wait(), timeout=self.policy.poll_interval)
+            await _first(stop.wait(), self.wakeup.wait(self.policy.poll_interval))
 
     async def round(self) -> int:
         """Claim and send one batch; returns how many were claimed."""
@@ -287,9 +289,9 @@ class Dispatcher:
                 log.info("recorded %s for message %s at last", what, item.message.id)
 
     def _notify(self, item: OutboxItem, status: str, detail: str | None) -> None:
-        if self.on_status is not None:
+        if self.publisher is not None:
             try:
-                self.on_status(item, status, detail)
+                self.publisher.status(item.message, status, detail)
             except Exception:  # a listener must never undo a recorded delivery
                 log.exception("status listener failed for message %s", item.message.id)
 
@@ -302,10 +304,10 @@ class Dispatcher:
         )
 
 
-async def _first(*waits: Awaitable[object], timeout: float) -> None:
+async def _first(*waits: Awaitable[object]) -> None:
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()

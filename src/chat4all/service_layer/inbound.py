@@ -7,17 +7,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from chat4all.adapters.channels.telegram import parse_update
-from chat4all.domain.model import (
-    Channel,
-    DeliveryStatus,
-    Message,
-    message_document,
-    status_document,
-)
+from chat4all.domain.model import Channel, DeliveryStatus, Message
 from chat4all.errors import InvalidRequest
 from chat4all.ports import SendRequest
 from chat4all.service_layer.accounts import Accounts
-from chat4all.service_layer.events import EventBus
+from chat4all.service_layer.status import StatusPublisher
 
 __all__ = ["Inbound", "InboundStore"]
 
@@ -46,12 +40,12 @@ class Inbound:
     def __init__(
         self,
         store: InboundStore,
-        bus: EventBus,
+        publisher: StatusPublisher,
         accounts: Accounts,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._bus = bus
+        self._publisher = publisher
         self._accounts = accounts
         self._clock = clock
 
@@ -67,7 +61,7 @@ class Inbound:
             tenant, request, parsed.update_id, parsed.message_id, self._clock()
         )
         if message is not None:
-            self._bus.publish(tenant, "message.inbound", message_document(message))
+            self._publisher.inbound(message)
         return message
 
     async def receipt(
@@ -83,7 +77,5 @@ class Inbound:
             channel, account, provider_message_id, status, self._clock()
         )
         if message is not None:
-            self._bus.publish(
-                message.tenant, "message.status", status_document(message, status.value, None)
-            )
+            self._publisher.status(message, status.value, None)
         return message

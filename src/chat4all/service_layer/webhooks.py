@@ -8,9 +8,11 @@ Each call is a POST of the event's JSON with:
 - ``X-Chat4All-Signature``: ``v1=`` + hex HMAC-SHA256 of ``"<timestamp>.<body>"`` under the
   subscription's secret. Receivers check it with :func:`verify` and reject stale timestamps.
 
-A 2xx answer delivers; anything else (or no answer in ``timeout``) retries after an exponential
-backoff with jitter (10 s, 20 s, 40 s ... capped at 1 h) until 24 h after the event, then the
-delivery is dead-lettered (counted in ``chat4all_webhook_dead_letters``).
+A 2xx answer delivers; anything else (another status, no answer in ``timeout``, a URL that does
+not parse or resolve, a host refused by the :class:`~chat4all.service_layer.targets.TargetPolicy`,
+any error at all) is that delivery's failure: it retries after an exponential backoff with
+jitter (10 s, 20 s, 40 s ... capped at 1 h) until 24 h after the event, then the delivery is
+dead-lettered (counted in ``chat4all_webhook_dead_letters``). No delivery can end the worker.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Final, Protocol
 import httpx
 
 from chat4all.adapters.storage.webhooks import Delivery
+from chat4all.service_layer.targets import TargetPolicy, UnsafeTarget
 from opskit.lifecycle import jittered_backoff, sleep_or_stop
 
 __all__ = ["WebhookDispatcher", "sign", "verify", "GIVE_UP_AFTER"]
@@ -74,12 +77,23 @@ class WebhookDispatcher:
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
     transport: httpx.AsyncBaseTransport | None = None
+    targets: TargetPolicy = field(default_factory=TargetPolicy)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.queue.recover()
+        recovered = False
         async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
             while not stop.is_set():
-                if await self.round(client):
+                try:
+                    if not recovered:
+                        await self.queue.recover()
+                        recovered = True
+                    if await self.round(client):
+                        continue
+                except Exception as exc:  # the database away for a moment must not end webhooks
+                    log.error(
+                        "webhook round failed, next try in 1 s: %s: %s", type(exc).__name__, exc
+                    )
+                    await sleep_or_stop(stop, 1.0)
                     continue
                 await sleep_or_stop(stop, self.poll_interval)
 
@@ -101,10 +115,20 @@ class WebhookDispatcher:
             "X-Chat4All-Signature": sign(delivery.secret, stamp, body),
         }
         try:
-            answer = await client.post(delivery.url, content=body, headers=headers)
+            url = await self.targets.checked(delivery.url)
+            answer = await client.post(url, content=body, headers=headers)
             error = None if 200 <= answer.status_code < 300 else f"HTTP {answer.status_code}"
-        except httpx.HTTPError as exc:
+        except UnsafeTarget as exc:
+            error = f"refused: {exc}"
+        except Exception as exc:  # whatever it is, it is this delivery's failure, not the worker's
             error = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, httpx.HTTPError):
+                log.warning(
+                    "webhook %s for subscription %s failed unexpectedly: %s",
+                    delivery.id,
+                    delivery.subscription_id,
+                    error,
+                )
         if error is None:
             await self.queue.delivered(delivery)
             return

@@ -16,9 +16,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.contracts import openapi_document
+from tests.chat4all.conftest import hub_running
 
 DOCUMENT = openapi_document()
 schema = schemathesis.openapi.from_dict(DOCUMENT)
@@ -51,17 +51,10 @@ class HubThread:
             self._ready.set()
 
     async def _main(self) -> None:
-        config = load_settings(
-            None,
-            DATA_DIR=self._data_dir,
-            PORT=0,
-            SIMULATOR_PORT=0,
-            GRPC_PORT=0,
-            RATE_PER_KEY=0,  # hundreds of requests a minute: no 429 to hide the answers
-        )
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with running_hub(config, self._stop) as hub:
+        # hundreds of requests a minute: no 429 to hide the answers
+        async with hub_running(self._data_dir, self._stop, RATE_PER_KEY=0) as hub:
             self.hub = hub
             self._ready.set()
             await self._stop.wait()

@@ -19,11 +19,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from chat4all.adapters.storage.keys import Role
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.entrypoints.grpc_server import SERVICE_NAME
 from chat4all.grpc_api.v1 import messages_pb2 as pb
 from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
+from tests.chat4all.conftest import hub_running
 
 
 @dataclass
@@ -242,16 +242,7 @@ def _dict(message: pb.Message) -> dict[str, Any]:
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(
-        None,
-        DATA_DIR=tmp_path,
-        PORT=0,
-        SIMULATOR_PORT=0,
-        GRPC_PORT=0,
-        RATE_PER_KEY=30,
-        MEDIA_MAX_BYTES=2 * 1024 * 1024,
-    )
-    async with running_hub(settings, asyncio.Event()) as running:
+    async with hub_running(tmp_path, RATE_PER_KEY=30, MEDIA_MAX_BYTES=2 * 1024 * 1024) as running:
         yield running
 
 

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import httpx
-import pytest
 
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.grpc_api.v1 import messages_pb2 as pb
 from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
 from chat4all.service_layer.events import QUEUE, EventBus
-
-
-@pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
-    async with running_hub(settings, asyncio.Event()) as running:
-        yield running
+from tests.chat4all.conftest import hub_running
 
 
 async def sse(hub: Hub, count: int, seen: list[tuple[str, dict[str, object]]]) -> None:
@@ -134,10 +125,7 @@ async def test_a_slow_subscriber_is_dropped_with_one_overflow_event() -> None:
 
 
 async def test_long_polling_receives_updates_once_each(tmp_path: Path) -> None:
-    settings = load_settings(
-        None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0, TELEGRAM_POLLING=True
-    )
-    async with running_hub(settings, asyncio.Event()) as hub:
+    async with hub_running(tmp_path, TELEGRAM_POLLING=True) as hub:
         assert hub.simulator is not None
         first = hub.simulator.update(555, "polled one")
         hub.simulator.enqueue(first)

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from chat4all.adapters.storage.keys import Role
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.simulator.telegram import Sent
+from tests.chat4all.conftest import hub_running
 
 MIB = 1024 * 1024
 MAX = 11 * MIB
@@ -28,15 +28,7 @@ MAX = 11 * MIB
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(
-        None,
-        DATA_DIR=tmp_path,
-        PORT=0,
-        SIMULATOR_PORT=0,
-        GRPC_PORT=0,
-        MEDIA_MAX_BYTES=MAX,
-    )
-    async with running_hub(settings, asyncio.Event()) as running:
+    async with hub_running(tmp_path, MEDIA_MAX_BYTES=MAX) as running:
         yield running
 
 

@@ -7,28 +7,23 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
+from chat4all.service_layer.targets import TargetPolicy
 from chat4all.service_layer.webhooks import GIVE_UP_AFTER, WebhookDispatcher, verify
 from chat4all.simulator.telegram import QuietServer
 
 
-@pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
-    async with running_hub(settings, asyncio.Event()) as running:
-        yield running
+async def public(host: str, _port: int) -> list[str]:
+    """A resolver for the names these tests use (no DNS here): all public addresses."""
+    return {"client.example": ["203.0.113.7", "93.184.216.34"]}.get(host, ["93.184.216.34"])
 
 
 class Receiver:
@@ -153,6 +148,7 @@ async def test_failures_retry_with_backoff_and_dead_letter_after_24h(store: SqlS
         clock=lambda: clock[0],
         rng=random.Random(3),
         transport=httpx.MockTransport(respond),
+        targets=TargetPolicy(resolver=public),
     )
     async with httpx.AsyncClient(transport=httpx.MockTransport(respond)) as client:
         assert await dispatcher.round(client) == 1
