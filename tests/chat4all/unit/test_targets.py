@@ -68,5 +68,5 @@ async def test_a_name_that_does_not_resolve_is_a_failure_not_an_exception_escapi
     async def failing(host: str, _port: int) -> list[str]:
         raise OSError(f"no such host {host}")
 
-    with pytest.raises(UnsafeTarget, match="cannot resolve gone.example: no such host"):
+    with pytest.raises(UnsafeTarget, match=r"cannot resolve gone\.example: no such host"):
         await TargetPolicy(resolver=failing).checked("https://gone.example/x")
