@@ -6,6 +6,11 @@ subscription (an address written in the URL, or ``localhost``) and again at each
 DNS resolution (a name may resolve to an internal address, or start to later). An on-premises
 deployment whose receivers live on the internal network allows them with
 ``CHAT4ALL_WEBHOOK_ALLOW_PRIVATE``.
+
+The delivery then connects to the very address that was checked (:class:`Target`: the name
+stays in ``Host`` and in TLS's server name, so certificates are verified against it): a name
+that resolves to a public address for the check and to an internal one for the connection
+(DNS rebinding) gains nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import httpx
 
 from chat4all.errors import InvalidRequest
 
-__all__ = ["TargetPolicy", "Resolver", "UnsafeTarget", "resolve"]
+__all__ = ["TargetPolicy", "Target", "Resolver", "UnsafeTarget", "resolve"]
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """``(host, port) -> addresses``; raises ``OSError`` when the name does not resolve."""
@@ -62,6 +67,31 @@ def _non_public(address: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class Target:
+    """Where one delivery goes: ``url`` as subscribed, and the checked ``address`` to connect
+    to (``None``: let the client resolve, as when private addresses are allowed)."""
+
+    url: httpx.URL
+    address: str | None = None
+
+    @property
+    def connect_url(self) -> httpx.URL:
+        return self.url if self.address is None else self.url.copy_with(host=self.address)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``Host`` of the subscribed URL, when connecting to an address."""
+        return {} if self.address is None else {"Host": self.url.netloc.decode("ascii")}
+
+    @property
+    def extensions(self) -> dict[str, str]:
+        """TLS's server name (and so the certificate's check) stays the subscribed host."""
+        if self.address is None or self.url.scheme != "https":
+            return {}
+        return {"sni_hostname": self.url.raw_host.decode("ascii")}
+
+
+@dataclass(frozen=True)
 class TargetPolicy:
     allow_private: bool = False
     """Whether loopback, private and link-local receivers are allowed (on premises, tests)."""
@@ -96,18 +126,19 @@ class TargetPolicy:
                 )
         return parsed
 
-    async def checked(self, url: str) -> httpx.URL:
+    async def checked(self, url: str) -> Target:
         """At delivery: ``url`` parsed and, unless private addresses are allowed, its host
-        resolved to public addresses only; else :class:`UnsafeTarget`."""
+        resolved to public addresses only (the first one is where to connect); else
+        :class:`UnsafeTarget`."""
         try:
             parsed = self.check(url)
         except InvalidRequest as exc:
             raise UnsafeTarget(str(exc)) from None
         if self.allow_private:
-            return parsed
+            return Target(parsed)
         host = parsed.raw_host.decode("ascii")
         if _address(host) is not None:
-            return parsed  # a literal address was checked above
+            return Target(parsed)  # a literal address was checked above
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
             addresses = await self.resolver(host, port)
@@ -122,7 +153,7 @@ class TargetPolicy:
                     f"{host} resolves to {address}, {_a(kind)} address; refused unless {_ALLOW} "
                     "is set"
                 )
-        return parsed
+        return Target(parsed, addresses[0])
 
 
 def _a(kind: str) -> str:

@@ -115,8 +115,13 @@ class WebhookDispatcher:
             "X-Chat4All-Signature": sign(delivery.secret, stamp, body),
         }
         try:
-            url = await self.targets.checked(delivery.url)
-            answer = await client.post(url, content=body, headers=headers)
+            target = await self.targets.checked(delivery.url)
+            answer = await client.post(
+                target.connect_url,
+                content=body,
+                headers={**headers, **target.headers},
+                extensions=target.extensions,
+            )
             error = None if 200 <= answer.status_code < 300 else f"HTTP {answer.status_code}"
         except UnsafeTarget as exc:
             error = f"refused: {exc}"

@@ -312,7 +312,10 @@ async def test_a_name_resolving_to_a_private_address_is_refused_at_delivery(
             assert time.monotonic() < deadline, rows
             await asyncio.sleep(0.05)
         assert await webhooks.dead_count() == 0
-    assert [c.url.host for c in calls] == ["hooks.example.com"]  # the public one only
+    # the public one only, at the address that was checked
+    assert [(c.headers["Host"], c.url.host) for c in calls] == [
+        ("hooks.example.com", "93.184.216.34")
+    ]
     assert rows[0].last_error == (
         "refused: hooks.internal.example resolves to 10.0.0.5, a private address; refused "
         "unless CHAT4ALL_WEBHOOK_ALLOW_PRIVATE is set"

@@ -53,7 +53,17 @@ def test_public_urls_pass_and_private_ones_pass_when_allowed() -> None:
 
 async def test_at_delivery_the_name_must_resolve_to_public_addresses_only() -> None:
     public = resolving_to("93.184.216.34")
-    assert (await public.checked("https://hooks.example.com/x")).host == "hooks.example.com"
+    target = await public.checked("https://hooks.example.com:8443/x")
+    # connect to the address checked; the name stays in Host and in TLS's server name
+    assert str(target.connect_url) == "https://93.184.216.34:8443/x"
+    assert target.headers == {"Host": "hooks.example.com:8443"}
+    assert target.extensions == {"sni_hostname": "hooks.example.com"}
+    plain = await TargetPolicy(allow_private=True).checked("http://127.0.0.1:9/hook")
+    assert (str(plain.connect_url), plain.headers, plain.extensions) == (
+        "http://127.0.0.1:9/hook",
+        {},
+        {},
+    )
     rebound = resolving_to("93.184.216.34", "10.0.0.7")
     with pytest.raises(UnsafeTarget, match=r"resolves to 10\.0\.0\.7, a private address"):
         await rebound.checked("https://hooks.example.com/x")
