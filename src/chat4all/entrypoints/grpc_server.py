@@ -1,7 +1,8 @@
-"""gRPC API (``proto/chat4all/grpc_api/v1/messages.proto``), with health and reflection.
+"""gRPC API (``proto/chat4all/v1/api.proto``), with health and reflection.
 
 The servicer only translates: it parses the request, calls the same use case as REST, and maps
-:mod:`chat4all.errors` to status codes (the table is in the .proto file's header).
+:mod:`chat4all.errors` to status codes from the same table as REST
+(:mod:`chat4all.entrypoints.error_codes`).
 """
 
 from __future__ import annotations
@@ -10,81 +11,44 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Tracer
 
-from chat4all.adapters.storage.keys import Principal
+from chat4all.adapters.storage.webhooks import Subscription
+from chat4all.domain.access import Principal
 from chat4all.domain.model import (
     Attachment,
     Button,
-    Channel,
     Content,
     Conversation,
     Location,
     Message,
     Template,
 )
-from chat4all.errors import (
-    AuthError,
-    Chat4AllError,
-    IdempotencyConflict,
-    IdempotencyInFlight,
-    InvalidRequest,
-    NotFound,
-    PermissionDenied,
-    RateLimited,
-)
-from chat4all.grpc_api.v1 import messages_pb2 as pb
-from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
+from chat4all.entrypoints.error_codes import answer_for
+from chat4all.entrypoints.services import Services, channel_named
+from chat4all.errors import Chat4AllError, InvalidRequest
 from chat4all.metrics import HubMetrics
 from chat4all.ports import SendRequest
-from chat4all.service_layer.access import Access
-from chat4all.service_layer.events import EventBus
-from chat4all.service_layer.media import MIB, MediaLibrary
-from chat4all.service_layer.messages import Messages
+from chat4all.service_layer.media import MIB
 from chat4all.telemetry import NO_TRACER, failed, request_id_from, request_scope
+from chat4all.v1 import api_pb2 as pb
+from chat4all.v1 import api_pb2_grpc as pb_grpc
 
 __all__ = ["start_grpc", "SERVICE_NAME"]
 
-SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Messages"].full_name
-_CODES: Final = {
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    IdempotencyConflict: grpc.StatusCode.FAILED_PRECONDITION,
-    IdempotencyInFlight: grpc.StatusCode.ALREADY_EXISTS,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    AuthError: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
-_CHANNELS: Final = {
-    pb.TELEGRAM: Channel.TELEGRAM,
-    pb.WHATSAPP: Channel.WHATSAPP,
-    pb.MESSENGER: Channel.MESSENGER,
-    pb.INSTAGRAM: Channel.INSTAGRAM,
-}
-_CHANNEL_IDS: Final = {v: k for k, v in _CHANNELS.items()}
+SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Chat4AllService"].full_name
 
 
-class _Servicer(pb_grpc.MessagesServicer):
+class _Servicer(pb_grpc.Chat4AllServiceServicer):
     def __init__(
-        self,
-        messages: Messages,
-        access: Access,
-        on_accepted: Any = None,
-        bus: EventBus | None = None,
-        metrics: HubMetrics | None = None,
-        tracer: Tracer = NO_TRACER,
-        media: MediaLibrary | None = None,
+        self, services: Services, metrics: HubMetrics | None = None, tracer: Tracer = NO_TRACER
     ) -> None:
-        self._messages = messages
-        self._access = access
-        self._on_accepted = on_accepted
-        self._bus = bus
-        self._media = media
+        self._use = services
         self._metrics = metrics
         self._tracer = tracer
 
@@ -109,9 +73,7 @@ class _Servicer(pb_grpc.MessagesServicer):
             try:
                 yield
             except Chat4AllError as exc:
-                code = next(
-                    (c for k, c in _CODES.items() if isinstance(exc, k)), grpc.StatusCode.INTERNAL
-                )
+                code = answer_for(exc).grpc_code
                 if code is grpc.StatusCode.INTERNAL:
                     failed(span, str(exc))
                 field = getattr(exc, "field", None)
@@ -131,109 +93,181 @@ class _Servicer(pb_grpc.MessagesServicer):
         auth = metadata.get("authorization", "")
         if isinstance(auth, str) and auth.lower().startswith("bearer "):
             presented = auth[7:].strip()
-        return await self._access.authorize(
+        return await self._use.access.authorize(
             presented if isinstance(presented, str) else None, action
         )
 
-    async def Send(
-        self, request: pb.SendRequest, context: grpc.aio.ServicerContext
-    ) -> pb.SendReply:
-        async with self._rpc(context, "Send"):
+    async def SendMessage(
+        self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendMessageResponse:
+        async with self._rpc(context, "SendMessage"):
             who = await self._who(context, "send")
-            channel = _CHANNELS.get(request.channel)
-            if channel is None:
+            if not request.channel:
                 raise InvalidRequest(
-                    "channel is required (TELEGRAM, WHATSAPP ...)", field="channel"
+                    "channel is required (ListChannels lists the channels)", field="channel"
                 )
+            channel = channel_named(self._use.accounts, request.channel)
             send = SendRequest(
                 channel, request.account, request.recipient, _content(request.content)
             )
             key = request.idempotency_key if request.HasField("idempotency_key") else None
-            accepted = await self._messages.send(who.tenant, send, key)
-            if self._on_accepted is not None and not accepted.replayed:
-                self._on_accepted()
-            return pb.SendReply(message=_message(accepted.message), replayed=accepted.replayed)
+            accepted = await self._use.messages.send(who.tenant, send, key)
+            if self._use.wake is not None and not accepted.replayed:
+                self._use.wake()
+            return pb.SendMessageResponse(
+                message=_message(accepted.message), replayed=accepted.replayed
+            )
         raise AssertionError("unreachable")
 
     async def GetMessage(
         self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Message:
+    ) -> pb.GetMessageResponse:
         async with self._rpc(context, "GetMessage"):
             who = await self._who(context, "read")
-            return _message(await self._messages.get(who.tenant, request.id))
+            message = await self._use.messages.get(who.tenant, request.id)
+            return pb.GetMessageResponse(message=_message(message))
         raise AssertionError("unreachable")
 
     async def ListConversations(
         self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListConversationsReply:
+    ) -> pb.ListConversationsResponse:
         async with self._rpc(context, "ListConversations"):
             who = await self._who(context, "read")
-            page = await self._messages.conversations(
+            page = await self._use.messages.conversations(
                 who.tenant,
                 request.cursor if request.HasField("cursor") else None,
                 request.limit or 50,
             )
-            return pb.ListConversationsReply(
+            return pb.ListConversationsResponse(
                 items=[_conversation(c) for c in page.items], next_cursor=page.next_cursor
             )
         raise AssertionError("unreachable")
 
-    async def ListMessages(
-        self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListMessagesReply:
-        async with self._rpc(context, "ListMessages"):
+    async def ListConversationMessages(
+        self, request: pb.ListConversationMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListConversationMessagesResponse:
+        async with self._rpc(context, "ListConversationMessages"):
             who = await self._who(context, "read")
-            page = await self._messages.history(
+            page = await self._use.messages.history(
                 who.tenant,
                 request.conversation_id,
                 request.cursor if request.HasField("cursor") else None,
                 request.limit or 50,
             )
-            return pb.ListMessagesReply(
+            return pb.ListConversationMessagesResponse(
                 items=[_message(m) for m in page.items], next_cursor=page.next_cursor
             )
         raise AssertionError("unreachable")
 
     async def UploadMedia(
         self, request: pb.UploadMediaRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Media:
+    ) -> pb.UploadMediaResponse:
         async with self._rpc(context, "UploadMedia"):
             who = await self._who(context, "send")
-            if self._media is None:
-                await context.abort(grpc.StatusCode.UNIMPLEMENTED, "uploads are off")
-            assert self._media is not None
-            stored = await self._media.upload(
+            stored = await self._use.media.upload(
                 who.tenant,
                 _once(request.data),
                 request.filename or None,
                 request.mime_type if request.HasField("mime_type") else None,
                 request.kind or None,
             )
-            return pb.Media(
-                id=stored.id,
-                filename=stored.filename,
-                mime_type=stored.mime_type,
-                size=stored.size,
-                sha256=stored.sha256,
-                kind=stored.kind,
+            return pb.UploadMediaResponse(
+                media=pb.Media(
+                    id=stored.id,
+                    filename=stored.filename,
+                    mime_type=stored.mime_type,
+                    size=stored.size,
+                    sha256=stored.sha256,
+                    kind=stored.kind,
+                )
             )
         raise AssertionError("unreachable")
 
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.Event]:
+    ) -> AsyncIterator[pb.StreamEventsResponse]:
         async with self._rpc(context, "StreamEvents"):
             who = await self._who(context, "read")
-        if self._bus is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "live events are off")
-            return
-        async for event in self._bus.subscribe(who.tenant):
-            yield pb.Event(
-                id=event.id,
-                type=event.type,
-                data_json=json.dumps(event.data, separators=(",", ":")),
-                at=event.at,
+        async for event in self._use.bus.subscribe(who.tenant):
+            yield pb.StreamEventsResponse(
+                event=pb.Event(
+                    id=event.id,
+                    type=event.type,
+                    data_json=json.dumps(event.data, separators=(",", ":")),
+                    at=event.at,
+                )
             )
+
+    async def ListDeadLetters(
+        self, request: pb.ListDeadLettersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDeadLettersResponse:
+        async with self._rpc(context, "ListDeadLetters"):
+            who = await self._who(context, "admin")
+            page = await self._use.dead_letters.list(
+                who.tenant,
+                request.cursor if request.HasField("cursor") else None,
+                request.limit or 50,
+            )
+            return pb.ListDeadLettersResponse(
+                items=[
+                    pb.DeadLetter(message=_message(d.message), error=d.error) for d in page.items
+                ],
+                next_cursor=page.next_cursor,
+            )
+        raise AssertionError("unreachable")
+
+    async def ReplayDeadLetter(
+        self, request: pb.ReplayDeadLetterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReplayDeadLetterResponse:
+        async with self._rpc(context, "ReplayDeadLetter"):
+            who = await self._who(context, "admin")
+            message = await self._use.dead_letters.replay(who.tenant, request.message_id)
+            return pb.ReplayDeadLetterResponse(message=_message(message))
+        raise AssertionError("unreachable")
+
+    async def CreateSubscription(
+        self, request: pb.CreateSubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateSubscriptionResponse:
+        async with self._rpc(context, "CreateSubscription"):
+            who = await self._who(context, "admin")
+            sub, secret = await self._use.subscriptions.subscribe(
+                who.tenant, request.url, tuple(request.events)
+            )
+            return pb.CreateSubscriptionResponse(subscription=_subscription(sub), secret=secret)
+        raise AssertionError("unreachable")
+
+    async def ListSubscriptions(
+        self, request: pb.ListSubscriptionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSubscriptionsResponse:
+        async with self._rpc(context, "ListSubscriptions"):
+            who = await self._who(context, "admin")
+            subs = await self._use.subscriptions.of(who.tenant)
+            return pb.ListSubscriptionsResponse(items=[_subscription(s) for s in subs])
+        raise AssertionError("unreachable")
+
+    async def DeleteSubscription(
+        self, request: pb.DeleteSubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteSubscriptionResponse:
+        async with self._rpc(context, "DeleteSubscription"):
+            who = await self._who(context, "admin")
+            await self._use.subscriptions.unsubscribe(who.tenant, request.subscription_id)
+            return pb.DeleteSubscriptionResponse()
+        raise AssertionError("unreachable")
+
+    async def ListChannels(
+        self, request: pb.ListChannelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListChannelsResponse:
+        async with self._rpc(context, "ListChannels"):
+            who = await self._who(context, "read")
+            accounts = self._use.accounts
+            mine = accounts.of(who.tenant)
+            return pb.ListChannelsResponse(
+                items=[
+                    pb.Channel(name=name, accounts=mine.get(name, ()))
+                    for name in accounts.channels()
+                ]
+            )
+        raise AssertionError("unreachable")
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
@@ -331,32 +365,33 @@ def _message(m: Message) -> pb.Message:
 def _conversation(c: Conversation) -> pb.Conversation:
     return pb.Conversation(
         id=c.id,
-        channel=_CHANNEL_IDS[c.channel],
+        channel=str(c.channel),
         account=c.account,
         recipient=c.recipient,
         last_message_at=c.last_message_at,
     )
 
 
+def _subscription(s: Subscription) -> pb.Subscription:
+    return pb.Subscription(id=s.id, url=s.url, events=s.events, created_at=s.created_at)
+
+
 async def start_grpc(
-    messages: Messages,
-    access: Access,
+    services: Services,
     address: str,
-    on_accepted: Any = None,
-    bus: EventBus | None = None,
+    *,
     metrics: HubMetrics | None = None,
     tracer: Tracer = NO_TRACER,
-    media: MediaLibrary | None = None,
     credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Serve the API, ``grpc.health.v1`` and reflection on ``address``; returns the bound port.
 
     A request may be as large as the largest upload plus 1 MB (gRPC's default is 4 MB), so an
     UploadMedia over the limit reaches the use case and is refused as REST refuses it."""
-    options = [] if media is None else [("grpc.max_receive_message_length", media.max_bytes + MIB)]
+    options = [("grpc.max_receive_message_length", services.media.max_bytes + MIB)]
     server = grpc.aio.server(options=options)
-    pb_grpc.add_MessagesServicer_to_server(  # type: ignore[no-untyped-call]
-        _Servicer(messages, access, on_accepted, bus, metrics, tracer, media), server
+    pb_grpc.add_Chat4AllServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        _Servicer(services, metrics, tracer), server
     )
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
