@@ -102,4 +102,3 @@ def test_each_error_answers_one_status_and_one_code(
     error: Chat4AllError, status: int, code: str, grpc_code: grpc.StatusCode
 ) -> None:
     assert answer_for(error) == ErrorAnswer(status, code, grpc_code)
-
