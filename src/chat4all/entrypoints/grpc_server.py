@@ -18,18 +18,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Tracer
 
-from chat4all.adapters.storage.webhooks import Subscription
 from chat4all.domain.access import Principal
-from chat4all.domain.model import (
-    Attachment,
-    Button,
-    Content,
-    Conversation,
-    Location,
-    Message,
-    Template,
-)
 from chat4all.entrypoints.error_codes import answer_for
+from chat4all.entrypoints.grpc_codec import (
+    content_of,
+    conversation_pb,
+    message_pb,
+    once,
+    subscription_pb,
+)
 from chat4all.entrypoints.services import Services, channel_named
 from chat4all.errors import Chat4AllError, InvalidRequest
 from chat4all.metrics import HubMetrics
@@ -108,14 +105,14 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
                 )
             channel = channel_named(self._use.accounts, request.channel)
             send = SendRequest(
-                channel, request.account, request.recipient, _content(request.content)
+                channel, request.account, request.recipient, content_of(request.content)
             )
             key = request.idempotency_key if request.HasField("idempotency_key") else None
             accepted = await self._use.messages.send(who.tenant, send, key)
             if self._use.wake is not None and not accepted.replayed:
                 self._use.wake()
             return pb.SendMessageResponse(
-                message=_message(accepted.message), replayed=accepted.replayed
+                message=message_pb(accepted.message), replayed=accepted.replayed
             )
         raise AssertionError("unreachable")
 
@@ -125,7 +122,7 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
         async with self._rpc(context, "GetMessage"):
             who = await self._who(context, "read")
             message = await self._use.messages.get(who.tenant, request.id)
-            return pb.GetMessageResponse(message=_message(message))
+            return pb.GetMessageResponse(message=message_pb(message))
         raise AssertionError("unreachable")
 
     async def ListConversations(
@@ -139,7 +136,7 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
                 request.limit or 50,
             )
             return pb.ListConversationsResponse(
-                items=[_conversation(c) for c in page.items], next_cursor=page.next_cursor
+                items=[conversation_pb(c) for c in page.items], next_cursor=page.next_cursor
             )
         raise AssertionError("unreachable")
 
@@ -155,7 +152,7 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
                 request.limit or 50,
             )
             return pb.ListConversationMessagesResponse(
-                items=[_message(m) for m in page.items], next_cursor=page.next_cursor
+                items=[message_pb(m) for m in page.items], next_cursor=page.next_cursor
             )
         raise AssertionError("unreachable")
 
@@ -166,7 +163,7 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
             who = await self._who(context, "send")
             stored = await self._use.media.upload(
                 who.tenant,
-                _once(request.data),
+                once(request.data),
                 request.filename or None,
                 request.mime_type if request.HasField("mime_type") else None,
                 request.kind or None,
@@ -210,7 +207,7 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
             )
             return pb.ListDeadLettersResponse(
                 items=[
-                    pb.DeadLetter(message=_message(d.message), error=d.error) for d in page.items
+                    pb.DeadLetter(message=message_pb(d.message), error=d.error) for d in page.items
                 ],
                 next_cursor=page.next_cursor,
             )
@@ -222,7 +219,7 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
         async with self._rpc(context, "ReplayDeadLetter"):
             who = await self._who(context, "admin")
             message = await self._use.dead_letters.replay(who.tenant, request.message_id)
-            return pb.ReplayDeadLetterResponse(message=_message(message))
+            return pb.ReplayDeadLetterResponse(message=message_pb(message))
         raise AssertionError("unreachable")
 
     async def CreateSubscription(
@@ -233,7 +230,7 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
             sub, secret = await self._use.subscriptions.subscribe(
                 who.tenant, request.url, tuple(request.events)
             )
-            return pb.CreateSubscriptionResponse(subscription=_subscription(sub), secret=secret)
+            return pb.CreateSubscriptionResponse(subscription=subscription_pb(sub), secret=secret)
         raise AssertionError("unreachable")
 
     async def ListSubscriptions(
@@ -242,7 +239,7 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
         async with self._rpc(context, "ListSubscriptions"):
             who = await self._who(context, "admin")
             subs = await self._use.subscriptions.of(who.tenant)
-            return pb.ListSubscriptionsResponse(items=[_subscription(s) for s in subs])
+            return pb.ListSubscriptionsResponse(items=[subscription_pb(s) for s in subs])
         raise AssertionError("unreachable")
 
     async def DeleteSubscription(
@@ -268,112 +265,6 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
                 ]
             )
         raise AssertionError("unreachable")
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-def _content(c: pb.Content) -> Content:
-    return Content(
-        text=c.text if c.HasField("text") else None,
-        attachments=tuple(
-            Attachment(
-                a.url or None,
-                a.kind or None,
-                a.filename if a.HasField("filename") else None,
-                a.mime_type if a.HasField("mime_type") else None,
-                a.caption if a.HasField("caption") else None,
-                a.media_id if a.HasField("media_id") else None,
-            )
-            for a in c.attachments
-        ),
-        location=(
-            Location(c.location.latitude, c.location.longitude, c.location.name or None)
-            if c.HasField("location")
-            else None
-        ),
-        reply_to=c.reply_to if c.HasField("reply_to") else None,
-        template=(
-            Template(c.template.name, c.template.language, tuple(c.template.parameters))
-            if c.HasField("template")
-            else None
-        ),
-        buttons=tuple(
-            Button(
-                b.title,
-                b.payload if b.HasField("payload") else None,
-                b.url if b.HasField("url") else None,
-            )
-            for b in c.buttons
-        ),
-        extensions=tuple(sorted(c.extensions.items())),
-    )
-
-
-def _content_pb(c: Content) -> pb.Content:
-    out = pb.Content(
-        attachments=[
-            pb.Attachment(
-                url=a.url,
-                kind=a.kind,
-                filename=a.filename,
-                mime_type=a.mime_type,
-                caption=a.caption,
-                media_id=a.media_id,
-            )
-            for a in c.attachments
-        ],
-        buttons=[pb.Button(title=b.title, payload=b.payload, url=b.url) for b in c.buttons],
-        extensions=dict(c.extensions),
-    )
-    if c.text is not None:
-        out.text = c.text
-    if c.location is not None:
-        out.location.CopyFrom(
-            pb.Location(
-                latitude=c.location.latitude, longitude=c.location.longitude, name=c.location.name
-            )
-        )
-    if c.reply_to is not None:
-        out.reply_to = c.reply_to
-    if c.template is not None:
-        out.template.CopyFrom(
-            pb.Template(
-                name=c.template.name, language=c.template.language, parameters=c.template.parameters
-            )
-        )
-    return out
-
-
-def _message(m: Message) -> pb.Message:
-    return pb.Message(
-        id=m.id,
-        conversation_id=m.conversation_id,
-        seq=m.seq,
-        direction=m.direction,
-        content=_content_pb(m.content),
-        status=m.status.value,
-        created_at=m.created_at,
-        provider_message_id=m.provider_message_id,
-        history=[
-            pb.StatusEvent(status=e.status.value, at=e.at, detail=e.detail) for e in m.history
-        ],
-    )
-
-
-def _conversation(c: Conversation) -> pb.Conversation:
-    return pb.Conversation(
-        id=c.id,
-        channel=str(c.channel),
-        account=c.account,
-        recipient=c.recipient,
-        last_message_at=c.last_message_at,
-    )
-
-
-def _subscription(s: Subscription) -> pb.Subscription:
-    return pb.Subscription(id=s.id, url=s.url, events=s.events, created_at=s.created_at)
 
 
 async def start_grpc(
