@@ -82,7 +82,10 @@ pytest: deps $(WHEELHOUSE_STAMP) $(NODE_STAMP)
 test: lint typecheck pytest
 
 $(NODE_STAMP): contracts/package.json contracts/package-lock.json
-	@command -v npm >/dev/null || { echo "error: npm is missing (apt-get install npm): the contract checks run buf and optic from npm" >&2; exit 2; }
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: npm is missing (apt-get install npm): the contract checks run buf and optic from npm" >&2; exit 2; fi; \
+	  echo "installing: nodejs npm"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+	fi
 	mkdir -p $(NODE_TOOLS)
 	cp contracts/package.json contracts/package-lock.json $(NODE_TOOLS)/
 	npm ci --prefix $(NODE_TOOLS) --ignore-scripts --no-audit --no-fund --loglevel=error
