@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -102,3 +103,32 @@ def test_each_error_answers_one_status_and_one_code(
     error: Chat4AllError, status: int, code: str, grpc_code: grpc.StatusCode
 ) -> None:
     assert answer_for(error) == ErrorAnswer(status, code, grpc_code)
+
+
+def test_no_contract_lists_the_channels() -> None:
+    """A new channel changes no contract: neither document enumerates channel names."""
+    from chat4all.v1 import api_pb2 as pb  # noqa: PLC0415
+
+    # The channels the hub carries or will (and the tests' echo plugin), spelled out: the
+    # registry may not know them all.
+    channels = {"telegram", "whatsapp", "messenger", "instagram", "echo"}
+
+    def enums(node: object) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "enum" and isinstance(value, list):
+                    yield from (str(v).lower() for v in value)
+                else:
+                    yield from enums(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from enums(item)
+
+    committed = json.loads((ROOT / "docs" / "chat4all-openapi.json").read_text())
+    assert channels.isdisjoint(enums(committed))
+    proto_values = {
+        value.name.lower().removeprefix("channel_")
+        for enum in pb.DESCRIPTOR.enum_types_by_name.values()
+        for value in enum.values
+    }
+    assert channels.isdisjoint(proto_values)
