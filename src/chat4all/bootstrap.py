@@ -44,12 +44,14 @@ from chat4all.config import Settings
 from chat4all.domain.model import Channel
 from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
+from chat4all.entrypoints.services import Services
 from chat4all.entrypoints.tls import Tls
 from chat4all.errors import StoreUnavailable
 from chat4all.metrics import HubMetrics
 from chat4all.ports import Connector
 from chat4all.service_layer.access import Access, LocalRateLimiter, RateLimiter
 from chat4all.service_layer.accounts import Accounts
+from chat4all.service_layer.dead_letters import DeadLetters
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus, LiveEvents
 from chat4all.service_layer.inbound import Inbound
@@ -128,6 +130,8 @@ class Hub:
     publisher: StatusPublisher
     limiter: RateLimiter
     access: Access
+    services: Services
+    """The use cases, as the REST and gRPC entrypoints take them."""
     wakeup: Wakeup
     metrics: HubMetrics
     tracer: Tracer
@@ -266,6 +270,10 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             targets=targets,
         )
         audit = AuditLog(store)
+        access = Access(keys, audit, limiter=limiter)
+        messages = Messages(store, tracer=tracer, accounts=accounts, media=media_store)
+        inbound = Inbound(store, publisher, accounts, clock=clock, telegram_secret=telegram_secret)
+        subscriptions = Subscriptions(webhooks, targets)
         workers: dict[str, Worker] = {
             "dispatcher": dispatcher.run,
             "webhooks": webhook_dispatcher.run,
@@ -277,15 +285,26 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             keys=keys,
             audit=audit,
             accounts=accounts,
-            messages=Messages(store, tracer=tracer, accounts=accounts, media=media_store),
-            inbound=Inbound(store, publisher, accounts, clock=clock),
+            messages=messages,
+            inbound=inbound,
             media=media,
             webhooks=webhooks,
-            subscriptions=Subscriptions(webhooks, targets),
+            subscriptions=subscriptions,
             bus=bus,
             publisher=publisher,
             limiter=limiter,
-            access=Access(keys, audit, limiter=limiter),
+            access=access,
+            services=Services(
+                messages=messages,
+                access=access,
+                accounts=accounts,
+                dead_letters=DeadLetters(store, wakeup.wake),
+                subscriptions=subscriptions,
+                inbound=inbound,
+                bus=bus,
+                media=media,
+                wake=wakeup.wake,
+            ),
             wakeup=wakeup,
             metrics=metrics,
             tracer=tracer,
@@ -319,19 +338,11 @@ async def _api(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
         else None
     )
     app = create_app(
-        hub.messages,
-        hub.access,
-        hub.ready,
-        on_accepted=hub.wakeup.wake,
+        hub.services,
+        ready=hub.ready,
         metrics=hub.metrics,
         refresh_gauges=hub.refresh_gauges,
-        dead_letters=hub.store,
-        inbound=hub.inbound,
-        bus=hub.bus,
-        telegram_secret=hub.telegram_secret,
-        subscriptions=hub.subscriptions,
         tracer=hub.tracer,
-        media=hub.media,
     )
     server = QuietServer(
         uvicorn.Config(
@@ -345,14 +356,10 @@ async def _api(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
         )
     )
     grpc_server, grpc_port = await start_grpc(
-        hub.messages,
-        hub.access,
+        hub.services,
         f"{settings.HOST}:{settings.GRPC_PORT}",
-        on_accepted=hub.wakeup.wake,
-        bus=hub.bus,
         metrics=hub.metrics,
         tracer=hub.tracer,
-        media=hub.media,
         credentials=tls.grpc() if tls is not None else None,
     )
     stack.push_async_callback(grpc_server.stop, 5)

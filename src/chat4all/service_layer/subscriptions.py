@@ -1,4 +1,4 @@
-"""Use cases on a tenant's webhook subscriptions: subscribe, list, unsubscribe.
+"""Use cases on a tenant's webhook subscriptions: subscribe, list (``of``), unsubscribe.
 
 REST and gRPC both call :class:`Subscriptions`, so a URL is checked the same way whichever API
 made it (:class:`~chat4all.service_layer.targets.TargetPolicy`).
@@ -6,7 +6,6 @@ made it (:class:`~chat4all.service_layer.targets.TargetPolicy`).
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Sequence
 from typing import Final, Protocol
 
@@ -47,7 +46,8 @@ class Subscriptions:
             )
         return await self._store.subscribe(tenant, url, tuple(dict.fromkeys(events)))
 
-    async def list(self, tenant: str) -> builtins.list[Subscription]:
+    async def of(self, tenant: str) -> list[Subscription]:
+        """The subscriptions of ``tenant``, oldest first."""
         return await self._store.of(tenant)
 
     async def unsubscribe(self, tenant: str, subscription_id: str) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from chat4all.adapters.storage.keys import Role
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
+from chat4all.domain.access import Role
 from chat4all.simulator.telegram import Sent
 from tests.chat4all.conftest import hub_running
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import httpx
 
-from chat4all.adapters.storage.keys import Role
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
+from chat4all.domain.access import Role
 
 
 def body(text: str, recipient: str = "42", **content: object) -> dict[str, object]:
