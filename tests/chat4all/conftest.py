@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -8,6 +8,7 @@ import pytest
 from chat4all.adapters.storage.keys import KeyRing  # noqa: F401 - registers the keys table
 from chat4all.adapters.storage.sql import SqlStore, sqlite_url
 from tests.postgres import fresh_database, server_url
+from tests.services import PostgreSQL, provide
 
 
 @pytest.fixture
@@ -20,9 +21,11 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> str:
-    """A PostgreSQL server's URL without a database (see tests/postgres.py)."""
-    return server_url()
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server's URL without a database: the one tests/postgres.py names when it
+    answers, else a private one started for this session (tests/services.py)."""
+    with provide(PostgreSQL(server_url())) as url:
+        yield url
 
 
 @pytest.fixture
