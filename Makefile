@@ -6,17 +6,30 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := ffmpeg nginx libnginx-mod-rtmp shellcheck prometheus fonts-dejavu-core python3-venv
+# Commands and the apt package that brings each when it is missing: node and npm for the contract
+# tools that come from npm (@bufbuild/buf). A command counts wherever it comes from (a NodeSource
+# nodejs brings its own npm, and Debian's npm package conflicts with it). PostgreSQL is not here:
+# the tests install and start a private one themselves when none answers (tests/services.py).
+APT_COMMANDS := node:nodejs npm:npm
 STAMP := $(VENV)/.installed
 # Wheels of the package's dependencies, for the deployment tests: they build release venvs
 # with `pip install --no-index`, so the tests themselves never download anything.
 WHEELHOUSE := .cache/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
 
-.PHONY: run test lint typecheck pytest bench bench-chat4all bench-systemd contracts deps system-deps demo clean help
+# The unit tests: no PostgreSQL, no systemd, no network; `make check` runs them.
+UNIT_TESTS := tests/chat4all/unit tests/tgstream/unit tests/opskit
+# Coverage of chat4all's domain and use cases, with the gate of pyproject's [tool.coverage.*]
+# (90% of branches); `make pytest COVERAGE= PYTEST_ARGS=tests/...` runs a part without it.
+COVERAGE ?= --cov --cov-report=term-missing
+
+.PHONY: run test check unit lint typecheck pytest bench bench-chat4all bench-systemd contracts deps system-deps demo clean help
 
 help:
 	@echo "make run    - install what is missing, then run tgstream (preview) and chat4all side by side"
 	@echo "make test   - install what is missing, then lint, type-check and run the whole test suite"
+	@echo "              with the coverage gate (90% of chat4all's domain and use cases); ~10 min"
+	@echo "make check  - lint, type-check and the unit tests: the inner loop, under a minute"
 	@echo "make bench  - run the benchmarks in bench/ and print their tables"
 	@echo "make bench-systemd - (root) kill -9 restart times on a real systemd, 20 rounds"
 	@echo "make bench-chat4all - chat4all send throughput and latency, REST and gRPC, against a ceiling"
@@ -27,6 +40,7 @@ help:
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if ! $(PYTHON) -m venv --help >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
+	for c in $(APT_COMMANDS); do command -v "$${c%%:*}" >/dev/null || missing="$$missing $${c#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "error: apt packages missing ($$missing); run as root or install them" >&2; exit 2; fi; \
@@ -70,10 +84,16 @@ typecheck: deps
 	$(BIN)/mypy
 
 pytest: deps $(WHEELHOUSE_STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(COVERAGE) $(PYTEST_ARGS)
 
-# pytest's exit code 5 (nothing collected) is non-zero, so make fails on it as on any failure.
+unit: deps
+	$(BIN)/pytest -q $(UNIT_TESTS) $(PYTEST_ARGS)
+
+# pytest's exit code 5 (nothing collected) is non-zero, so make fails on it as on any failure
+# (no `|| true`, no `-` prefix on these recipes; tests/test_make.py holds it).
 test: lint typecheck pytest
+
+check: lint typecheck unit
 
 # The committed contracts: the OpenAPI copy and the gRPC code generated from proto/.
 contracts: deps
@@ -90,4 +110,4 @@ bench-systemd: deps $(WHEELHOUSE_STAMP)
 	$(BIN)/python -m bench systemd
 
 clean:
-	rm -rf $(VENV) .demo .chat4all .pytest_cache .mypy_cache .ruff_cache .cache
+	rm -rf $(VENV) .demo .chat4all .pytest_cache .mypy_cache .ruff_cache .cache .coverage
