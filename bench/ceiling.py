@@ -36,7 +36,9 @@ def noop_app() -> FastAPI:
 
 
 def app(db: str) -> FastAPI:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
+    # 32 senders' transactions contend for one SQLite file: on a busy machine a writer can wait
+    # for the lock longer than sqlite3's default 5 s, and the 500 that follows ends the run.
+    engine = create_async_engine(f"sqlite+aiosqlite:///{db}", connect_args={"timeout": 30})
 
     @sa.event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -4,8 +4,9 @@ Each server runs in its own process (`chat4all serve` on a fresh SQLite database
 delivering meanwhile to the Bot API simulator in a third process, as a provider is another
 machine; the ceilings from ``bench.ceiling``: the same framework on the same single uvicorn
 process, once doing one SQLite insert per request, once answering 202 with no storage at all);
-the load comes from this process, over REST (ours and the ceilings' alike) with the lean keep-alive HTTP/1.1 client of ``bench.http_load`` (httpx
-cost more CPU per request than the servers, on the same cores), over gRPC with grpc.aio:
+the load comes from this process, over REST (ours and the ceilings' alike) with the lean
+keep-alive HTTP/1.1 client of ``bench.http_load`` (httpx cost more CPU per request than the
+servers, on the same cores), over gRPC with grpc.aio:
 
 - **throughput**: 32 concurrent senders for ``SECONDS`` s, closed loop (send, await, send);
 - **latency at a fixed rate**: an open loop at ``RATE`` msg/s for ``SECONDS`` s, each request
@@ -14,8 +15,9 @@ cost more CPU per request than the servers, on the same cores), over gRPC with g
   is delivered), so it measures the hub at that rate, delivering as it accepts.
 
 Sides run one after the other in the same run; compare ratios, not absolute figures. The no-op
-ceiling is what the framework and the load client cost alone: a side's share of it is what is
-left for our own code, and the figure to compare between two versions of the hub.
+ceiling is the framework's and the load client's bare rate on this machine at this moment: a
+side's share of it tells how much our own code keeps of that rate, and is the figure to compare
+between two versions of the hub.
 """
 
 from __future__ import annotations
