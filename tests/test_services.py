@@ -5,6 +5,7 @@ where none can be had."""
 from __future__ import annotations
 
 import socket
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,7 +27,9 @@ async def test_a_private_postgresql_starts_where_nothing_answers_and_is_gone_aft
         assert parts.hostname == "127.0.0.1"
         assert parts.port is not None
         assert answers("127.0.0.1", parts.port)
-        sockets = list(Path("/tmp").glob(f"chat4all-test-postgres-*/.s.PGSQL.{parts.port}"))
+        sockets = list(
+            Path(tempfile.gettempdir()).glob(f"chat4all-test-postgres-*/.s.PGSQL.{parts.port}")
+        )
         assert len(sockets) == 1
         home = sockets[0].parent
         async with fresh_database(url) as database:
