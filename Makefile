@@ -18,7 +18,7 @@ WHEELHOUSE := .cache/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
 
 # The unit tests: no PostgreSQL, no systemd, no network; `make check` runs them.
-UNIT_TESTS := tests/chat4all/unit tests/tgstream/unit tests/opskit
+UNIT_TESTS := tests/chat4all/unit tests/tgstream/unit tests/opskit tests/test_docs_links.py
 # Coverage of chat4all's domain and use cases, with the gate of pyproject's [tool.coverage.*]
 # (90% of branches); `make pytest COVERAGE= PYTEST_ARGS=tests/...` runs a part without it.
 COVERAGE ?= --cov --cov-report=term-missing
