@@ -27,6 +27,8 @@ __all__ = [
     "answers",
     "free_port",
     "apt_install",
+    "unprivileged_user",
+    "run_as",
     "PostgreSQL",
     "postgres_binaries",
 ]
@@ -190,7 +192,7 @@ class PostgreSQL:
     @contextmanager
     def private(self) -> Iterator[str]:
         bindir = self._programs()
-        user = _unprivileged_user()
+        user = unprivileged_user(self.name)
         root = Path(tempfile.mkdtemp(prefix="chat4all-test-postgres-"))
         try:
             if user is not None:
@@ -242,9 +244,7 @@ class PostgreSQL:
         raise failure
 
     def _as(self, user: pwd.struct_passwd | None, argv: list[str], cwd: Path) -> None:
-        command = argv if user is None else ["runuser", "-u", user.pw_name, "--", *argv]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
-        _run(command, service=self.name, env=env, cwd=cwd, timeout=START_TIMEOUT + 30)
+        run_as(user, argv, service=self.name, cwd=cwd, timeout=START_TIMEOUT + 30)
 
 
 # trust for the loopback only (the server listens on 127.0.0.1 and a socket in its own directory)
@@ -253,15 +253,31 @@ _INITDB_ARGS: Final = ("-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=
 _SERVER_SETTINGS: Final = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
 
-def _unprivileged_user() -> pwd.struct_passwd | None:
-    """Whom the private server runs as: PostgreSQL refuses root, so root hands it to
-    ``postgres`` (or ``nobody``); anyone else runs it as themselves (None)."""
+def unprivileged_user(service: str, preferred: str = "postgres") -> pwd.struct_passwd | None:
+    """Whom a private server runs as: never root (PostgreSQL refuses it, and the others need
+    nothing of it), so root hands it to ``preferred`` or else ``nobody``; anyone else runs it
+    as themselves (None)."""
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", "nobody"):
+    for name in (preferred, "nobody"):
         with suppress(KeyError):
             return pwd.getpwnam(name)
     raise ServiceUnavailable(
-        "PostgreSQL: the private server cannot run as root and this host has neither a "
-        "postgres nor a nobody user"
+        f"{service}: a private server must not run as root and this host has neither a "
+        f"{preferred} nor a nobody user"
     )
+
+
+def run_as(
+    user: pwd.struct_passwd | None,
+    argv: Sequence[str],
+    *,
+    service: str,
+    cwd: Path,
+    timeout: float,
+) -> None:
+    """Runs ``argv`` to its end as ``user`` (None: as ourselves) in ``cwd``, with a minimal
+    environment; a failure is :class:`ServiceUnavailable` naming ``service`` with its output."""
+    command = list(argv) if user is None else ["runuser", "-u", user.pw_name, "--", *argv]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+    _run(command, service=service, env=env, cwd=cwd, timeout=timeout)
