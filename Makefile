@@ -6,16 +6,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := ffmpeg nginx libnginx-mod-rtmp shellcheck prometheus fonts-dejavu-core python3-venv
-# Commands and the apt package that brings each when it is missing: node and npm for the contract
-# tools that come from npm (@bufbuild/buf). A command counts wherever it comes from (a NodeSource
-# nodejs brings its own npm, and Debian's npm package conflicts with it). PostgreSQL is not here:
-# the tests install and start a private one themselves when none answers (tests/services.py).
-APT_COMMANDS := node:nodejs npm:npm
 STAMP := $(VENV)/.installed
 # Wheels of the package's dependencies, for the deployment tests: they build release venvs
 # with `pip install --no-index`, so the tests themselves never download anything.
 WHEELHOUSE := .cache/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
+# The contract guards' tools (buf, optic) from npm, pinned by contracts/package-lock.json, in
+# the project (never a global install); their install scripts are not run.
+NODE_TOOLS := .cache/node
+NODE_STAMP := $(NODE_TOOLS)/.installed
+BUF := $(NODE_TOOLS)/node_modules/.bin/buf
+OPTIC := $(NODE_TOOLS)/node_modules/.bin/optic
 
 # The unit tests: no PostgreSQL, no systemd, no network; `make check` runs them.
 UNIT_TESTS := tests/chat4all/unit tests/tgstream/unit tests/opskit tests/test_docs_links.py
@@ -23,7 +24,7 @@ UNIT_TESTS := tests/chat4all/unit tests/tgstream/unit tests/opskit tests/test_do
 # (90% of branches); `make pytest COVERAGE= PYTEST_ARGS=tests/...` runs a part without it.
 COVERAGE ?= --cov --cov-report=term-missing
 
-.PHONY: run test check unit lint typecheck pytest bench bench-chat4all bench-systemd contracts deps system-deps demo clean help
+.PHONY: run test check unit lint typecheck pytest bench bench-chat4all bench-systemd contracts contracts-check contracts-baseline deps system-deps demo clean help
 
 help:
 	@echo "make run    - install what is missing, then run tgstream (preview) and chat4all side by side"
@@ -32,7 +33,7 @@ help:
 	@echo "make check  - lint, type-check and the unit tests: the inner loop, under a minute"
 	@echo "make bench  - run the benchmarks in bench/ and print their tables"
 	@echo "make bench-systemd - (root) kill -9 restart times on a real systemd, 20 rounds"
-	@echo "make bench-chat4all - chat4all send throughput and latency, REST and gRPC, against a ceiling"
+	@echo "make bench-chat4all - chat4all send throughput and latency, REST and gRPC, against two ceilings"
 
 # apt only when something is missing, so repeated runs stay fast and work offline. The packages'
 # own services (nginx on :80, prometheus on :9090) are not started: we need only their binaries
@@ -40,7 +41,6 @@ help:
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if ! $(PYTHON) -m venv --help >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
-	for c in $(APT_COMMANDS); do command -v "$${c%%:*}" >/dev/null || missing="$$missing $${c#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "error: apt packages missing ($$missing); run as root or install them" >&2; exit 2; fi; \
@@ -83,7 +83,7 @@ lint: deps
 typecheck: deps
 	$(BIN)/mypy
 
-pytest: deps $(WHEELHOUSE_STAMP)
+pytest: deps $(WHEELHOUSE_STAMP) $(NODE_STAMP)
 	$(BIN)/pytest $(COVERAGE) $(PYTEST_ARGS)
 
 unit: deps
@@ -95,10 +95,32 @@ test: lint typecheck pytest
 
 check: lint typecheck unit
 
+$(NODE_STAMP): contracts/package.json contracts/package-lock.json
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: npm is missing (apt-get install npm): the contract checks run buf and optic from npm" >&2; exit 2; fi; \
+	  echo "installing: nodejs npm"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+	fi
+	mkdir -p $(NODE_TOOLS)
+	cp contracts/package.json contracts/package-lock.json $(NODE_TOOLS)/
+	npm ci --prefix $(NODE_TOOLS) --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
 # The committed contracts: the OpenAPI copy and the gRPC code generated from proto/.
 contracts: deps
-	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=src --pyi_out=src --grpc_python_out=src proto/chat4all/grpc_api/v1/messages.proto
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=src --pyi_out=src --grpc_python_out=src proto/chat4all/v1/api.proto
 	$(BIN)/python -m chat4all.contracts docs/chat4all-openapi.json
+
+# What `make test` checks of the contracts (tests/chat4all/contract/test_guards.py), quickly:
+# buf's STANDARD lint, and no breaking change against the baselines in contracts/.
+contracts-check: deps $(NODE_STAMP)
+	$(BUF) lint
+	$(BUF) breaking --against contracts/proto-baseline.json
+	$(OPTIC) diff contracts/openapi-baseline.json docs/chat4all-openapi.json --check
+
+# Only for a new major version of the API: the current contracts become the baselines.
+contracts-baseline: contracts $(NODE_STAMP)
+	$(BUF) build --exclude-source-info -o -#format=json | $(BIN)/python -m json.tool --indent 1 > contracts/proto-baseline.json
+	cp docs/chat4all-openapi.json contracts/openapi-baseline.json
 
 bench: deps
 	$(BIN)/python -m bench
