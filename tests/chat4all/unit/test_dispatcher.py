@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -155,14 +156,19 @@ class Flaky:
     fail_sent: int = 0
     fail_claim: int = 0
 
-    async def recover(self) -> int:
-        return await self.store.recover()
+    async def recover(self, now: float) -> int:
+        return await self.store.recover(now)
 
-    async def claim(self, now: float, limit: int) -> list[OutboxItem]:
+    async def claim(
+        self, now: float, limit: int, *, worker: str, lease: float
+    ) -> list[OutboxItem]:
         if self.fail_claim:
             self.fail_claim -= 1
             raise OSError("disk I/O error")
-        return await self.store.claim(now, limit)
+        return await self.store.claim(now, limit, worker=worker, lease=lease)
+
+    async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None:
+        await self.store.renew(items, worker=worker, until=until)
 
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
         if self.fail_sent:

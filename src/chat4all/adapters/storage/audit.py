@@ -17,24 +17,12 @@ from typing import Final
 
 import sqlalchemy as sa
 
-from chat4all.adapters.storage.sql import SqlStore, metadata
+from chat4all.adapters.storage.schema import audit_log
+from chat4all.adapters.storage.sql import SqlStore
 
-__all__ = ["AuditLog", "AuditEntry", "GENESIS"]
+__all__ = ["AuditLog", "AuditEntry", "GENESIS", "audit_log"]
 
 GENESIS: Final = "0" * 64
-
-audit_log = sa.Table(
-    "audit_log",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("event", sa.String(32), nullable=False),
-    sa.Column("tenant", sa.String(64)),
-    sa.Column("actor", sa.String(32)),
-    sa.Column("detail", sa.Text, nullable=False),
-    sa.Column("prev_hash", sa.String(64), nullable=False),
-    sa.Column("hash", sa.String(64), nullable=False),
-)
 
 
 @dataclass(frozen=True, slots=True)

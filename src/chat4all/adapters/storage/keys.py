@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from chat4all.adapters.storage.sql import SqlStore, metadata
+from chat4all.adapters.storage.schema import api_keys
+from chat4all.adapters.storage.sql import SqlStore
 from chat4all.errors import AuthError
 
 __all__ = ["Role", "Principal", "KeyRing", "ROLE_CAN"]
@@ -37,18 +38,6 @@ ROLE_CAN: Final = {
     Role.SENDER: frozenset({"send", "read"}),
     Role.READER: frozenset({"read"}),
 }
-
-api_keys = sa.Table(
-    "api_keys",
-    metadata,
-    sa.Column("id", sa.String(16), primary_key=True),
-    sa.Column("tenant", sa.String(64), nullable=False),
-    sa.Column("role", sa.String(8), nullable=False),
-    sa.Column("hash", sa.String(255), nullable=False),
-    sa.Column("name", sa.String(128), nullable=False, default=""),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("revoked_at", sa.Float),
-)
 
 
 @dataclass(frozen=True, slots=True)

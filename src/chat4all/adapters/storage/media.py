@@ -24,26 +24,14 @@ from typing import Any, BinaryIO, Final
 
 import sqlalchemy as sa
 
-from chat4all.adapters.storage.sql import SqlStore, metadata
+from chat4all.adapters.storage.schema import media as media_table
+from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.model import Media
 from chat4all.errors import NotFound
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FileMediaStore", "media_table"]
-
-media_table = sa.Table(
-    "media",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("tenant", sa.String(64), nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("filename", sa.String(255), nullable=False),
-    sa.Column("mime_type", sa.String(127), nullable=False),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
 
 _SAFE_TENANT: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

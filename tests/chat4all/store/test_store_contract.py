@@ -1,17 +1,39 @@
-"""The SQLite store's guarantees: durable accept, idempotency, per-conversation FIFO claims."""
+"""The store contract: every test runs over SQLite and over PostgreSQL (the ``any_store``
+fixture), so both engines keep the same guarantees: durable accept, idempotency (a replay is the
+first answer), per-conversation FIFO claims with leases, safe with several workers at once."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
 
-from chat4all.adapters.storage.sql import IDEMPOTENCY_LEASE, SqlStore, messages, outbox
+from chat4all.adapters.storage import migrate
+from chat4all.adapters.storage.messages import IDEMPOTENCY_LEASE
+from chat4all.adapters.storage.schema import messages, outbox
+from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.model import Attachment, Channel, Content, DeliveryStatus
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, NotFound
 from chat4all.ports import SendRequest
+
+LEASE = 30.0
+
+
+@pytest.fixture
+def store(any_store: SqlStore) -> SqlStore:
+    return any_store
+
+
+@pytest.fixture
+async def pg_store(postgres_url: str) -> AsyncIterator[SqlStore]:
+    opened = await SqlStore.open(postgres_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 def req(text: str, recipient: str = "42") -> SendRequest:
@@ -63,7 +85,7 @@ async def test_concurrent_accepts_share_a_commit_and_keep_each_conversations_ord
         "42": 129.0,
     }
     # delivered together, recorded together
-    claimed = await store.claim(200.0, 10)
+    claimed = await store.claim(200.0, 10, worker="w1", lease=LEASE)
     await asyncio.gather(*(store.sent(i, f"p-{i.message.id}", 201.0) for i in claimed))
     for item in claimed:
         sent = await store.get("t1", item.message.id)
@@ -89,7 +111,7 @@ async def test_idempotency_replays_refuses_other_bodies_and_reports_in_flight(
 
 async def test_a_reserved_key_is_in_flight_until_its_lease_ends(store: SqlStore) -> None:
     # The first request reserved the key and died before completing.
-    assert await store._reserve("t1", "k2", "hash", 100.0) is None
+    assert await store.message_log.reserve("t1", "k2", "hash", 100.0) is None
     with pytest.raises(IdempotencyInFlight):
         await store.accept("t1", req("hi"), ("k2", "hash"), 100.0 + IDEMPOTENCY_LEASE - 1)
     taken_over = await store.accept("t1", req("hi"), ("k2", "hash"), 100.0 + IDEMPOTENCY_LEASE + 1)
@@ -99,11 +121,12 @@ async def test_a_reserved_key_is_in_flight_until_its_lease_ends(store: SqlStore)
 async def test_claims_hand_out_one_message_per_conversation_in_order(store: SqlStore) -> None:
     a = [(await store.accept("t1", req(f"a{n}"), None, 100.0)).message for n in range(3)]
     b = (await store.accept("t1", req("b0", recipient="43"), None, 100.0)).message
-    first = await store.claim(200.0, 10)
+    first = await store.claim(200.0, 10, worker="w1", lease=LEASE)
     assert sorted(i.message.id for i in first) == sorted([a[0].id, b.id])
-    assert await store.claim(200.0, 10) == []  # both conversations have one in flight
+    # both conversations have one in flight
+    assert await store.claim(200.0, 10, worker="w1", lease=LEASE) == []
     await store.sent(next(i for i in first if i.message.id == a[0].id), "p1", 201.0)
-    second = await store.claim(202.0, 10)
+    second = await store.claim(202.0, 10, worker="w1", lease=LEASE)
     assert [i.message.id for i in second] == [a[1].id]
     sent = await store.get("t1", a[0].id)
     assert sent.status is DeliveryStatus.SENT
@@ -113,24 +136,25 @@ async def test_claims_hand_out_one_message_per_conversation_in_order(store: SqlS
 async def test_a_retry_waits_and_keeps_the_conversation_blocked(store: SqlStore) -> None:
     m1 = (await store.accept("t1", req("one"), None, 100.0)).message
     await store.accept("t1", req("two"), None, 100.0)
-    [item] = await store.claim(100.0, 10)
+    [item] = await store.claim(100.0, 10, worker="w1", lease=LEASE)
     await store.retry(item, 150.0, "HTTP 500", 100.0)
-    assert await store.claim(120.0, 10) == []  # m1 not due yet, and m2 must not overtake it
-    [again] = await store.claim(151.0, 10)
+    # m1 not due yet, and m2 must not overtake it
+    assert await store.claim(120.0, 10, worker="w1", lease=LEASE) == []
+    [again] = await store.claim(151.0, 10, worker="w1", lease=LEASE)
     assert again.message.id == m1.id
     assert again.attempts == 1
 
 
 async def test_recover_hands_back_what_was_in_flight(store: SqlStore) -> None:
     await store.accept("t1", req("one"), None, 100.0)
-    await store.claim(100.0, 10)
-    assert await store.recover() == 1
-    assert len(await store.claim(100.0, 10)) == 1
+    await store.claim(100.0, 10, worker="w1", lease=LEASE)
+    assert await store.recover(100.0 + LEASE + 1) == 1
+    assert len(await store.claim(100.0 + LEASE + 1, 10, worker="w1", lease=LEASE)) == 1
 
 
 async def test_dead_letters_fail_the_message_with_the_reason(store: SqlStore) -> None:
     m = (await store.accept("t1", req("one"), None, 100.0)).message
-    [item] = await store.claim(100.0, 10)
+    [item] = await store.claim(100.0, 10, worker="w1", lease=LEASE)
     await store.dead(item, "Forbidden: bot was blocked by the user", 101.0)
     failed = await store.get("t1", m.id)
     assert failed.status is DeliveryStatus.FAILED
@@ -195,7 +219,7 @@ async def test_claims_match_the_fifo_rule_through_retries_deaths_and_deliveries(
             if pending and (head is None or r.seq < head[0]):
                 heads[r.conversation_id] = (r.seq, r.message_id, r.available_at)
         due = {m for _, m, at in heads.values() if at <= now}
-        claimed = await store.claim(now, 1000)
+        claimed = await store.claim(now, 1000, worker="w1", lease=1e9)  # no lease runs out
         assert {i.message.id for i in claimed} == due
         for item in claimed:
             fate = rng.random()
@@ -206,3 +230,40 @@ async def test_claims_match_the_fifo_rule_through_retries_deaths_and_deliveries(
             elif fate < 0.9:
                 await store.dead(item, "gone", now)
             # else: left in flight, blocking its conversation
+
+
+async def test_migrations_reach_the_newest_revision(store: SqlStore) -> None:
+    assert store.migrated == (None, migrate.revisions()[-1])
+
+
+async def test_concurrent_first_requests_with_one_key_make_one_message(store: SqlStore) -> None:
+    outcomes = await asyncio.gather(
+        *(store.accept("t1", req("once"), ("key-1", "hash"), 1.0) for _ in range(8)),
+        return_exceptions=True,
+    )
+    unexpected = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(isinstance(o, IdempotencyInFlight) for o in unexpected), unexpected
+    made = {o.message.id for o in outcomes if not isinstance(o, BaseException)}
+    assert len(made) == 1
+    again = await store.accept("t1", req("once"), ("key-1", "hash"), 2.0)
+    assert again.replayed and again.message.id in made
+
+
+async def test_one_bad_change_fails_alone_in_its_group_commit(pg_store: SqlStore) -> None:
+    store = pg_store  # SQLite stores a NUL byte: the bad change is PostgreSQL's
+    good = [store.accept("t1", req(f"good {n}", recipient=f"r{n}"), None, 1.0) for n in range(6)]
+    bad = store.accept("t2", req("bad", recipient="nul\x00byte"), None, 1.0)  # PostgreSQL refuses
+    outcomes = await asyncio.gather(*good, bad, return_exceptions=True)
+    assert isinstance(outcomes[-1], sa.exc.DBAPIError)
+    accepted = [o for o in outcomes[:-1] if not isinstance(o, BaseException)]
+    assert len(accepted) == 6, outcomes
+    assert await store.depth() == 6
+
+
+async def test_inbound_and_outbound_open_a_new_conversation_together(store: SqlStore) -> None:
+    inbound = store.record_inbound("t1", req("hi from them", "new"), "u1", "pm1", 1.0)
+    outbound = store.accept("t1", req("hi from us", "new"), None, 1.0)
+    received, sent = await asyncio.gather(inbound, outbound)
+    assert received is not None
+    assert received.conversation_id == sent.message.conversation_id
+    assert sorted([received.seq, sent.message.seq]) == [1, 2]
