@@ -267,3 +267,148 @@ async def test_inbound_and_outbound_open_a_new_conversation_together(store: SqlS
     assert received is not None
     assert received.conversation_id == sent.message.conversation_id
     assert sorted([received.seq, sent.message.seq]) == [1, 2]
+
+
+# ---- leases ----------------------------------------------------------------------------------
+
+
+async def test_a_live_workers_rows_are_never_recovered_nor_claimed(store: SqlStore) -> None:
+    await store.accept("t1", req("one"), None, 100.0)
+    [item] = await store.claim(100.0, 10, worker="alive", lease=LEASE)
+    assert item.holder == "alive"
+    assert not item.reclaimed
+    assert await store.recover(100.0 + LEASE - 1) == 0
+    assert await store.claim(100.0 + LEASE - 1, 10, worker="other", lease=LEASE) == []
+
+
+async def test_an_expired_lease_is_recovered_and_claimed_again(store: SqlStore) -> None:
+    m = (await store.accept("t1", req("one"), None, 100.0)).message
+    await store.claim(100.0, 10, worker="dead", lease=LEASE)
+    assert await store.recover(100.0 + LEASE + 1) == 1
+    [again] = await store.claim(100.0 + LEASE + 1, 10, worker="survivor", lease=LEASE)
+    assert (again.message.id, again.holder) == (m.id, "survivor")
+
+
+async def test_a_claim_takes_expired_leases_without_a_recover(store: SqlStore) -> None:
+    m = (await store.accept("t1", req("one"), None, 100.0)).message
+    await store.claim(100.0, 10, worker="dead", lease=LEASE)
+    [again] = await store.claim(100.0 + LEASE + 1, 10, worker="survivor", lease=LEASE)
+    assert again.message.id == m.id
+    assert again.reclaimed  # counted as a possible duplicate
+    assert again.attempts == 0
+
+
+async def test_renew_extends_only_the_holders_leases(store: SqlStore) -> None:
+    await store.accept("t1", req("one"), None, 100.0)
+    [item] = await store.claim(100.0, 10, worker="w1", lease=LEASE)
+    await store.renew([item], worker="w1", until=200.0)
+    assert await store.recover(199.0) == 0
+    assert await store.claim(199.0, 10, worker="w2", lease=LEASE) == []
+    await store.renew([item], worker="w2", until=500.0)  # not w2's: changes nothing
+    assert await store.recover(201.0) == 1
+
+
+async def test_a_late_outcome_of_a_lost_lease_leaves_the_new_holder_alone(
+    store: SqlStore,
+) -> None:
+    await store.accept("t1", req("one"), None, 100.0)
+    await store.accept("t1", req("two"), None, 100.0)
+    [old] = await store.claim(100.0, 10, worker="slow", lease=LEASE)
+    [new] = await store.claim(100.0 + LEASE + 1, 10, worker="fast", lease=LEASE)
+    assert new.message.id == old.message.id
+    await store.retry(old, 100.0, "late failure", 140.0)  # the slow worker's answer, too late
+    await store.dead(old, "late failure", 140.0)
+    # still in flight for the new holder: nothing of the conversation is handed out
+    assert await store.claim(140.0, 10, worker="third", lease=LEASE) == []
+    assert (await store.get("t1", old.message.id)).status is DeliveryStatus.QUEUED
+    await store.sent(new, "p1", 141.0)
+    [second] = await store.claim(141.0, 10, worker="third", lease=LEASE)
+    assert second.message.content.text == "two"
+
+
+async def test_concurrent_claimers_never_hold_two_messages_of_one_conversation(
+    store_url: str,
+) -> None:
+    """Workers of two "processes" (two stores, two connection pools) claim, deliver, retry and
+    record at once; a conversation never has two messages out, and each conversation's
+    deliveries are its messages in send order, each once."""
+    stores = [await SqlStore.open(store_url) for _ in range(2)]
+    try:
+        sent_order: dict[str, list[int]] = {}
+        expected: dict[str, list[int]] = {}
+        for n in range(160):
+            accepted = await stores[0].accept("t1", req(f"m{n}", str(n % 8)), None, 1.0)
+            expected.setdefault(accepted.message.conversation_id, []).append(accepted.message.seq)
+        holding: dict[str, str] = {}
+        rng = random.Random(11)
+        overlaps: list[str] = []
+
+        async def worker(name: str, store: SqlStore) -> None:
+            idle = 0
+            while idle < 20:
+                items = await store.claim(2.0, 3, worker=name, lease=LEASE)
+                if not items:
+                    idle += 1
+                    await asyncio.sleep(0.005)
+                    continue
+                idle = 0
+                for item in items:
+                    conversation = item.message.conversation_id
+                    if conversation in holding:
+                        overlaps.append(f"{name} and {holding[conversation]} in {conversation}")
+                    holding[conversation] = name
+                await asyncio.sleep(rng.random() / 200)  # delivering
+                for item in items:
+                    del holding[item.message.conversation_id]
+                    if rng.random() < 0.2:
+                        await store.retry(item, 0.0, "try again", 2.0)
+                    else:
+                        sent_order.setdefault(item.message.conversation_id, []).append(
+                            item.message.seq
+                        )
+                        await store.sent(item, "p", 2.0)
+
+        await asyncio.gather(
+            *(worker(f"w{n}", stores[n % 2]) for n in range(6)),
+        )
+        assert overlaps == []
+        assert sent_order == expected
+        assert await stores[0].depth() == 0
+    finally:
+        for opened in stores:
+            await opened.close()
+
+
+# ---- idempotent replay: the first answer -------------------------------------------------------
+
+
+async def test_a_replay_returns_the_first_answer_not_the_current_state(store: SqlStore) -> None:
+    first = await store.accept("t1", req("hello"), ("k1", "hash"), 100.0)
+    [item] = await store.claim(101.0, 10, worker="w1", lease=LEASE)
+    await store.sent(item, "p-1", 102.0)
+    assert (await store.get("t1", first.message.id)).status is DeliveryStatus.SENT
+    again = await store.accept("t1", req("hello"), ("k1", "hash"), 103.0)
+    assert again.replayed
+    assert again.message == first.message  # queued, no provider id, two events: as first sent
+    assert again.message.status is DeliveryStatus.QUEUED
+
+
+# ---- periodic jobs in several processes ---------------------------------------------------------
+
+
+async def test_two_purgers_at_once_forget_each_old_record_once(store_url: str) -> None:
+    stores = [await SqlStore.open(store_url) for _ in range(2)]
+    try:
+        for n in range(300):
+            await stores[0].accept("t1", req(f"m{n}", str(n % 5)), (f"k{n}", "h"), 1.0)
+        await stores[0].accept("t1", req("new"), ("fresh", "h"), 50.0)
+        counts = await asyncio.gather(
+            *(s.purge(10.0, batch=25) for s in stores), return_exceptions=True
+        )
+        assert not [c for c in counts if isinstance(c, BaseException)], counts
+        assert sum(c[0] for c in counts if not isinstance(c, BaseException)) == 300
+        again = await stores[1].accept("t1", req("new"), ("fresh", "h"), 60.0)
+        assert again.replayed  # the recent key stayed
+    finally:
+        for opened in stores:
+            await opened.close()

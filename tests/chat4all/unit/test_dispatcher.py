@@ -159,9 +159,7 @@ class Flaky:
     async def recover(self, now: float) -> int:
         return await self.store.recover(now)
 
-    async def claim(
-        self, now: float, limit: int, *, worker: str, lease: float
-    ) -> list[OutboxItem]:
+    async def claim(self, now: float, limit: int, *, worker: str, lease: float) -> list[OutboxItem]:
         if self.fail_claim:
             self.fail_claim -= 1
             raise OSError("disk I/O error")

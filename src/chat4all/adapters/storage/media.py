@@ -1,11 +1,18 @@
 """Uploaded media on the local disk, with a metadata row per upload in the ``media`` table.
 
-Files live under ``root`` (``CHAT4ALL_DATA_DIR/media``), addressed by their content:
+Files live under ``root`` (``CHAT4ALL_MEDIA_DIR``, default ``CHAT4ALL_DATA_DIR/media``),
+addressed by their content:
 ``<tenant>/<sha256[:2]>/<sha256>``, so a tenant uploading the same bytes twice stores them
 once, and two tenants never share a file. Each upload still gets its own id (and keeps its own
 file name and type). A file appears under its final name only once complete (written to a
 temporary file in the same directory, fsynced, then renamed), so a crash mid-upload leaves no
 half file behind a media id.
+
+Nothing of it lives in the process: the files are found by their path, the rows in the shared
+database, uploads are staged under unique temporary names and published by an atomic rename
+(two processes publishing the same bytes at once both write the same file). Several processes
+on one database share the directory, and one serves what another stored. Another
+:class:`~chat4all.ports.MediaStore` (an object store) can replace this one behind the port.
 """
 
 from __future__ import annotations
