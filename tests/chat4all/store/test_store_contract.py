@@ -12,9 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from chat4all.adapters.storage import migrate
+from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.messages import IDEMPOTENCY_LEASE
 from chat4all.adapters.storage.schema import messages, outbox
 from chat4all.adapters.storage.sql import SqlStore
+from chat4all.adapters.storage.webhooks import WebhookStore, fanout
 from chat4all.domain.model import Attachment, Channel, Content, DeliveryStatus
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, NotFound
 from chat4all.ports import SendRequest
@@ -409,6 +411,70 @@ async def test_two_purgers_at_once_forget_each_old_record_once(store_url: str) -
         assert sum(c[0] for c in counts if not isinstance(c, BaseException)) == 300
         again = await stores[1].accept("t1", req("new"), ("fresh", "h"), 60.0)
         assert again.replayed  # the recent key stayed
+    finally:
+        for opened in stores:
+            await opened.close()
+
+
+# ---- the webhook queue: the same leases ----------------------------------------------------------
+
+
+async def queued_webhooks(store: SqlStore, count: int) -> WebhookStore:
+    webhooks = WebhookStore(store)
+    await webhooks.subscribe("t1", "https://example.org/hook", ("message.inbound",))
+    for n in range(count):
+        async with store.transaction() as conn:
+            await fanout(conn, "t1", "message.inbound", {"n": n}, 100.0)
+    return webhooks
+
+
+async def test_webhook_leases_are_recovered_only_once_expired_and_renewed(
+    store: SqlStore,
+) -> None:
+    webhooks = await queued_webhooks(store, 1)
+    [delivery] = await webhooks.claim(100.0, 10, worker="w1", lease=LEASE)
+    assert delivery.holder == "w1"
+    assert await webhooks.recover(100.0 + LEASE - 1) == 0
+    assert await webhooks.claim(100.0 + LEASE - 1, 10, worker="w2", lease=LEASE) == []
+    await webhooks.renew([delivery], worker="w1", until=200.0)
+    assert await webhooks.claim(199.0, 10, worker="w2", lease=LEASE) == []
+    [taken] = await webhooks.claim(201.0, 10, worker="w2", lease=LEASE)  # w1 presumed dead
+    assert (taken.id, taken.holder) == (delivery.id, "w2")
+    await webhooks.retry(delivery, 500.0, "late")  # w1's late answer changes nothing
+    assert await webhooks.recover(201.0 + LEASE - 1) == 0
+    await webhooks.delivered(taken)
+    assert await webhooks.recover(10_000.0) == 0
+
+
+async def test_concurrent_webhook_claimers_never_share_a_delivery(store_url: str) -> None:
+    stores = [await SqlStore.open(store_url) for _ in range(2)]
+    try:
+        await queued_webhooks(stores[0], 120)
+        queues = [WebhookStore(s) for s in stores]
+        got: list[int] = []
+
+        async def worker(name: str, queue: WebhookStore) -> None:
+            while batch := await queue.claim(200.0, 7, worker=name, lease=LEASE):
+                got.extend(d.id for d in batch)
+                for delivery in batch:
+                    await queue.delivered(delivery)
+
+        await asyncio.gather(*(worker(f"w{n}", queues[n % 2]) for n in range(4)))
+        assert sorted(got) == sorted(set(got))
+        assert len(got) == 120
+    finally:
+        for opened in stores:
+            await opened.close()
+
+
+async def test_two_processes_appending_to_the_audit_log_keep_one_chain(store_url: str) -> None:
+    stores = [await SqlStore.open(store_url) for _ in range(2)]
+    try:
+        logs = [AuditLog(s) for s in stores]
+        await asyncio.gather(
+            *(logs[n % 2].append("auth_failed", "t1", None, f"attempt {n}") for n in range(40))
+        )
+        assert await logs[0].verify() == (40, None)
     finally:
         for opened in stores:
             await opened.close()
