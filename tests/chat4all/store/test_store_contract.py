@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from chat4all.adapters.storage import migrate
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.messages import IDEMPOTENCY_LEASE
+from chat4all.adapters.storage.outbox import CLAIM_LOCK_SPACE
 from chat4all.adapters.storage.schema import messages, outbox
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout
@@ -478,3 +479,24 @@ async def test_two_processes_appending_to_the_audit_log_keep_one_chain(store_url
     finally:
         for opened in stores:
             await opened.close()
+
+
+async def test_postgresql_claims_skip_what_another_claim_is_taking(pg_store: SqlStore) -> None:
+    """The two locks a PostgreSQL claim relies on: a conversation another claim holds (its
+    advisory lock) and an outbox row another transaction locked are skipped, not waited for."""
+    store = pg_store
+    m1 = (await store.accept("t1", req("one", "41"), None, 1.0)).message
+    m2 = (await store.accept("t1", req("two", "42"), None, 1.0)).message
+    m3 = (await store.accept("t1", req("three", "43"), None, 1.0)).message
+    async with store.engine.connect() as other, other.begin():
+        await other.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:c))"),
+            {"space": CLAIM_LOCK_SPACE, "c": m1.conversation_id},
+        )
+        await other.execute(
+            sa.select(outbox.c.message_id).where(outbox.c.message_id == m2.id).with_for_update()
+        )
+        claimed = await asyncio.wait_for(store.claim(2.0, 10, worker="w1", lease=LEASE), 10)
+        assert [i.message.id for i in claimed] == [m3.id]
+    claimed = await store.claim(2.0, 10, worker="w1", lease=LEASE)
+    assert sorted(i.message.id for i in claimed) == sorted([m1.id, m2.id])

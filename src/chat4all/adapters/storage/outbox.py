@@ -37,9 +37,9 @@ from chat4all.domain.model import DeliveryStatus, Message, advances
 from chat4all.errors import NotFound
 from chat4all.ports import Origin, OutboxItem, Page
 
-__all__ = ["SqlOutbox", "Sent", "expire_leases"]
+__all__ = ["SqlOutbox", "Sent", "expire_leases", "CLAIM_LOCK_SPACE"]
 
-_LOCK_SPACE: Final = 0x0C4A
+CLAIM_LOCK_SPACE: Final = 0x0C4A
 """First key of the conversations' advisory locks (the second: the id's ``hashtext``)."""
 
 
@@ -114,7 +114,7 @@ class SqlOutbox:
                         "SELECT c FROM unnest(CAST(:ids AS text[])) AS c "
                         "WHERE pg_try_advisory_xact_lock(:space, hashtext(c))"
                     ),
-                    {"ids": sorted(candidates), "space": _LOCK_SPACE},
+                    {"ids": sorted(candidates), "space": CLAIM_LOCK_SPACE},
                 ).scalars()
             )
             if not locked:
