@@ -54,7 +54,8 @@ NO_ORIGIN: Final = Origin()
 class Accepted:
     message: Message
     replayed: bool
-    """True when an earlier request with the same Idempotency-Key made it."""
+    """True when an earlier request with the same Idempotency-Key made it: ``message`` is then
+    that request's answer, as it was sent (not the message's current state)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,9 @@ class MessageStore(Protocol):
         now: float,
         origin: Origin = NO_ORIGIN,
     ) -> Accepted:
-        """Persist a new outbound message (``idempotency``: key and body hash)."""
+        """Persist a new outbound message (``idempotency``: key and body hash). A repeat of a
+        completed key returns the first answer (the message as it was accepted then), marked
+        ``replayed``."""
         ...
 
     async def get(self, tenant: str, message_id: str) -> Message: ...
