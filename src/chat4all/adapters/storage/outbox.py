@@ -55,13 +55,18 @@ class Sent:
 def expire_leases(
     conn: sa.Connection, table: sa.Table, key: sa.Column[Any], now: float
 ) -> set[Any]:
-    """Rows of ``table`` in flight under a lease that ran out, back to pending; their keys."""
+    """Rows of ``table`` in flight under a lease that ran out, back to pending; their keys.
+    On PostgreSQL rows another transaction has locked are left to it (``SKIP LOCKED``): two
+    claims expiring leases at once never wait for each other, so they never deadlock."""
+    expired = sa.select(key).where(
+        table.c.state == "inflight",
+        sa.or_(table.c.lease_until < now, table.c.lease_until.is_(None)),
+    )
+    if conn.dialect.name == "postgresql":
+        expired = expired.with_for_update(skip_locked=True)
     done = conn.execute(
         table.update()
-        .where(
-            table.c.state == "inflight",
-            sa.or_(table.c.lease_until < now, table.c.lease_until.is_(None)),
-        )
+        .where(key.in_(expired.scalar_subquery()))
         .values(state="pending", leased_by=None, lease_until=None)
         .returning(key)
     )
