@@ -69,10 +69,6 @@ class Database:
         self.migrated: tuple[str | None, str | None] = (None, None)
         """Schema revisions before and after :meth:`open` migrated."""
 
-    @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
-
     @classmethod
     async def open(cls, url: str) -> Database:
         """Connect and migrate to the newest schema."""
