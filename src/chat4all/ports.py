@@ -7,7 +7,7 @@ is durable; :class:`Outbox` hands the dispatcher at most one message per convers
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Final, Generic, Protocol, TypeVar
@@ -27,6 +27,8 @@ __all__ = [
     "Outbox",
     "Connector",
     "MediaStore",
+    "WebhookRequest",
+    "WebhookReply",
 ]
 
 
@@ -179,3 +181,23 @@ class MediaStore(Protocol):
     ) -> AbstractAsyncContextManager[tuple[Media, BinaryIO]]:
         """The media and its bytes, readable from the start (``NotFound`` as :meth:`get`)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """A provider's call to our inbound webhook, as received (the entrypoint parses nothing)."""
+
+    method: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    """Lower-case names."""
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReply:
+    """What the provider gets back."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"

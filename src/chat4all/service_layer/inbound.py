@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
+import json
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from chat4all.adapters.channels.telegram import parse_update
 from chat4all.domain.model import (
@@ -14,12 +16,15 @@ from chat4all.domain.model import (
     message_document,
     status_document,
 )
-from chat4all.errors import InvalidRequest
-from chat4all.ports import SendRequest
+from chat4all.errors import AuthError, InvalidRequest, NotFound
+from chat4all.ports import SendRequest, WebhookReply, WebhookRequest
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.events import EventBus
 
 __all__ = ["Inbound", "InboundStore"]
+
+_TELEGRAM_SECRET_HEADER: Final = "x-telegram-bot-api-secret-token"
+_OK: Final = WebhookReply(200, b'{"ok":true}')
 
 
 class InboundStore(Protocol):
@@ -49,11 +54,40 @@ class Inbound:
         bus: EventBus,
         accounts: Accounts,
         clock: Callable[[], float] = time.time,
+        *,
+        telegram_secret: str | None = None,
     ) -> None:
+        """``telegram_secret``: what Telegram must send in X-Telegram-Bot-Api-Secret-Token
+        (set with setWebhook); ``None`` refuses every Telegram webhook call."""
         self._store = store
         self._bus = bus
         self._accounts = accounts
         self._clock = clock
+        self._telegram_secret = telegram_secret
+
+    async def webhook(self, channel: str, account: str, request: WebhookRequest) -> WebhookReply:
+        """A provider's call to ``/v1/channels/{channel}/{account}/webhook``: check who sent
+        it, parse it, record what it carries. :class:`NotFound` for a channel or account not
+        configured here, :class:`AuthError` for a bad signature or secret,
+        :class:`InvalidRequest` for a body that cannot be parsed."""
+        if channel != Channel.TELEGRAM.value:
+            self._accounts.owner(channel, account)  # NotFound for an unknown channel or account
+            raise NotFound(f"the {channel} channel takes no webhook calls")
+        if request.method != "POST":
+            raise NotFound("Telegram delivers updates by POST only")
+        presented = request.headers.get(_TELEGRAM_SECRET_HEADER, "")
+        if not self._telegram_secret or not hmac.compare_digest(
+            presented.encode(), self._telegram_secret.encode()
+        ):
+            raise AuthError("wrong or missing X-Telegram-Bot-Api-Secret-Token")
+        try:
+            update = json.loads(request.body)
+        except ValueError:
+            raise InvalidRequest("the body is not JSON (a Bot API Update)", "body") from None
+        if not isinstance(update, dict):
+            raise InvalidRequest("the body is not a Bot API Update object", "body")
+        await self.telegram_update(account, update)
+        return _OK
 
     async def telegram_update(self, account: str, update: dict[str, Any]) -> Message | None:
         """One Bot API update for our ``account``; ``None`` when ignored or already seen.

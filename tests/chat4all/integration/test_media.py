@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from chat4all.adapters.storage.keys import Role
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
 from chat4all.config import load_settings
+from chat4all.domain.access import Role
 from chat4all.simulator.telegram import Sent
 
 MIB = 1024 * 1024
