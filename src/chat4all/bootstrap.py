@@ -256,7 +256,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         dispatcher = Dispatcher(
             store,
             connectors,
-            DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS),
+            DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS, lease=settings.OUTBOX_LEASE),
             events=metrics,
             clock=clock,
             publisher=publisher,

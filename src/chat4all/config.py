@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     MEDIA_MAX_BYTES: int = Field(default=50 * 1024 * 1024, ge=1, le=2 * 1024**3)
     """The largest upload (``POST /v1/media``, gRPC ``UploadMedia``); 50 MB is what a bot may
     upload to Telegram (photos: 10 MB, checked when a message is sent)."""
+    MEDIA_DIR: Path | None = None
+    """Where uploads are kept (by content, a directory per tenant); empty: DATA_DIR/media.
+    Processes that share one database must share this directory too (a network file system,
+    or one volume) so that media one accepted another can send."""
+    OUTBOX_LEASE: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """Seconds a dispatcher holds a claimed message without renewing it (it renews every third
+    of it while delivering). A process that dies leaves its in-flight messages to the others
+    after this long; they may reach the provider twice."""
     WEBHOOK_ALLOW_PRIVATE: bool = False
     """Allow client webhooks to loopback, private and link-local addresses (receivers on the
     internal network, tests). Off: such URLs are refused at subscription, and a delivery whose
@@ -79,7 +87,9 @@ class Settings(BaseSettings):
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 
-    @field_validator("TELEGRAM_WEBHOOK_SECRET", "TLS_CERT_FILE", "TLS_KEY_FILE", mode="before")
+    @field_validator(
+        "TELEGRAM_WEBHOOK_SECRET", "TLS_CERT_FILE", "TLS_KEY_FILE", "MEDIA_DIR", mode="before"
+    )
     @classmethod
     def _unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -114,8 +124,8 @@ class Settings(BaseSettings):
 
     @property
     def media_dir(self) -> Path:
-        """Where uploads are kept (by content, a directory per tenant)."""
-        return self.DATA_DIR / "media"
+        """Where uploads are kept (``MEDIA_DIR``, else DATA_DIR/media)."""
+        return self.MEDIA_DIR if self.MEDIA_DIR is not None else self.DATA_DIR / "media"
 
     @property
     def embedded_simulator(self) -> bool:

@@ -13,8 +13,15 @@ A circuit breaker per channel account opens after ``breaker_threshold`` retryabl
 row: for ``breaker_cooldown`` seconds that account's messages wait without calling the provider,
 then one probe decides.
 
-A crash between the provider call and ``sent`` leaves the row in flight; :meth:`Dispatcher.run`
-hands such rows back at start (``recover``) and counts them: the only case of a duplicate send.
+Several dispatchers (in one process or many) share one outbox: each claims under a worker id
+of its own (``host:pid:random``) with a lease of ``DispatchPolicy.lease`` seconds, renewed every
+third of it while its items are being delivered. Claiming, renewing, polling and waking up, and
+the handling of a failed round (logged, retried), are the loop all outbox workers share:
+:class:`~chat4all.service_layer.outbox_worker.OutboxWorker`.
+
+A crash between the provider call and ``sent`` leaves the row in flight until its lease runs
+out; then any dispatcher takes it again (at start ``recover``, or in any claim) and counts it:
+the only case of a duplicate send.
 """
 
 from __future__ import annotations
@@ -32,12 +39,13 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from chat4all.domain.model import Channel
 from chat4all.errors import PermanentDelivery, RetryableDelivery
 from chat4all.ports import Connector, Outbox, OutboxItem
+from chat4all.service_layer.outbox_worker import OutboxWorker, worker_id
 from chat4all.service_layer.status import StatusPublisher
 from chat4all.service_layer.wakeup import LocalWakeup, Wakeup
 from chat4all.telemetry import NO_TRACER, continued, failed
-from opskit.lifecycle import jittered_backoff, sleep_or_stop
+from opskit.lifecycle import jittered_backoff
 
-__all__ = ["Dispatcher", "DispatchPolicy", "DispatchEvents", "NullDispatchEvents"]
+__all__ = ["Dispatcher", "DispatchPolicy", "DispatchEvents", "NullDispatchEvents", "worker_id"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,9 @@ class DispatchPolicy:
     record_backoff: float = 0.2
     """Recording an attempt's outcome is retried (0.2 s, 0.4 s ...): a provider's answer must
     not be lost to a passing database error, or the message is sent again at the next start."""
+    lease: float = 30.0
+    """Seconds a claimed message stays this worker's without renewal (renewed every third of
+    it while it is delivered); a worker dead that long has its messages taken by another."""
 
 
 class DispatchEvents(Protocol):
@@ -108,45 +119,61 @@ class Dispatcher:
     tracer: Tracer = NO_TRACER
     wakeup: Wakeup = field(default_factory=LocalWakeup)
     """Rung when a message is accepted (or replayed), so it goes out before the next poll."""
+    worker: str = field(default_factory=worker_id)
+    """Whose leases this dispatcher's claims are."""
     _breakers: dict[tuple[str, str], _Breaker] = field(default_factory=dict)
     _unrecorded: list[_Unrecorded] = field(default_factory=list)
     """Outcomes the store refused even after ``record_tries``: tried again every round (their
     rows stay in flight, holding their conversations, until they are recorded)."""
+    _loop: OutboxWorker[OutboxItem] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._loop = OutboxWorker(
+            "dispatcher",
+            self.outbox,
+            self._deliver,
+            key=_message_id,
+            batch=_BATCH,
+            lease=self.policy.lease,
+            poll_interval=self.policy.poll_interval,
+            clock=self.clock,
+            wakeup=self.wakeup,
+            worker=self.worker,
+            before_round=self._record_again,
+            on_recovered=self._recovered,
+            on_claimed=self._claimed,
+        )
 
     def wake(self) -> None:
         """A new message is in the outbox: dispatch without waiting for the next poll."""
         self.wakeup.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
-        recovered = await self.outbox.recover()
-        if recovered:
-            log.warning(
-                "%d message(s) were in flight when the previous run stopped; sending them again "
-                "(a provider may see each twice)",
-                recovered,
-            )
-        self.events.recovered(recovered)
-        while not stop.is_set():
-            try:
-                busy = await self.round()
-            except Exception as exc:  # the database away for a moment must not end dispatching
-                log.error("dispatch round failed, next try in 1 s: %s: %s", type(exc).__name__, exc)
-                await sleep_or_stop(stop, 1.0)
-                continue
-            if busy:
-                continue
-            await _first(stop.wait(), self.wakeup.wait(self.policy.poll_interval))
+        """Until ``stop``: the outbox workers' loop (recover, claim, deliver, renew leases; a
+        failed round is logged and retried)."""
+        await self._loop.run(stop)
 
     async def round(self) -> int:
         """Claim and send one batch; returns how many were claimed."""
-        await self._record_again()
-        items = await self.outbox.claim(self.clock(), _BATCH)
-        if items:
-            await asyncio.gather(*(self._deliver(item) for item in items))
-        return len(items)
+        return await self._loop.round()
 
-    async def _deliver(self, item: OutboxItem) -> None:
-        """One attempt, in a span that continues the trace of the request that accepted it."""
+    def _recovered(self, count: int) -> None:
+        if count:
+            log.warning(
+                "%d message(s) were in flight when the previous run stopped (their worker's lease "
+                "expired); sending them again (a provider may see each twice)",
+                count,
+            )
+        self.events.recovered(count)
+
+    def _claimed(self, items: list[OutboxItem]) -> None:
+        reclaimed = sum(item.reclaimed for item in items)
+        if reclaimed:
+            self._recovered(reclaimed)
+
+    async def _deliver(self, item: OutboxItem) -> bool:
+        """One attempt, in a span that continues the trace of the request that accepted it;
+        whether its outcome is recorded (if not, it is kept and tried again every round)."""
         with continued(
             self.tracer,
             "deliver message",
@@ -161,6 +188,8 @@ class Dispatcher:
                 await self._attempt(item, span)
             except Exception as exc:  # its outcome could not be recorded (logged there)
                 failed(span, f"not recorded: {type(exc).__name__}: {exc}")
+                return False
+            return True
 
     async def _attempt(self, item: OutboxItem, span: Span) -> None:
         conversation = item.conversation
@@ -285,6 +314,7 @@ class Dispatcher:
                 log.debug("%s for message %s still not recorded: %s", what, item.message.id, exc)
             else:
                 self._unrecorded.remove(entry)
+                self._loop.release(item)
                 self.events.unrecorded(len(self._unrecorded))
                 log.info("recorded %s for message %s at last", what, item.message.id)
 
@@ -304,11 +334,5 @@ class Dispatcher:
         )
 
 
-async def _first(*waits: Awaitable[object]) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+def _message_id(item: OutboxItem) -> str:
+    return item.message.id

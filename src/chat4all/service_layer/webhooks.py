@@ -13,6 +13,11 @@ not parse or resolve, a host refused by the :class:`~chat4all.service_layer.targ
 any error at all) is that delivery's failure: it retries after an exponential backoff with
 jitter (10 s, 20 s, 40 s ... capped at 1 h) until 24 h after the event, then the delivery is
 dead-lettered (counted in ``chat4all_webhook_dead_letters``). No delivery can end the worker.
+
+Claiming, leases, polling and the handling of a failed round are the loop every outbox worker
+shares (:class:`~chat4all.service_layer.outbox_worker.OutboxWorker`); a delivery whose outcome
+cannot be recorded is let go and, once its lease ran out, claimed and sent again (receivers
+deduplicate by ``X-Chat4All-Delivery``).
 """
 
 from __future__ import annotations
@@ -23,17 +28,18 @@ import hmac
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import httpx
 
 from chat4all.adapters.storage.webhooks import Delivery
+from chat4all.service_layer.outbox_worker import OutboxWorker, worker_id
 from chat4all.service_layer.targets import TargetPolicy, UnsafeTarget
-from opskit.lifecycle import jittered_backoff, sleep_or_stop
+from opskit.lifecycle import jittered_backoff
 
-__all__ = ["WebhookDispatcher", "sign", "verify", "GIVE_UP_AFTER"]
+__all__ = ["WebhookDispatcher", "WebhookQueue", "sign", "verify", "GIVE_UP_AFTER"]
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +62,15 @@ def verify(
 
 
 class WebhookQueue(Protocol):
-    async def recover(self) -> int: ...
+    """As :class:`~chat4all.ports.Outbox`: claims with leases, renewed while delivering."""
 
-    async def claim(self, now: float, limit: int) -> list[Delivery]: ...
+    async def recover(self, now: float) -> int: ...
+
+    async def claim(
+        self, now: float, limit: int, *, worker: str, lease: float
+    ) -> list[Delivery]: ...
+
+    async def renew(self, deliveries: Sequence[Delivery], *, worker: str, until: float) -> None: ...
 
     async def delivered(self, delivery: Delivery) -> None: ...
 
@@ -77,33 +89,39 @@ class WebhookDispatcher:
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
     transport: httpx.AsyncBaseTransport | None = None
+    lease: float = 60.0
+    """Seconds a claimed delivery stays this worker's without renewal (renewed every third)."""
+    worker: str = field(default_factory=worker_id)
     targets: TargetPolicy = field(default_factory=TargetPolicy)
+    _client: httpx.AsyncClient | None = None
+    _loop: OutboxWorker[Delivery] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._loop = OutboxWorker(
+            "webhooks",
+            self.queue,
+            self._deliver,
+            key=_delivery_id,
+            batch=_BATCH,
+            lease=self.lease,
+            poll_interval=self.poll_interval,
+            clock=self.clock,
+            worker=self.worker,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
-        recovered = False
         async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
-            while not stop.is_set():
-                try:
-                    if not recovered:
-                        await self.queue.recover()
-                        recovered = True
-                    if await self.round(client):
-                        continue
-                except Exception as exc:  # the database away for a moment must not end webhooks
-                    log.error(
-                        "webhook round failed, next try in 1 s: %s: %s", type(exc).__name__, exc
-                    )
-                    await sleep_or_stop(stop, 1.0)
-                    continue
-                await sleep_or_stop(stop, self.poll_interval)
+            self._client = client
+            await self._loop.run(stop)
 
     async def round(self, client: httpx.AsyncClient) -> int:
-        batch = await self.queue.claim(self.clock(), _BATCH)
-        if batch:
-            await asyncio.gather(*(self._deliver(client, d) for d in batch))
-        return len(batch)
+        """Claim and deliver one batch through ``client``; returns how many were claimed."""
+        self._client = client
+        return await self._loop.round()
 
-    async def _deliver(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
+    async def _deliver(self, delivery: Delivery) -> bool:
+        """One attempt and its outcome recorded (a store error raises: the loop lets it go)."""
+        assert self._client is not None, "run() or round() provides the client"
         body = delivery.payload.encode()
         stamp = int(self.clock())
         headers = {
@@ -116,7 +134,7 @@ class WebhookDispatcher:
         }
         try:
             target = await self.targets.checked(delivery.url)
-            answer = await client.post(
+            answer = await self._client.post(
                 target.connect_url,
                 content=body,
                 headers={**headers, **target.headers},
@@ -136,7 +154,7 @@ class WebhookDispatcher:
                 )
         if error is None:
             await self.queue.delivered(delivery)
-            return
+            return True
         now = self.clock()
         if now - delivery.first_at >= GIVE_UP_AFTER:
             log.warning(
@@ -147,6 +165,11 @@ class WebhookDispatcher:
                 error,
             )
             await self.queue.dead(delivery, error)
-            return
+            return True
         wait = jittered_backoff(delivery.attempts, self.base_backoff, self.max_backoff, self.rng)
         await self.queue.retry(delivery, now + wait, error)
+        return True
+
+
+def _delivery_id(delivery: Delivery) -> int:
+    return delivery.id
