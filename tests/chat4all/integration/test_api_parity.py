@@ -549,6 +549,18 @@ async def test_subscriptions_are_created_listed_and_deleted_alike(hub: Hub, clie
     assert after.data == {"items": []}
 
 
+async def test_a_bad_subscription_url_is_refused_alike_naming_the_field(
+    hub: Hub, client: Client
+) -> None:
+    assert hub.admin_key
+    for url in ("http://[::1", "https://me:pw@hooks.example.com/x"):
+        refused = await client.subscribe(hub.admin_key, url, ["message.status"])
+        assert (refused.ok, refused.error) == (False, "INVALID_ARGUMENT"), url
+        assert "url" in str(refused.data)
+        assert "pw" not in str(refused.data)
+    assert (await client.subscriptions(hub.admin_key)).data == {"items": []}
+
+
 async def test_channels_list_the_keys_own_accounts(hub: Hub, client: Client) -> None:
     assert hub.admin_key
     reader, _ = await hub.keys.create("default", Role.READER)
