@@ -36,16 +36,17 @@ from typing import Final, Protocol
 
 from opentelemetry.trace import Span, SpanKind, Tracer
 
+from chat4all.domain.lease import worker_id
 from chat4all.domain.model import Channel
 from chat4all.errors import PermanentDelivery, RetryableDelivery
 from chat4all.ports import Connector, Outbox, OutboxItem
-from chat4all.service_layer.outbox_worker import OutboxWorker, worker_id
+from chat4all.service_layer.outbox_worker import OutboxWorker
 from chat4all.service_layer.status import StatusPublisher
 from chat4all.service_layer.wakeup import LocalWakeup, Wakeup
 from chat4all.telemetry import NO_TRACER, continued, failed
 from opskit.lifecycle import jittered_backoff
 
-__all__ = ["Dispatcher", "DispatchPolicy", "DispatchEvents", "NullDispatchEvents", "worker_id"]
+__all__ = ["Dispatcher", "DispatchPolicy", "DispatchEvents", "NullDispatchEvents"]
 
 log = logging.getLogger(__name__)
 

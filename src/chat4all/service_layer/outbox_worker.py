@@ -20,27 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from chat4all.domain.lease import worker_id
 from chat4all.service_layer.wakeup import LocalWakeup, Wakeup
 from opskit.lifecycle import sleep_or_stop
 
-__all__ = ["OutboxWorker", "LeasedQueue", "worker_id"]
+__all__ = ["OutboxWorker", "LeasedQueue"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def worker_id() -> str:
-    """``host:pid:random``: who holds a lease (unique even for two workers of one process)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class LeasedQueue(Protocol[T]):

@@ -35,7 +35,8 @@ from typing import Final, Protocol
 import httpx
 
 from chat4all.adapters.storage.webhooks import Delivery
-from chat4all.service_layer.outbox_worker import OutboxWorker, worker_id
+from chat4all.domain.lease import worker_id
+from chat4all.service_layer.outbox_worker import OutboxWorker
 from chat4all.service_layer.targets import TargetPolicy, UnsafeTarget
 from opskit.lifecycle import jittered_backoff
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from chat4all.simulator.telegram import TelegramSimulator
-from tests.tgstream.harness import free_port
+from tests.services import free_port
 
 pytestmark = pytest.mark.slow
 TOKEN = "555:crash-test-token"
@@ -39,8 +39,8 @@ class Server:
             "CHAT4ALL_RATE_PER_KEY": "0",  # a burst from one key, on purpose
             "CHAT4ALL_TELEGRAM_BOTS": json.dumps({"bot": TOKEN}),
             "CHAT4ALL_TELEGRAM_API_URL": api_url,
-            # what the killed run held is sent again once its lease runs out
-            "CHAT4ALL_OUTBOX_LEASE": "3",
+            # the default lease (30 s): the restart takes the killed run's rows back at once,
+            # since their holder's pid no longer runs on this host
         }
         self.proc: subprocess.Popen[str] | None = None
         self.stderr = ""

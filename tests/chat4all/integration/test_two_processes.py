@@ -24,14 +24,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat4all.simulator.telegram import TelegramSimulator
-from tests.tgstream.harness import free_port
+from tests.services import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 TOKEN = "777:two-process-test-token"
 CHATS = 20
 PER_CHAT = 50
-LEASE = 6.0
+LEASE = 15.0  # a starved live process keeps its rows; the restart takes the dead one's at once
 """Seconds: the killed process's messages wait this long before a survivor takes them."""
 
 

@@ -5,7 +5,11 @@ first answer), per-conversation FIFO claims with leases, safe with several worke
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -290,6 +294,23 @@ async def test_an_expired_lease_is_recovered_and_claimed_again(store: SqlStore) 
     assert await store.recover(100.0 + LEASE + 1) == 1
     [again] = await store.claim(100.0 + LEASE + 1, 10, worker="survivor", lease=LEASE)
     assert (again.message.id, again.holder) == (m.id, "survivor")
+
+
+async def test_a_dead_local_processs_live_lease_is_recovered_at_start(store: SqlStore) -> None:
+    """A restart on the same host takes its predecessor's rows back at once (that pid no
+    longer runs), not after the lease; a running process's rows stay its own."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    host = socket.gethostname()
+    dead, alive = f"{host}:{gone.stdout.strip()}:0", f"{host}:{os.getpid()}:0"
+    orphan = (await store.accept("t1", req("orphan"), None, 100.0)).message
+    await store.accept("t1", req("kept", recipient="43"), None, 100.0)
+    [first] = await store.claim(100.0, 1, worker=dead, lease=LEASE)
+    [second] = await store.claim(100.0, 1, worker=alive, lease=LEASE)
+    assert (first.message.id, second.message.content.text) == (orphan.id, "kept")
+    assert await store.recover(101.0) == 1  # long before the lease ends; "kept" stays held
+    [again] = await store.claim(101.0, 10, worker="survivor", lease=LEASE)
+    assert again.message.id == orphan.id
 
 
 async def test_a_claim_takes_expired_leases_without_a_recover(store: SqlStore) -> None:

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -33,6 +33,7 @@ from chat4all.adapters.storage.rows import (
 )
 from chat4all.adapters.storage.schema import conversations, messages, outbox, status_events
 from chat4all.adapters.storage.status import Announcer, set_status
+from chat4all.domain.lease import holder_gone
 from chat4all.domain.model import DeliveryStatus, Message, advances
 from chat4all.errors import NotFound
 from chat4all.ports import Origin, OutboxItem, Page
@@ -53,15 +54,28 @@ class Sent:
 
 
 def expire_leases(
-    conn: sa.Connection, table: sa.Table, key: sa.Column[Any], now: float
+    conn: sa.Connection,
+    table: sa.Table,
+    key: sa.Column[Any],
+    now: float,
+    gone: Callable[[str], bool] | None = None,
 ) -> set[Any]:
     """Rows of ``table`` in flight under a lease that ran out, back to pending; their keys.
-    On PostgreSQL rows another transaction has locked are left to it (``SKIP LOCKED``): two
-    claims expiring leases at once never wait for each other, so they never deadlock."""
-    expired = sa.select(key).where(
-        table.c.state == "inflight",
-        sa.or_(table.c.lease_until < now, table.c.lease_until.is_(None)),
-    )
+    With ``gone``, also the rows of the holders it says are gone (a dead process of this host,
+    :func:`~chat4all.domain.lease.holder_gone`), lease or not. On PostgreSQL rows another
+    transaction has locked are left to it (``SKIP LOCKED``): two claims expiring leases at once
+    never wait for each other, so they never deadlock."""
+    lapsed = sa.or_(table.c.lease_until < now, table.c.lease_until.is_(None))
+    if gone is not None:
+        holders = conn.execute(
+            sa.select(table.c.leased_by)
+            .where(table.c.state == "inflight", table.c.leased_by.is_not(None))
+            .distinct()
+        ).scalars()
+        orphans = [h for h in holders if gone(h)]
+        if orphans:
+            lapsed = sa.or_(lapsed, table.c.leased_by.in_(orphans))
+    expired = sa.select(key).where(table.c.state == "inflight", lapsed)
     if conn.dialect.name == "postgresql":
         expired = expired.with_for_update(skip_locked=True)
     done = conn.execute(
@@ -83,7 +97,9 @@ class SqlOutbox:
     # ---- claims and leases ---------------------------------------------------------------------
 
     async def recover(self, now: float) -> int:
-        return len(await self._db.write(expire_leases, outbox, outbox.c.message_id, now))
+        return len(
+            await self._db.write(expire_leases, outbox, outbox.c.message_id, now, holder_gone)
+        )
 
     async def claim(self, now: float, limit: int, *, worker: str, lease: float) -> list[OutboxItem]:
         return await self._db.write(self._claim, now, limit, worker, lease)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from chat4all.adapters.storage.outbox import expire_leases
 from chat4all.adapters.storage.schema import subscriptions, webhook_outbox
 from chat4all.adapters.storage.sql import SqlStore
+from chat4all.domain.lease import holder_gone
 from chat4all.errors import InvalidRequest, NotFound
 
 __all__ = ["WebhookStore", "Subscription", "Delivery", "fanout", "fanout_many", "EVENT_TYPES"]
@@ -153,7 +154,11 @@ class WebhookStore:
 
     async def recover(self, now: float) -> int:
         """Deliveries in flight under a lease that ran out, back to pending; how many."""
-        return len(await self._db.write(expire_leases, webhook_outbox, webhook_outbox.c.id, now))
+        return len(
+            await self._db.write(
+                expire_leases, webhook_outbox, webhook_outbox.c.id, now, holder_gone
+            )
+        )
 
     async def claim(self, now: float, limit: int, *, worker: str, lease: float) -> list[Delivery]:
         """Due deliveries (oldest first), in flight for ``worker`` until ``now + lease``; on
