@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,40 +15,37 @@ import uvicorn
 from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 
-from chat4all.adapters.channels.telegram import TelegramConnector, TelegramPoller
+from chat4all.adapters.channels.runtime import Channels, running_channels
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout_many
 from chat4all.config import Settings
-from chat4all.domain.model import Channel, status_document
+from chat4all.domain.model import status_document
 from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
 from chat4all.entrypoints.tls import Tls
 from chat4all.errors import StoreUnavailable
 from chat4all.metrics import HubMetrics
+from chat4all.plugin import SIMULATOR_ACCOUNT
 from chat4all.ports import OutboxItem
 from chat4all.service_layer.access import Access
-from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.messages import Messages
 from chat4all.service_layer.webhooks import WebhookDispatcher
-from chat4all.simulator.telegram import QuietServer, TelegramSimulator
+from chat4all.simulator.host import QuietServer
 from chat4all.telemetry import tracer_for
 from opskit.lifecycle import sleep_or_stop
-from opskit.logs import MASKER
 
-__all__ = ["Hub", "running_hub", "open_store", "SIMULATOR_ACCOUNT", "SIMULATOR_TOKEN"]
+__all__ = ["Hub", "running_hub", "open_store", "SIMULATOR_ACCOUNT"]
 
 log = logging.getLogger(__name__)
 
 _HOUSEKEEPING_EVERY: Final = 3600.0
-SIMULATOR_ACCOUNT: Final = "sim-bot"
-SIMULATOR_TOKEN: Final = "100000:simulated-bot-token-for-the-embedded-default"
 
 
 @dataclass
@@ -59,14 +55,13 @@ class Hub:
     keys: KeyRing
     messages: Messages
     dispatcher: Dispatcher
-    simulator: TelegramSimulator | None
+    channels: Channels
+    """Every channel's parts, its simulator among them on the embedded default."""
     admin_key: str | None
     """Created on first start of an empty database; shown once."""
     grpc_target: str
     """``host:port`` of the gRPC API."""
     bus: EventBus
-    telegram_secret: str
-    """What Telegram (or the simulator) must send in X-Telegram-Bot-Api-Secret-Token."""
     audit: AuditLog
     webhooks: WebhookStore
     media: MediaLibrary
@@ -123,12 +118,6 @@ async def running_hub(
     admin_key = None
     if not await keys.list():
         admin_key, _ = await keys.create(settings.DEFAULT_TENANT, Role.ADMIN, "first admin key")
-    telegram_secret = (
-        settings.TELEGRAM_WEBHOOK_SECRET.get_secret_value()
-        if settings.TELEGRAM_WEBHOOK_SECRET is not None
-        else secrets.token_urlsafe(24)
-    )
-    MASKER.add(telegram_secret)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
         if tracer is None:
@@ -136,24 +125,7 @@ async def running_hub(
             if provider is not None:
                 stack.callback(provider.shutdown)  # flushes what is still batched
                 log.info("traces go to %s", settings.OTLP_ENDPOINT)
-        simulator: TelegramSimulator | None = None
-        api_url = settings.TELEGRAM_API_URL
-        tokens = {k: bot.token.get_secret_value() for k, bot in settings.TELEGRAM_BOTS.items()}
-        owners = {
-            (Channel.TELEGRAM, k): bot.tenant or settings.DEFAULT_TENANT
-            for k, bot in settings.TELEGRAM_BOTS.items()
-        }
-        if settings.embedded_simulator:
-            simulator = TelegramSimulator(tokens={SIMULATOR_TOKEN})
-            api_url = await stack.enter_async_context(
-                simulator.running(port=settings.SIMULATOR_PORT)
-            )
-            tokens = {SIMULATOR_ACCOUNT: SIMULATOR_TOKEN}
-            owners = {(Channel.TELEGRAM, SIMULATOR_ACCOUNT): settings.DEFAULT_TENANT}
-            log.info("Telegram simulator on %s (account %r)", api_url, SIMULATOR_ACCOUNT)
-        accounts = Accounts(owners)
-        telegram = TelegramConnector(tokens, api_url=api_url, media=media_store)
-        stack.push_async_callback(telegram.close)
+        channels = await stack.enter_async_context(running_channels(settings, media_store))
         metrics = HubMetrics(CollectorRegistry())
         bus = EventBus()
 
@@ -163,14 +135,20 @@ async def running_hub(
 
         dispatcher = Dispatcher(
             store,
-            {Channel.TELEGRAM: telegram},
+            channels.connectors,
             DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS),
             events=metrics,
             on_status=on_status,
             tracer=tracer,
         )
-        messages = Messages(store, tracer=tracer, accounts=accounts, media=media_store)
-        inbound = Inbound(store, bus, accounts)
+        messages = Messages(
+            store,
+            tracer=tracer,
+            accounts=channels.accounts,
+            media=media_store,
+            limits=channels.limits,
+        )
+        inbound = Inbound(store, bus, channels.accounts, channels.receivers)
 
         async def refresh_gauges() -> None:
             metrics.outbox_depth.set(await store.depth())
@@ -198,7 +176,6 @@ async def running_hub(
             dead_letters=store,
             inbound=inbound,
             bus=bus,
-            telegram_secret=telegram_secret,
             webhooks=webhooks,
             tracer=tracer,
             media=media,
@@ -234,11 +211,8 @@ async def running_hub(
         )
         workers += [worker, hooks, keeper]
         pollers = [
-            asyncio.create_task(
-                TelegramPoller(account, token, inbound.telegram_update, api_url=api_url).run(stop),
-                name=f"telegram-poll-{account}",
-            )
-            for account, token in (tokens.items() if settings.TELEGRAM_POLLING else ())
+            asyncio.create_task(poller.run(stop), name=poller.name)
+            for poller in channels.pollers(inbound.received)
         ]
         try:
             while not server.started:
@@ -260,11 +234,10 @@ async def running_hub(
                 keys,
                 messages,
                 dispatcher,
-                simulator,
+                channels,
                 admin_key,
                 grpc_target,
                 bus,
-                telegram_secret,
                 audit,
                 webhooks,
                 media,

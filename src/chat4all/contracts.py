@@ -28,7 +28,6 @@ def openapi_document() -> dict[str, Any]:
         dead_letters=_Unused(),
         inbound=Inbound(_Unused(), bus, lambda _c, _a: ""),  # type: ignore[arg-type]
         bus=bus,
-        telegram_secret="unused",  # noqa: S106 - the document only, never served
         webhooks=_Unused(),  # type: ignore[arg-type]
         media=MediaLibrary(_Unused()),  # type: ignore[arg-type]
     )

@@ -7,12 +7,12 @@ is durable; :class:`Outbox` hands the dispatcher at most one message per convers
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Final, Generic, Protocol, TypeVar
 
-from chat4all.domain.model import Channel, Content, Conversation, Media, Message
+from chat4all.domain.model import Content, Conversation, Media, Message
 
 T = TypeVar("T")
 
@@ -27,12 +27,14 @@ __all__ = [
     "Outbox",
     "Connector",
     "MediaStore",
+    "WebhookRequest",
+    "WebhookReply",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
-    channel: Channel
+    channel: str
     account: str
     recipient: str
     content: Content
@@ -125,7 +127,7 @@ class Outbox(Protocol):
 class Connector(Protocol):
     """One channel's outbound side. Raises ``RetryableDelivery`` or ``PermanentDelivery``."""
 
-    channel: Channel
+    channel: str
 
     async def send(
         self, conversation: Conversation, message: Message, done: tuple[str, ...] = ()
@@ -161,3 +163,23 @@ class MediaStore(Protocol):
     ) -> AbstractAsyncContextManager[tuple[Media, BinaryIO]]:
         """The media and its bytes, readable from the start (``NotFound`` as :meth:`get`)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """A provider's HTTP request to a channel's webhook, as the channel's code reads it."""
+
+    method: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    """Lower-case names."""
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReply:
+    """What the provider is answered."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"

@@ -21,7 +21,6 @@ from chat4all.adapters.storage.keys import Principal
 from chat4all.domain.model import (
     Attachment,
     Button,
-    Channel,
     Content,
     Conversation,
     Location,
@@ -61,10 +60,11 @@ _CODES: Final = {
     RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 _CHANNELS: Final = {
-    pb.TELEGRAM: Channel.TELEGRAM,
-    pb.WHATSAPP: Channel.WHATSAPP,
-    pb.MESSENGER: Channel.MESSENGER,
-    pb.INSTAGRAM: Channel.INSTAGRAM,
+    # the v1 contract's enum, until channels are strings there
+    pb.TELEGRAM: "telegram",
+    pb.WHATSAPP: "whatsapp",
+    pb.MESSENGER: "messenger",
+    pb.INSTAGRAM: "instagram",
 }
 _CHANNEL_IDS: Final = {v: k for k, v in _CHANNELS.items()}
 
@@ -331,7 +331,7 @@ def _message(m: Message) -> pb.Message:
 def _conversation(c: Conversation) -> pb.Conversation:
     return pb.Conversation(
         id=c.id,
-        channel=_CHANNEL_IDS[c.channel],
+        channel=_CHANNEL_IDS.get(c.channel, 0),  # type: ignore[arg-type]
         account=c.account,
         recipient=c.recipient,
         last_message_at=c.last_message_at,

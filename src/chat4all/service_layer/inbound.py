@@ -1,21 +1,16 @@
-"""Use cases on what providers push to us: normalise, deduplicate, store, announce."""
+"""Use cases on what providers push to us: check, normalise (the channel's plugin does both),
+deduplicate, store, announce."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from chat4all.adapters.channels.telegram import parse_update
-from chat4all.domain.model import (
-    Channel,
-    DeliveryStatus,
-    Message,
-    message_document,
-    status_document,
-)
-from chat4all.errors import InvalidRequest
-from chat4all.ports import SendRequest
+from chat4all.domain.model import DeliveryStatus, Message, message_document, status_document
+from chat4all.errors import InvalidRequest, NotFound
+from chat4all.plugin import Received, Receiver
+from chat4all.ports import SendRequest, WebhookReply, WebhookRequest
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.events import EventBus
 
@@ -34,7 +29,7 @@ class InboundStore(Protocol):
 
     async def record_receipt(
         self,
-        channel: Channel,
+        channel: str,
         account: str,
         provider_message_id: str,
         status: DeliveryStatus,
@@ -48,30 +43,48 @@ class Inbound:
         store: InboundStore,
         bus: EventBus,
         accounts: Accounts,
+        receivers: Mapping[str, Receiver] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``receivers``: each channel's webhook side, by channel name."""
         self._store = store
         self._bus = bus
         self._accounts = accounts
+        self._receivers = dict(receivers or {})
         self._clock = clock
 
-    async def telegram_update(self, account: str, update: dict[str, Any]) -> Message | None:
-        """One Bot API update for our ``account``; ``None`` when ignored or already seen.
-        :class:`~chat4all.errors.NotFound` for an account not configured here."""
-        tenant = self._accounts.owner(Channel.TELEGRAM, account)
-        parsed = parse_update(update)
-        if parsed is None:
-            return None
-        request = SendRequest(Channel.TELEGRAM, account, parsed.chat_id, parsed.content)
-        message = await self._store.record_inbound(
-            tenant, request, parsed.update_id, parsed.message_id, self._clock()
-        )
-        if message is not None:
-            self._bus.publish(tenant, "message.inbound", message_document(message))
-        return message
+    async def webhook(self, channel: str, account: str, request: WebhookRequest) -> WebhookReply:
+        """A provider's request to ``channel``'s webhook for our ``account``: :class:`NotFound`
+        for a channel or account not configured here; the channel's
+        :class:`~chat4all.errors.AuthError` (signature, secret) or
+        :class:`~chat4all.errors.InvalidRequest` (body); else what it brought is stored."""
+        receiver = self._receivers.get(channel)
+        if receiver is None:
+            raise NotFound(f"no channel {channel!r} receives here")
+        self._accounts.owner(channel, account)
+        received = await receiver.webhook(account, request)
+        await self.received(channel, account, received)
+        return received.reply
+
+    async def received(self, channel: str, account: str, received: Received) -> list[Message]:
+        """What ``account`` received (from its webhook or a poller): the messages stored now
+        (a repeat of an update already stored is not), and the receipts applied."""
+        tenant = self._accounts.owner(channel, account)
+        stored = []
+        for inbound in received.messages:
+            request = SendRequest(channel, account, inbound.sender, inbound.content)
+            message = await self._store.record_inbound(
+                tenant, request, inbound.update_id, inbound.provider_message_id, self._clock()
+            )
+            if message is not None:
+                self._bus.publish(tenant, "message.inbound", message_document(message))
+                stored.append(message)
+        for receipt in received.receipts:
+            await self.receipt(channel, account, receipt.provider_message_id, receipt.status)
+        return stored
 
     async def receipt(
-        self, channel: Channel, account: str, provider_message_id: str, status: DeliveryStatus
+        self, channel: str, account: str, provider_message_id: str, status: DeliveryStatus
     ) -> Message | None:
         """A provider's delivery or read receipt for a message we sent through ``account``: the
         message when its status moved; ``None`` when it names no message of ours or changes

@@ -24,6 +24,7 @@ from chat4all.config import load_settings
 from chat4all.entrypoints.grpc_server import SERVICE_NAME
 from chat4all.grpc_api.v1 import messages_pb2 as pb
 from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
+from tests.chat4all.channels.telegram_hub import telegram_of
 
 
 @dataclass
@@ -361,7 +362,7 @@ async def test_a_key_over_its_rate_is_told_when_to_retry(hub: Hub, client: Clien
 
 
 async def test_an_upload_is_sent_by_its_media_id_byte_for_byte(hub: Hub, client: Client) -> None:
-    assert hub.admin_key and hub.simulator is not None
+    assert hub.admin_key
     data = b"\x89PNG\r\n\x1a\n" + os.urandom(300_000)
     uploaded = await client.upload(hub.admin_key, data, "dir/pic.png", "image/png")
     assert uploaded.ok and uploaded.data is not None
@@ -377,10 +378,10 @@ async def test_an_upload_is_sent_by_its_media_id_byte_for_byte(hub: Hub, client:
     sent = await client.send(hub.admin_key, "look", media_id=media["id"])
     assert sent.ok, sent.data
     deadline = time.monotonic() + 10
-    while not any(s.method == "sendPhoto" for s in hub.simulator.sent):
+    while not any(s.method == "sendPhoto" for s in telegram_of(hub).sent):
         assert time.monotonic() < deadline, "no sendPhoto"
         await asyncio.sleep(0.02)
-    [photo] = [s for s in hub.simulator.sent if s.method == "sendPhoto"]
+    [photo] = [s for s in telegram_of(hub).sent if s.method == "sendPhoto"]
     assert photo.files["photo"].sha256 == media["sha256"]
 
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from chat4all.adapters.storage import migrate
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.domain.model import Channel, Content
+from chat4all.domain.model import Content
 from chat4all.errors import IdempotencyInFlight
 from chat4all.ports import SendRequest
 
@@ -26,7 +26,7 @@ async def store(postgres_url: str) -> AsyncIterator[SqlStore]:
 
 
 def req(text: str, recipient: str = "42") -> SendRequest:
-    return SendRequest(Channel.TELEGRAM, "bot", recipient, Content(text=text))
+    return SendRequest("telegram", "bot", recipient, Content(text=text))
 
 
 async def test_migrations_reach_the_newest_revision(store: SqlStore) -> None:

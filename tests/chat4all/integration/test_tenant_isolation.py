@@ -15,6 +15,7 @@ import pytest
 from chat4all.adapters.storage.keys import Role
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
 from chat4all.config import load_settings
+from tests.chat4all.channels.telegram_hub import telegram_of
 
 from .test_rest_e2e import body, until
 
@@ -28,8 +29,7 @@ async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
 
 async def owner_objects(hub: Hub, owner: httpx.AsyncClient) -> dict[str, str]:
     """One of everything, owned by the default tenant."""
-    assert hub.simulator is not None
-    hub.simulator.blocked.add("666")
+    telegram_of(hub).blocked.add("666")
     mine = (await owner.post("/v1/messages", json=body("mine"))).json()
     dead = (await owner.post("/v1/messages", json=body("dead", recipient="666"))).json()
     subscription = (
@@ -140,7 +140,7 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             listener = asyncio.create_task(listen())
             await asyncio.sleep(0.2)
             mine = (await owner.post("/v1/messages", json=body("while b listens"))).json()
-            simulator = hub.simulator
+            simulator = telegram_of(hub)
             assert simulator is not None
             await until(lambda: "while b listens" in simulator.texts("42"))
             await asyncio.sleep(0.3)

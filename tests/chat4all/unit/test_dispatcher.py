@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.domain.model import Channel, Content, Conversation, DeliveryStatus, Message
+from chat4all.domain.model import Content, Conversation, DeliveryStatus, Message
 from chat4all.errors import DeliveryError, PermanentDelivery, RetryableDelivery
 from chat4all.metrics import HubMetrics
 from chat4all.ports import OutboxItem, SendRequest
@@ -21,7 +21,7 @@ from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 class Scripted:
     """A connector whose next outcomes per text are scripted; records what went out."""
 
-    channel: Channel = Channel.TELEGRAM
+    channel: str = "telegram"
     script: dict[str, list[DeliveryError]] = field(default_factory=dict)
     delivered: list[str] = field(default_factory=list)
     calls: int = 0
@@ -47,14 +47,14 @@ class Clock:
 
 
 async def send(store: SqlStore, text: str, recipient: str = "42") -> Message:
-    request = SendRequest(Channel.TELEGRAM, "bot", recipient, Content(text=text))
+    request = SendRequest("telegram", "bot", recipient, Content(text=text))
     return (await store.accept("t1", request, None, 1000.0)).message
 
 
 def dispatcher(store: SqlStore, connector: Scripted, clock: Clock, **policy: float) -> Dispatcher:
     return Dispatcher(
         store,
-        {Channel.TELEGRAM: connector},
+        {"telegram": connector},
         DispatchPolicy(**policy),  # type: ignore[arg-type]
         clock=clock,
         rng=random.Random(7),
@@ -183,9 +183,7 @@ class Flaky:
 async def test_a_failed_record_of_a_delivery_is_retried_not_sent_again(store: SqlStore) -> None:
     connector, clock = Scripted(), Clock()
     flaky = Flaky(store, fail_sent=2)
-    d = Dispatcher(
-        flaky, {Channel.TELEGRAM: connector}, DispatchPolicy(record_backoff=0.01), clock=clock
-    )
+    d = Dispatcher(flaky, {"telegram": connector}, DispatchPolicy(record_backoff=0.01), clock=clock)
     message = await send(store, "once")
     await d.round()
     assert connector.delivered == ["once"]  # one provider call despite two failed records
@@ -196,7 +194,7 @@ async def test_a_failed_record_of_a_delivery_is_retried_not_sent_again(store: Sq
 async def test_dispatching_goes_on_after_the_database_fails_a_round(store: SqlStore) -> None:
     connector = Scripted()
     flaky = Flaky(store, fail_claim=1)
-    d = Dispatcher(flaky, {Channel.TELEGRAM: connector}, DispatchPolicy(poll_interval=0.05))
+    d = Dispatcher(flaky, {"telegram": connector}, DispatchPolicy(poll_interval=0.05))
     await send(store, "later")
     stop = asyncio.Event()
     running = asyncio.create_task(d.run(stop))
@@ -217,7 +215,7 @@ async def test_an_outcome_the_store_keeps_refusing_is_recorded_in_a_later_round(
     flaky = Flaky(store, fail_sent=6)
     policy = DispatchPolicy(record_tries=2, record_backoff=0.0)
     metrics = HubMetrics(CollectorRegistry())
-    d = Dispatcher(flaky, {Channel.TELEGRAM: connector}, policy, events=metrics, clock=clock)
+    d = Dispatcher(flaky, {"telegram": connector}, policy, events=metrics, clock=clock)
     message = await send(store, "patience")
     await d.round()  # delivered; two tries to record it fail
     assert (await store.get("t1", message.id)).status is DeliveryStatus.QUEUED

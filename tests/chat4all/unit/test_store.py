@@ -9,13 +9,13 @@ import pytest
 import sqlalchemy as sa
 
 from chat4all.adapters.storage.sql import IDEMPOTENCY_LEASE, SqlStore, messages, outbox
-from chat4all.domain.model import Attachment, Channel, Content, DeliveryStatus
+from chat4all.domain.model import Attachment, Content, DeliveryStatus
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, NotFound
 from chat4all.ports import SendRequest
 
 
 def req(text: str, recipient: str = "42") -> SendRequest:
-    return SendRequest(Channel.TELEGRAM, "bot", recipient, Content(text=text))
+    return SendRequest("telegram", "bot", recipient, Content(text=text))
 
 
 async def test_an_accepted_message_is_queued_with_its_history(store: SqlStore) -> None:

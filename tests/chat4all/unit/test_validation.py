@@ -6,14 +6,14 @@ import math
 
 import pytest
 
-from chat4all.domain.model import Button, Channel, Content, Location, Template
+from chat4all.domain.model import Button, Content, Location, Template
 from chat4all.errors import InvalidRequest
 from chat4all.ports import SendRequest
 from chat4all.service_layer.messages import validate
 
 
 def request(content: Content, recipient: str = "42") -> SendRequest:
-    return SendRequest(Channel.TELEGRAM, "bot", recipient, content)
+    return SendRequest("telegram", "bot", recipient, content)
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,6 @@ from chat4all.adapters.storage import migrate
 from chat4all.domain.model import (
     Attachment,
     Button,
-    Channel,
     Content,
     Conversation,
     DeliveryStatus,
@@ -518,7 +517,7 @@ class SqlStore:
         """The conversation of ``job``, created when new (its ``next_seq`` is bumped by the
         caller)."""
         request = job.request
-        key = (job.tenant, request.channel.value, request.account, request.recipient)
+        key = (job.tenant, request.channel, request.account, request.recipient)
         known = self._conversation_ids.get(key) or learned.get(key)
         if known is None:
             known = _conversation(conn, job.tenant, request, job.now)
@@ -539,7 +538,7 @@ class SqlStore:
             seen = (
                 await conn.execute(
                     sa.select(inbound_updates.c.message_id).where(
-                        inbound_updates.c.channel == request.channel.value,
+                        inbound_updates.c.channel == request.channel,
                         inbound_updates.c.account == request.account,
                         inbound_updates.c.update_id == update_id,
                     )
@@ -557,7 +556,7 @@ class SqlStore:
             )
             await conn.execute(
                 inbound_updates.insert().values(
-                    channel=request.channel.value,
+                    channel=request.channel,
                     account=request.account,
                     update_id=update_id,
                     message_id=message_id,
@@ -573,7 +572,7 @@ class SqlStore:
 
     async def record_receipt(
         self,
-        channel: Channel,
+        channel: str,
         account: str,
         provider_message_id: str,
         status: DeliveryStatus,
@@ -588,7 +587,7 @@ class SqlStore:
             .where(
                 messages.c.provider_message_id == provider_message_id,
                 messages.c.direction == "outbound",
-                conversations.c.channel == channel.value,
+                conversations.c.channel == channel,
                 conversations.c.account == account,
             )
         )
@@ -1012,7 +1011,7 @@ class SqlStore:
 def _conversation(conn: sa.Connection, tenant: str, request: SendRequest, now: float) -> str:
     where = (
         (conversations.c.tenant == tenant)
-        & (conversations.c.channel == request.channel.value)
+        & (conversations.c.channel == request.channel)
         & (conversations.c.account == request.account)
         & (conversations.c.recipient == request.recipient)
     )
@@ -1029,7 +1028,7 @@ def _conversation(conn: sa.Connection, tenant: str, request: SendRequest, now: f
         .values(
             id=_new_id("c_"),
             tenant=tenant,
-            channel=request.channel.value,
+            channel=request.channel,
             account=request.account,
             recipient=request.recipient,
             next_seq=1,
@@ -1119,7 +1118,7 @@ def _to_conversation(row: Any) -> Conversation:
     return Conversation(
         id=row.id,
         tenant=row.tenant,
-        channel=Channel(row.channel),
+        channel=row.channel,
         account=row.account,
         recipient=row.recipient,
         last_message_at=row.last_message_at,
