@@ -6,6 +6,7 @@ The hub's own settings are :class:`Settings`; each channel's are its plugin's mo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from pydantic import Field, FilePath, PrivateAttr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from chat4all.errors import InvalidRequest
 from chat4all.plugin import ChannelPlugin, ChannelSettings
@@ -123,7 +124,7 @@ def load_settings(
 ) -> Settings:
     """The hub's settings and every channel's (``channels``: the installed plugins unless
     given). ``overrides`` as keys without ``CHAT4ALL_``; a channel's keys start with its name
-    (``TELEGRAM_POLLING=True``). :class:`InvalidRequest` names the first bad key."""
+    (``<NAME>_API_URL=...``). :class:`InvalidRequest` names the first bad key."""
     registry = Registry.discover() if channels is None else channels
     mine: dict[str, dict[str, Any]] = {plugin.name: {} for plugin in registry}
     core: dict[str, Any] = {}
@@ -144,6 +145,10 @@ def load_settings(
 def _validated(prefix: str, model: type[_S], env_file: Path | None, values: dict[str, Any]) -> _S:
     try:
         return model(_env_file=env_file, _env_prefix=prefix, **values)
+    except SettingsError as exc:  # a value that is not JSON where JSON is expected
+        field = re.search(r'field "([^"]+)"', str(exc))
+        key = prefix + (field.group(1).upper() if field else "")
+        raise InvalidRequest(f"{key}: not valid JSON", field=key) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         key = prefix + ".".join(str(p) for p in first["loc"]) if first["loc"] else prefix

@@ -96,7 +96,7 @@ class ChannelSettings(BaseSettings):
     """A channel's settings, read from ``CHAT4ALL_<NAME>_*`` (the environment or the settings
     file); a channel's model adds its fields, among them its accounts."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, env_ignore_empty=True)
 
     def accounts(self) -> Mapping[str, AccountSettings]:
         """The configured accounts by name (none: the channel runs against its simulator on the

@@ -31,14 +31,20 @@ class Accounts:
             raise NotFound(f"no {channel} account {account!r} is configured here")
         return tenant
 
-    def check(self, tenant: str, channel: str, account: str) -> None:
-        """Refuse (before accepting) a send through an unknown channel, or an account that is
-        not ``tenant``'s."""
+    def known(self, channel: str) -> str:
+        """``channel`` when this hub carries it; else :class:`InvalidRequest` on ``channel``."""
         if channel not in self._channels:
             raise InvalidRequest(
-                f"no channel {channel!r} here; channels: {', '.join(self._channels)}",
+                f"unknown channel {channel!r}; this hub carries {', '.join(self._channels)} "
+                "(GET /v1/channels lists those your key may use)",
                 field="channel",
             )
+        return channel
+
+    def check(self, tenant: str, channel: str, account: str) -> None:
+        """Refuse (before accepting) a send on an unknown channel (field ``channel``) or through
+        an account that is not ``tenant``'s (field ``account``)."""
+        self.known(channel)
         if self._owners.get((channel, account)) != tenant:
             raise InvalidRequest(
                 f"{channel} account {account!r} is not one of this tenant's accounts; "
@@ -51,10 +57,9 @@ class Accounts:
         return self._channels
 
     def of(self, tenant: str) -> dict[str, tuple[str, ...]]:
-        """``tenant``'s accounts by channel (every channel, sorted; an empty tuple where it has
-        none)."""
-        mine: dict[str, list[str]] = {channel: [] for channel in self._channels}
-        for (channel, account), owner in self._owners.items():
+        """The channels ``tenant`` has accounts on, each with those accounts (sorted)."""
+        mine: dict[str, list[str]] = {}
+        for (channel, account), owner in sorted(self._owners.items()):
             if owner == tenant:
-                mine[channel].append(account)
-        return {channel: tuple(sorted(accounts)) for channel, accounts in mine.items()}
+                mine.setdefault(channel, []).append(account)
+        return {channel: tuple(accounts) for channel, accounts in mine.items()}

@@ -207,7 +207,7 @@ class Messages:
         limits = self._limits.get(channel)
         if limits is None:
             raise InvalidRequest(
-                f"no channel {channel!r} here; channels: {', '.join(sorted(self._limits))}",
+                f"unknown channel {channel!r}; this hub carries {', '.join(sorted(self._limits))}",
                 field="channel",
             )
         return limits

@@ -108,7 +108,24 @@ def test_accounts_know_every_channel_and_each_tenants_accounts() -> None:
         ["telegram", "echo", "whatsapp"],
     )
     assert accounts.channels() == ("echo", "telegram", "whatsapp")
-    assert accounts.of("acme") == {"echo": (), "telegram": ("help", "sales"), "whatsapp": ()}
+    assert accounts.of("acme") == {"telegram": ("help", "sales")}
+    assert accounts.known("echo") == "echo"
     with pytest.raises(InvalidRequest) as refused:
         accounts.check("acme", "fax", "sales")
     assert refused.value.field == "channel"
+
+
+@pytest.mark.parametrize("value", ["{not json", ""])
+def test_accounts_that_are_not_json_name_the_key_and_empty_is_none(
+    tmp_path: Path, value: str
+) -> None:
+    env = tmp_path / "settings.env"
+    env.write_text(f"CHAT4ALL_TELEGRAM_ACCOUNTS={value}\nCHAT4ALL_SIMULATORS=\n")
+    if value:
+        with pytest.raises(InvalidRequest) as caught:
+            load_settings(env)
+        assert caught.value.field == "CHAT4ALL_TELEGRAM_ACCOUNTS"
+    else:  # as the .env.template leaves it
+        settings = load_settings(env)
+        assert telegram(settings).accounts() == {}
+        assert settings.simulators
