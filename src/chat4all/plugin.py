@@ -239,7 +239,8 @@ class ChannelPlugin(Protocol[S]):
 
     def simulated(self, settings: S, api_url: str) -> S:
         """``settings`` for the embedded default: one account, :data:`SIMULATOR_ACCOUNT`,
-        against the simulator served at ``api_url``."""
+        against the simulator served at ``api_url`` (called before the simulator is served,
+        with a placeholder URL, to build it; then again with its URL)."""
         ...
 
     def simulator(self, settings: S) -> Simulator:
