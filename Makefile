@@ -11,8 +11,14 @@ STAMP := $(VENV)/.installed
 # with `pip install --no-index`, so the tests themselves never download anything.
 WHEELHOUSE := .cache/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
+# The contract guards' tools (buf, optic) from npm, pinned by contracts/package-lock.json, in
+# the project (never a global install); their install scripts are not run.
+NODE_TOOLS := .cache/node
+NODE_STAMP := $(NODE_TOOLS)/.installed
+BUF := $(NODE_TOOLS)/node_modules/.bin/buf
+OPTIC := $(NODE_TOOLS)/node_modules/.bin/optic
 
-.PHONY: run test lint typecheck pytest bench bench-chat4all bench-systemd contracts deps system-deps demo clean help
+.PHONY: run test lint typecheck pytest bench bench-chat4all bench-systemd contracts contracts-check contracts-baseline deps system-deps demo clean help
 
 help:
 	@echo "make run    - install what is missing, then run tgstream (preview) and chat4all side by side"
@@ -69,16 +75,38 @@ lint: deps
 typecheck: deps
 	$(BIN)/mypy
 
-pytest: deps $(WHEELHOUSE_STAMP)
+pytest: deps $(WHEELHOUSE_STAMP) $(NODE_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # pytest's exit code 5 (nothing collected) is non-zero, so make fails on it as on any failure.
 test: lint typecheck pytest
 
+$(NODE_STAMP): contracts/package.json contracts/package-lock.json
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: npm is missing (apt-get install npm): the contract checks run buf and optic from npm" >&2; exit 2; fi; \
+	  echo "installing: nodejs npm"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+	fi
+	mkdir -p $(NODE_TOOLS)
+	cp contracts/package.json contracts/package-lock.json $(NODE_TOOLS)/
+	npm ci --prefix $(NODE_TOOLS) --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
 # The committed contracts: the OpenAPI copy and the gRPC code generated from proto/.
 contracts: deps
-	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=src --pyi_out=src --grpc_python_out=src proto/chat4all/grpc_api/v1/messages.proto
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=src --pyi_out=src --grpc_python_out=src proto/chat4all/v1/api.proto
 	$(BIN)/python -m chat4all.contracts docs/chat4all-openapi.json
+
+# What `make test` checks of the contracts (tests/chat4all/contract/test_guards.py), quickly:
+# buf's STANDARD lint, and no breaking change against the baselines in contracts/.
+contracts-check: deps $(NODE_STAMP)
+	$(BUF) lint
+	$(BUF) breaking --against contracts/proto-baseline.json
+	$(OPTIC) diff contracts/openapi-baseline.json docs/chat4all-openapi.json --check
+
+# Only for a new major version of the API: the current contracts become the baselines.
+contracts-baseline: contracts $(NODE_STAMP)
+	$(BUF) build --exclude-source-info -o -#format=json | $(BIN)/python -m json.tool --indent 1 > contracts/proto-baseline.json
+	cp docs/chat4all-openapi.json contracts/openapi-baseline.json
 
 bench: deps
 	$(BIN)/python -m bench

@@ -36,8 +36,8 @@ from tests.tgstream.harness import free_port
 
 from bench.http_load import Pool, post_head
 from chat4all.adapters.channels.telegram import SIMULATOR_TOKEN
-from chat4all.grpc_api.v1 import messages_pb2 as pb
-from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
+from chat4all.v1 import api_pb2 as pb
+from chat4all.v1 import api_pb2_grpc as pb_grpc
 
 SECONDS = 10.0
 RATE = 500
@@ -214,14 +214,14 @@ async def _rest(url: str, key: str) -> dict[str, float]:
 async def _grpc(target: str, key: str, url: str) -> dict[str, float]:
     await _drained(url)  # what REST left is not gRPC's to carry
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.MessagesStub(channel)
+        stub = pb_grpc.Chat4AllServiceStub(channel)
         metadata = (("authorization", f"Bearer {key}"),)
 
         async def send(n: int) -> None:
             b = _body(n)
-            await stub.Send(
-                pb.SendRequest(
-                    channel=pb.TELEGRAM,
+            await stub.SendMessage(
+                pb.SendMessageRequest(
+                    channel="telegram",
                     account=b["account"],
                     recipient=b["recipient"],
                     content=pb.Content(text=b["content"]["text"]),

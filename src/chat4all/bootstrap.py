@@ -25,12 +25,14 @@ from chat4all.config import Settings
 from chat4all.domain.model import status_document
 from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
+from chat4all.entrypoints.services import Services
 from chat4all.entrypoints.tls import Tls
 from chat4all.errors import StoreUnavailable
 from chat4all.metrics import HubMetrics
 from chat4all.plugin import SIMULATOR_ACCOUNT
 from chat4all.ports import OutboxItem
 from chat4all.service_layer.access import Access
+from chat4all.service_layer.dead_letters import DeadLetters
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
@@ -166,19 +168,19 @@ async def running_hub(
 
         audit = AuditLog(store)
         access = Access(keys, audit, per_key=settings.RATE_PER_KEY, global_=settings.RATE_GLOBAL)
-        app = create_app(
-            messages,
-            access,
-            ready,
-            on_accepted=dispatcher.wake,
-            metrics=metrics,
-            refresh_gauges=refresh_gauges,
-            dead_letters=store,
+        services = Services(
+            messages=messages,
+            access=access,
+            accounts=channels.accounts,
+            dead_letters=DeadLetters(store, dispatcher.wake),
+            subscriptions=webhooks,
             inbound=inbound,
             bus=bus,
-            webhooks=webhooks,
-            tracer=tracer,
             media=media,
+            wake=dispatcher.wake,
+        )
+        app = create_app(
+            services, ready=ready, metrics=metrics, refresh_gauges=refresh_gauges, tracer=tracer
         )
         server = QuietServer(
             uvicorn.Config(
@@ -192,14 +194,10 @@ async def running_hub(
             )
         )
         grpc_server, grpc_port = await start_grpc(
-            messages,
-            access,
+            services,
             f"{settings.HOST}:{settings.GRPC_PORT}",
-            on_accepted=dispatcher.wake,
-            bus=bus,
             metrics=metrics,
             tracer=tracer,
-            media=media,
             credentials=tls.grpc() if tls is not None else None,
         )
         stack.push_async_callback(grpc_server.stop, 5)

@@ -1,18 +1,20 @@
-"""chat4all's exceptions; entrypoints map each to one HTTP status and one gRPC code.
+"""chat4all's exceptions. What a caller sees for each (a REST status and a gRPC code) is one
+table, :mod:`chat4all.entrypoints.error_codes`.
 
 ::
 
-    Chat4AllError                    every error a client or operator can see
-    ├── InvalidRequest      422      bad input; ``field`` names where
-    ├── IdempotencyConflict 422      the same Idempotency-Key with a different body
-    ├── IdempotencyInFlight 409      the first request with that key is still running
-    ├── NotFound            404      no such resource for this tenant
-    ├── AuthError           401      no or unknown API key
-    ├── PermissionDenied    403      the key's role may not do this
-    ├── RateLimited         429      over the key's (or the global) rate; ``retry_after`` seconds
-    └── DeliveryError                a connector failed to deliver (never reaches a client)
-        ├── RetryableDelivery        try again (after ``retry_after`` when the provider says)
-        └── PermanentDelivery        give up: the message fails with this reason
+    Chat4AllError              every error a client or operator can see
+    ├── InvalidRequest         bad input; ``field`` names where
+    ├── IdempotencyConflict    the same Idempotency-Key with a different body
+    ├── IdempotencyInFlight    the first request with that key is still running
+    ├── NotFound               no such resource for this tenant
+    ├── AuthError              no or unknown API key
+    ├── PermissionDenied       the key's role may not do this
+    ├── RateLimited            over the key's (or the global) rate; ``retry_after`` seconds
+    ├── StoreUnavailable       the database cannot be opened or migrated
+    └── DeliveryError          a connector failed to deliver (never reaches a client)
+        ├── RetryableDelivery  try again (after ``retry_after`` when the provider says)
+        └── PermanentDelivery  give up: the message fails with this reason
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "AuthError",
     "PermissionDenied",
     "RateLimited",
+    "StoreUnavailable",
     "DeliveryError",
     "RetryableDelivery",
     "PermanentDelivery",
@@ -33,13 +36,11 @@ __all__ = [
 
 
 class Chat4AllError(Exception):
-    status = 500
-    code = "internal"
+    """Every error a client or operator can see."""
 
 
 class InvalidRequest(Chat4AllError):
-    status = 422
-    code = "invalid_argument"
+    """Bad input; ``field`` names where."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -47,33 +48,27 @@ class InvalidRequest(Chat4AllError):
 
 
 class IdempotencyConflict(Chat4AllError):
-    status = 422
-    code = "idempotency_conflict"
+    """The same Idempotency-Key with a different body."""
 
 
 class IdempotencyInFlight(Chat4AllError):
-    status = 409
-    code = "idempotency_in_flight"
+    """The first request with this Idempotency-Key is still running."""
 
 
 class NotFound(Chat4AllError):
-    status = 404
-    code = "not_found"
+    """No such resource for this tenant."""
 
 
 class AuthError(Chat4AllError):
-    status = 401
-    code = "unauthenticated"
+    """No API key, or an unknown or revoked one."""
 
 
 class PermissionDenied(Chat4AllError):
-    status = 403
-    code = "permission_denied"
+    """The key's role may not do this."""
 
 
 class RateLimited(Chat4AllError):
-    status = 429
-    code = "rate_limited"
+    """Over the key's (or the global) rate; ``retry_after`` seconds."""
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
@@ -82,9 +77,6 @@ class RateLimited(Chat4AllError):
 
 class StoreUnavailable(Chat4AllError):
     """The database cannot be opened or migrated; the message says which and why."""
-
-    status = 503
-    code = "unavailable"
 
 
 class DeliveryError(Chat4AllError):

@@ -167,7 +167,7 @@ class MediaStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class WebhookRequest:
-    """A provider's HTTP request to a channel's webhook, as the channel's code reads it."""
+    """A provider's call to our inbound webhook, as received (the entrypoint parses nothing)."""
 
     method: str
     query: Mapping[str, str]
@@ -178,7 +178,7 @@ class WebhookRequest:
 
 @dataclass(frozen=True, slots=True)
 class WebhookReply:
-    """What the provider is answered."""
+    """What the provider gets back."""
 
     status: int
     body: bytes

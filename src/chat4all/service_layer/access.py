@@ -14,10 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from chat4all.adapters.storage.keys import KeyRing, Principal
+from chat4all.domain.access import Principal
 from chat4all.errors import AuthError, PermissionDenied, RateLimited
 
-__all__ = ["Access", "TokenBucket", "AuditTrail"]
+__all__ = ["Access", "TokenBucket", "AuditTrail", "Keys"]
+
+
+class Keys(Protocol):
+    """Where API keys are kept (``KeyRing`` over the database)."""
+
+    async def authenticate(self, presented: str | None) -> Principal:
+        """The key's principal; :class:`AuthError` for a missing, malformed, unknown or revoked
+        key."""
+        ...
 
 
 class AuditTrail(Protocol):
@@ -47,7 +56,7 @@ class TokenBucket:
 class Access:
     def __init__(
         self,
-        keys: KeyRing,
+        keys: Keys,
         audit: AuditTrail | None = None,
         *,
         per_key: int = 100,

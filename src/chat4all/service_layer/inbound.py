@@ -58,10 +58,10 @@ class Inbound:
         for a channel or account not configured here; the channel's
         :class:`~chat4all.errors.AuthError` (signature, secret) or
         :class:`~chat4all.errors.InvalidRequest` (body); else what it brought is stored."""
+        self._accounts.owner(channel, account)
         receiver = self._receivers.get(channel)
         if receiver is None:
-            raise NotFound(f"no channel {channel!r} receives here")
-        self._accounts.owner(channel, account)
+            raise NotFound(f"the {channel} channel takes no webhook calls here")
         received = await receiver.webhook(account, request)
         await self.received(channel, account, received)
         return received.reply

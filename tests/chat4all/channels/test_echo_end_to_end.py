@@ -20,10 +20,10 @@ from chat4all.adapters.channels.telegram import CHANNEL as TELEGRAM
 from chat4all.bootstrap import Hub, running_hub
 from chat4all.config import load_settings
 from chat4all.contracts import openapi_document
-from chat4all.grpc_api.v1 import messages_pb2 as pb
-from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
 from chat4all.plugin import SIMULATOR_ACCOUNT
 from chat4all.registry import Registry
+from chat4all.v1 import api_pb2 as pb
+from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.channels import echo
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -58,6 +58,15 @@ async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
     return found
 
 
+async def status_of(client: httpx.AsyncClient, message_id: str, status: str) -> dict[str, Any]:
+    """The message once it reached ``status``."""
+    deadline = time.monotonic() + 10
+    while (message := (await client.get(f"/v1/messages/{message_id}")).json())["status"] != status:
+        assert time.monotonic() < deadline, f"{message_id} stayed {message['status']}"
+        await asyncio.sleep(0.02)
+    return dict(message)
+
+
 def test_the_committed_contracts_do_not_know_the_echo_channel() -> None:
     committed = json.loads((ROOT / "docs" / "chat4all-openapi.json").read_text())
     assert committed == openapi_document()
@@ -65,9 +74,6 @@ def test_the_committed_contracts_do_not_know_the_echo_channel() -> None:
     assert all("echo" not in p.read_text().lower() for p in PROTO.rglob("*.proto"))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the v1 contracts take a channel as a string once the API change lands"
-)
 async def test_the_echo_channel_end_to_end_over_rest_and_grpc(hub: Hub) -> None:
     simulator = echo_of(hub)
     auth = {"Authorization": f"Bearer {hub.admin_key}"}
@@ -83,13 +89,7 @@ async def test_the_echo_channel_end_to_end_over_rest_and_grpc(hub: Hub) -> None:
         assert answer.status_code == 202, answer.text
         message_id = answer.json()["id"]
         await until(lambda: simulator.texts("5511999990000") == ["hello echo"])
-        sent = await until(
-            lambda: (
-                (m := httpx.get(f"{hub.url}/v1/messages/{message_id}", headers=auth).json())
-                and m["status"] == "sent"
-                and m
-            )
-        )
+        sent = await status_of(client, message_id, "sent")
         # its limits are the plugin's
         too_long = await client.post("/v1/messages", json=body | {"content": {"text": "x" * 501}})
         assert too_long.status_code == 422
@@ -123,24 +123,30 @@ async def test_the_echo_channel_end_to_end_over_rest_and_grpc(hub: Hub) -> None:
         )
         refused = await client.post(webhook, content=forged.body, headers=dict(forged.headers))
         assert refused.status_code == 401
+        listed = (await client.get("/v1/channels")).json()["items"]
+        assert {c["name"]: c["accounts"] for c in listed}["echo"] == [SIMULATOR_ACCOUNT]
         [conversation] = (await client.get("/v1/conversations")).json()["items"]
         assert conversation["channel"] == "echo"
         texts = (await client.get(f"/v1/conversations/{conversation['id']}/messages")).json()
         assert [m["content"]["text"] for m in texts["items"]] == ["hello echo", "hi hub"]
-        read = (await client.get(f"/v1/messages/{message_id}")).json()
-        assert read["status"] == "read"
+        await status_of(client, message_id, "read")
 
-    # out over gRPC
+    # over gRPC: listed, sent, delivered, its conversation named by its string
+    metadata = (("authorization", f"Bearer {hub.admin_key}"),)
     async with grpc.aio.insecure_channel(hub.grpc_target) as channel:
-        stub = pb_grpc.MessagesStub(channel)
-        reply = await stub.Send(
-            pb.SendRequest(
-                channel="echo",  # type: ignore[arg-type]
+        stub = pb_grpc.Chat4AllServiceStub(channel)  # type: ignore[no-untyped-call]
+        listed = await stub.ListChannels(pb.ListChannelsRequest(), metadata=metadata)
+        assert {c.name: list(c.accounts) for c in listed.items}["echo"] == [SIMULATOR_ACCOUNT]
+        reply = await stub.SendMessage(
+            pb.SendMessageRequest(
+                channel="echo",
                 account=SIMULATOR_ACCOUNT,
                 recipient="5511999990000",
                 content=pb.Content(text="over grpc"),
             ),
-            metadata=(("authorization", f"Bearer {hub.admin_key}"),),
+            metadata=metadata,
         )
         assert reply.message.id
-    await until(lambda: simulator.texts("5511999990000") == ["hello echo", "over grpc"])
+        await until(lambda: simulator.texts("5511999990000") == ["hello echo", "over grpc"])
+        threads = await stub.ListConversations(pb.ListConversationsRequest(), metadata=metadata)
+        assert [c.channel for c in threads.items] == ["echo"]

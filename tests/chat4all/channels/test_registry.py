@@ -28,14 +28,6 @@ from tests.tgstream.harness import free_port
 SRC = Path(chat4all.__file__).parent
 CHANNEL_PACKAGES = ("adapters/channels/",)
 NAMES = re.compile(r"telegram|whatsapp|messenger|instagram", re.IGNORECASE)
-PENDING_CONTRACT_CHANGE = {
-    # The v1 contracts still list the channels as an enum until the contract change lands:
-    # remove each entry when its module no longer names one (the test says when).
-    "entrypoints/rest.py",
-    "entrypoints/grpc_server.py",
-    "grpc_api/v1/messages_pb2.py",
-    "grpc_api/v1/messages_pb2.pyi",
-}
 
 
 def test_no_module_outside_the_channel_packages_names_a_channel() -> None:
@@ -46,8 +38,7 @@ def test_no_module_outside_the_channel_packages_names_a_channel() -> None:
         and not path.relative_to(SRC).as_posix().startswith(CHANNEL_PACKAGES)
         and NAMES.search(path.read_text())
     }
-    assert naming - PENDING_CONTRACT_CHANGE == set(), "the core names a channel"
-    assert PENDING_CONTRACT_CHANGE - naming == set(), "no longer names one: drop it from the list"
+    assert naming == set(), "the core names a channel"
 
 
 def test_installed_channels_are_found_through_their_entry_points() -> None:

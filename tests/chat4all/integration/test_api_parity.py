@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,12 +18,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from chat4all.adapters.storage.keys import Role
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
 from chat4all.config import load_settings
+from chat4all.domain.access import Role
 from chat4all.entrypoints.grpc_server import SERVICE_NAME
-from chat4all.grpc_api.v1 import messages_pb2 as pb
-from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
+from chat4all.v1 import api_pb2 as pb
+from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.channels.telegram_hub import telegram_of
 
 
@@ -61,6 +61,18 @@ class Client(Protocol):
 
     async def conversations(self, key: str, cursor: str | None, limit: int) -> Outcome: ...
 
+    async def dead_letters(self, key: str) -> Outcome: ...
+
+    async def replay(self, key: str, message_id: str) -> Outcome: ...
+
+    async def subscribe(self, key: str, url: str, events: list[str]) -> Outcome: ...
+
+    async def subscriptions(self, key: str) -> Outcome: ...
+
+    async def unsubscribe(self, key: str, subscription_id: str) -> Outcome: ...
+
+    async def channels(self, key: str) -> Outcome: ...
+
 
 REST_ERRORS = {
     401: "UNAUTHENTICATED",
@@ -87,7 +99,9 @@ class Rest:
     def _outcome(self, answer: httpx.Response) -> Outcome:
         if answer.status_code < 300:
             return Outcome(
-                True, data=answer.json(), replayed="Idempotent-Replayed" in answer.headers
+                True,
+                data=answer.json() if answer.content else {},
+                replayed="Idempotent-Replayed" in answer.headers,
             )
         if answer.status_code == 429:
             assert int(answer.headers["Retry-After"]) >= 1
@@ -145,6 +159,27 @@ class Rest:
         params: dict[str, Any] = {"limit": limit} | ({"cursor": cursor} if cursor else {})
         return self._outcome(await self._call("GET", "/v1/conversations", key, params=params))
 
+    async def dead_letters(self, key: str) -> Outcome:
+        return self._outcome(await self._call("GET", "/v1/dead-letters", key))
+
+    async def replay(self, key: str, message_id: str) -> Outcome:
+        return self._outcome(await self._call("POST", f"/v1/dead-letters/{message_id}/replay", key))
+
+    async def subscribe(self, key: str, url: str, events: list[str]) -> Outcome:
+        body = {"url": url, "events": events}
+        return self._outcome(await self._call("POST", "/v1/subscriptions", key, json=body))
+
+    async def subscriptions(self, key: str) -> Outcome:
+        return self._outcome(await self._call("GET", "/v1/subscriptions", key))
+
+    async def unsubscribe(self, key: str, subscription_id: str) -> Outcome:
+        return self._outcome(
+            await self._call("DELETE", f"/v1/subscriptions/{subscription_id}", key)
+        )
+
+    async def channels(self, key: str) -> Outcome:
+        return self._outcome(await self._call("GET", "/v1/channels", key))
+
 
 class Grpc:
     def __init__(self, target: str) -> None:
@@ -152,38 +187,14 @@ class Grpc:
 
     async def _call(self, name: str, request: Any, key: str) -> Outcome:
         async with grpc.aio.insecure_channel(self.target) as channel:
-            stub = pb_grpc.MessagesStub(channel)
+            stub = pb_grpc.Chat4AllServiceStub(channel)
             try:
                 reply = await getattr(stub, name)(
                     request, metadata=(("authorization", f"Bearer {key}"),)
                 )
             except grpc.aio.AioRpcError as exc:
                 return Outcome(False, exc.code().name, {"details": exc.details()})
-        if isinstance(reply, pb.SendReply):
-            return Outcome(True, data=_dict(reply.message), replayed=reply.replayed)
-        if isinstance(reply, pb.ListMessagesReply):
-            return Outcome(
-                True,
-                data={
-                    "items": [_dict(m) for m in reply.items],
-                    "next_cursor": reply.next_cursor if reply.HasField("next_cursor") else None,
-                },
-            )
-        if isinstance(reply, pb.ListConversationsReply):
-            return Outcome(
-                True,
-                data={
-                    "items": [
-                        {"id": c.id, "account": c.account, "recipient": c.recipient}
-                        for c in reply.items
-                    ],
-                    "next_cursor": reply.next_cursor if reply.HasField("next_cursor") else None,
-                },
-            )
-        if isinstance(reply, pb.Media):
-            fields = ("id", "filename", "mime_type", "size", "sha256", "kind")
-            return Outcome(True, data={f: getattr(reply, f) for f in fields})
-        return Outcome(True, data=_dict(reply))
+        return Outcome(True, data=_reply(reply), replayed=getattr(reply, "replayed", False))
 
     async def send(
         self,
@@ -195,16 +206,15 @@ class Grpc:
         channel: str = "telegram",
         media_id: str | None = None,
     ) -> Outcome:
-        kinds = {"telegram": pb.TELEGRAM, "fax": pb.CHANNEL_UNSPECIFIED}
         attachments = [pb.Attachment(media_id=media_id)] if media_id is not None else []
-        request = pb.SendRequest(
-            channel=kinds[channel],
+        request = pb.SendMessageRequest(
+            channel=channel,
             account=SIMULATOR_ACCOUNT,
             recipient=recipient,
             content=pb.Content(text=text, attachments=attachments),
             idempotency_key=idem,
         )
-        return await self._call("Send", request, key)
+        return await self._call("SendMessage", request, key)
 
     async def upload(
         self, key: str, data: bytes, filename: str, mime_type: str | None = None
@@ -219,8 +229,10 @@ class Grpc:
         self, key: str, conversation_id: str, cursor: str | None, limit: int
     ) -> Outcome:
         return await self._call(
-            "ListMessages",
-            pb.ListMessagesRequest(conversation_id=conversation_id, cursor=cursor, limit=limit),
+            "ListConversationMessages",
+            pb.ListConversationMessagesRequest(
+                conversation_id=conversation_id, cursor=cursor, limit=limit
+            ),
             key,
         )
 
@@ -228,6 +240,61 @@ class Grpc:
         return await self._call(
             "ListConversations", pb.ListConversationsRequest(cursor=cursor, limit=limit), key
         )
+
+    async def dead_letters(self, key: str) -> Outcome:
+        return await self._call("ListDeadLetters", pb.ListDeadLettersRequest(), key)
+
+    async def replay(self, key: str, message_id: str) -> Outcome:
+        request = pb.ReplayDeadLetterRequest(message_id=message_id)
+        return await self._call("ReplayDeadLetter", request, key)
+
+    async def subscribe(self, key: str, url: str, events: list[str]) -> Outcome:
+        request = pb.CreateSubscriptionRequest(url=url, events=events)
+        return await self._call("CreateSubscription", request, key)
+
+    async def subscriptions(self, key: str) -> Outcome:
+        return await self._call("ListSubscriptions", pb.ListSubscriptionsRequest(), key)
+
+    async def unsubscribe(self, key: str, subscription_id: str) -> Outcome:
+        request = pb.DeleteSubscriptionRequest(subscription_id=subscription_id)
+        return await self._call("DeleteSubscription", request, key)
+
+    async def channels(self, key: str) -> Outcome:
+        return await self._call("ListChannels", pb.ListChannelsRequest(), key)
+
+
+def _page(reply: Any, item: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """A paged response as REST writes it."""
+    page: dict[str, Any] = {"items": [item(i) for i in reply.items]}
+    if hasattr(reply, "next_cursor"):
+        page["next_cursor"] = reply.next_cursor if reply.HasField("next_cursor") else None
+    return page
+
+
+def _subscription(s: pb.Subscription) -> dict[str, Any]:
+    return {"id": s.id, "url": s.url, "events": list(s.events)}
+
+
+def _reply(reply: Any) -> dict[str, Any]:
+    """A gRPC response as the REST answer's data the scenarios read."""
+    if isinstance(reply, pb.ListConversationsResponse):
+        return _page(reply, lambda c: {"id": c.id, "account": c.account, "recipient": c.recipient})
+    if isinstance(reply, pb.ListConversationMessagesResponse):
+        return _page(reply, _dict)
+    if isinstance(reply, pb.ListDeadLettersResponse):
+        return _page(reply, lambda d: {"message": _dict(d.message), "error": d.error})
+    if isinstance(reply, pb.ListSubscriptionsResponse):
+        return _page(reply, _subscription)
+    if isinstance(reply, pb.ListChannelsResponse):
+        return _page(reply, lambda c: {"name": c.name, "accounts": list(c.accounts)})
+    if isinstance(reply, pb.CreateSubscriptionResponse):
+        return {**_subscription(reply.subscription), "secret": reply.secret}
+    if isinstance(reply, pb.UploadMediaResponse):
+        fields = ("id", "filename", "mime_type", "size", "sha256", "kind")
+        return {f: getattr(reply.media, f) for f in fields}
+    if isinstance(reply, pb.DeleteSubscriptionResponse):
+        return {}
+    return _dict(reply.message)  # SendMessage, GetMessage, ReplayDeadLetter
 
 
 def _dict(message: pb.Message) -> dict[str, Any]:
@@ -436,3 +503,73 @@ async def test_bounds_hold_the_same_over_both_transports(
     assert (refused.ok, refused.error) == (False, "INVALID_ARGUMENT")
     assert field in str(refused.data)
     assert (await client.send(hub.admin_key, "fine", recipient="x" * 128)).ok
+
+
+async def test_dead_letters_are_listed_and_replayed_alike(hub: Hub, client: Client) -> None:
+    assert hub.admin_key
+    telegram_of(hub).blocked.add("666")  # the bot is blocked there: a permanent failure
+    sent = await client.send(hub.admin_key, "doomed", recipient="666")
+    assert sent.ok and sent.data is not None
+    deadline = time.monotonic() + 10
+    while True:
+        listed = await client.dead_letters(hub.admin_key)
+        assert listed.ok and listed.data is not None
+        if listed.data["items"]:
+            break
+        assert time.monotonic() < deadline, "the message never reached the dead letters"
+        await asyncio.sleep(0.02)
+    [dead] = listed.data["items"]
+    assert dead["message"]["id"] == sent.data["id"]
+    assert dead["error"]
+    reader, _ = await hub.keys.create("default", Role.READER)
+    stranger, _ = await hub.keys.create("tenant-b", Role.ADMIN)
+    assert (await client.dead_letters(reader)).error == "PERMISSION_DENIED"
+    assert (await client.replay(stranger, sent.data["id"])).error == "NOT_FOUND"
+    telegram_of(hub).blocked.discard("666")
+    replayed = await client.replay(hub.admin_key, sent.data["id"])
+    assert replayed.ok and replayed.data is not None
+    assert (replayed.data["id"], replayed.data["status"]) == (sent.data["id"], "queued")
+    assert (await client.replay(hub.admin_key, sent.data["id"])).error == "NOT_FOUND"
+    while "doomed" not in telegram_of(hub).texts("666"):
+        assert time.monotonic() < deadline + 10, "the replayed message was not delivered"
+        await asyncio.sleep(0.02)
+
+
+async def test_subscriptions_are_created_listed_and_deleted_alike(hub: Hub, client: Client) -> None:
+    assert hub.admin_key
+    made = await client.subscribe(hub.admin_key, "http://127.0.0.1:9/hook", ["message.status"])
+    assert made.ok and made.data is not None
+    assert str(made.data["secret"]).startswith("whsec_")
+    listed = await client.subscriptions(hub.admin_key)
+    assert listed.ok and listed.data is not None
+    assert [{k: s[k] for k in ("id", "url", "events")} for s in listed.data["items"]] == [
+        {"id": made.data["id"], "url": "http://127.0.0.1:9/hook", "events": ["message.status"]}
+    ]
+    assert all("secret" not in s for s in listed.data["items"])
+    bad = await client.subscribe(hub.admin_key, "http://127.0.0.1:9/hook", ["message.typo"])
+    assert (bad.ok, bad.error) == (False, "INVALID_ARGUMENT")
+    assert "events" in str(bad.data)
+    sender, _ = await hub.keys.create("default", Role.SENDER)
+    assert (await client.subscriptions(sender)).error == "PERMISSION_DENIED"
+    stranger, _ = await hub.keys.create("tenant-b", Role.ADMIN)
+    assert (await client.unsubscribe(stranger, made.data["id"])).error == "NOT_FOUND"
+    assert (await client.unsubscribe(hub.admin_key, made.data["id"])).ok
+    assert (await client.unsubscribe(hub.admin_key, made.data["id"])).error == "NOT_FOUND"
+    after = await client.subscriptions(hub.admin_key)
+    assert after.data == {"items": []}
+
+
+async def test_channels_list_the_keys_own_accounts(hub: Hub, client: Client) -> None:
+    assert hub.admin_key
+    reader, _ = await hub.keys.create("default", Role.READER)
+    stranger, _ = await hub.keys.create("tenant-b", Role.READER)
+    mine = await client.channels(reader)
+    assert mine.ok and mine.data is not None
+    by_name = {c["name"]: c["accounts"] for c in mine.data["items"]}
+    assert by_name["telegram"] == [SIMULATOR_ACCOUNT]
+    assert [c["name"] for c in mine.data["items"]] == sorted(by_name)
+    theirs = await client.channels(stranger)
+    assert theirs.ok and theirs.data is not None
+    assert {c["name"] for c in theirs.data["items"]} == set(by_name)
+    assert all(c["accounts"] == [] for c in theirs.data["items"])
+    assert (await client.channels("c4a_bad_key")).error == "UNAUTHENTICATED"

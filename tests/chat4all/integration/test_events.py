@@ -14,9 +14,9 @@ import pytest
 
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
 from chat4all.config import load_settings
-from chat4all.grpc_api.v1 import messages_pb2 as pb
-from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
 from chat4all.service_layer.events import QUEUE, EventBus
+from chat4all.v1 import api_pb2 as pb
+from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.channels.telegram_hub import telegram_of, webhook_secret
 
 
@@ -78,12 +78,12 @@ async def test_status_events_reach_sse_and_grpc_streams(hub: Hub) -> None:
 
     async def grpc_stream() -> None:
         async with grpc.aio.insecure_channel(hub.grpc_target) as channel:
-            stub = pb_grpc.MessagesStub(channel)
+            stub = pb_grpc.Chat4AllServiceStub(channel)
             call = stub.StreamEvents(
                 pb.StreamEventsRequest(), metadata=(("authorization", f"Bearer {hub.admin_key}"),)
             )
             async for event in call:
-                streamed.append(event)
+                streamed.append(event.event)
                 return
 
     streamer = asyncio.create_task(grpc_stream())

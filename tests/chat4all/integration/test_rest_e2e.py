@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chat4all.adapters.storage.keys import Role
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
 from chat4all.config import load_settings
+from chat4all.domain.access import Role
 from tests.chat4all.channels.telegram_hub import telegram_of
 
 

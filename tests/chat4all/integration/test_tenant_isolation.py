@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from chat4all.adapters.storage.keys import Role
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
 from chat4all.config import load_settings
+from chat4all.domain.access import Role
 from tests.chat4all.channels.telegram_hub import telegram_of
 
 from .test_rest_e2e import body, until
@@ -123,6 +123,10 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             owners = (await owner.get("/v1/subscriptions")).json()["items"]
             assert ids["subscription"] in {s["id"] for s in owners}
 
+        async def list_channels() -> None:
+            listed = (await stranger.get("/v1/channels")).json()["items"]
+            assert listed and all(c["accounts"] == [] for c in listed)
+
         async def upload() -> None:
             made = await stranger.post("/v1/media", files={"file": ("b.txt", b"b's")})
             assert made.status_code == 201
@@ -160,6 +164,7 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             "DELETE /v1/subscriptions/{subscription_id}": [unsubscribe],
             "POST /v1/media": [upload],
             "GET /v1/events": [events],
+            "GET /v1/channels": [list_channels],
         }
         assert set(checks) == secured, "a new secured route needs its cross-tenant check here"
         for operation in sorted(checks):

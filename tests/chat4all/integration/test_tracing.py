@@ -24,10 +24,10 @@ from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
 from chat4all.config import load_settings
 from chat4all.domain.model import Content
 from chat4all.entrypoints.grpc_server import SERVICE_NAME
-from chat4all.grpc_api.v1 import messages_pb2 as pb
-from chat4all.grpc_api.v1 import messages_pb2_grpc as pb_grpc
 from chat4all.ports import Origin, SendRequest
 from chat4all.telemetry import NO_TRACER, tracer_for
+from chat4all.v1 import api_pb2 as pb
+from chat4all.v1 import api_pb2_grpc as pb_grpc
 from opskit.logs import setup_logging
 
 from .test_rest_e2e import body, until
@@ -146,10 +146,10 @@ async def test_a_grpc_send_continues_the_callers_trace_and_returns_the_request_i
         ("x-request-id", "grpc-7"),
     )
     async with grpc.aio.insecure_channel(hub.grpc_target) as channel:
-        stub = pb_grpc.MessagesStub(channel)
-        call = stub.Send(
-            pb.SendRequest(
-                channel=pb.TELEGRAM,
+        stub = pb_grpc.Chat4AllServiceStub(channel)
+        call = stub.SendMessage(
+            pb.SendMessageRequest(
+                channel="telegram",
                 account=SIMULATOR_ACCOUNT,
                 recipient="7",
                 content=pb.Content(text="over grpc"),
@@ -165,7 +165,7 @@ async def test_a_grpc_send_continues_the_callers_trace_and_returns_the_request_i
         assert caught.value.code() is grpc.StatusCode.NOT_FOUND
         await until(lambda: bool(named(spans, "deliver message")))
 
-    (server,) = named(spans, f"{SERVICE_NAME}/Send")
+    (server,) = named(spans, f"{SERVICE_NAME}/SendMessage")
     (deliver,) = named(spans, "deliver message")
     assert trace_of(server) == trace_of(deliver) == TRACE_ID
     assert parent_of(server) == int(CALLER_SPAN, 16)

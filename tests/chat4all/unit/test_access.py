@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from chat4all.adapters.storage.audit import AuditLog, audit_log
-from chat4all.adapters.storage.keys import KeyRing, Role
+from chat4all.adapters.storage.keys import KeyRing
 from chat4all.adapters.storage.sql import SqlStore
+from chat4all.domain.access import Role
 from chat4all.errors import AuthError, PermissionDenied, RateLimited
 from chat4all.service_layer.access import Access, TokenBucket
 

@@ -13,30 +13,17 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Final
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from chat4all.adapters.storage.sql import SqlStore, metadata
+from chat4all.domain.access import Principal, Role, format_key, parse_key
 from chat4all.errors import AuthError
 
-__all__ = ["Role", "Principal", "KeyRing", "ROLE_CAN"]
-
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    SENDER = "sender"
-    READER = "reader"
-
-
-ROLE_CAN: Final = {
-    Role.ADMIN: frozenset({"send", "read", "admin"}),
-    Role.SENDER: frozenset({"send", "read"}),
-    Role.READER: frozenset({"read"}),
-}
+# Role is re-exported while callers outside the API move to chat4all.domain.access.
+__all__ = ["KeyRing", "KeyInfo", "Role"]
 
 api_keys = sa.Table(
     "api_keys",
@@ -49,16 +36,6 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    key_id: str
-    tenant: str
-    role: Role
-
-    def can(self, action: str) -> bool:
-        return action in ROLE_CAN[self.role]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +74,7 @@ class KeyRing:
                     created_at=now,
                 )
             )
-        return f"c4a_{key_id}_{secret}", KeyInfo(key_id, tenant, role, name, now, False)
+        return format_key(key_id, secret), KeyInfo(key_id, tenant, role, name, now, False)
 
     async def list(self, tenant: str | None = None) -> list[KeyInfo]:
         query = sa.select(api_keys).order_by(api_keys.c.created_at)
@@ -121,8 +98,8 @@ class KeyRing:
         return bool(done.rowcount)
 
     async def authenticate(self, presented: str | None) -> Principal:
-        if not presented:
-            raise AuthError("no API key: send it as 'Authorization: Bearer <key>'")
+        key = parse_key(presented)
+        assert presented is not None  # parse_key refuses a missing key
         digest = hashlib.sha256(presented.encode()).hexdigest()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > time.monotonic():
@@ -131,22 +108,19 @@ class KeyRing:
         # first one instead of each paying for argon2.
         pending = self._verifying.get(digest)
         if pending is None:
-            pending = asyncio.ensure_future(self._verify(presented, digest))
+            pending = asyncio.ensure_future(self._verify(key.key_id, key.secret, digest))
             self._verifying[digest] = pending
             pending.add_done_callback(lambda _f: self._verifying.pop(digest, None))
         return await asyncio.shield(pending)
 
-    async def _verify(self, presented: str, digest: str) -> Principal:
-        parts = presented.split("_", 2)
-        if len(parts) != 3 or parts[0] != "c4a":
-            raise AuthError("malformed API key (expected c4a_<id>_<secret>)")
+    async def _verify(self, key_id: str, secret: str, digest: str) -> Principal:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.id == parts[1]))).first()
+            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).first()
         if row is None or row.revoked_at is not None:
             raise AuthError("unknown or revoked API key")
         try:
             # argon2 costs tens of milliseconds of CPU by design: off the event loop.
-            await asyncio.to_thread(self._hasher.verify, row.hash, parts[2])
+            await asyncio.to_thread(self._hasher.verify, row.hash, secret)
         except (VerificationError, InvalidHashError):
             raise AuthError("unknown or revoked API key") from None
         principal = Principal(row.id, row.tenant, Role(row.role))

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chat4all.domain.model import Attachment, Content, Location
-from chat4all.errors import AuthError, InvalidRequest
+from chat4all.errors import AuthError, InvalidRequest, NotFound
 from chat4all.plugin import InboundMessage, Received
 from chat4all.ports import WebhookRequest
 
@@ -152,16 +152,16 @@ class TelegramReceiver:
         self._secret = secret
 
     async def webhook(self, account: str, request: WebhookRequest) -> Received:
-        if not hmac.compare_digest(
+        if not self._secret or not hmac.compare_digest(
             request.headers.get(SECRET_HEADER, "").encode(), self._secret.encode()
         ):
             raise AuthError("wrong or missing X-Telegram-Bot-Api-Secret-Token")
         if request.method != "POST":
-            raise InvalidRequest("Telegram delivers updates with POST", field="method")
+            raise NotFound("Telegram delivers updates by POST only")
         try:
             update = json.loads(request.body)
         except ValueError:
-            raise InvalidRequest("the body is not JSON (a Bot API Update)") from None
+            raise InvalidRequest("the body is not JSON (a Bot API Update)", "body") from None
         if not isinstance(update, dict):
-            raise InvalidRequest("the body is not a Bot API Update object")
+            raise InvalidRequest("the body is not a Bot API Update object", "body")
         return received(update)

@@ -1,24 +1,10 @@
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class Channel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    CHANNEL_UNSPECIFIED: _ClassVar[Channel]
-    TELEGRAM: _ClassVar[Channel]
-    WHATSAPP: _ClassVar[Channel]
-    MESSENGER: _ClassVar[Channel]
-    INSTAGRAM: _ClassVar[Channel]
-CHANNEL_UNSPECIFIED: Channel
-TELEGRAM: Channel
-WHATSAPP: Channel
-MESSENGER: Channel
-INSTAGRAM: Channel
 
 class Attachment(_message.Message):
     __slots__ = ("url", "kind", "filename", "mime_type", "caption", "media_id")
@@ -91,20 +77,6 @@ class Content(_message.Message):
     extensions: _containers.ScalarMap[str, str]
     def __init__(self, text: _Optional[str] = ..., attachments: _Optional[_Iterable[_Union[Attachment, _Mapping]]] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., reply_to: _Optional[str] = ..., template: _Optional[_Union[Template, _Mapping]] = ..., buttons: _Optional[_Iterable[_Union[Button, _Mapping]]] = ..., extensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
-class SendRequest(_message.Message):
-    __slots__ = ("channel", "account", "recipient", "content", "idempotency_key")
-    CHANNEL_FIELD_NUMBER: _ClassVar[int]
-    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
-    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
-    CONTENT_FIELD_NUMBER: _ClassVar[int]
-    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
-    channel: Channel
-    account: str
-    recipient: str
-    content: Content
-    idempotency_key: str
-    def __init__(self, channel: _Optional[_Union[Channel, str]] = ..., account: _Optional[str] = ..., recipient: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
-
 class StatusEvent(_message.Message):
     __slots__ = ("status", "at", "detail")
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -137,20 +109,6 @@ class Message(_message.Message):
     history: _containers.RepeatedCompositeFieldContainer[StatusEvent]
     def __init__(self, id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., direction: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., status: _Optional[str] = ..., created_at: _Optional[float] = ..., provider_message_id: _Optional[str] = ..., history: _Optional[_Iterable[_Union[StatusEvent, _Mapping]]] = ...) -> None: ...
 
-class SendReply(_message.Message):
-    __slots__ = ("message", "replayed")
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    REPLAYED_FIELD_NUMBER: _ClassVar[int]
-    message: Message
-    replayed: bool
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
-
-class GetMessageRequest(_message.Message):
-    __slots__ = ("id",)
-    ID_FIELD_NUMBER: _ClassVar[int]
-    id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
-
 class Conversation(_message.Message):
     __slots__ = ("id", "channel", "account", "recipient", "last_message_at")
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -159,49 +117,11 @@ class Conversation(_message.Message):
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     LAST_MESSAGE_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
-    channel: Channel
+    channel: str
     account: str
     recipient: str
     last_message_at: float
-    def __init__(self, id: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., account: _Optional[str] = ..., recipient: _Optional[str] = ..., last_message_at: _Optional[float] = ...) -> None: ...
-
-class ListConversationsRequest(_message.Message):
-    __slots__ = ("cursor", "limit")
-    CURSOR_FIELD_NUMBER: _ClassVar[int]
-    LIMIT_FIELD_NUMBER: _ClassVar[int]
-    cursor: str
-    limit: int
-    def __init__(self, cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
-
-class ListConversationsReply(_message.Message):
-    __slots__ = ("items", "next_cursor")
-    ITEMS_FIELD_NUMBER: _ClassVar[int]
-    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
-    items: _containers.RepeatedCompositeFieldContainer[Conversation]
-    next_cursor: str
-    def __init__(self, items: _Optional[_Iterable[_Union[Conversation, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
-
-class ListMessagesRequest(_message.Message):
-    __slots__ = ("conversation_id", "cursor", "limit")
-    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
-    CURSOR_FIELD_NUMBER: _ClassVar[int]
-    LIMIT_FIELD_NUMBER: _ClassVar[int]
-    conversation_id: str
-    cursor: str
-    limit: int
-    def __init__(self, conversation_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
-
-class ListMessagesReply(_message.Message):
-    __slots__ = ("items", "next_cursor")
-    ITEMS_FIELD_NUMBER: _ClassVar[int]
-    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
-    items: _containers.RepeatedCompositeFieldContainer[Message]
-    next_cursor: str
-    def __init__(self, items: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
-
-class StreamEventsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., channel: _Optional[str] = ..., account: _Optional[str] = ..., recipient: _Optional[str] = ..., last_message_at: _Optional[float] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("id", "type", "data_json", "at")
@@ -214,18 +134,6 @@ class Event(_message.Message):
     data_json: str
     at: float
     def __init__(self, id: _Optional[int] = ..., type: _Optional[str] = ..., data_json: _Optional[str] = ..., at: _Optional[float] = ...) -> None: ...
-
-class UploadMediaRequest(_message.Message):
-    __slots__ = ("data", "filename", "mime_type", "kind")
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    FILENAME_FIELD_NUMBER: _ClassVar[int]
-    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
-    KIND_FIELD_NUMBER: _ClassVar[int]
-    data: bytes
-    filename: str
-    mime_type: str
-    kind: str
-    def __init__(self, data: _Optional[bytes] = ..., filename: _Optional[str] = ..., mime_type: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class Media(_message.Message):
     __slots__ = ("id", "filename", "mime_type", "size", "sha256", "kind")
@@ -242,3 +150,201 @@ class Media(_message.Message):
     sha256: str
     kind: str
     def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., mime_type: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("message", "error")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    message: Message
+    error: str
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Subscription(_message.Message):
+    __slots__ = ("id", "url", "events", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    url: str
+    events: _containers.RepeatedScalarFieldContainer[str]
+    created_at: float
+    def __init__(self, id: _Optional[str] = ..., url: _Optional[str] = ..., events: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class Channel(_message.Message):
+    __slots__ = ("name", "accounts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    accounts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., accounts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SendMessageRequest(_message.Message):
+    __slots__ = ("channel", "account", "recipient", "content", "idempotency_key")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    account: str
+    recipient: str
+    content: Content
+    idempotency_key: str
+    def __init__(self, channel: _Optional[str] = ..., account: _Optional[str] = ..., recipient: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class SendMessageResponse(_message.Message):
+    __slots__ = ("message", "replayed")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    message: Message
+    replayed: bool
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class GetMessageRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetMessageResponse(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: Message
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ...) -> None: ...
+
+class ListConversationsRequest(_message.Message):
+    __slots__ = ("cursor", "limit")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    limit: int
+    def __init__(self, cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListConversationsResponse(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Conversation]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[Conversation, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class ListConversationMessagesRequest(_message.Message):
+    __slots__ = ("conversation_id", "cursor", "limit")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    cursor: str
+    limit: int
+    def __init__(self, conversation_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListConversationMessagesResponse(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Message]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class StreamEventsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StreamEventsResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: Event
+    def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
+
+class UploadMediaRequest(_message.Message):
+    __slots__ = ("data", "filename", "mime_type", "kind")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    filename: str
+    mime_type: str
+    kind: str
+    def __init__(self, data: _Optional[bytes] = ..., filename: _Optional[str] = ..., mime_type: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class UploadMediaResponse(_message.Message):
+    __slots__ = ("media",)
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
+    media: Media
+    def __init__(self, media: _Optional[_Union[Media, _Mapping]] = ...) -> None: ...
+
+class ListDeadLettersRequest(_message.Message):
+    __slots__ = ("cursor", "limit")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    limit: int
+    def __init__(self, cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListDeadLettersResponse(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class ReplayDeadLetterRequest(_message.Message):
+    __slots__ = ("message_id",)
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    def __init__(self, message_id: _Optional[str] = ...) -> None: ...
+
+class ReplayDeadLetterResponse(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: Message
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ...) -> None: ...
+
+class CreateSubscriptionRequest(_message.Message):
+    __slots__ = ("url", "events")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    events: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, url: _Optional[str] = ..., events: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreateSubscriptionResponse(_message.Message):
+    __slots__ = ("subscription", "secret")
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    subscription: Subscription
+    secret: str
+    def __init__(self, subscription: _Optional[_Union[Subscription, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class ListSubscriptionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSubscriptionsResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Subscription]
+    def __init__(self, items: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ...) -> None: ...
+
+class DeleteSubscriptionRequest(_message.Message):
+    __slots__ = ("subscription_id",)
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    subscription_id: str
+    def __init__(self, subscription_id: _Optional[str] = ...) -> None: ...
+
+class DeleteSubscriptionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListChannelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListChannelsResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Channel]
+    def __init__(self, items: _Optional[_Iterable[_Union[Channel, _Mapping]]] = ...) -> None: ...

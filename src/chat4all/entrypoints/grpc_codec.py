@@ -1,0 +1,125 @@
+"""Between the gRPC messages (``chat4all.v1``) and the domain's values, both ways."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from chat4all.adapters.storage.webhooks import Subscription
+from chat4all.domain.model import (
+    Attachment,
+    Button,
+    Content,
+    Conversation,
+    Location,
+    Message,
+    Template,
+)
+from chat4all.v1 import api_pb2 as pb
+
+__all__ = ["once", "content_of", "content_pb", "message_pb", "conversation_pb", "subscription_pb"]
+
+
+async def once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def content_of(c: pb.Content) -> Content:
+    return Content(
+        text=c.text if c.HasField("text") else None,
+        attachments=tuple(
+            Attachment(
+                a.url or None,
+                a.kind or None,
+                a.filename if a.HasField("filename") else None,
+                a.mime_type if a.HasField("mime_type") else None,
+                a.caption if a.HasField("caption") else None,
+                a.media_id if a.HasField("media_id") else None,
+            )
+            for a in c.attachments
+        ),
+        location=(
+            Location(c.location.latitude, c.location.longitude, c.location.name or None)
+            if c.HasField("location")
+            else None
+        ),
+        reply_to=c.reply_to if c.HasField("reply_to") else None,
+        template=(
+            Template(c.template.name, c.template.language, tuple(c.template.parameters))
+            if c.HasField("template")
+            else None
+        ),
+        buttons=tuple(
+            Button(
+                b.title,
+                b.payload if b.HasField("payload") else None,
+                b.url if b.HasField("url") else None,
+            )
+            for b in c.buttons
+        ),
+        extensions=tuple(sorted(c.extensions.items())),
+    )
+
+
+def content_pb(c: Content) -> pb.Content:
+    out = pb.Content(
+        attachments=[
+            pb.Attachment(
+                url=a.url,
+                kind=a.kind,
+                filename=a.filename,
+                mime_type=a.mime_type,
+                caption=a.caption,
+                media_id=a.media_id,
+            )
+            for a in c.attachments
+        ],
+        buttons=[pb.Button(title=b.title, payload=b.payload, url=b.url) for b in c.buttons],
+        extensions=dict(c.extensions),
+    )
+    if c.text is not None:
+        out.text = c.text
+    if c.location is not None:
+        out.location.CopyFrom(
+            pb.Location(
+                latitude=c.location.latitude, longitude=c.location.longitude, name=c.location.name
+            )
+        )
+    if c.reply_to is not None:
+        out.reply_to = c.reply_to
+    if c.template is not None:
+        out.template.CopyFrom(
+            pb.Template(
+                name=c.template.name, language=c.template.language, parameters=c.template.parameters
+            )
+        )
+    return out
+
+
+def message_pb(m: Message) -> pb.Message:
+    return pb.Message(
+        id=m.id,
+        conversation_id=m.conversation_id,
+        seq=m.seq,
+        direction=m.direction,
+        content=content_pb(m.content),
+        status=m.status.value,
+        created_at=m.created_at,
+        provider_message_id=m.provider_message_id,
+        history=[
+            pb.StatusEvent(status=e.status.value, at=e.at, detail=e.detail) for e in m.history
+        ],
+    )
+
+
+def conversation_pb(c: Conversation) -> pb.Conversation:
+    return pb.Conversation(
+        id=c.id,
+        channel=str(c.channel),
+        account=c.account,
+        recipient=c.recipient,
+        last_message_at=c.last_message_at,
+    )
+
+
+def subscription_pb(s: Subscription) -> pb.Subscription:
+    return pb.Subscription(id=s.id, url=s.url, events=s.events, created_at=s.created_at)

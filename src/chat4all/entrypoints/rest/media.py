@@ -1,0 +1,86 @@
+"""``/v1/media``: upload a file, then send it by its id (an attachment's ``media_id``)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from chat4all.domain.model import Media
+from chat4all.entrypoints.rest.answers import documented
+from chat4all.entrypoints.rest.auth import Sender, Use
+from chat4all.entrypoints.rest.models import MediaOut
+from chat4all.entrypoints.uploads import chunks_of, read_upload
+
+__all__ = ["router", "media_document"]
+
+router = APIRouter(prefix="/v1/media", tags=["media"])
+
+# The body is read as a stream by read_upload (never whole in memory), so it is documented
+# here rather than declared as parameters.
+_UPLOAD_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "title": "MediaUpload",
+                    "type": "object",
+                    "required": ["file"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "minLength": 1},
+                        "kind": {
+                            "$ref": "#/components/schemas/AttachmentKind",
+                            "description": "Default: from the file's type (JPEG, PNG, WebP: "
+                            "image; MP4: video; MP3, M4A, OGG: audio; else document)",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def media_document(media: Media) -> dict[str, Any]:
+    """An upload as clients see it (no tenant, no storage details)."""
+    return {
+        "id": media.id,
+        "filename": media.filename,
+        "mime_type": media.mime_type,
+        "size": media.size,
+        "sha256": media.sha256,
+        "kind": media.kind,
+    }
+
+
+@router.post(
+    "",
+    operation_id="uploadMedia",
+    status_code=201,
+    response_model=MediaOut,
+    openapi_extra=_UPLOAD_BODY,
+    responses=documented(401, 403, 422, 429),
+)
+async def upload_media(request: Request, who: Sender, use: Use) -> JSONResponse:
+    """Upload a file (multipart/form-data: ``file``, optional ``kind``) to send it by the
+    returned id (an attachment's ``media_id``); at most CHAT4ALL_MEDIA_MAX_BYTES."""
+    media = use.media
+    form = await read_upload(
+        request,
+        file_field="file",
+        fields=("kind",),
+        max_bytes=media.max_bytes,
+        too_big=media.too_big,
+    )
+    with form.file:
+        stored = await media.upload(
+            who.tenant,
+            chunks_of(form.file),
+            form.filename,
+            form.content_type,
+            form.fields.get("kind"),
+        )
+    return JSONResponse(media_document(stored), status_code=201)

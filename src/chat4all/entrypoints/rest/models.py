@@ -1,0 +1,269 @@
+"""The REST API's request and response bodies (pydantic): what the OpenAPI document shows.
+
+Requests refuse unknown fields (``extra="forbid"``) and convert to domain values with
+``to_domain``; responses are built from domain values by :mod:`.documents`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chat4all.domain.model import (
+    Attachment,
+    Button,
+    Content,
+    DeliveryStatus,
+    Location,
+    StatusEvent,
+    Template,
+)
+
+__all__ = [
+    "AttachmentKind",
+    "EventType",
+    "AttachmentIn",
+    "LocationIn",
+    "ButtonIn",
+    "TemplateIn",
+    "ContentIn",
+    "SendIn",
+    "SubscriptionIn",
+    "ContentOut",
+    "MessageOut",
+    "MessagePage",
+    "ConversationOut",
+    "ConversationPage",
+    "DeadLetterOut",
+    "DeadLetterPage",
+    "SubscriptionOut",
+    "SubscriptionList",
+    "NewSubscription",
+    "MediaOut",
+    "ChannelOut",
+    "ChannelList",
+    "Health",
+    "Readiness",
+    "ErrorDetail",
+    "ErrorBody",
+    "ChannelName",
+]
+
+ChannelName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern="^[a-z][a-z0-9_-]*$",
+        description="A channel's name, as GET /v1/channels lists them",
+    ),
+]
+
+
+class AttachmentKind(StrEnum):
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+    DOCUMENT = "document"
+
+
+class EventType(StrEnum):
+    MESSAGE_STATUS = "message.status"
+    MESSAGE_INBOUND = "message.inbound"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AttachmentIn(_Strict):
+    url: str | None = Field(
+        default=None, max_length=2048, pattern="^https?://", description="An http(s) link"
+    )
+    media_id: str | None = Field(
+        default=None, max_length=32, description="An upload's id (POST /v1/media)"
+    )
+    kind: AttachmentKind | None = Field(
+        default=None, description="Default: document for a url, the upload's kind for a media_id"
+    )
+    filename: str | None = Field(default=None, max_length=255)
+    mime_type: str | None = Field(default=None, max_length=127)
+    caption: str | None = Field(default=None, max_length=1024)
+
+
+class LocationIn(_Strict):
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    name: str | None = None
+
+
+class ButtonIn(_Strict):
+    title: str = Field(min_length=1, max_length=64)
+    payload: str | None = Field(default=None, max_length=64)
+    url: str | None = Field(default=None, max_length=2048)
+
+
+class TemplateIn(_Strict):
+    name: str = Field(min_length=1, max_length=512)
+    language: str = Field(min_length=2, max_length=15)
+    parameters: list[str] = []
+
+
+class ContentIn(_Strict):
+    """What is sent; per-channel limits (smaller than the maxima here) are checked on accept."""
+
+    # "Needs one of" is checked on accept (422 on ``content``), not stated in the schema: an
+    # anyOf of required fields reads to client generators as four anonymous content types.
+    model_config = ConfigDict(
+        json_schema_extra={"description": "Needs text, an attachment, a location or a template."}
+    )
+
+    text: str | None = Field(default=None, max_length=4096)
+    attachments: list[AttachmentIn] = Field(default=[], max_length=10)
+    location: LocationIn | None = None
+    reply_to: str | None = None
+    template: TemplateIn | None = None
+    buttons: list[ButtonIn] = Field(default=[], max_length=100)
+    extensions: dict[str, str] = {}
+
+    def to_domain(self) -> Content:
+        return Content(
+            text=self.text,
+            attachments=tuple(Attachment(**a.model_dump(mode="json")) for a in self.attachments),
+            location=Location(**self.location.model_dump()) if self.location else None,
+            reply_to=self.reply_to,
+            template=(
+                Template(
+                    self.template.name, self.template.language, tuple(self.template.parameters)
+                )
+                if self.template
+                else None
+            ),
+            buttons=tuple(Button(**b.model_dump()) for b in self.buttons),
+            extensions=tuple(sorted(self.extensions.items())),
+        )
+
+
+class SendIn(_Strict):
+    channel: ChannelName
+    account: str = Field(min_length=1, max_length=128, description="Our account on the channel")
+    recipient: str = Field(
+        min_length=1, max_length=128, pattern=r"\S", description="The chat/user on the channel"
+    )
+    content: ContentIn
+
+
+class SubscriptionIn(_Strict):
+    url: str = Field(min_length=8, max_length=2048, pattern="^https?://")
+    events: list[EventType] = Field(min_length=1)
+
+
+class ContentOut(BaseModel):
+    text: str | None
+    attachments: list[Attachment]
+    location: Location | None
+    reply_to: str | None
+    template: Template | None
+    buttons: list[Button]
+    extensions: dict[str, str]
+
+
+class MessageOut(BaseModel):
+    """A message as :func:`chat4all.domain.model.message_document` writes it."""
+
+    id: str
+    tenant: str
+    conversation_id: str
+    seq: int
+    direction: Literal["outbound", "inbound"]
+    content: ContentOut
+    status: DeliveryStatus
+    created_at: float
+    provider_message_id: str | None
+    history: list[StatusEvent]
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    next_cursor: str | None
+
+
+class ConversationOut(BaseModel):
+    id: str
+    tenant: str
+    channel: str = Field(description="The channel's name")
+    account: str
+    recipient: str
+    last_message_at: float | None
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationOut]
+    next_cursor: str | None
+
+
+class DeadLetterOut(BaseModel):
+    message: MessageOut
+    error: str
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterOut]
+    next_cursor: str | None
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    tenant: str
+    url: str
+    events: list[str]
+    created_at: float
+
+
+class SubscriptionList(BaseModel):
+    items: list[SubscriptionOut]
+
+
+class NewSubscription(SubscriptionOut):
+    secret: str = Field(description="The signing secret, shown in this answer only")
+
+
+class MediaOut(BaseModel):
+    """An upload as clients see it (no tenant, no storage details)."""
+
+    id: str
+    filename: str
+    mime_type: str
+    size: int
+    sha256: str
+    kind: AttachmentKind
+
+
+class ChannelOut(BaseModel):
+    name: str = Field(description="What a send's `channel` names")
+    accounts: list[str] = Field(description="This tenant's accounts on the channel")
+
+
+class ChannelList(BaseModel):
+    items: list[ChannelOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reason: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = Field(description="Where in the request the problem is, when known")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
