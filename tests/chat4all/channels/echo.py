@@ -24,6 +24,7 @@ from chat4all.errors import AuthError, InvalidRequest, PermanentDelivery, Retrya
 from chat4all.plugin import (
     SIMULATOR_ACCOUNT,
     AccountSettings,
+    ChannelPlugin,
     ChannelSettings,
     Deliver,
     Fault,
@@ -236,4 +237,4 @@ class EchoChannel:
         return ()
 
 
-CHANNEL: Final = EchoChannel()
+CHANNEL: Final[ChannelPlugin[EchoSettings]] = EchoChannel()

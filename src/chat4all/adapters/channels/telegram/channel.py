@@ -12,7 +12,7 @@ from chat4all.adapters.channels.telegram.poller import TelegramPoller
 from chat4all.adapters.channels.telegram.settings import TelegramAccount, TelegramSettings
 from chat4all.adapters.channels.telegram.simulator import SIMULATOR_TOKEN, TelegramSimulator
 from chat4all.adapters.channels.telegram.updates import TelegramReceiver
-from chat4all.plugin import SIMULATOR_ACCOUNT, Deliver, Limits
+from chat4all.plugin import SIMULATOR_ACCOUNT, ChannelPlugin, Deliver, Limits
 from chat4all.ports import MediaStore
 from chat4all.service_layer.media import MIB
 
@@ -67,5 +67,5 @@ def _tokens(settings: TelegramSettings) -> dict[str, str]:
     return {name: a.token.get_secret_value() for name, a in settings.accounts().items()}
 
 
-CHANNEL: Final = TelegramChannel()
+CHANNEL: Final[ChannelPlugin[TelegramSettings]] = TelegramChannel()
 """The entry point (``chat4all.channels``: ``telegram``)."""
