@@ -5,7 +5,7 @@
 #   remote_deploy.sh --rollback [--no-restart]
 #
 # Layout (DEPLOY_ROOT, default /opt/tg_video_streamer):
-#   releases/<release>/   venv/ (the package installed), scripts/, deploy/, README.md,
+#   releases/<release>/   venv/ (the package installed), scripts/, deploy/, docs/, README.md,
 #                         .env -> ../../shared/.env
 #   shared/.env           the settings, mode 600, owner SERVICE_USER; survives releases, so a
 #                         session regenerated on the host is kept by the next deploy
@@ -150,6 +150,7 @@ build_release() {
   log "building releases/$release from $source_dir"
   cp -a "$source_dir/scripts" "$source_dir/deploy" "$source_dir/ci" "$dir/"
   [ -d "$source_dir/test" ] && cp -a "$source_dir/test" "$dir/"
+  [ -d "$source_dir/docs" ] && cp -a "$source_dir/docs" "$dir/"  # the manual (the units link it)
   cp "$source_dir/README.md" "$source_dir/.env.template" "$dir/" 2>/dev/null || true
   "$PYTHON" -m venv "$dir/venv" || die "cannot create a venv with $PYTHON (apt-get install python3-venv)"
   # shellcheck disable=SC2086 # PIP_ARGS is a list of arguments on purpose

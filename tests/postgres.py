@@ -1,5 +1,7 @@
 """A PostgreSQL server for the tests: the one ``CHAT4ALL_TEST_POSTGRES`` names, else the
-machine's on 127.0.0.1:5432. Each test gets a database of its own on it (created, dropped)."""
+machine's on 127.0.0.1:5432; where nothing answers there, the ``postgres_server`` fixture starts
+a private one (tests/services.py). Each test gets a database of its own on it (created,
+dropped)."""
 
 from __future__ import annotations
 

@@ -138,7 +138,7 @@ async def running_hub(
         dispatcher = Dispatcher(
             store,
             channels.connectors,
-            DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS),
+            DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS, lease=settings.OUTBOX_LEASE),
             events=metrics,
             on_status=on_status,
             tracer=tracer,

@@ -68,12 +68,20 @@ class Settings(BaseSettings):
     MEDIA_MAX_BYTES: int = Field(default=50 * 1024 * 1024, ge=1, le=2 * 1024**3)
     """The largest upload (``POST /v1/media``, gRPC ``UploadMedia``); a channel's own smaller
     limits (by kind) are checked when a message is sent."""
+    MEDIA_DIR: Path | None = None
+    """Where uploads are kept (by content, a directory per tenant); empty: DATA_DIR/media.
+    Processes that share one database must share this directory too (a network file system,
+    or one volume) so that media one accepted another can send."""
+    OUTBOX_LEASE: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """Seconds a dispatcher holds a claimed message without renewing it (it renews every third
+    of it while delivering). A process that dies leaves its in-flight messages to the others
+    after this long; they may reach the provider twice."""
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 
     _channels: dict[str, ChannelConfig] = PrivateAttr(default_factory=dict)
 
-    @field_validator("SIMULATORS", "TLS_CERT_FILE", "TLS_KEY_FILE", mode="before")
+    @field_validator("SIMULATORS", "TLS_CERT_FILE", "TLS_KEY_FILE", "MEDIA_DIR", mode="before")
     @classmethod
     def _unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -99,8 +107,8 @@ class Settings(BaseSettings):
 
     @property
     def media_dir(self) -> Path:
-        """Where uploads are kept (by content, a directory per tenant)."""
-        return self.DATA_DIR / "media"
+        """Where uploads are kept (``MEDIA_DIR``, else DATA_DIR/media)."""
+        return self.MEDIA_DIR if self.MEDIA_DIR is not None else self.DATA_DIR / "media"
 
     @property
     def channels(self) -> Mapping[str, ChannelConfig]:

@@ -7,7 +7,7 @@ is durable; :class:`Outbox` hands the dispatcher at most one message per convers
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Final, Generic, Protocol, TypeVar
@@ -56,7 +56,8 @@ NO_ORIGIN: Final = Origin()
 class Accepted:
     message: Message
     replayed: bool
-    """True when an earlier request with the same Idempotency-Key made it."""
+    """True when an earlier request with the same Idempotency-Key made it: ``message`` is then
+    that request's answer, as it was sent (not the message's current state)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,11 @@ class OutboxItem:
     origin: Origin = NO_ORIGIN
     done: tuple[str, ...] = ()
     """Provider ids of the parts an earlier attempt delivered: this one sends the rest."""
+    holder: str = ""
+    """The worker whose claim returned it (``""``: held by nobody, e.g. made by hand)."""
+    reclaimed: bool = False
+    """It was in flight under a lease that ran out (its worker presumed dead): the provider
+    may have it already, and sees it again (the one case of a duplicate send)."""
 
 
 class MessageStore(Protocol):
@@ -85,7 +91,9 @@ class MessageStore(Protocol):
         now: float,
         origin: Origin = NO_ORIGIN,
     ) -> Accepted:
-        """Persist a new outbound message (``idempotency``: key and body hash)."""
+        """Persist a new outbound message (``idempotency``: key and body hash). A repeat of a
+        completed key returns the first answer (the message as it was accepted then), marked
+        ``replayed``."""
         ...
 
     async def get(self, tenant: str, message_id: str) -> Message: ...
@@ -100,13 +108,23 @@ class MessageStore(Protocol):
 
 
 class Outbox(Protocol):
-    async def recover(self) -> int:
-        """At start: hand back what a crashed run had in flight; returns how many (each may
-        have reached the provider already: the only case of a duplicate send)."""
+    """Claims with leases: an item is ``worker``'s until its lease runs out; the worker renews
+    while it delivers. Safe with any number of workers in any number of processes."""
+
+    async def recover(self, now: float) -> int:
+        """Rows in flight under a lease that ran out at ``now`` (their workers presumed dead),
+        back to pending; returns how many (each may have reached the provider already). A live
+        worker's rows are never taken. Claims do the same as they go."""
         ...
 
-    async def claim(self, now: float, limit: int) -> list[OutboxItem]:
-        """Due heads of conversations with nothing in flight, marked in flight."""
+    async def claim(self, now: float, limit: int, *, worker: str, lease: float) -> list[OutboxItem]:
+        """Due heads of conversations with nothing in flight (at most one message of a
+        conversation in flight across all workers), held by ``worker`` until ``now + lease``."""
+        ...
+
+    async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None:
+        """Extend ``worker``'s leases of ``items`` to ``until`` (items it no longer holds are
+        left alone)."""
         ...
 
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None: ...

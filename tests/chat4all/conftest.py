@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from chat4all.adapters.storage.keys import KeyRing  # noqa: F401 - registers the keys table
 from chat4all.adapters.storage.sql import SqlStore, sqlite_url
 from tests.postgres import fresh_database, server_url
+from tests.services import PostgreSQL, provide
 
 
 @pytest.fixture
@@ -20,9 +20,11 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> str:
-    """A PostgreSQL server's URL without a database (see tests/postgres.py)."""
-    return server_url()
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server's URL without a database: the one tests/postgres.py names when it
+    answers, else a private one started for this session (tests/services.py)."""
+    with provide(PostgreSQL(server_url())) as url:
+        yield url
 
 
 @pytest.fixture
@@ -30,3 +32,23 @@ async def postgres_url(postgres_server: str) -> AsyncIterator[str]:
     """A fresh database of its own for one test, dropped afterwards."""
     async with fresh_database(postgres_server) as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty database, once per engine the store supports: the store contract
+    runs every test over each."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "chat4all.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def any_store(store_url: str) -> AsyncIterator[SqlStore]:
+    """The store on SQLite, then on PostgreSQL (see :func:`store_url`)."""
+    opened = await SqlStore.open(store_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()

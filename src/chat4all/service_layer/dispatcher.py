@@ -13,15 +13,21 @@ A circuit breaker per channel account opens after ``breaker_threshold`` retryabl
 row: for ``breaker_cooldown`` seconds that account's messages wait without calling the provider,
 then one probe decides.
 
-A crash between the provider call and ``sent`` leaves the row in flight; :meth:`Dispatcher.run`
-hands such rows back at start (``recover``) and counts them: the only case of a duplicate send.
+Several dispatchers (in one process or many) share one outbox: each claims under a worker id
+of its own (``host:pid:random``) with a lease of ``DispatchPolicy.lease`` seconds, renewed every
+third of it while its items are being delivered. A crash between the provider call and ``sent``
+leaves the row in flight until its lease runs out; then any dispatcher takes it again (at start
+``recover``, or in any claim) and counts it: the only case of a duplicate send.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,11 +40,16 @@ from chat4all.ports import Connector, Outbox, OutboxItem
 from chat4all.telemetry import NO_TRACER, continued, failed
 from opskit.lifecycle import jittered_backoff, sleep_or_stop
 
-__all__ = ["Dispatcher", "DispatchPolicy", "DispatchEvents", "NullDispatchEvents"]
+__all__ = ["Dispatcher", "DispatchPolicy", "DispatchEvents", "NullDispatchEvents", "worker_id"]
 
 log = logging.getLogger(__name__)
 
 _BATCH: Final = 64
+
+
+def worker_id() -> str:
+    """``host:pid:random``: who holds a lease (unique even for two workers of one process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +65,9 @@ class DispatchPolicy:
     record_backoff: float = 0.2
     """Recording an attempt's outcome is retried (0.2 s, 0.4 s ...): a provider's answer must
     not be lost to a passing database error, or the message is sent again at the next start."""
+    lease: float = 30.0
+    """Seconds a claimed message stays this worker's without renewal (renewed every third of
+    it while it is delivered); a worker dead that long has its messages taken by another."""
 
 
 class DispatchEvents(Protocol):
@@ -103,7 +117,11 @@ class Dispatcher:
     on_status: Callable[[OutboxItem, str, str | None], None] | None = None
     """Called after a status change committed: ``(item, "sent" | "failed", detail)``."""
     tracer: Tracer = NO_TRACER
+    worker: str = field(default_factory=worker_id)
+    """Whose leases this dispatcher's claims are."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _held: dict[str, OutboxItem] = field(default_factory=dict)
+    """Claimed and not yet recorded: their leases are renewed."""
     _breakers: dict[tuple[str, str], _Breaker] = field(default_factory=dict)
     _unrecorded: list[_Unrecorded] = field(default_factory=list)
     """Outcomes the store refused even after ``record_tries``: tried again every round (their
@@ -114,14 +132,41 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        recovered = await self.outbox.recover()
-        if recovered:
+        recovered = await self.outbox.recover(self.clock())
+        self._recovered(recovered)
+        renewing = asyncio.create_task(self._renew_often(stop), name="dispatcher-leases")
+        try:
+            await self._loop(stop)
+        finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
+
+    def _recovered(self, count: int) -> None:
+        if count:
             log.warning(
-                "%d message(s) were in flight when the previous run stopped; sending them again "
-                "(a provider may see each twice)",
-                recovered,
+                "%d message(s) were in flight when the previous run stopped (their worker's lease "
+                "expired); sending them again (a provider may see each twice)",
+                count,
             )
-        self.events.recovered(recovered)
+        self.events.recovered(count)
+
+    async def _renew_often(self, stop: asyncio.Event) -> None:
+        """Every third of a lease, extend the leases of what this worker still holds."""
+        every = self.policy.lease / 3
+        while not await sleep_or_stop(stop, every):
+            held = list(self._held.values())
+            if not held:
+                continue
+            try:
+                await self.outbox.renew(
+                    held, worker=self.worker, until=self.clock() + self.policy.lease
+                )
+            except Exception as exc:  # next time; a lease outlives two misses
+                log.warning(
+                    "could not renew %d lease(s): %s: %s", len(held), type(exc).__name__, exc
+                )
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 busy = await self.round()
@@ -137,7 +182,13 @@ class Dispatcher:
     async def round(self) -> int:
         """Claim and send one batch; returns how many were claimed."""
         await self._record_again()
-        items = await self.outbox.claim(self.clock(), _BATCH)
+        items = await self.outbox.claim(
+            self.clock(), _BATCH, worker=self.worker, lease=self.policy.lease
+        )
+        self._held.update((item.message.id, item) for item in items)
+        reclaimed = sum(item.reclaimed for item in items)
+        if reclaimed:
+            self._recovered(reclaimed)
         if items:
             await asyncio.gather(*(self._deliver(item) for item in items))
         return len(items)
@@ -158,6 +209,8 @@ class Dispatcher:
                 await self._attempt(item, span)
             except Exception as exc:  # its outcome could not be recorded (logged there)
                 failed(span, f"not recorded: {type(exc).__name__}: {exc}")
+            else:
+                self._held.pop(item.message.id, None)
 
     async def _attempt(self, item: OutboxItem, span: Span) -> None:
         conversation = item.conversation
@@ -282,6 +335,7 @@ class Dispatcher:
                 log.debug("%s for message %s still not recorded: %s", what, item.message.id, exc)
             else:
                 self._unrecorded.remove(entry)
+                self._held.pop(item.message.id, None)
                 self.events.unrecorded(len(self._unrecorded))
                 log.info("recorded %s for message %s at last", what, item.message.id)
 

@@ -21,13 +21,14 @@ import hmac
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import httpx
 
 from chat4all.adapters.storage.webhooks import Delivery
+from chat4all.service_layer.dispatcher import worker_id
 from opskit.lifecycle import jittered_backoff, sleep_or_stop
 
 __all__ = ["WebhookDispatcher", "sign", "verify", "GIVE_UP_AFTER"]
@@ -53,9 +54,15 @@ def verify(
 
 
 class WebhookQueue(Protocol):
-    async def recover(self) -> int: ...
+    """As :class:`~chat4all.ports.Outbox`: claims with leases, renewed while delivering."""
 
-    async def claim(self, now: float, limit: int) -> list[Delivery]: ...
+    async def recover(self, now: float) -> int: ...
+
+    async def claim(
+        self, now: float, limit: int, *, worker: str, lease: float
+    ) -> list[Delivery]: ...
+
+    async def renew(self, deliveries: Sequence[Delivery], *, worker: str, until: float) -> None: ...
 
     async def delivered(self, delivery: Delivery) -> None: ...
 
@@ -74,9 +81,12 @@ class WebhookDispatcher:
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
     transport: httpx.AsyncBaseTransport | None = None
+    lease: float = 60.0
+    """Seconds a claimed delivery stays this worker's without renewal (renewed every third)."""
+    worker: str = field(default_factory=worker_id)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.queue.recover()
+        await self.queue.recover(self.clock())
         async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
             while not stop.is_set():
                 if await self.round(client):
@@ -84,10 +94,24 @@ class WebhookDispatcher:
                 await sleep_or_stop(stop, self.poll_interval)
 
     async def round(self, client: httpx.AsyncClient) -> int:
-        batch = await self.queue.claim(self.clock(), _BATCH)
+        batch = await self.queue.claim(self.clock(), _BATCH, worker=self.worker, lease=self.lease)
         if batch:
-            await asyncio.gather(*(self._deliver(client, d) for d in batch))
+            renewing = asyncio.create_task(self._renew_often(batch))
+            try:
+                await asyncio.gather(*(self._deliver(client, d) for d in batch))
+            finally:
+                renewing.cancel()
+                await asyncio.gather(renewing, return_exceptions=True)
         return len(batch)
+
+    async def _renew_often(self, batch: list[Delivery]) -> None:
+        """Every third of a lease, while ``batch`` is being delivered, extend its leases."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.queue.renew(batch, worker=self.worker, until=self.clock() + self.lease)
+            except Exception as exc:  # next time; a lease outlives two misses
+                log.warning("could not renew webhook leases: %s: %s", type(exc).__name__, exc)
 
     async def _deliver(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
         body = delivery.payload.encode()

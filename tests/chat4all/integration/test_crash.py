@@ -39,6 +39,8 @@ class Server:
             "CHAT4ALL_RATE_PER_KEY": "0",  # a burst from one key, on purpose
             "CHAT4ALL_TELEGRAM_BOTS": json.dumps({"bot": TOKEN}),
             "CHAT4ALL_TELEGRAM_API_URL": api_url,
+            # what the killed run held is sent again once its lease runs out
+            "CHAT4ALL_OUTBOX_LEASE": "3",
         }
         self.proc: subprocess.Popen[str] | None = None
         self.stderr = ""

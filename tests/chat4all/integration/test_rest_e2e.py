@@ -88,6 +88,20 @@ async def test_idempotency_over_http(hub: Hub) -> None:
     assert other.json()["error"]["code"] == "idempotency_conflict"
     await asyncio.sleep(0.5)
     assert telegram_of(hub).texts() == ["once"]
+    # once sent, a replay still answers what the first request was answered (README)
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
+        status = ""
+        for _ in range(200):
+            status = (await client.get(f"/v1/messages/{first.json()['id']}")).json()["status"]
+            if status == "sent":
+                break
+            await asyncio.sleep(0.05)
+        assert status == "sent"
+        later = await client.post("/v1/messages", json=body("once"))
+    assert later.status_code == 202
+    assert later.headers["Idempotent-Replayed"] == "true"
+    assert later.json() == first.json()
+    assert later.json()["status"] == "queued"
 
 
 async def test_bad_input_is_refused_with_the_field_and_nothing_is_stored(hub: Hub) -> None:

@@ -180,7 +180,7 @@ async def test_the_origin_survives_in_the_outbox_across_a_restart(tmp_path: Path
     await store.close()
     reopened = await SqlStore.open(url)
     try:
-        (item,) = await reopened.claim(2.0, 10)
+        (item,) = await reopened.claim(2.0, 10, worker="w", lease=30.0)
         assert item.origin == origin
     finally:
         await reopened.close()

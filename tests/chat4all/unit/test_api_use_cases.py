@@ -59,7 +59,7 @@ async def test_dead_letters_are_listed_then_replayed_once(store: SqlStore) -> No
     accepted = await store.accept(
         "t1", SendRequest("telegram", "bot", "42", Content(text="hi")), None, 1.0
     )
-    (item,) = await store.claim(2.0, 10)
+    (item,) = await store.claim(2.0, 10, worker="w", lease=30.0)
     await store.dead(item, "chat not found", 3.0)
     woken: list[bool] = []
     dead_letters = DeadLetters(store, lambda: woken.append(True), clock=lambda: 4.0)

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
+from chat4all.adapters.storage.schema import outbox
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.model import Content, Conversation, DeliveryStatus, Message
 from chat4all.errors import DeliveryError, PermanentDelivery, RetryableDelivery
 from chat4all.metrics import HubMetrics
 from chat4all.ports import OutboxItem, SendRequest
-from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
+from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy, NullDispatchEvents
 
 
 @dataclass
@@ -155,14 +159,17 @@ class Flaky:
     fail_sent: int = 0
     fail_claim: int = 0
 
-    async def recover(self) -> int:
-        return await self.store.recover()
+    async def recover(self, now: float) -> int:
+        return await self.store.recover(now)
 
-    async def claim(self, now: float, limit: int) -> list[OutboxItem]:
+    async def claim(self, now: float, limit: int, *, worker: str, lease: float) -> list[OutboxItem]:
         if self.fail_claim:
             self.fail_claim -= 1
             raise OSError("disk I/O error")
-        return await self.store.claim(now, limit)
+        return await self.store.claim(now, limit, worker=worker, lease=lease)
+
+    async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None:
+        await self.store.renew(items, worker=worker, until=until)
 
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
         if self.fail_sent:
@@ -225,3 +232,78 @@ async def test_an_outcome_the_store_keeps_refusing_is_recorded_in_a_later_round(
     assert (await store.get("t1", message.id)).status is DeliveryStatus.SENT
     assert metrics.registry.get_sample_value("chat4all_unrecorded_outcomes") == 0
     assert connector.delivered == ["patience"]  # never sent again meanwhile
+
+
+@dataclass
+class Gate:
+    """A connector that holds each send until released."""
+
+    channel: str = "telegram"
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    delivered: list[str] = field(default_factory=list)
+
+    async def send(
+        self, conversation: Conversation, message: Message, done: tuple[str, ...] = ()
+    ) -> str:
+        self.started.set()
+        await self.release.wait()
+        self.delivered.append(message.content.text or "")
+        return "p1"
+
+
+async def test_leases_are_renewed_while_a_message_is_being_delivered(store: SqlStore) -> None:
+    gate = Gate()
+    message = await send(store, "slow")
+    lease = 0.3
+    d = Dispatcher(store, {"telegram": gate}, DispatchPolicy(lease=lease))
+    stop = asyncio.Event()
+    running = asyncio.create_task(d.run(stop))
+    try:
+        await asyncio.wait_for(gate.started.wait(), 10)
+        claimed_at = time.time()
+        # wait until the lease has been extended well past its first end
+        while True:
+            async with store.engine.connect() as conn:
+                until = (
+                    await conn.execute(
+                        sa.select(outbox.c.lease_until).where(outbox.c.message_id == message.id)
+                    )
+                ).scalar_one()
+            if until > claimed_at + 2 * lease:
+                break
+            await asyncio.sleep(0.02)
+        assert time.time() > claimed_at + lease  # the first lease is over: renewed, not lapsed
+        assert await store.recover(time.time()) == 0
+        assert await store.claim(time.time(), 10, worker="other", lease=lease) == []
+        gate.release.set()
+        while (await store.get("t1", message.id)).status is not DeliveryStatus.SENT:
+            await asyncio.sleep(0.02)
+        assert gate.delivered == ["slow"]
+    finally:
+        stop.set()
+        gate.release.set()
+        await running
+
+
+@dataclass
+class Counted(NullDispatchEvents):
+    recovered_counts: list[int] = field(default_factory=list)
+
+    def recovered(self, count: int) -> None:
+        self.recovered_counts.append(count)
+
+
+async def test_a_dead_workers_message_is_taken_over_and_counted(store: SqlStore) -> None:
+    connector, clock = Scripted(), Clock()
+    await send(store, "orphan")
+    await store.claim(clock.now, 10, worker="dead", lease=5.0)  # its worker then died
+    events = Counted()
+    d = Dispatcher(
+        store, {"telegram": connector}, DispatchPolicy(lease=5.0), events=events, clock=clock
+    )
+    assert await d.round() == 0  # a live lease: not taken
+    clock.now += 6.0
+    assert await d.round() == 1
+    assert connector.delivered == ["orphan"]
+    assert events.recovered_counts == [1]

@@ -22,7 +22,7 @@ async def sent_message(store: SqlStore, provider_id: str) -> str:
     accepted = await store.accept(
         "t1", SendRequest("telegram", "bot", "42", Content(text="hi")), None, 1.0
     )
-    (item,) = await store.claim(2.0, 10)
+    (item,) = await store.claim(2.0, 10, worker="w", lease=30.0)
     await store.sent(item, provider_id, 3.0)
     return accepted.message.id
 

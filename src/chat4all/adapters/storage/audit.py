@@ -17,24 +17,14 @@ from typing import Final
 
 import sqlalchemy as sa
 
-from chat4all.adapters.storage.sql import SqlStore, metadata
+from chat4all.adapters.storage.schema import audit_log
+from chat4all.adapters.storage.sql import SqlStore
 
-__all__ = ["AuditLog", "AuditEntry", "GENESIS"]
+__all__ = ["AuditLog", "AuditEntry", "GENESIS", "audit_log"]
 
 GENESIS: Final = "0" * 64
-
-audit_log = sa.Table(
-    "audit_log",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("event", sa.String(32), nullable=False),
-    sa.Column("tenant", sa.String(64)),
-    sa.Column("actor", sa.String(32)),
-    sa.Column("detail", sa.Text, nullable=False),
-    sa.Column("prev_hash", sa.String(64), nullable=False),
-    sa.Column("hash", sa.String(64), nullable=False),
-)
+_CHAIN_LOCK: Final = 0x0C4B
+"""PostgreSQL advisory lock that serialises appends of every process (each reads the last hash)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +50,20 @@ class AuditLog:
         self._engine = store.engine
         self._store = store
         self._lock = asyncio.Lock()
-        """Appends in this process, one at a time: each reads the hash the previous wrote."""
+        """Appends in this process, one at a time: each reads the hash the previous wrote (on
+        PostgreSQL an advisory lock does the same across processes)."""
 
     async def append(self, event: str, tenant: str | None, actor: str | None, detail: str) -> None:
         at = time.time()
         async with self._lock, self._store.transaction() as conn:
+            # and one at a time across processes: PostgreSQL's advisory lock; on SQLite a
+            # write that changes nothing takes the database's write lock before the read
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": _CHAIN_LOCK}
+                )
+            else:
+                await conn.execute(audit_log.update().where(sa.false()).values(id=audit_log.c.id))
             prev = (
                 await conn.execute(
                     sa.select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)

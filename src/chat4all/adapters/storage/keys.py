@@ -18,24 +18,13 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from chat4all.adapters.storage.sql import SqlStore, metadata
+from chat4all.adapters.storage.schema import api_keys
+from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.access import Principal, Role, format_key, parse_key
 from chat4all.errors import AuthError
 
 # Role is re-exported while callers outside the API move to chat4all.domain.access.
 __all__ = ["KeyRing", "KeyInfo", "Role"]
-
-api_keys = sa.Table(
-    "api_keys",
-    metadata,
-    sa.Column("id", sa.String(16), primary_key=True),
-    sa.Column("tenant", sa.String(64), nullable=False),
-    sa.Column("role", sa.String(8), nullable=False),
-    sa.Column("hash", sa.String(255), nullable=False),
-    sa.Column("name", sa.String(128), nullable=False, default=""),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("revoked_at", sa.Float),
-)
 
 
 @dataclass(frozen=True, slots=True)

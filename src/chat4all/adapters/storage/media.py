@@ -1,11 +1,18 @@
 """Uploaded media on the local disk, with a metadata row per upload in the ``media`` table.
 
-Files live under ``root`` (``CHAT4ALL_DATA_DIR/media``), addressed by their content:
+Files live under ``root`` (``CHAT4ALL_MEDIA_DIR``, default ``CHAT4ALL_DATA_DIR/media``),
+addressed by their content:
 ``<tenant>/<sha256[:2]>/<sha256>``, so a tenant uploading the same bytes twice stores them
 once, and two tenants never share a file. Each upload still gets its own id (and keeps its own
 file name and type). A file appears under its final name only once complete (written to a
 temporary file in the same directory, fsynced, then renamed), so a crash mid-upload leaves no
 half file behind a media id.
+
+Nothing of it lives in the process: the files are found by their path, the rows in the shared
+database, uploads are staged under unique temporary names and published by an atomic rename
+(two processes publishing the same bytes at once both write the same file). Several processes
+on one database share the directory, and one serves what another stored. Another
+:class:`~chat4all.ports.MediaStore` (an object store) can replace this one behind the port.
 """
 
 from __future__ import annotations
@@ -24,26 +31,14 @@ from typing import Any, BinaryIO, Final
 
 import sqlalchemy as sa
 
-from chat4all.adapters.storage.sql import SqlStore, metadata
+from chat4all.adapters.storage.schema import media as media_table
+from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.model import Media
 from chat4all.errors import NotFound
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FileMediaStore", "media_table"]
-
-media_table = sa.Table(
-    "media",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("tenant", sa.String(64), nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("filename", sa.String(255), nullable=False),
-    sa.Column("mime_type", sa.String(127), nullable=False),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
 
 _SAFE_TENANT: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

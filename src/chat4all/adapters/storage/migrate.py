@@ -21,6 +21,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chat4all.adapters.storage.schema import metadata
+
 __all__ = [
     "upgrade",
     "revisions",
@@ -36,10 +38,8 @@ _SCRIPTS: Final = Path(__file__).with_name("migrations")
 
 
 def target_metadata() -> sa.MetaData:
-    """Every table of the store (each module adds its own tables to the shared metadata)."""
-    from chat4all.adapters.storage import audit, keys, media, sql, webhooks  # noqa: F401, PLC0415
-
-    return sql.metadata
+    """Every table of the store (all declared in :mod:`.schema`)."""
+    return metadata
 
 
 def alembic_config(connection: sa.Connection | None = None) -> Config:

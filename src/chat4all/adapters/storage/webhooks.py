@@ -17,38 +17,14 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chat4all.adapters.storage.sql import SqlStore, metadata
+from chat4all.adapters.storage.outbox import expire_leases
+from chat4all.adapters.storage.schema import subscriptions, webhook_outbox
+from chat4all.adapters.storage.sql import SqlStore
 from chat4all.errors import InvalidRequest, NotFound
 
 __all__ = ["WebhookStore", "Subscription", "Delivery", "fanout", "fanout_many", "EVENT_TYPES"]
 
 EVENT_TYPES: Final = ("message.status", "message.inbound")
-
-subscriptions = sa.Table(
-    "subscriptions",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("tenant", sa.String(64), nullable=False, index=True),
-    sa.Column("url", sa.String(2048), nullable=False),
-    sa.Column("secret", sa.String(64), nullable=False),
-    sa.Column("events", sa.String(255), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-webhook_outbox = sa.Table(
-    "webhook_outbox",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("subscription_id", sa.String(32), nullable=False),
-    sa.Column("event", sa.String(32), nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    # pending, inflight or dead; a delivered row is deleted
-    sa.Column("state", sa.String(12), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("available_at", sa.Float, nullable=False),
-    sa.Column("first_at", sa.Float, nullable=False),
-    sa.Column("last_error", sa.Text),
-    sa.Index("webhook_due", "state", "available_at"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +46,8 @@ class Delivery:
     payload: str
     attempts: int
     first_at: float
+    holder: str = ""
+    """The worker that claimed it (``""``: made by hand, held by nobody)."""
 
 
 async def fanout(
@@ -120,6 +98,7 @@ class WebhookStore:
     def __init__(self, store: SqlStore) -> None:
         self._engine = store.engine
         self._store = store
+        self._db = store.db
 
     async def subscribe(
         self, tenant: str, url: str, events: tuple[str, ...]
@@ -172,37 +151,69 @@ class WebhookStore:
                 webhook_outbox.delete().where(webhook_outbox.c.subscription_id == subscription_id)
             )
 
-    async def recover(self) -> int:
-        async with self._store.transaction() as conn:
-            done = await conn.execute(
-                webhook_outbox.update()
-                .where(webhook_outbox.c.state == "inflight")
-                .values(state="pending")
-            )
-            return int(done.rowcount or 0)
+    async def recover(self, now: float) -> int:
+        """Deliveries in flight under a lease that ran out, back to pending; how many."""
+        return len(await self._db.write(expire_leases, webhook_outbox, webhook_outbox.c.id, now))
 
-    async def claim(self, now: float, limit: int) -> list[Delivery]:
-        query = (
-            sa.select(webhook_outbox, subscriptions.c.url, subscriptions.c.secret)
-            .join(subscriptions, subscriptions.c.id == webhook_outbox.c.subscription_id)
+    async def claim(self, now: float, limit: int, *, worker: str, lease: float) -> list[Delivery]:
+        """Due deliveries (oldest first), in flight for ``worker`` until ``now + lease``; on
+        PostgreSQL rows another claim is taking are skipped (``FOR UPDATE SKIP LOCKED``)."""
+        return await self._db.write(self._claim, now, limit, worker, lease)
+
+    def _claim(
+        self, conn: sa.Connection, now: float, limit: int, worker: str, lease: float
+    ) -> list[Delivery]:
+        expire_leases(conn, webhook_outbox, webhook_outbox.c.id, now)
+        due = (
+            sa.select(webhook_outbox.c.id)
             .where(webhook_outbox.c.state == "pending", webhook_outbox.c.available_at <= now)
             .order_by(webhook_outbox.c.id)
             .limit(limit)
         )
-        async with self._store.transaction() as conn:
-            rows = (await conn.execute(query)).all()
-            if rows:
-                await conn.execute(
-                    webhook_outbox.update()
-                    .where(webhook_outbox.c.id.in_([r.id for r in rows]))
-                    .values(state="inflight")
-                )
+        if conn.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        ids = list(conn.execute(due).scalars())
+        if not ids:
+            return []
+        conn.execute(
+            webhook_outbox.update()
+            .where(webhook_outbox.c.id.in_(ids))
+            .values(state="inflight", leased_by=worker, lease_until=now + lease)
+        )
+        rows = conn.execute(
+            sa.select(webhook_outbox, subscriptions.c.url, subscriptions.c.secret)
+            .join(subscriptions, subscriptions.c.id == webhook_outbox.c.subscription_id)
+            .where(webhook_outbox.c.id.in_(ids))
+            .order_by(webhook_outbox.c.id)
+        ).all()
         return [
             Delivery(
-                r.id, r.subscription_id, r.url, r.secret, r.event, r.payload, r.attempts, r.first_at
+                r.id,
+                r.subscription_id,
+                r.url,
+                r.secret,
+                r.event,
+                r.payload,
+                r.attempts,
+                r.first_at,
+                holder=worker,
             )
             for r in rows
         ]
+
+    async def renew(self, deliveries: Sequence[Delivery], *, worker: str, until: float) -> None:
+        if not deliveries:
+            return
+        async with self._store.transaction() as conn:
+            await conn.execute(
+                webhook_outbox.update()
+                .where(
+                    webhook_outbox.c.id.in_([d.id for d in deliveries]),
+                    webhook_outbox.c.state == "inflight",
+                    webhook_outbox.c.leased_by == worker,
+                )
+                .values(lease_until=until)
+            )
 
     async def delivered(self, delivery: Delivery) -> None:
         async with self._store.transaction() as conn:
@@ -211,22 +222,26 @@ class WebhookStore:
     async def retry(self, delivery: Delivery, at: float, error: str) -> None:
         async with self._store.transaction() as conn:
             await conn.execute(
-                webhook_outbox.update()
-                .where(webhook_outbox.c.id == delivery.id)
-                .values(
+                _held(delivery).values(
                     state="pending",
                     attempts=delivery.attempts + 1,
                     available_at=at,
                     last_error=error,
+                    leased_by=None,
+                    lease_until=None,
                 )
             )
 
     async def dead(self, delivery: Delivery, error: str) -> None:
         async with self._store.transaction() as conn:
             await conn.execute(
-                webhook_outbox.update()
-                .where(webhook_outbox.c.id == delivery.id)
-                .values(state="dead", attempts=delivery.attempts + 1, last_error=error)
+                _held(delivery).values(
+                    state="dead",
+                    attempts=delivery.attempts + 1,
+                    last_error=error,
+                    leased_by=None,
+                    lease_until=None,
+                )
             )
 
     async def dead_count(self) -> int:
@@ -237,3 +252,14 @@ class WebhookStore:
                 .where(webhook_outbox.c.state == "dead")
             )
             return int(count.scalar_one())
+
+
+def _held(delivery: Delivery) -> Any:
+    """An update of ``delivery``'s row while its worker still holds it (a lease that ran out
+    and was taken by another worker is that worker's now)."""
+    update = webhook_outbox.update().where(webhook_outbox.c.id == delivery.id)
+    if delivery.holder:
+        update = update.where(
+            webhook_outbox.c.leased_by == delivery.holder, webhook_outbox.c.state == "inflight"
+        )
+    return update

@@ -1,0 +1,192 @@
+"""The database connection: engines, transactions and, on SQLite only, the writer machinery.
+
+:class:`Database` is the one way the stores write. On SQLite (one writer at a time anyway) writes
+take turns on an asyncio lock, so a transaction never fails upgrading its read lock ("database
+is locked"); batch writes run in one writer thread on a synchronous engine (one hand-off to the
+event loop per batch), and a checkpointer keeps the WAL short beside them. On PostgreSQL none of
+that exists: every write is a plain transaction of the async engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from chat4all.adapters.storage import migrate
+
+__all__ = ["Database", "sqlite_url", "upsert"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def upsert(conn: AsyncConnection | sa.Connection, table: sa.Table) -> Any:
+    """INSERT with ON CONFLICT support, in the connection's dialect (SQLite, PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql_insert(table)
+    return sqlite_insert(table)
+
+
+class Database:
+    """An async engine and, on a SQLite file, the writer thread's synchronous engine."""
+
+    def __init__(self, engine: AsyncEngine, writer: sa.Engine | None = None) -> None:
+        self.engine = engine
+        self._sync_writer = writer
+        """SQLite: a synchronous engine batch writes use, from one thread, so a batch costs the
+        event loop one hand-off instead of one per statement (each of which waited for a turn
+        of a busy loop while the writer lock was held)."""
+        self._executor = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sql-writer")
+            if writer is not None
+            else None
+        )
+        self._checkpoints = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sql-ckpt")
+            if writer is not None
+            else None
+        )
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._written = 0
+        """Writer-thread transactions so far (the checkpointer skips idle spells)."""
+        self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self.migrated: tuple[str | None, str | None] = (None, None)
+        """Schema revisions before and after :meth:`open` migrated."""
+
+    @classmethod
+    async def open(cls, url: str) -> Database:
+        """Connect and migrate to the newest schema."""
+        engine = create_async_engine(url, hide_parameters=True)  # values stay out of errors
+        writer = None
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            if engine.url.database not in (None, "", ":memory:"):  # a file both engines share
+                writer = sa.create_engine(
+                    engine.url.set(drivername="sqlite+pysqlite"), hide_parameters=True
+                )
+                sa.event.listen(writer, "connect", _sqlite_pragmas)
+                sa.event.listen(writer, "connect", _no_autocheckpoint)
+        try:
+            before, after = await migrate.upgrade(engine)
+        except BaseException:
+            await engine.dispose()
+            if writer is not None:
+                writer.dispose()
+            raise
+        if before != after:
+            log.info("database schema migrated from %s to %s", before or "empty", after)
+        database = cls(engine, writer)
+        database.migrated = (before, after)
+        return database
+
+    async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+        await self.engine.dispose()
+        if self._sync_writer is not None and self._executor is not None:
+            self._executor.shutdown(wait=True)
+            if self._checkpoints is not None:
+                self._checkpoints.shutdown(wait=True)
+            self._sync_writer.dispose()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """The one way to write (SQLite: one writer of this process at a time)."""
+        if self._writer is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._writer, self.engine.begin() as conn:
+            yield conn
+
+    async def ready(self) -> bool:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return True
+
+    async def write(self, work: Callable[..., _T], *args: Any) -> _T:
+        """``work(conn, *args)`` with a synchronous connection, in a write transaction of its
+        own: on a SQLite file the whole of it (statements, commit, fsync) in the writer thread,
+        one hand-off for the event loop; elsewhere through ``run_sync``."""
+        if self._sync_writer is None or self._executor is None:
+            async with self.transaction() as conn:
+                return await conn.run_sync(work, *args)
+        if self._checkpointer is None or self._checkpointer.done():
+            self._checkpointer = asyncio.create_task(  # not the first caller's context
+                self._checkpoint_often(), name="checkpoint", context=contextvars.Context()
+            )
+        assert self._writer is not None
+        self._written += 1
+        async with self._writer:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._in_writer_thread, work, args
+            )
+
+    def _in_writer_thread(self, work: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        assert self._sync_writer is not None
+        with self._sync_writer.begin() as conn:
+            return work(conn, *args)
+
+    async def _checkpoint_often(self) -> None:
+        """The writer thread's connection does not checkpoint on commit (a checkpoint writes
+        and fsyncs the database file: tens of ms with the writer lock held, every ~1000 WAL
+        pages under load). Here a PASSIVE checkpoint runs every quarter second from a
+        connection and thread of its own, beside the writers; commits stay durable on their
+        own (WAL, synchronous=FULL), whatever the checkpoint's progress."""
+        assert self._sync_writer is not None
+        assert self._checkpoints is not None
+        writer, loop, threads = self._sync_writer, asyncio.get_running_loop(), self._checkpoints
+
+        def checkpoint() -> None:
+            with writer.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+        seen = -1
+        while True:
+            await asyncio.sleep(0.25)
+            if self._written == seen:
+                continue
+            seen = self._written
+            try:
+                # the bulk of it beside the writers; then the few frames written meanwhile,
+                # writers held off, so that the next write starts the WAL over (a checkpoint
+                # that never catches up lets the WAL file grow without end)
+                await loop.run_in_executor(threads, checkpoint)
+                assert self._writer is not None
+                async with self._writer:
+                    await loop.run_in_executor(threads, checkpoint)
+            except sa.exc.OperationalError:  # busy: next time
+                continue
+
+
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.close()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # an accepted message survives power loss
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

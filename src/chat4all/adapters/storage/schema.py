@@ -1,0 +1,175 @@
+"""Every table of the hub's database, on one :data:`metadata`.
+
+The one place a table is declared: the stores import their tables from here, and the migrations'
+autogenerate check compares the scripts against this metadata. A change here needs a new
+migration (``python -m chat4all.adapters.storage.migrate "what changed"``).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "metadata",
+    "conversations",
+    "messages",
+    "status_events",
+    "outbox",
+    "inbound_updates",
+    "idempotency",
+    "subscriptions",
+    "webhook_outbox",
+    "api_keys",
+    "audit_log",
+    "media",
+]
+
+metadata = sa.MetaData()
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("account", sa.String(128), nullable=False),
+    sa.Column("recipient", sa.String(128), nullable=False),
+    sa.Column("next_seq", sa.Integer, nullable=False, default=1),
+    sa.Column("last_message_at", sa.Float),
+    sa.UniqueConstraint("tenant", "channel", "account", "recipient"),
+)
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False, index=True),
+    sa.Column("conversation_id", sa.String(32), sa.ForeignKey("conversations.id"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("direction", sa.String(8), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("provider_message_id", sa.String(128)),
+    sa.UniqueConstraint("conversation_id", "seq"),
+    sa.Index("messages_provider_id", "provider_message_id"),  # receipts find messages by it
+)
+status_events = sa.Table(
+    "status_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "message_id", sa.String(32), sa.ForeignKey("messages.id"), nullable=False, index=True
+    ),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("detail", sa.Text),
+)
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("message_id", sa.String(32), sa.ForeignKey("messages.id"), primary_key=True),
+    sa.Column("conversation_id", sa.String(32), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    # pending, inflight or dead; a sent message's row is deleted
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("available_at", sa.Float, nullable=False),
+    sa.Column("last_error", sa.Text),
+    # Where the send was accepted: the W3C trace context (``traceparent``) and the request id,
+    # so the dispatcher's span and logs continue the request's.
+    sa.Column("trace_context", sa.String(128)),
+    sa.Column("request_id", sa.String(64)),
+    # provider ids (JSON list) of the parts an attempt delivered before failing: not sent again
+    sa.Column("parts_done", sa.Text),
+    # an in-flight row's holder (``host:pid:random``) and when its lease runs out: until then no
+    # other worker takes it; after that any worker may (its holder is presumed dead)
+    sa.Column("leased_by", sa.String(128)),
+    sa.Column("lease_until", sa.Float),
+    sa.Index("outbox_due", "state", "conversation_id", "seq"),
+    sa.Index("outbox_ready", "state", "available_at"),  # the claim's walk
+)
+inbound_updates = sa.Table(
+    "inbound_updates",
+    metadata,
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("account", sa.String(128), primary_key=True),
+    sa.Column("update_id", sa.String(64), primary_key=True),
+    sa.Column("message_id", sa.String(32)),
+    sa.Column("received_at", sa.Float),
+    sa.Index("inbound_updates_age", "received_at"),
+)
+idempotency = sa.Table(
+    "idempotency",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("body_hash", sa.String(64), nullable=False),
+    sa.Column("message_id", sa.String(32)),
+    sa.Column("lease_until", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    # the first answer (the accepted message as it was then, JSON): a replay returns it as is
+    sa.Column("response", sa.Text),
+    sa.Index("idempotency_age", "created_at"),
+)
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False, index=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("secret", sa.String(64), nullable=False),
+    sa.Column("events", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+webhook_outbox = sa.Table(
+    "webhook_outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subscription_id", sa.String(32), nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    # pending, inflight or dead; a delivered row is deleted
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("available_at", sa.Float, nullable=False),
+    sa.Column("first_at", sa.Float, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("leased_by", sa.String(128)),  # as in ``outbox``
+    sa.Column("lease_until", sa.Float),
+    sa.Index("webhook_due", "state", "available_at"),
+)
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(8), nullable=False),
+    sa.Column("hash", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False, default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+)
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("tenant", sa.String(64)),
+    sa.Column("actor", sa.String(32)),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+media = sa.Table(
+    "media",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("mime_type", sa.String(127), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
