@@ -8,6 +8,8 @@ configured URL, whether something answers there, and how to run a private server
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import pwd
 import shutil
@@ -163,6 +165,28 @@ def postgres_binaries() -> Path | None:
     return None
 
 
+def _login_refusal(url: str) -> str | None:
+    """Why a login as ``url``'s user to its ``postgres`` database fails; None when it works."""
+    import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415 - only for a server that answers
+
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1) + "/postgres"
+
+    async def login() -> None:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+
+    # a thread of its own: the caller may be inside an event loop
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            pool.submit(asyncio.run, login()).result()
+        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 class PostgreSQL:
     """PostgreSQL for the tests. ``configured`` is a server URL without a database
     (``postgresql+asyncpg://user@host:port``); the private server listens on a free port of
@@ -177,8 +201,12 @@ class PostgreSQL:
         *,
         binaries: Callable[[], Path | None] = postgres_binaries,
         install: Callable[[], None] | None = None,
+        explicit: bool = False,
     ) -> None:
+        """``explicit``: the settings named ``configured`` (a refused login is then an error,
+        not a reason to start a private server)."""
         self._configured = configured
+        self._explicit = explicit
         self._binaries = binaries
         self._install = install or (lambda: apt_install(["postgresql"], service=self.name))
 
@@ -186,8 +214,21 @@ class PostgreSQL:
         return self._configured
 
     def answers(self, url: str) -> bool:
+        """Whether ``url`` lets the tests in (a server that refuses the login, such as a
+        distribution's own cluster with password authentication, is no server for them: a
+        private one is started, unless the settings named that server explicitly)."""
         parts = urlsplit(url)
-        return answers(parts.hostname or "127.0.0.1", parts.port or 5432)
+        if not answers(parts.hostname or "127.0.0.1", parts.port or 5432):
+            return False
+        refusal = _login_refusal(url)
+        if refusal is None:
+            return True
+        if self._explicit:
+            raise ServiceUnavailable(
+                f"{self.name}: the server CHAT4ALL_TEST_POSTGRES names answers but refuses the "
+                f"tests' login ({refusal}); fix the URL (user, password) or unset it"
+            )
+        return False
 
     @contextmanager
     def private(self) -> Iterator[str]:

@@ -4,7 +4,6 @@ where none can be had."""
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -49,18 +48,22 @@ async def test_a_private_postgresql_starts_where_nothing_answers_and_is_gone_aft
     assert not home.exists()
 
 
-def test_the_configured_server_is_used_when_it_answers() -> None:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        configured = f"postgresql+asyncpg://postgres@127.0.0.1:{port}"
+def test_the_configured_server_is_used_when_it_lets_the_tests_in(postgres_server: str) -> None:
+    def never() -> Path | None:
+        raise AssertionError("looked for programs to start a private server")
 
-        def never() -> Path | None:
-            raise AssertionError("looked for programs to start a private server")
+    with provide(PostgreSQL(postgres_server, binaries=never)) as url:
+        assert url == postgres_server
 
-        with provide(PostgreSQL(configured, binaries=never)) as url:
-            assert url == configured
+
+def test_a_server_that_refuses_the_login_is_not_used(postgres_server: str) -> None:
+    """A distribution's own cluster with password authentication answers on the port but lets
+    no test in: by default a private server is started; named explicitly, it is an error."""
+    refusing = postgres_server.replace("://postgres@", "://no_such_role_here@", 1)
+    assert "no_such_role_here" in refusing
+    assert not PostgreSQL(refusing).answers(refusing)
+    with pytest.raises(ServiceUnavailable, match=r"^PostgreSQL: .*refuses the tests' login"):
+        PostgreSQL(refusing, explicit=True).answers(refusing)
 
 
 def test_a_service_that_cannot_be_had_is_an_error_naming_it() -> None:

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from chat4all.adapters.storage.sql import SqlStore, sqlite_url
-from tests.postgres import fresh_database, server_url
-from tests.services import PostgreSQL, provide
+from tests.postgres import fresh_database
 
 
 @pytest.fixture
@@ -17,14 +16,6 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
         yield opened
     finally:
         await opened.close()
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A PostgreSQL server's URL without a database: the one tests/postgres.py names when it
-    answers, else a private one started for this session (tests/services.py)."""
-    with provide(PostgreSQL(server_url())) as url:
-        yield url
 
 
 @pytest.fixture

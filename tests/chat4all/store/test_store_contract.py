@@ -13,14 +13,14 @@ import sqlalchemy as sa
 
 from chat4all.adapters.storage import migrate
 from chat4all.adapters.storage.audit import AuditLog
-from chat4all.adapters.storage.messages import IDEMPOTENCY_LEASE
+from chat4all.adapters.storage.messages import IDEMPOTENCY_LEASE, Job
 from chat4all.adapters.storage.outbox import CLAIM_LOCK_SPACE
 from chat4all.adapters.storage.schema import messages, outbox
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout
 from chat4all.domain.model import Attachment, Content, DeliveryStatus
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, NotFound
-from chat4all.ports import SendRequest
+from chat4all.ports import NO_ORIGIN, SendRequest
 
 LEASE = 30.0
 
@@ -327,6 +327,57 @@ async def test_a_late_outcome_of_a_lost_lease_leaves_the_new_holder_alone(
     await store.sent(new, "p1", 141.0)
     [second] = await store.claim(141.0, 10, worker="third", lease=LEASE)
     assert second.message.content.text == "two"
+
+
+async def test_a_late_delivery_of_a_lost_lease_keeps_the_conversation_busy(
+    store: SqlStore,
+) -> None:
+    await store.accept("t1", req("one"), None, 100.0)
+    await store.accept("t1", req("two"), None, 100.0)
+    [old] = await store.claim(100.0, 10, worker="slow", lease=LEASE)
+    [new] = await store.claim(100.0 + LEASE + 1, 10, worker="fast", lease=LEASE)
+    await store.sent(old, "p-old", 140.0)  # the slow worker's success, too late
+    # the provider has it: sent, with the first provider id ...
+    first = await store.get("t1", old.message.id)
+    assert first.status is DeliveryStatus.SENT and first.provider_message_id == "p-old"
+    # ... but "fast" still delivers it: nothing else of the conversation is handed out
+    assert await store.claim(140.0, 10, worker="third", lease=LEASE) == []
+    await store.sent(new, "p-new", 141.0)
+    again = await store.get("t1", old.message.id)
+    assert again.provider_message_id == "p-old"  # the first delivery's id stays
+    assert [e.status for e in again.history].count(DeliveryStatus.SENT) == 1
+    [second] = await store.claim(141.0, 10, worker="third", lease=LEASE)
+    assert second.message.content.text == "two"
+
+
+async def test_retries_taking_over_an_expired_key_together_make_one_message(
+    store: SqlStore,
+) -> None:
+    assert await store.message_log.reserve("t1", "k", "h", 100.0) is None  # its process died
+    later = 100.0 + IDEMPOTENCY_LEASE + 1
+    outcomes = await asyncio.gather(
+        *(store.accept("t1", req("x"), ("k", "h"), later) for _ in range(4)),
+        return_exceptions=True,
+    )
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(isinstance(o, IdempotencyInFlight) for o in refused), refused
+    made = {o.message.id for o in outcomes if not isinstance(o, BaseException)}
+    assert len(made) == 1
+    assert await store.depth() == 1
+
+
+async def test_a_completion_after_a_takeover_keeps_the_first_answer(store: SqlStore) -> None:
+    """A first request slower than its reservation's lease is taken over; the one that
+    completes first is the answer, the other fails instead of making a second message."""
+    assert await store.message_log.reserve("t1", "k", "h", 100.0) is None  # slow, not dead
+    later = 100.0 + IDEMPOTENCY_LEASE + 1
+    taken = await store.accept("t1", req("x"), ("k", "h"), later)
+    assert not taken.replayed
+    with pytest.raises(IdempotencyInFlight):  # the slow first request, completing at last
+        await store._commits.submit(Job("t1", req("x"), "k", 100.5, NO_ORIGIN))
+    replay = await store.accept("t1", req("x"), ("k", "h"), later + 1)
+    assert replay.replayed and replay.message.id == taken.message.id
+    assert await store.depth() == 1
 
 
 async def test_concurrent_claimers_never_hold_two_messages_of_one_conversation(

@@ -4,7 +4,11 @@ and everything undelivered is dispatched. Over SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
@@ -121,3 +125,26 @@ async def test_a_database_of_the_previous_release_upgrades_with_its_data(store_u
         assert len(deliveries) == 2  # the pending one and the one the old release held
     finally:
         await store.close()
+
+
+async def test_processes_starting_together_on_an_empty_database_both_migrate(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Replicas rolled out at once: they take turns migrating (an advisory lock), so neither
+    fails on the other's half-made schema."""
+    chat4all = Path(sys.executable).with_name("chat4all")
+    env = {**os.environ, "CHAT4ALL_DATABASE_URL": postgres_url}
+    starts = [
+        await asyncio.create_subprocess_exec(
+            str(chat4all),
+            "migrate",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        for _ in range(3)
+    ]
+    outputs = [(await p.communicate())[0].decode() for p in starts]
+    assert [p.returncode for p in starts] == [0, 0, 0], outputs
+    assert sum("migrated from empty" in o for o in outputs) == 1, outputs

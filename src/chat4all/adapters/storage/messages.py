@@ -118,12 +118,23 @@ class MessageLog:
                     "the first request with this Idempotency-Key is still being processed; "
                     "retry in a moment"
                 )
-            # The first request's process died before completing: this one takes over.
-            await conn.execute(
+            # The first request's process died before completing: this one takes over, if no
+            # other retry took it over first (one conditional write decides between them)
+            taken = await conn.execute(
                 idempotency.update()
-                .where(idempotency.c.tenant == tenant, idempotency.c.key == key)
+                .where(
+                    idempotency.c.tenant == tenant,
+                    idempotency.c.key == key,
+                    idempotency.c.message_id.is_(None),
+                    idempotency.c.lease_until <= now,
+                )
                 .values(lease_until=now + IDEMPOTENCY_LEASE)
             )
+            if taken.rowcount != 1:
+                raise IdempotencyInFlight(
+                    "the first request with this Idempotency-Key is still being processed; "
+                    "retry in a moment"
+                )
             return None
 
     # ---- accepting ---------------------------------------------------------------------------
@@ -225,16 +236,24 @@ class MessageLog:
         conn.execute(messages.insert(), message_rows)
         conn.execute(status_events.insert(), event_rows)
         conn.execute(outbox.insert(), outbox_rows)
-        if keyed:
-            conn.execute(
-                idempotency.update()
-                .where(
-                    idempotency.c.tenant == sa.bindparam("t"),
-                    idempotency.c.key == sa.bindparam("k"),
-                )
-                .values(message_id=sa.bindparam("m"), response=sa.bindparam("r")),
-                keyed,
+        complete = (
+            idempotency.update()
+            .where(
+                idempotency.c.tenant == sa.bindparam("t"),
+                idempotency.c.key == sa.bindparam("k"),
+                idempotency.c.message_id.is_(None),
             )
+            .values(message_id=sa.bindparam("m"), response=sa.bindparam("r"))
+        )
+        for row in keyed:  # one by one: each must find its key still open
+            if conn.execute(complete, row).rowcount != 1:
+                # Another request took this key over while this one was slow (past the
+                # reservation's lease) and completed first: its answer is the first; this
+                # batch rolls back and is committed again without this job, which fails.
+                raise IdempotencyInFlight(
+                    "another request with this Idempotency-Key completed first; retry to get "
+                    "its answer"
+                )
         return written
 
     def _conversation_id(

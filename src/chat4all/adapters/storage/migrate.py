@@ -32,6 +32,9 @@ __all__ = [
     "BASELINE",
 ]
 
+MIGRATION_LOCK: Final = 0x0C4A_0001
+"""PostgreSQL advisory lock key held while migrating: processes starting together on one
+database take turns (the second finds the schema current)."""
 BASELINE: Final = "0001"
 """The schema of the release before migrations (what ``metadata.create_all`` made)."""
 _SCRIPTS: Final = Path(__file__).with_name("migrations")
@@ -51,6 +54,8 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
 
 
 def _upgrade(connection: sa.Connection) -> tuple[str | None, str | None]:
+    if connection.dialect.name == "postgresql":  # held to the end of this transaction
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
     before = MigrationContext.configure(connection).get_current_revision()
     config = alembic_config(connection)
     if before is None and sa.inspect(connection).has_table("messages"):

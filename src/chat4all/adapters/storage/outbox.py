@@ -164,11 +164,27 @@ class SqlOutbox:
     # ---- outcomes ------------------------------------------------------------------------------
 
     def record_sent(self, conn: sa.Connection, done: Sequence[Sent]) -> None:
-        """Deliveries: the rows go, the messages are ``sent`` (a batch in one transaction)."""
+        """Deliveries: the rows go, the messages are ``sent`` (a batch in one transaction).
+
+        A worker whose lease ran out may report late, after another took the row over: the
+        message is ``sent`` all the same (the provider has it), but the row stays the new
+        holder's, so its conversation stays busy until that delivery ends too (else the next
+        message could overtake it). The first provider id is kept."""
         if not done:
             return
         ids = [d.item.message.id for d in done]
-        conn.execute(outbox.delete().where(outbox.c.message_id.in_(ids)))
+        conn.execute(
+            outbox.delete().where(
+                outbox.c.message_id == sa.bindparam("i"),
+                sa.or_(
+                    outbox.c.state != "inflight",
+                    outbox.c.leased_by.is_(None),
+                    outbox.c.leased_by == sa.bindparam("h", type_=sa.String),
+                    sa.bindparam("h", type_=sa.String) == "",
+                ),
+            ),
+            [{"i": d.item.message.id, "h": d.item.holder} for d in done],
+        )
         current = {
             row[0]: DeliveryStatus(row[1])
             for row in conn.execute(
@@ -181,7 +197,9 @@ class SqlOutbox:
             messages.update()
             .where(messages.c.id == sa.bindparam("i"))
             .values(
-                provider_message_id=sa.bindparam("p"),
+                provider_message_id=sa.func.coalesce(
+                    messages.c.provider_message_id, sa.bindparam("p")
+                ),
                 status=sa.case(
                     (sa.bindparam("a", type_=sa.Boolean), sent.value), else_=messages.c.status
                 ),
@@ -203,9 +221,9 @@ class SqlOutbox:
                     for d in advanced
                 ],
             )
-        self._announcer.status(
-            conn, [d.item.message for d in done], "sent", None, [d.now for d in done]
-        )
+            self._announcer.status(
+                conn, [d.item.message for d in advanced], "sent", None, [d.now for d in advanced]
+            )
 
     async def retry(
         self, item: OutboxItem, at: float, reason: str, now: float, done: tuple[str, ...] = ()
