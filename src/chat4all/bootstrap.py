@@ -1,4 +1,20 @@
-"""The composition root of ``chat4all serve``: settings in, a running hub out."""
+"""The composition root: settings in, a wired hub out (:func:`build_hub`), and its roles run.
+
+:func:`build_hub` wires everything (store, use cases, connectors, bus, rate limiter, wake-up,
+status publisher, metrics, tracer, workers) and opens no socket and starts no task: it only
+opens the database. :func:`run_roles` starts some of its roles under the hub's
+:class:`~chat4all.service_layer.supervisor.Supervisor`:
+
+- ``simulator``: the channels' simulators (on the embedded default: no account configured);
+- ``api``: the REST and gRPC servers;
+- ``workers``: the dispatcher and the webhook dispatcher (and any worker a test injects);
+- ``pollers``: the channels' pollers (those their settings ask for);
+- ``housekeeping``: the hourly purge of old idempotency keys and update ids.
+
+:func:`running_hub` is ``chat4all serve``: all of them in one process. Tests inject fakes through
+the overrides of :func:`build_hub` (a tracer, a clock, connectors, an httpx transport for
+webhooks, a resolver, extra workers).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +22,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypedDict
 
+import httpx
 import sqlalchemy as sa
 import uvicorn
 from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
+from typing_extensions import Unpack
 
-from chat4all.adapters.channels.runtime import Channels, running_channels
+from chat4all.adapters.channels.runtime import Channels, build_channels
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout_many
 from chat4all.config import Settings
-from chat4all.domain.model import status_document
 from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
 from chat4all.entrypoints.services import Services
@@ -30,43 +47,120 @@ from chat4all.entrypoints.tls import Tls
 from chat4all.errors import StoreUnavailable
 from chat4all.metrics import HubMetrics
 from chat4all.plugin import SIMULATOR_ACCOUNT
-from chat4all.ports import OutboxItem
-from chat4all.service_layer.access import Access
+from chat4all.ports import Connector
+from chat4all.service_layer.access import Access, LocalRateLimiter, RateLimiter
+from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.dead_letters import DeadLetters
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
-from chat4all.service_layer.events import EventBus
+from chat4all.service_layer.events import EventBus, LiveEvents
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.messages import Messages
+from chat4all.service_layer.status import StatusPublisher
+from chat4all.service_layer.subscriptions import Subscriptions
+from chat4all.service_layer.supervisor import Supervisor
+from chat4all.service_layer.targets import Resolver, TargetPolicy, resolve
+from chat4all.service_layer.wakeup import LocalWakeup, Wakeup
 from chat4all.service_layer.webhooks import WebhookDispatcher
 from chat4all.simulator.host import QuietServer
 from chat4all.telemetry import tracer_for
 from opskit.lifecycle import sleep_or_stop
 
-__all__ = ["Hub", "running_hub", "open_store", "SIMULATOR_ACCOUNT"]
+__all__ = [
+    "Hub",
+    "Overrides",
+    "Injected",
+    "Worker",
+    "ROLES",
+    "build_hub",
+    "run_roles",
+    "running_hub",
+    "open_store",
+    "SIMULATOR_ACCOUNT",
+]
 
 log = logging.getLogger(__name__)
 
 _HOUSEKEEPING_EVERY: Final = 3600.0
+ROLES: Final = ("simulator", "api", "workers", "pollers", "housekeeping")
+
+Worker = Callable[[asyncio.Event], Awaitable[None]]
+"""A long-running job: runs until the event is set (a worker's ``run``)."""
+
+
+class Injected(TypedDict, total=False):
+    """What a test (or a later entry point) may put in place of the settings' choice."""
+
+    tracer: Tracer
+    clock: Callable[[], float]
+    """Wall clock of the workers, the inbound use case and the supervisor."""
+    connectors: Mapping[str, Connector]
+    """Instead of the configured channels' connectors."""
+    webhook_transport: httpx.AsyncBaseTransport
+    resolver: Resolver
+    """How a webhook's host is resolved before delivery."""
+    workers: Mapping[str, Worker]
+    """More workers for the ``workers`` role, by name."""
+
+
+class Overrides(Injected, total=False):
+    stop: asyncio.Event
+    """The event that stops the roles (default: a new one; ``chat4all serve`` sets it on
+    SIGTERM)."""
 
 
 @dataclass
 class Hub:
-    url: str
+    settings: Settings
     store: SqlStore
     keys: KeyRing
+    audit: AuditLog
+    accounts: Accounts
     messages: Messages
+    inbound: Inbound
+    media: MediaLibrary
+    webhooks: WebhookStore
+    subscriptions: Subscriptions
+    bus: LiveEvents
+    publisher: StatusPublisher
+    limiter: RateLimiter
+    access: Access
+    services: Services
+    """The use cases, as the REST and gRPC entrypoints take them."""
+    wakeup: Wakeup
+    metrics: HubMetrics
+    tracer: Tracer
     dispatcher: Dispatcher
+    webhook_dispatcher: WebhookDispatcher
+    workers: dict[str, Worker]
+    """The ``workers`` role's jobs, by name."""
+    supervisor: Supervisor
     channels: Channels
-    """Every channel's parts, its simulator among them on the embedded default."""
+    """Every channel's parts (its simulator among them on the embedded default, served by the
+    ``simulator`` role)."""
     admin_key: str | None
     """Created on first start of an empty database; shown once."""
-    grpc_target: str
-    """``host:port`` of the gRPC API."""
-    bus: EventBus
-    audit: AuditLog
-    webhooks: WebhookStore
-    media: MediaLibrary
+    url: str = ""
+    """The REST API's root, once the ``api`` role runs."""
+    grpc_target: str = ""
+    """``host:port`` of the gRPC API, once the ``api`` role runs."""
+
+    async def ready(self) -> str | None:
+        """Why this process is not ready (a worker down, since when; the database), or
+        ``None`` when it is."""
+        down = self.supervisor.down()
+        if down is not None:
+            return down.reason
+        try:
+            await self.store.ready()
+        except Exception as exc:
+            return f"database: {type(exc).__name__}: {exc}"
+        return None
+
+    async def refresh_gauges(self) -> None:
+        self.metrics.outbox_depth.set(await self.store.depth())
+        self.metrics.dead_letters.set(await self.store.dead_count())
+        self.metrics.webhook_dead_letters.set(await self.webhooks.dead_count())
 
 
 async def open_store(settings: Settings) -> SqlStore:
@@ -100,149 +194,219 @@ async def _housekeeping(store: SqlStore, keep: float, stop: asyncio.Event) -> No
 
 
 @contextlib.asynccontextmanager
-async def running_hub(
-    settings: Settings, stop: asyncio.Event, tracer: Tracer | None = None
-) -> AsyncIterator[Hub]:
-    """API, dispatcher (and, on the embedded default, the simulator) in this process. Spans go
-    to ``tracer`` (tests pass one with an in-memory exporter), else as settings say."""
-    # a bad certificate stops the start before anything else
-    tls = (
-        Tls(settings.TLS_CERT_FILE, settings.TLS_KEY_FILE)
-        if settings.TLS_CERT_FILE is not None and settings.TLS_KEY_FILE is not None
-        else None
-    )
+async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> AsyncIterator[Hub]:
+    """The hub of ``settings`` wired, with nothing running (see the module's documentation);
+    the database and the clients are closed on exit."""
     store = await open_store(settings)
-    store.fanout = fanout_many
-    keys = KeyRing(store)
-    webhooks = WebhookStore(store)
-    media_store = FileMediaStore(store, settings.media_dir)
-    media = MediaLibrary(media_store, settings.MEDIA_MAX_BYTES)
-    admin_key = None
-    if not await keys.list():
-        admin_key, _ = await keys.create(settings.DEFAULT_TENANT, Role.ADMIN, "first admin key")
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
+        store.fanout = fanout_many  # webhooks are queued in the transaction of their change
+        keys = KeyRing(store)
+        webhooks = WebhookStore(store)
+        media_store = FileMediaStore(store, settings.media_dir)
+        media = MediaLibrary(media_store, settings.MEDIA_MAX_BYTES)
+        admin_key = None
+        if not await keys.list():
+            admin_key, _ = await keys.create(settings.DEFAULT_TENANT, Role.ADMIN, "first admin key")
+        tracer = overrides.get("tracer")
         if tracer is None:
             tracer, provider = tracer_for(settings.OTLP_ENDPOINT)
             if provider is not None:
                 stack.callback(provider.shutdown)  # flushes what is still batched
                 log.info("traces go to %s", settings.OTLP_ENDPOINT)
-        channels = await stack.enter_async_context(running_channels(settings, media_store))
+        clock = overrides.get("clock", time.time)
+
+        channels = build_channels(settings, media_store)
+        stack.push_async_callback(channels.close)
+        accounts = channels.accounts
+        connectors = overrides.get("connectors", channels.connectors)
+
         metrics = HubMetrics(CollectorRegistry())
         bus = EventBus()
-
-        def on_status(item: OutboxItem, status: str, detail: str | None) -> None:
-            message = item.message
-            bus.publish(message.tenant, "message.status", status_document(message, status, detail))
-
+        publisher = StatusPublisher(bus)
+        wakeup = LocalWakeup()
+        limiter = LocalRateLimiter(settings.RATE_PER_KEY, settings.RATE_GLOBAL)
+        targets = TargetPolicy(settings.WEBHOOK_ALLOW_PRIVATE, overrides.get("resolver", resolve))
         dispatcher = Dispatcher(
             store,
-            channels.connectors,
+            connectors,
             DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS, lease=settings.OUTBOX_LEASE),
             events=metrics,
-            on_status=on_status,
+            clock=clock,
+            publisher=publisher,
             tracer=tracer,
+            wakeup=wakeup,
         )
-        messages = Messages(
-            store,
-            tracer=tracer,
-            accounts=channels.accounts,
-            media=media_store,
-            limits=channels.limits,
+        webhook_dispatcher = WebhookDispatcher(
+            webhooks,
+            clock=clock,
+            transport=overrides.get("webhook_transport"),
+            targets=targets,
         )
-        inbound = Inbound(store, bus, channels.accounts, channels.receivers)
-
-        async def refresh_gauges() -> None:
-            metrics.outbox_depth.set(await store.depth())
-            metrics.dead_letters.set(await store.dead_count())
-            metrics.webhook_dead_letters.set(await webhooks.dead_count())
-
-        workers: list[asyncio.Task[None]] = []
-
-        async def ready() -> bool:
-            """Ready: the database answers and every worker (dispatcher, webhooks) runs."""
-            for task in workers:
-                if task.done():
-                    raise RuntimeError(f"the {task.get_name()} worker stopped; see the log")
-            return await store.ready()
-
         audit = AuditLog(store)
-        access = Access(keys, audit, per_key=settings.RATE_PER_KEY, global_=settings.RATE_GLOBAL)
-        services = Services(
+        access = Access(keys, audit, limiter=limiter)
+        messages = Messages(
+            store, tracer=tracer, accounts=accounts, media=media_store, limits=channels.limits
+        )
+        inbound = Inbound(store, publisher, accounts, channels.receivers, clock=clock)
+        subscriptions = Subscriptions(webhooks, targets)
+        workers: dict[str, Worker] = {
+            "dispatcher": dispatcher.run,
+            "webhooks": webhook_dispatcher.run,
+            **overrides.get("workers", {}),
+        }
+        yield Hub(
+            settings=settings,
+            store=store,
+            keys=keys,
+            audit=audit,
+            accounts=accounts,
             messages=messages,
-            access=access,
-            accounts=channels.accounts,
-            dead_letters=DeadLetters(store, dispatcher.wake),
-            subscriptions=webhooks,
             inbound=inbound,
-            bus=bus,
             media=media,
-            wake=dispatcher.wake,
-        )
-        app = create_app(
-            services, ready=ready, metrics=metrics, refresh_gauges=refresh_gauges, tracer=tracer
-        )
-        server = QuietServer(
-            uvicorn.Config(
-                app,
-                host=settings.HOST,
-                port=settings.PORT,
-                log_level="warning",
-                log_config=None,  # uvicorn's loggers go through ours: masked, JSON when asked
-                lifespan="off",
-                ssl_context_factory=tls.rest if tls is not None else None,
-            )
-        )
-        grpc_server, grpc_port = await start_grpc(
-            services,
-            f"{settings.HOST}:{settings.GRPC_PORT}",
+            webhooks=webhooks,
+            subscriptions=subscriptions,
+            bus=bus,
+            publisher=publisher,
+            limiter=limiter,
+            access=access,
+            services=Services(
+                messages=messages,
+                access=access,
+                accounts=accounts,
+                dead_letters=DeadLetters(store, wakeup.wake),
+                subscriptions=subscriptions,
+                inbound=inbound,
+                bus=bus,
+                media=media,
+                wake=wakeup.wake,
+            ),
+            wakeup=wakeup,
             metrics=metrics,
             tracer=tracer,
-            credentials=tls.grpc() if tls is not None else None,
+            dispatcher=dispatcher,
+            webhook_dispatcher=webhook_dispatcher,
+            workers=workers,
+            supervisor=Supervisor(overrides.get("stop") or asyncio.Event(), clock),
+            channels=channels,
+            admin_key=admin_key,
         )
-        stack.push_async_callback(grpc_server.stop, 5)
-        api = asyncio.create_task(server.serve(), name="rest")
-        worker = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
-        hooks = asyncio.create_task(WebhookDispatcher(webhooks).run(stop), name="webhooks")
-        keeper = asyncio.create_task(
-            _housekeeping(store, settings.IDEMPOTENCY_HOURS * 3600.0, stop), name="housekeeping"
+
+
+async def _simulator(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
+    await stack.enter_async_context(
+        hub.channels.serving_simulators(port=hub.settings.SIMULATOR_PORT)
+    )
+
+
+async def _api(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
+    settings = hub.settings
+    # a bad certificate stops the start before anything listens
+    tls = (
+        Tls(settings.TLS_CERT_FILE, settings.TLS_KEY_FILE)
+        if settings.TLS_CERT_FILE is not None and settings.TLS_KEY_FILE is not None
+        else None
+    )
+    app = create_app(
+        hub.services,
+        ready=hub.ready,
+        metrics=hub.metrics,
+        refresh_gauges=hub.refresh_gauges,
+        tracer=hub.tracer,
+    )
+    server = QuietServer(
+        uvicorn.Config(
+            app,
+            host=settings.HOST,
+            port=settings.PORT,
+            log_level="warning",
+            log_config=None,  # uvicorn's loggers go through ours: masked, JSON when asked
+            lifespan="off",
+            ssl_context_factory=tls.rest if tls is not None else None,
         )
-        workers += [worker, hooks, keeper]
-        pollers = [
-            asyncio.create_task(poller.run(stop), name=poller.name)
-            for poller in channels.pollers(inbound.received)
-        ]
-        try:
-            while not server.started:
-                if api.done():
-                    await api
-                await asyncio.sleep(0.01)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            url = f"{'https' if tls else 'http'}://{settings.HOST}:{port}"
-            grpc_target = f"{settings.HOST}:{grpc_port}"
-            log.info(
-                "chat4all API on %s/v1 (OpenAPI: %s/v1/openapi.json), gRPC on %s",
-                url,
-                url,
-                grpc_target,
-            )
-            yield Hub(
-                url,
-                store,
-                keys,
-                messages,
-                dispatcher,
-                channels,
-                admin_key,
-                grpc_target,
-                bus,
-                audit,
-                webhooks,
-                media,
-            )
-        finally:
-            server.should_exit = True
-            stop.set()
-            for poller in pollers:  # parked in a long poll: nothing to finish
-                poller.cancel()
-            await asyncio.gather(api, worker, hooks, keeper, *pollers, return_exceptions=True)
+    )
+    grpc_server, grpc_port = await start_grpc(
+        hub.services,
+        f"{settings.HOST}:{settings.GRPC_PORT}",
+        metrics=hub.metrics,
+        tracer=hub.tracer,
+        credentials=tls.grpc() if tls is not None else None,
+    )
+    stack.push_async_callback(grpc_server.stop, 5)
+    api = hub.supervisor.start("rest", server.serve())
+    stack.callback(setattr, server, "should_exit", True)
+    while not server.started:
+        if api.done():
+            await api
+            raise RuntimeError("the REST server ended before it started")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    hub.url = f"{'https' if tls else 'http'}://{settings.HOST}:{port}"
+    hub.grpc_target = f"{settings.HOST}:{grpc_port}"
+    log.info(
+        "chat4all API on %s/v1 (OpenAPI: %s/v1/openapi.json), gRPC on %s",
+        hub.url,
+        hub.url,
+        hub.grpc_target,
+    )
+
+
+async def _workers(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
+    stop = hub.supervisor.stop
+    for name, work in hub.workers.items():
+        hub.supervisor.start(name, _as_coroutine(work, stop))
+
+
+async def _pollers(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
+    for poller in hub.channels.pollers(hub.inbound.received):
+        # parked in a long poll at stop: nothing to finish, so cancelled
+        hub.supervisor.start(
+            poller.name, _as_coroutine(poller.run, hub.supervisor.stop), cancel_on_stop=True
+        )
+
+
+async def _housekeeping_role(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
+    keep = hub.settings.IDEMPOTENCY_HOURS * 3600.0
+    hub.supervisor.start("housekeeping", _housekeeping(hub.store, keep, hub.supervisor.stop))
+
+
+async def _as_coroutine(work: Worker, stop: asyncio.Event) -> None:
+    await work(stop)
+
+
+_START: Final[dict[str, Callable[[Hub, contextlib.AsyncExitStack], Awaitable[None]]]] = {
+    "simulator": _simulator,
+    "api": _api,
+    "workers": _workers,
+    "pollers": _pollers,
+    "housekeeping": _housekeeping_role,
+}
+
+
+@contextlib.asynccontextmanager
+async def run_roles(hub: Hub, roles: Iterable[str] = ROLES) -> AsyncIterator[Hub]:
+    """Run ``roles`` of ``hub`` (names from :data:`ROLES`) under its supervisor until the block
+    ends; then stop them and wait for them. ``hub.supervisor.wait()`` says when to end."""
+    wanted = list(dict.fromkeys(roles))
+    unknown = [r for r in wanted if r not in _START]
+    if unknown:
+        raise ValueError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
+    async with contextlib.AsyncExitStack() as stack:
+        if "simulator" in wanted:  # first up, last down: the workers talk to it to the end
+            await _simulator(hub, stack)
+        stack.push_async_callback(hub.supervisor.shutdown)
+        for role in wanted:
+            if role != "simulator":
+                await _START[role](hub, stack)
+        stack.callback(hub.supervisor.stop.set)  # first thing on the way out
+        yield hub
+
+
+@contextlib.asynccontextmanager
+async def running_hub(
+    settings: Settings, stop: asyncio.Event, **overrides: Unpack[Injected]
+) -> AsyncIterator[Hub]:
+    """``chat4all serve``: every role of the hub of ``settings`` in this process, until the
+    block ends (``stop`` set on the way out, or by a signal before)."""
+    async with build_hub(settings, stop=stop, **overrides) as hub, run_roles(hub) as running:
+        yield running

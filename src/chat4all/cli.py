@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok (stopped by SIGTERM/SIGINT for ``serve``); 1 a key to revoke was not found, or
 ``audit verify`` found a broken chain; 2 invalid settings (the message names the key); 3 the
-database cannot be opened or migrated (the message says why).
+database cannot be opened or migrated (the message says why); 4 ``serve`` stopped because one
+of its workers died (logged with its traceback): its service manager should start it again.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 import typer
 from rich.console import Console
+from typing_extensions import Unpack
 
 from chat4all import __version__
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, open_store, running_hub
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Injected, open_store, running_hub
 from chat4all.config import Settings, load_settings
 from chat4all.errors import Chat4AllError, InvalidRequest, StoreUnavailable
 from chat4all.plugin import Simulator
@@ -31,7 +33,10 @@ from chat4all.simulator.host import running_simulators
 from opskit.lifecycle import run_until_stopped
 from opskit.logs import MASKER, setup_logging
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "serve_hub", "WORKER_DIED"]
+
+WORKER_DIED: Final = 4
+"""``serve``'s exit code when one of its workers died."""
 
 log = logging.getLogger("chat4all.cli")
 app = typer.Typer(
@@ -40,7 +45,7 @@ app = typer.Typer(
     help="chat4all: one API for many messaging channels.",
     epilog=(
         "Exit codes: 0 ok; 1 not found or audit log tampered; 2 invalid settings; "
-        "3 database cannot be opened or migrated."
+        "3 database cannot be opened or migrated; 4 a worker died (serve; restart it)."
     ),
 )
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
@@ -68,34 +73,43 @@ def serve(env_file: EnvFile = Path(".env")) -> None:
     setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     log.info("chat4all %s starting; database %s", __version__, settings.database_shown)
 
-    async def main(stop: asyncio.Event) -> int:
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                hub = await stack.enter_async_context(running_hub(settings, stop))
-            except StoreUnavailable as exc:
-                err.print(f"[bold red]error:[/] {exc}")
-                return 3
-            except InvalidRequest as exc:  # settings only checkable at start: TLS files
-                err.print(f"[bold red]error:[/] invalid settings: {exc}")
-                return 2
-            # What startup built (modules, routes, compiled models, the SQL cache) lives as long
-            # as the process: out of the collector's sight, a full collection scans only what
-            # requests allocate (it took ~100 ms under load, the accept latency's p99 spikes).
-            gc.collect()
-            gc.freeze()
-            if hub.admin_key is not None:
-                err.print("[bold]admin API key (shown once, store it now):[/]\n  " + hub.admin_key)
-                for channel in hub.channels.simulators:
-                    err.print(
-                        f"try: curl -s -X POST {hub.url}/v1/messages -H 'Authorization: "
-                        "Bearer <key>' -H 'Content-Type: application/json' -d "
-                        f'\'{{"channel": "{channel}", "account": "{SIMULATOR_ACCOUNT}", '
-                        '"recipient": "42", "content": {"text": "hello"}}\''
-                    )
-            await stop.wait()
-        return 0
+    raise typer.Exit(run_until_stopped(lambda stop: serve_hub(settings, stop), _fast_loop()))
 
-    raise typer.Exit(run_until_stopped(main, _fast_loop()))
+
+async def serve_hub(settings: Settings, stop: asyncio.Event, **overrides: Unpack[Injected]) -> int:
+    """``serve``'s life until ``stop`` is set (0) or a worker dies (:data:`WORKER_DIED`), or
+    the start fails (2, 3). ``overrides`` as :func:`chat4all.bootstrap.build_hub`'s."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            hub = await stack.enter_async_context(running_hub(settings, stop, **overrides))
+        except StoreUnavailable as exc:
+            err.print(f"[bold red]error:[/] {exc}")
+            return 3
+        except InvalidRequest as exc:  # settings only checkable at start: TLS files
+            err.print(f"[bold red]error:[/] invalid settings: {exc}")
+            return 2
+        # What startup built (modules, routes, compiled models, the SQL cache) lives as long
+        # as the process: out of the collector's sight, a full collection scans only what
+        # requests allocate (it took ~100 ms under load, the accept latency's p99 spikes).
+        gc.collect()
+        gc.freeze()
+        if hub.admin_key is not None:
+            err.print("[bold]admin API key (shown once, store it now):[/]\n  " + hub.admin_key)
+            for channel in hub.channels.simulators:
+                err.print(
+                    f"try: curl -s -X POST {hub.url}/v1/messages -H 'Authorization: "
+                    "Bearer <key>' -H 'Content-Type: application/json' -d "
+                    f'\'{{"channel": "{channel}", "account": "{SIMULATOR_ACCOUNT}", '
+                    '"recipient": "42", "content": {"text": "hello"}}\''
+                )
+        down = await hub.supervisor.wait()
+    if down is not None:
+        err.print(
+            f"[bold red]error:[/] {down.reason}; chat4all stopped (exit code {WORKER_DIED}) so "
+            "that its service manager starts it again; the log above has the traceback"
+        )
+        return WORKER_DIED
+    return 0
 
 
 def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     """Seconds a dispatcher holds a claimed message without renewing it (it renews every third
     of it while delivering). A process that dies leaves its in-flight messages to the others
     after this long; they may reach the provider twice."""
+    WEBHOOK_ALLOW_PRIVATE: bool = False
+    """Allow client webhooks to loopback, private and link-local addresses (receivers on the
+    internal network, tests). Off: such URLs are refused at subscription, and a delivery whose
+    host resolves to one fails (retried, then dead-lettered)."""
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 

@@ -15,8 +15,8 @@ def openapi_document() -> dict[str, Any]:
     from chat4all.entrypoints.rest import create_app  # noqa: PLC0415 - FastAPI only here
     from chat4all.entrypoints.services import Services  # noqa: PLC0415
 
-    async def ready() -> bool:
-        return True
+    async def ready() -> str | None:
+        return None
 
     # Only the routes' shapes are read: no use case is called.
     return create_app(cast(Services, None), ready=ready).openapi()

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chat4all.adapters.storage.sql import SqlStore, sqlite_url
+from chat4all.bootstrap import Hub, Injected, running_hub
+from chat4all.config import load_settings
+from chat4all.registry import Registry
 from tests.postgres import fresh_database
 
 
@@ -43,3 +49,41 @@ async def any_store(store_url: str) -> AsyncIterator[SqlStore]:
         yield opened
     finally:
         await opened.close()
+
+
+@contextlib.asynccontextmanager
+async def hub_running(
+    data_dir: Path,
+    stop: asyncio.Event | None = None,
+    overrides: Injected | None = None,
+    channels: Registry | None = None,
+    **settings: Any,
+) -> AsyncIterator[Hub]:
+    """A whole hub as ``chat4all serve`` runs it (SQLite in ``data_dir``, the Bot API
+    simulator, both APIs on free loopback ports), until the block ends. ``settings``: more
+    ``CHAT4ALL_*`` settings by name (``RATE_PER_KEY=30``); ``overrides``: fakes for
+    :func:`chat4all.bootstrap.build_hub` (a tracer, connectors, a failing worker ...);
+    ``channels``: the channel plugins (default: the installed ones).
+    Webhooks may go to loopback (the tests' receivers) unless ``WEBHOOK_ALLOW_PRIVATE=False``."""
+    config = load_settings(
+        None,
+        channels,
+        **{
+            "DATA_DIR": data_dir,
+            "PORT": 0,
+            "SIMULATOR_PORT": 0,
+            "GRPC_PORT": 0,
+            "WEBHOOK_ALLOW_PRIVATE": True,
+            **settings,
+        },
+    )
+    async with running_hub(config, stop or asyncio.Event(), **(overrides or {})) as hub:
+        yield hub
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    """The default test hub (a test module with other settings defines its own with
+    :func:`hub_running`)."""
+    async with hub_running(tmp_path) as running:
+        yield running

@@ -10,7 +10,7 @@ from chat4all.adapters.storage.webhooks import Subscription
 from chat4all.service_layer.access import Access
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.dead_letters import DeadLetters
-from chat4all.service_layer.events import EventBus
+from chat4all.service_layer.events import LiveEvents
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.messages import Messages
@@ -42,7 +42,7 @@ class Services:
     dead_letters: DeadLetters
     subscriptions: SubscriptionBook
     inbound: Inbound
-    bus: EventBus
+    bus: LiveEvents
     media: MediaLibrary
     wake: Callable[[], None] | None = None
     """Tells the dispatcher a new message is due (called after each accepted send)."""

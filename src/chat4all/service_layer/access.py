@@ -2,9 +2,10 @@
 
 REST and gRPC both call :meth:`Access.authorize`, so the rules cannot differ between them.
 
-Rate limits are token buckets: each key gets ``per_key`` requests a minute (bursts up to that
-many), and all keys together ``global_`` a minute when set. Buckets live in this process;
-with several processes (scale-out) they move to Redis behind the same class.
+Rate limits are a port, :class:`RateLimiter`. Its in-process adapter, :class:`LocalRateLimiter`,
+keeps token buckets: each key gets ``per_key`` requests a minute (bursts up to that many), and
+all keys together ``global_`` a minute when set. With several processes (scale-out) the buckets
+move to Redis behind the same port.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Protocol
 from chat4all.domain.access import Principal
 from chat4all.errors import AuthError, PermissionDenied, RateLimited
 
-__all__ = ["Access", "TokenBucket", "AuditTrail", "Keys"]
+__all__ = ["Access", "TokenBucket", "AuditTrail", "Keys", "RateLimiter", "LocalRateLimiter"]
 
 
 class Keys(Protocol):
@@ -53,22 +54,54 @@ class TokenBucket:
         return (1 - self.tokens) / self.rate
 
 
+class RateLimiter(Protocol):
+    async def check(self, key_id: str) -> None:
+        """Count one request of the key ``key_id``; :class:`RateLimited` (with the seconds to
+        wait) when it is over its rate or the hub over its global one."""
+        ...
+
+
+class LocalRateLimiter:
+    """Token buckets in this process (``0`` turns a limit off)."""
+
+    def __init__(
+        self, per_key: int = 100, global_: int = 0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._per_key = per_key
+        self._global = TokenBucket(global_ / 60, global_, global_, clock()) if global_ > 0 else None
+        self._buckets: dict[str, TokenBucket] = {}
+        self._clock = clock
+
+    async def check(self, key_id: str) -> None:
+        now = self._clock()
+        if self._per_key > 0:
+            bucket = self._buckets.get(key_id)
+            if bucket is None:
+                bucket = TokenBucket(self._per_key / 60, self._per_key, self._per_key, now)
+                self._buckets[key_id] = bucket
+            wait = bucket.take(now)
+            if wait:
+                raise RateLimited(
+                    f"over {self._per_key} requests a minute for this key; retry in {wait:.1f}s",
+                    wait,
+                )
+        if self._global is not None:
+            wait = self._global.take(now)
+            if wait:
+                raise RateLimited(f"the hub is over its global rate; retry in {wait:.1f}s", wait)
+
+
 class Access:
     def __init__(
         self,
         keys: Keys,
         audit: AuditTrail | None = None,
         *,
-        per_key: int = 100,
-        global_: int = 0,
-        clock: Callable[[], float] = time.monotonic,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._keys = keys
         self._audit = audit
-        self._per_key = per_key
-        self._global = TokenBucket(global_ / 60, global_, global_, clock()) if global_ > 0 else None
-        self._buckets: dict[str, TokenBucket] = {}
-        self._clock = clock
+        self._limiter = limiter
 
     async def authorize(self, presented: str | None, action: str) -> Principal:
         try:
@@ -81,22 +114,8 @@ class Access:
                 "permission_denied", who.tenant, who.key_id, f"{who.role.value} tried {action}"
             )
             raise PermissionDenied(f"a {who.role.value} key may not {action}")
-        now = self._clock()
-        if self._per_key > 0:
-            bucket = self._buckets.get(who.key_id)
-            if bucket is None:
-                bucket = TokenBucket(self._per_key / 60, self._per_key, self._per_key, now)
-                self._buckets[who.key_id] = bucket
-            wait = bucket.take(now)
-            if wait:
-                raise RateLimited(
-                    f"over {self._per_key} requests a minute for this key; retry in {wait:.1f}s",
-                    wait,
-                )
-        if self._global is not None:
-            wait = self._global.take(now)
-            if wait:
-                raise RateLimited(f"the hub is over its global rate; retry in {wait:.1f}s", wait)
+        if self._limiter is not None:
+            await self._limiter.check(who.key_id)
         return who
 
     async def _record(self, event: str, tenant: str | None, actor: str | None, detail: str) -> None:

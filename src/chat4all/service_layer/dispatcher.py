@@ -15,19 +15,20 @@ then one probe decides.
 
 Several dispatchers (in one process or many) share one outbox: each claims under a worker id
 of its own (``host:pid:random``) with a lease of ``DispatchPolicy.lease`` seconds, renewed every
-third of it while its items are being delivered. A crash between the provider call and ``sent``
-leaves the row in flight until its lease runs out; then any dispatcher takes it again (at start
-``recover``, or in any claim) and counts it: the only case of a duplicate send.
+third of it while its items are being delivered. Claiming, renewing, polling and waking up, and
+the handling of a failed round (logged, retried), are the loop all outbox workers share:
+:class:`~chat4all.service_layer.outbox_worker.OutboxWorker`.
+
+A crash between the provider call and ``sent`` leaves the row in flight until its lease runs
+out; then any dispatcher takes it again (at start ``recover``, or in any claim) and counts it:
+the only case of a duplicate send.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,19 +38,17 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 
 from chat4all.errors import PermanentDelivery, RetryableDelivery
 from chat4all.ports import Connector, Outbox, OutboxItem
+from chat4all.service_layer.outbox_worker import OutboxWorker, worker_id
+from chat4all.service_layer.status import StatusPublisher
+from chat4all.service_layer.wakeup import LocalWakeup, Wakeup
 from chat4all.telemetry import NO_TRACER, continued, failed
-from opskit.lifecycle import jittered_backoff, sleep_or_stop
+from opskit.lifecycle import jittered_backoff
 
 __all__ = ["Dispatcher", "DispatchPolicy", "DispatchEvents", "NullDispatchEvents", "worker_id"]
 
 log = logging.getLogger(__name__)
 
 _BATCH: Final = 64
-
-
-def worker_id() -> str:
-    """``host:pid:random``: who holds a lease (unique even for two workers of one process)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,32 +113,48 @@ class Dispatcher:
     events: DispatchEvents = field(default_factory=NullDispatchEvents)
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
-    on_status: Callable[[OutboxItem, str, str | None], None] | None = None
-    """Called after a status change committed: ``(item, "sent" | "failed", detail)``."""
+    publisher: StatusPublisher | None = None
+    """Told of each status change once it committed (``sent`` or ``failed``)."""
     tracer: Tracer = NO_TRACER
+    wakeup: Wakeup = field(default_factory=LocalWakeup)
+    """Rung when a message is accepted (or replayed), so it goes out before the next poll."""
     worker: str = field(default_factory=worker_id)
     """Whose leases this dispatcher's claims are."""
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _held: dict[str, OutboxItem] = field(default_factory=dict)
-    """Claimed and not yet recorded: their leases are renewed."""
     _breakers: dict[tuple[str, str], _Breaker] = field(default_factory=dict)
     _unrecorded: list[_Unrecorded] = field(default_factory=list)
     """Outcomes the store refused even after ``record_tries``: tried again every round (their
     rows stay in flight, holding their conversations, until they are recorded)."""
+    _loop: OutboxWorker[OutboxItem] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._loop = OutboxWorker(
+            "dispatcher",
+            self.outbox,
+            self._deliver,
+            key=_message_id,
+            batch=_BATCH,
+            lease=self.policy.lease,
+            poll_interval=self.policy.poll_interval,
+            clock=self.clock,
+            wakeup=self.wakeup,
+            worker=self.worker,
+            before_round=self._record_again,
+            on_recovered=self._recovered,
+            on_claimed=self._claimed,
+        )
 
     def wake(self) -> None:
         """A new message is in the outbox: dispatch without waiting for the next poll."""
-        self._wake.set()
+        self.wakeup.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
-        recovered = await self.outbox.recover(self.clock())
-        self._recovered(recovered)
-        renewing = asyncio.create_task(self._renew_often(stop), name="dispatcher-leases")
-        try:
-            await self._loop(stop)
-        finally:
-            renewing.cancel()
-            await asyncio.gather(renewing, return_exceptions=True)
+        """Until ``stop``: the outbox workers' loop (recover, claim, deliver, renew leases; a
+        failed round is logged and retried)."""
+        await self._loop.run(stop)
+
+    async def round(self) -> int:
+        """Claim and send one batch; returns how many were claimed."""
+        return await self._loop.round()
 
     def _recovered(self, count: int) -> None:
         if count:
@@ -150,51 +165,14 @@ class Dispatcher:
             )
         self.events.recovered(count)
 
-    async def _renew_often(self, stop: asyncio.Event) -> None:
-        """Every third of a lease, extend the leases of what this worker still holds."""
-        every = self.policy.lease / 3
-        while not await sleep_or_stop(stop, every):
-            held = list(self._held.values())
-            if not held:
-                continue
-            try:
-                await self.outbox.renew(
-                    held, worker=self.worker, until=self.clock() + self.policy.lease
-                )
-            except Exception as exc:  # next time; a lease outlives two misses
-                log.warning(
-                    "could not renew %d lease(s): %s: %s", len(held), type(exc).__name__, exc
-                )
-
-    async def _loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                busy = await self.round()
-            except Exception as exc:  # the database away for a moment must not end dispatching
-                log.error("dispatch round failed, next try in 1 s: %s: %s", type(exc).__name__, exc)
-                await sleep_or_stop(stop, 1.0)
-                continue
-            if busy:
-                continue
-            self._wake.clear()
-            await _first(stop.wait(), self._wake.wait(), timeout=self.policy.poll_interval)
-
-    async def round(self) -> int:
-        """Claim and send one batch; returns how many were claimed."""
-        await self._record_again()
-        items = await self.outbox.claim(
-            self.clock(), _BATCH, worker=self.worker, lease=self.policy.lease
-        )
-        self._held.update((item.message.id, item) for item in items)
+    def _claimed(self, items: list[OutboxItem]) -> None:
         reclaimed = sum(item.reclaimed for item in items)
         if reclaimed:
             self._recovered(reclaimed)
-        if items:
-            await asyncio.gather(*(self._deliver(item) for item in items))
-        return len(items)
 
-    async def _deliver(self, item: OutboxItem) -> None:
-        """One attempt, in a span that continues the trace of the request that accepted it."""
+    async def _deliver(self, item: OutboxItem) -> bool:
+        """One attempt, in a span that continues the trace of the request that accepted it;
+        whether its outcome is recorded (if not, it is kept and tried again every round)."""
         with continued(
             self.tracer,
             "deliver message",
@@ -209,8 +187,8 @@ class Dispatcher:
                 await self._attempt(item, span)
             except Exception as exc:  # its outcome could not be recorded (logged there)
                 failed(span, f"not recorded: {type(exc).__name__}: {exc}")
-            else:
-                self._held.pop(item.message.id, None)
+                return False
+            return True
 
     async def _attempt(self, item: OutboxItem, span: Span) -> None:
         conversation = item.conversation
@@ -335,14 +313,14 @@ class Dispatcher:
                 log.debug("%s for message %s still not recorded: %s", what, item.message.id, exc)
             else:
                 self._unrecorded.remove(entry)
-                self._held.pop(item.message.id, None)
+                self._loop.release(item)
                 self.events.unrecorded(len(self._unrecorded))
                 log.info("recorded %s for message %s at last", what, item.message.id)
 
     def _notify(self, item: OutboxItem, status: str, detail: str | None) -> None:
-        if self.on_status is not None:
+        if self.publisher is not None:
             try:
-                self.on_status(item, status, detail)
+                self.publisher.status(item.message, status, detail)
             except Exception:  # a listener must never undo a recorded delivery
                 log.exception("status listener failed for message %s", item.message.id)
 
@@ -355,11 +333,5 @@ class Dispatcher:
         )
 
 
-async def _first(*waits: Awaitable[object], timeout: float) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+def _message_id(item: OutboxItem) -> str:
+    return item.message.id

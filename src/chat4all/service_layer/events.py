@@ -1,6 +1,7 @@
 """Live events of a tenant, for SSE (REST) and server streaming (gRPC).
 
-An in-process bus: the dispatcher and the inbound handlers publish after their transaction
+:class:`LiveEvents` is the port; :class:`EventBus` its in-process adapter. Events enter it
+through :class:`~chat4all.service_layer.status.StatusPublisher` only, after their transaction
 committed; each subscriber has a bounded queue, and one that falls behind by more than
 ``QUEUE`` events is told so (an ``overflow`` event) and dropped, so a slow client never holds
 the hub up. Events are live notifications, not a log: a client that reconnects reads what it
@@ -15,9 +16,9 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-__all__ = ["Event", "EventBus", "QUEUE"]
+__all__ = ["Event", "EventBus", "LiveEvents", "QUEUE"]
 
 QUEUE: Final = 1000
 
@@ -32,8 +33,22 @@ class Event:
     at: float
 
 
+class LiveEvents(Protocol):
+    """The port: publish a tenant's event to whoever listens now; listen to a tenant's."""
+
+    def publish(self, tenant: str, type_: str, data: dict[str, Any]) -> None: ...
+
+    def subscribe(self, tenant: str) -> AsyncIterator[Event]:
+        """The tenant's events from now on; ends after an ``overflow`` event."""
+        ...
+
+    def subscribers(self, tenant: str) -> int: ...
+
+
 @dataclass
 class EventBus:
+    """The in-process adapter of :class:`LiveEvents`."""
+
     _subscribers: dict[str, set[asyncio.Queue[Event]]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 

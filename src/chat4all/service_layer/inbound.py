@@ -7,12 +7,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from chat4all.domain.model import DeliveryStatus, Message, message_document, status_document
+from chat4all.domain.model import DeliveryStatus, Message
 from chat4all.errors import InvalidRequest, NotFound
 from chat4all.plugin import Received, Receiver
 from chat4all.ports import SendRequest, WebhookReply, WebhookRequest
 from chat4all.service_layer.accounts import Accounts
-from chat4all.service_layer.events import EventBus
+from chat4all.service_layer.status import StatusPublisher
 
 __all__ = ["Inbound", "InboundStore"]
 
@@ -41,14 +41,14 @@ class Inbound:
     def __init__(
         self,
         store: InboundStore,
-        bus: EventBus,
+        publisher: StatusPublisher,
         accounts: Accounts,
         receivers: Mapping[str, Receiver] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``receivers``: each channel's webhook side, by channel name."""
         self._store = store
-        self._bus = bus
+        self._publisher = publisher
         self._accounts = accounts
         self._receivers = dict(receivers or {})
         self._clock = clock
@@ -77,7 +77,7 @@ class Inbound:
                 tenant, request, inbound.update_id, inbound.provider_message_id, self._clock()
             )
             if message is not None:
-                self._bus.publish(tenant, "message.inbound", message_document(message))
+                self._publisher.inbound(message)
                 stored.append(message)
         for receipt in received.receipts:
             await self.receipt(channel, account, receipt.provider_message_id, receipt.status)
@@ -96,7 +96,5 @@ class Inbound:
             channel, account, provider_message_id, status, self._clock()
         )
         if message is not None:
-            self._bus.publish(
-                message.tenant, "message.status", status_document(message, status.value, None)
-            )
+            self._publisher.status(message, status.value, None)
         return message

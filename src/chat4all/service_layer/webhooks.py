@@ -8,9 +8,16 @@ Each call is a POST of the event's JSON with:
 - ``X-Chat4All-Signature``: ``v1=`` + hex HMAC-SHA256 of ``"<timestamp>.<body>"`` under the
   subscription's secret. Receivers check it with :func:`verify` and reject stale timestamps.
 
-A 2xx answer delivers; anything else (or no answer in ``timeout``) retries after an exponential
-backoff with jitter (10 s, 20 s, 40 s ... capped at 1 h) until 24 h after the event, then the
-delivery is dead-lettered (counted in ``chat4all_webhook_dead_letters``).
+A 2xx answer delivers; anything else (another status, no answer in ``timeout``, a URL that does
+not parse or resolve, a host refused by the :class:`~chat4all.service_layer.targets.TargetPolicy`,
+any error at all) is that delivery's failure: it retries after an exponential backoff with
+jitter (10 s, 20 s, 40 s ... capped at 1 h) until 24 h after the event, then the delivery is
+dead-lettered (counted in ``chat4all_webhook_dead_letters``). No delivery can end the worker.
+
+Claiming, leases, polling and the handling of a failed round are the loop every outbox worker
+shares (:class:`~chat4all.service_layer.outbox_worker.OutboxWorker`); a delivery whose outcome
+cannot be recorded is let go and, once its lease ran out, claimed and sent again (receivers
+deduplicate by ``X-Chat4All-Delivery``).
 """
 
 from __future__ import annotations
@@ -28,10 +35,11 @@ from typing import Final, Protocol
 import httpx
 
 from chat4all.adapters.storage.webhooks import Delivery
-from chat4all.service_layer.dispatcher import worker_id
-from opskit.lifecycle import jittered_backoff, sleep_or_stop
+from chat4all.service_layer.outbox_worker import OutboxWorker, worker_id
+from chat4all.service_layer.targets import TargetPolicy, UnsafeTarget
+from opskit.lifecycle import jittered_backoff
 
-__all__ = ["WebhookDispatcher", "sign", "verify", "GIVE_UP_AFTER"]
+__all__ = ["WebhookDispatcher", "WebhookQueue", "sign", "verify", "GIVE_UP_AFTER"]
 
 log = logging.getLogger(__name__)
 
@@ -84,36 +92,36 @@ class WebhookDispatcher:
     lease: float = 60.0
     """Seconds a claimed delivery stays this worker's without renewal (renewed every third)."""
     worker: str = field(default_factory=worker_id)
+    targets: TargetPolicy = field(default_factory=TargetPolicy)
+    _client: httpx.AsyncClient | None = None
+    _loop: OutboxWorker[Delivery] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._loop = OutboxWorker(
+            "webhooks",
+            self.queue,
+            self._deliver,
+            key=_delivery_id,
+            batch=_BATCH,
+            lease=self.lease,
+            poll_interval=self.poll_interval,
+            clock=self.clock,
+            worker=self.worker,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.queue.recover(self.clock())
         async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
-            while not stop.is_set():
-                if await self.round(client):
-                    continue
-                await sleep_or_stop(stop, self.poll_interval)
+            self._client = client
+            await self._loop.run(stop)
 
     async def round(self, client: httpx.AsyncClient) -> int:
-        batch = await self.queue.claim(self.clock(), _BATCH, worker=self.worker, lease=self.lease)
-        if batch:
-            renewing = asyncio.create_task(self._renew_often(batch))
-            try:
-                await asyncio.gather(*(self._deliver(client, d) for d in batch))
-            finally:
-                renewing.cancel()
-                await asyncio.gather(renewing, return_exceptions=True)
-        return len(batch)
+        """Claim and deliver one batch through ``client``; returns how many were claimed."""
+        self._client = client
+        return await self._loop.round()
 
-    async def _renew_often(self, batch: list[Delivery]) -> None:
-        """Every third of a lease, while ``batch`` is being delivered, extend its leases."""
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            try:
-                await self.queue.renew(batch, worker=self.worker, until=self.clock() + self.lease)
-            except Exception as exc:  # next time; a lease outlives two misses
-                log.warning("could not renew webhook leases: %s: %s", type(exc).__name__, exc)
-
-    async def _deliver(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
+    async def _deliver(self, delivery: Delivery) -> bool:
+        """One attempt and its outcome recorded (a store error raises: the loop lets it go)."""
+        assert self._client is not None, "run() or round() provides the client"
         body = delivery.payload.encode()
         stamp = int(self.clock())
         headers = {
@@ -125,13 +133,28 @@ class WebhookDispatcher:
             "X-Chat4All-Signature": sign(delivery.secret, stamp, body),
         }
         try:
-            answer = await client.post(delivery.url, content=body, headers=headers)
+            target = await self.targets.checked(delivery.url)
+            answer = await self._client.post(
+                target.connect_url,
+                content=body,
+                headers={**headers, **target.headers},
+                extensions=target.extensions,
+            )
             error = None if 200 <= answer.status_code < 300 else f"HTTP {answer.status_code}"
-        except httpx.HTTPError as exc:
+        except UnsafeTarget as exc:
+            error = f"refused: {exc}"
+        except Exception as exc:  # whatever it is, it is this delivery's failure, not the worker's
             error = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, httpx.HTTPError):
+                log.warning(
+                    "webhook %s for subscription %s failed unexpectedly: %s",
+                    delivery.id,
+                    delivery.subscription_id,
+                    error,
+                )
         if error is None:
             await self.queue.delivered(delivery)
-            return
+            return True
         now = self.clock()
         if now - delivery.first_at >= GIVE_UP_AFTER:
             log.warning(
@@ -142,6 +165,11 @@ class WebhookDispatcher:
                 error,
             )
             await self.queue.dead(delivery, error)
-            return
+            return True
         wait = jittered_backoff(delivery.attempts, self.base_backoff, self.max_backoff, self.rng)
         await self.queue.retry(delivery, now + wait, error)
+        return True
+
+
+def _delivery_id(delivery: Delivery) -> int:
+    return delivery.id

@@ -17,14 +17,14 @@ import httpx
 import pytest
 
 from chat4all.adapters.channels.telegram import CHANNEL as TELEGRAM
-from chat4all.bootstrap import Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import Hub
 from chat4all.contracts import openapi_document
 from chat4all.plugin import SIMULATOR_ACCOUNT
 from chat4all.registry import Registry
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.channels import echo
+from tests.chat4all.conftest import hub_running
 
 ROOT = Path(__file__).resolve().parents[3]
 PROTO = ROOT / "proto"
@@ -32,15 +32,7 @@ PROTO = ROOT / "proto"
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(
-        None,
-        Registry([TELEGRAM, echo.CHANNEL]),
-        DATA_DIR=tmp_path,
-        PORT=0,
-        SIMULATOR_PORT=0,
-        GRPC_PORT=0,
-    )
-    async with running_hub(settings, asyncio.Event()) as running:
+    async with hub_running(tmp_path, channels=Registry([TELEGRAM, echo.CHANNEL])) as running:
         yield running
 
 

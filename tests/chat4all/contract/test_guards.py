@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from tests.chat4all.channels.telegram_hub import telegram_of
+from tests.chat4all.conftest import hub_running
 
 ROOT = Path(__file__).resolve().parents[3]
 NODE_BIN = ROOT / ".cache" / "node" / "node_modules" / ".bin"
@@ -93,8 +93,7 @@ def test_the_openapi_check_refuses_a_removed_operation_and_a_new_required_field(
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(None, DATA_DIR=tmp_path / "hub", PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
-    async with running_hub(settings, asyncio.Event()) as running:
+    async with hub_running(tmp_path / "hub") as running:
         yield running
 
 

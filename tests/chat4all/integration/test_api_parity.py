@@ -18,13 +18,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.domain.access import Role
 from chat4all.entrypoints.grpc_server import SERVICE_NAME
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.channels.telegram_hub import telegram_of
+from tests.chat4all.conftest import hub_running
 
 
 @dataclass
@@ -310,16 +310,7 @@ def _dict(message: pb.Message) -> dict[str, Any]:
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(
-        None,
-        DATA_DIR=tmp_path,
-        PORT=0,
-        SIMULATOR_PORT=0,
-        GRPC_PORT=0,
-        RATE_PER_KEY=30,
-        MEDIA_MAX_BYTES=2 * 1024 * 1024,
-    )
-    async with running_hub(settings, asyncio.Event()) as running:
+    async with hub_running(tmp_path, RATE_PER_KEY=30, MEDIA_MAX_BYTES=2 * 1024 * 1024) as running:
         yield running
 
 
@@ -557,6 +548,18 @@ async def test_subscriptions_are_created_listed_and_deleted_alike(hub: Hub, clie
     assert (await client.unsubscribe(hub.admin_key, made.data["id"])).error == "NOT_FOUND"
     after = await client.subscriptions(hub.admin_key)
     assert after.data == {"items": []}
+
+
+async def test_a_bad_subscription_url_is_refused_alike_naming_the_field(
+    hub: Hub, client: Client
+) -> None:
+    assert hub.admin_key
+    for url in ("http://[::1", "https://me:pw@hooks.example.com/x"):
+        refused = await client.subscribe(hub.admin_key, url, ["message.status"])
+        assert (refused.ok, refused.error) == (False, "INVALID_ARGUMENT"), url
+        assert "url" in str(refused.data)
+        assert "pw" not in str(refused.data)
+    assert (await client.subscriptions(hub.admin_key)).data == {"items": []}
 
 
 async def test_channels_list_the_keys_own_accounts(hub: Hub, client: Client) -> None:

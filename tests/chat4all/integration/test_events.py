@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import httpx
-import pytest
 
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.service_layer.events import QUEUE, EventBus
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.channels.telegram_hub import telegram_of, webhook_secret
-
-
-@pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
-    async with running_hub(settings, asyncio.Event()) as running:
-        yield running
+from tests.chat4all.conftest import hub_running
 
 
 async def sse(hub: Hub, count: int, seen: list[tuple[str, dict[str, object]]]) -> None:
@@ -134,10 +125,7 @@ async def test_a_slow_subscriber_is_dropped_with_one_overflow_event() -> None:
 
 
 async def test_long_polling_receives_updates_once_each(tmp_path: Path) -> None:
-    settings = load_settings(
-        None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0, TELEGRAM_POLLING=True
-    )
-    async with running_hub(settings, asyncio.Event()) as hub:
+    async with hub_running(tmp_path, TELEGRAM_POLLING=True) as hub:
         first = telegram_of(hub).update(555, "polled one")
         telegram_of(hub).enqueue(first)
         telegram_of(hub).enqueue(telegram_of(hub).update(555, "polled two"))

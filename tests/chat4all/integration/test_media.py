@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from chat4all.adapters.channels.telegram.simulator import Sent
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.domain.access import Role
 from tests.chat4all.channels.telegram_hub import telegram_of
+from tests.chat4all.conftest import hub_running
 
 MIB = 1024 * 1024
 MAX = 11 * MIB
@@ -29,15 +29,7 @@ MAX = 11 * MIB
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(
-        None,
-        DATA_DIR=tmp_path,
-        PORT=0,
-        SIMULATOR_PORT=0,
-        GRPC_PORT=0,
-        MEDIA_MAX_BYTES=MAX,
-    )
-    async with running_hub(settings, asyncio.Event()) as running:
+    async with hub_running(tmp_path, MEDIA_MAX_BYTES=MAX) as running:
         yield running
 
 

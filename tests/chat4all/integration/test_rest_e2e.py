@@ -5,24 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
-import pytest
 
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.domain.access import Role
 from tests.chat4all.channels.telegram_hub import telegram_of
-
-
-@pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
-    stop = asyncio.Event()
-    async with running_hub(settings, stop) as running:
-        yield running
 
 
 def body(text: str, recipient: str = "42", **content: object) -> dict[str, object]:

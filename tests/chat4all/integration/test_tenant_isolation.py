@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-import pytest
 
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.domain.access import Role
 from tests.chat4all.channels.telegram_hub import telegram_of
 
 from .test_rest_e2e import body, until
-
-
-@pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
-    async with running_hub(settings, asyncio.Event()) as running:
-        yield running
 
 
 async def owner_objects(hub: Hub, owner: httpx.AsyncClient) -> dict[str, str]:

@@ -3,7 +3,6 @@ certificate settings are refused at start, naming the setting."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl
 import subprocess
@@ -16,9 +15,10 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chat4all.bootstrap import Hub, running_hub
+from chat4all.bootstrap import Hub
 from chat4all.config import load_settings
 from chat4all.errors import InvalidRequest
+from tests.chat4all.conftest import hub_running
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +38,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture
 async def hub(tmp_path: Path, certificate: tuple[Path, Path]) -> AsyncIterator[Hub]:
     cert, key = certificate
-    settings = load_settings(
-        None,
-        DATA_DIR=tmp_path,
-        PORT=0,
-        SIMULATOR_PORT=0,
-        GRPC_PORT=0,
-        TLS_CERT_FILE=str(cert),
-        TLS_KEY_FILE=str(key),
-    )
-    async with running_hub(settings, asyncio.Event()) as running:
+    async with hub_running(tmp_path, TLS_CERT_FILE=str(cert), TLS_KEY_FILE=str(key)) as running:
         yield running
 
 

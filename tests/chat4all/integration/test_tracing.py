@@ -3,7 +3,6 @@ recorded by an in-memory exporter and read back from the JSON logs."""
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import io
 import json
@@ -20,8 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, running_hub
-from chat4all.config import load_settings
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.domain.model import Content
 from chat4all.entrypoints.grpc_server import SERVICE_NAME
 from chat4all.ports import Origin, SendRequest
@@ -29,6 +27,7 @@ from chat4all.telemetry import NO_TRACER, tracer_for
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 from opskit.logs import setup_logging
+from tests.chat4all.conftest import hub_running
 
 from .test_rest_e2e import body, until
 
@@ -61,8 +60,7 @@ def json_logs() -> Iterator[io.StringIO]:
 async def hub(tmp_path: Path, spans: InMemorySpanExporter) -> AsyncIterator[Hub]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    settings = load_settings(None, DATA_DIR=tmp_path, PORT=0, SIMULATOR_PORT=0, GRPC_PORT=0)
-    async with running_hub(settings, asyncio.Event(), provider.get_tracer("test")) as running:
+    async with hub_running(tmp_path, overrides={"tracer": provider.get_tracer("test")}) as running:
         yield running
 
 

@@ -9,7 +9,7 @@ from chat4all.adapters.storage.keys import KeyRing
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.access import Role
 from chat4all.errors import AuthError, PermissionDenied, RateLimited
-from chat4all.service_layer.access import Access, TokenBucket
+from chat4all.service_layer.access import Access, LocalRateLimiter, TokenBucket
 
 
 class Clock:
@@ -33,7 +33,9 @@ async def test_per_key_limits_are_independent_and_say_when_to_retry(store: SqlSt
     a, _ = await keys.create("t1", Role.SENDER)
     b, _ = await keys.create("t1", Role.SENDER)
     clock = Clock()
-    access = Access(keys, per_key=60, clock=clock)  # one a second, bursts of 60
+    access = Access(
+        keys, limiter=LocalRateLimiter(per_key=60, clock=clock)
+    )  # one a second, bursts of 60
     for _ in range(60):
         await access.authorize(a, "send")
     with pytest.raises(RateLimited) as limited:
@@ -48,7 +50,7 @@ async def test_the_global_limit_covers_all_keys(store: SqlStore) -> None:
     keys = KeyRing(store)
     a, _ = await keys.create("t1", Role.SENDER)
     b, _ = await keys.create("t2", Role.SENDER)
-    access = Access(keys, per_key=0, global_=2, clock=Clock())
+    access = Access(keys, limiter=LocalRateLimiter(per_key=0, global_=2, clock=Clock()))
     await access.authorize(a, "send")
     await access.authorize(b, "send")
     with pytest.raises(RateLimited, match="global"):
@@ -58,7 +60,7 @@ async def test_the_global_limit_covers_all_keys(store: SqlStore) -> None:
 async def test_failures_are_audited_and_the_chain_verifies(store: SqlStore) -> None:
     keys, audit = KeyRing(store), AuditLog(store)
     reader, info = await keys.create("t1", Role.READER)
-    access = Access(keys, audit, clock=Clock())
+    access = Access(keys, audit, limiter=LocalRateLimiter(clock=Clock()))
     with pytest.raises(AuthError):
         await access.authorize("c4a_nope_wrong", "read")
     with pytest.raises(PermissionDenied):

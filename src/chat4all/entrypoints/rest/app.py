@@ -40,12 +40,13 @@ __all__ = ["create_app"]
 def create_app(
     services: Services,
     *,
-    ready: Callable[[], Awaitable[bool]],
+    ready: Callable[[], Awaitable[str | None]],
     metrics: HubMetrics | None = None,
     refresh_gauges: Callable[[], Awaitable[None]] | None = None,
     tracer: Tracer = NO_TRACER,
 ) -> FastAPI:
-    """The API over ``services``. ``ready`` answers ``/ready``; ``metrics`` (with
+    """The API over ``services``. ``ready`` answers ``/ready`` (why the process is not ready,
+    ``None`` when it is); ``metrics`` (with
     ``refresh_gauges`` run before each scrape) are served at ``/metrics`` when given."""
     app = FastAPI(title="chat4all", version=__version__, openapi_url="/v1/openapi.json")
     app.state.services = services

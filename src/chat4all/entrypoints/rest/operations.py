@@ -15,10 +15,11 @@ __all__ = ["operations_router"]
 
 
 def operations_router(
-    ready: Callable[[], Awaitable[bool]],
+    ready: Callable[[], Awaitable[str | None]],
     metrics: HubMetrics | None,
     refresh_gauges: Callable[[], Awaitable[None]] | None,
 ) -> APIRouter:
+    """``ready`` says why the process is not ready (``None``: it is)."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/health", operation_id="getHealth", response_model=Health)
@@ -30,15 +31,20 @@ def operations_router(
         "/ready",
         operation_id="getReadiness",
         response_model=Readiness,
-        responses={503: {"model": Readiness, "description": "Not ready (the database)"}},
+        responses={
+            503: {
+                "model": Readiness,
+                "description": "Not ready: `reason` says why (the database, or which worker "
+                "is down and since when)",
+            }
+        },
     )
     async def get_readiness() -> JSONResponse:
         """Ready to take requests: the database answers and every worker runs."""
-        try:
-            ok = await ready()
-        except Exception as exc:
-            return JSONResponse({"ready": False, "reason": f"{type(exc).__name__}: {exc}"}, 503)
-        return JSONResponse({"ready": ok}, 200 if ok else 503)
+        reason = await ready()
+        if reason is None:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, "reason": reason}, 503)
 
     if metrics is not None:
 
