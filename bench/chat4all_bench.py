@@ -41,7 +41,7 @@ import httpx
 from tests.tgstream.harness import free_port
 
 from bench.http_load import Pool, post_head
-from chat4all.bootstrap import SIMULATOR_TOKEN
+from chat4all.adapters.channels.telegram import SIMULATOR_TOKEN
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 
@@ -171,7 +171,7 @@ def _hub() -> tuple[Served, Served, str, str]:
             "CHAT4ALL_PORT": str(port),
             "CHAT4ALL_GRPC_PORT": str(grpc_port),
             "CHAT4ALL_TELEGRAM_BOTS": json.dumps({"sim-bot": SIMULATOR_TOKEN}),
-            "CHAT4ALL_TELEGRAM_API_URL": f"http://127.0.0.1:{sim_port}",
+            "CHAT4ALL_TELEGRAM_API_URL": f"http://127.0.0.1:{sim_port}/telegram",
             "CHAT4ALL_RATE_PER_KEY": "0",
             "CHAT4ALL_LOG_LEVEL": "WARNING",
         },

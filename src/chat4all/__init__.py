@@ -1,3 +1,3 @@
-"""chat4all: one REST + gRPC API for WhatsApp, Instagram Direct, Messenger and Telegram."""
+"""chat4all: one REST + gRPC API over many messaging channels, each a plugin."""
 
 __version__ = "0.1.0"

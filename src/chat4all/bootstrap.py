@@ -5,10 +5,10 @@ status publisher, metrics, tracer, workers) and opens no socket and starts no ta
 opens the database. :func:`run_roles` starts some of its roles under the hub's
 :class:`~chat4all.service_layer.supervisor.Supervisor`:
 
-- ``simulator``: the embedded Bot API simulator (only when no Telegram bot is configured);
+- ``simulator``: the channels' simulators (on the embedded default: no account configured);
 - ``api``: the REST and gRPC servers;
 - ``workers``: the dispatcher and the webhook dispatcher (and any worker a test injects);
-- ``pollers``: Telegram long polling (when ``CHAT4ALL_TELEGRAM_POLLING`` is set);
+- ``pollers``: the channels' pollers (those their settings ask for);
 - ``housekeeping``: the hourly purge of old idempotency keys and update ids.
 
 :func:`running_hub` is ``chat4all serve``: all of them in one process. Tests inject fakes through
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -34,20 +33,20 @@ from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 from typing_extensions import Unpack
 
-from chat4all.adapters.channels.telegram import TelegramConnector, TelegramPoller
+from chat4all.adapters.channels.runtime import Channels, build_channels
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout_many
 from chat4all.config import Settings
-from chat4all.domain.model import Channel
 from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
 from chat4all.entrypoints.services import Services
 from chat4all.entrypoints.tls import Tls
 from chat4all.errors import StoreUnavailable
 from chat4all.metrics import HubMetrics
+from chat4all.plugin import SIMULATOR_ACCOUNT
 from chat4all.ports import Connector
 from chat4all.service_layer.access import Access, LocalRateLimiter, RateLimiter
 from chat4all.service_layer.accounts import Accounts
@@ -63,10 +62,9 @@ from chat4all.service_layer.supervisor import Supervisor
 from chat4all.service_layer.targets import Resolver, TargetPolicy, resolve
 from chat4all.service_layer.wakeup import LocalWakeup, Wakeup
 from chat4all.service_layer.webhooks import WebhookDispatcher
-from chat4all.simulator.telegram import QuietServer, TelegramSimulator
+from chat4all.simulator.host import QuietServer
 from chat4all.telemetry import tracer_for
 from opskit.lifecycle import sleep_or_stop
-from opskit.logs import MASKER
 
 __all__ = [
     "Hub",
@@ -79,14 +77,11 @@ __all__ = [
     "running_hub",
     "open_store",
     "SIMULATOR_ACCOUNT",
-    "SIMULATOR_TOKEN",
 ]
 
 log = logging.getLogger(__name__)
 
 _HOUSEKEEPING_EVERY: Final = 3600.0
-SIMULATOR_ACCOUNT: Final = "sim-bot"
-SIMULATOR_TOKEN: Final = "100000:simulated-bot-token-for-the-embedded-default"
 ROLES: Final = ("simulator", "api", "workers", "pollers", "housekeeping")
 
 Worker = Callable[[asyncio.Event], Awaitable[None]]
@@ -99,7 +94,7 @@ class Injected(TypedDict, total=False):
     tracer: Tracer
     clock: Callable[[], float]
     """Wall clock of the workers, the inbound use case and the supervisor."""
-    connectors: Mapping[Channel, Connector]
+    connectors: Mapping[str, Connector]
     """Instead of the configured channels' connectors."""
     webhook_transport: httpx.AsyncBaseTransport
     resolver: Resolver
@@ -140,13 +135,9 @@ class Hub:
     workers: dict[str, Worker]
     """The ``workers`` role's jobs, by name."""
     supervisor: Supervisor
-    simulator: TelegramSimulator | None
-    telegram: TelegramConnector
-    telegram_tokens: dict[str, str]
-    telegram_api_url: str
-    """The Bot API's root (the embedded simulator's, once its role started)."""
-    telegram_secret: str
-    """What Telegram (or the simulator) must send in X-Telegram-Bot-Api-Secret-Token."""
+    channels: Channels
+    """Every channel's parts (its simulator among them on the embedded default, served by the
+    ``simulator`` role)."""
     admin_key: str | None
     """Created on first start of an empty database; shown once."""
     url: str = ""
@@ -217,12 +208,6 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         admin_key = None
         if not await keys.list():
             admin_key, _ = await keys.create(settings.DEFAULT_TENANT, Role.ADMIN, "first admin key")
-        telegram_secret = (
-            settings.TELEGRAM_WEBHOOK_SECRET.get_secret_value()
-            if settings.TELEGRAM_WEBHOOK_SECRET is not None
-            else secrets.token_urlsafe(24)
-        )
-        MASKER.add(telegram_secret)
         tracer = overrides.get("tracer")
         if tracer is None:
             tracer, provider = tracer_for(settings.OTLP_ENDPOINT)
@@ -231,21 +216,10 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
                 log.info("traces go to %s", settings.OTLP_ENDPOINT)
         clock = overrides.get("clock", time.time)
 
-        simulator: TelegramSimulator | None = None
-        api_url = settings.TELEGRAM_API_URL
-        tokens = {k: bot.token.get_secret_value() for k, bot in settings.TELEGRAM_BOTS.items()}
-        owners = {
-            (Channel.TELEGRAM, k): bot.tenant or settings.DEFAULT_TENANT
-            for k, bot in settings.TELEGRAM_BOTS.items()
-        }
-        if settings.embedded_simulator:
-            simulator = TelegramSimulator(tokens={SIMULATOR_TOKEN})
-            tokens = {SIMULATOR_ACCOUNT: SIMULATOR_TOKEN}
-            owners = {(Channel.TELEGRAM, SIMULATOR_ACCOUNT): settings.DEFAULT_TENANT}
-        accounts = Accounts(owners)
-        telegram = TelegramConnector(tokens, api_url=api_url, media=media_store)
-        stack.push_async_callback(telegram.close)
-        connectors = overrides.get("connectors", {Channel.TELEGRAM: telegram})
+        channels = build_channels(settings, media_store)
+        stack.push_async_callback(channels.close)
+        accounts = channels.accounts
+        connectors = overrides.get("connectors", channels.connectors)
 
         metrics = HubMetrics(CollectorRegistry())
         bus = EventBus()
@@ -271,8 +245,10 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         )
         audit = AuditLog(store)
         access = Access(keys, audit, limiter=limiter)
-        messages = Messages(store, tracer=tracer, accounts=accounts, media=media_store)
-        inbound = Inbound(store, publisher, accounts, clock=clock, telegram_secret=telegram_secret)
+        messages = Messages(
+            store, tracer=tracer, accounts=accounts, media=media_store, limits=channels.limits
+        )
+        inbound = Inbound(store, publisher, accounts, channels.receivers, clock=clock)
         subscriptions = Subscriptions(webhooks, targets)
         workers: dict[str, Worker] = {
             "dispatcher": dispatcher.run,
@@ -312,21 +288,15 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             webhook_dispatcher=webhook_dispatcher,
             workers=workers,
             supervisor=Supervisor(overrides.get("stop") or asyncio.Event(), clock),
-            simulator=simulator,
-            telegram=telegram,
-            telegram_tokens=tokens,
-            telegram_api_url=api_url,
-            telegram_secret=telegram_secret,
+            channels=channels,
             admin_key=admin_key,
         )
 
 
 async def _simulator(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
-    if hub.simulator is None:
-        return
-    url = await stack.enter_async_context(hub.simulator.running(port=hub.settings.SIMULATOR_PORT))
-    hub.telegram_api_url = hub.telegram.api_url = url
-    log.info("Telegram simulator on %s (account %r)", url, SIMULATOR_ACCOUNT)
+    await stack.enter_async_context(
+        hub.channels.serving_simulators(port=hub.settings.SIMULATOR_PORT)
+    )
 
 
 async def _api(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
@@ -388,17 +358,10 @@ async def _workers(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
 
 
 async def _pollers(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
-    if not hub.settings.TELEGRAM_POLLING:
-        return
-    for account, token in hub.telegram_tokens.items():
-        poller = TelegramPoller(
-            account, token, hub.inbound.telegram_update, api_url=hub.telegram_api_url
-        )
+    for poller in hub.channels.pollers(hub.inbound.received):
         # parked in a long poll at stop: nothing to finish, so cancelled
         hub.supervisor.start(
-            f"telegram-poll-{account}",
-            _as_coroutine(poller.run, hub.supervisor.stop),
-            cancel_on_stop=True,
+            poller.name, _as_coroutine(poller.run, hub.supervisor.stop), cancel_on_stop=True
         )
 
 

@@ -25,16 +25,11 @@ from chat4all import __version__
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.bootstrap import (
-    SIMULATOR_ACCOUNT,
-    SIMULATOR_TOKEN,
-    Injected,
-    open_store,
-    running_hub,
-)
+from chat4all.bootstrap import SIMULATOR_ACCOUNT, Injected, open_store, running_hub
 from chat4all.config import Settings, load_settings
 from chat4all.errors import Chat4AllError, InvalidRequest, StoreUnavailable
-from chat4all.simulator.telegram import TelegramSimulator
+from chat4all.plugin import Simulator
+from chat4all.simulator.host import running_simulators
 from opskit.lifecycle import run_until_stopped
 from opskit.logs import MASKER, setup_logging
 
@@ -47,7 +42,7 @@ log = logging.getLogger("chat4all.cli")
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="chat4all: one API for WhatsApp, Instagram Direct, Messenger and Telegram.",
+    help="chat4all: one API for many messaging channels.",
     epilog=(
         "Exit codes: 0 ok; 1 not found or audit log tampered; 2 invalid settings; "
         "3 database cannot be opened or migrated; 4 a worker died (serve; restart it)."
@@ -73,7 +68,7 @@ def _settings(env_file: Path) -> Settings:
 
 @app.command()
 def serve(env_file: EnvFile = Path(".env")) -> None:
-    """Run the API, the dispatcher and (with no Telegram bots configured) the simulator."""
+    """Run the API, the dispatcher and (with no channel account configured) the simulators."""
     settings = _settings(env_file)
     setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     log.info("chat4all %s starting; database %s", __version__, settings.database_shown)
@@ -99,14 +94,14 @@ async def serve_hub(settings: Settings, stop: asyncio.Event, **overrides: Unpack
         gc.collect()
         gc.freeze()
         if hub.admin_key is not None:
-            err.print(
-                "[bold]admin API key (shown once, store it now):[/]\n"
-                f"  {hub.admin_key}\n"
-                f"try: curl -s -X POST {hub.url}/v1/messages -H 'Authorization: Bearer "
-                f"<key>' -H 'Content-Type: application/json' -d '{{\"channel\": "
-                f'"telegram", "account": "{SIMULATOR_ACCOUNT}", "recipient": '
-                '"42", "content": {"text": "hello"}}\''
-            )
+            err.print("[bold]admin API key (shown once, store it now):[/]\n  " + hub.admin_key)
+            for channel in hub.channels.simulators:
+                err.print(
+                    f"try: curl -s -X POST {hub.url}/v1/messages -H 'Authorization: "
+                    "Bearer <key>' -H 'Content-Type: application/json' -d "
+                    f'\'{{"channel": "{channel}", "account": "{SIMULATOR_ACCOUNT}", '
+                    '"recipient": "42", "content": {"text": "hello"}}\''
+                )
         down = await hub.supervisor.wait()
     if down is not None:
         err.print(
@@ -129,18 +124,34 @@ def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
 @app.command()
 def simulator(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8081,
-    token: Annotated[
+    channel: Annotated[
         list[str] | None,
-        typer.Option(help="Bot tokens it accepts (repeat); default: the embedded one."),
+        typer.Option(help="A channel to simulate (repeat); default: every channel."),
     ] = None,
+    env_file: EnvFile = Path(".env"),
 ) -> None:
-    """Run the Telegram Bot API simulator alone (point CHAT4ALL_TELEGRAM_API_URL at it)."""
+    """Run the channels' simulators alone, each under /<channel> on one port (point
+    CHAT4ALL_<CHANNEL>_API_URL at it). Each knows the accounts configured for its channel and
+    the embedded default's sim-bot."""
+    settings = _settings(env_file)
     setup_logging("INFO")
-    sim = TelegramSimulator(tokens=set(token or [SIMULATOR_TOKEN]))
+    configs = settings.channels
+    unknown = sorted(set(channel or ()) - set(configs))
+    if unknown:
+        err.print(
+            f"[bold red]error:[/] no channel {', '.join(unknown)} here; channels: "
+            f"{', '.join(configs)}"
+        )
+        raise typer.Exit(2)
+    sims: dict[str, Simulator] = {}
+    for name, config in configs.items():
+        if not channel or name in channel:
+            sims[name] = config.plugin.simulator(config.settings)
 
     async def main(stop: asyncio.Event) -> int:
-        async with sim.running(port=port) as url:
-            log.info("Telegram Bot API simulator on %s", url)
+        async with running_simulators(sims, port=port) as urls:
+            for name, url in urls.items():
+                log.info("%s simulator on %s", name, url)
             await stop.wait()
         return 0
 

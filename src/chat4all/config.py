@@ -1,35 +1,36 @@
-"""chat4all settings (``CHAT4ALL_*`` from the environment or ``.env``); nothing read at import."""
+"""chat4all settings (``CHAT4ALL_*`` from the environment or ``.env``); nothing read at import.
+
+The hub's own settings are :class:`Settings`; each channel's are its plugin's model, read from
+``CHAT4ALL_<CHANNEL>_*`` by :func:`load_settings` (see :mod:`chat4all.plugin`).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    FilePath,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, FilePath, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from chat4all.errors import InvalidRequest
+from chat4all.plugin import ChannelPlugin, ChannelSettings
+from chat4all.registry import Registry
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "ChannelConfig", "load_settings"]
+
+_S = TypeVar("_S", bound=BaseSettings)
 
 
-class BotAccount(BaseModel):
-    """One Telegram bot of ours: its token, and the tenant it belongs to (default:
-    ``CHAT4ALL_DEFAULT_TENANT``)."""
+@dataclass(frozen=True, slots=True)
+class ChannelConfig:
+    """One channel: its plugin and its settings as configured."""
 
-    model_config = ConfigDict(extra="forbid")
-    token: SecretStr
-    tenant: str | None = Field(default=None, min_length=1, max_length=64)
+    plugin: ChannelPlugin[Any]
+    settings: ChannelSettings
 
 
 class Settings(BaseSettings):
@@ -43,18 +44,13 @@ class Settings(BaseSettings):
     HOST: str = "127.0.0.1"
     PORT: int = Field(default=8000, ge=0, le=65535)
     GRPC_PORT: int = Field(default=50051, ge=0, le=65535)
-    TELEGRAM_BOTS: dict[str, BotAccount] = {}
-    """Our Telegram accounts, JSON: ``{"account": "bot token"}``, or with its tenant
-    ``{"account": {"token": "...", "tenant": "acme"}}``. Empty: the simulator's bot."""
-    TELEGRAM_API_URL: str = "https://api.telegram.org"
-    TELEGRAM_WEBHOOK_SECRET: SecretStr | None = None
-    """The secret_token given to setWebhook; Telegram sends it back with every update. Empty
-    on the embedded default: a random one, shared with the simulator."""
-    TELEGRAM_POLLING: bool = False
-    """Receive updates with getUpdates long polling instead of the webhook."""
     DEFAULT_TENANT: str = "default"
     """The tenant that owns the configured channel accounts (and the first admin key)."""
+    SIMULATORS: bool | None = None
+    """Run the channels' simulators (each channel with no account gets one, named sim-bot).
+    Unset: only while no channel has an account (the embedded default)."""
     SIMULATOR_PORT: int = Field(default=8081, ge=0, le=65535)
+    """Where the simulators are served, each under /<channel>."""
     RATE_PER_KEY: int = Field(default=100, ge=0, le=1_000_000)
     """Requests a minute per API key (token bucket, bursts up to that); 0 turns it off."""
     RATE_GLOBAL: int = Field(default=0, ge=0, le=100_000_000)
@@ -70,8 +66,8 @@ class Settings(BaseSettings):
     """Where to send traces (OTLP over HTTP, e.g. ``http://collector:4318/v1/traces``); empty:
     spans are not recorded, but the caller's ``traceparent`` is still carried to the workers."""
     MEDIA_MAX_BYTES: int = Field(default=50 * 1024 * 1024, ge=1, le=2 * 1024**3)
-    """The largest upload (``POST /v1/media``, gRPC ``UploadMedia``); 50 MB is what a bot may
-    upload to Telegram (photos: 10 MB, checked when a message is sent)."""
+    """The largest upload (``POST /v1/media``, gRPC ``UploadMedia``); a channel's own smaller
+    limits (by kind) are checked when a message is sent."""
     MEDIA_DIR: Path | None = None
     """Where uploads are kept (by content, a directory per tenant); empty: DATA_DIR/media.
     Processes that share one database must share this directory too (a network file system,
@@ -87,21 +83,12 @@ class Settings(BaseSettings):
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 
-    @field_validator(
-        "TELEGRAM_WEBHOOK_SECRET", "TLS_CERT_FILE", "TLS_KEY_FILE", "MEDIA_DIR", mode="before"
-    )
+    _channels: dict[str, ChannelConfig] = PrivateAttr(default_factory=dict)
+
+    @field_validator("SIMULATORS", "TLS_CERT_FILE", "TLS_KEY_FILE", "MEDIA_DIR", mode="before")
     @classmethod
     def _unset(cls, value: Any) -> Any:
         return None if value == "" else value
-
-    @field_validator("TELEGRAM_BOTS", mode="before")
-    @classmethod
-    def _empty(cls, value: Any) -> Any:
-        if value in ("", None):
-            return {}
-        if isinstance(value, dict):  # a bare token is {"token": ...}
-            return {k: {"token": v} if isinstance(v, str) else v for k, v in value.items()}
-        return value
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
@@ -128,20 +115,53 @@ class Settings(BaseSettings):
         return self.MEDIA_DIR if self.MEDIA_DIR is not None else self.DATA_DIR / "media"
 
     @property
-    def embedded_simulator(self) -> bool:
-        return not self.TELEGRAM_BOTS
+    def channels(self) -> Mapping[str, ChannelConfig]:
+        """Every installed channel with its settings, by name (as :func:`load_settings` read
+        them)."""
+        return self._channels
+
+    @property
+    def simulators(self) -> bool:
+        """Whether the channels without an account run against their simulators."""
+        if self.SIMULATORS is not None:
+            return self.SIMULATORS
+        return not any(c.settings.accounts() for c in self._channels.values())
 
     def secrets(self) -> list[str]:
-        values = [bot.token.get_secret_value() for bot in self.TELEGRAM_BOTS.values()]
-        if self.TELEGRAM_WEBHOOK_SECRET is not None:
-            values.append(self.TELEGRAM_WEBHOOK_SECRET.get_secret_value())
-        return values
+        return [s for c in self._channels.values() for s in c.settings.secrets()]
 
 
-def load_settings(env_file: Path | None = Path(".env"), **overrides: Any) -> Settings:
+def load_settings(
+    env_file: Path | None = Path(".env"), channels: Registry | None = None, **overrides: Any
+) -> Settings:
+    """The hub's settings and every channel's (``channels``: the installed plugins unless
+    given). ``overrides`` as keys without ``CHAT4ALL_``; a channel's keys start with its name
+    (``<NAME>_API_URL=...``). :class:`InvalidRequest` names the first bad key."""
+    registry = Registry.discover() if channels is None else channels
+    mine: dict[str, dict[str, Any]] = {plugin.name: {} for plugin in registry}
+    core: dict[str, Any] = {}
+    for key, value in overrides.items():
+        name = next((n for n in mine if key.upper().startswith(f"{n.upper()}_")), None)
+        if name is None:
+            core[key] = value
+        else:
+            mine[name][key[len(name) + 1 :].upper()] = value
+    settings = _validated("CHAT4ALL_", Settings, env_file, core)
+    for plugin in registry:
+        prefix = f"CHAT4ALL_{plugin.name.upper()}_"
+        loaded = _validated(prefix, plugin.settings, env_file, mine[plugin.name])
+        settings._channels[plugin.name] = ChannelConfig(plugin, loaded)
+    return settings
+
+
+def _validated(prefix: str, model: type[_S], env_file: Path | None, values: dict[str, Any]) -> _S:
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return model(_env_file=env_file, _env_prefix=prefix, **values)
+    except SettingsError as exc:  # a value that is not JSON where JSON is expected
+        field = re.search(r'field "([^"]+)"', str(exc))
+        key = prefix + (field.group(1).upper() if field else "")
+        raise InvalidRequest(f"{key}: not valid JSON", field=key) from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = "CHAT4ALL_" + ".".join(str(p) for p in first["loc"]) if first["loc"] else "settings"
+        key = prefix + ".".join(str(p) for p in first["loc"]) if first["loc"] else prefix
         raise InvalidRequest(f"{key}: {first['msg']}", field=key) from None

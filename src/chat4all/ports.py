@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Final, Generic, Protocol, TypeVar
 
-from chat4all.domain.model import Channel, Content, Conversation, Media, Message
+from chat4all.domain.model import Content, Conversation, Media, Message
 
 T = TypeVar("T")
 
@@ -34,7 +34,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
-    channel: Channel
+    channel: str
     account: str
     recipient: str
     content: Content
@@ -145,7 +145,7 @@ class Outbox(Protocol):
 class Connector(Protocol):
     """One channel's outbound side. Raises ``RetryableDelivery`` or ``PermanentDelivery``."""
 
-    channel: Channel
+    channel: str
 
     async def send(
         self, conversation: Conversation, message: Message, done: tuple[str, ...] = ()

@@ -11,6 +11,7 @@ import pytest
 from chat4all.adapters.storage.sql import SqlStore, sqlite_url
 from chat4all.bootstrap import Hub, Injected, running_hub
 from chat4all.config import load_settings
+from chat4all.registry import Registry
 from tests.postgres import fresh_database
 
 
@@ -55,15 +56,18 @@ async def hub_running(
     data_dir: Path,
     stop: asyncio.Event | None = None,
     overrides: Injected | None = None,
+    channels: Registry | None = None,
     **settings: Any,
 ) -> AsyncIterator[Hub]:
     """A whole hub as ``chat4all serve`` runs it (SQLite in ``data_dir``, the Bot API
     simulator, both APIs on free loopback ports), until the block ends. ``settings``: more
     ``CHAT4ALL_*`` settings by name (``RATE_PER_KEY=30``); ``overrides``: fakes for
-    :func:`chat4all.bootstrap.build_hub` (a tracer, connectors, a failing worker ...).
+    :func:`chat4all.bootstrap.build_hub` (a tracer, connectors, a failing worker ...);
+    ``channels``: the channel plugins (default: the installed ones).
     Webhooks may go to loopback (the tests' receivers) unless ``WEBHOOK_ALLOW_PRIVATE=False``."""
     config = load_settings(
         None,
+        channels,
         **{
             "DATA_DIR": data_dir,
             "PORT": 0,

@@ -17,7 +17,6 @@ from enum import StrEnum
 from typing import Any, Final
 
 __all__ = [
-    "Channel",
     "DeliveryStatus",
     "Attachment",
     "ATTACHMENT_KINDS",
@@ -33,13 +32,6 @@ __all__ = [
     "TERMINAL_STATUSES",
     "message_document",
 ]
-
-
-class Channel(StrEnum):
-    TELEGRAM = "telegram"
-    WHATSAPP = "whatsapp"
-    MESSENGER = "messenger"
-    INSTAGRAM = "instagram"
 
 
 class DeliveryStatus(StrEnum):
@@ -125,7 +117,7 @@ class Button:
 
 @dataclass(frozen=True, slots=True)
 class Template:
-    """A channel's pre-approved template (WhatsApp) and its parameters."""
+    """A channel's pre-approved message template and its parameters."""
 
     name: str
     language: str
@@ -161,11 +153,12 @@ class StatusEvent:
 class Conversation:
     id: str
     tenant: str
-    channel: Channel
+    channel: str
+    """The channel's name (as its plugin is registered)."""
     account: str
     """Our account on the channel (a bot, a phone number, a page)."""
     recipient: str
-    """The other side's id on the channel (a Telegram chat id, a phone number ...)."""
+    """The other side's id on the channel (a chat id, a phone number, a page-scoped user id ...)."""
     last_message_at: float | None = None
 
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chat4all.adapters.storage.webhooks import Subscription
-from chat4all.domain.model import Channel
 from chat4all.service_layer.access import Access
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.dead_letters import DeadLetters
@@ -49,7 +48,7 @@ class Services:
     """Tells the dispatcher a new message is due (called after each accepted send)."""
 
 
-def channel_named(accounts: Accounts, name: str) -> Channel:
+def channel_named(accounts: Accounts, name: str) -> str:
     """The channel a request names, checked against the channels this hub carries
     (``InvalidRequest`` on ``channel`` otherwise)."""
-    return Channel(accounts.known(name))
+    return accounts.known(name)

@@ -37,7 +37,6 @@ from typing import Final, Protocol
 from opentelemetry.trace import Span, SpanKind, Tracer
 
 from chat4all.domain.lease import worker_id
-from chat4all.domain.model import Channel
 from chat4all.errors import PermanentDelivery, RetryableDelivery
 from chat4all.ports import Connector, Outbox, OutboxItem
 from chat4all.service_layer.outbox_worker import OutboxWorker
@@ -110,7 +109,7 @@ class _Breaker:
 @dataclass
 class Dispatcher:
     outbox: Outbox
-    connectors: Mapping[Channel, Connector]
+    connectors: Mapping[str, Connector]
     policy: DispatchPolicy = field(default_factory=DispatchPolicy)
     events: DispatchEvents = field(default_factory=NullDispatchEvents)
     clock: Callable[[], float] = time.time
@@ -181,7 +180,7 @@ class Dispatcher:
             item.origin,
             **{
                 "chat4all.message_id": item.message.id,
-                "chat4all.channel": item.conversation.channel.value,
+                "chat4all.channel": item.conversation.channel,
                 "chat4all.attempt": str(item.attempts + 1),
             },
         ) as span:
@@ -194,7 +193,7 @@ class Dispatcher:
 
     async def _attempt(self, item: OutboxItem, span: Span) -> None:
         conversation = item.conversation
-        key = (conversation.channel.value, conversation.account)
+        key = (conversation.channel, conversation.account)
         breaker = self._breakers.setdefault(key, _Breaker())
         now = self.clock()
         if breaker.open_until > now:
@@ -209,15 +208,15 @@ class Dispatcher:
                 "dead",
                 item,
                 self.outbox.dead,
-                f"no connector for {conversation.channel.value}",
+                f"no connector for {conversation.channel}",
                 now,
             )
-            self.events.dispatched(conversation.channel.value, "failed", 0.0)
+            self.events.dispatched(conversation.channel, "failed", 0.0)
             return
         began = time.monotonic()
         try:
             with self.tracer.start_as_current_span(
-                f"{conversation.channel.value} send",
+                f"{conversation.channel} send",
                 kind=SpanKind.CLIENT,
                 attributes={"chat4all.account": conversation.account},
             ):
@@ -230,10 +229,10 @@ class Dispatcher:
             breaker.failures = 0
             await self._record("dead", item, self.outbox.dead, str(exc), self.clock(), exc.done)
             self._notify(item, "failed", str(exc))
-            self.events.dispatched(conversation.channel.value, "failed", time.monotonic() - began)
+            self.events.dispatched(conversation.channel, "failed", time.monotonic() - began)
             log.warning("message %s failed for good: %s", item.message.id, exc)
         except Exception as exc:  # an adapter bug must not kill the dispatcher: retry it
-            log.exception("connector %s raised unexpectedly", conversation.channel.value)
+            log.exception("connector %s raised unexpectedly", conversation.channel)
             failed(span, f"{type(exc).__name__}: {exc}")
             await self._retryable(
                 item, breaker, RetryableDelivery(f"{type(exc).__name__}: {exc}"), began
@@ -246,12 +245,12 @@ class Dispatcher:
             span.set_attribute("chat4all.provider_message_id", provider_id)
             log.debug("message %s sent (provider id %s)", item.message.id, provider_id)
             self._notify(item, "sent", None)
-            self.events.dispatched(conversation.channel.value, "sent", time.monotonic() - began)
+            self.events.dispatched(conversation.channel, "sent", time.monotonic() - began)
 
     async def _retryable(
         self, item: OutboxItem, breaker: _Breaker, exc: RetryableDelivery, began: float
     ) -> None:
-        channel = item.conversation.channel.value
+        channel = item.conversation.channel
         now = self.clock()
         breaker.failures += 1
         if breaker.failures >= self.policy.breaker_threshold and breaker.open_until <= now:

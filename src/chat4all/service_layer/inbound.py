@@ -1,24 +1,20 @@
-"""Use cases on what providers push to us: normalise, deduplicate, store, announce."""
+"""Use cases on what providers push to us: check, normalise (the channel's plugin does both),
+deduplicate, store, announce."""
 
 from __future__ import annotations
 
-import hmac
-import json
 import time
-from collections.abc import Callable
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from chat4all.adapters.channels.telegram import parse_update
-from chat4all.domain.model import Channel, DeliveryStatus, Message
-from chat4all.errors import AuthError, InvalidRequest, NotFound
+from chat4all.domain.model import DeliveryStatus, Message
+from chat4all.errors import InvalidRequest, NotFound
+from chat4all.plugin import Received, Receiver
 from chat4all.ports import SendRequest, WebhookReply, WebhookRequest
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.status import StatusPublisher
 
 __all__ = ["Inbound", "InboundStore"]
-
-_TELEGRAM_SECRET_HEADER: Final = "x-telegram-bot-api-secret-token"
-_OK: Final = WebhookReply(200, b'{"ok":true}')
 
 
 class InboundStore(Protocol):
@@ -33,7 +29,7 @@ class InboundStore(Protocol):
 
     async def record_receipt(
         self,
-        channel: Channel,
+        channel: str,
         account: str,
         provider_message_id: str,
         status: DeliveryStatus,
@@ -47,59 +43,48 @@ class Inbound:
         store: InboundStore,
         publisher: StatusPublisher,
         accounts: Accounts,
+        receivers: Mapping[str, Receiver] | None = None,
         clock: Callable[[], float] = time.time,
-        *,
-        telegram_secret: str | None = None,
     ) -> None:
-        """``telegram_secret``: what Telegram must send in X-Telegram-Bot-Api-Secret-Token
-        (set with setWebhook); ``None`` refuses every Telegram webhook call."""
+        """``receivers``: each channel's webhook side, by channel name."""
         self._store = store
         self._publisher = publisher
         self._accounts = accounts
+        self._receivers = dict(receivers or {})
         self._clock = clock
-        self._telegram_secret = telegram_secret
 
     async def webhook(self, channel: str, account: str, request: WebhookRequest) -> WebhookReply:
-        """A provider's call to ``/v1/channels/{channel}/{account}/webhook``: check who sent
-        it, parse it, record what it carries. :class:`NotFound` for a channel or account not
-        configured here, :class:`AuthError` for a bad signature or secret,
-        :class:`InvalidRequest` for a body that cannot be parsed."""
-        if channel != Channel.TELEGRAM.value:
-            self._accounts.owner(channel, account)  # NotFound for an unknown channel or account
-            raise NotFound(f"the {channel} channel takes no webhook calls")
-        if request.method != "POST":
-            raise NotFound("Telegram delivers updates by POST only")
-        presented = request.headers.get(_TELEGRAM_SECRET_HEADER, "")
-        if not self._telegram_secret or not hmac.compare_digest(
-            presented.encode(), self._telegram_secret.encode()
-        ):
-            raise AuthError("wrong or missing X-Telegram-Bot-Api-Secret-Token")
-        try:
-            update = json.loads(request.body)
-        except ValueError:
-            raise InvalidRequest("the body is not JSON (a Bot API Update)", "body") from None
-        if not isinstance(update, dict):
-            raise InvalidRequest("the body is not a Bot API Update object", "body")
-        await self.telegram_update(account, update)
-        return _OK
+        """A provider's request to ``channel``'s webhook for our ``account``: :class:`NotFound`
+        for a channel or account not configured here; the channel's
+        :class:`~chat4all.errors.AuthError` (signature, secret) or
+        :class:`~chat4all.errors.InvalidRequest` (body); else what it brought is stored."""
+        self._accounts.owner(channel, account)
+        receiver = self._receivers.get(channel)
+        if receiver is None:
+            raise NotFound(f"the {channel} channel takes no webhook calls here")
+        received = await receiver.webhook(account, request)
+        await self.received(channel, account, received)
+        return received.reply
 
-    async def telegram_update(self, account: str, update: dict[str, Any]) -> Message | None:
-        """One Bot API update for our ``account``; ``None`` when ignored or already seen.
-        :class:`~chat4all.errors.NotFound` for an account not configured here."""
-        tenant = self._accounts.owner(Channel.TELEGRAM, account)
-        parsed = parse_update(update)
-        if parsed is None:
-            return None
-        request = SendRequest(Channel.TELEGRAM, account, parsed.chat_id, parsed.content)
-        message = await self._store.record_inbound(
-            tenant, request, parsed.update_id, parsed.message_id, self._clock()
-        )
-        if message is not None:
-            self._publisher.inbound(message)
-        return message
+    async def received(self, channel: str, account: str, received: Received) -> list[Message]:
+        """What ``account`` received (from its webhook or a poller): the messages stored now
+        (a repeat of an update already stored is not), and the receipts applied."""
+        tenant = self._accounts.owner(channel, account)
+        stored = []
+        for inbound in received.messages:
+            request = SendRequest(channel, account, inbound.sender, inbound.content)
+            message = await self._store.record_inbound(
+                tenant, request, inbound.update_id, inbound.provider_message_id, self._clock()
+            )
+            if message is not None:
+                self._publisher.inbound(message)
+                stored.append(message)
+        for receipt in received.receipts:
+            await self.receipt(channel, account, receipt.provider_message_id, receipt.status)
+        return stored
 
     async def receipt(
-        self, channel: Channel, account: str, provider_message_id: str, status: DeliveryStatus
+        self, channel: str, account: str, provider_message_id: str, status: DeliveryStatus
     ) -> Message | None:
         """A provider's delivery or read receipt for a message we sent through ``account``: the
         message when its status moved; ``None`` when it names no message of ours or changes

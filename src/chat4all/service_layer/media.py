@@ -22,7 +22,8 @@ __all__ = ["MediaLibrary", "size_text", "DEFAULT_MAX_BYTES"]
 
 MIB: Final = 1024 * 1024
 DEFAULT_MAX_BYTES: Final = 50 * MIB
-"""Telegram's limit for files a bot uploads."""
+"""The default largest upload (what the bot APIs commonly take; a channel's own smaller limits
+are checked when a message is sent)."""
 _INLINE: Final = {
     "image/jpeg": "image",
     "image/png": "image",
@@ -39,7 +40,7 @@ _MIME: Final = re.compile(
 
 
 def size_text(size: int) -> str:
-    """``10 MB`` for whole mebibytes (as Telegram states its limits), else bytes."""
+    """``10 MB`` for whole mebibytes (as providers state their limits), else bytes."""
     return f"{size // MIB} MB" if size % MIB == 0 else f"{size} bytes"
 
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Final
 
@@ -15,47 +15,21 @@ from opentelemetry.trace import Tracer
 from chat4all.domain.model import (
     ATTACHMENT_KINDS,
     Attachment,
-    Channel,
     Content,
     Conversation,
     Message,
     content_document,
 )
 from chat4all.errors import InvalidRequest, NotFound
+from chat4all.plugin import Limits
 from chat4all.ports import Accepted, MediaStore, MessageStore, Page, SendRequest
 from chat4all.service_layer.accounts import Accounts
-from chat4all.service_layer.media import MIB, size_text
+from chat4all.service_layer.media import size_text
 from chat4all.telemetry import NO_TRACER, current_origin
 
-__all__ = ["Messages", "LIMITS", "MAX_PAGE"]
+__all__ = ["Messages", "validate", "MAX_PAGE"]
 
 MAX_PAGE: Final = 200
-
-
-class _Limits:
-    def __init__(
-        self, text: int, caption: int, attachments: int, buttons: int, image_bytes: int | None
-    ) -> None:
-        self.text, self.caption, self.attachments, self.buttons = (
-            text,
-            caption,
-            attachments,
-            buttons,
-        )
-        self.image_bytes = image_bytes
-        """The largest uploaded image sent as a photo (None: not checked here)."""
-
-
-LIMITS: Final = {
-    # Bot API: sendMessage text 1-4096 characters, captions up to 1024, inline keyboards,
-    # photos uploaded with sendPhoto up to 10 MB (other files: 50 MB, CHAT4ALL_MEDIA_MAX_BYTES).
-    Channel.TELEGRAM: _Limits(
-        text=4096, caption=1024, attachments=10, buttons=100, image_bytes=10 * MIB
-    ),
-    Channel.WHATSAPP: _Limits(text=4096, caption=1024, attachments=1, buttons=3, image_bytes=None),
-    Channel.MESSENGER: _Limits(text=2000, caption=2000, attachments=1, buttons=3, image_bytes=None),
-    Channel.INSTAGRAM: _Limits(text=1000, caption=1000, attachments=1, buttons=3, image_bytes=None),
-}
 
 
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
@@ -71,10 +45,10 @@ def _text(value: str | None, field: str, most: int, least: int = 0) -> None:
         raise InvalidRequest(f"{field} contains control characters", field=field)
 
 
-def validate(request: SendRequest) -> None:
-    """Every bound and per-channel limit, checked before a message is accepted (never after),
-    the same for REST and gRPC."""
-    content, limits = request.content, LIMITS[request.channel]
+def validate(request: SendRequest, limits: Limits | None = None) -> None:
+    """Every bound and the channel's ``limits``, checked before a message is accepted (never
+    after), the same for REST and gRPC (``None``: the bounds only)."""
+    content, channel = request.content, request.channel
     _text(request.account, "account", 128, 1)
     _text(request.recipient, "recipient", 128, 1)
     for n, button in enumerate(content.buttons):
@@ -95,35 +69,54 @@ def validate(request: SendRequest) -> None:
         raise InvalidRequest(
             "a message needs text, an attachment, a location or a template", field="content"
         )
+    if limits is not None:
+        _fits(content, channel, limits)
+    for n, attachment in enumerate(content.attachments):
+        _check_reference(attachment, f"content.attachments[{n}]")
+        _text(attachment.url, f"content.attachments[{n}].url", 2048)
+        _text(attachment.filename, f"content.attachments[{n}].filename", 255)
+        _text(attachment.mime_type, f"content.attachments[{n}].mime_type", 127)
+    if not request.recipient.strip():
+        raise InvalidRequest("recipient is empty", field="recipient")
+
+
+def _fits(content: Content, channel: str, limits: Limits) -> None:
+    """What ``channel`` can carry (its plugin's limits)."""
     if content.text is not None and len(content.text) > limits.text:
         raise InvalidRequest(
-            f"text is {len(content.text)} characters; {request.channel.value} allows {limits.text}",
+            f"text is {len(content.text)} characters; {channel} allows {limits.text}",
             field="content.text",
         )
     if len(content.attachments) > limits.attachments:
         raise InvalidRequest(
-            f"{len(content.attachments)} attachments; {request.channel.value} allows "
+            f"{len(content.attachments)} attachments; {channel} allows "
             f"{limits.attachments} per message",
             field="content.attachments",
         )
     for n, attachment in enumerate(content.attachments):
         if attachment.caption and len(attachment.caption) > limits.caption:
             raise InvalidRequest(
-                f"caption is {len(attachment.caption)} characters; {request.channel.value} "
+                f"caption is {len(attachment.caption)} characters; {channel} "
                 f"allows {limits.caption}",
                 field=f"content.attachments[{n}].caption",
             )
-        _check_reference(attachment, f"content.attachments[{n}]")
-        _text(attachment.url, f"content.attachments[{n}].url", 2048)
-        _text(attachment.filename, f"content.attachments[{n}].filename", 255)
-        _text(attachment.mime_type, f"content.attachments[{n}].mime_type", 127)
+        if attachment.kind is not None and attachment.kind not in limits.kinds:
+            raise InvalidRequest(
+                f"{channel} does not send {attachment.kind} attachments; it sends "
+                f"{', '.join(sorted(limits.kinds))}",
+                field=f"content.attachments[{n}].kind",
+            )
     if len(content.buttons) > limits.buttons:
         raise InvalidRequest(
-            f"{len(content.buttons)} buttons; {request.channel.value} allows {limits.buttons}",
+            f"{len(content.buttons)} buttons; {channel} allows {limits.buttons}",
             field="content.buttons",
         )
-    if not request.recipient.strip():
-        raise InvalidRequest("recipient is empty", field="recipient")
+    if content.location is not None and not limits.location:
+        raise InvalidRequest(f"{channel} does not send locations", field="content.location")
+    if content.template is not None and not limits.templates:
+        raise InvalidRequest(
+            f"{channel} has no message templates: send text instead", field="content.template"
+        )
 
 
 def _check_reference(attachment: Attachment, where: str) -> None:
@@ -157,7 +150,7 @@ def body_hash(request: SendRequest) -> str:
             del attachment["media_id"]
             attachment["kind"] = attachment["kind"] or "document"
     doc = {
-        "channel": request.channel.value,
+        "channel": request.channel,
         "account": request.account,
         "recipient": request.recipient,
         "content": content,
@@ -173,10 +166,13 @@ class Messages:
         tracer: Tracer = NO_TRACER,
         accounts: Accounts | None = None,
         media: MediaStore | None = None,
+        limits: Mapping[str, Limits] | None = None,
     ) -> None:
         """``accounts``: who owns which channel account; a send through another tenant's
-        account is refused (``None``: no check, for tests of the store alone)."""
+        account is refused (``None``: no check, for tests of the store alone). ``limits``:
+        each channel's (from its plugin); ``None``: only the bounds every channel shares."""
         self._accounts = accounts
+        self._limits = limits
         self._store = store
         self._clock = clock
         self._tracer = tracer
@@ -188,10 +184,11 @@ class Messages:
         """Validate and persist; the message is durable when this returns (HTTP 202)."""
         with self._tracer.start_as_current_span(
             "accept message",
-            attributes={"chat4all.channel": request.channel.value, "chat4all.tenant": tenant},
+            attributes={"chat4all.channel": request.channel, "chat4all.tenant": tenant},
         ) as span:
-            validate(request)
-            resolved = await self._resolve(tenant, request)
+            limits = self._limits_of(request.channel)
+            validate(request, limits)
+            resolved = await self._resolve(tenant, request, limits)
             if self._accounts is not None:
                 self._accounts.check(tenant, request.channel, request.account)
             if idempotency_key is not None:
@@ -204,11 +201,23 @@ class Messages:
             span.set_attribute("chat4all.replayed", accepted.replayed)
             return accepted
 
-    async def _resolve(self, tenant: str, request: SendRequest) -> SendRequest:
+    def _limits_of(self, channel: str) -> Limits | None:
+        if self._limits is None:
+            return None
+        limits = self._limits.get(channel)
+        if limits is None:
+            raise InvalidRequest(
+                f"unknown channel {channel!r}; this hub carries {', '.join(sorted(self._limits))}",
+                field="channel",
+            )
+        return limits
+
+    async def _resolve(
+        self, tenant: str, request: SendRequest, limits: Limits | None
+    ) -> SendRequest:
         """Every attachment with its kind; an upload checked to be the tenant's own (another
         tenant's media id is refused exactly like one that does not exist) and to fit the
         channel, and its file name and type filled in from it."""
-        limits = LIMITS[request.channel]
         attachments = []
         for n, attachment in enumerate(request.content.attachments):
             if attachment.media_id is None:
@@ -226,16 +235,8 @@ class Messages:
                     field=where,
                 ) from None
             kind = attachment.kind or media.kind
-            if (
-                kind == "image"
-                and limits.image_bytes is not None
-                and media.size > limits.image_bytes
-            ):
-                raise InvalidRequest(
-                    f"the image is {size_text(media.size)}; {request.channel.value} takes photos "
-                    f'up to {size_text(limits.image_bytes)}: send it with kind "document"',
-                    field=f"content.attachments[{n}].kind",
-                )
+            if limits is not None:
+                _fits_upload(request.channel, limits, kind, media.size, n)
             attachments.append(
                 replace(
                     attachment,
@@ -258,6 +259,24 @@ class Messages:
         self, tenant: str, conversation_id: str, cursor: str | None = None, limit: int = 50
     ) -> Page[Message]:
         return await self._store.messages(tenant, conversation_id, cursor, _page(limit))
+
+
+def _fits_upload(channel: str, limits: Limits, kind: str, size: int, n: int) -> None:
+    where = f"content.attachments[{n}].kind"
+    if kind not in limits.kinds:
+        raise InvalidRequest(
+            f"{channel} does not send {kind} attachments; it sends "
+            f"{', '.join(sorted(limits.kinds))}",
+            field=where,
+        )
+    most = limits.max_bytes.get(kind)
+    if most is not None and size > most:
+        noun = "photos" if kind == "image" else f"{kind}s"
+        raise InvalidRequest(
+            f"the {kind} is {size_text(size)}; {channel} takes {noun} up to {size_text(most)}"
+            + (': send it with kind "document"' if kind != "document" else ""),
+            field=where,
+        )
 
 
 def _page(limit: int) -> int:

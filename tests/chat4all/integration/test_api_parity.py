@@ -23,6 +23,7 @@ from chat4all.domain.access import Role
 from chat4all.entrypoints.grpc_server import SERVICE_NAME
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
+from tests.chat4all.channels.telegram_hub import telegram_of
 from tests.chat4all.conftest import hub_running
 
 
@@ -419,7 +420,7 @@ async def test_a_key_over_its_rate_is_told_when_to_retry(hub: Hub, client: Clien
 
 
 async def test_an_upload_is_sent_by_its_media_id_byte_for_byte(hub: Hub, client: Client) -> None:
-    assert hub.admin_key and hub.simulator is not None
+    assert hub.admin_key
     data = b"\x89PNG\r\n\x1a\n" + os.urandom(300_000)
     uploaded = await client.upload(hub.admin_key, data, "dir/pic.png", "image/png")
     assert uploaded.ok and uploaded.data is not None
@@ -435,10 +436,10 @@ async def test_an_upload_is_sent_by_its_media_id_byte_for_byte(hub: Hub, client:
     sent = await client.send(hub.admin_key, "look", media_id=media["id"])
     assert sent.ok, sent.data
     deadline = time.monotonic() + 10
-    while not any(s.method == "sendPhoto" for s in hub.simulator.sent):
+    while not any(s.method == "sendPhoto" for s in telegram_of(hub).sent):
         assert time.monotonic() < deadline, "no sendPhoto"
         await asyncio.sleep(0.02)
-    [photo] = [s for s in hub.simulator.sent if s.method == "sendPhoto"]
+    [photo] = [s for s in telegram_of(hub).sent if s.method == "sendPhoto"]
     assert photo.files["photo"].sha256 == media["sha256"]
 
 
@@ -496,8 +497,8 @@ async def test_bounds_hold_the_same_over_both_transports(
 
 
 async def test_dead_letters_are_listed_and_replayed_alike(hub: Hub, client: Client) -> None:
-    assert hub.admin_key and hub.simulator is not None
-    hub.simulator.blocked.add("666")  # the bot is blocked there: a permanent failure
+    assert hub.admin_key
+    telegram_of(hub).blocked.add("666")  # the bot is blocked there: a permanent failure
     sent = await client.send(hub.admin_key, "doomed", recipient="666")
     assert sent.ok and sent.data is not None
     deadline = time.monotonic() + 10
@@ -515,12 +516,12 @@ async def test_dead_letters_are_listed_and_replayed_alike(hub: Hub, client: Clie
     stranger, _ = await hub.keys.create("tenant-b", Role.ADMIN)
     assert (await client.dead_letters(reader)).error == "PERMISSION_DENIED"
     assert (await client.replay(stranger, sent.data["id"])).error == "NOT_FOUND"
-    hub.simulator.blocked.discard("666")
+    telegram_of(hub).blocked.discard("666")
     replayed = await client.replay(hub.admin_key, sent.data["id"])
     assert replayed.ok and replayed.data is not None
     assert (replayed.data["id"], replayed.data["status"]) == (sent.data["id"], "queued")
     assert (await client.replay(hub.admin_key, sent.data["id"])).error == "NOT_FOUND"
-    while "doomed" not in hub.simulator.texts("666"):
+    while "doomed" not in telegram_of(hub).texts("666"):
         assert time.monotonic() < deadline + 10, "the replayed message was not delivered"
         await asyncio.sleep(0.02)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chat4all.simulator.telegram import TelegramSimulator
+from chat4all.adapters.channels.telegram.simulator import TelegramSimulator
 from tests.services import free_port
 
 pytestmark = pytest.mark.slow

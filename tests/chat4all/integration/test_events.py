@@ -14,6 +14,7 @@ from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.service_layer.events import QUEUE, EventBus
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
+from tests.chat4all.channels.telegram_hub import telegram_of, webhook_secret
 from tests.chat4all.conftest import hub_running
 
 
@@ -37,17 +38,16 @@ async def sse(hub: Hub, count: int, seen: list[tuple[str, dict[str, object]]]) -
 
 
 async def test_a_telegram_update_is_stored_once_and_announced(hub: Hub) -> None:
-    assert hub.simulator is not None
     webhook = f"{hub.url}/v1/channels/telegram/{SIMULATOR_ACCOUNT}/webhook"
     seen: list[tuple[str, dict[str, object]]] = []
     reader = asyncio.create_task(sse(hub, 1, seen))
     while hub.bus.subscribers("default") == 0:
         await asyncio.sleep(0.01)
-    update = hub.simulator.update(777, "hi there", reply_to_message={"message_id": 5})
-    assert await hub.simulator.push(webhook, hub.telegram_secret, update) == 200
-    assert await hub.simulator.push(webhook, hub.telegram_secret, update) == 200  # redelivery
-    assert await hub.simulator.push(webhook, "wrong", update) == 401
-    assert await hub.simulator.push(webhook, None, update) == 401
+    update = telegram_of(hub).update(777, "hi there", reply_to_message={"message_id": 5})
+    assert await telegram_of(hub).push(webhook, webhook_secret(hub), update) == 200
+    assert await telegram_of(hub).push(webhook, webhook_secret(hub), update) == 200  # redelivery
+    assert await telegram_of(hub).push(webhook, "wrong", update) == 401
+    assert await telegram_of(hub).push(webhook, None, update) == 401
     await asyncio.wait_for(reader, 10)
     [(kind, data)] = seen
     assert kind == "message.inbound"
@@ -126,11 +126,10 @@ async def test_a_slow_subscriber_is_dropped_with_one_overflow_event() -> None:
 
 async def test_long_polling_receives_updates_once_each(tmp_path: Path) -> None:
     async with hub_running(tmp_path, TELEGRAM_POLLING=True) as hub:
-        assert hub.simulator is not None
-        first = hub.simulator.update(555, "polled one")
-        hub.simulator.enqueue(first)
-        hub.simulator.enqueue(hub.simulator.update(555, "polled two"))
-        hub.simulator.enqueue(first)  # Telegram redelivers when the offset was not confirmed
+        first = telegram_of(hub).update(555, "polled one")
+        telegram_of(hub).enqueue(first)
+        telegram_of(hub).enqueue(telegram_of(hub).update(555, "polled two"))
+        telegram_of(hub).enqueue(first)  # Telegram redelivers when the offset was not confirmed
         auth = {"Authorization": f"Bearer {hub.admin_key}"}
         async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
             texts: list[str] = []
@@ -145,4 +144,4 @@ async def test_long_polling_receives_updates_once_each(tmp_path: Path) -> None:
             await asyncio.sleep(0.3)  # the redelivered update, if it were stored, would be by now
             page = await client.get(f"/v1/conversations/{items[0]['id']}/messages")
         assert [m["content"]["text"] for m in page.json()["items"]] == ["polled one", "polled two"]
-        assert hub.simulator.updates == []  # the offset confirmed everything it stored
+        assert telegram_of(hub).updates == []  # the offset confirmed everything it stored

@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from chat4all.adapters.channels.telegram.simulator import Sent
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.domain.access import Role
-from chat4all.simulator.telegram import Sent
+from tests.chat4all.channels.telegram_hub import telegram_of
 from tests.chat4all.conftest import hub_running
 
 MIB = 1024 * 1024
@@ -54,8 +55,7 @@ async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 async def delivered(hub: Hub, method: str) -> Sent:
-    simulator = hub.simulator
-    assert simulator is not None
+    simulator = telegram_of(hub)
     await until(lambda: any(s.method == method for s in simulator.sent))
     return next(s for s in simulator.sent if s.method == method)
 
@@ -255,8 +255,7 @@ async def test_a_photo_over_telegrams_10_mb_is_refused_at_send_but_goes_as_a_doc
         assert as_document.status_code == 202, as_document.text
     sent = await delivered(hub, "sendDocument")
     assert sent.files["document"].sha256 == media["sha256"]
-    assert hub.simulator is not None
-    assert [s.method for s in hub.simulator.sent] == ["sendDocument"]
+    assert [s.method for s in telegram_of(hub).sent] == ["sendDocument"]
 
 
 async def test_a_tenant_cannot_send_another_tenants_media(hub: Hub) -> None:
@@ -283,7 +282,7 @@ async def test_a_tenant_cannot_send_another_tenants_media(hub: Hub) -> None:
     ].replace("md_nope", "ID")
     assert listed == []
     await asyncio.sleep(0.2)
-    assert hub.simulator is not None and hub.simulator.sent == []
+    assert telegram_of(hub).sent == []
 
 
 async def test_an_attachment_is_a_url_or_a_media_id(hub: Hub) -> None:

@@ -11,6 +11,7 @@ import httpx
 
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.domain.access import Role
+from tests.chat4all.channels.telegram_hub import telegram_of
 
 
 def body(text: str, recipient: str = "42", **content: object) -> dict[str, object]:
@@ -30,14 +31,14 @@ async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 async def test_a_sent_message_reaches_the_provider_and_its_status_follows(hub: Hub) -> None:
-    assert hub.admin_key is not None and hub.simulator is not None
+    assert hub.admin_key is not None
     auth = {"Authorization": f"Bearer {hub.admin_key}"}
     async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
         answer = await client.post("/v1/messages", json=body("hello"))
         assert answer.status_code == 202
         message = answer.json()
         assert message["status"] == "queued"
-        await until(lambda: hub.simulator is not None and hub.simulator.texts("42") == ["hello"])
+        await until(lambda: telegram_of(hub).texts("42") == ["hello"])
         for _ in range(100):
             got = (await client.get(f"/v1/messages/{message['id']}")).json()
             if got["status"] == "sent":
@@ -50,17 +51,17 @@ async def test_a_sent_message_reaches_the_provider_and_its_status_follows(hub: H
 
 
 async def test_a_burst_per_conversation_arrives_in_order_despite_throttling(hub: Hub) -> None:
-    assert hub.admin_key is not None and hub.simulator is not None
-    hub.simulator.throttle(retry_after=1, times=2)
+    assert hub.admin_key is not None
+    telegram_of(hub).throttle(retry_after=1, times=2)
     auth = {"Authorization": f"Bearer {hub.admin_key}"}
     async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
         for n in range(10):
             for chat in ("1", "2"):
                 answer = await client.post("/v1/messages", json=body(f"{chat}:{n}", recipient=chat))
                 assert answer.status_code == 202
-    await until(lambda: len(hub.simulator.sent) == 20 if hub.simulator else False, timeout=20)
+    await until(lambda: len(telegram_of(hub).sent) == 20, timeout=20)
     for chat in ("1", "2"):
-        assert hub.simulator.texts(chat) == [f"{chat}:{n}" for n in range(10)]
+        assert telegram_of(hub).texts(chat) == [f"{chat}:{n}" for n in range(10)]
 
 
 async def test_idempotency_over_http(hub: Hub) -> None:
@@ -75,8 +76,7 @@ async def test_idempotency_over_http(hub: Hub) -> None:
     assert other.status_code == 422
     assert other.json()["error"]["code"] == "idempotency_conflict"
     await asyncio.sleep(0.5)
-    assert hub.simulator is not None
-    assert hub.simulator.texts() == ["once"]
+    assert telegram_of(hub).texts() == ["once"]
     # once sent, a replay still answers what the first request was answered (README)
     async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
         status = ""
@@ -144,8 +144,7 @@ async def test_health_ready_and_the_openapi_document(hub: Hub) -> None:
 
 
 async def test_dead_letters_are_listed_replayed_and_counted_in_metrics(hub: Hub) -> None:
-    assert hub.simulator is not None
-    hub.simulator.blocked.add("666")
+    telegram_of(hub).blocked.add("666")
     auth = {"Authorization": f"Bearer {hub.admin_key}"}
     async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
         sent = (
@@ -167,12 +166,10 @@ async def test_dead_letters_are_listed_replayed_and_counted_in_metrics(hub: Hub)
             in scrape
         )
 
-        hub.simulator.blocked.clear()  # the cause is fixed: replay
+        telegram_of(hub).blocked.clear()  # the cause is fixed: replay
         replayed = await client.post(f"/v1/dead-letters/{sent['id']}/replay")
         assert replayed.status_code == 202
-        await until(
-            lambda: hub.simulator is not None and hub.simulator.texts("666") == ["are you there"]
-        )
+        await until(lambda: telegram_of(hub).texts("666") == ["are you there"])
         assert (await client.get("/v1/dead-letters")).json()["items"] == []
         again = await client.post(f"/v1/dead-letters/{sent['id']}/replay")
         assert again.status_code == 404
@@ -203,8 +200,7 @@ async def test_concurrent_senders_to_the_same_new_conversations_all_succeed(hub:
 
 
 async def test_a_message_in_parts_is_not_repeated_when_a_later_part_fails(hub: Hub) -> None:
-    assert hub.simulator is not None
-    hub.simulator.fail(502, method="sendPhoto")
+    telegram_of(hub).fail(502, method="sendPhoto")
     auth = {"Authorization": f"Bearer {hub.admin_key}"}
     photo = [{"url": "https://example.org/p.jpg", "kind": "image"}]
     async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
@@ -215,6 +211,6 @@ async def test_a_message_in_parts_is_not_repeated_when_a_later_part_fails(hub: H
                 break
             await asyncio.sleep(0.02)
     assert got["status"] == "sent"
-    methods = [s.method for s in hub.simulator.sent]
+    methods = [s.method for s in telegram_of(hub).sent]
     assert methods == ["sendMessage", "sendPhoto"]  # the text went once, through the retry
     assert got["provider_message_id"] == "1"

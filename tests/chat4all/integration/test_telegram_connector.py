@@ -10,12 +10,12 @@ import httpx
 import pytest
 
 from chat4all.adapters.channels.telegram import TelegramConnector
+from chat4all.adapters.channels.telegram.simulator import TelegramSimulator
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.model import (
     Attachment,
     Button,
-    Channel,
     Content,
     Conversation,
     DeliveryStatus,
@@ -23,10 +23,9 @@ from chat4all.domain.model import (
     Message,
 )
 from chat4all.errors import PermanentDelivery, RetryableDelivery
-from chat4all.simulator.telegram import TelegramSimulator
 
 TOKEN = "123456:test-token"
-CONVERSATION = Conversation("c1", "t1", Channel.TELEGRAM, "bot", "42")
+CONVERSATION = Conversation("c1", "t1", "telegram", "bot", "42")
 
 
 def message(content: Content) -> Message:
@@ -101,7 +100,7 @@ async def test_a_wrong_token_and_an_unknown_account_are_permanent(
             await wrong.send(CONVERSATION, message(Content(text="hi")))
     finally:
         await wrong.close()
-    other = Conversation("c2", "t1", Channel.TELEGRAM, "unknown-bot", "42")
+    other = Conversation("c2", "t1", "telegram", "unknown-bot", "42")
     with pytest.raises(PermanentDelivery, match="no bot token"):
         await connector.send(other, message(Content(text="hi")))
 

@@ -12,14 +12,14 @@ import httpx
 
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.domain.access import Role
+from tests.chat4all.channels.telegram_hub import telegram_of
 
 from .test_rest_e2e import body, until
 
 
 async def owner_objects(hub: Hub, owner: httpx.AsyncClient) -> dict[str, str]:
     """One of everything, owned by the default tenant."""
-    assert hub.simulator is not None
-    hub.simulator.blocked.add("666")
+    telegram_of(hub).blocked.add("666")
     mine = (await owner.post("/v1/messages", json=body("mine"))).json()
     dead = (await owner.post("/v1/messages", json=body("dead", recipient="666"))).json()
     subscription = (
@@ -134,7 +134,7 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             listener = asyncio.create_task(listen())
             await asyncio.sleep(0.2)
             mine = (await owner.post("/v1/messages", json=body("while b listens"))).json()
-            simulator = hub.simulator
+            simulator = telegram_of(hub)
             assert simulator is not None
             await until(lambda: "while b listens" in simulator.texts("42"))
             await asyncio.sleep(0.3)

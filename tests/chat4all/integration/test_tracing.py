@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
-from chat4all.domain.model import Channel, Content
+from chat4all.domain.model import Content
 from chat4all.entrypoints.grpc_server import SERVICE_NAME
 from chat4all.ports import Origin, SendRequest
 from chat4all.telemetry import NO_TRACER, tracer_for
@@ -173,7 +173,7 @@ async def test_the_origin_survives_in_the_outbox_across_a_restart(tmp_path: Path
     url = f"sqlite+aiosqlite:///{tmp_path / 'o.db'}"
     origin = Origin(f"00-{TRACE_ID}-{CALLER_SPAN}-01", "req-restart")
     store = await SqlStore.open(url)
-    request = SendRequest(Channel.TELEGRAM, "bot", "1", Content(text="x"))
+    request = SendRequest("telegram", "bot", "1", Content(text="x"))
     await store.accept("t1", request, None, 1.0, origin)
     await store.close()
     reopened = await SqlStore.open(url)

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from chat4all.simulator.telegram import TelegramSimulator
+from chat4all.adapters.channels.telegram import TelegramSimulator
 from tests.services import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]

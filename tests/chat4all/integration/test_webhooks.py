@@ -22,7 +22,8 @@ from chat4all.adapters.storage.webhooks import WebhookStore, fanout, subscriptio
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub, Injected
 from chat4all.service_layer.targets import TargetPolicy
 from chat4all.service_layer.webhooks import GIVE_UP_AFTER, WebhookDispatcher, verify
-from chat4all.simulator.telegram import QuietServer
+from chat4all.simulator.host import QuietServer
+from tests.chat4all.channels.telegram_hub import telegram_of, webhook_secret
 from tests.chat4all.conftest import hub_running
 
 
@@ -105,10 +106,9 @@ async def test_subscribed_events_arrive_signed(hub: Hub) -> None:
                     "content": {"text": "hi"},
                 },
             )
-            assert hub.simulator is not None
-            update = hub.simulator.update(42, "hello back")
+            update = telegram_of(hub).update(42, "hello back")
             webhook = f"{hub.url}/v1/channels/telegram/{SIMULATOR_ACCOUNT}/webhook"
-            assert await hub.simulator.push(webhook, hub.telegram_secret, update) == 200
+            assert await telegram_of(hub).push(webhook, webhook_secret(hub), update) == 200
             deadline = time.monotonic() + 10
             while len(receiver.received) < 2 or len(live) < 2:
                 assert time.monotonic() < deadline, (receiver.received, live)

@@ -22,7 +22,7 @@ from chat4all.adapters.storage.outbox import CLAIM_LOCK_SPACE
 from chat4all.adapters.storage.schema import messages, outbox
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout
-from chat4all.domain.model import Attachment, Channel, Content, DeliveryStatus
+from chat4all.domain.model import Attachment, Content, DeliveryStatus
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, NotFound
 from chat4all.ports import NO_ORIGIN, SendRequest
 
@@ -44,7 +44,7 @@ async def pg_store(postgres_url: str) -> AsyncIterator[SqlStore]:
 
 
 def req(text: str, recipient: str = "42") -> SendRequest:
-    return SendRequest(Channel.TELEGRAM, "bot", recipient, Content(text=text))
+    return SendRequest("telegram", "bot", recipient, Content(text=text))
 
 
 async def test_an_accepted_message_is_queued_with_its_history(store: SqlStore) -> None:

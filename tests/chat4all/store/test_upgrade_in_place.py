@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from chat4all.adapters.storage import migrate
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore
-from chat4all.domain.model import Channel, Content, DeliveryStatus, content_document
+from chat4all.domain.model import Content, DeliveryStatus, content_document
 from chat4all.ports import SendRequest
 
 PREVIOUS = "0005"
@@ -116,7 +116,7 @@ async def test_a_database_of_the_previous_release_upgrades_with_its_data(store_u
         [replayed] = await store.claim(6.0, 10, worker="new", lease=30.0)
         assert replayed.message.id == "m_dead"
         # a key completed by the old release still replays (its message, as it is now)
-        request = SendRequest(Channel.TELEGRAM, "bot", "43", Content(text="x"))
+        request = SendRequest("telegram", "bot", "43", Content(text="x"))
         again = await store.accept("t1", request, ("k1", "h1"), 7.0)
         assert again.replayed
         assert again.message.id == "m_other"

@@ -8,9 +8,11 @@ import json
 
 import pytest
 
+from chat4all.adapters.channels.telegram import TelegramReceiver
 from chat4all.adapters.storage.sql import SqlStore
+from chat4all.config import load_settings
 from chat4all.domain.access import Principal, Role, format_key, parse_key
-from chat4all.domain.model import Channel, Content
+from chat4all.domain.model import Content
 from chat4all.errors import AuthError, InvalidRequest, NotFound
 from chat4all.ports import SendRequest, WebhookReply, WebhookRequest
 from chat4all.service_layer.accounts import Accounts
@@ -48,13 +50,15 @@ def test_an_unknown_channel_is_refused_on_the_channel_field() -> None:
     assert other_tenant.value.field == "account"
 
 
-def test_by_default_the_channels_are_the_domains() -> None:
-    assert set(Accounts({}).channels()) == {c.value for c in Channel}
+def test_by_default_the_channels_are_those_with_accounts() -> None:
+    # (the hub passes every registered channel; there is no list of channels in the domain)
+    assert Accounts({("telegram", "bot"): "t1"}).channels() == ("telegram",)
+    assert Accounts({}).channels() == ()
 
 
 async def test_dead_letters_are_listed_then_replayed_once(store: SqlStore) -> None:
     accepted = await store.accept(
-        "t1", SendRequest(Channel.TELEGRAM, "bot", "42", Content(text="hi")), None, 1.0
+        "t1", SendRequest("telegram", "bot", "42", Content(text="hi")), None, 1.0
     )
     (item,) = await store.claim(2.0, 10, worker="w", lease=30.0)
     await store.dead(item, "chat not found", 3.0)
@@ -92,9 +96,8 @@ def update(update_id: int, text: str) -> bytes:
 
 
 async def test_a_telegram_webhook_call_is_checked_parsed_and_recorded(store: SqlStore) -> None:
-    inbound = Inbound(
-        store, StatusPublisher(EventBus()), ACCOUNTS, clock=lambda: 5.0, telegram_secret=SECRET
-    )
+    receivers = {"telegram": TelegramReceiver(SECRET)}
+    inbound = Inbound(store, StatusPublisher(EventBus()), ACCOUNTS, receivers, clock=lambda: 5.0)
     reply = await inbound.webhook("telegram", "bot", call(update(1, "hello")))
     assert reply == WebhookReply(200, b'{"ok":true}')
     assert await inbound.webhook("telegram", "bot", call(update(1, "hello"))) == reply  # again
@@ -122,9 +125,18 @@ async def test_a_telegram_webhook_call_is_checked_parsed_and_recorded(store: Sql
 
 
 async def test_without_a_secret_every_telegram_webhook_call_is_refused(store: SqlStore) -> None:
-    inbound = Inbound(store, StatusPublisher(EventBus()), ACCOUNTS)
+    inbound = Inbound(
+        store, StatusPublisher(EventBus()), ACCOUNTS, {"telegram": TelegramReceiver("")}
+    )
     with pytest.raises(AuthError):
         await inbound.webhook("telegram", "bot", call(update(1, "x"), presented=""))
+    # unset in the settings, the secret is a random one: no guess passes
+    unset = load_settings(None).channels["telegram"]
+    receiver = unset.plugin.receiver(unset.settings)
+    inbound = Inbound(store, StatusPublisher(EventBus()), ACCOUNTS, {"telegram": receiver})
+    for guess in ("", "None", "null"):
+        with pytest.raises(AuthError):
+            await inbound.webhook("telegram", "bot", call(update(1, "x"), presented=guess))
 
 
 def test_a_key_is_read_as_its_id_and_secret() -> None:

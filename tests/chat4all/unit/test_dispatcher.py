@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from chat4all.adapters.storage.schema import outbox
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.domain.model import Channel, Content, Conversation, DeliveryStatus, Message
+from chat4all.domain.model import Content, Conversation, DeliveryStatus, Message
 from chat4all.errors import DeliveryError, PermanentDelivery, RetryableDelivery
 from chat4all.metrics import HubMetrics
 from chat4all.ports import OutboxItem, SendRequest
@@ -25,7 +25,7 @@ from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy, NullDi
 class Scripted:
     """A connector whose next outcomes per text are scripted; records what went out."""
 
-    channel: Channel = Channel.TELEGRAM
+    channel: str = "telegram"
     script: dict[str, list[DeliveryError]] = field(default_factory=dict)
     delivered: list[str] = field(default_factory=list)
     calls: int = 0
@@ -51,14 +51,14 @@ class Clock:
 
 
 async def send(store: SqlStore, text: str, recipient: str = "42") -> Message:
-    request = SendRequest(Channel.TELEGRAM, "bot", recipient, Content(text=text))
+    request = SendRequest("telegram", "bot", recipient, Content(text=text))
     return (await store.accept("t1", request, None, 1000.0)).message
 
 
 def dispatcher(store: SqlStore, connector: Scripted, clock: Clock, **policy: float) -> Dispatcher:
     return Dispatcher(
         store,
-        {Channel.TELEGRAM: connector},
+        {"telegram": connector},
         DispatchPolicy(**policy),  # type: ignore[arg-type]
         clock=clock,
         rng=random.Random(7),
@@ -190,9 +190,7 @@ class Flaky:
 async def test_a_failed_record_of_a_delivery_is_retried_not_sent_again(store: SqlStore) -> None:
     connector, clock = Scripted(), Clock()
     flaky = Flaky(store, fail_sent=2)
-    d = Dispatcher(
-        flaky, {Channel.TELEGRAM: connector}, DispatchPolicy(record_backoff=0.01), clock=clock
-    )
+    d = Dispatcher(flaky, {"telegram": connector}, DispatchPolicy(record_backoff=0.01), clock=clock)
     message = await send(store, "once")
     await d.round()
     assert connector.delivered == ["once"]  # one provider call despite two failed records
@@ -203,7 +201,7 @@ async def test_a_failed_record_of_a_delivery_is_retried_not_sent_again(store: Sq
 async def test_dispatching_goes_on_after_the_database_fails_a_round(store: SqlStore) -> None:
     connector = Scripted()
     flaky = Flaky(store, fail_claim=1)
-    d = Dispatcher(flaky, {Channel.TELEGRAM: connector}, DispatchPolicy(poll_interval=0.05))
+    d = Dispatcher(flaky, {"telegram": connector}, DispatchPolicy(poll_interval=0.05))
     await send(store, "later")
     stop = asyncio.Event()
     running = asyncio.create_task(d.run(stop))
@@ -224,7 +222,7 @@ async def test_an_outcome_the_store_keeps_refusing_is_recorded_in_a_later_round(
     flaky = Flaky(store, fail_sent=6)
     policy = DispatchPolicy(record_tries=2, record_backoff=0.0)
     metrics = HubMetrics(CollectorRegistry())
-    d = Dispatcher(flaky, {Channel.TELEGRAM: connector}, policy, events=metrics, clock=clock)
+    d = Dispatcher(flaky, {"telegram": connector}, policy, events=metrics, clock=clock)
     message = await send(store, "patience")
     await d.round()  # delivered; two tries to record it fail
     assert (await store.get("t1", message.id)).status is DeliveryStatus.QUEUED
@@ -240,7 +238,7 @@ async def test_an_outcome_the_store_keeps_refusing_is_recorded_in_a_later_round(
 class Gate:
     """A connector that holds each send until released."""
 
-    channel: Channel = Channel.TELEGRAM
+    channel: str = "telegram"
     started: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     delivered: list[str] = field(default_factory=list)
@@ -258,7 +256,7 @@ async def test_leases_are_renewed_while_a_message_is_being_delivered(store: SqlS
     gate = Gate()
     message = await send(store, "slow")
     lease = 3.0  # renewed every second; a stall of seconds on a busy machine is still fine
-    d = Dispatcher(store, {Channel.TELEGRAM: gate}, DispatchPolicy(lease=lease))
+    d = Dispatcher(store, {"telegram": gate}, DispatchPolicy(lease=lease))
     stop = asyncio.Event()
     running = asyncio.create_task(d.run(stop))
 
@@ -302,7 +300,7 @@ async def test_a_dead_workers_message_is_taken_over_and_counted(store: SqlStore)
     await store.claim(clock.now, 10, worker="dead", lease=5.0)  # its worker then died
     events = Counted()
     d = Dispatcher(
-        store, {Channel.TELEGRAM: connector}, DispatchPolicy(lease=5.0), events=events, clock=clock
+        store, {"telegram": connector}, DispatchPolicy(lease=5.0), events=events, clock=clock
     )
     assert await d.round() == 0  # a live lease: not taken
     clock.now += 6.0

@@ -13,7 +13,7 @@ import pytest
 
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.domain.model import Attachment, Channel, Content
+from chat4all.domain.model import Attachment, Content
 from chat4all.errors import InvalidRequest, NotFound
 from chat4all.ports import SendRequest
 from chat4all.service_layer.media import MediaLibrary
@@ -126,7 +126,7 @@ async def test_bad_kinds_and_types_are_refused(media: MediaLibrary) -> None:
 
 
 def telegram(*attachments: Attachment) -> SendRequest:
-    return SendRequest(Channel.TELEGRAM, "bot", "42", Content(attachments=attachments))
+    return SendRequest("telegram", "bot", "42", Content(attachments=attachments))
 
 
 async def test_a_message_takes_the_uploads_kind_name_and_type(

@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 
 from chat4all.adapters.storage import migrate
 from chat4all.adapters.storage.sql import SqlStore, sqlite_url
-from chat4all.domain.model import Channel, Content
+from chat4all.domain.model import Content
 from chat4all.ports import SendRequest
 
 
@@ -66,7 +66,7 @@ async def test_a_first_release_database_is_adopted_and_keeps_its_messages(tmp_pa
     try:
         assert (await store.get("t1", "m_old")).content.text == "before"
         new = await store.accept(
-            "t1", SendRequest(Channel.TELEGRAM, "bot", "42", Content(text="after")), None, 2.0
+            "t1", SendRequest("telegram", "bot", "42", Content(text="after")), None, 2.0
         )
         assert (new.message.conversation_id, new.message.seq) == ("c_old", 2)
         async with store.engine.connect() as conn:

@@ -1,26 +1,39 @@
-"""CHAT4ALL_* settings as an operator writes them: bot accounts with their tenants."""
+"""CHAT4ALL_* settings as an operator writes them: channel accounts with their tenants."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from chat4all.config import load_settings
-from chat4all.domain.model import Channel
+from chat4all.adapters.channels.telegram import TelegramSettings
+from chat4all.config import Settings, load_settings
 from chat4all.errors import InvalidRequest, NotFound
 from chat4all.service_layer.accounts import Accounts
 
 
-def test_bots_are_a_bare_token_or_a_token_with_its_tenant(monkeypatch: pytest.MonkeyPatch) -> None:
+def telegram(settings: Settings) -> TelegramSettings:
+    values = settings.channels["telegram"].settings
+    assert isinstance(values, TelegramSettings)
+    return values
+
+
+@pytest.mark.parametrize("key", ["CHAT4ALL_TELEGRAM_ACCOUNTS", "CHAT4ALL_TELEGRAM_BOTS"])
+def test_bots_are_a_bare_token_or_a_token_with_its_tenant(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
     monkeypatch.setenv(
-        "CHAT4ALL_TELEGRAM_BOTS",
+        key,
         '{"support": "111:aaaaaaaaaaaa", "sales": {"token": "222:bbbbbbbbbbbb", "tenant": "acme"}}',
     )
     settings = load_settings(None)
-    assert settings.TELEGRAM_BOTS["support"].tenant is None
-    assert settings.TELEGRAM_BOTS["sales"].tenant == "acme"
-    assert sorted(settings.secrets()) == ["111:aaaaaaaaaaaa", "222:bbbbbbbbbbbb"]
-    assert "bbbbbbbbbbbb" not in repr(settings)  # tokens are secrets, never printed
-    assert not settings.embedded_simulator
+    accounts = telegram(settings).accounts()
+    assert accounts["support"].tenant is None
+    assert accounts["sales"].tenant == "acme"
+    secret = telegram(settings).WEBHOOK_SECRET.get_secret_value()
+    assert sorted(settings.secrets()) == sorted(["111:aaaaaaaaaaaa", "222:bbbbbbbbbbbb", secret])
+    assert "bbbbbbbbbbbb" not in repr(settings.channels)  # tokens are secrets, never printed
+    assert not settings.simulators
 
 
 @pytest.mark.parametrize(
@@ -34,6 +47,41 @@ def test_a_malformed_bot_entry_names_the_setting(
     with pytest.raises(InvalidRequest) as caught:
         load_settings(None)
     assert "CHAT4ALL_TELEGRAM_BOTS" in str(caught.value)
+    assert (caught.value.field or "").startswith("CHAT4ALL_TELEGRAM_BOTS")
+
+
+def test_an_account_setting_names_its_key_down_to_the_field(tmp_path: Path) -> None:
+    env = tmp_path / "settings.env"
+    env.write_text('CHAT4ALL_TELEGRAM_ACCOUNTS={"sales": {"tenant": "acme"}}\n')
+    with pytest.raises(InvalidRequest) as caught:
+        load_settings(env)
+    assert caught.value.field == "CHAT4ALL_TELEGRAM_ACCOUNTS.sales.token"
+
+
+def test_the_old_and_the_new_name_together_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAT4ALL_TELEGRAM_ACCOUNTS", '{"a": "1:x"}')
+    monkeypatch.setenv("CHAT4ALL_TELEGRAM_BOTS", '{"b": "2:y"}')
+    with pytest.raises(InvalidRequest, match="CHAT4ALL_TELEGRAM_BOTS, not both"):
+        load_settings(None)
+
+
+def test_simulators_run_on_the_embedded_default_or_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings(None).simulators  # no account anywhere
+    assert not load_settings(None, SIMULATORS=False).simulators
+    monkeypatch.setenv("CHAT4ALL_TELEGRAM_ACCOUNTS", '{"a": "1:x"}')
+    assert not load_settings(None).simulators
+    assert load_settings(None, SIMULATORS=True).simulators
+
+
+def test_a_channel_setting_is_given_by_its_name_without_the_prefix() -> None:
+    settings = load_settings(None, TELEGRAM_POLLING=True, TELEGRAM_API_URL="http://127.0.0.1:1")
+    assert telegram(settings).POLLING is True
+    assert telegram(settings).API_URL == "http://127.0.0.1:1"
+    with pytest.raises(InvalidRequest) as caught:
+        load_settings(None, TELEGRAM_POLLING="perhaps")
+    assert caught.value.field == "CHAT4ALL_TELEGRAM_POLLING"
 
 
 def test_idempotency_is_remembered_at_least_a_day() -> None:
@@ -42,13 +90,42 @@ def test_idempotency_is_remembered_at_least_a_day() -> None:
 
 
 def test_an_account_belongs_to_one_tenant() -> None:
-    accounts = Accounts({(Channel.TELEGRAM, "sales"): "acme"})
-    accounts.check("acme", Channel.TELEGRAM, "sales")
+    accounts = Accounts({("telegram", "sales"): "acme"}, ["telegram", "whatsapp"])
+    accounts.check("acme", "telegram", "sales")
     with pytest.raises(InvalidRequest) as refused:
-        accounts.check("globex", Channel.TELEGRAM, "sales")
+        accounts.check("globex", "telegram", "sales")
     assert refused.value.field == "account"
     with pytest.raises(InvalidRequest):
-        accounts.check("acme", Channel.WHATSAPP, "sales")  # same name, other channel
-    assert accounts.owner(Channel.TELEGRAM, "sales") == "acme"
+        accounts.check("acme", "whatsapp", "sales")  # same name, other channel
+    assert accounts.owner("telegram", "sales") == "acme"
     with pytest.raises(NotFound):
-        accounts.owner(Channel.TELEGRAM, "nobody")
+        accounts.owner("telegram", "nobody")
+
+
+def test_accounts_know_every_channel_and_each_tenants_accounts() -> None:
+    accounts = Accounts(
+        {("telegram", "sales"): "acme", ("telegram", "help"): "acme", ("echo", "e"): "globex"},
+        ["telegram", "echo", "whatsapp"],
+    )
+    assert accounts.channels() == ("echo", "telegram", "whatsapp")
+    assert accounts.of("acme") == {"telegram": ("help", "sales")}
+    assert accounts.known("echo") == "echo"
+    with pytest.raises(InvalidRequest) as refused:
+        accounts.check("acme", "fax", "sales")
+    assert refused.value.field == "channel"
+
+
+@pytest.mark.parametrize("value", ["{not json", ""])
+def test_accounts_that_are_not_json_name_the_key_and_empty_is_none(
+    tmp_path: Path, value: str
+) -> None:
+    env = tmp_path / "settings.env"
+    env.write_text(f"CHAT4ALL_TELEGRAM_ACCOUNTS={value}\nCHAT4ALL_SIMULATORS=\n")
+    if value:
+        with pytest.raises(InvalidRequest) as caught:
+            load_settings(env)
+        assert caught.value.field == "CHAT4ALL_TELEGRAM_ACCOUNTS"
+    else:  # as the .env.template leaves it
+        settings = load_settings(env)
+        assert telegram(settings).accounts() == {}
+        assert settings.simulators

@@ -9,7 +9,7 @@ from chat4all.adapters.storage.messages import append
 from chat4all.adapters.storage.rows import load_message
 from chat4all.adapters.storage.schema import conversations, inbound_updates, messages, status_events
 from chat4all.adapters.storage.status import Announcer, set_status
-from chat4all.domain.model import Channel, DeliveryStatus, Message, advances, message_document
+from chat4all.domain.model import DeliveryStatus, Message, advances, message_document
 from chat4all.ports import SendRequest
 
 __all__ = ["InboundLog"]
@@ -36,7 +36,7 @@ class InboundLog:
             seen = (
                 await conn.execute(
                     sa.select(inbound_updates.c.message_id).where(
-                        inbound_updates.c.channel == request.channel.value,
+                        inbound_updates.c.channel == request.channel,
                         inbound_updates.c.account == request.account,
                         inbound_updates.c.update_id == update_id,
                     )
@@ -54,7 +54,7 @@ class InboundLog:
             )
             await conn.execute(
                 inbound_updates.insert().values(
-                    channel=request.channel.value,
+                    channel=request.channel,
                     account=request.account,
                     update_id=update_id,
                     message_id=message_id,
@@ -69,7 +69,7 @@ class InboundLog:
 
     async def record_receipt(
         self,
-        channel: Channel,
+        channel: str,
         account: str,
         provider_message_id: str,
         status: DeliveryStatus,
@@ -84,7 +84,7 @@ class InboundLog:
             .where(
                 messages.c.provider_message_id == provider_message_id,
                 messages.c.direction == "outbound",
-                conversations.c.channel == channel.value,
+                conversations.c.channel == channel,
                 conversations.c.account == account,
             )
         )

@@ -262,7 +262,7 @@ class MessageLog:
         """The conversation of ``job``, created when new (its ``next_seq`` is bumped by the
         caller)."""
         request = job.request
-        key = (job.tenant, request.channel.value, request.account, request.recipient)
+        key = (job.tenant, request.channel, request.account, request.recipient)
         known = self._conversation_ids.get(key) or learned.get(key)
         if known is None:
             known = conversation_of(conn, job.tenant, request, job.now)
@@ -314,7 +314,7 @@ def conversation_of(conn: sa.Connection, tenant: str, request: SendRequest, now:
     """The id of the conversation ``request`` belongs to, created when new."""
     where = (
         (conversations.c.tenant == tenant)
-        & (conversations.c.channel == request.channel.value)
+        & (conversations.c.channel == request.channel)
         & (conversations.c.account == request.account)
         & (conversations.c.recipient == request.recipient)
     )
@@ -331,7 +331,7 @@ def conversation_of(conn: sa.Connection, tenant: str, request: SendRequest, now:
         .values(
             id=new_id("c_"),
             tenant=tenant,
-            channel=request.channel.value,
+            channel=request.channel,
             account=request.account,
             recipient=request.recipient,
             next_seq=1,

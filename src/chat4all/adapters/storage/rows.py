@@ -15,7 +15,6 @@ from chat4all.adapters.storage.schema import messages, status_events
 from chat4all.domain.model import (
     Attachment,
     Button,
-    Channel,
     Content,
     Conversation,
     DeliveryStatus,
@@ -93,7 +92,7 @@ def to_conversation(row: Any) -> Conversation:
     return Conversation(
         id=row.id,
         tenant=row.tenant,
-        channel=Channel(row.channel),
+        channel=row.channel,
         account=row.account,
         recipient=row.recipient,
         last_message_at=row.last_message_at,

@@ -29,7 +29,7 @@ from chat4all.adapters.storage.outbox import Sent, SqlOutbox
 from chat4all.adapters.storage.retention import Retention
 from chat4all.adapters.storage.schema import metadata
 from chat4all.adapters.storage.status import Announcer, Fanout
-from chat4all.domain.model import Channel, Conversation, DeliveryStatus, Message
+from chat4all.domain.model import Conversation, DeliveryStatus, Message
 from chat4all.ports import NO_ORIGIN, Accepted, Origin, OutboxItem, Page, SendRequest
 
 __all__ = ["SqlStore", "Fanout", "metadata", "sqlite_url"]
@@ -188,7 +188,7 @@ class SqlStore:
 
     async def record_receipt(
         self,
-        channel: Channel,
+        channel: str,
         account: str,
         provider_message_id: str,
         status: DeliveryStatus,

@@ -11,6 +11,9 @@ file's name, size, SHA-256 and type.
 
     sim = TelegramSimulator(tokens={"123:abc"})
     async with sim.running() as url: ...   # point TelegramConnector(api_url=url) at it
+
+It is also the channel's :class:`~chat4all.plugin.Simulator` (served with the others by
+:mod:`chat4all.simulator.host`).
 """
 
 from __future__ import annotations
@@ -21,26 +24,24 @@ import hashlib
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-__all__ = ["TelegramSimulator", "Sent", "SentFile", "Fault", "QuietServer"]
+from chat4all.adapters.channels.telegram.updates import SECRET_HEADER
+from chat4all.plugin import Fault as Failure
+from chat4all.ports import WebhookRequest
+from chat4all.simulator.host import serving
 
+__all__ = ["TelegramSimulator", "Sent", "SentFile", "Fault", "SIMULATOR_TOKEN"]
 
-class QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves signals alone: the process's lifecycle owns SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
+SIMULATOR_TOKEN: Final = "100000:simulated-bot-token-for-the-embedded-default"
+"""The bot token of the embedded default's account (``sim-bot``)."""
 
 _SEND_METHODS = {
     "sendMessage",
@@ -99,6 +100,8 @@ class TelegramSimulator:
     """Waiting for getUpdates (``enqueue``); confirmed ones are dropped as the offset passes."""
     latency: float = 0.0
     """Seconds each call takes (to catch a crash mid-call in tests)."""
+    secret: str | None = None
+    """The webhook secret token it sends with the updates it pushes."""
     calls: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(500_001))
@@ -126,6 +129,27 @@ class TelegramSimulator:
                 **message,
             },
         }
+
+    def inject(self, fault: Failure, times: int = 1) -> None:
+        if fault is Failure.THROTTLED:
+            self.throttle(retry_after=1, times=times)
+        elif fault is Failure.UNAVAILABLE:
+            self.fail(500, times)
+        else:
+            self.faults += [Fault(403, "Forbidden: bot was blocked by the user")] * times
+
+    def sent_to(self, recipient: str) -> int:
+        return sum(1 for s in self.sent if str(s.body.get("chat_id")) == recipient)
+
+    def user_message(self, sender: str, text: str) -> bytes:
+        return json.dumps(self.update(int(sender), text)).encode()
+
+    def webhook_request(
+        self, account: str, payload: bytes, *, genuine: bool = True
+    ) -> WebhookRequest:
+        secret = (self.secret or "") if genuine else f"not-{self.secret}"
+        headers = {"content-type": "application/json", SECRET_HEADER: secret}
+        return WebhookRequest("POST", {}, headers, payload)
 
     async def push(self, webhook_url: str, secret: str | None, update: dict[str, Any]) -> int:
         """Deliver ``update`` to a webhook as Telegram does; returns the HTTP status."""
@@ -235,27 +259,8 @@ class TelegramSimulator:
     @contextlib.asynccontextmanager
     async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
         """Serve on loopback for the duration; yields the base URL (the Bot API's root)."""
-        server = QuietServer(
-            uvicorn.Config(
-                self.app(),
-                host=host,
-                port=port,
-                log_level="warning",
-                lifespan="off",
-                timeout_graceful_shutdown=1,  # a parked long poll must not hold the exit
-            )
-        )
-        task = asyncio.create_task(server.serve(), name="telegram-simulator")
-        while not server.started:
-            if task.done():
-                await task
-            await asyncio.sleep(0.01)
-        bound = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            yield f"http://{host}:{bound}"
-        finally:
-            server.should_exit = True
-            await task
+        async with serving(self.app(), host, port) as url:
+            yield url
 
 
 async def _form(request: Request) -> tuple[dict[str, Any], dict[str, SentFile]]:

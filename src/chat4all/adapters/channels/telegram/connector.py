@@ -1,6 +1,6 @@
-"""The Telegram channel over the Bot API (https://core.telegram.org/bots/api).
+"""Telegram's outbound side over the Bot API (https://core.telegram.org/bots/api).
 
-Outbound: ``sendMessage`` for text (with an inline keyboard for buttons, ``reply_parameters``
+``sendMessage`` for text (with an inline keyboard for buttons, ``reply_parameters``
 for replies), ``sendPhoto`` / ``sendDocument`` / ``sendVideo`` / ``sendAudio`` for
 attachments (by URL as JSON; an upload, ``media_id``, as multipart/form-data with the file's
 bytes read through the :class:`~chat4all.ports.MediaStore`), ``sendLocation`` for a location.
@@ -16,27 +16,20 @@ Errors, as the Bot API documents them (``{"ok": false, "error_code", "descriptio
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
-import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chat4all.domain.model import Attachment, Channel, Content, Conversation, Location, Message
-from chat4all.errors import InvalidRequest, NotFound, PermanentDelivery, RetryableDelivery
+from chat4all.domain.model import Attachment, Conversation, Message
+from chat4all.errors import NotFound, PermanentDelivery, RetryableDelivery
 from chat4all.ports import MediaStore
-from opskit.lifecycle import sleep_or_stop
 
-__all__ = ["TelegramConnector", "TelegramPoller", "DEFAULT_API", "InboundUpdate", "parse_update"]
+__all__ = ["TelegramConnector", "DEFAULT_API", "NAME"]
 
-log = logging.getLogger(__name__)
-
+NAME: Final = "telegram"
 DEFAULT_API: Final = "https://api.telegram.org"
 _JSON: Final = {"Content-Type": "application/json"}
 _MEDIA: Final = {
@@ -51,7 +44,7 @@ class TelegramConnector:
     """:class:`~chat4all.ports.Connector` for Telegram; ``tokens`` maps our account names
     (``Conversation.account``) to bot tokens."""
 
-    channel = Channel.TELEGRAM
+    channel = NAME
 
     def __init__(
         self,
@@ -97,7 +90,7 @@ class TelegramConnector:
         if token is None:
             raise PermanentDelivery(
                 f"no bot token for Telegram account {conversation.account!r}; add it to "
-                "CHAT4ALL_TELEGRAM_BOTS"
+                "CHAT4ALL_TELEGRAM_ACCOUNTS"
             )
         parts = self._parts(token, conversation.recipient, message)
         if not parts:
@@ -239,188 +232,3 @@ def _media(
     if markup:
         body["reply_markup"] = markup
     return method, body
-
-
-@dataclass(frozen=True, slots=True)
-class InboundUpdate:
-    update_id: str
-    chat_id: str
-    message_id: str
-    content: Content
-
-
-class _Strict(BaseModel):
-    """Bot API types as Telegram sends them (no coercion of strings to numbers)."""
-
-    model_config = ConfigDict(strict=True)
-
-
-class _File(_Strict):
-    file_id: str
-    file_name: str | None = None
-    mime_type: str | None = None
-
-
-class _Chat(_Strict):
-    id: int
-
-
-class _User(_Strict):
-    id: int | None = None
-
-
-class _Replied(_Strict):
-    message_id: int
-
-
-class _Location(_Strict):
-    latitude: float
-    longitude: float
-
-
-class _Message(_Strict):
-    """The fields of a Bot API ``Message`` we read (the others are ignored)."""
-
-    model_config = ConfigDict(strict=True, populate_by_name=True)
-
-    message_id: int
-    chat: _Chat
-    sender: _User | None = Field(default=None, alias="from")
-    text: str | None = None
-    caption: str | None = None
-    photo: list[_File] = []
-    document: _File | None = None
-    video: _File | None = None
-    audio: _File | None = None
-    voice: _File | None = None
-    location: _Location | None = None
-    reply_to_message: _Replied | None = None
-
-
-class _Update(_Strict):
-    update_id: int
-    message: _Message | None = None
-
-
-def parse_update(update: dict[str, Any]) -> InboundUpdate | None:
-    """A Bot API ``Update`` normalised to the canonical content; ``None`` for update kinds we
-    do not handle (edits, callbacks, members ...). Files become references
-    ``telegram-file:<file_id>`` (fetch them with getFile). A malformed update (not as the Bot
-    API sends them) is an :class:`InvalidRequest`."""
-    try:
-        parsed = _Update.model_validate(update)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"not a Bot API Update: {where}: {first['msg']}", where) from None
-    message = parsed.message
-    if message is None:
-        return None
-    attachments: list[Attachment] = []
-    caption = message.caption
-    if message.photo:
-        largest = message.photo[-1]
-        attachments.append(Attachment(f"telegram-file:{largest.file_id}", "image", caption=caption))
-    for item, kind in (
-        (message.document, "document"),
-        (message.video, "video"),
-        (message.audio, "audio"),
-        (message.voice, "audio"),
-    ):
-        if item is not None:
-            attachments.append(
-                Attachment(
-                    f"telegram-file:{item.file_id}",
-                    kind,
-                    filename=item.file_name,
-                    mime_type=item.mime_type,
-                    caption=caption,
-                )
-            )
-    location = message.location
-    extensions: list[tuple[str, str]] = []
-    if message.reply_to_message is not None:
-        extensions.append(("reply_to_provider_id", str(message.reply_to_message.message_id)))
-    if message.sender is not None and message.sender.id is not None:
-        extensions.append(("from_id", str(message.sender.id)))
-    content = Content(
-        text=message.text,
-        attachments=tuple(attachments),
-        location=Location(location.latitude, location.longitude) if location else None,
-        extensions=tuple(sorted(extensions)),
-    )
-    if content.empty:
-        return None
-    return InboundUpdate(
-        str(parsed.update_id), str(message.chat.id), str(message.message_id), content
-    )
-
-
-class TelegramPoller:
-    """The getUpdates alternative to the webhook: long-polls one bot and hands each update to
-    ``handle`` (which deduplicates by update_id, so a redelivery after a crash is harmless).
-
-    The offset moves past an update only after ``handle`` returned, so nothing is confirmed to
-    Telegram before it is stored.
-    """
-
-    def __init__(
-        self,
-        account: str,
-        token: str,
-        handle: Callable[[str, dict[str, Any]], Awaitable[object]],
-        *,
-        api_url: str = DEFAULT_API,
-        poll_timeout: int = 25,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._account = account
-        self._token = token
-        self._handle = handle
-        self._poll_timeout = poll_timeout
-        self._client = httpx.AsyncClient(
-            base_url=api_url.rstrip("/"), timeout=poll_timeout + 10, transport=transport
-        )
-
-    async def run(self, stop: asyncio.Event) -> None:
-        offset: int | None = None
-        backoff = 1.0
-        try:
-            while not stop.is_set():
-                body: dict[str, Any] = {"timeout": self._poll_timeout}
-                if offset is not None:
-                    body["offset"] = offset
-                try:
-                    answer = await self._client.post(f"/bot{self._token}/getUpdates", json=body)
-                    doc = answer.json()
-                except (httpx.HTTPError, ValueError) as exc:
-                    log.warning(
-                        "telegram %s: getUpdates failed (%s); retrying in %gs",
-                        self._account,
-                        exc,
-                        backoff,
-                    )
-                    await sleep_or_stop(stop, backoff)
-                    backoff = min(backoff * 2, 60.0)
-                    continue
-                if not doc.get("ok"):
-                    log.error(
-                        "telegram %s: getUpdates refused (HTTP %d: %s); a webhook may be set "
-                        "(deleteWebhook) or the token is wrong; retrying in %gs",
-                        self._account,
-                        answer.status_code,
-                        doc.get("description"),
-                        backoff,
-                    )
-                    await sleep_or_stop(stop, backoff)
-                    backoff = min(backoff * 2, 60.0)
-                    continue
-                backoff = 1.0
-                for update in sorted(doc["result"], key=lambda u: u["update_id"]):
-                    try:
-                        await self._handle(self._account, update)
-                    except InvalidRequest as exc:  # Telegram would send it again: skip it
-                        log.warning("telegram %s: update skipped: %s", self._account, exc)
-                    offset = int(update["update_id"]) + 1
-        finally:
-            await self._client.aclose()

@@ -1,0 +1,15 @@
+"""Every channel passes the contract kit: one line each."""
+
+from __future__ import annotations
+
+from chat4all.adapters.channels.telegram import CHANNEL as TELEGRAM
+from tests.chat4all.channels import echo
+from tests.chat4all.channels.kit import ChannelKit
+
+
+class TestTelegram(ChannelKit):
+    plugin = TELEGRAM
+
+
+class TestEcho(ChannelKit):
+    plugin = echo.CHANNEL
