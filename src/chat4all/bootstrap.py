@@ -239,6 +239,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         )
         webhook_dispatcher = WebhookDispatcher(
             webhooks,
+            lease=settings.OUTBOX_LEASE,
             clock=clock,
             transport=overrides.get("webhook_transport"),
             targets=targets,

@@ -73,9 +73,9 @@ class Settings(BaseSettings):
     Processes that share one database must share this directory too (a network file system,
     or one volume) so that media one accepted another can send."""
     OUTBOX_LEASE: float = Field(default=30.0, ge=1.0, le=3600.0)
-    """Seconds a dispatcher holds a claimed message without renewing it (it renews every third
-    of it while delivering). A process that dies leaves its in-flight messages to the others
-    after this long; they may reach the provider twice."""
+    """Seconds a worker holds a claimed message (or webhook delivery) without renewing it (it
+    renews every third of it while delivering). A process that dies leaves its in-flight
+    messages to the others after this long; they may reach the provider twice."""
     WEBHOOK_ALLOW_PRIVATE: bool = False
     """Allow client webhooks to loopback, private and link-local addresses (receivers on the
     internal network, tests). Off: such URLs are refused at subscription, and a delivery whose

@@ -17,13 +17,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy as sa
 
 from chat4all.adapters.storage.engine import Database
+from chat4all.adapters.storage.leases import expire_leases, held, renew_leases
 from chat4all.adapters.storage.rows import (
     decode_cursor,
     encode_cursor,
@@ -38,7 +39,7 @@ from chat4all.domain.model import DeliveryStatus, Message, advances
 from chat4all.errors import NotFound
 from chat4all.ports import Origin, OutboxItem, Page
 
-__all__ = ["SqlOutbox", "Sent", "expire_leases", "CLAIM_LOCK_SPACE"]
+__all__ = ["SqlOutbox", "Sent", "CLAIM_LOCK_SPACE"]
 
 CLAIM_LOCK_SPACE: Final = 0x0C4A
 """First key of the conversations' advisory locks (the second: the id's ``hashtext``)."""
@@ -51,40 +52,6 @@ class Sent:
     item: OutboxItem
     provider_id: str
     now: float
-
-
-def expire_leases(
-    conn: sa.Connection,
-    table: sa.Table,
-    key: sa.Column[Any],
-    now: float,
-    gone: Callable[[str], bool] | None = None,
-) -> set[Any]:
-    """Rows of ``table`` in flight under a lease that ran out, back to pending; their keys.
-    With ``gone``, also the rows of the holders it says are gone (a dead process of this host,
-    :func:`~chat4all.domain.lease.holder_gone`), lease or not. On PostgreSQL rows another
-    transaction has locked are left to it (``SKIP LOCKED``): two claims expiring leases at once
-    never wait for each other, so they never deadlock."""
-    lapsed = sa.or_(table.c.lease_until < now, table.c.lease_until.is_(None))
-    if gone is not None:
-        holders = conn.execute(
-            sa.select(table.c.leased_by)
-            .where(table.c.state == "inflight", table.c.leased_by.is_not(None))
-            .distinct()
-        ).scalars()
-        orphans = [h for h in holders if gone(h)]
-        if orphans:
-            lapsed = sa.or_(lapsed, table.c.leased_by.in_(orphans))
-    expired = sa.select(key).where(table.c.state == "inflight", lapsed)
-    if conn.dialect.name == "postgresql":
-        expired = expired.with_for_update(skip_locked=True)
-    done = conn.execute(
-        table.update()
-        .where(key.in_(expired.scalar_subquery()))
-        .values(state="pending", leased_by=None, lease_until=None)
-        .returning(key)
-    )
-    return set(done.scalars().all())
 
 
 class SqlOutbox:
@@ -105,18 +72,12 @@ class SqlOutbox:
         return await self._db.write(self._claim, now, limit, worker, lease)
 
     async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None:
-        if not items:
-            return
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                outbox.update()
-                .where(
-                    outbox.c.message_id.in_([i.message.id for i in items]),
-                    outbox.c.state == "inflight",
-                    outbox.c.leased_by == worker,
+        if items:
+            async with self._db.transaction() as conn:
+                await conn.execute(
+                    renew_leases(outbox, outbox.c.message_id, [i.message.id for i in items]),
+                    {"worker": worker, "until": until},
                 )
-                .values(lease_until=until)
-            )
 
     def _claim(
         self, conn: sa.Connection, now: float, limit: int, worker: str, lease: float
@@ -358,10 +319,7 @@ def _outcome(item: OutboxItem, state: str, reason: str, done: tuple[str, ...], *
     """The outbox row of a failed attempt: its state, the error, and the parts delivered so far
     (this attempt's, else the earlier ones'); only while ``item``'s worker still holds it."""
     parts = done or item.done
-    update = outbox.update().where(outbox.c.message_id == item.message.id)
-    if item.holder:
-        update = update.where(outbox.c.leased_by == item.holder, outbox.c.state == "inflight")
-    return update.values(
+    return held(outbox, outbox.c.message_id, item.message.id, item.holder).values(
         state=state,
         attempts=item.attempts + 1,
         last_error=reason,

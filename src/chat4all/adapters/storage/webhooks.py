@@ -12,20 +12,18 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chat4all.adapters.storage.outbox import expire_leases
+from chat4all.adapters.storage.leases import expire_leases, held, renew_leases
 from chat4all.adapters.storage.schema import subscriptions, webhook_outbox
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.lease import holder_gone
-from chat4all.errors import InvalidRequest, NotFound
+from chat4all.errors import NotFound
 
-__all__ = ["WebhookStore", "Subscription", "Delivery", "fanout", "fanout_many", "EVENT_TYPES"]
-
-EVENT_TYPES: Final = ("message.status", "message.inbound")
+__all__ = ["WebhookStore", "Subscription", "Delivery", "fanout", "fanout_many"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +102,9 @@ class WebhookStore:
     async def subscribe(
         self, tenant: str, url: str, events: tuple[str, ...]
     ) -> tuple[Subscription, str]:
-        """A new subscription and its signing secret (shown once)."""
-        if not url.startswith(("https://", "http://")):
-            raise InvalidRequest("url must be http(s)", field="url")
-        unknown = [e for e in events if e not in EVENT_TYPES]
-        if unknown or not events:
-            raise InvalidRequest(f"events must be some of {', '.join(EVENT_TYPES)}", field="events")
+        """A new subscription and its signing secret (shown once); the use case
+        (:class:`~chat4all.service_layer.subscriptions.Subscriptions`) checked its URL and
+        events."""
         sub = Subscription("s_" + secrets.token_hex(10), tenant, url, tuple(events), time.time())
         secret = "whsec_" + secrets.token_urlsafe(24)
         async with self._store.transaction() as conn:
@@ -207,18 +202,12 @@ class WebhookStore:
         ]
 
     async def renew(self, deliveries: Sequence[Delivery], *, worker: str, until: float) -> None:
-        if not deliveries:
-            return
-        async with self._store.transaction() as conn:
-            await conn.execute(
-                webhook_outbox.update()
-                .where(
-                    webhook_outbox.c.id.in_([d.id for d in deliveries]),
-                    webhook_outbox.c.state == "inflight",
-                    webhook_outbox.c.leased_by == worker,
+        if deliveries:
+            async with self._store.transaction() as conn:
+                await conn.execute(
+                    renew_leases(webhook_outbox, webhook_outbox.c.id, [d.id for d in deliveries]),
+                    {"worker": worker, "until": until},
                 )
-                .values(lease_until=until)
-            )
 
     async def delivered(self, delivery: Delivery) -> None:
         async with self._store.transaction() as conn:
@@ -227,7 +216,7 @@ class WebhookStore:
     async def retry(self, delivery: Delivery, at: float, error: str) -> None:
         async with self._store.transaction() as conn:
             await conn.execute(
-                _held(delivery).values(
+                held(webhook_outbox, webhook_outbox.c.id, delivery.id, delivery.holder).values(
                     state="pending",
                     attempts=delivery.attempts + 1,
                     available_at=at,
@@ -240,7 +229,7 @@ class WebhookStore:
     async def dead(self, delivery: Delivery, error: str) -> None:
         async with self._store.transaction() as conn:
             await conn.execute(
-                _held(delivery).values(
+                held(webhook_outbox, webhook_outbox.c.id, delivery.id, delivery.holder).values(
                     state="dead",
                     attempts=delivery.attempts + 1,
                     last_error=error,
@@ -257,14 +246,3 @@ class WebhookStore:
                 .where(webhook_outbox.c.state == "dead")
             )
             return int(count.scalar_one())
-
-
-def _held(delivery: Delivery) -> Any:
-    """An update of ``delivery``'s row while its worker still holds it (a lease that ran out
-    and was taken by another worker is that worker's now)."""
-    update = webhook_outbox.update().where(webhook_outbox.c.id == delivery.id)
-    if delivery.holder:
-        update = update.where(
-            webhook_outbox.c.leased_by == delivery.holder, webhook_outbox.c.state == "inflight"
-        )
-    return update
