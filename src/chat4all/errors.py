@@ -76,7 +76,11 @@ class RateLimited(Chat4AllError):
 
 
 class StoreUnavailable(Chat4AllError):
-    """The database cannot be opened or migrated; the message says which and why."""
+    """The database cannot be opened or migrated, or cannot answer now (unreachable, the
+    connection cut, a failover, locked past its busy timeout); the message says which. A
+    request that meets it may be retried after ``retry_after`` seconds."""
+
+    retry_after: float = 1.0
 
 
 class DeliveryError(Chat4AllError):

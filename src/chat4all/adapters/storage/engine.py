@@ -24,6 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from chat4all.adapters.storage import migrate
+from chat4all.errors import StoreUnavailable
 
 __all__ = ["Database", "sqlite_url", "upsert"]
 
@@ -91,6 +92,9 @@ class Database:
             raise
         if before != after:
             log.info("database schema migrated from %s to %s", before or "empty", after)
+        for sync in (engine.sync_engine, writer):  # from now on: migrations report their own
+            if sync is not None:
+                sa.event.listen(sync, "handle_error", _unavailable)
         database = cls(engine, writer)
         database.migrated = (before, after)
         return database
@@ -173,8 +177,21 @@ class Database:
                 assert self._writer is not None
                 async with self._writer:
                     await loop.run_in_executor(threads, checkpoint)
-            except sa.exc.OperationalError:  # busy: next time
+            except StoreUnavailable:  # busy: next time
                 continue
+
+
+def _unavailable(context: sa.engine.ExceptionContext) -> None:
+    """A database that cannot answer now (unreachable, the connection cut, a failover, locked
+    past ``busy_timeout``) is :class:`StoreUnavailable`: a 503 / UNAVAILABLE telling the caller
+    to retry, not an internal error. Other errors (a constraint, bad data) stay what they are;
+    the driver's message stays out (it may quote values)."""
+    error = context.sqlalchemy_exception
+    if context.is_disconnect or isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError):
+        raise StoreUnavailable(
+            f"the database cannot answer now ({type(context.original_exception).__name__}); "
+            "retry in a moment"
+        ) from error
 
 
 def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from chat4all.entrypoints.error_codes import answer_for
 from chat4all.entrypoints.rest.models import ErrorBody
-from chat4all.errors import Chat4AllError, RateLimited
+from chat4all.errors import Chat4AllError, RateLimited, StoreUnavailable
 
 __all__ = [
     "error_response",
@@ -31,6 +31,7 @@ _WHY: Final = {
     409: "The first request with this Idempotency-Key is still running",
     422: "Invalid input (`field` names where), or an Idempotency-Key reused with another body",
     429: "Over the key's (or the global) rate",
+    503: "The database cannot answer now (`Retry-After` says when to try again)",
 }
 
 # Every role may read, so readers never see a 403.
@@ -46,14 +47,16 @@ LIMIT: Final = Query(ge=1, le=200, description="Items per page")
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The documented error answers of a route, all with the one error body."""
+    """The documented error answers of a route, all with the one error body (and 503: every
+    route that takes a key reads the database)."""
     answers: dict[int | str, dict[str, Any]] = {
-        s: {"model": ErrorBody, "description": _WHY[s]} for s in statuses
+        s: {"model": ErrorBody, "description": _WHY[s]} for s in (*statuses, 503)
     }
-    if 429 in answers:
-        answers[429]["headers"] = {
-            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
-        }
+    for status in (429, 503):
+        if status in answers:
+            answers[status]["headers"] = {
+                "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+            }
     return answers
 
 
@@ -67,6 +70,6 @@ def domain_error_response(exc: Chat4AllError) -> JSONResponse:
     """The answer to a domain error, from the one table."""
     answer = answer_for(exc)
     response = error_response(answer.status, answer.code, str(exc), getattr(exc, "field", None))
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | StoreUnavailable):
         response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return response
