@@ -34,6 +34,7 @@ help:
 	@echo "make bench  - run the benchmarks in bench/ and print their tables"
 	@echo "make bench-systemd - (root) kill -9 restart times on a real systemd, 20 rounds"
 	@echo "make bench-chat4all - chat4all send throughput and latency, REST and gRPC, against two ceilings"
+	@echo "                      (BEFORE=<revision>: that release's REST send too, in the same run)"
 
 # apt only when something is missing, so repeated runs stay fast and work offline. The packages'
 # own services (nginx on :80, prometheus on :9090) are not started: we need only their binaries
@@ -125,8 +126,13 @@ contracts-baseline: contracts $(NODE_STAMP)
 bench: deps
 	$(BIN)/python -m bench
 
+# BEFORE=<git revision>: that release's REST send is measured in the same run, for its share of
+# the no-op ceiling beside this one's (its src/ is exported to .cache/bench-before).
 bench-chat4all: deps
-	$(BIN)/python -m bench chat4all
+	@if [ -n "$${BEFORE:-}" ]; then rm -rf .cache/bench-before && mkdir -p .cache/bench-before && \
+	  git archive "$$BEFORE" src | tar -x -C .cache/bench-before; fi
+	CHAT4ALL_BENCH_BEFORE=$${BEFORE:+$(CURDIR)/.cache/bench-before/src} CHAT4ALL_BENCH_BEFORE_REV=$${BEFORE:-} \
+	  $(BIN)/python -m bench chat4all
 
 bench-systemd: deps $(WHEELHOUSE_STAMP)
 	$(BIN)/python -m bench systemd

@@ -45,6 +45,7 @@ from chat4all.adapters.channels.telegram import SIMULATOR_TOKEN
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 
+BEFORE = "REST, before (the release compared with)"
 SECONDS = 10.0
 RATE = 500
 CONCURRENCY = 32
@@ -155,23 +156,28 @@ async def _measure(
     }
 
 
-def _hub() -> tuple[Served, Served, str, str]:
+def _hub(before: str | None = None) -> tuple[Served, Served, str, str]:
+    """A hub and its provider, each a process; ``before``: the ``src/`` of another release to
+    run instead of this one (its Bot API simulator serves at the root, ours under /telegram)."""
     data = tempfile.mkdtemp(prefix="chat4all-bench-")
     port, grpc_port, sim_port = free_port(), free_port(), free_port()
+    release = {"PYTHONPATH": before} if before else {}
     # The provider is another machine in production: here, another process.
     provider = Served(
         [sys.executable, "-m", "chat4all", "simulator", "--port", str(sim_port)],
-        {},
+        release,
         r"simulator on",
     )
+    root = "" if before else "/telegram"
     served = Served(
         [sys.executable, "-m", "chat4all", "serve"],
         {
+            **release,
             "CHAT4ALL_DATA_DIR": data,
             "CHAT4ALL_PORT": str(port),
             "CHAT4ALL_GRPC_PORT": str(grpc_port),
             "CHAT4ALL_TELEGRAM_BOTS": json.dumps({"sim-bot": SIMULATOR_TOKEN}),
-            "CHAT4ALL_TELEGRAM_API_URL": f"http://127.0.0.1:{sim_port}/telegram",
+            "CHAT4ALL_TELEGRAM_API_URL": f"http://127.0.0.1:{sim_port}{root}",
             "CHAT4ALL_RATE_PER_KEY": "0",
             "CHAT4ALL_LOG_LEVEL": "WARNING",
         },
@@ -269,6 +275,14 @@ def _ceiling(path: str, *args: str) -> dict[str, float]:
 
 def run(machine: str) -> str:
     results: dict[str, dict[str, float]] = {}
+    before = os.environ.get("CHAT4ALL_BENCH_BEFORE")
+    if before:  # the release to compare with, its REST side in this same run
+        provider, served, url, target_key = _hub(before)
+        try:
+            results[BEFORE] = asyncio.run(_rest(url, target_key.split("|")[1]))
+        finally:
+            served.stop()
+            provider.stop()
     provider, served, url, target_key = _hub()
     target, key = target_key.split("|")
     try:
@@ -282,8 +296,11 @@ def run(machine: str) -> str:
     top = results[INSERT]["throughput"]
     noop = results[NOOP]["throughput"]
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    revision = os.environ.get("CHAT4ALL_BENCH_BEFORE_REV")
+    compared = f" BEFORE={revision}" if before and revision else ""
     lines = [
-        f"Run on {stamp} with `make bench-chat4all` (`python -m bench chat4all`), on {machine}.",
+        f"Run on {stamp} with `make bench-chat4all{compared}` (`python -m bench chat4all`), "
+        f"on {machine}.",
         "",
         f"| side | throughput, {CONCURRENCY} senders (msg/s) | share of the no-op ceiling | share of the one-insert ceiling | accept latency at {RATE} msg/s: p50 / p99 (ms) |",
         "|---|---|---|---|---|",
@@ -314,7 +331,13 @@ def run(machine: str) -> str:
         + f"; ≥ 50% of the one-insert ceiling: "
         f"{'met' if rest['throughput'] >= 0.5 * top else '**missed**'} "
         f"({rest['throughput'] / top:.0%}). REST send is {rest['throughput'] / noop:.1%} of the "
-        "no-op ceiling (issue 11: it stays within 10% of its share before the redesign).",
+        "no-op ceiling"
+        + (
+            f"; the release compared with: {results[BEFORE]['throughput'] / noop:.1%}, so this "
+            f"one keeps {rest['throughput'] / results[BEFORE]['throughput']:.0%} of its share."
+            if BEFORE in results
+            else "."
+        ),
         "",
         __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
     ]
