@@ -24,6 +24,12 @@ def _services(request: Request) -> Services:
     return services
 
 
+async def _use(request: Request) -> Services:
+    """The use cases, as a dependency: ``async``, because FastAPI runs a plain function
+    dependency in a worker thread, a thread hop (and GIL hand-off) on every request."""
+    return _services(request)
+
+
 def _allowed(action: str) -> Callable[..., Awaitable[Principal]]:
     async def check(
         request: Request,
@@ -39,5 +45,5 @@ def _allowed(action: str) -> Callable[..., Awaitable[Principal]]:
 Sender = Annotated[Principal, Depends(_allowed("send"))]
 Reader = Annotated[Principal, Depends(_allowed("read"))]
 Admin = Annotated[Principal, Depends(_allowed("admin"))]
-Use = Annotated[Services, Depends(_services)]
+Use = Annotated[Services, Depends(_use)]
 """The use cases (:class:`Services`), for a route's parameters."""
