@@ -27,7 +27,7 @@ from chat4all.entrypoints.grpc_codec import (
     once,
     subscription_pb,
 )
-from chat4all.entrypoints.services import Services, channel_named
+from chat4all.entrypoints.services import Services
 from chat4all.errors import Chat4AllError, InvalidRequest
 from chat4all.metrics import HubMetrics
 from chat4all.ports import SendRequest
@@ -103,7 +103,7 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
                 raise InvalidRequest(
                     "channel is required (ListChannels lists the channels)", field="channel"
                 )
-            channel = channel_named(self._use.accounts, request.channel)
+            channel = self._use.accounts.known(request.channel)
             send = SendRequest(
                 channel, request.account, request.recipient, content_of(request.content)
             )

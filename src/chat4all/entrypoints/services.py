@@ -15,7 +15,7 @@ from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.messages import Messages
 
-__all__ = ["Services", "SubscriptionBook", "channel_named"]
+__all__ = ["Services", "SubscriptionBook"]
 
 
 class SubscriptionBook(Protocol):
@@ -46,9 +46,3 @@ class Services:
     media: MediaLibrary
     wake: Callable[[], None] | None = None
     """Tells the dispatcher a new message is due (called after each accepted send)."""
-
-
-def channel_named(accounts: Accounts, name: str) -> str:
-    """The channel a request names, checked against the channels this hub carries
-    (``InvalidRequest`` on ``channel`` otherwise)."""
-    return accounts.known(name)

@@ -11,7 +11,6 @@ from chat4all.domain.model import message_document
 from chat4all.entrypoints.rest.answers import READ, documented
 from chat4all.entrypoints.rest.auth import Reader, Sender, Use
 from chat4all.entrypoints.rest.models import MessageOut, SendIn
-from chat4all.entrypoints.services import channel_named
 from chat4all.ports import SendRequest
 
 __all__ = ["router"]
@@ -44,7 +43,7 @@ async def send_message(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> JSONResponse:
     """Accept a message for delivery; 202 means it is durable."""
-    channel = channel_named(use.accounts, body.channel)
+    channel = use.accounts.known(body.channel)
     request = SendRequest(channel, body.account, body.recipient, body.content.to_domain())
     accepted = await use.messages.send(who.tenant, request, idempotency_key)
     if use.wake is not None and not accepted.replayed:
