@@ -54,6 +54,11 @@ def main() -> int:
 
         write_section("chat4all", chat4all_bench.run(machine()))
         return 0
+    if sys.argv[1:] == ["loaded"]:
+        from bench import loaded_suite
+
+        write_section("tgstream tests on a loaded machine", loaded_suite.run(machine()))
+        return 0
     if sys.argv[1:] == ["systemd"]:
         from bench import systemd_bench
 
