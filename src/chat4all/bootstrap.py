@@ -329,6 +329,7 @@ async def _api(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
     grpc_server, grpc_port = await start_grpc(
         hub.services,
         f"{settings.HOST}:{settings.GRPC_PORT}",
+        ready=hub.ready,
         metrics=hub.metrics,
         tracer=hub.tracer,
         credentials=tls.grpc() if tls is not None else None,

@@ -7,10 +7,11 @@ The servicer only translates: it parses the request, calls the same use case as 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
 import grpc
@@ -39,6 +40,44 @@ from chat4all.v1 import api_pb2_grpc as pb_grpc
 __all__ = ["start_grpc", "SERVICE_NAME"]
 
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Chat4AllService"].full_name
+HEALTH_REFRESH: Final = 5.0
+"""Seconds between readiness checks for ``grpc.health.v1`` watchers (a Check asks at once)."""
+
+
+class _ReadinessHealth(health.aio.HealthServicer):
+    """``grpc.health.v1`` that answers what ``/ready`` answers: NOT_SERVING while a worker is
+    down or the database does not answer, for the whole server (``""``) and the API alike.
+
+    A Check asks ``ready`` there and then; Watch streams see a change within
+    ``HEALTH_REFRESH`` seconds (or at once, when a Check saw it first)."""
+
+    def __init__(self, ready: Callable[[], Awaitable[str | None]]) -> None:
+        super().__init__()
+        self._ready = ready
+
+    async def refresh(self) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if await self._ready() is None
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE_NAME):
+            await self.set(service, status)
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        await self.refresh()
+        return await super().Check(request, context)  # type: ignore[no-any-return]
+
+    async def refresh_until(self, server: grpc.aio.Server) -> None:
+        stopped = asyncio.ensure_future(server.wait_for_termination())
+        try:
+            while not stopped.done():
+                await self.refresh()
+                await asyncio.wait({stopped}, timeout=HEALTH_REFRESH)
+        finally:
+            stopped.cancel()
 
 
 class _Servicer(pb_grpc.Chat4AllServiceServicer):
@@ -271,11 +310,13 @@ async def start_grpc(
     services: Services,
     address: str,
     *,
+    ready: Callable[[], Awaitable[str | None]],
     metrics: HubMetrics | None = None,
     tracer: Tracer = NO_TRACER,
     credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Serve the API, ``grpc.health.v1`` and reflection on ``address``; returns the bound port.
+    """Serve the API, ``grpc.health.v1`` (SERVING when ``ready`` says so, as ``/ready``) and
+    reflection on ``address``; returns the bound port.
 
     A request may be as large as the largest upload plus 1 MB (gRPC's default is 4 MB), so an
     UploadMedia over the limit reaches the use case and is refused as REST refuses it."""
@@ -284,7 +325,7 @@ async def start_grpc(
     pb_grpc.add_Chat4AllServiceServicer_to_server(  # type: ignore[no-untyped-call]
         _Servicer(services, metrics, tracer), server
     )
-    checker = health.aio.HealthServicer()
+    checker = _ReadinessHealth(ready)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(
         (
@@ -300,6 +341,12 @@ async def start_grpc(
         else server.add_insecure_port(address)
     )
     await server.start()
-    await checker.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    await checker.set("", health_pb2.HealthCheckResponse.SERVING)
+    await checker.refresh()
+    refresher = asyncio.create_task(checker.refresh_until(server), name="grpc-health")
+    _REFRESHERS.add(refresher)
+    refresher.add_done_callback(_REFRESHERS.discard)
     return server, port
+
+
+_REFRESHERS: set[asyncio.Task[None]] = set()
+"""Strong references to the health refreshers (each ends when its server terminates)."""

@@ -1,6 +1,7 @@
 """A worker that dies is never silent: its traceback is logged at once, ``/ready`` says which
-worker is down and since when, and ``chat4all serve`` exits non-zero so that its service
-manager starts it again. The failing worker is injected through ``build_hub``'s overrides."""
+worker is down and since when, gRPC health turns NOT_SERVING, and ``chat4all serve`` exits
+non-zero so that its service manager starts it again. The failing worker is injected through
+``build_hub``'s overrides."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chat4all.cli import WORKER_DIED
+from chat4all.entrypoints.grpc_server import SERVICE_NAME
 from tests.chat4all.conftest import hub_running
 
 
@@ -30,18 +34,35 @@ async def doomed(stop: asyncio.Event, after: asyncio.Event) -> None:
     raise Doomed("the doomed worker's end")
 
 
+async def _grpc_health(target: str) -> dict[str, int]:
+    """The gRPC health status of the server and of the API service."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return {
+            service: (await stub.Check(health_pb2.HealthCheckRequest(service=service))).status
+            for service in ("", SERVICE_NAME)
+        }
+
+
 async def test_a_dead_worker_is_logged_and_ready_says_which_and_since_when(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     go = asyncio.Event()
     overrides = {"workers": {"doomed": lambda stop: doomed(stop, go)}}
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
     async with hub_running(tmp_path, overrides=overrides) as hub:  # type: ignore[arg-type]
         async with httpx.AsyncClient(base_url=hub.url) as client:
             assert (await client.get("/ready")).json() == {"ready": True}
+            assert await _grpc_health(hub.grpc_target) == {"": serving, SERVICE_NAME: serving}
             before = time.time()
             go.set()
             assert await asyncio.wait_for(hub.supervisor.wait(), 10) is not None
             answer = await client.get("/ready")
+            health = await _grpc_health(hub.grpc_target)
+        assert health == {"": not_serving, SERVICE_NAME: not_serving}
         assert answer.status_code == 503
         reason = answer.json()["reason"]
         assert answer.json()["ready"] is False
