@@ -44,7 +44,7 @@ HEALTH_REFRESH: Final = 5.0
 """Seconds between readiness checks for ``grpc.health.v1`` watchers (a Check asks at once)."""
 
 
-class _ReadinessHealth(health.aio.HealthServicer):
+class _ReadinessHealth(health.aio.HealthServicer):  # type: ignore[misc]
     """``grpc.health.v1`` that answers what ``/ready`` answers: NOT_SERVING while a worker is
     down or the database does not answer, for the whole server (``""``) and the API alike.
 
@@ -68,7 +68,7 @@ class _ReadinessHealth(health.aio.HealthServicer):
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthCheckResponse:
         await self.refresh()
-        return await super().Check(request, context)  # type: ignore[no-any-return]
+        return await super().Check(request, context)
 
     async def refresh_until(self, server: grpc.aio.Server) -> None:
         stopped = asyncio.ensure_future(server.wait_for_termination())
