@@ -61,12 +61,17 @@ def require_tools() -> None:
 
 
 async def resolve_ffmpeg_args(settings: Settings, children: Children) -> FfmpegArgs:
-    """Validated FFMPEG_ARGS; a refused value logs one WARNING and falls back to the preset."""
-    ffargs = await check_ffmpeg_args(settings.FFMPEG_ARGS, settings.quality, children)
+    """Validated FFMPEG_ARGS; a refused value logs one WARNING and falls back to the preset, and
+    options without effect on the chosen output (``telegram``) log one WARNING saying so."""
+    ffargs = await check_ffmpeg_args(
+        settings.FFMPEG_ARGS, settings.quality, children, settings.output
+    )
     if ffargs.rejected:
         log.warning(
             "FFMPEG_ARGS ignored, using the %s preset: %s", settings.VIDEO_QUALITY, ffargs.rejected
         )
+    elif ffargs.note:
+        log.warning("%s", ffargs.note)
     elif ffargs.custom:
         log.info("FFMPEG_ARGS in force: %s", " ".join(ffargs.args))
     return ffargs

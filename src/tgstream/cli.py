@@ -221,7 +221,13 @@ def check(env_file: EnvFile = None) -> None:
                     _Row(
                         "FFMPEG_ARGS",
                         ffargs.rejected is None,
-                        ffargs.rejected or (" ".join(ffargs.args) or "(none: preset)"),
+                        ffargs.rejected
+                        or ffargs.note
+                        or (
+                            f"{' '.join(ffargs.args)} (on every encode of OUTPUT={settings.output})"
+                            if ffargs.custom
+                            else "(none: preset)"
+                        ),
                     )
                 )
                 catalog = Catalog(settings.PLAYLIST_FILE, settings.LOOP, settings.SHUFFLE)
