@@ -81,9 +81,12 @@ class SessionError(TgstreamError):
         self.cause = cause
 
 
-FailureReason = Literal["not_found", "resolve", "probe", "ffmpeg_exit", "stall", "no_media"]
+FailureReason = Literal[
+    "not_found", "corrupt", "resolve", "probe", "ffmpeg_exit", "stall", "no_media"
+]
 SOURCE_FAILURE_REASONS: Final[tuple[FailureReason, ...]] = (
     "not_found",
+    "corrupt",
     "resolve",
     "probe",
     "ffmpeg_exit",
