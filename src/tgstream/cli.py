@@ -50,8 +50,9 @@ app = typer.Typer(
     no_args_is_help=True,
     help="tgstream: a 24/7 broadcaster of a playlist into a Telegram video chat, RTMP or a "
     "local preview.",
-    epilog="Exit codes: 0 ok; 1 check failed or session invalid; 2 bad configuration; "
-    "3 bad playlist; 4 ffmpeg/ffprobe/yt-dlp missing; 5 output cannot be opened.",
+    epilog="Exit codes: 0 ok; 1 check failed, a playlist item cannot play, or session invalid; "
+    "2 bad configuration (a key, a .env line, a missing --env-file); 3 bad playlist; "
+    "4 ffmpeg/ffprobe/yt-dlp missing; 5 output cannot be opened.",
 )
 app.add_typer(session_app, name="session")
 EnvFile = Annotated[
@@ -294,7 +295,8 @@ def _print_rows(rows: list[_Row]) -> int:
 
 @app.command()
 def playlist(env_file: EnvFile = None) -> None:
-    """Resolve every playlist item (with a progress bar) and show what would play."""
+    """Resolve every playlist item (with a progress bar) and show what would play. Exit 0 if
+    every item can play, 1 otherwise."""
 
     def body() -> int:
         settings = _settings(env_file)

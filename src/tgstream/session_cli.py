@@ -1,7 +1,8 @@
 """``tgstream session``: check the Telegram session, or make a new one and write it to ``.env``.
 
 ``python test/auto_session_runner.py --write-env`` (the seed's runbook command) runs the same
-code as ``tgstream session new --write-env .env``.
+code as ``tgstream session new --write-env .env``, and ``python test/diag_session.py`` the same
+as ``tgstream session check`` (:func:`diagnose`).
 
 Exit codes of both commands: 0 success; 1 failure (the message says what failed and what to do),
 including "stdin is not a terminal" for ``new``.
