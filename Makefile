@@ -79,8 +79,8 @@ run: deps
 	else $(BIN)/tgstream demo --dir .demo && PLAYLIST_FILE=.demo/playlist.txt $(BIN)/tgstream run; fi
 
 lint: deps
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests test bench
+	$(BIN)/ruff check src tests test bench
 
 typecheck: deps
 	$(BIN)/mypy

@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="write SESSION_STRING into PATH (default .env); without it, print the session",
     )
-    parser.add_argument("--env-file", type=Path, default=Path(".env"))
+    parser.add_argument(
+        "--env-file", type=Path, default=None, help="where API_ID and API_HASH are read from"
+    )
     parser.add_argument("--phone", default=None)
     args = parser.parse_args(argv)
     return new_session(args.env_file, args.write_env, args.phone)

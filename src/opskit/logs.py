@@ -35,7 +35,6 @@ __all__ = [
     "log_context",
 ]
 
-_MIN_SECRET_LEN: Final = 6
 _TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -52,10 +51,11 @@ class SecretMasker:
         self._lock = threading.Lock()
 
     def add(self, *values: str | None) -> None:
-        """Register secrets. Empty and very short values are ignored: they would mask noise."""
+        """Register secrets, whatever their length: a short secret is still a secret (it may
+        mask some noise too, which is the lesser harm). Empty values are ignored."""
         with self._lock:
             for value in values:
-                if value and len(value) >= _MIN_SECRET_LEN:
+                if value:
                     self._secrets.add(value)
 
     def mask(self, text: str) -> str:

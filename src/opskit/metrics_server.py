@@ -4,8 +4,9 @@ The server runs in its own threads (prometheus_client's threading WSGI server), 
 answered however busy the service's event loop is. When the wanted port is taken, the next
 ports up to ``port + span`` are tried (one ERROR, then the port in use is logged). When none is
 free, the registry is written every ``interval`` seconds to ``textfile`` in the node_exporter
-textfile-collector format (atomically: temporary file, then rename), with one WARNING. In every
-case the service goes on.
+textfile-collector format (atomically: temporary file, then rename), with one WARNING, and once
+more by ``close``, so the file left behind tells the final state. In every case the service
+goes on.
 
 >>> from prometheus_client import CollectorRegistry
 >>> server = MetricsServer(CollectorRegistry(), "127.0.0.1", 0)
@@ -64,6 +65,8 @@ class MetricsServer:
         self._stop = threading.Event()
         self.url: str | None = None
         self.port: int | None = None
+        self._writing = False
+        """Whether the textfile stands in for the port (written again by ``close``)."""
 
     def start(self) -> str:
         """Bind and serve; returns the URL served, or the textfile written instead."""
@@ -116,6 +119,7 @@ class MetricsServer:
             self._textfile,
             self._interval,
         )
+        self._writing = True
         self._write_textfile()
         self._spawn(self._textfile_loop, "metrics-textfile")
         return str(self._textfile)
@@ -155,12 +159,16 @@ class MetricsServer:
         return [body]
 
     def close(self) -> None:
+        """Stop serving. A textfile is written a last time, with the registry as it is now:
+        node_exporter keeps reading the file after we exit, so it must not say we are up."""
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
         for thread in self._threads:
             thread.join(5)
+        if self._writing:
+            self._write_textfile()
 
 
 def _ranges(ports: Iterable[int]) -> str:

@@ -11,8 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dotenv import dotenv_values
-
 from opskit.procs import Children
 from tgstream.adapters.ffmpeg import check_ffmpeg_args
 from tgstream.adapters.preview import Preview
@@ -20,7 +18,7 @@ from tgstream.adapters.probe import Prober
 from tgstream.adapters.publisher import Publisher
 from tgstream.adapters.resolver import Resolver
 from tgstream.catalog import Catalog
-from tgstream.config import Settings, load_settings
+from tgstream.config import Settings, load_settings, read_env_file
 from tgstream.engine import Engine, EngineOptions
 from tgstream.errors import ConfigError, ToolError
 from tgstream.ffargs import FfmpegArgs
@@ -63,12 +61,17 @@ def require_tools() -> None:
 
 
 async def resolve_ffmpeg_args(settings: Settings, children: Children) -> FfmpegArgs:
-    """Validated FFMPEG_ARGS; a refused value logs one WARNING and falls back to the preset."""
-    ffargs = await check_ffmpeg_args(settings.FFMPEG_ARGS, settings.quality, children)
+    """Validated FFMPEG_ARGS; a refused value logs one WARNING and falls back to the preset, and
+    options without effect on the chosen output (``telegram``) log one WARNING saying so."""
+    ffargs = await check_ffmpeg_args(
+        settings.FFMPEG_ARGS, settings.quality, children, settings.output
+    )
     if ffargs.rejected:
         log.warning(
             "FFMPEG_ARGS ignored, using the %s preset: %s", settings.VIDEO_QUALITY, ffargs.rejected
         )
+    elif ffargs.note:
+        log.warning("%s", ffargs.note)
     elif ffargs.custom:
         log.info("FFMPEG_ARGS in force: %s", " ".join(ffargs.args))
     return ffargs
@@ -153,7 +156,7 @@ def reload_settings(env_file: Path | None) -> Settings:
     """
     if env_file is None or not env_file.exists():
         return load_settings(None)
-    in_file = dotenv_values(env_file)
+    in_file = read_env_file(env_file)
     fresh = {k: v for k in _CREDENTIALS if (v := in_file.get(k)) is not None}
     return load_settings(env_file, **fresh)
 

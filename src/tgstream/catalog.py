@@ -60,14 +60,16 @@ class Catalog:
         for error in parsed.errors:
             log.warning("%s %s; line skipped", self.path, error)
         if not parsed.entries:
+            # The reasons go in the message itself: `tgstream check` shows no WARNING lines.
+            shown = "; ".join(str(e) for e in parsed.errors[:3])
+            more = f"; and {len(parsed.errors) - 3} more" if len(parsed.errors) > 3 else ""
             what = (
-                f"all {len(parsed.errors)} entries are invalid"
+                f"all {len(parsed.errors)} entries are invalid ({shown}{more})"
                 if parsed.errors
                 else "it has no entries"
             )
             raise PlaylistError(
-                f"playlist {self.path}: {what}; add at least one playable "
-                "file, directory or URL (see the WARNING lines above)"
+                f"playlist {self.path}: {what}; add at least one playable file, directory or URL"
             )
         return parsed
 

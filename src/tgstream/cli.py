@@ -34,7 +34,7 @@ from tgstream.adapters.probe import Prober
 from tgstream.adapters.resolver import Expansion, Resolver
 from tgstream.bootstrap import require_tools, resolve_ffmpeg_args
 from tgstream.catalog import Catalog
-from tgstream.config import Settings, load_settings
+from tgstream.config import DEFAULT_ENV_FILE, Settings, load_settings, settings_file
 from tgstream.domain.track import Track
 from tgstream.errors import ExitCode, SourceError, TgstreamError
 from tgstream.ffargs import FfmpegArgs
@@ -50,21 +50,25 @@ app = typer.Typer(
     no_args_is_help=True,
     help="tgstream: a 24/7 broadcaster of a playlist into a Telegram video chat, RTMP or a "
     "local preview.",
-    epilog="Exit codes: 0 ok; 1 check failed or session invalid; 2 bad configuration; "
-    "3 bad playlist; 4 ffmpeg/ffprobe/yt-dlp missing; 5 output cannot be opened.",
+    epilog="Exit codes: 0 ok; 1 check failed, a playlist item cannot play, or session invalid; "
+    "2 bad configuration (a key, a .env line, a missing --env-file); 3 bad playlist; "
+    "4 ffmpeg/ffprobe/yt-dlp missing; 5 output cannot be opened.",
 )
 app.add_typer(session_app, name="session")
 EnvFile = Annotated[
-    Path,
+    Path | None,
     typer.Option(
-        "--env-file", help="Settings file read before the environment (keys as in .env.template)."
+        "--env-file",
+        help="Settings file (keys as in .env.template; the environment wins over it). "
+        "Default: ./.env when it exists; a file named here must exist.",
+        show_default=False,
     ),
 ]
 err_console = Console(stderr=True)
 
 
-def _settings(env_file: Path) -> Settings:
-    return load_settings(env_file if env_file.exists() else None)
+def _settings(env_file: Path | None) -> Settings:
+    return load_settings(settings_file(env_file))
 
 
 def _guard(fn: Callable[[], int]) -> None:
@@ -78,13 +82,14 @@ def _guard(fn: Callable[[], int]) -> None:
 
 
 @app.command()
-def run(env_file: EnvFile = Path(".env")) -> None:
+def run(env_file: EnvFile = None) -> None:
     """Run the broadcast until SIGTERM/SIGINT (or, with LOOP=0, until the playlist ends)."""
 
     def body() -> int:
         settings = _settings(env_file)
         setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
-        return run_until_stopped(lambda stop: serve(settings, env_file, stop))
+        path = env_file or DEFAULT_ENV_FILE
+        return run_until_stopped(lambda stop: serve(settings, path, stop))
 
     _guard(body)
 
@@ -177,9 +182,9 @@ def _output_reachable(settings: Settings) -> _Row:
 
 
 @app.command()
-def check(env_file: EnvFile = Path(".env")) -> None:
+def check(env_file: EnvFile = None) -> None:
     """Pre-flight: tools, settings, FFMPEG_ARGS, every playlist entry, the output. Exit 0 if all
-    pass, 1 otherwise."""
+    pass, 1 if a check failed, 2 if the settings cannot be read."""
 
     def body() -> int:
         rows: list[_Row] = []
@@ -196,7 +201,8 @@ def check(env_file: EnvFile = Path(".env")) -> None:
             settings = _settings(env_file)
         except TgstreamError as exc:
             rows.append(_Row("settings", False, str(exc)))
-            return _print_rows(rows)
+            _print_rows(rows)
+            return int(exc.exit_code)  # nothing else can be checked without settings
         setup_logging("ERROR")
         rows.append(
             _Row(
@@ -216,7 +222,13 @@ def check(env_file: EnvFile = Path(".env")) -> None:
                     _Row(
                         "FFMPEG_ARGS",
                         ffargs.rejected is None,
-                        ffargs.rejected or (" ".join(ffargs.args) or "(none: preset)"),
+                        ffargs.rejected
+                        or ffargs.note
+                        or (
+                            f"{' '.join(ffargs.args)} (on every encode of OUTPUT={settings.output})"
+                            if ffargs.custom
+                            else "(none: preset)"
+                        ),
                     )
                 )
                 catalog = Catalog(settings.PLAYLIST_FILE, settings.LOOP, settings.SHUFFLE)
@@ -282,8 +294,9 @@ def _print_rows(rows: list[_Row]) -> int:
 
 
 @app.command()
-def playlist(env_file: EnvFile = Path(".env")) -> None:
-    """Resolve every playlist item (with a progress bar) and show what would play."""
+def playlist(env_file: EnvFile = None) -> None:
+    """Resolve every playlist item (with a progress bar) and show what would play. Exit 0 if
+    every item can play, 1 otherwise."""
 
     def body() -> int:
         settings = _settings(env_file)

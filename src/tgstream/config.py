@@ -6,17 +6,35 @@ Keys keep the names operators already use (``API_ID``, ``PLAYLIST_FILE``, ``FFMP
 
 from __future__ import annotations
 
+import io
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
+from dotenv.parser import parse_stream
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from opskit.logs import MASKER
 from tgstream.errors import ConfigError
 
-__all__ = ["Quality", "QUALITY_PRESETS", "Settings", "load_settings"]
+__all__ = [
+    "DEFAULT_ENV_FILE",
+    "Quality",
+    "QUALITY_PRESETS",
+    "RTMP_SCHEMES",
+    "Settings",
+    "load_settings",
+    "read_env_file",
+    "settings_file",
+]
+
+DEFAULT_ENV_FILE: Final = Path(".env")
+"""Read when present; ``--env-file PATH`` names another file, which must then exist."""
+RTMP_SCHEMES: Final = ("rtmp", "rtmps")
 
 OutputKind = Literal["telegram", "rtmp", "preview"]
 QualityName = Literal["1080p", "720p", "480p", "360p", "audio"]
@@ -130,6 +148,22 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("RTMP_URL", mode="after")
+    @classmethod
+    def _rtmp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never shows the URL: its last part is the stream key.
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value().strip())
+        if parts.scheme.lower() not in RTMP_SCHEMES:
+            got = f"a {parts.scheme}:// URL" if parts.scheme else "no scheme"
+            raise ValueError(
+                f"must be an RTMP URL, rtmp://host/app/key or rtmps://host/app/key (got {got})"
+            )
+        if not parts.hostname:
+            raise ValueError("names no host; write it as rtmp://host/app/key")
+        return value
+
     @model_validator(mode="after")
     def _output_needs(self) -> Settings:
         if self.output == "rtmp" and self.RTMP_URL is None:
@@ -176,22 +210,104 @@ class Settings(BaseSettings):
 _SECRET_KEYS = {"API_HASH", "SESSION_STRING", "RTMP_URL", "ALERT_BOT_TOKEN"}
 
 
-def _describe(exc: ValidationError, env_file: Path | None) -> str:
+def _describe(exc: ValidationError, env_file: Path | None, file_lines: dict[str, int]) -> str:
     where = f"the environment or {env_file}" if env_file else "the environment"
     lines = [f"invalid configuration (from {where}):"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "settings"
         shown = "" if key in _SECRET_KEYS or not err["loc"] else f" (got {err.get('input')!r})"
-        lines.append(f"  {key}: {err['msg']}{shown}")
+        # The environment wins over the file: name the file's line only when it is the source.
+        at = (
+            f" ({env_file} line {file_lines[key]})"
+            if key in file_lines and key not in os.environ
+            else ""
+        )
+        lines.append(f"  {key}{at}: {err['msg']}{shown}")
     lines.append("fix the keys above; .env.template documents each one")
     return "\n".join(lines)
 
 
-def load_settings(env_file: Path | None = Path(".env"), **overrides: Any) -> Settings:
-    """Read settings; raise :class:`ConfigError` with one line per invalid key."""
+_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``KEY=value`` lines of ``path``, read as python-dotenv reads them (quotes, comments,
+    ``export``), but strict: text that is not UTF-8, a line without ``=``, or a line dotenv
+    cannot parse raises :class:`ConfigError` naming the file and line, where dotenv would log a
+    warning and drop the line (and the default would silently apply)."""
+    return {key: value for key, (_, value) in _parse_env_file(path).items()}
+
+
+def _parse_env_file(path: Path) -> dict[str, tuple[int, str]]:
+    """``read_env_file`` with the line of each key."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"settings file {path} cannot be read ({exc.strerror}); check the path and its "
+            "permissions"
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); a settings "
+            "file holds KEY=value lines: re-create it from .env.template"
+        ) from None
+    if text.startswith("\ufeff"):
+        raise ConfigError(
+            f"{path} line 1: starts with a byte-order mark; save it as UTF-8 without BOM"
+        )
+    values: dict[str, tuple[int, str]] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        original = binding.original.string
+        lead = original[: len(original) - len(original.lstrip())]
+        line = binding.original.line + lead.count("\n")
+        shown = original.strip().splitlines()[0][:40] if original.strip() else ""
+        if binding.error and "=" not in shown:
+            raise ConfigError(
+                f"{path} line {line}: {shown!r} has no '='; write it as KEY=value (e.g. "
+                "LOOP=0), or start it with # to comment it out"
+            )
+        if binding.error or (binding.key is not None and not _KEY.fullmatch(binding.key)):
+            raise ConfigError(
+                f"{path} line {line}: cannot be read as KEY=value ({shown!r}); write it as "
+                "KEY=value (quote values with spaces) or start it with # to comment it out"
+            )
+        if binding.key is None:  # a comment or blank lines
+            continue
+        if binding.value is None:
+            raise ConfigError(
+                f"{path} line {line}: {binding.key} has no '=' and no value; write it as "
+                f"{binding.key}=value, or remove the line to use the default"
+            )
+        values[binding.key] = (line, binding.value)
+    return values
+
+
+def settings_file(option: Path | None) -> Path | None:
+    """The settings file for ``--env-file``: ``None`` means the default ``.env``, read when it
+    exists; a file named explicitly must exist (a typo must not fall back to the defaults)."""
+    if option is None:
+        return DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None
+    if not option.is_file():
+        raise ConfigError(
+            f"--env-file {option}: no such file; check the path (without --env-file, ./.env "
+            "is read when it exists)"
+        )
+    return option
+
+
+def load_settings(env_file: Path | None = DEFAULT_ENV_FILE, **overrides: Any) -> Settings:
+    """Read settings; raise :class:`ConfigError` with one line per invalid key, or naming the
+    line of ``env_file`` that is not ``KEY=value``."""
+    file_lines: dict[str, int] = {}
+    if env_file is not None and env_file.exists():
+        file_lines = {key: line for key, (line, _) in _parse_env_file(env_file).items()}
     try:
         settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, env_file)) from None
+        raise ConfigError(_describe(exc, env_file, file_lines)) from None
     MASKER.add(*settings.secrets())
     return settings

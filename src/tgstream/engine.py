@@ -488,7 +488,9 @@ class Engine:
         )
 
     def _everything_failed(self) -> bool:
-        return self.stats.consecutive_failures >= max(len(self.catalog.items), 1)
+        """A whole round failed in a row: once per round, so each round backs off once."""
+        failures = self.stats.consecutive_failures
+        return failures > 0 and failures % max(len(self.catalog.items), 1) == 0
 
     async def _back_off(self) -> None:
         """Every item failed in a row: slate through 2, 4 ... 60 s before the next round."""

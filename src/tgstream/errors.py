@@ -40,9 +40,12 @@ class ExitCode(IntEnum):
     OK = 0
     """Stopped by SIGTERM/SIGINT, or ``LOOP=0`` and the playlist played once; ``check`` passed."""
     FAILURE = 1
-    """``check`` found a problem, or the Telegram session is invalid with SESSION_RECOVERY=exit."""
+    """``check`` found a problem, ``playlist`` found an item that cannot play, ``session
+    check`` found the session unusable, or the Telegram session is invalid with
+    SESSION_RECOVERY=exit."""
     CONFIG = 2
-    """A setting in the environment or ``.env`` is invalid (the message names the key)."""
+    """A setting in the environment or ``.env`` is invalid, ``.env`` is not ``KEY=value`` text,
+    or ``--env-file`` names no file (the message names the key, or the file and line)."""
     PLAYLIST = 3
     """The playlist file is missing, empty, or has no valid entry."""
     TOOL = 4
@@ -81,9 +84,12 @@ class SessionError(TgstreamError):
         self.cause = cause
 
 
-FailureReason = Literal["not_found", "resolve", "probe", "ffmpeg_exit", "stall", "no_media"]
+FailureReason = Literal[
+    "not_found", "corrupt", "resolve", "probe", "ffmpeg_exit", "stall", "no_media"
+]
 SOURCE_FAILURE_REASONS: Final[tuple[FailureReason, ...]] = (
     "not_found",
+    "corrupt",
     "resolve",
     "probe",
     "ffmpeg_exit",

@@ -81,6 +81,7 @@ async def serve(settings: Settings, env_file: Path, stop: asyncio.Event) -> int:
         if pulse is not None:
             pulse.cancel()
         await children.close()
+        metrics.state("stopping")  # stream_up 0, also in the textfile written on close
         if exporter is not None:
             exporter.close()
 

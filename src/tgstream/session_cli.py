@@ -1,7 +1,8 @@
 """``tgstream session``: check the Telegram session, or make a new one and write it to ``.env``.
 
 ``python test/auto_session_runner.py --write-env`` (the seed's runbook command) runs the same
-code as ``tgstream session new --write-env .env``.
+code as ``tgstream session new --write-env .env``, and ``python test/diag_session.py`` the same
+as ``tgstream session check`` (:func:`diagnose`).
 
 Exit codes of both commands: 0 success; 1 failure (the message says what failed and what to do),
 including "stdin is not a terminal" for ``new``.
@@ -22,10 +23,18 @@ from rich.prompt import Prompt
 
 from opskit.envfile import EnvFileError, lock_path, update_env
 from opskit.logs import MASKER, mask_secret, setup_logging
-from tgstream.config import Settings, load_settings
+from tgstream.config import DEFAULT_ENV_FILE, Settings, load_settings, settings_file
 from tgstream.errors import ExitCode, TgstreamError
+from tgstream.session import RECOVERY_COMMAND
 
-__all__ = ["session_app", "regenerate", "TerminalPrompts", "NOT_A_TERMINAL"]
+__all__ = [
+    "session_app",
+    "regenerate",
+    "diagnose",
+    "new_session",
+    "TerminalPrompts",
+    "NOT_A_TERMINAL",
+]
 
 log = logging.getLogger("tgstream.session")
 
@@ -52,8 +61,8 @@ class TerminalPrompts:
         _err.print(f"[yellow]{text}[/]")
 
 
-def _load(env_file: Path) -> Settings:
-    return load_settings(env_file if env_file.exists() else None)
+def _load(env_file: Path | None) -> Settings:
+    return load_settings(settings_file(env_file))
 
 
 async def regenerate(
@@ -116,7 +125,7 @@ async def regenerate(
 
 
 def new_session(
-    env_file: Path,
+    env_file: Path | None,
     write_env: Path | None,
     phone: str | None,
     *,
@@ -128,7 +137,10 @@ def new_session(
     if not (sys.stdin.isatty() if interactive is None else interactive):
         log.error("%s", NOT_A_TERMINAL)
         return int(ExitCode.FAILURE)
-    source = env_file if env_file.exists() or write_env is None else write_env
+    # Credentials come from --env-file, else ./.env, else the file the session is written to.
+    source = env_file
+    if source is None and not DEFAULT_ENV_FILE.is_file() and write_env is not None:
+        source = write_env if write_env.is_file() else None
     try:
         settings = _load(source)
     except TgstreamError as exc:
@@ -140,8 +152,13 @@ def new_session(
 @session_app.command("new")
 def new_command(
     env_file: Annotated[
-        Path, typer.Option("--env-file", help="Where API_ID and API_HASH are read from.")
-    ] = Path(".env"),
+        Path | None,
+        typer.Option(
+            "--env-file",
+            help="Where API_ID and API_HASH are read from (default: ./.env when it exists).",
+            show_default=False,
+        ),
+    ] = None,
     write_env: Annotated[
         Path | None,
         typer.Option(
@@ -156,23 +173,67 @@ def new_command(
     raise typer.Exit(new_session(env_file, write_env, phone))
 
 
-@session_app.command("check")
-def check_command(
-    env_file: Annotated[Path, typer.Option("--env-file")] = Path(".env"),
-    timeout: Annotated[float, typer.Option(help="Seconds the login may take.")] = 10.0,
-) -> None:
-    """Log in with SESSION_STRING and ask Telegram who we are (exit 0 valid, 1 not)."""
+def diagnose(
+    env_file: Path | None,
+    timeout: float = 10.0,
+    *,
+    client_factory: Callable[[Settings], Any] | None = None,
+) -> int:
+    """The body of ``session check`` and of ``python test/diag_session.py``: the configured
+    session (masked), the data centre and account it names, and whether Telegram logs it in,
+    as whom. 0 valid, 1 not (the message says why and what to do)."""
     setup_logging("WARNING")
     try:
         settings = _load(env_file)
     except TgstreamError as exc:
         _err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(int(ExitCode.FAILURE)) from None
-    from tgstream.adapters.telegram_session import check_telegram  # noqa: PLC0415 - heavy
+        return int(ExitCode.FAILURE)
+    where = env_file or (DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None)
+    source = f"{where} or the environment" if where else "the environment"
+    if settings.SESSION_STRING is None:
+        _err.print(
+            f"[bold red]session not usable[/]: SESSION_STRING is not set (in {source}); "
+            f"make one: {RECOVERY_COMMAND}"
+        )
+        return int(ExitCode.FAILURE)
+    from tgstream.adapters.telegram_session import (  # noqa: PLC0415 - heavy
+        check_telegram,
+        session_facts,
+    )
 
-    ok, detail = asyncio.run(check_telegram(settings, timeout=timeout))
+    async def both() -> tuple[tuple[int, int] | None, tuple[bool, str]]:
+        session = settings.SESSION_STRING
+        assert session is not None
+        facts = await session_facts(session.get_secret_value())
+        return facts, await check_telegram(settings, timeout=timeout, client_factory=client_factory)
+
+    facts, (ok, detail) = asyncio.run(both())
+    named = (
+        "not a session string"
+        if facts is None
+        else f"DC {facts[0] or '?'}, account id {facts[1] or 'none'}"
+    )
+    masked = mask_secret(settings.SESSION_STRING.get_secret_value())
+    _err.print(f"SESSION_STRING={masked} (from {source}): {named}", markup=False)
     if ok:
         _err.print(f"[green]session valid[/]: {detail}")
     else:
         _err.print(f"[bold red]session not usable[/]: {detail}")
-    raise typer.Exit(int(ExitCode.OK if ok else ExitCode.FAILURE))
+    return int(ExitCode.OK if ok else ExitCode.FAILURE)
+
+
+@session_app.command("check")
+def check_command(
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file",
+            help="Settings file (default: ./.env when it exists).",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds the login may take.")] = 10.0,
+) -> None:
+    """The session (masked), its data centre, and who Telegram logs it in as (exit 0 valid,
+    1 not)."""
+    raise typer.Exit(diagnose(env_file, timeout))

@@ -54,7 +54,7 @@ class FakeLoginClient:
 def main() -> int:
     args = sys.argv[1:]
     write_env = Path(args[args.index("--write-env") + 1]) if "--write-env" in args else None
-    env_file = write_env or Path(".env")
+    env_file = write_env  # None: ./.env when it exists
     return new_session(env_file, write_env, None, client_factory=FakeLoginClient)
 
 

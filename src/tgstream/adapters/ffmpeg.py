@@ -18,7 +18,14 @@ from opskit.procs import Children
 from tgstream.adapters.probe import Prober, header_args
 from tgstream.config import Quality
 from tgstream.domain.track import MediaInfo, Track
-from tgstream.ffargs import FfmpegArgs, FfmpegArgsError, parse_ffmpeg_args
+from tgstream.ffargs import (
+    KEYFRAME_SECONDS,
+    FfmpegArgs,
+    FfmpegArgsError,
+    output_needs,
+    parse_ffmpeg_args,
+    telegram_note,
+)
 
 __all__ = [
     "Recipe",
@@ -37,7 +44,7 @@ Recipe = Literal["ts", "raw"]
 SLATE_TEXT: Final = "Technical break"
 _FONT: Final = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 _BASE: Final = ("ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error")
-_KEYFRAME_SECONDS: Final = 2
+_KEYFRAME_SECONDS: Final = KEYFRAME_SECONDS
 _FILE_GOP_WINDOW: Final = 12.0
 _LIVE_GOP_WINDOW: Final = 5.0
 # One audio frame per PES (pes_payload_size 0): PES timestamps are then frame-accurate, and a
@@ -316,11 +323,14 @@ def publisher_argv(target: Literal["rtmp", "hls"], destination: str) -> list[str
     ]
 
 
-async def check_ffmpeg_args(raw: str, q: Quality, children: Children) -> FfmpegArgs:
-    """Parse ``FFMPEG_ARGS`` and dry-run them on a tiny generated input.
+async def check_ffmpeg_args(
+    raw: str, q: Quality, children: Children, output: str = "rtmp"
+) -> FfmpegArgs:
+    """Parse ``FFMPEG_ARGS``, check them against what ``output`` needs (the 2 s GOP, real-time
+    speed, its codecs), and dry-run them on a tiny generated input.
 
     Never raises for a bad value: returns ``FfmpegArgs(rejected=...)`` so the caller falls back
-    to the preset and logs one WARNING.
+    to the preset and logs one WARNING. For ``telegram``, ``note`` says which options apply.
     """
     if not raw.strip():
         return FfmpegArgs()
@@ -338,4 +348,9 @@ async def check_ffmpeg_args(raw: str, q: Quality, children: Children) -> FfmpegA
             f"{detail[-1] if detail else f'exit code {code}'}; "
             "check the option names and values with `ffmpeg -h full`"
         )
+    refused = output_needs(args.args, q, output)  # after ffmpeg's verdict on names and values
+    if refused is not None:
+        return FfmpegArgs(rejected=refused)
+    if output == "telegram":
+        return FfmpegArgs(args.args, note=telegram_note(args.args))
     return args

@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any
+from typing import Any, Final
 
 from opskit.procs import Children
 from tgstream.domain.track import MediaInfo
@@ -36,10 +36,29 @@ def _fps(stream: dict[str, Any]) -> float:
     return 0.0
 
 
+_CORRUPT: Final = (
+    "moov atom not found",  # an MP4 cut short (an upload or copy that never finished)
+    "invalid data found when processing input",
+    "error reading header",
+    "truncat",
+    "could not find codec parameters",
+)
+"""ffprobe's words for a file that is there but is not readable media."""
+
+
 def _stream_error(stderr: str, url: str) -> SourceError:
     text = stderr.strip().splitlines()[-1] if stderr.strip() else "no output"
     lowered = stderr.lower()
-    if "404" in lowered or "no such file" in lowered or "not found" in lowered:
+    # "404" and "no such file" first: "moov atom not found" is about a corrupt file.
+    if "404" in lowered or "no such file" in lowered:
+        return SourceError("not_found", f"{url}: not found ({text}); fix or remove the entry")
+    if any(words in lowered for words in _CORRUPT):
+        return SourceError(
+            "corrupt",
+            f"{url}: corrupt or not a media file ({text}); replace or re-encode it, or remove "
+            "the entry",
+        )
+    if "not found" in lowered:
         return SourceError("not_found", f"{url}: not found ({text}); fix or remove the entry")
     return SourceError("probe", f"{url}: cannot be opened ({text})")
 

@@ -56,6 +56,7 @@ __all__ = [
     "login",
     "make_client",
     "rpc_name",
+    "session_facts",
     "session_problem",
 ]
 
@@ -114,25 +115,32 @@ def make_client(settings: Settings, *, updates: bool = False) -> Any:
     )
 
 
+async def session_facts(session: str) -> tuple[int, int] | None:
+    """``(data centre, account id)`` that ``session`` names, read offline by pyrogram's own
+    parser (0 when absent); ``None`` when it is not a session string at all."""
+    storage: Any = SQLiteStorage(
+        CLIENT_NAME, workdir=Path(), session_string=session, in_memory=True
+    )
+    try:
+        await storage.open()
+        return int(await storage.dc_id() or 0), int(await storage.user_id() or 0)
+    except Exception:
+        return None  # never show the parser's message: it is about the secret's bytes
+    finally:
+        with contextlib.suppress(Exception):
+            await storage.close()
+
+
 async def session_problem(session: str) -> str | None:
     """Why ``session`` cannot log in, judged offline by pyrogram's own parser; ``None`` if it may.
 
     Run before any connection: pyrogram would otherwise fail deep inside ``connect()``, or, for a
     session without a user, fall back to an interactive phone-number prompt.
     """
-    storage: Any = SQLiteStorage(
-        CLIENT_NAME, workdir=Path(), session_string=session, in_memory=True
-    )
-    try:
-        await storage.open()
-        dc_id = await storage.dc_id()
-        user_id = await storage.user_id()
-    except Exception:
-        # Never show the parser's message: it is about the secret's bytes.
+    facts = await session_facts(session)
+    if facts is None:
         return "SESSION_STRING is malformed (not a Pyrogram/Kurigram session string)"
-    finally:
-        with contextlib.suppress(Exception):
-            await storage.close()
+    dc_id, user_id = facts
     if not dc_id:
         return "SESSION_STRING is malformed (it names no Telegram data centre)"
     if not user_id:

@@ -87,6 +87,22 @@ def test_env_file_is_read_and_invalid_lines_are_skipped_with_their_number(
     assert "now playing" in result.stderr
 
 
+def test_an_unreadable_env_file_exits_2_naming_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"LOOP=0\n\x96\xff\x00\x13garbage\n")
+    for command in ("run", "check", "playlist"):
+        result = run_cli(tmp_path, {}, command)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert ".env line 2: not UTF-8 text" in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_an_env_file_named_but_missing_exits_2(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, {}, "run", "--env-file", "prod.env")
+    assert result.returncode == 2
+    assert "--env-file prod.env: no such file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_all_lines_invalid_exits_3(tmp_path: Path) -> None:
     playlist = tmp_path / "list.txt"
     playlist.write_text("nope.mp4\nftp://x/y\n")

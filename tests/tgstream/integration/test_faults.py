@@ -94,7 +94,15 @@ def test_every_item_failing_shows_the_slate_and_backs_off(
     with on_air(tmp_path, rtmp, lines, LOOP="1") as (service, reader):
         service.wait_for(r"every playlist item failed in a row.*retrying in 2s", 30)
         reader.wait_frames(60, 15)
+        service.wait_for(r"every playlist item failed in a row.*retrying in 4s", 60)
         assert service.terminate() == 0
+    # One backoff per failed round of the 2 items: 2 skips, 2 s, 2 skips, 4 s.
+    events = [
+        "skip" if "skipping" in ln else ln.rsplit("retrying in ", 1)[1].split(";")[0]
+        for ln in service.lines
+        if "skipping" in ln or "every playlist item failed" in ln
+    ]
+    assert events[: events.index("4s") + 1] == ["skip", "skip", "2s", "skip", "skip", "4s"]
     assert reader.frames
     assert all(f.color == "slate" for f in reader.frames), reader.colors()
     assert_continuous(reader)

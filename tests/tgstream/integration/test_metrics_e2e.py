@@ -181,5 +181,10 @@ def test_the_service_moves_to_the_next_port_or_to_the_textfile(tmp_path: Path, m
                 played = next(f for f in families if f.name == "streams_played").samples[0].value
                 time.sleep(0.2)
             assert played == 1
+            up = next(f for f in families if f.name == "stream_up").samples[0].value
+            assert up == 1
         finally:
             assert service.terminate() == 0
+        # node_exporter reads the file after we are gone: it must not say we are still up.
+        families = text_string_to_metric_families(textfile.read_text())
+        assert next(f for f in families if f.name == "stream_up").samples[0].value == 0

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pexpect
+import pytest
 from dotenv import dotenv_values
 
-from tests.tgstream.fakes import session_string
+from tests.tgstream.fakes import FakeTelegram, session_string
 from tests.tgstream.harness import run_cli, start_service
 from tests.tgstream.login_driver import NEW_SESSION
+from tgstream.session_cli import diagnose
 
 ROOT = Path(__file__).resolve().parents[3]
 API_HASH = "0123456789abcdef0123456789abcdef"
@@ -126,3 +128,44 @@ def test_session_check_refuses_a_garbage_session_with_exit_1(tmp_path: Path) -> 
     assert "auto_session_runner.py --write-env" in done.stderr
     assert "not-a-session-at-all" not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_diag_session_as_the_seeds_run_it_says_why_a_session_is_unusable(tmp_path: Path) -> None:
+    env = env_file(tmp_path, "not-a-session-at-all-9z8y")
+    done = subprocess.run(
+        [sys.executable, "test/diag_session.py", "--env-file", str(env)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"SESSION_STRING=***9z8y (from {env} or the environment): not a session" in done.stderr
+    assert "malformed" in done.stderr
+    assert "python test/auto_session_runner.py --write-env" in done.stderr
+    assert "not-a-session-at-all" not in done.stderr + done.stdout
+    assert API_HASH not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_diagnose_names_the_dc_and_who_we_are_for_a_valid_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    session = session_string(user_id=42, dc_id=4, key=b"\x07" * 256)
+    env = env_file(tmp_path, session)
+    telegram = FakeTelegram()
+
+    assert diagnose(env, 5.0, client_factory=telegram.client) == 0
+
+    err = capsys.readouterr().err
+    assert f"SESSION_STRING=***{session[-4:]}" in err
+    assert "DC 4, account id 42" in err
+    assert "session valid: logged in as Alice (id 42)" in err
+    assert session not in err
+
+    telegram.revoke(session)
+    assert diagnose(env, 5.0, client_factory=telegram.client) == 1
+    assert "AUTH_KEY_UNREGISTERED" in capsys.readouterr().err

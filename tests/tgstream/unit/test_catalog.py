@@ -163,3 +163,25 @@ def test_an_edit_that_leaves_only_empty_directories_keeps_the_previous_items(
     assert sources(loaded) == ["a.mp4", "b.mp4"]
     (error,) = errors(caplog)
     assert "no media files" in error.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("nope.mp4\nftp://x/y\n", ["all 2 entries are invalid (line 1: ", "line 2: "]),
+        ("# only a comment\n\n", ["it has no entries; add at least one"]),
+    ],
+)
+def test_an_unplayable_playlist_says_why_in_its_own_message(
+    tmp_path: Path, text: str, words: list[str]
+) -> None:
+    playlist = tmp_path / "list.txt"
+    playlist.write_text(text)
+
+    with pytest.raises(PlaylistError) as caught:
+        Catalog(playlist).load()
+
+    message = str(caught.value)
+    for word in words:
+        assert word in message
+    assert "WARNING lines" not in message  # `tgstream check` shows none

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tgstream.config import QUALITY_PRESETS, Settings, load_settings
+from tgstream.config import QUALITY_PRESETS, Settings, load_settings, settings_file
 from tgstream.errors import ConfigError, ExitCode
 
 API_HASH = "0123456789abcdef0123456789abcdef"
@@ -204,3 +204,108 @@ def test_secrets_register_only_the_stream_key_of_rtmp_url(
     setenv(monkeypatch, {**TELEGRAM, "RTMP_URL": rtmp_url})
 
     assert settings().secrets() == [API_HASH, SESSION, key]
+
+
+# ---- the .env file itself: read strictly, errors name the file and the line ----------------
+
+
+def env_error(path: Path, content: bytes) -> str:
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert caught.value.exit_code is ExitCode.CONFIG
+    return str(caught.value)
+
+
+def test_binary_garbage_names_the_file_and_line(tmp_path: Path) -> None:
+    env = tmp_path / "garbage.env"
+    message = env_error(env, b"LOOP=0\nVIDEO_QUALITY=480p\n\x96\xff\x00binary\n")
+
+    assert f"{env} line 3: not UTF-8 text" in message
+    assert ".env.template" in message
+
+
+def test_text_that_decodes_but_is_no_key_is_refused(tmp_path: Path) -> None:
+    env = tmp_path / "noise.env"
+    message = env_error(env, b"LOOP=0\n\x01\x02\x03=4\n")
+
+    assert f"{env} line 2: cannot be read as KEY=value" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "words"),
+    [
+        (b"# settings\n\nLOOP 0\n", 3, "'LOOP 0' has no '='"),
+        (b"VIDEO_QUALITY=360p\nLOOP\n", 2, "LOOP has no '=' and no value"),
+        (b"A=1\nB='never closed\n", 2, "cannot be read as KEY=value"),
+    ],
+)
+def test_a_line_that_is_not_key_value_is_refused_not_dropped(
+    tmp_path: Path, content: bytes, line: int, words: str
+) -> None:
+    env = tmp_path / ".env"
+    message = env_error(env, content)
+
+    assert f"{env} line {line}: " in message
+    assert words in message
+
+
+def test_comments_quotes_and_export_still_read(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text('# c\n\nexport LOOP=0\nFFMPEG_ARGS="-b:v 900k  -maxrate 1M"\nSHUFFLE=1 # yes\n')
+
+    s = load_settings(env)
+
+    assert (s.LOOP, s.SHUFFLE, s.FFMPEG_ARGS) == (False, True, "-b:v 900k  -maxrate 1M")
+
+
+def test_a_bad_value_from_the_file_names_its_line(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("LOOP=0\n# quality\nVIDEO_QUALITY=4k\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+
+    assert f"VIDEO_QUALITY ({env} line 3): " in str(caught.value)
+
+
+def test_an_env_file_named_explicitly_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--env-file .*missing\.env: no such file") as caught:
+        settings_file(tmp_path / "missing.env")
+    assert caught.value.exit_code is ExitCode.CONFIG
+
+
+def test_the_default_env_file_stays_optional(tmp_path: Path) -> None:
+    assert settings_file(None) is None  # the working directory (tmp_path) has no .env
+    (tmp_path / ".env").write_text("LOOP=0\n")
+    assert settings_file(None) == Path(".env")
+    named = tmp_path / "other.env"
+    named.write_text("LOOP=1\n")
+    assert settings_file(named) == named
+
+
+@pytest.mark.parametrize(
+    ("url", "got"),
+    [
+        ("http://example.org/app/Sk3y-0099", "a http:// URL"),
+        ("srt://example.org:9000/Sk3y-0099", "a srt:// URL"),
+        ("example.org/app/Sk3y-0099", "no scheme"),
+        ("rtmp:///app/Sk3y-0099", None),
+    ],
+)
+def test_rtmp_url_must_be_an_rtmp_url(
+    monkeypatch: pytest.MonkeyPatch, url: str, got: str | None
+) -> None:
+    message = config_error(monkeypatch, {"OUTPUT": "rtmp", "RTMP_URL": url})
+
+    assert "RTMP_URL: " in message
+    assert (got or "names no host") in message
+    assert "Sk3y-0099" not in message  # the URL (its stream key) is never echoed
+    assert "example.org" not in message
+
+
+@pytest.mark.parametrize("url", ["rtmp://h/app/key", "RTMPS://dc4-1.rtmp.t.me/s/123:abc"])
+def test_rtmp_and_rtmps_urls_are_accepted(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    setenv(monkeypatch, {"OUTPUT": "rtmp", "RTMP_URL": url})
+
+    assert settings().output == "rtmp"

@@ -10,7 +10,8 @@ import pytest
 
 from opskit.procs import Children
 from tgstream.adapters.ffmpeg import Recipe, can_remux, check_ffmpeg_args, source_argv
-from tgstream.config import QUALITY_PRESETS, Quality
+from tgstream.bootstrap import resolve_ffmpeg_args
+from tgstream.config import QUALITY_PRESETS, Quality, load_settings
 from tgstream.domain.playlist import Item
 from tgstream.domain.track import MediaInfo, Track
 from tgstream.ffargs import FfmpegArgs
@@ -348,3 +349,58 @@ async def test_real_dry_run_rejects_an_unknown_codec(children: Children) -> None
     assert result.rejected is not None
     assert "ffmpeg refused" in result.rejected
     assert "no_such_codec" in result.rejected
+
+
+@pytest.mark.ffmpeg
+@needs_ffmpeg
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ("-b:v 900k -g 600", "-g 600 puts more than 2 s between keyframes"),
+        ("-preset placebo", "-preset placebo is slower than real time"),
+        ("-preset fast -b:v", "option '-b:v' has no value (it is the last token)"),
+    ],
+)
+async def test_real_dry_run_then_the_output_needs_refuse_in_words(
+    children: Children, raw: str, words: str
+) -> None:
+    result = await check_ffmpeg_args(raw, QUALITY_PRESETS["360p"], children, "rtmp")
+
+    assert result.args == ()
+    assert result.rejected is not None
+    assert words in result.rejected
+    assert "0.3" not in result.rejected  # never the dry run's own values
+
+
+@pytest.mark.ffmpeg
+@needs_ffmpeg
+async def test_on_telegram_the_args_pass_with_a_note_and_start_up_says_it(
+    children: Children, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(
+        None,
+        OUTPUT="telegram",
+        API_ID=1,
+        API_HASH="0123456789abcdef0123456789abcdef",
+        SESSION_STRING="x" * 40,
+        CHAT_ID=-100123,
+        VIDEO_QUALITY="360p",
+        FFMPEG_ARGS="-b:v 900k -preset veryslow",
+    )
+
+    result = await resolve_ffmpeg_args(settings, children)
+
+    assert result.rejected is None
+    assert result.args == ("-b:v", "900k", "-preset", "veryslow")
+    assert result.note is not None
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [result.note]
+    assert "-b:v 900k, -preset veryslow: no effect on OUTPUT=telegram" in warnings[0]
+
+
+def test_the_raw_recipe_overrides_every_encoder_choice_after_the_operators_args() -> None:
+    """Why FFMPEG_ARGS has no effect on telegram: rawvideo / PCM come after them."""
+    argv = source_argv(track(), Q720, FfmpegArgs(("-c:v", "libx264", "-b:v", "1M")), "raw")
+    video_end = argv.index("pipe:3")
+    assert argv.index("libx264") < argv.index("rawvideo", argv.index("libx264")) < video_end
+    assert argv[argv.index("pipe:3") - 2 : video_end] == ["-c:v", "rawvideo"]

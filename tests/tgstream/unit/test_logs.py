@@ -12,6 +12,7 @@ from typing import Literal
 import pytest
 
 from opskit.logs import SecretMasker, mask_secret, setup_logging
+from tgstream.config import load_settings
 
 SECRET = "sk-live-0123456789abcdef"
 MASKED = "***cdef"
@@ -32,12 +33,33 @@ def test_mask_secret(value: str, masked: str) -> None:
     assert mask_secret(value) == masked
 
 
-def test_masker_ignores_empty_and_short_values() -> None:
+def test_masker_masks_every_secret_whatever_its_length() -> None:
     masker = SecretMasker()
 
-    masker.add(None, "", "abcde", "abcdef")
+    masker.add(None, "", "k3y", "abcde", "abcdef")
 
-    assert masker.mask("abcde abcdef") == "abcde ***"
+    assert masker.mask("key=k3y hash=abcde token=abcdef") == "key=*** hash=*** token=***"
+    assert masker.mask("nothing secret") == "nothing secret"  # empty values mask nothing
+
+
+def test_a_short_configured_secret_never_reaches_the_log() -> None:
+    """Through the settings and the real handler: a 5-character stream key and API_HASH."""
+    stream = io.StringIO()
+    handler = setup_logging("INFO", stream=stream)
+    try:
+        load_settings(
+            None,
+            OUTPUT="rtmp",
+            RTMP_URL="rtmp://host/app/Zq9x4",
+            ALERT_BOT_TOKEN="t0k",  # noqa: S106 - a test value
+            ALERT_CHAT_ID=1,
+        )
+        logging.getLogger("tgstream.test").info("publishing to rtmp://host/app/Zq9x4 with t0k")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    logged = stream.getvalue()
+    assert "Zq9x4" not in logged and "t0k" not in logged
+    assert "rtmp://host/app/***" in logged
 
 
 def test_masker_replaces_every_occurrence_of_every_secret() -> None:

@@ -146,3 +146,24 @@ def test_no_free_port_falls_back_to_a_textfile(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(str(textfile) in w and "textfile" in w for w in warnings), warnings
     assert not list(textfile.parent.glob("*.prom.*"))  # no temporary files left
+
+
+def test_the_textfile_left_after_exit_says_the_stream_is_down(
+    taken: list[int], tmp_path: Path
+) -> None:
+    m = Metrics(CollectorRegistry())
+    m.state("streaming")
+    textfile = tmp_path / "tgstream.prom"
+    server = MetricsServer(
+        m.registry, "127.0.0.1", taken[0], span=2, textfile=textfile, interval=3600
+    )
+    server.start()
+
+    def stream_up() -> float:
+        families = {f.name: f for f in text_string_to_metric_families(textfile.read_text())}
+        return families["stream_up"].samples[0].value
+
+    assert stream_up() == 1
+    m.state("stopping")  # what `serve` does on its way out, before closing the exporter
+    server.close()  # the interval (1 h) never came: only close can have written it
+    assert stream_up() == 0

@@ -2,7 +2,9 @@
 
 The verifier is the real :class:`PyrogramVerifier` over a fake pyrogram client
 (:class:`FakeTelegram`); the engine is a recording stand-in, so each test is about the
-supervisor's decisions. The RTMP end-to-end test drives the real engine.
+supervisor's decisions. The RTMP end-to-end test drives the real engine. The seeds' acceptance
+test (exit mode, degraded mode and its 60 s cycle: FR-001, FR-010) is test/test_session_expiry.py,
+on the helpers of this file.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyrogram.errors import SessionExpired, SessionRevoked, UserDeactivatedBan
+from pyrogram.errors import SessionExpired, SessionRevoked
 
 from opskit.envfile import update_env
 from opskit.logs import setup_logging
@@ -91,31 +93,6 @@ async def until(cond: Any, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
-@pytest.mark.parametrize(
-    ("error", "cause"),
-    [
-        (SessionExpired(), "SESSION_EXPIRED"),
-        (SessionRevoked(), "SESSION_REVOKED"),
-        (UserDeactivatedBan(), "USER_DEACTIVATED_BAN"),
-    ],
-)
-async def test_exit_mode_ends_with_1_and_one_error_naming_cause_and_command(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, error: Exception, cause: str
-) -> None:
-    env = tmp_path / ".env"
-    write_env(env, OLD, SESSION_RECOVERY="exit")
-    telegram = FakeTelegram()
-    telegram.revoke(OLD, error)
-    engines = Engines()
-    code = await supervisor(env, telegram, engines).run(asyncio.Event())
-    assert code == 1
-    assert engines.made == []  # nothing was streamed
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1, errors
-    assert cause in errors[0]
-    assert "python test/auto_session_runner.py --write-env" in errors[0]
-
-
 async def test_a_malformed_session_is_refused_offline(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -127,45 +104,6 @@ async def test_a_malformed_session_is_refused_offline(
     assert telegram.logins == 0  # judged by pyrogram's parser, no connection
     assert "malformed" in caplog.text
     assert "garbage-garbage-garbage" not in caplog.text
-
-
-async def test_degraded_mode_warns_and_recovers_from_a_new_env_at_the_same_position(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO)
-    env = tmp_path / ".env"
-    write_env(env, OLD)
-    telegram = FakeTelegram()
-    engines = Engines()
-    sup = supervisor(env, telegram, engines)
-    stop = asyncio.Event()
-    task = asyncio.create_task(sup.run(stop))
-    try:
-        await until(engines.running.is_set)
-        telegram.revoke(OLD)  # expires mid-stream; the periodic check notices
-        await until(lambda: sup.status.degraded)
-        assert not engines.running.is_set()  # the output is paused: no streaming attempts
-        await until(lambda: "Degraded mode; SESSION_STRING invalid" in caplog.text)
-        assert sup.status.session == "dead"
-        assert "AUTH_KEY_UNREGISTERED" in sup.status.reason
-        update_env(env, {"SESSION_STRING": NEW})  # what the runner does
-        await until(engines.running.is_set)
-    finally:
-        stop.set()
-        assert await task == 0
-    assert [s for s, _ in engines.made] == [OLD, NEW]
-    assert engines.made[1][1] == (ITEM, 12.5)  # resumed where it stopped
-    assert not sup.status.degraded
-    assert sup.status.session == "valid"
-    warns = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert (
-        "Degraded mode; SESSION_STRING invalid; run: python test/auto_session_runner.py "
-        "--write-env" in warns
-    )
-    tries = [m for m in caplog.messages if m.startswith("re-authentication try")]
-    assert tries and all(" of 3: " in t for t in tries)
-    assert OLD not in caplog.text
-    assert NEW not in caplog.text
 
 
 async def test_the_output_reporting_a_dead_session_pauses_at_once(tmp_path: Path) -> None:
