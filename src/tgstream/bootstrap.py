@@ -109,7 +109,8 @@ class Parts:
 
     def engine(self, output: Output, resume: Resume | None = None) -> Engine:
         """A new engine on ``output``: the shared tracks, its own ffmpeg feeds."""
-        feeds = FfmpegFeeds(self.options.quality, self.options.ffargs, output.recipe)
+        on_hole = self.events.source_hole if self.events is not None else None
+        feeds = FfmpegFeeds(self.options.quality, self.options.ffargs, output.recipe, on_hole)
         return Engine(
             self.tracks,
             output,

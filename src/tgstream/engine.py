@@ -10,11 +10,14 @@ How a broadcast runs::
     output (RTMP / HLS preview / Telegram) receives one continuous timeline
 
 - **Resolve ahead**: track N+1 is resolved and its ffmpeg started while N plays, so a track
-  change costs one read from a pipe.
+  change costs one read from a pipe. A live source is resolved ahead but spawned when due.
 - **Clock**: output time ``t`` is due at ``t0 + t`` on the monotonic clock; units are written
   up to ``LEAD`` seconds early, never later than due unless the machine is overloaded.
 - **Failures** are logged with their cause, counted, and skipped. When every item fails in a
   row, the slate plays through a backoff of 2, 4 ... 60 s before the next round.
+- **Seams** (:mod:`tgstream.ports`): the tracks (``TrackSource``), the process spawner
+  (``FeedFactory``), the output, the events; the clock is the event loop's, so the rules are
+  unit-tested on fakes and a virtual-time loop (``tests/tgstream/unit/test_engine.py``).
 - **Crash mid-track**: a source ffmpeg that dies (non-zero exit or signal) is restarted at the
   position reached, up to ``MAX_RESUMES`` times per track.
 """
@@ -71,6 +74,9 @@ class NullEvents:
         pass
 
     def ffmpeg_restarted(self) -> None:
+        pass
+
+    def source_hole(self, seconds: float) -> None:
         pass
 
     def output_reconnected(self) -> None:

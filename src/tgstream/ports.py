@@ -75,6 +75,7 @@ class EngineEvents(Protocol):
     ``track_started``: ``prepare_seconds`` is the time to resolve, probe and spawn the track;
     ``gap_seconds`` the output time not covered by media just before it (``None``: none).
     ``track_failed``: ``reason`` is one of ``SOURCE_FAILURE_REASONS``.
+    ``source_hole``: a source's timeline skipped ``seconds`` (cut out, not frozen).
     """
 
     def track_started(
@@ -86,6 +87,8 @@ class EngineEvents(Protocol):
     def track_failed(self, reason: str, detail: str = "") -> None: ...
 
     def ffmpeg_restarted(self) -> None: ...
+
+    def source_hole(self, seconds: float) -> None: ...
 
     def output_reconnected(self) -> None: ...
 

@@ -6,6 +6,8 @@ every source and the slate continue one another's packet numbering on that outpu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tgstream.adapters.feeds import Feed, RawFeed, TsFeed
 from tgstream.adapters.ffmpeg import Recipe, slate_argv, source_argv
 from tgstream.config import Quality
@@ -21,17 +23,27 @@ def _streams(q: Quality) -> int:
 
 
 class FfmpegFeeds:
-    def __init__(self, quality: Quality, ffargs: FfmpegArgs, recipe: Recipe) -> None:
+    def __init__(
+        self,
+        quality: Quality,
+        ffargs: FfmpegArgs,
+        recipe: Recipe,
+        on_hole: Callable[[float], None] | None = None,
+    ) -> None:
+        """``on_hole``: called with the seconds of each hole cut out of a source's timeline."""
         self.quality = quality
         self.ffargs = ffargs
         self.recipe: Recipe = recipe
+        self.on_hole = on_hole
         self._ts_counters: dict[int, int] = {}
 
     def track(self, label: str, track: Track, start: float, remux: bool) -> Feed:
         q = self.quality
         argv = source_argv(track, q, self.ffargs, self.recipe, start, remux)
         if self.recipe == "ts":
-            return TsFeed(label, argv, self._ts_counters, 1 / q.fps, start, _streams(q))
+            return TsFeed(
+                label, argv, self._ts_counters, 1 / q.fps, start, _streams(q), self.on_hole
+            )
         return RawFeed(label, argv, q, start)
 
     def slate(self) -> Feed:
