@@ -17,6 +17,7 @@ from tgstream.adapters.preview import Preview
 from tgstream.adapters.probe import Prober
 from tgstream.adapters.publisher import Publisher
 from tgstream.adapters.resolver import Resolver
+from tgstream.adapters.spawner import FfmpegFeeds
 from tgstream.catalog import Catalog
 from tgstream.config import Settings, load_settings, read_env_file
 from tgstream.engine import Engine, EngineOptions
@@ -25,6 +26,7 @@ from tgstream.ffargs import FfmpegArgs
 from tgstream.ports import EngineEvents, Output
 from tgstream.session import Alerter, SessionEvents, SessionVerifier
 from tgstream.supervisor import Resume, Supervisor
+from tgstream.tracks import PlaylistTracks
 
 __all__ = [
     "Parts",
@@ -106,13 +108,16 @@ class Parts:
     ffargs: FfmpegArgs
     children: Children
     events: EngineEvents | None
+    tracks: PlaylistTracks
 
     def engine(self, output: Output, resume: Resume | None = None) -> Engine:
+        """A new engine on ``output``: the shared tracks, its own ffmpeg feeds."""
+        on_hole = self.events.source_hole if self.events is not None else None
+        feeds = FfmpegFeeds(self.options.quality, self.options.ffargs, output.recipe, on_hole)
         return Engine(
-            self.catalog,
-            self.resolver,
-            self.prober,
+            self.tracks,
             output,
+            feeds,
             self.children,
             self.options,
             self.events,
@@ -132,7 +137,8 @@ async def build_parts(
     prober = Prober(children)
     resolver = Resolver(children, prober, settings.quality, timeout=settings.RESOLVE_TIMEOUT)
     options = EngineOptions(settings.quality, ffargs, stall_timeout=settings.STALL_TIMEOUT)
-    return Parts(catalog, resolver, prober, options, ffargs, children, events)
+    tracks = PlaylistTracks(catalog, resolver, prober, settings.quality, ffargs)
+    return Parts(catalog, resolver, prober, options, ffargs, children, events, tracks)
 
 
 async def build(

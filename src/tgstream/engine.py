@@ -10,11 +10,14 @@ How a broadcast runs::
     output (RTMP / HLS preview / Telegram) receives one continuous timeline
 
 - **Resolve ahead**: track N+1 is resolved and its ffmpeg started while N plays, so a track
-  change costs one read from a pipe.
+  change costs one read from a pipe. A live source is resolved ahead but spawned when due.
 - **Clock**: output time ``t`` is due at ``t0 + t`` on the monotonic clock; units are written
   up to ``LEAD`` seconds early, never later than due unless the machine is overloaded.
 - **Failures** are logged with their cause, counted, and skipped. When every item fails in a
   row, the slate plays through a backoff of 2, 4 ... 60 s before the next round.
+- **Seams** (:mod:`tgstream.ports`): the tracks (``TrackSource``), the process spawner
+  (``FeedFactory``), the output, the events; the clock is the event loop's, so the rules are
+  unit-tested on fakes and a virtual-time loop (``tests/tgstream/unit/test_engine.py``).
 - **Crash mid-track**: a source ffmpeg that dies (non-zero exit or signal) is restarted at the
   position reached, up to ``MAX_RESUMES`` times per track.
 """
@@ -24,24 +27,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from opskit.lifecycle import sleep_or_stop
 from opskit.procs import Children, ToolMissingError
-from tgstream.adapters.feeds import Feed, RawFeed, TsFeed, Unit
-from tgstream.adapters.ffmpeg import plan_remux, slate_argv, source_argv
-from tgstream.adapters.probe import Prober
-from tgstream.adapters.resolver import Expansion, Resolver
-from tgstream.catalog import Catalog
+from tgstream.adapters.feeds import Feed, Unit
+from tgstream.adapters.resolver import Expansion
 from tgstream.config import Quality
 from tgstream.domain.playlist import Item
 from tgstream.domain.track import Track
 from tgstream.errors import ExitCode, FailureReason, SourceError, ToolError
 from tgstream.ffargs import FfmpegArgs
-from tgstream.ports import EngineEvents, Output
+from tgstream.ports import EngineEvents, FeedFactory, Output, TrackSource
 
 __all__ = ["Engine", "EngineOptions", "NullEvents"]
 
@@ -57,9 +56,9 @@ PLAYED_OK: Final = 2.0
 """Seconds a track must play before it clears the run of consecutive failures."""
 
 
-def _streams(q: Quality) -> int:
-    """Elementary streams in every TS feed: audio, and video unless the preset is audio-only."""
-    return 2 if q.has_video else 1
+def _loop_time() -> float:
+    """The running event loop's clock: the one every ``asyncio`` wait is measured on."""
+    return asyncio.get_running_loop().time()
 
 
 class NullEvents:
@@ -75,6 +74,9 @@ class NullEvents:
         pass
 
     def ffmpeg_restarted(self) -> None:
+        pass
+
+    def source_hole(self, seconds: float) -> None:
         pass
 
     def output_reconnected(self) -> None:
@@ -108,6 +110,8 @@ class _Prepared:
     remux: bool
     resolved_in: float
     resumes: int = 0
+    spawned: bool = True
+    """False for a live source prepared ahead: its ffmpeg starts when the track is due."""
 
 
 @dataclass(slots=True)
@@ -127,22 +131,24 @@ class _Stats:
 
 
 class Engine:
+    """Seams (:mod:`tgstream.ports`): ``tracks`` says what plays next, ``feeds`` spawns the
+    processes, ``output`` receives the broadcast. ``clock`` must be the clock the event loop's
+    waits run on (the default); tests run the engine on a virtual-time loop."""
+
     def __init__(
         self,
-        catalog: Catalog,
-        resolver: Resolver,
-        prober: Prober,
+        tracks: TrackSource,
         output: Output,
+        feeds: FeedFactory,
         children: Children,
         options: EngineOptions,
         events: EngineEvents | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = _loop_time,
         resume: tuple[Item, float] | None = None,
     ) -> None:
-        self.catalog = catalog
-        self.resolver = resolver
-        self.prober = prober
+        self.tracks = tracks
         self.output = output
+        self.feeds = feeds
         self.children = children
         self.opt = options
         self.events: EngineEvents = events or NullEvents()
@@ -152,7 +158,6 @@ class Engine:
         self.cursor = START_AT
         """Output time just after the last unit written."""
         self._t0 = 0.0
-        self._ts_counters: dict[int, int] = {}
         self._slate: Feed | None = None
         self._slate_spawn: asyncio.Task[Feed] | None = None
         self._stop = asyncio.Event()
@@ -172,7 +177,7 @@ class Engine:
         """Broadcast until ``stop`` is set (exit 0) or, with LOOP=0, the playlist has played."""
         self._stop = stop
         self.events.state("starting")
-        self.events.playlist_size(len(self.catalog.items))
+        self.events.playlist_size(len(self.tracks.items))
         await self.output.open()
         try:
             self._t0 = self.clock() - START_AT + FIRST_TRACK_GRACE
@@ -213,13 +218,12 @@ class Engine:
             item, start = picked
             began = self.clock()
             try:
-                resolved = await self.resolver.resolve(item)
+                resolved = await self.tracks.resolve(item)
                 if isinstance(resolved, Expansion):
-                    self.catalog.add_expansion(resolved.source, resolved.items)
-                    continue
+                    continue  # the source recorded the playlist's items: pick again
                 if resolved.info.live:
                     start = 0.0
-                prepared = await self._spawn_track(item, resolved, began, start)
+                prepared = await self._spawn_track(item, resolved, began, start, ahead=True)
             except SourceError as exc:
                 self._count_failure(item, exc)
                 if self._everything_failed():
@@ -245,7 +249,7 @@ class Engine:
             self._resume_taken = True
             log.info("resuming %s at %.1fs", self._resume_from[0].display, self._resume_from[1])
             return self._resume_from
-        item = self.catalog.next()
+        item = self.tracks.next()
         return None if item is None else (item, 0.0)
 
     def _unpick(self, item: Item) -> None:
@@ -253,24 +257,28 @@ class Engine:
         if self._resume_from is not None and item == self._resume_from[0]:
             self._resume_taken = False
         else:
-            self.catalog.rotation.rewind(item)
+            self.tracks.rewind(item)
 
     async def _spawn_track(
-        self, item: Item, track: Track, began: float, start: float = 0.0, resumes: int = 0
+        self,
+        item: Item,
+        track: Track,
+        began: float,
+        start: float = 0.0,
+        resumes: int = 0,
+        ahead: bool = False,
     ) -> _Prepared:
-        q = self.opt.quality
+        """Plan and spawn the track's feed. Prepared ``ahead``, a live source is resolved but
+        not spawned: its ffmpeg would read the stream's first segments, block on the pipe, and
+        find them expired when read, skipping ahead (holes in the picture)."""
         remux = False
         if self.output.recipe == "ts":
-            track, remux = await plan_remux(track, q, self.opt.ffargs, self.prober)
-        argv = source_argv(track, q, self.opt.ffargs, self.output.recipe, start, remux)
-        label = f"track:{item.line}"
-        feed: Feed = (
-            TsFeed(label, argv, self._ts_counters, 1 / q.fps, start, _streams(q))
-            if self.output.recipe == "ts"
-            else RawFeed(label, argv, q, start)
-        )
-        await feed.spawn(self.children)
-        return _Prepared(item, track, feed, remux, self.clock() - began, resumes)
+            track, remux = await self.tracks.plan_remux(track)
+        feed = self.feeds.track(f"track:{item.line}", track, start, remux)
+        deferred = ahead and track.info.live
+        if not deferred:
+            await feed.spawn(self.children)
+        return _Prepared(item, track, feed, remux, self.clock() - began, resumes, not deferred)
 
     async def _discard(self, task: asyncio.Task[_Prepared | _Failed | None]) -> None:
         """Drop a prepared (or preparing) track; its item goes back into the rotation."""
@@ -291,6 +299,12 @@ class Engine:
 
     async def _play(self, p: _Prepared) -> None:
         """Play one track to its end, preparing the one after it meanwhile."""
+        if not p.spawned:  # a live source: it starts reading now, when it is due
+            try:
+                await p.feed.spawn(self.children)
+            except ToolMissingError as exc:
+                raise ToolError(str(exc)) from None
+            p.spawned = True
         feed = p.feed
         self._anchor()
         gap = self.clock() - self._t0 - self.cursor  # >0: output ran dry before this track
@@ -303,11 +317,13 @@ class Engine:
         self.events.track_started(p.track.display, p.resolved_in, max(gap, 0.0) if gap else None)
         self.events.state("streaming")
         log.info(
-            "now playing: %s (%s, %s, resolved in %.2fs)",
+            "now playing: %s (%s, %s, resolved in %.2fs; playlist line %d%s)",
             p.track.display,
             "live" if p.track.info.live else f"{p.track.info.duration or 0:.1f}s",
             "remux" if p.remux else "transcode",
             p.resolved_in,
+            p.item.line,
+            "" if p.item.source == p.track.display else f": {p.item.source}",
         )
         self._upcoming = self._prepare_soon()
         try:
@@ -413,15 +429,8 @@ class Engine:
     # ---- the slate -------------------------------------------------------------------
 
     def _respawn_slate(self) -> None:
-        q = self.opt.quality
-        argv = slate_argv(q, self.opt.ffargs, self.output.recipe)
-
         async def spawn() -> Feed:
-            feed: Feed = (
-                TsFeed("slate", argv, self._ts_counters, 1 / q.fps, streams=_streams(q))
-                if self.output.recipe == "ts"
-                else RawFeed("slate", argv, q)
-            )
+            feed = self.feeds.slate()
             await feed.spawn(self.children)
             return feed
 
@@ -488,13 +497,14 @@ class Engine:
         )
 
     def _everything_failed(self) -> bool:
-        """A whole round failed in a row: once per round, so each round backs off once."""
-        failures = self.stats.consecutive_failures
-        return failures > 0 and failures % max(len(self.catalog.items), 1) == 0
+        """A whole round failed in a row: every item once since the last backoff (each round
+        tries every item before the next backoff, so the backoff grows once per round)."""
+        n = max(len(self.tracks.items), 1)
+        return self.stats.consecutive_failures >= n and self.stats.consecutive_failures % n == 0
 
     async def _back_off(self) -> None:
         """Every item failed in a row: slate through 2, 4 ... 60 s before the next round."""
-        rounds = self.stats.consecutive_failures // max(len(self.catalog.items), 1)
+        rounds = self.stats.consecutive_failures // max(len(self.tracks.items), 1)
         backoff = min(2.0**rounds, self.opt.max_backoff)
         log.error(
             "every playlist item failed in a row; showing the slate and retrying in "
@@ -515,9 +525,9 @@ class Engine:
         if now - self._last_reload_check < self.opt.reload_every:
             return
         self._last_reload_check = now
-        if not self.catalog.reload_if_changed():
+        if not self.tracks.reload_if_changed():
             return
-        self.events.playlist_size(len(self.catalog.items))
+        self.events.playlist_size(len(self.tracks.items))
         if self._upcoming is not None:
             await self._discard(self._upcoming)
             self._upcoming = self._prepare_soon()

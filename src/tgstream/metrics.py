@@ -52,6 +52,16 @@ class Metrics:
         self.ffmpeg_restarts = Counter(
             "ffmpeg_restarts", "Source ffmpeg processes restarted mid-track.", registry=registry
         )
+        self.source_holes = Counter(
+            "source_holes",
+            "Holes in a source's own timeline (it skipped ahead), cut out of the output.",
+            registry=registry,
+        )
+        self.source_hole_seconds = Counter(
+            "source_hole_seconds",
+            "Seconds of source timeline skipped by those holes.",
+            registry=registry,
+        )
         self.reauth_attempts = Counter(
             "session_reauth_attempts",
             "Telegram session checks, by result.",
@@ -140,6 +150,10 @@ class Metrics:
     def ffmpeg_restarted(self) -> None:
         self.ffmpeg_restarts.inc()
         self._error("ffmpeg restarted mid-track")
+
+    def source_hole(self, seconds: float) -> None:
+        self.source_holes.inc()
+        self.source_hole_seconds.inc(seconds)
 
     def output_reconnected(self) -> None:
         self.output_reconnects.inc()

@@ -1,13 +1,54 @@
-"""Ports of the engine: what an output must do. Adapters implement them; tests inject fakes."""
+"""Ports of the engine: where its tracks come from, how their processes are spawned, where the
+broadcast goes and what it reports. Adapters implement them; tests inject fakes.
+
+The engine's clock is the event loop's (``loop.time()``, which is ``time.monotonic`` in
+production): every wait it makes (``asyncio.sleep``, ``asyncio.wait`` timeouts) runs on that
+same clock, so a test that runs the engine on a virtual-time loop drives all of them at once.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-from tgstream.adapters.feeds import Unit
+from tgstream.adapters.feeds import Feed, Unit
 from tgstream.adapters.ffmpeg import Recipe
+from tgstream.adapters.resolver import Expansion
+from tgstream.domain.playlist import Item
+from tgstream.domain.track import Track
 
-__all__ = ["Output", "EngineEvents"]
+__all__ = ["Output", "EngineEvents", "TrackSource", "FeedFactory"]
+
+
+class TrackSource(Protocol):
+    """Where the next track comes from: the playlist in rotation, and what an item resolves to.
+
+    ``resolve`` raises :class:`~tgstream.errors.SourceError` for an item that cannot play; an
+    :class:`Expansion` (a URL that is a playlist) is recorded by the source, and the engine
+    picks again. ``plan_remux`` says whether a resolved track can be copied as it is.
+    """
+
+    @property
+    def items(self) -> Sequence[Item]: ...
+
+    def next(self) -> Item | None: ...
+
+    def rewind(self, item: Item) -> None: ...
+
+    def reload_if_changed(self) -> bool: ...
+
+    async def resolve(self, item: Item) -> Track | Expansion: ...
+
+    async def plan_remux(self, track: Track) -> tuple[Track, bool]: ...
+
+
+class FeedFactory(Protocol):
+    """The process spawner: the feed (one ffmpeg) of a track from ``start`` seconds, or of the
+    slate. The engine spawns, activates, reads and closes what it gets."""
+
+    def track(self, label: str, track: Track, start: float, remux: bool) -> Feed: ...
+
+    def slate(self) -> Feed: ...
 
 
 class Output(Protocol):
@@ -34,6 +75,7 @@ class EngineEvents(Protocol):
     ``track_started``: ``prepare_seconds`` is the time to resolve, probe and spawn the track;
     ``gap_seconds`` the output time not covered by media just before it (``None``: none).
     ``track_failed``: ``reason`` is one of ``SOURCE_FAILURE_REASONS``.
+    ``source_hole``: a source's timeline skipped ``seconds`` (cut out, not frozen).
     """
 
     def track_started(
@@ -45,6 +87,8 @@ class EngineEvents(Protocol):
     def track_failed(self, reason: str, detail: str = "") -> None: ...
 
     def ffmpeg_restarted(self) -> None: ...
+
+    def source_hole(self, seconds: float) -> None: ...
 
     def output_reconnected(self) -> None: ...
 

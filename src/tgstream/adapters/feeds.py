@@ -18,7 +18,7 @@ import fcntl
 import logging
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -171,12 +171,15 @@ class TsFeed(Feed):
         frame: float,
         start: float = 0.0,
         streams: int = 2,
+        on_hole: Callable[[float], None] | None = None,
     ) -> None:
         super().__init__(label, argv, start)
         self._counters = counters
         self._frame = frame
         self._streams = streams
         self._rebaser: TsRebaser | None = None
+        self._on_hole = on_hole
+        """Called with the seconds of each hole cut out of the source (see TsRebaser)."""
 
     async def _spawn(self, children: Children) -> None:
         self.proc = await children.spawn(
@@ -190,7 +193,7 @@ class TsFeed(Feed):
 
     def activate(self, offset: float) -> None:
         super().activate(offset)
-        self._rebaser = TsRebaser(offset, self._counters, self._streams)
+        self._rebaser = TsRebaser(offset, self._counters, self._streams, frame=self._frame)
 
     def shift(self, delta: float) -> None:
         super().shift(delta)
@@ -206,11 +209,25 @@ class TsFeed(Feed):
         assert isinstance(payload, bytes)
         assert self._rebaser is not None, "activate() first"
         chunk = self._rebaser.feed(payload)
+        self._report_holes(self._rebaser)
         if chunk.pts is None:  # no PES start in this read: it continues the previous unit
             return Unit(max((self.end or self._rebaser.offset) - self._frame, 0.0), 0.0, chunk.data)
         # A PES holds one video or one audio frame, neither longer than a video frame, so the
         # content ends at most one frame after the latest timestamp.
         return Unit(chunk.pts, self._frame, chunk.data)
+
+    def _report_holes(self, rebaser: TsRebaser) -> None:
+        for at, skipped in rebaser.holes:
+            log.warning(
+                "%s: the source skipped %.2fs of its timeline at %.1fs (a live stream read "
+                "late, or a damaged file); cut out so the picture does not freeze",
+                self.label,
+                skipped,
+                self.start + at,
+            )
+            if self._on_hole is not None:
+                self._on_hole(skipped)
+        rebaser.holes.clear()
 
 
 class RawFeed(Feed):

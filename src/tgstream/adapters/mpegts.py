@@ -23,6 +23,11 @@ _WRAP: Final = 1 << 33
 _NULL_PID: Final = 0x1FFF
 _HOLD_LIMIT: Final = 4 << 20
 """Bytes held back at most while waiting for every stream's first timestamp."""
+HOLE_SECONDS: Final = 0.3
+"""A jump of the whole source's timeline forward by more than this is a hole (see TsRebaser)."""
+_HOLE_AFTER: Final = TS_CLOCK
+"""Holes are looked for once a second of the source has passed: at its start, streams begin
+at different times and the first timestamps read are not yet a timeline."""
 
 
 def _read_ts(b: bytearray, i: int) -> int:
@@ -64,6 +69,12 @@ class TsRebaser:
     first timestamp seen is not enough: a live source often delivers audio before the first
     decodable video frame, whose DTS (B-frames) then lies before that audio, and the video would
     land before the previous track's end.
+
+    A **hole** is a jump of the source's own timeline (the latest timestamp of any stream, PCR
+    included) forward by more than ``HOLE_SECONDS``: every stream skipped the same stretch, as a
+    live stream read late does when it skips expired segments. Kept, it would freeze the picture
+    for its length downstream; it is cut out instead (the source continues one ``frame`` after
+    its latest timestamp) and noted in ``holes`` for the feed to log and count.
     """
 
     offset: float
@@ -79,14 +90,24 @@ class TsRebaser:
     _held: bytearray = field(default_factory=bytearray)
     _firsts: dict[int, int] = field(default_factory=dict)
     """Per PID, the first raw timestamp (DTS, else PTS), while the anchor is not set."""
+    frame: float = 1 / 30
+    hole: float | None = HOLE_SECONDS
+    """Seconds a forward jump must exceed to be cut out as a hole; ``None``: never cut."""
+    holes: list[tuple[float, float]] = field(default_factory=list)
+    """Holes cut out and not yet reported: (source seconds where it was, seconds skipped)."""
+    _top: int | None = None
+    """The source's latest timestamp so far, relative to its anchor (90 kHz ticks)."""
 
     @property
     def end(self) -> float | None:
         return None if self.last is None else self.last / TS_CLOCK
 
-    def _shift(self, raw: int) -> int:
+    def _shift(self, raw: int, timeline: bool = True) -> int:
         """Unwrap ``raw`` relative to the previous timestamp seen (any stream), so that a
-        source of any length, across any number of 33-bit wraps, keeps increasing."""
+        source of any length, across any number of 33-bit wraps, keeps increasing.
+
+        ``timeline=False`` for a PTS that follows its DTS: it runs ahead by the reorder delay,
+        so it neither moves nor is checked against the source's timeline (holes)."""
         if self.base is None:
             self.base = self._prev_raw = raw
         step = (raw - self._prev_raw) % _WRAP
@@ -94,7 +115,19 @@ class TsRebaser:
             step -= _WRAP
         self._prev_raw = raw
         self._prev_delta += step
+        if timeline and self.hole is not None:
+            self._cut_hole(self.hole)
         return round(self.offset * TS_CLOCK) + self._prev_delta
+
+    def _cut_hole(self, hole: float) -> None:
+        top = self._top
+        if top is not None and top >= _HOLE_AFTER:
+            jump = self._prev_delta - top
+            if jump > hole * TS_CLOCK:
+                skipped = jump - round(self.frame * TS_CLOCK)
+                self.holes.append((top / TS_CLOCK, skipped / TS_CLOCK))
+                self._prev_delta -= skipped
+        self._top = self._prev_delta if top is None else max(top, self._prev_delta)
 
     def feed(self, data: bytes) -> TsChunk:
         """Rebase whole packets of ``data``; a trailing partial packet waits for the next call.
@@ -174,7 +207,7 @@ class TsRebaser:
             dts = self._shift(_read_ts(buf, p + 14))
             _write_ts(buf, p + 14, dts)
         if flags & 0x2:
-            stamp = self._shift(_read_ts(buf, p + 9))
+            stamp = self._shift(_read_ts(buf, p + 9), timeline=flags != 0x3)
             _write_ts(buf, p + 9, stamp)
         return stamp
 

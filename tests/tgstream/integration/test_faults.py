@@ -19,6 +19,7 @@ from tests.tgstream.harness import (
     on_air,
     start_service,
 )
+from tgstream.adapters.demo import make_clip
 
 pytestmark = [pytest.mark.rtmp, pytest.mark.slow]
 
@@ -208,7 +209,45 @@ def test_a_stalled_live_source_is_skipped_after_the_stall_timeout(
     assert_continuous(reader)  # the slate covered the stall: no gap in the output
 
 
-def _hls_producer(clip: Path, site: Path, *input_options: str) -> subprocess.Popen[bytes]:
+def test_a_live_source_after_a_long_track_plays_without_holes(
+    tmp_path: Path, media: Path, rtmp: Nginx
+) -> None:
+    # Issue 12, section 4. A live HLS item prepared while an 8 s track plays: started ahead,
+    # its ffmpeg read the first segments, blocked on its pipe, and when read 8 s later its next
+    # segments had expired (an 8 s window here): it skipped ahead, and the picture froze.
+    site = tmp_path / "site"
+    site.mkdir()
+    # Grain, at an upload's bitrate: a solid colour is so small that seconds of it fit in the
+    # pipe, and the early reader would never block.
+    clip = make_clip(tmp_path / "red.mp4", 4, color="red", freq=450, noise=True, video_kbps=2500)
+    producer = _hls_producer(clip, site, "-stream_loop", "-1", output=("-t", "24"))
+    try:
+        with (
+            http_server(site) as url,
+            on_air(
+                tmp_path,
+                rtmp,
+                [f"{media}/long-green.mp4", f"{url}/live.m3u8", f"{media}/blue.mp4"],
+            ) as (service, reader),
+        ):
+            live = service.wait_for(r"now playing: .*\(live,", 60)
+            assert service.wait(90) == 0, service.log
+    finally:
+        producer.kill()
+        producer.wait()
+    # Logged with its playlist line and URL, not only the extractor's generic title.
+    assert f"playlist line 2: {url}/live.m3u8" in live.string
+    assert "skipped" not in service.log, service.log  # no hole in the source's timeline
+    seen = [c for c in colours(reader.colors()) if c != "slate"]
+    assert seen == ["green", "red", "blue"], reader.colors()
+    assert reader.seconds_of("red") >= 4.0  # the live stream played, not just its first frames
+    assert reader.seconds_of("slate") <= 3.0  # at most its opening is covered by the slate
+    assert_continuous(reader)  # every frame present: timestamps up, no gap above 0.2 s
+
+
+def _hls_producer(
+    clip: Path, site: Path, *input_options: str, output: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
     """A live HLS stream of ``clip`` in ``site/live.m3u8``, once its playlist exists."""
     producer = subprocess.Popen(
         [
@@ -222,6 +261,7 @@ def _hls_producer(clip: Path, site: Path, *input_options: str) -> subprocess.Pop
             str(clip),
             "-c",
             "copy",
+            *output,
             "-f",
             "hls",
             "-hls_time",

@@ -239,7 +239,7 @@ def test_rebased_timestamps_past_the_wrap_are_written_modulo_2_33_but_end_is_unw
 
 def test_a_source_running_longer_than_half_the_33_bit_range_keeps_increasing() -> None:
     hour = 3600 * TS_CLOCK
-    rebaser = TsRebaser(offset=OFFSET)
+    rebaser = TsRebaser(offset=OFFSET, hole=None)  # an hour between PES: not holes here
     pts = []
 
     for n in range(30):  # one PES an hour for 30 h: the source's own PTS wraps at 26.5 h
@@ -452,3 +452,51 @@ def test_the_earliest_stamp_is_found_across_a_wrap() -> None:
     audio, video = parse(out.data)
     assert video.dts == AT_OFFSET
     assert audio.pts == AT_OFFSET + 6_000
+
+
+# ---- holes in a source's timeline ---------------------------------------------------------------
+
+
+def av_stream(seconds: float, start: int = 0) -> bytes:
+    """Interleaved video (30 fps, PCR, B-frames: PTS 2 frames after DTS) and audio (48 kHz
+    AAC frames), as ffmpeg muxes them; timestamps from ``start`` (90 kHz ticks)."""
+    out, frame, audio = b"", 3_000, 1_920
+    events = [(start + i * frame, VIDEO) for i in range(round(seconds * 30))]
+    events += [(start + i * audio, AUDIO) for i in range(round(seconds * TS_CLOCK / audio))]
+    for stamp, pid in sorted(events):
+        if pid == VIDEO:
+            out += packet(VIDEO, pes(0xE0, pts=stamp + 2 * frame, dts=stamp), pcr=stamp)
+        else:
+            out += packet(AUDIO, pes(0xC0, pts=stamp))
+    return out
+
+
+def stamps(data: bytes) -> list[int]:
+    return [s for p in parse(data) for s in (p.pcr, p.dts, p.pts) if s is not None]
+
+
+def test_a_hole_in_the_source_is_cut_out_and_reported() -> None:
+    # 2 s, then the source skips 3 s (a live stream's expired segments), then 2 s more.
+    source = av_stream(2.0) + av_stream(2.0, start=5 * TS_CLOCK)
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+
+    out = rebaser.feed(source).data
+
+    ((at, skipped),) = rebaser.holes
+    assert at == pytest.approx(2.0, abs=0.1)
+    assert skipped == pytest.approx(3.0, abs=0.1)
+    video = [p.dts for p in parse(out) if p.pid == VIDEO and p.dts is not None]
+    steps = {b - a for a, b in itertools.pairwise(video)}
+    assert max(steps) < 2 * 3_000  # no freeze: the next frame follows within two frames
+    assert rebaser.end == pytest.approx(OFFSET + 4.0 + 2 / 30, abs=0.05)
+
+
+def test_an_interleaved_stream_with_b_frames_has_no_hole() -> None:
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+
+    out = rebaser.feed(av_stream(5.0)).data
+
+    assert rebaser.holes == []
+    first = stamps(av_stream(5.0))
+    got = stamps(out)
+    assert [s - got[0] for s in got] == [s - first[0] for s in first]  # spacing untouched
