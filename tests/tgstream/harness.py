@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import os
 import re
 import signal
@@ -167,6 +168,62 @@ COLORS_YUV = {
     "slate": (44, 142, 120),
 }
 _SHOWINFO = re.compile(r"pts_time:\s*([-\d.]+).*?mean:\[(\d+) (\d+) (\d+)\]")
+
+
+def decoded_frames(path: Path) -> tuple[list[Frame], str]:
+    """Every video frame of a recording as the reader would classify it, and the decoder's
+    error messages (empty when it decodes cleanly)."""
+    run = subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "info",
+            "-i",
+            str(path),
+            "-map",
+            "0:v",
+            "-vf",
+            "showinfo",
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    frames, errors = [], []
+    for line in run.stderr.splitlines():
+        if match := _SHOWINFO.search(line):
+            pts, y, u, v = match.groups()
+            frames.append(Frame(0.0, float(pts), float(y), float(u), float(v)))
+        elif re.search(r"error|corrupt|invalid|missing", line, re.IGNORECASE):
+            errors.append(line)
+    return frames, "\n".join(errors)
+
+
+def packets(path: Path) -> list[dict[str, Any]]:
+    """ffprobe's packets of a recording: codec_type, pts_time, flags ('K' for keyframes)."""
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=codec_type,pts_time,dts_time,flags",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return list(json.loads(out).get("packets", []))
 
 
 @dataclass
@@ -333,7 +390,9 @@ def alive(pid: int) -> bool:
 
 def start_service(cwd: Path, env: dict[str, str], *args: str) -> Service:
     """``tgstream run`` with only the given settings (no .env, no inherited TG settings)."""
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    base = {
+        k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tgstream", *(args or ("run",))],
         cwd=cwd,
@@ -354,7 +413,9 @@ def run_cli(
     cwd: Path, env: dict[str, str], *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """``tgstream <args>`` to completion with only the given settings; output captured."""
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    base = {
+        k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")
+    }
     return subprocess.run(
         [sys.executable, "-m", "tgstream", *args],
         cwd=cwd,

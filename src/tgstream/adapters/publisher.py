@@ -249,13 +249,15 @@ class Publisher:
             await asyncio.wait_for(asyncio.gather(*current.tasks), 2.0)
 
     async def _progress(self, current: _Attempt, stream: asyncio.StreamReader) -> None:
-        """``-progress`` blocks: ``total_size`` above 0 once the muxer wrote to the destination."""
-        written = 0
+        """``-progress`` blocks. ffmpeg reports only once its output is open (for RTMP: the
+        server answered the publish request); bytes written (``total_size``; HLS has none, as
+        the muxer writes its own files) or frames muxed mean the stream flows."""
+        written = False
         while line := await stream.readline():
             key, _, value = line.decode(errors="replace").strip().partition("=")
-            if key == "total_size" and value.isdigit():
-                written = int(value)
-            elif key == "progress" and written > 0 and not current.flowing.is_set():
+            if key in ("total_size", "frame", "out_time_us") and value.isdigit():
+                written = written or int(value) > 0
+            elif key == "progress" and written and not current.flowing.is_set():
                 current.flowing.set()
 
     async def _messages(self, current: _Attempt, stream: asyncio.StreamReader) -> None:
