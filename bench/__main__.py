@@ -59,6 +59,18 @@ def main() -> int:
 
         write_section("tgstream tests on a loaded machine", loaded_suite.run(machine()))
         return 0
+    if sys.argv[1:] == ["publisher"]:
+        root = Path(os.environ.get("BENCH_MEDIA", tempfile.mkdtemp(prefix="tgstream-bench-")))
+        table = tgstream_bench.publisher_only(root)
+        print(table)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        write_section(
+            "tgstream publisher",
+            f"Run on {stamp} with `python -m bench publisher` (the publisher rows of `make "
+            f"bench` alone), on {machine()}.\n\n{table}\n\n"
+            "How: see the notes of the tgstream section (First frame, RTMP server return).",
+        )
+        return 0
     if sys.argv[1:] == ["systemd"]:
         from bench import systemd_bench
 

@@ -423,7 +423,8 @@ class Engine:
         self.last_unit_at = self.clock()
         if self.stats.first_unit_at is None:
             self.stats.first_unit_at = self.clock()
-            log.info("first frame written to the %s output", self.output.name)
+            if not getattr(self.output, "reports_flowing", False):  # else it says so when it is
+                log.info("first frame written to the %s output", self.output.name)
         self.cursor = max(self.cursor, unit.pts + unit.duration)
 
     # ---- the slate -------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import os
 import re
 import signal
@@ -51,56 +52,73 @@ def http_server(directory: Path) -> Iterator[str]:
 
 @dataclass
 class Nginx:
+    """A private nginx-rtmp on loopback. With ``record``, every publish is also written to its
+    own FLV file (:meth:`recordings`): what the server received, frame by frame."""
+
     port: int
     workdir: Path
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | None = None
+    record: bool = False
 
     def url(self, name: str = "test") -> str:
         return f"rtmp://127.0.0.1:{self.port}/live/{name}"
 
-    def wait_publish(self, timeout: float) -> None:
+    def wait_publish(self, timeout: float, count: int = 1) -> None:
         deadline = time.monotonic() + timeout
-        while self.publishes() == 0:
+        while self.publishes() < count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"nothing published to nginx within {timeout}s")
             time.sleep(0.02)
 
     def publishes(self) -> int:
-        """How many publish connections the server has seen."""
+        """How many publish connections the server has seen (across restarts)."""
         log = (self.workdir / "error.log").read_text(errors="replace")
         return len(re.findall(r"publish: name='", log))
 
+    def recordings(self) -> list[Path]:
+        """One FLV per publish, oldest first (nginx names them by the second they began)."""
+        return sorted((self.workdir / "rec").glob("*.flv"), key=lambda p: p.stat().st_mtime_ns)
 
-@contextlib.contextmanager
-def nginx_rtmp(tmp: Path) -> Iterator[Nginx]:
-    port = free_port()
-    tmp.mkdir(parents=True, exist_ok=True)
-    conf = tmp / "nginx.conf"
-    conf.write_text(
-        f"load_module {NGINX_RTMP_MODULE};\n"
-        "daemon off;\nmaster_process off;\nworker_processes 1;\n"
-        f"pid {tmp}/nginx.pid;\nerror_log {tmp}/error.log info;\n"
-        "events { worker_connections 64; }\n"
-        "rtmp { server { "
-        f"listen 127.0.0.1:{port}; chunk_size 4096; "
-        "application live { live on; record off; idle_streams off; } } }\n"
-    )
-    proc = subprocess.Popen(
-        ["nginx", "-c", str(conf), "-p", str(tmp)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"nginx-rtmp did not start: {err}")
-        time.sleep(0.05)
-    try:
-        yield Nginx(port, tmp, proc)
-    finally:
+    def start(self) -> None:
+        """Start the server (again, after :meth:`stop`) on the same port."""
+        conf = self.workdir / "nginx.conf"
+        record = (
+            f"record all; record_path {self.workdir}/rec; record_unique on; "
+            if self.record
+            else "record off; "
+        )
+        (self.workdir / "rec").mkdir(exist_ok=True)
+        conf.write_text(
+            f"load_module {NGINX_RTMP_MODULE};\n"
+            "daemon off;\nmaster_process off;\nworker_processes 1;\n"
+            f"pid {self.workdir}/nginx.pid;\nerror_log {self.workdir}/error.log info;\n"
+            "events { worker_connections 64; }\n"
+            "rtmp { server { "
+            f"listen 127.0.0.1:{self.port}; chunk_size 4096; "
+            f"application live {{ live on; {record}idle_streams off; }} }} }}\n"
+        )
+        proc = self.proc = subprocess.Popen(
+            ["nginx", "-c", str(conf), "-p", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"nginx-rtmp did not start: {err}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server; its clients lose their connections, the port is free again."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
         proc.terminate()
         try:
             proc.wait(5)
@@ -109,6 +127,17 @@ def nginx_rtmp(tmp: Path) -> Iterator[Nginx]:
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+
+
+@contextlib.contextmanager
+def nginx_rtmp(tmp: Path, record: bool = False) -> Iterator[Nginx]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    server = Nginx(free_port(), tmp, record=record)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass
@@ -139,6 +168,62 @@ COLORS_YUV = {
     "slate": (44, 142, 120),
 }
 _SHOWINFO = re.compile(r"pts_time:\s*([-\d.]+).*?mean:\[(\d+) (\d+) (\d+)\]")
+
+
+def decoded_frames(path: Path) -> tuple[list[Frame], str]:
+    """Every video frame of a recording as the reader would classify it, and the decoder's
+    error messages (empty when it decodes cleanly)."""
+    run = subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "info",
+            "-i",
+            str(path),
+            "-map",
+            "0:v",
+            "-vf",
+            "showinfo",
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    frames, errors = [], []
+    for line in run.stderr.splitlines():
+        if match := _SHOWINFO.search(line):
+            pts, y, u, v = match.groups()
+            frames.append(Frame(0.0, float(pts), float(y), float(u), float(v)))
+        elif re.search(r"error|corrupt|invalid|missing", line, re.IGNORECASE):
+            errors.append(line)
+    return frames, "\n".join(errors)
+
+
+def packets(path: Path) -> list[dict[str, Any]]:
+    """ffprobe's packets of a recording: codec_type, pts_time, flags ('K' for keyframes)."""
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=codec_type,pts_time,dts_time,flags",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return list(json.loads(out).get("packets", []))
 
 
 @dataclass

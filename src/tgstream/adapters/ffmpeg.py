@@ -285,16 +285,27 @@ def _slate_tuning(ffargs: FfmpegArgs) -> FfmpegArgs:
 
 
 def publisher_argv(target: Literal["rtmp", "hls"], destination: str) -> list[str]:
-    """The one long-lived ffmpeg that copies the spliced MPEG-TS to RTMP (FLV) or HLS."""
+    """The one long-lived ffmpeg that copies the spliced MPEG-TS to RTMP (FLV) or HLS.
+
+    Its input always opens on PAT, PMT and a keyframe (:class:`~tgstream.adapters.mpegts.TsEntry`)
+    and carries our own two streams, so the probe needs the first few frames only: 0.2 s of
+    stream, which the engine's lead has already written. Every probed packet is kept (no
+    ``nobuffer``: it discarded them, and with them the stream's first GOP). ``-progress`` on
+    stdout tells the publisher when the destination has accepted the stream and packets flow.
+    """
     argv = [
         *_BASE[:-1],
         "warning",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        "0.25",
         "-fflags",
-        "+genpts+nobuffer",
+        "+genpts",
         "-probesize",
-        "500000",
+        "4000000",
         "-analyzeduration",
-        "1000000",
+        "200000",
         "-f",
         "mpegts",
         "-i",

@@ -7,6 +7,9 @@ stream: one RTMP connection, timestamps that only go up.
 
 All sources are produced by our own ffmpeg command lines with the same stream layout (video PID
 0x100, audio PID 0x101), so PAT/PMT are identical and pass through unchanged.
+
+:class:`TsEntry` is the other end: where a freshly started demuxer (the publisher's ffmpeg after a
+reconnect) can join the running stream: PAT, PMT, then a keyframe.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["PACKET", "TS_CLOCK", "TsRebaser", "TsChunk"]
+__all__ = ["PACKET", "TS_CLOCK", "TsRebaser", "TsChunk", "TsEntry"]
 
 PACKET: Final = 188
 SYNC: Final = 0x47
@@ -219,3 +222,136 @@ class TsRebaser:
         buf[i + 2] = (new >> 9) & 0xFF
         buf[i + 3] = (new >> 1) & 0xFF
         buf[i + 4] = (buf[i + 4] & 0x7F) | ((new & 1) << 7)
+
+
+_VIDEO_TYPES: Final = frozenset({0x01, 0x02, 0x10, 0x1B, 0x24})
+_AUDIO_TYPES: Final = frozenset({0x03, 0x04, 0x0F, 0x11, 0x81})
+_H264: Final = 0x1B
+_HEVC: Final = 0x24
+
+
+@dataclass
+class TsEntry:
+    """Where a demuxer that starts now can join a running MPEG-TS stream.
+
+    Every chunk of the stream goes through :meth:`feed`, which keeps the latest PAT and PMT
+    packets. After :meth:`rejoin`, :meth:`feed` returns nothing until the next random-access
+    point of the lead stream (the first video stream of the PMT, else its first audio stream):
+    a PES start flagged by the adaptation field's ``random_access_indicator``, or, for H.264 and
+    HEVC, with an IDR/IRAP picture or the parameter sets that open one in its first packet.
+    From there it returns the stream, prefixed with the PAT and PMT, so the new demuxer knows
+    every stream and its first video frame decodes. The prefixed tables are the latest seen,
+    so their continuity counters run on into the next ones in the stream.
+    """
+
+    joined: bool = False
+    pat: bytes | None = None
+    pmt: bytes | None = None
+    _pmt_pid: int | None = None
+    _lead_pid: int | None = None
+    _lead_type: int = 0
+    _pending: bytes = b""
+
+    def rejoin(self) -> None:
+        """Drop what follows up to the next random-access point (a new demuxer starts)."""
+        self.joined = False
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes of ``data`` to pass on: nothing while waiting for a random-access point;
+        a trailing partial packet waits for the next call."""
+        buf = self._pending + data
+        whole = len(buf) - len(buf) % PACKET
+        self._pending = buf[whole:]
+        was_joined = self.joined
+        start = 0 if was_joined else None
+        for pos in range(0, whole, PACKET):
+            if buf[pos] != SYNC:
+                raise ValueError(f"lost MPEG-TS sync at byte {pos}")
+            pid = ((buf[pos + 1] & 0x1F) << 8) | buf[pos + 2]
+            if pid == 0:
+                self._note_pat(buf, pos)
+            elif pid == self._pmt_pid:
+                self._note_pmt(buf, pos)
+            elif start is None and pid == self._lead_pid and self._random_access(buf, pos):
+                start = pos
+                self.joined = True
+        if start is None:
+            return b""
+        if was_joined:
+            return buf[:whole]
+        assert self.pat is not None  # the lead PID came from the PMT, the PMT PID from the PAT
+        assert self.pmt is not None
+        return self.pat + self.pmt + buf[start:whole]
+
+    @staticmethod
+    def _section(buf: bytes, pos: int, table_id: int) -> tuple[int, int] | None:
+        """(start, end) of a table section that starts and ends in the packet at ``pos``."""
+        if not buf[pos + 1] & 0x40:  # no section starts here
+            return None
+        afc = (buf[pos + 3] >> 4) & 0x3
+        if not afc & 0x1:
+            return None
+        p = pos + 4 + (buf[pos + 4] + 1 if afc & 0x2 else 0)
+        if p >= pos + PACKET:
+            return None
+        p += 1 + buf[p]  # pointer_field
+        if p + 3 > pos + PACKET or buf[p] != table_id:
+            return None
+        end = p + 3 + (((buf[p + 1] & 0x0F) << 8) | buf[p + 2])
+        return (p, end) if end <= pos + PACKET else None
+
+    def _note_pat(self, buf: bytes, pos: int) -> None:
+        section = self._section(buf, pos, 0x00)
+        if section is None:
+            return
+        p, end = section
+        for q in range(p + 8, end - 4, 4):  # program loop, CRC excluded
+            if (buf[q] << 8 | buf[q + 1]) != 0:  # program 0 is the network PID
+                self.pat = buf[pos : pos + PACKET]
+                self._pmt_pid = ((buf[q + 2] & 0x1F) << 8) | buf[q + 3]
+                return
+
+    def _note_pmt(self, buf: bytes, pos: int) -> None:
+        section = self._section(buf, pos, 0x02)
+        if section is None:
+            return
+        p, end = section
+        q = p + 12 + (((buf[p + 10] & 0x0F) << 8) | buf[p + 11])  # after program_info
+        video = audio = None
+        while q + 5 <= end - 4:
+            kind, pid = buf[q], ((buf[q + 1] & 0x1F) << 8) | buf[q + 2]
+            if kind in _VIDEO_TYPES and video is None:
+                video = (pid, kind)
+            elif kind in _AUDIO_TYPES and audio is None:
+                audio = (pid, kind)
+            q += 5 + (((buf[q + 3] & 0x0F) << 8) | buf[q + 4])
+        lead = video or audio
+        if lead is not None:
+            self.pmt = buf[pos : pos + PACKET]
+            self._lead_pid, self._lead_type = lead
+
+    def _random_access(self, buf: bytes, pos: int) -> bool:
+        """A PES starts here with a picture (or audio frame) a decoder can start on."""
+        if not buf[pos + 1] & 0x40:
+            return False
+        afc = (buf[pos + 3] >> 4) & 0x3
+        payload = pos + 4
+        if afc & 0x2:
+            alen = buf[pos + 4]
+            if alen > 0 and buf[pos + 5] & 0x40:  # random_access_indicator
+                return True
+            payload += 1 + alen
+        if self._lead_type in _AUDIO_TYPES:
+            return True  # every audio frame is a random-access point
+        if not afc & 0x1 or payload + 9 > pos + PACKET:
+            return False
+        body = buf[payload + 9 + buf[payload + 8] : pos + PACKET]  # after the PES header
+        n = body.find(b"\x00\x00\x01")
+        while 0 <= n < len(body) - 3:
+            nal = body[n + 3]
+            if self._lead_type == _H264 and nal & 0x1F in (5, 7):  # IDR, or the SPS before it
+                return True
+            if self._lead_type == _HEVC and (nal >> 1) & 0x3F in range(16, 33):  # IRAP, VPS
+                return True
+            n = body.find(b"\x00\x00\x01", n + 3)
+        return False

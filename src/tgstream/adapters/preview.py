@@ -52,6 +52,8 @@ class _Handler(SimpleHTTPRequestHandler):
 class Preview:
     recipe: Recipe = "ts"
     name = "preview"
+    reports_flowing = True
+    """Its publisher logs "first frame written to the preview output" once segments are written."""
 
     def __init__(
         self, children: Children, host: str, port: int, events: EngineEvents | None = None
