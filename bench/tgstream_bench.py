@@ -13,11 +13,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tests.tgstream.harness import RtmpReader, http_server, nginx_rtmp
+from tests.tgstream.harness import FlvRecorder, RtmpReader, http_server, nginx_rtmp
 
 from bench.common import CpuClock, NullOutput, rss_kib, summary
 from opskit.procs import Children
@@ -38,9 +38,13 @@ class Counting(NullEvents):
     started: int = 0
     failures: int = 0
     on_start: Callable[[int], None] | None = None
+    gaps: list[float] = field(default_factory=list)
+    """``gap_seconds`` of each track change (what ``track_change_gap_seconds`` observes)."""
 
     def track_started(self, title: str, prepare_seconds: float, gap_seconds: float | None) -> None:
         self.started += 1
+        if gap_seconds is not None:
+            self.gaps.append(gap_seconds)
         if self.on_start:
             self.on_start(self.started)
 
@@ -171,26 +175,44 @@ def cpu_remux_vs_transcode(media: Path, rounds: int = 2) -> dict[str, Any]:
     return {"remux": remux, "transcode": transcode}
 
 
+CLIP_FRAMES = 60
+"""Frames in each 2 s clip of the track-change run."""
+
+
 def track_change_gaps(media: Path, media_url: str | None) -> dict[str, Any]:
-    """Red/green 2 s clips back to back to nginx-rtmp; a reader times each colour change."""
+    """Red/green 2 s clips back to back to nginx-rtmp. One reader decodes every frame and times
+    each colour change; a second records every packet (FLV) with its timestamps."""
     base = media_url or str(media)
     lines = [f"{base}/{'red' if i % 2 == 0 else 'green'}-2s.mp4" for i in range(12)]
     playlist = media / ("gaps-http.txt" if media_url else "gaps-local.txt")
     playlist.write_text("\n".join(lines) + "\n")
-    with nginx_rtmp(Path(tempfile.mkdtemp(prefix="bench-nginx-"))) as server:
+    events = Counting()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+    with nginx_rtmp(workdir) as server:
         reader = RtmpReader(server.url())
+        recorder = FlvRecorder(server.url(), workdir / "recording.flv")
 
         async def run() -> None:
             task = asyncio.create_task(
-                _run_engine(playlist, None, None, OUTPUT="rtmp", RTMP_URL=server.url(), LOOP=False)
+                _run_engine(
+                    playlist,
+                    None,
+                    None,
+                    events=events,
+                    OUTPUT="rtmp",
+                    RTMP_URL=server.url(),
+                    LOOP=False,
+                )
             )
             while server.publishes() == 0 and not task.done():
                 await asyncio.sleep(0.02)
             reader.start()
+            recorder.start()
             await task
 
         asyncio.run(run())
         reader.stop()
+        recorder.stop()
     frames = reader.frames
     baseline = [b.arrived - a.arrived for a, b in itertools.pairwise(frames)]
     changes = [
@@ -202,13 +224,33 @@ def track_change_gaps(media: Path, media_url: str | None) -> dict[str, Any]:
     arrival = [frames[i].arrived - frames[i - 1].arrived for i in changes]
     pts = [frames[i].pts - frames[i - 1].pts for i in changes]
     others = sum(1 for f in frames if f.color == "other")
+    # Frames lost: each clip has CLIP_FRAMES; the first run may be cut by the readers' join and
+    # the last by their stop, so the complete runs in between are counted.
+    runs = [len(list(g)) for c, g in itertools.groupby(f.color for f in frames) if c != "other"]
+    lost = sum(max(0, CLIP_FRAMES - n) for n in runs[1:-1])
+    # The audio step at each change: the largest step between audio packets within 0.1 s of
+    # the change (a normal step is one AAC frame, 1024 / 48000 = 0.021 s).
+    audio = [p.pts for p in recorder.of("audio")]
+    audio_steps = [
+        max(
+            (b - a for a, b in itertools.pairwise(audio) if abs(b - frames[i].pts) <= 0.1),
+            default=0.0,
+        )
+        for i in changes
+    ]
+    video_pts = sorted(p.pts for p in recorder.of("video"))
     return {
         "arrival": arrival,
         "pts": pts,
+        "audio_steps": audio_steps,
+        "largest_video_step": max((b - a for a, b in itertools.pairwise(video_pts)), default=0),
         "baseline": baseline,
         "changes": len(changes),
         "slate_frames": others,
         "frames": len(frames),
+        "runs": len(runs) - 2,
+        "lost": lost,
+        "metric": events.gaps,
     }
 
 
@@ -418,6 +460,7 @@ def report(results: dict[str, Any]) -> str:
     after = rss.get("after_500", 0)
     growth_mb = (after - rss["after_10"]) / 1024
     ok = lambda cond: "met" if cond else "**missed**"
+    step_ok = lambda steps: bool(steps) and max(steps) <= 1 / 30 + 0.0015
     lines = [
         "| measure | result | target |",
         "|---|---|---|",
@@ -432,12 +475,24 @@ def report(results: dict[str, Any]) -> str:
         f"{trans_total:.2f} | |",
         f"| track-change gap at the reader, local files (arrival) | {summary(gl['arrival'])} s | "
         f"≤ 0.100: {ok(bool(gl['arrival']) and max(gl['arrival']) <= 0.1)} |",
-        f"| track-change gap at the reader, local files (timestamps) | {summary(gl['pts'])} s | "
-        "one frame = 0.033 |",
+        f"| video timestamp step at track changes, local files (decoded) | {summary(gl['pts'])} s"
+        f" | ≤ one frame (0.033 + 1 ms FLV rounding): {ok(step_ok(gl['pts']))} |",
+        f"| audio timestamp step at track changes, local files (recorded) | "
+        f"{summary(gl['audio_steps'])} s | ≤ one frame: {ok(step_ok(gl['audio_steps']))} |",
         f"| track-change gap at the reader, http via yt-dlp (arrival) | {summary(gh['arrival'])} s"
         f" | ≤ 0.100: {ok(bool(gh['arrival']) and max(gh['arrival']) <= 0.1)} |",
-        f"| track-change gap at the reader, http via yt-dlp (timestamps) | {summary(gh['pts'])} s"
-        " | one frame = 0.033 |",
+        f"| video timestamp step at track changes, http via yt-dlp (decoded) | "
+        f"{summary(gh['pts'])} s | ≤ one frame: {ok(step_ok(gh['pts']))} |",
+        f"| audio timestamp step at track changes, http via yt-dlp (recorded) | "
+        f"{summary(gh['audio_steps'])} s | ≤ one frame: {ok(step_ok(gh['audio_steps']))} |",
+        f"| largest video timestamp step anywhere in the recording (local / http) | "
+        f"{gl['largest_video_step']:.3f} / {gh['largest_video_step']:.3f} s | ≤ one frame: "
+        f"{ok(step_ok([gl['largest_video_step'], gh['largest_video_step']]))} |",
+        f"| `track_change_gap_seconds` as the engine reports it (local / http) | "
+        f"{summary(gl['metric'])} / {summary(gh['metric'])} s | matches the steps above |",
+        f"| frames lost, complete 2 s clips at the reader (local / http) | {gl['lost']} of "
+        f"{gl['runs'] * CLIP_FRAMES} / {gh['lost']} of {gh['runs'] * CLIP_FRAMES} | 0: "
+        f"{ok(gl['lost'] == 0 and gh['lost'] == 0 and gl['runs'] > 0 and gh['runs'] > 0)} |",
         f"| frame-to-frame arrival anywhere (baseline jitter of the reader) | "
         f"{summary(gl['baseline'])} s | |",
         f"| slate frames during the gap runs (local / http) | {gl['slate_frames']} / "
@@ -471,11 +526,16 @@ NOTES = """How each figure is measured (`bench/tgstream_bench.py`):
 - **remux vs transcode**: the real engine and publisher into a local nginx-rtmp; the same file,
   once as it is (it fits the 720p preset, so it is remuxed) and once with `FFMPEG_ARGS` set,
   which forces a transcode.
-- **Track-change gap**: twelve 2-second clips alternating red and green, played once into
-  nginx-rtmp; one RTMP reader decodes every frame and notes its arrival time. The gap is the
-  arrival time between the last frame of one track and the first of the next (a frame interval
-  is 33 ms; the reader's own jitter is the baseline row). "http" serves the same clips from a
-  loopback HTTP server, resolved through yt-dlp's generic extractor.
+- **Track changes**: twelve 2-second clips alternating red and green, played once into
+  nginx-rtmp; one RTMP reader decodes every frame and notes its arrival time, a second records
+  every packet (FLV) with its timestamps. The arrival gap is the wall time between the last
+  frame of one track and the first of the next (the reader's own jitter is the baseline row).
+  The timestamp steps are measured on what the players received: the video step is the PTS
+  difference between those two decoded frames (one frame interval, 33 ms, when seamless), the
+  audio step the largest step between audio packets within 0.1 s of the change (one AAC frame,
+  21 ms, when seamless). Frames lost counts, for every clip the reader saw from start to end,
+  the frames short of its 60. "http" serves the same clips from a loopback HTTP server,
+  resolved through yt-dlp's generic extractor.
 - **First frame**: wall time from spawning `tgstream run` (interpreter start included) to its
   log line "first frame written to the rtmp output" (logged once ffmpeg reports bytes sent
   after the server accepted the publish) and to nginx-rtmp's publish event; the control is a

@@ -50,7 +50,8 @@ START_AT: Final = 1.0
 """Output time of the first unit; leaves room for B-frames and audio lead before it."""
 FIRST_READ_ALLOWANCE: Final = 0.5
 FIRST_TRACK_GRACE: Final = 3.0
-"""How long start-up waits for the first track before showing the slate instead."""
+"""How long start-up waits for the first track's first frame before showing the slate instead:
+the broadcast opens on the first item, and the clock starts with its first frame."""
 MAX_RESUMES: Final = 3
 PLAYED_OK: Final = 2.0
 """Seconds a track must play before it clears the run of consecutive failures."""
@@ -158,6 +159,7 @@ class Engine:
         self.cursor = START_AT
         """Output time just after the last unit written."""
         self._t0 = 0.0
+        self._announce: Callable[[float | None], None] | None = None
         self._slate: Feed | None = None
         self._slate_spawn: asyncio.Task[Feed] | None = None
         self._stop = asyncio.Event()
@@ -307,14 +309,14 @@ class Engine:
             p.spawned = True
         feed = p.feed
         self._anchor()
-        gap = self.clock() - self._t0 - self.cursor  # >0: output ran dry before this track
         feed.activate(self.cursor)
         self.current = p
         if self._resume_from is not None and p.item == self._resume_from[0]:
             self._resume_from = None  # reached: from here on, interrupted says where we are
         self.stats.tracks_started += 1
         self.stats.titles.append(p.track.display)
-        self.events.track_started(p.track.display, p.resolved_in, max(gap, 0.0) if gap else None)
+        title, resolved_in = p.track.display, p.resolved_in
+        self._announce = lambda gap: self.events.track_started(title, resolved_in, gap)
         self.events.state("streaming")
         log.info(
             "now playing: %s (%s, %s, resolved in %.2fs; playlist line %d%s)",
@@ -345,6 +347,7 @@ class Engine:
                 p, feed = resumed, resumed.feed
                 self.current = p
         finally:
+            self._announce = None
             await feed.close(self.children)
             self.current = None
 
@@ -390,7 +393,7 @@ class Engine:
             if not pending.done():
                 await asyncio.wait({pending}, timeout=max(starve_in, 0.0))
             if not pending.done():
-                filled = await self._fill_with_slate(pending, last_unit_at)
+                filled = await self._fill_with_slate(pending, last_unit_at, feed)
                 if not pending.done():
                     return "stop" if self._stop.is_set() else "stall"
                 if filled:
@@ -403,18 +406,34 @@ class Engine:
             if unit is None:
                 return "eof"
             last_unit_at = self.clock()
-            await self._emit(unit)
+            first = self.stats.first_unit_at is None
+            late = await self._emit(unit)
+            if self._announce is not None and feed.first_pts is not None:
+                # The track has started when its first frame is out. Its gap: the output time
+                # left uncovered before it (the step in timestamps at the splice) plus how long
+                # the output ran dry on the wall clock. None for the broadcast's first track.
+                self._announce(None if first else late + feed.splice_gap)
+                self._announce = None
             if feed.first_pts is not None and unit.pts - feed.first_pts >= PLAYED_OK:
                 self.stats.consecutive_failures = 0
         return "stop"
 
     def _anchor(self) -> None:
-        """Before the first unit, start the clock now: the first frame goes out as soon as it
-        is read, and the first read gets a moment before it counts as starving."""
+        """Before the first unit: the first read gets until the start-up grace ends, and at
+        least a moment, before it counts as starving (``_emit`` starts the clock on the first
+        frame written, so it goes out as soon as it is read)."""
         if self.stats.first_unit_at is None:
-            self._t0 = self.clock() - self.cursor + self.opt.low_water + FIRST_READ_ALLOWANCE
+            read_by = self.clock() - self.cursor + self.opt.low_water + FIRST_READ_ALLOWANCE
+            self._t0 = max(self._t0, read_by)
 
-    async def _emit(self, unit: Unit) -> None:
+    async def _emit(self, unit: Unit) -> float:
+        """Write ``unit`` when it is due, ``lead`` seconds before its output time, never later
+        unless the machine is behind. Returns how late it was past its output time (>0: the
+        output ran dry for that long)."""
+        if not unit.data and not unit.audio:
+            return 0.0
+        if self.stats.first_unit_at is None:  # the clock starts with the first frame
+            self._t0 = self.clock() - unit.pts + self.opt.lead
         due = self._t0 + unit.pts - self.opt.lead
         wait = due - self.clock()
         if wait > 0:
@@ -426,6 +445,7 @@ class Engine:
             if not getattr(self.output, "reports_flowing", False):  # else it says so when it is
                 log.info("first frame written to the %s output", self.output.name)
         self.cursor = max(self.cursor, unit.pts + unit.duration)
+        return max(0.0, self.last_unit_at - self._t0 - unit.pts)
 
     # ---- the slate -------------------------------------------------------------------
 
@@ -437,8 +457,12 @@ class Engine:
 
         self._slate_spawn = asyncio.create_task(spawn(), name="slate-spawn")
 
-    async def _fill_with_slate(self, waiting_for: asyncio.Future[Any], since: float) -> bool:
+    async def _fill_with_slate(
+        self, waiting_for: asyncio.Future[Any], since: float, feed: Feed | None = None
+    ) -> bool:
         """Play the slate until ``waiting_for`` completes, the stall timeout passes, or stop.
+        The slate goes out whole frames only; ``feed``, the feed it interrupts, continues after
+        it on a fresh GOP.
 
         Returns whether any slate unit was written.
         """
@@ -458,11 +482,15 @@ class Engine:
                     break
                 fetch = slate.pending()
                 await asyncio.wait({fetch, waiting_for}, return_when=asyncio.FIRST_COMPLETED)
+                if waiting_for.done():
+                    break
                 if not fetch.done():
                     continue
                 unit = slate.take()
                 if unit is None:
                     break
+                if not wrote and feed is not None:
+                    feed.interrupt()
                 await self._emit(unit)
                 wrote = True
         finally:

@@ -468,3 +468,150 @@ def assert_continuous(reader: RtmpReader, max_gap: float = 0.2) -> None:
         f"timestamps went backwards (frame, pts, next pts, colours): {backwards[:5]}"
     )
     assert reader.max_pts_gap() <= max_gap, f"gap of {reader.max_pts_gap():.3f}s between frames"
+
+
+@dataclass
+class Packet:
+    """One FLV tag as an RTMP player received it: when, which stream, its timestamps (s)."""
+
+    arrived: float
+    kind: str  # "video" or "audio"
+    dts: float
+    pts: float
+    key: bool
+
+
+@dataclass
+class FlvRecorder:
+    """Records an RTMP stream as it arrives: every packet stamped with its arrival time, and
+    the bytes in ``path`` (FLV) for ffprobe. One connection, made once the stream is
+    published (retried until it yields data, like :class:`RtmpReader`)."""
+
+    url: str
+    path: Path
+    packets: list[Packet] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        self._thread = threading.Thread(target=self._run, args=(timeout,), daemon=True)
+        self._thread.start()
+
+    def _run(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.packets:
+            self.proc = subprocess.Popen(
+                [
+                    "ffmpeg",
+                    "-nostdin",
+                    "-hide_banner",
+                    "-loglevel",
+                    "error",
+                    "-rw_timeout",
+                    "15000000",
+                    "-i",
+                    self.url,
+                    "-map",
+                    "0",
+                    "-c",
+                    "copy",
+                    "-flush_packets",
+                    "1",
+                    "-f",
+                    "flv",
+                    "pipe:1",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            assert self.proc.stdout is not None
+            with self.path.open("wb") as out:
+                self._parse(self.proc.stdout.fileno(), out)
+            self.proc.wait()
+            self.proc.stdout.close()
+            if not self.packets:
+                time.sleep(0.1)
+
+    def _parse(self, fd: int, out: Any) -> None:
+        buf = b""
+        pos = 0
+        header_done = False
+        while chunk := os.read(fd, 1 << 16):
+            arrived = time.monotonic()
+            out.write(chunk)
+            buf = buf[pos:] + chunk
+            pos = 0
+            if not header_done:
+                if len(buf) < 13:
+                    continue
+                pos = int.from_bytes(buf[5:9], "big") + 4
+                header_done = True
+            while len(buf) - pos >= 11:
+                kind, size = buf[pos], int.from_bytes(buf[pos + 1 : pos + 4], "big")
+                if len(buf) - pos < 11 + size + 4:
+                    break
+                ms = int.from_bytes(buf[pos + 4 : pos + 7], "big") | buf[pos + 7] << 24
+                data = buf[pos + 11 : pos + 11 + size]
+                pos += 11 + size + 4
+                if kind == 9 and len(data) >= 5 and data[1] == 1:  # AVC NAL units
+                    cts = int.from_bytes(data[2:5], "big", signed=True)
+                    key = data[0] >> 4 == 1
+                    self.packets.append(Packet(arrived, "video", ms / 1000, (ms + cts) / 1000, key))
+                elif kind == 8 and len(data) >= 2 and data[1] == 1:  # AAC raw frame
+                    self.packets.append(Packet(arrived, "audio", ms / 1000, ms / 1000, True))
+
+    def wait_packets(self, n: int, timeout: float, kind: str = "video") -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.of(kind)) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+        if self._thread:
+            self._thread.join(10)
+
+    def of(self, kind: str) -> list[Packet]:
+        return [p for p in self.packets if p.kind == kind]
+
+    def lag_spread(self, kind: str = "video", skip: float = 2.0) -> float:
+        """How unevenly packets arrived against their timestamps: the spread of (arrival -
+        DTS) over the packets after the first ``skip`` seconds of content (the player's own
+        probing reads those at once). About zero for content paced frame by frame; the length
+        of a burst for content sent in bursts."""
+        packets = self.of(kind)
+        lags = [p.arrived - p.dts for p in packets if p.dts - packets[0].dts >= skip]
+        return max(lags) - min(lags)
+
+
+def decode_errors(path: Path) -> tuple[int, int, str]:
+    """Decode every video frame of a recording: (packets, frames decoded, decoder errors)."""
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-count_packets",
+            "-count_frames",
+            "-show_entries",
+            "stream=nb_read_packets,nb_read_frames",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    (stream,) = json.loads(probe.stdout)["streams"]
+    errors = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return int(stream["nb_read_packets"]), int(stream["nb_read_frames"]), errors.stderr.strip()

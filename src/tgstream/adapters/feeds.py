@@ -4,7 +4,8 @@ A feed is spawned ahead of time and left blocked on its pipe (bounded buffers, s
 feed costs almost nothing). :meth:`Feed.activate` places it at an output time; from then on
 :meth:`Feed.read` returns units whose ``pts`` continue the broadcast without a jump.
 
-- :class:`TsFeed` reads MPEG-TS and rebases timestamps (:mod:`tgstream.adapters.mpegts`).
+- :class:`TsFeed` reads MPEG-TS, cuts it into access units and rebases their timestamps
+  (:mod:`tgstream.adapters.mpegts`).
 - :class:`RawFeed` reads I420 frames and s16le PCM from two pipes with one reader each: ffmpeg
   writes the two pipes in file-interleave order, and a single sequential reader would deadlock
   as soon as one pipe fills while it waits on the other.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from opskit.procs import Children
-from tgstream.adapters.mpegts import TsRebaser
+from tgstream.adapters.mpegts import TS_CLOCK, TsRebaser, TsTimeline
 from tgstream.config import Quality
 
 __all__ = ["Unit", "Feed", "TsFeed", "RawFeed"]
@@ -40,7 +41,8 @@ _RAW_PIPE_BYTES: Final = 1 << 20  # the default /proc/sys/fs/pipe-max-size
 
 @dataclass(frozen=True, slots=True)
 class Unit:
-    """``pts``: output-timeline seconds of this unit's start; ``data``: what the sink writes.
+    """``pts``: output-timeline seconds at which this unit is due (for MPEG-TS, the decode
+    timestamp of its frame); ``data``: what the sink writes.
 
     For raw feeds ``data`` is one I420 frame (``b""`` for audio-only) and ``audio`` the PCM of
     the same 1/fps tick.
@@ -104,6 +106,15 @@ class Feed:
         assert self.offset is not None
         self.offset += delta
 
+    def interrupt(self) -> None:
+        """The slate is about to cover a gap inside this feed: continue it, afterwards, where a
+        decoder can start again (for MPEG-TS, its next keyframe). Raw frames need nothing."""
+
+    @property
+    def splice_gap(self) -> float:
+        """Seconds of output timeline left uncovered where this feed was last spliced in."""
+        return 0.0
+
     def pending(self) -> asyncio.Task[object | None]:
         """The in-flight fetch of the next payload. Never cancelled: waiting on it with a
         timeout and coming back later loses no data."""
@@ -163,21 +174,21 @@ class Feed:
 
 
 class TsFeed(Feed):
+    """MPEG-TS from one ffmpeg, handed out one access unit (one video or audio frame) at a
+    time, each due at its own DTS: content of any bitrate is paced frame by frame."""
+
     def __init__(
         self,
         label: str,
         argv: Sequence[str],
-        counters: dict[int, int],
+        timeline: TsTimeline,
         frame: float,
         start: float = 0.0,
         streams: int = 2,
         on_hole: Callable[[float], None] | None = None,
     ) -> None:
         super().__init__(label, argv, start)
-        self._counters = counters
-        self._frame = frame
-        self._streams = streams
-        self._rebaser: TsRebaser | None = None
+        self._rebaser = TsRebaser(0.0, timeline, streams, frame)
         self._on_hole = on_hole
         """Called with the seconds of each hole cut out of the source (see TsRebaser)."""
 
@@ -193,31 +204,36 @@ class TsFeed(Feed):
 
     def activate(self, offset: float) -> None:
         super().activate(offset)
-        self._rebaser = TsRebaser(offset, self._counters, self._streams, frame=self._frame)
+        self._rebaser.offset = offset
 
-    def shift(self, delta: float) -> None:
-        super().shift(delta)
-        assert self._rebaser is not None
-        self._rebaser.offset += delta
+    def interrupt(self) -> None:
+        self._rebaser.resplice()
 
-    async def _fetch(self) -> bytes | None:
+    @property
+    def splice_gap(self) -> float:
+        return self._rebaser.gap
+
+    def pending(self) -> asyncio.Task[object | None]:
+        """Done as soon as a unit can be taken: at once while units of the last read remain,
+        else once reads have brought a whole unit (a keyframe, when splicing) or the end."""
+        if self._fetching is None:
+            if self._rebaser.ready() or self._rebaser.eof:
+                done: asyncio.Future[object | None] = asyncio.get_running_loop().create_future()
+                done.set_result(None)
+                return done  # type: ignore[return-value]
+            self._fetching = asyncio.create_task(self._fetch(), name=f"fetch:{self.label}")
+        return self._fetching
+
+    async def _fetch(self) -> None:
         assert self.proc is not None
         assert self.proc.stdout is not None
-        return await self.proc.stdout.read(_TS_READ) or None
+        while not self._rebaser.ready() and not self._rebaser.eof:
+            self._rebaser.push(await self.proc.stdout.read(_TS_READ))
+            self._report_holes()
 
-    def _place(self, payload: object) -> Unit:
-        assert isinstance(payload, bytes)
-        assert self._rebaser is not None, "activate() first"
-        chunk = self._rebaser.feed(payload)
-        self._report_holes(self._rebaser)
-        if chunk.pts is None:  # no PES start in this read: it continues the previous unit
-            return Unit(max((self.end or self._rebaser.offset) - self._frame, 0.0), 0.0, chunk.data)
-        # A PES holds one video or one audio frame, neither longer than a video frame, so the
-        # content ends at most one frame after the latest timestamp.
-        return Unit(chunk.pts, self._frame, chunk.data)
-
-    def _report_holes(self, rebaser: TsRebaser) -> None:
-        for at, skipped in rebaser.holes:
+    def _report_holes(self) -> None:
+        holes = self._rebaser.holes
+        for at, skipped in holes:
             log.warning(
                 "%s: the source skipped %.2fs of its timeline at %.1fs (a live stream read "
                 "late, or a damaged file); cut out so the picture does not freeze",
@@ -227,7 +243,27 @@ class TsFeed(Feed):
             )
             if self._on_hole is not None:
                 self._on_hole(skipped)
-        rebaser.holes.clear()
+        holes.clear()
+
+    def take(self) -> Unit | None:
+        if self._fetching is not None:
+            task, self._fetching = self._fetching, None
+            assert task.done()
+            task.result()  # a failed read raises here
+        assert self.offset is not None, "activate() first"
+        ts = self._rebaser.pop()
+        if ts is None:  # the end of the source, or nothing left to place from this read
+            return None if self._rebaser.eof else Unit(self.end or self.offset, 0.0, b"")
+        stamp = ts.stamp
+        if stamp is None:  # packets without a PES (PSI only): due with what came before
+            due = self.end if self.end is not None else self.offset
+            unit = Unit(due, 0.0, bytes(ts.data))
+        else:
+            unit = Unit(stamp / TS_CLOCK, ts.duration / TS_CLOCK, bytes(ts.data))
+        if self.first_pts is None:
+            self.first_pts = unit.pts
+        self.end = max(self.end or 0.0, unit.pts + unit.duration)
+        return unit
 
 
 class RawFeed(Feed):

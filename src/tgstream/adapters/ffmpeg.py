@@ -64,8 +64,12 @@ _TS_OUT: Final = (
 
 def _video_options(q: Quality, info: MediaInfo) -> list[str]:
     """Frame rate and pixel format as output options (cheap: ffmpeg drops, duplicates and
-    converts only when it must); scale and letterbox only a source of another size."""
-    options = ["-r", str(q.fps), "-pix_fmt", "yuv420p"]
+    converts only when it must); scale and letterbox only a source of another size.
+
+    ``-fps_mode cfr`` converts the frame rate: a 25 fps source comes out as regular 1/30 s
+    frames (every fifth one repeated). Without it the MPEG-TS muxer, which takes variable
+    rates, would only round each frame's time onto the 30 fps grid: steps of 33 and 67 ms."""
+    options = ["-r", str(q.fps), "-fps_mode", "cfr", "-pix_fmt", "yuv420p"]
     if info.has_video and (info.width, info.height) != (q.width, q.height):
         box = (
             f"scale={q.width}:{q.height}:force_original_aspect_ratio=decrease,"

@@ -1,7 +1,8 @@
 """The engine's :class:`~tgstream.ports.FeedFactory` in production: feeds that run ffmpeg.
 
-One factory per engine (per output): its TS feeds share one set of continuity counters, so
-every source and the slate continue one another's packet numbering on that output.
+One factory per engine (per output): its TS feeds share one :class:`TsTimeline` (continuity
+counters, where each stream's last unit ended), so every source and the slate continue one
+another on that output.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable
 
 from tgstream.adapters.feeds import Feed, RawFeed, TsFeed
 from tgstream.adapters.ffmpeg import Recipe, slate_argv, source_argv
+from tgstream.adapters.mpegts import TsTimeline
 from tgstream.config import Quality
 from tgstream.domain.track import Track
 from tgstream.ffargs import FfmpegArgs
@@ -35,14 +37,14 @@ class FfmpegFeeds:
         self.ffargs = ffargs
         self.recipe: Recipe = recipe
         self.on_hole = on_hole
-        self._ts_counters: dict[int, int] = {}
+        self._ts_timeline = TsTimeline()
 
     def track(self, label: str, track: Track, start: float, remux: bool) -> Feed:
         q = self.quality
         argv = source_argv(track, q, self.ffargs, self.recipe, start, remux)
         if self.recipe == "ts":
             return TsFeed(
-                label, argv, self._ts_counters, 1 / q.fps, start, _streams(q), self.on_hole
+                label, argv, self._ts_timeline, 1 / q.fps, start, _streams(q), self.on_hole
             )
         return RawFeed(label, argv, q, start)
 
@@ -50,5 +52,5 @@ class FfmpegFeeds:
         q = self.quality
         argv = slate_argv(q, self.ffargs, self.recipe)
         if self.recipe == "ts":
-            return TsFeed("slate", argv, self._ts_counters, 1 / q.fps, streams=_streams(q))
+            return TsFeed("slate", argv, self._ts_timeline, 1 / q.fps, streams=_streams(q))
         return RawFeed("slate", argv, q)

@@ -1,4 +1,4 @@
-"""``TsRebaser`` on hand-built MPEG-TS packets, and once on a real ffmpeg stream."""
+"""``TsRebaser`` on hand-built MPEG-TS packets, and on real ffmpeg streams."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tgstream.adapters.mpegts import PACKET, TS_CLOCK, TsRebaser
+from tgstream.adapters.mpegts import PACKET, TS_CLOCK, TsRebaser, TsTimeline, TsUnit
 
 VIDEO, AUDIO, NULL = 0x100, 0x101, 0x1FFF
 WRAP = 1 << 33
@@ -53,6 +53,7 @@ def encode_pcr(base: int, ext: int = 0) -> bytes:
 
 
 def pes(stream_id: int, pts: int, dts: int | None = None, body: int = 100) -> bytes:
+    """A PES header with its timestamps and ``body`` filler bytes (fits one packet as is)."""
     if dts is None:
         flags, fields = 0x80, encode_ts(pts, 0b0010)
     else:
@@ -61,17 +62,20 @@ def pes(stream_id: int, pts: int, dts: int | None = None, body: int = 100) -> by
     return header + b"\xab" * body
 
 
-def packet(pid: int, payload: bytes = b"", cc: int = 0, pcr: int | None = None) -> bytes:
-    """One 188-byte packet; a payload starting with a PES header sets payload_unit_start."""
+def packet(
+    pid: int, payload: bytes = b"", cc: int = 0, pcr: int | None = None, key: bool = False
+) -> bytes:
+    """One 188-byte packet; a payload starting with a PES header sets payload_unit_start;
+    ``key`` sets the random access indicator (ffmpeg's mark of a keyframe)."""
     start = payload.startswith(b"\x00\x00\x01")
     room = 184 - len(payload)
-    if pcr is None and room == 0:
+    if pcr is None and room == 0 and not key:
         afc, adaptation = 0b01, b""
     else:
         fields = b"" if pcr is None else encode_pcr(pcr, ext=123)
         assert room >= 2 + len(fields)
         length = room - 1
-        flags = 0x10 if pcr is not None else 0x00
+        flags = (0x10 if pcr is not None else 0x00) | (0x40 if key else 0x00)
         adaptation = bytes([length, flags]) + fields + b"\xff" * (length - 1 - len(fields))
         afc = 0b11 if payload else 0b10
     header = bytes([0x47, (0x40 if start else 0) | pid >> 8, pid & 0xFF, afc << 4 | cc & 0x0F])
@@ -128,10 +132,109 @@ def test_the_helpers_round_trip() -> None:
     )
 
 
-# ---- timestamps ---------------------------------------------------------------------------
-
 OFFSET = 10.0
 AT_OFFSET = round(OFFSET * TS_CLOCK)  # 900000
+
+
+def drain(rebaser: TsRebaser) -> list[TsUnit]:
+    units = []
+    while (unit := rebaser.pop()) is not None:
+        units.append(unit)
+    return units
+
+
+def rebase(rebaser: TsRebaser, data: bytes, eof: bool = True) -> bytes:
+    """Push ``data`` (then the end of the source) and join every unit that can be popped."""
+    rebaser.push(data)
+    if eof:
+        rebaser.push(b"")
+    return b"".join(u.data for u in drain(rebaser))
+
+
+def frame(pts: int, dts: int | None = None, key: bool = False, packets: int = 1) -> bytes:
+    """A video frame: one PES over ``packets`` packets."""
+    first = packet(VIDEO, pes(0xE0, pts, dts), key=key)
+    return first + b"".join(packet(VIDEO, b"\x22" * 184) for _ in range(packets - 1))
+
+
+def sound(pts: int) -> bytes:
+    return packet(AUDIO, pes(0xC0, pts), key=True)
+
+
+# ---- cutting into units -------------------------------------------------------------------
+
+
+def test_a_read_is_cut_into_units_at_pes_starts_each_with_its_own_dts() -> None:
+    pat = bytearray(packet(0x0000, b"\x00" + b"\xff" * 183))
+    pat[1] |= 0x40  # payload unit start: a PSI section, which joins the PES after it
+    psi = bytes(pat)
+    source = (
+        psi
+        + frame(6_000, 3_000, key=True, packets=3)
+        + sound(3_000)
+        + frame(12_000, 6_000, packets=2)
+        + sound(4_920)
+        + packet(VIDEO, pcr=6_000)  # PCR-only: stays with the unit before it
+        + frame(9_000, 9_000)
+    )
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+
+    rebaser.push(source)
+    units = drain(rebaser)
+    rebaser.push(b"")
+    units += drain(rebaser)
+
+    shift = AT_OFFSET - 3_000
+    assert [(u.pid, u.dts, u.pts, len(u.data) // PACKET) for u in units] == [
+        (VIDEO, 3_000 + shift, 6_000 + shift, 4),
+        (AUDIO, None, 3_000 + shift, 1),
+        (VIDEO, 6_000 + shift, 12_000 + shift, 2),
+        (AUDIO, None, 4_920 + shift, 2),
+        (VIDEO, 9_000 + shift, 9_000 + shift, 1),
+    ]
+    assert [u.stamp for u in units] == [
+        3_000 + shift,
+        3_000 + shift,
+        6_000 + shift,
+        4_920 + shift,
+        9_000 + shift,
+    ]
+    assert [u.key for u in units] == [True, True, False, True, False]
+    assert b"".join(u.data for u in units)[4:PACKET] == psi[4:]
+    assert rebaser.eof
+
+
+def test_a_unit_is_handed_out_only_once_the_next_pes_begins_never_mid_frame() -> None:
+    rebaser = TsRebaser(offset=OFFSET)
+    big = frame(3_000, 3_000, key=True, packets=5)
+
+    rebaser.push(big[: 3 * PACKET])
+    assert not rebaser.ready() and rebaser.pop() is None
+    rebaser.push(big[3 * PACKET :])
+    assert not rebaser.ready()
+    rebaser.push(frame(6_000, 6_000))
+
+    (unit,) = drain(rebaser)
+    assert len(unit.data) == 5 * PACKET
+    assert unit.dts == AT_OFFSET
+    assert not rebaser.eof
+    rebaser.push(b"")
+    (last,) = drain(rebaser)
+    assert last.dts == AT_OFFSET + 3_000
+    assert rebaser.eof
+
+
+def test_a_unit_lasts_until_the_next_one_of_its_stream() -> None:
+    rebaser = TsRebaser(offset=OFFSET, default_duration=0.01)
+    data = sound(0) + sound(1_920) + sound(3_840)
+
+    units = (rebaser.push(data), rebaser.push(b""), drain(rebaser))[2]
+
+    assert [u.duration for u in units] == [900, 1_920, 1_920]  # the first: the default
+    assert rebaser.end == (AT_OFFSET + 3_840 + 1_920) / TS_CLOCK
+
+
+# ---- timestamps ---------------------------------------------------------------------------
 
 
 def test_offset_shifts_pcr_pts_and_dts_keeping_their_spacing() -> None:
@@ -143,10 +246,9 @@ def test_offset_shifts_pcr_pts_and_dts_keeping_their_spacing() -> None:
     )
     rebaser = TsRebaser(offset=OFFSET)
 
-    chunk = rebaser.feed(source)
+    got = parse(rebase(rebaser, source))
 
-    got = parse(chunk.data)
-    shift = AT_OFFSET - 126_000  # the first timestamp seen (a PCR) lands on the offset
+    shift = AT_OFFSET - 126_000  # the earliest timestamp lands on the offset
     assert [(p.pcr, p.pts, p.dts) for p in got] == [
         (126_000 + shift, 129_000 + shift, 126_000 + shift),
         (None, 127_000 + shift, None),
@@ -155,146 +257,247 @@ def test_offset_shifts_pcr_pts_and_dts_keeping_their_spacing() -> None:
     ]
     assert got[0].pcr == AT_OFFSET
     assert {p.pcr_ext for p in got if p.pcr is not None} == {123}  # the extension is kept
-    assert chunk.pts == pytest.approx((135_000 + shift) / TS_CLOCK)
-    assert rebaser.end == chunk.pts
 
 
 def test_the_first_dts_anchors_the_source_so_b_frames_never_land_before_the_offset() -> None:
     rebaser = TsRebaser(offset=OFFSET)
 
-    chunk = rebaser.feed(
-        packet(VIDEO, pes(0xE0, pts=6_000, dts=3_000)) + packet(AUDIO, pes(0xC0, pts=4_200))
+    video, audio = parse(
+        rebase(
+            rebaser,
+            packet(VIDEO, pes(0xE0, pts=6_000, dts=3_000)) + packet(AUDIO, pes(0xC0, pts=4_200)),
+        )
     )
 
-    video, audio = parse(chunk.data)
     assert (video.dts, video.pts, audio.pts) == (AT_OFFSET, AT_OFFSET + 3_000, AT_OFFSET + 1_200)
-    assert chunk.pts == pytest.approx(OFFSET + 3_000 / TS_CLOCK)
 
 
 def test_a_timestamp_slightly_before_the_previous_one_is_not_a_26_hour_jump() -> None:
     rebaser = TsRebaser(offset=OFFSET)
-    rebaser.feed(packet(VIDEO, pes(0xE0, pts=6_000)))
 
-    chunk = rebaser.feed(packet(AUDIO, pes(0xC0, pts=4_200)))
-
-    (audio,) = parse(chunk.data)
-    assert audio.pts == AT_OFFSET - 1_800
-    assert rebaser.end == OFFSET
-
-
-def test_chunk_pts_is_the_latest_rebased_pts_and_none_without_a_pes_start() -> None:
-    rebaser = TsRebaser(offset=2.0)
-    rebaser.feed(packet(VIDEO, pes(0xE0, pts=0)))
-
-    chunk = rebaser.feed(
-        packet(VIDEO, pes(0xE0, pts=9_000)) + packet(AUDIO, pes(0xC0, pts=4_500)) + packet(VIDEO)
+    _, audio = parse(
+        rebase(rebaser, packet(VIDEO, pes(0xE0, pts=6_000)) + packet(AUDIO, pes(0xC0, pts=4_200)))
     )
-    continuation = rebaser.feed(packet(VIDEO, b"\x11" * 184) + packet(AUDIO))
 
-    assert chunk.pts == pytest.approx(2.0 + 9_000 / TS_CLOCK)
-    assert continuation.pts is None
-    assert rebaser.end == chunk.pts
+    assert audio.pts == AT_OFFSET  # the earliest stamp anchors
+    assert _.pts == AT_OFFSET + 1_800
 
 
 def test_pes_of_streams_without_timestamps_is_left_alone() -> None:
     padding_stream = b"\x00\x00\x01\xbe\x00\x10" + b"\xff" * 120
     rebaser = TsRebaser(offset=OFFSET)
 
-    chunk = rebaser.feed(packet(VIDEO, padding_stream))
+    rebaser.push(packet(VIDEO, padding_stream))
+    rebaser.push(b"")
+    (unit,) = drain(rebaser)
 
-    assert chunk.pts is None
-    assert chunk.data[4:] == packet(VIDEO, padding_stream)[4:]
+    assert unit.stamp is None
+    assert unit.data[4:] == packet(VIDEO, padding_stream)[4:]
 
 
 def test_a_source_that_starts_just_before_the_33_bit_wrap_keeps_increasing() -> None:
     first = WRAP - 45_000  # 0.5 s before the wrap
     stamps = [first, WRAP - 9_000, 27_000, 63_000]  # wraps between the 2nd and 3rd
     rebaser = TsRebaser(offset=OFFSET)
-    ends = []
-    written = []
 
-    for raw in stamps:
-        chunk = rebaser.feed(packet(AUDIO, pes(0xC0, pts=raw)))
-        assert rebaser.end is not None
-        ends.append(rebaser.end)
-        written.append(parse(chunk.data)[0].pts)
+    got = parse(rebase(rebaser, b"".join(packet(AUDIO, pes(0xC0, pts=raw)) for raw in stamps)))
 
     expected = [AT_OFFSET + (raw - first) % WRAP for raw in stamps]
-    assert written == expected
-    assert ends == [e / TS_CLOCK for e in expected]
-    assert ends == sorted(ends)
+    assert [p.pts for p in got] == expected
+    assert rebaser.end is not None
+    assert rebaser.end > expected[-1] / TS_CLOCK
 
 
 def test_rebased_timestamps_past_the_wrap_are_written_modulo_2_33_but_end_is_unwrapped() -> None:
     offset = (WRAP - 90_000) / TS_CLOCK  # lands 1 s before the 33-bit wrap
     rebaser = TsRebaser(offset=offset)
 
-    rebaser.feed(packet(AUDIO, pes(0xC0, pts=0), pcr=0))
-    chunk = rebaser.feed(packet(AUDIO, pes(0xC0, pts=180_000), pcr=180_000))
+    got = parse(
+        rebase(
+            rebaser,
+            packet(AUDIO, pes(0xC0, pts=0), pcr=0)
+            + packet(AUDIO, pes(0xC0, pts=180_000), pcr=180_000),
+        )
+    )
 
-    (got,) = parse(chunk.data)
-    assert (got.pts, got.pcr) == (90_000, 90_000)
-    assert rebaser.end == pytest.approx(offset + 2.0)
+    assert (got[1].pts, got[1].pcr) == (90_000, 90_000)
+    assert rebaser.end == pytest.approx(offset + 4.0)  # 2 s, and the 2 s spacing after it
 
 
 def test_a_source_running_longer_than_half_the_33_bit_range_keeps_increasing() -> None:
     hour = 3600 * TS_CLOCK
     rebaser = TsRebaser(offset=OFFSET, hole=None)  # an hour between PES: not holes here
-    pts = []
+    stamps = []
 
     for n in range(30):  # one PES an hour for 30 h: the source's own PTS wraps at 26.5 h
-        chunk = rebaser.feed(packet(AUDIO, pes(0xC0, pts=n * hour % WRAP)))
-        pts.append(chunk.pts)
+        rebaser.push(packet(AUDIO, pes(0xC0, pts=n * hour % WRAP)))
+        stamps += [u.pts for u in drain(rebaser)]
+    rebaser.push(b"")
+    stamps += [u.pts for u in drain(rebaser)]
 
-    assert pts == [OFFSET + n * 3600 for n in range(30)]
-    assert rebaser.end == OFFSET + 29 * 3600
+    assert stamps == [AT_OFFSET + n * hour for n in range(30)]
+
+
+# ---- splicing -----------------------------------------------------------------------------
+
+
+def gop(first_pts: int, frames: int, delay: int = 6_000, audio_lead: int = 0) -> bytes:
+    """A source: a keyframe then P/B frames 3000 ticks apart (PTS ``delay`` after DTS), with
+    an audio frame of the same length interleaved after each video frame."""
+    out = b""
+    for n in range(frames):
+        dts = first_pts - delay + n * 3_000
+        out += frame(dts + delay, dts, key=n == 0)
+        out += sound(first_pts - audio_lead + n * 3_000)
+    return out
+
+
+def test_the_next_source_continues_one_frame_after_the_previous_video_and_dts_only_rise() -> None:
+    timeline = TsTimeline()
+    first = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
+    second = TsRebaser(offset=99.0, timeline=timeline, streams=2)  # the ends place it, not this
+
+    a = parse(rebase(first, gop(50_000, 10)))
+    b = parse(rebase(second, gop(7_000, 10)))
+
+    video_a = [p for p in a if p.pid == VIDEO]
+    video_b = [p for p in b if p.pid == VIDEO]
+    assert video_b[0].pts == max(p.pts or 0 for p in video_a) + 3_000
+    video_dts = [p.dts for p in video_a + video_b]
+    assert all(x is not None and y is not None and x < y for x, y in itertools.pairwise(video_dts))
+    audio = [p.pts for p in a + b if p.pid == AUDIO]
+    assert all(x is not None and y is not None and x < y for x, y in itertools.pairwise(audio))
+    assert second.gap == 0.0
+
+
+def test_audio_that_would_overlap_the_previous_source_is_dropped_frame_by_frame() -> None:
+    timeline = TsTimeline()
+    first = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
+    second = TsRebaser(offset=0.0, timeline=timeline, streams=2)
+    a = parse(rebase(first, gop(50_000, 10)))
+    audio_end = max(p.pts or 0 for p in a if p.pid == AUDIO) + 3_000
+    video_end = max(p.pts or 0 for p in a if p.pid == VIDEO) + 3_000
+    assert audio_end == video_end
+
+    # The second source's audio starts 2.5 frames before its video.
+    b = parse(rebase(second, gop(10_000, 10, audio_lead=7_500)))
+
+    assert next(p.pts for p in b if p.pid == VIDEO) == video_end  # the video leads
+    first_audio = next(p.pts for p in b if p.pid == AUDIO)
+    assert first_audio == audio_end - 1_500  # overlapping by half a frame: kept
+    assert second.dropped == 2  # overlapping by 2.5 and 1.5 frames: dropped
+    assert second.gap == 0.0
+
+
+def test_a_source_with_a_longer_b_frame_delay_has_its_first_dts_raised_not_a_hole() -> None:
+    timeline = TsTimeline()
+    first = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
+    second = TsRebaser(offset=0.0, timeline=timeline, streams=2)
+    a = parse(rebase(first, gop(10_000, 5, delay=0)))  # the slate: no B-frames
+    b = parse(rebase(second, gop(10_000, 5, delay=6_000)))  # a transcoded track: 2 frames
+
+    video = [p for p in a + b if p.pid == VIDEO]
+    assert [(p.pts or 0) - (video[0].pts or 0) for p in video] == [n * 3_000 for n in range(10)]
+    dts = [p.dts if p.dts is not None else p.pts for p in video]
+    assert all(x is not None and y is not None and x < y for x, y in itertools.pairwise(dts))
+    raised = [p.dts for p in b if p.pid == VIDEO][:2]
+    last = max(p.pts or 0 for p in a if p.pid == VIDEO)
+    assert raised == [last + 90, last + 180]  # 1 ms apart, then the source's own
+    assert all(p.dts is None or p.dts <= (p.pts or 0) for p in b)
+    assert second.gap == 0.0
+
+
+def test_the_anchor_drops_what_comes_before_the_first_keyframe() -> None:
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+    source = sound(0) + frame(3_000, 3_000) + sound(1_920) + gop(6_000, 3, delay=0)
+
+    units = (rebaser.push(source), rebaser.push(b""), drain(rebaser))[2]
+
+    assert units[0].video and units[0].key
+    assert units[0].pts == AT_OFFSET
+    assert rebaser.dropped == 3
+
+
+def test_resplice_continues_on_the_next_keyframe_after_what_was_written_meanwhile() -> None:
+    timeline = TsTimeline()
+    track = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
+    track.push(gop(10_000, 4, delay=0))
+    before = drain(track)  # the first GOP, but its last frame is not complete yet
+    # The source stalls; the slate fills in: it is written after the track's last unit.
+    slate = TsRebaser(offset=0.0, timeline=timeline, streams=2)
+    written = parse(rebase(slate, gop(10_000, 6, delay=0)))
+    track.resplice()
+
+    track.push(frame(22_000, 22_000) + sound(22_000) + gop(25_000, 3, delay=0))
+    track.push(b"")
+    after = drain(track)
+
+    assert after[0].video and after[0].key  # the frames before the next keyframe are dropped
+    slate_video_end = max(p.pts or 0 for p in written if p.pid == VIDEO) + 3_000
+    assert after[0].pts == slate_video_end
+    stamps = [u.dts for u in before + after if u.video]
+    assert all(x is not None and y is not None and x < y for x, y in itertools.pairwise(stamps))
+    assert track.dropped >= 2
 
 
 # ---- continuity counters ------------------------------------------------------------------
 
 
 def test_continuity_counters_are_renumbered_per_pid_across_rebasers() -> None:
-    counters: dict[int, int] = {}
-    first = TsRebaser(offset=0.0, counters=counters)
-    second = TsRebaser(offset=3.0, counters=counters)
+    timeline = TsTimeline()
+    first = TsRebaser(offset=0.0, timeline=timeline)
+    second = TsRebaser(offset=3.0, timeline=timeline)
 
-    a = first.feed(
+    a = rebase(
+        first,
         packet(VIDEO, pes(0xE0, 0), cc=5)
         + packet(VIDEO, b"\x00" * 184, cc=6)
         + packet(AUDIO, pes(0xC0, 0), cc=9)
-        + packet(VIDEO, b"\x00" * 184, cc=7)
+        + packet(VIDEO, b"\x00" * 184, cc=7),
     )
-    b = second.feed(
+    b = rebase(
+        second,
         packet(VIDEO, pes(0xE0, 0), cc=0)
         + packet(VIDEO, pcr=100)  # adaptation only: no payload, counter does not advance
         + packet(AUDIO, pes(0xC0, 0), cc=0)
         + packet(NULL, b"\xff" * 184, cc=11)  # null packets are left alone
-        + packet(VIDEO, b"\x00" * 184, cc=1)
+        + packet(VIDEO, b"\x00" * 184, cc=1),
     )
 
-    assert [(p.pid, p.cc) for p in parse(a.data)] == [
-        (VIDEO, 0),
-        (VIDEO, 1),
-        (AUDIO, 0),
-        (VIDEO, 2),
-    ]
-    with_payload = [p for n, p in enumerate(parse(b.data)) if n != 1]
+    assert [(p.pid, p.cc) for p in parse(a)] == [(VIDEO, 0), (VIDEO, 1), (AUDIO, 0), (VIDEO, 2)]
+    with_payload = [p for n, p in enumerate(parse(b)) if n != 1]
     assert [(p.pid, p.cc) for p in with_payload] == [
         (VIDEO, 3),
         (AUDIO, 1),
         (NULL, 11),
         (VIDEO, 4),
     ]
-    assert counters == {VIDEO: 4, AUDIO: 1}
+    assert timeline.counters == {VIDEO: 4, AUDIO: 1}
+
+
+def test_continuity_counters_of_units_never_taken_are_not_spent() -> None:
+    timeline = TsTimeline()
+    slate = TsRebaser(offset=0.0, timeline=timeline)
+    slate.push(sound(0) + sound(1_920) + sound(3_840))
+    slate.pop()  # one taken; the slate is then dropped with the rest unread
+    track = TsRebaser(offset=0.0, timeline=timeline)
+
+    got = parse(rebase(track, sound(0)))
+
+    assert got[0].cc == 1
 
 
 def test_continuity_counters_wrap_at_16() -> None:
     rebaser = TsRebaser(offset=0.0)
 
-    chunk = rebaser.feed(b"".join(packet(VIDEO, b"\x00" * 184, cc=3) for _ in range(20)))
+    data = rebase(
+        rebaser,
+        packet(VIDEO, pes(0xE0, 0), cc=3)
+        + b"".join(packet(VIDEO, b"\x00" * 184, cc=3) for _ in range(19)),
+    )
 
-    assert [p.cc for p in parse(chunk.data)] == [*range(16), *range(4)]
-    assert rebaser.counters == {VIDEO: 3}
+    assert [p.cc for p in parse(data)] == [*range(16), *range(4)]
+    assert rebaser.timeline.counters == {VIDEO: 3}
 
 
 # ---- framing ------------------------------------------------------------------------------
@@ -319,30 +522,19 @@ def stream_of(packets: int) -> bytes:
         list(range(7, PACKET * 5, 97)),
     ],
 )
-def test_partial_packets_wait_for_the_next_feed_and_nothing_is_lost(cuts: list[int]) -> None:
+def test_partial_packets_wait_for_the_next_push_and_nothing_is_lost(cuts: list[int]) -> None:
     data = stream_of(5)
-    whole = TsRebaser(offset=4.0).feed(data).data
+    whole = rebase(TsRebaser(offset=4.0), data)
     rebaser = TsRebaser(offset=4.0)
     bounds = [0, *cuts, len(data)]
 
-    pieces = [rebaser.feed(data[a:b]).data for a, b in itertools.pairwise(bounds)]
+    pieces = [rebase(rebaser, data[a:b], eof=False) for a, b in itertools.pairwise(bounds)]
+    pieces.append(rebase(rebaser, b""))
 
     assert all(len(p) % PACKET == 0 for p in pieces)
     assert b"".join(pieces) == whole
     assert len(whole) == len(data)
-    assert rebaser.end == pytest.approx(4.0 + 12_000 / TS_CLOCK)
-
-
-def test_feeding_less_than_a_packet_returns_nothing_yet() -> None:
-    rebaser = TsRebaser(offset=1.0)
-    data = packet(AUDIO, pes(0xC0, pts=0))
-
-    first = rebaser.feed(data[:50])
-    second = rebaser.feed(data[50:])
-
-    assert (first.data, first.pts) == (b"", None)
-    assert len(second.data) == PACKET
-    assert second.pts == 1.0
+    assert rebaser.end == pytest.approx(4.0 + 18_000 / TS_CLOCK)  # video: 6000 apart
 
 
 @pytest.mark.parametrize("broken_at", [0, 1, 3])
@@ -351,19 +543,55 @@ def test_lost_sync_raises(broken_at: int) -> None:
     packets[broken_at] = b"\x00" + packets[broken_at][1:]
 
     with pytest.raises(ValueError, match=f"lost MPEG-TS sync at byte {broken_at * PACKET}"):
-        TsRebaser(offset=0.0).feed(b"".join(packets))
+        TsRebaser(offset=0.0).push(b"".join(packets))
 
 
-# ---- a real ffmpeg stream -----------------------------------------------------------------
+# ---- anchoring ------------------------------------------------------------------------------
 
 
-@pytest.mark.ffmpeg
-@pytest.mark.skipif(
-    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
-    reason="needs ffmpeg and ffprobe",
-)
-def test_real_ffmpeg_stream_is_rebased(tmp_path: Path) -> None:
-    source = subprocess.run(
+def test_the_anchor_waits_for_every_stream_and_takes_the_earliest() -> None:
+    # A live source: the first decodable video frame's DTS (B-frames) lies before the audio
+    # that comes right after it. Nothing may land before the offset.
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+    rebaser.push(packet(VIDEO, pes(0xE0, pts=103_000, dts=94_000), pcr=94_000, key=True))
+    assert not rebaser.ready()
+    rebaser.push(packet(AUDIO, pes(0xC0, pts=100_000)))
+    out = rebase(rebaser, b"")
+    video, audio = parse(out)
+    assert video.dts == AT_OFFSET
+    assert audio.pts == AT_OFFSET + 6_000
+    assert video.pts == AT_OFFSET + 9_000
+    assert video.pcr == AT_OFFSET
+
+
+def test_the_anchor_is_taken_from_what_came_when_a_stream_never_shows() -> None:
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+    key = frame(5_000, 5_000, key=True)
+    video_only = packet(VIDEO, pes(0xE0, pts=8_000, body=160))
+    rebaser.push(key)
+    n = 0
+    while not rebaser.ready():
+        rebaser.push(video_only)
+        n += 1
+    assert n * PACKET >= (4 << 20) - 2 * PACKET
+    assert parse(rebaser.pop().data)[0].pts == AT_OFFSET  # type: ignore[union-attr]
+
+
+def test_the_earliest_stamp_is_found_across_a_wrap() -> None:
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+    rebaser.push(packet(VIDEO, pes(0xE0, pts=WRAP - 2_000, dts=WRAP - 5_000), key=True))
+    out = rebase(rebaser, packet(AUDIO, pes(0xC0, pts=1_000)))
+    video, audio = parse(out)
+    assert video.dts == AT_OFFSET
+    assert audio.pts == AT_OFFSET + 6_000
+
+
+# ---- real ffmpeg streams ------------------------------------------------------------------
+
+
+def encode(rate: int = 30, preset: str = "veryfast", seconds: float = 1.0) -> bytes:
+    """An MPEG-TS the way our sources write it (B-frames with veryfast)."""
+    return subprocess.run(
         [
             "ffmpeg",
             "-nostdin",
@@ -373,13 +601,15 @@ def test_real_ffmpeg_stream_is_rebased(tmp_path: Path) -> None:
             "-f",
             "lavfi",
             "-i",
-            "testsrc2=s=320x240:r=30:d=1",
+            f"testsrc2=s=320x240:r={rate}:d={seconds}",
             "-f",
             "lavfi",
             "-i",
-            "sine=d=1",
+            f"sine=d={seconds}",
             "-c:v",
             "libx264",
+            "-preset",
+            preset,
             "-c:a",
             "aac",
             "-f",
@@ -396,82 +626,71 @@ def test_real_ffmpeg_stream_is_rebased(tmp_path: Path) -> None:
         check=True,
         timeout=30,
     ).stdout
-    rebaser = TsRebaser(offset=5.0)
-    out = b"".join(rebaser.feed(source[n : n + 1000]).data for n in range(0, len(source), 1000))
-    assert len(out) == len(source)
-    target = tmp_path / "rebased.ts"
-    target.write_bytes(out)
 
+
+def probe_packets(path: Path) -> list[dict[str, str]]:
     probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_packets", "-of", "json", str(target)],
+        ["ffprobe", "-v", "error", "-show_packets", "-of", "json", str(path)],
         capture_output=True,
         check=True,
         timeout=30,
         text=True,
     )
+    return json.loads(probe.stdout)["packets"]  # type: ignore[no-any-return]
 
-    packets = json.loads(probe.stdout)["packets"]
+
+@pytest.mark.ffmpeg
+@pytest.mark.skipif(
+    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
+    reason="needs ffmpeg and ffprobe",
+)
+def test_real_ffmpeg_streams_are_cut_into_frames_and_spliced_seamlessly(tmp_path: Path) -> None:
+    sources = [encode(), encode(preset="ultrafast"), encode()]  # B-frames, none, B-frames
+    timeline = TsTimeline()
+    out, units = b"", []
+    for source in sources:
+        rebaser = TsRebaser(offset=5.0, timeline=timeline, streams=2)
+        for n in range(0, len(source), 1000):
+            rebaser.push(source[n : n + 1000])
+            units += drain(rebaser)
+        rebaser.push(b"")
+        units += drain(rebaser)
+    out = b"".join(u.data for u in units)
+    target = tmp_path / "rebased.ts"
+    target.write_bytes(out)
+
+    packets = probe_packets(target)
+
+    pes_units = [u for u in units if u.stamp is not None]
+    assert len(pes_units) == len(packets)  # one unit per access unit, none lost
     assert {p["codec_type"] for p in packets} == {"video", "audio"}
-    assert min(float(p["pts_time"]) for p in packets) >= 5.0 - 0.1
-    assert min(float(p["pts_time"]) for p in packets) <= 5.0 + 0.1
-    for stream in {p["stream_index"] for p in packets}:
-        dts = [int(p["dts"]) for p in packets if p["stream_index"] == stream]
-        assert all(a < b for a, b in itertools.pairwise(dts)), f"stream {stream}"
-    assert rebaser.end is not None
-    assert 5.8 < rebaser.end < 6.2
-
-
-def test_the_anchor_waits_for_every_stream_and_takes_the_earliest() -> None:
-    # A live source: audio arrives first, then the first decodable video frame, whose DTS
-    # (B-frames) lies before that audio. Nothing may land before the offset.
-    rebaser = TsRebaser(offset=OFFSET, streams=2)
-    held = rebaser.feed(packet(AUDIO, pes(0xC0, pts=100_000)))
-    assert (held.data, held.pts) == (b"", None)
-    out = rebaser.feed(packet(VIDEO, pes(0xE0, pts=103_000, dts=94_000), pcr=94_000))
-    audio, video = parse(out.data)
-    assert video.dts == AT_OFFSET
-    assert audio.pts == AT_OFFSET + 6_000
-    assert video.pts == AT_OFFSET + 9_000
-    assert video.pcr == AT_OFFSET
-    assert out.pts == (AT_OFFSET + 9_000) / TS_CLOCK
-
-
-def test_the_anchor_is_taken_from_what_came_when_a_stream_never_shows() -> None:
-    rebaser = TsRebaser(offset=OFFSET, streams=2)
-    audio_only = packet(AUDIO, pes(0xC0, pts=5_000, body=160))
-    chunks = [rebaser.feed(audio_only) for _ in range((4 << 20) // PACKET + 1)]
-    assert all(c.data == b"" for c in chunks[:-1])
-    first = parse(chunks[-1].data)[0]
-    assert first.pts == AT_OFFSET
-
-
-def test_the_earliest_stamp_is_found_across_a_wrap() -> None:
-    rebaser = TsRebaser(offset=OFFSET, streams=2)
-    rebaser.feed(packet(AUDIO, pes(0xC0, pts=1_000)))
-    out = rebaser.feed(packet(VIDEO, pes(0xE0, pts=WRAP - 2_000, dts=WRAP - 5_000)))
-    audio, video = parse(out.data)
-    assert video.dts == AT_OFFSET
-    assert audio.pts == AT_OFFSET + 6_000
+    assert min(float(p["dts_time"]) for p in packets) == pytest.approx(5.0, abs=0.001)
+    for kind in ("video", "audio"):
+        dts = [int(p["dts"]) for p in packets if p["codec_type"] == kind]
+        assert all(a < b for a, b in itertools.pairwise(dts)), kind
+    video_pts = sorted(int(p["pts"]) for p in packets if p["codec_type"] == "video")
+    assert {b - a for a, b in itertools.pairwise(video_pts)} == {3_000}  # no hole at the splices
+    assert len(video_pts) == 90
 
 
 # ---- holes in a source's timeline ---------------------------------------------------------------
 
 
 def av_stream(seconds: float, start: int = 0) -> bytes:
-    """Interleaved video (30 fps, PCR, B-frames: PTS 2 frames after DTS) and audio (48 kHz
-    AAC frames), as ffmpeg muxes them; timestamps from ``start`` (90 kHz ticks)."""
+    """Interleaved video (30 fps, a keyframe first, PCR, B-frames: PTS 2 frames after DTS) and
+    audio (48 kHz AAC frames), as ffmpeg muxes them; timestamps from ``start`` (90 kHz ticks)."""
     out, frame, audio = b"", 3_000, 1_920
     events = [(start + i * frame, VIDEO) for i in range(round(seconds * 30))]
     events += [(start + i * audio, AUDIO) for i in range(round(seconds * TS_CLOCK / audio))]
-    for stamp, pid in sorted(events):
+    for n, (stamp, pid) in enumerate(sorted(events)):
         if pid == VIDEO:
-            out += packet(VIDEO, pes(0xE0, pts=stamp + 2 * frame, dts=stamp), pcr=stamp)
+            out += packet(VIDEO, pes(0xE0, pts=stamp + 2 * frame, dts=stamp), pcr=stamp, key=n == 0)
         else:
             out += packet(AUDIO, pes(0xC0, pts=stamp))
     return out
 
 
-def stamps(data: bytes) -> list[int]:
+def all_stamps(data: bytes) -> list[int]:
     return [s for p in parse(data) for s in (p.pcr, p.dts, p.pts) if s is not None]
 
 
@@ -480,7 +699,7 @@ def test_a_hole_in_the_source_is_cut_out_and_reported() -> None:
     source = av_stream(2.0) + av_stream(2.0, start=5 * TS_CLOCK)
     rebaser = TsRebaser(offset=OFFSET, streams=2)
 
-    out = rebaser.feed(source).data
+    out = rebase(rebaser, source)
 
     ((at, skipped),) = rebaser.holes
     assert at == pytest.approx(2.0, abs=0.1)
@@ -488,15 +707,16 @@ def test_a_hole_in_the_source_is_cut_out_and_reported() -> None:
     video = [p.dts for p in parse(out) if p.pid == VIDEO and p.dts is not None]
     steps = {b - a for a, b in itertools.pairwise(video)}
     assert max(steps) < 2 * 3_000  # no freeze: the next frame follows within two frames
-    assert rebaser.end == pytest.approx(OFFSET + 4.0 + 2 / 30, abs=0.05)
+    assert rebaser.end == pytest.approx(OFFSET + 4.0, abs=0.1)
 
 
 def test_an_interleaved_stream_with_b_frames_has_no_hole() -> None:
+    source = av_stream(5.0)
     rebaser = TsRebaser(offset=OFFSET, streams=2)
 
-    out = rebaser.feed(av_stream(5.0)).data
+    out = rebase(rebaser, source)
 
     assert rebaser.holes == []
-    first = stamps(av_stream(5.0))
-    got = stamps(out)
+    first = all_stamps(source)
+    got = all_stamps(out)
     assert [s - got[0] for s in got] == [s - first[0] for s in first]  # spacing untouched
