@@ -19,6 +19,7 @@ from tgstream.adapters.preview import Preview
 from tgstream.adapters.probe import Prober
 from tgstream.adapters.publisher import Publisher
 from tgstream.adapters.resolver import Resolver
+from tgstream.callstate import CallEvents
 from tgstream.catalog import Catalog
 from tgstream.config import Settings, load_settings
 from tgstream.engine import Engine, EngineOptions
@@ -26,7 +27,7 @@ from tgstream.errors import ConfigError, ToolError
 from tgstream.ffargs import FfmpegArgs
 from tgstream.ports import EngineEvents, Output
 from tgstream.session import Alerter, SessionEvents, SessionVerifier
-from tgstream.supervisor import Resume, Supervisor
+from tgstream.supervisor import CallWatch, Resume, Supervisor
 
 __all__ = [
     "Parts",
@@ -79,6 +80,7 @@ def build_output(
     children: Children,
     events: EngineEvents | None,
     on_session_dead: Callable[[str], None] | None = None,
+    call_events: CallEvents | None = None,
 ) -> Output:
     kind = settings.output
     if kind == "preview":
@@ -89,7 +91,7 @@ def build_output(
     # pyrogram is heavy and sets an event loop at import: only the telegram output loads it.
     from tgstream.adapters.tgcalls import build_telegram_output  # noqa: PLC0415
 
-    return build_telegram_output(settings, events, on_session_dead)
+    return build_telegram_output(settings, events, on_session_dead, call_events)
 
 
 @dataclass
@@ -169,12 +171,14 @@ async def build_supervisor(
     alerter: Alerter | None = None,
     regen: Callable[[], Awaitable[int]] | None = None,
     output_factory: Callable[[Settings, Callable[[str], None]], Output] | None = None,
+    call_events: CallEvents | None = None,
 ) -> Supervisor:
     """The service of ``tgstream run``: the engine under the session watch.
 
     One set of :class:`Parts` (so the playlist position survives a pause), a new engine and
     output per session. Tests pass ``verifier`` and ``output_factory`` (fakes at the library
-    boundary).
+    boundary). The Telegram outputs report their call state to one :class:`CallWatch`, which
+    passes it on to ``call_events`` (the metrics) and alerts the operator.
     """
     parts = await build_parts(settings, children, events)
 
@@ -184,7 +188,7 @@ async def build_supervisor(
         output = (
             output_factory(current, on_session_dead)
             if output_factory is not None
-            else build_output(current, children, events, on_session_dead)
+            else build_output(current, children, events, on_session_dead, calls)
         )
         return parts.engine(output, resume)
 
@@ -202,6 +206,7 @@ async def build_supervisor(
             api_url=settings.ALERT_API_URL,
             min_interval=settings.ALERT_MIN_INTERVAL,
         )
+    calls = CallWatch(settings.CHAT_ID, alerter, call_events)
 
     return Supervisor(
         settings,
@@ -211,4 +216,5 @@ async def build_supervisor(
         alerter=alerter,
         events=session_events,
         regen=regen,
+        calls=calls,
     )
