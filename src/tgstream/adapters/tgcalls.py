@@ -189,6 +189,10 @@ class TelegramOutput:
         self._chat: int | None = None
         """``chat_id`` resolved to the number py-tgcalls keys calls and updates by."""
         self._started = False
+        """``start()`` was called on the current client: it needs a teardown."""
+        self._running = False
+        """``start()`` succeeded on the current client. py-tgcalls marks itself running before
+        its start can fail, so a client whose start failed is replaced, never started again."""
         self._joined = False
         self._ever_joined = False
         self._closing = False
@@ -293,7 +297,7 @@ class TelegramOutput:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        if self._started and self._chat is not None:
+        if self._running and self._chat is not None:
             try:
                 async with asyncio.timeout(_LEAVE_TIMEOUT):
                     await self._calls.leave_call(self._chat)
@@ -332,12 +336,16 @@ class TelegramOutput:
         )
 
     async def _start_client(self) -> None:
-        """Register our update handler on the current client and start it (once per client)."""
+        """Start the current client, replacing it first if an earlier start of it failed."""
+        if self._started and self._new_client is not None:
+            await self._replace_client()
         calls = self._calls
-        calls.on_update()(self._on_update)
+        if not self._started:
+            calls.on_update()(self._on_update)
         self._started = True  # from here on the client may hold a connection to stop
         async with asyncio.timeout(self._start_timeout):
             await calls.start()
+        self._running = True
 
     async def _join_once(self) -> None:
         async with asyncio.timeout(self._join_timeout):
@@ -360,7 +368,7 @@ class TelegramOutput:
                         seconds,
                     )
                     await self._sleep(seconds)
-                if not self._started:
+                if not self._running:
                     await self._start_client()
                 await self._join_once()
             except Exception as exc:
@@ -430,6 +438,10 @@ class TelegramOutput:
             return "no_access", name
         if isinstance(exc, _FORBIDDEN):
             return "forbidden", name
+        if isinstance(exc, ntgcalls.TransportParseException):
+            # py-tgcalls swallows GROUPCALL_FORBIDDEN on JoinGroupCall and hands ntgcalls an
+            # empty transport, which it refuses: the refusal as it reaches us.
+            return "forbidden", f"no transport from Telegram ({exc})"
         if isinstance(exc, RPCError):
             return "refused", name
         if isinstance(exc, TimeoutError):
@@ -474,12 +486,16 @@ class TelegramOutput:
         """Throw the clients away and make new ones; the next join starts the new client."""
         assert self._new_client is not None
         log.warning(
-            "telegram: %d joins of CHAT_ID=%s refused in a row; rebuilding the py-tgcalls and "
-            "MTProto clients",
-            self._rebuild_after,
+            "telegram: joining CHAT_ID=%s failed %d times in a row; rebuilding the py-tgcalls "
+            "and MTProto clients",
             self._chat_id,
+            self._rebuild_after,
         )
         await self._leave_quietly()
+        await self._replace_client()
+
+    async def _replace_client(self) -> None:
+        assert self._new_client is not None
         await self._teardown()
         self._calls = self._new_client()
         self.rebuilds += 1
@@ -586,7 +602,7 @@ class TelegramOutput:
                 self._lose("no longer listed among active calls")
 
     async def _leave_quietly(self) -> None:
-        if self._chat is None or not self._started:
+        if self._chat is None or not self._running:
             return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_LEAVE_TIMEOUT):
@@ -595,7 +611,7 @@ class TelegramOutput:
     async def _teardown(self) -> None:
         """Stop the current client's MTProto client and release its native side."""
         calls = self._calls
-        self._started = False
+        self._started = self._running = False
         # PyTgCalls has no stop(); its pyrogram client does, and leaving it running keeps a
         # session (and its network tasks) alive after close.
         app = getattr(calls, "mtproto_client", None)
