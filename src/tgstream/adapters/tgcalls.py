@@ -304,7 +304,7 @@ class TelegramOutput:
             except (NotInCallError, NoActiveGroupCall):
                 pass  # already out, or the video chat is gone: nothing to leave
             except Exception as exc:
-                log.warning("telegram: leaving the video chat failed: %s", exc)
+                log.warning("telegram: leaving the video chat failed: %s", str(exc))
             else:
                 log.info("telegram: left the video chat of CHAT_ID=%s", self._chat_id)
         await self._teardown()
@@ -478,7 +478,7 @@ class TelegramOutput:
                 "telegram: joining CHAT_ID=%s failed (%s: %s); retrying in %gs",
                 self._chat_id,
                 type(exc).__name__,
-                exc,
+                str(exc),  # never the exception: a kept record would pin its client
                 backoff,
             )
 
@@ -596,7 +596,7 @@ class TelegramOutput:
                 async with asyncio.timeout(self._send_timeout):
                     active = await self._calls.calls
             except Exception as exc:
-                log.debug("telegram: membership check failed: %r", exc)
+                log.debug("telegram: membership check failed: %s", repr(exc))
                 continue
             if self._joined and self._chat not in active:
                 self._lose("no longer listed among active calls")
@@ -621,7 +621,7 @@ class TelegramOutput:
                 async with asyncio.timeout(_STOP_TIMEOUT):
                     await stop()
             except Exception as exc:
-                log.debug("telegram: stopping the client failed: %r", exc)
+                log.debug("telegram: stopping the client failed: %s", repr(exc))
         await release_client(calls)
 
 
