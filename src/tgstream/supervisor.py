@@ -80,7 +80,7 @@ class CallWatch:
     (the metrics), and alerts through ``alerter``: a reason that needs a person (kicked, removed,
     muted, the video chat ended, no right to start one) at once; any other (a dropped
     connection, a timeout, a refusal) only if the output is still not in the call ``grace``
-    seconds later. Back in the call after such an alert, a second alert says so.
+    seconds later. One alert per outage; back in the call after it, a second alert says so.
     """
 
     def __init__(
@@ -138,8 +138,8 @@ class CallWatch:
 
     def _alert_out(self) -> None:
         self._timer = None
-        if self.state not in ("out", "muted", "joining"):
-            return
+        if self._alerted or self.state not in ("out", "muted", "joining"):
+            return  # one alert per outage: the rejoin's own refusals say nothing new
         if self.state == "muted":
             head = "MUTED BY AN ADMIN in the video chat, viewers get the picture without sound"
         else:
