@@ -305,7 +305,9 @@ def alive(pid: int) -> bool:
 
 def start_service(cwd: Path, env: dict[str, str], *args: str) -> Service:
     """``tgstream run`` with only the given settings (no .env, no inherited TG settings)."""
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    base = {
+        k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tgstream", *(args or ("run",))],
         cwd=cwd,
@@ -326,7 +328,9 @@ def run_cli(
     cwd: Path, env: dict[str, str], *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """``tgstream <args>`` to completion with only the given settings; output captured."""
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    base = {
+        k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")
+    }
     return subprocess.run(
         [sys.executable, "-m", "tgstream", *args],
         cwd=cwd,
