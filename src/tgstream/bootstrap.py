@@ -18,6 +18,7 @@ from tgstream.adapters.probe import Prober
 from tgstream.adapters.publisher import Publisher
 from tgstream.adapters.resolver import Resolver
 from tgstream.adapters.spawner import FfmpegFeeds
+from tgstream.callstate import CallEvents
 from tgstream.catalog import Catalog
 from tgstream.config import Settings, load_settings, read_env_file
 from tgstream.engine import Engine, EngineOptions
@@ -25,7 +26,7 @@ from tgstream.errors import ConfigError, ToolError
 from tgstream.ffargs import FfmpegArgs
 from tgstream.ports import EngineEvents, Output
 from tgstream.session import Alerter, SessionEvents, SessionVerifier
-from tgstream.supervisor import Resume, Supervisor
+from tgstream.supervisor import CallWatch, Resume, Supervisor
 from tgstream.tracks import PlaylistTracks
 
 __all__ = [
@@ -84,6 +85,7 @@ def build_output(
     children: Children,
     events: EngineEvents | None,
     on_session_dead: Callable[[str], None] | None = None,
+    call_events: CallEvents | None = None,
 ) -> Output:
     kind = settings.output
     if kind == "preview":
@@ -94,7 +96,7 @@ def build_output(
     # pyrogram is heavy and sets an event loop at import: only the telegram output loads it.
     from tgstream.adapters.tgcalls import build_telegram_output  # noqa: PLC0415
 
-    return build_telegram_output(settings, events, on_session_dead)
+    return build_telegram_output(settings, events, on_session_dead, call_events)
 
 
 @dataclass
@@ -178,12 +180,14 @@ async def build_supervisor(
     alerter: Alerter | None = None,
     regen: Callable[[], Awaitable[int]] | None = None,
     output_factory: Callable[[Settings, Callable[[str], None]], Output] | None = None,
+    call_events: CallEvents | None = None,
 ) -> Supervisor:
     """The service of ``tgstream run``: the engine under the session watch.
 
     One set of :class:`Parts` (so the playlist position survives a pause), a new engine and
     output per session. Tests pass ``verifier`` and ``output_factory`` (fakes at the library
-    boundary).
+    boundary). The Telegram outputs report their call state to one :class:`CallWatch`, which
+    passes it on to ``call_events`` (the metrics) and alerts the operator.
     """
     parts = await build_parts(settings, children, events)
 
@@ -193,7 +197,7 @@ async def build_supervisor(
         output = (
             output_factory(current, on_session_dead)
             if output_factory is not None
-            else build_output(current, children, events, on_session_dead)
+            else build_output(current, children, events, on_session_dead, calls)
         )
         return parts.engine(output, resume)
 
@@ -211,6 +215,7 @@ async def build_supervisor(
             api_url=settings.ALERT_API_URL,
             min_interval=settings.ALERT_MIN_INTERVAL,
         )
+    calls = CallWatch(settings.CHAT_ID, alerter, call_events)
 
     return Supervisor(
         settings,
@@ -220,4 +225,5 @@ async def build_supervisor(
         alerter=alerter,
         events=session_events,
         regen=regen,
+        calls=calls,
     )

@@ -38,6 +38,7 @@ RTMP_SCHEMES: Final = ("rtmp", "rtmps")
 
 OutputKind = Literal["telegram", "rtmp", "preview"]
 QualityName = Literal["1080p", "720p", "480p", "360p", "audio"]
+OnCallEnded = Literal["recreate", "wait"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,9 @@ class Settings(BaseSettings):
     RTMP_URL: SecretStr | None = None
     PREVIEW_HOST: str = "127.0.0.1"
     PREVIEW_PORT: int = Field(default=8080, ge=1, le=65535)
+    ON_CALL_ENDED: OnCallEnded = "wait"
+    """An admin ends the video chat: ``wait`` for someone to start one (and alert), or
+    ``recreate`` it at once. A start with no video chat running creates one either way."""
 
     SESSION_RECOVERY: Literal["degraded", "exit"] = "degraded"
     """What a dead session does: ``degraded`` waits for a new one; ``exit`` ends with code 1."""

@@ -1,12 +1,17 @@
 """tgstream's Prometheus metrics and its ``/healthz`` and ``/status`` documents.
 
-:class:`Metrics` is the events sink of both the engine (:class:`~tgstream.ports.EngineEvents`)
-and the supervisor (:class:`~tgstream.session.SessionEvents`); it writes into an injected
+:class:`Metrics` is the events sink of the engine (:class:`~tgstream.ports.EngineEvents`), the
+supervisor (:class:`~tgstream.session.SessionEvents`) and the Telegram output's call state
+(:class:`~tgstream.callstate.CallEvents`); it writes into an injected
 ``CollectorRegistry``. Label values come from bounded sets only (failure reasons, session
 states, re-authentication results); titles and URLs appear in ``/status``, never as labels.
 
 Everything here is called on the event loop (events) or on the exporter's threads (the two
 documents); the few shared fields are plain assignments, read whole.
+
+``stream_up`` is 1 while the output is fed (a track, the slate, or the slate between failed
+rounds) *and* what it is fed reaches the viewers: for the Telegram output, while ``call_state``
+is ``in_call`` (not joining, out of the call, or muted by an admin).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info
 
 from tgstream import __version__
+from tgstream.callstate import CALL_REASONS, CALL_STATES, CallState
 from tgstream.errors import SOURCE_FAILURE_REASONS
 from tgstream.session import SESSION_STATES, SessionState
 
@@ -92,7 +98,26 @@ class Metrics:
             "last_error_timestamp_seconds", "Unix time of the latest error.", registry=registry
         )
         self.stream_up = Gauge(
-            "stream_up", "1 while the output is fed (a track or the slate).", registry=registry
+            "stream_up",
+            "1 while the output is fed (a track or the slate) and reaches the viewers.",
+            registry=registry,
+        )
+        self.call_state_enum = Enum(
+            "call_state",
+            "The Telegram output in the video chat (none for other outputs).",
+            states=list(CALL_STATES),
+            registry=registry,
+        )
+        self.call_reason_enum = Enum(
+            "call_out_reason",
+            "Why the Telegram output is out of the video chat or muted ('' while in it).",
+            states=[r or "none" for r in CALL_REASONS],
+            registry=registry,
+        )
+        self.client_rebuilds = Counter(
+            "call_client_rebuilds",
+            "py-tgcalls and MTProto clients rebuilt after repeated join refusals.",
+            registry=registry,
         )
         self.track_started_at = Gauge(
             "current_track_started_timestamp_seconds",
@@ -119,7 +144,13 @@ class Metrics:
         )
         self.session_state_enum.state("none")
         self.broadcast_state.state("starting")
+        self.call_state_enum.state("none")
+        self.call_reason_enum.state("none")
         self._state = "starting"
+        self._fed = False
+        self._up = False
+        self._call: dict[str, Any] = {"state": "none", "reason": None, "detail": None}
+        self._rebuilds = 0
         self._current: dict[str, Any] | None = None
         self._next: str | None = None
         self._last_error: dict[str, Any] | None = None
@@ -168,9 +199,33 @@ class Metrics:
             return
         self._state = state
         self.broadcast_state.state(state)
-        self.stream_up.set(1 if state in ("streaming", "slate", "all_failed") else 0)
+        self._fed = state in ("streaming", "slate", "all_failed")
+        self._update_stream_up()
         if state == "stopping":
             self._current = None
+
+    # ---- CallEvents ------------------------------------------------------------------------
+
+    def call_state(self, state: CallState, reason: str = "", detail: str = "") -> None:
+        self.call_state_enum.state(state)
+        self.call_reason_enum.state(reason if reason in CALL_REASONS and reason else "none")
+        self._call = {
+            "state": state,
+            "reason": reason or None,
+            "detail": detail or None,
+            "since": self._clock(),
+        }
+        if state in ("out", "muted"):
+            self._error(f"video chat: {state} ({reason}{': ' + detail if detail else ''})")
+        self._update_stream_up()
+
+    def client_rebuilt(self) -> None:
+        self.client_rebuilds.inc()
+        self._rebuilds += 1
+
+    def _update_stream_up(self) -> None:
+        self._up = self._fed and self._call["state"] in ("none", "in_call")
+        self.stream_up.set(1 if self._up else 0)
 
     # ---- SessionEvents ---------------------------------------------------------------------
 
@@ -206,6 +261,8 @@ class Metrics:
             "session": self._session,
             "degraded": self._state == "degraded",
             "degraded_reason": self._degraded_reason or None,
+            "stream_up": self._up,
+            "call": {**self._call, "client_rebuilds": self._rebuilds},
             "current_track": self._current,
             "next_track": self._next,
             "uptime_seconds": round(now - self.started_at, 1),

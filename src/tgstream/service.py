@@ -71,6 +71,7 @@ async def serve(settings: Settings, env_file: Path, stop: asyncio.Event) -> int:
             events=metrics,
             session_events=metrics,
             regen=regen if interactive else None,
+            call_events=metrics,
         )
         pulse = asyncio.create_task(_pulse(supervisor, metrics), name="pulse")
         return await supervisor.run(stop)

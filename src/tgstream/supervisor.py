@@ -13,6 +13,10 @@ engine. For ``telegram``::
 
 While degraded nothing streams; the process stays up so systemd does not restart-loop, and its
 state is visible (``status``, and the session events for metrics).
+
+Out of the video chat with a valid session (kicked, removed, muted, the video chat ended) is not
+degraded mode: the output rejoins on its own, and :class:`CallWatch` makes it visible (its
+state for ``/status``, the ``call_state`` metric, and Bot API alerts).
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from tgstream.callstate import (
+    OPERATOR_REASONS,
+    REASON_HINTS,
+    CallEvents,
+    CallState,
+    NullCallEvents,
+)
 from tgstream.config import Settings
 from tgstream.domain.playlist import Item
 from tgstream.errors import ExitCode, OutputError, SessionError
@@ -40,7 +51,15 @@ from tgstream.session import (
     Verdict,
 )
 
-__all__ = ["Supervisor", "SupervisorStatus", "EngineLike", "EngineFactory", "TRIES_PER_CYCLE"]
+__all__ = [
+    "CallWatch",
+    "Supervisor",
+    "SupervisorStatus",
+    "EngineLike",
+    "EngineFactory",
+    "TRIES_PER_CYCLE",
+    "CALL_ALERT_GRACE",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +67,106 @@ TRIES_PER_CYCLE: Final = 3
 TRY_BACKOFF: Final = 1.0
 """Seconds before the second quick try of a cycle; doubled before the third."""
 
+CALL_ALERT_GRACE: Final = 60.0
+"""Seconds out of the video chat, for a reason that usually heals alone, before an alert."""
+
 Resume = tuple[Item, float]
+
+
+class CallWatch:
+    """The Telegram output's place in the video chat, for people (a :class:`CallEvents` sink).
+
+    Keeps the state (``/status``, systemd's STATUS line), passes each change on to ``events``
+    (the metrics), and alerts through ``alerter``: a reason that needs a person (kicked, removed,
+    muted, the video chat ended, no right to start one) at once; any other (a dropped
+    connection, a timeout, a refusal) only if the output is still not in the call ``grace``
+    seconds later. One alert per outage; back in the call after it, a second alert says so.
+    """
+
+    def __init__(
+        self,
+        chat_id: int | str | None,
+        alerter: Alerter | None = None,
+        events: CallEvents | None = None,
+        *,
+        grace: float = CALL_ALERT_GRACE,
+    ) -> None:
+        self._chat_id = chat_id
+        self._alerter = alerter
+        self._events: CallEvents = events or NullCallEvents()
+        self._grace = grace
+        self.state: CallState = "none"
+        self.reason = ""
+        self.detail = ""
+        self.since = time.time()
+        self.rebuilds = 0
+        self._alerted = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def call_state(self, state: CallState, reason: str = "", detail: str = "") -> None:
+        if (state, reason) != (self.state, self.reason):
+            self.since = time.time()
+        self.state, self.reason, self.detail = state, reason, detail
+        self._events.call_state(state, reason, detail)
+        if state in ("out", "muted", "joining") and reason != "session":
+            if state == "muted" or reason in OPERATOR_REASONS:
+                self._alert_out()
+            elif self._timer is None and not self._alerted:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self._grace, self._alert_out)
+            return
+        self._cancel_timer()
+        if state == "in_call" and self._alerted:
+            self._alerted = False
+            self._alert("call_back", f"{self._who()}: back in the video chat, viewers get it again")
+        elif state == "none" or reason == "session":
+            self._alerted = False  # closed, or degraded mode (which alerts on its own)
+
+    def client_rebuilt(self) -> None:
+        self.rebuilds += 1
+        self._events.client_rebuilt()
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        self._cancel_timer()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
+
+    def describe(self) -> str:
+        """One line: the state and, when out, why."""
+        return f"{self.state} ({self.reason})" if self.reason else self.state
+
+    def _alert_out(self) -> None:
+        self._timer = None
+        if self._alerted or self.state not in ("out", "muted", "joining"):
+            return  # one alert per outage: the rejoin's own refusals say nothing new
+        if self.state == "muted":
+            head = "MUTED BY AN ADMIN in the video chat, viewers get the picture without sound"
+        else:
+            head = "OUT OF THE VIDEO CHAT, viewers get nothing"
+        why = self.reason or "still joining"
+        detail = f" ({self.detail})" if self.detail and self.detail != self.reason else ""
+        hint = REASON_HINTS.get(self.reason, "")
+        self._alerted = True
+        self._alert(
+            "call_out",
+            f"{self._who()}: {head}; {why}{detail}. {hint}".rstrip(". ") + ".",
+        )
+
+    def _who(self) -> str:
+        return f"tgstream on {socket.gethostname()} (CHAT_ID={self._chat_id})"
+
+    def _alert(self, kind: str, text: str) -> None:
+        if self._alerter is None:
+            return
+        task = asyncio.create_task(self._alerter.notify(kind, text), name="call-alert")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class EngineLike(Protocol):
@@ -89,9 +207,11 @@ class Supervisor:
         events: SessionEvents | None = None,
         regen: Callable[[], Awaitable[int]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        calls: CallWatch | None = None,
     ) -> None:
         """``reload`` re-reads ``.env`` (each degraded cycle); ``regen`` runs the interactive
-        helper and returns its exit code (given only when a terminal is attached)."""
+        helper and returns its exit code (given only when a terminal is attached); ``calls``
+        is the call-state watch the Telegram outputs report to."""
         self.settings = settings
         self._make_engine = make_engine
         self._verifier = verifier
@@ -100,6 +220,7 @@ class Supervisor:
         self._events: SessionEvents = events or NullSessionEvents()
         self._regen = regen
         self._sleep = sleep
+        self.calls = calls
         self.status = SupervisorStatus()
         self._alerts: set[asyncio.Task[None]] = set()
         self._engine: EngineLike | None = None
@@ -119,6 +240,8 @@ class Supervisor:
         finally:
             if self._alerts:
                 await asyncio.wait(self._alerts, timeout=5.0)
+            if self.calls is not None:
+                await self.calls.drain()
 
     # ---- the session loop ------------------------------------------------------------------
 

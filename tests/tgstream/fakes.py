@@ -17,19 +17,35 @@ from typing import Any
 from pyrogram.errors import AuthKeyUnregistered
 from pyrogram.storage import Storage
 from pytgcalls.exceptions import NotInCallError
-from pytgcalls.types import ChatUpdate, Device, Frame, GroupCallConfig, MediaStream
+from pytgcalls.types import (
+    ChatUpdate,
+    Device,
+    Frame,
+    GroupCallConfig,
+    GroupCallParticipant,
+    MediaStream,
+    UpdatedGroupCallParticipant,
+)
 
 from tgstream.engine import NullEvents
 
 CHAT = -100123
+ME = 42
+
+
+class Me:
+    first_name = "Alice"
+    id = ME
 
 
 class FakeApp:
-    """The pyrogram client behind PyTgCalls (``mtproto_client``): only ``stop`` matters."""
+    """The pyrogram client behind PyTgCalls (``mtproto_client``): ``stop``, and ``me`` (set by
+    pyrogram's ``start``), which tells our own participant updates from others'."""
 
     def __init__(self) -> None:
         self.is_connected = True
         self.stopped = 0
+        self.me = Me()
 
     async def stop(self) -> None:
         self.stopped += 1
@@ -45,6 +61,9 @@ class FakeTgCalls:
         self.play_errors: list[Exception] = []
         """Raised by the next ``play`` calls, one each, before the call would be joined."""
         self.start_error: Exception | None = None
+        """Raised by every ``start`` while set."""
+        self.start_errors: list[Exception] = []
+        """Raised by the next ``start`` calls, one each."""
         self.send_error: Exception | None = None
         """Raised by every ``send_frame`` while set (e.g. the session revoked mid-stream)."""
         self.frames: list[tuple[Device, bytes, Frame.Info]] = []
@@ -54,6 +73,8 @@ class FakeTgCalls:
     async def start(self) -> None:
         if self.start_error is not None:
             raise self.start_error
+        if self.start_errors:
+            raise self.start_errors.pop(0)
         self.started += 1
 
     async def resolve_chat_id(self, chat_id: int | str) -> int:
@@ -113,6 +134,31 @@ class FakeTgCalls:
         self.active.pop(chat_id, None)
         await self.emit(ChatUpdate(chat_id, ChatUpdate.Status.KICKED))
 
+    async def end_call(self, chat_id: int = CHAT) -> None:
+        """An admin ends the video chat (py-tgcalls: GroupCallDiscarded -> CLOSED_VOICE_CHAT)."""
+        self.active.pop(chat_id, None)
+        await self.emit(ChatUpdate(chat_id, ChatUpdate.Status.CLOSED_VOICE_CHAT))
+
+    async def participant(
+        self,
+        action: GroupCallParticipant.Action,
+        *,
+        user_id: int = ME,
+        muted_by_admin: bool = False,
+        chat_id: int = CHAT,
+    ) -> None:
+        """A participant update, as py-tgcalls propagates it (after its own handling: for our
+        own LEFT or KICKED it has already cleared the call)."""
+        if user_id == ME and action in (
+            GroupCallParticipant.Action.LEFT,
+            GroupCallParticipant.Action.KICKED,
+        ):
+            self.active.pop(chat_id, None)
+        who = GroupCallParticipant(
+            user_id, muted_by_admin, muted_by_admin, True, False, True, False, 100, 1, None, None
+        )
+        await self.emit(UpdatedGroupCallParticipant(chat_id, action, who))
+
     def sent(self, device: Device) -> list[tuple[Device, bytes, Frame.Info]]:
         return [f for f in self.frames if f[0] == device]
 
@@ -143,11 +189,6 @@ def session_string(user_id: int = 42, dc_id: int = 2, key: bytes = bytes(256)) -
     """A well-formed session string, as ``export_session_string`` makes (never authorised)."""
     packed = struct.pack(Storage.SESSION_STRING_FORMAT, dc_id, 1, False, key, user_id, False)
     return base64.urlsafe_b64encode(packed).decode().rstrip("=")
-
-
-class Me:
-    first_name = "Alice"
-    id = 42
 
 
 class FakeTelegram:

@@ -13,9 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from pyrogram.errors import ChannelPrivate
+from pytgcalls.exceptions import NoActiveGroupCall
+from pytgcalls.types import GroupCallParticipant
+
 from opskit.envfile import update_env
 from opskit.logs import MASKER, setup_logging
-from tests.tgstream.fakes import FakeTelegram
+from tests.tgstream.fakes import CHAT, FakeTelegram, FakeTgCalls
 from tests.tgstream.unit.test_supervisor import (
     API_HASH,
     NEW,
@@ -25,8 +29,11 @@ from tests.tgstream.unit.test_supervisor import (
     until,
     write_env,
 )
+from tests.tgstream.unit.test_tgcalls import unit
 from tgstream.adapters.alerts import BotAlerter
-from tgstream.config import load_settings
+from tgstream.adapters.tgcalls import TelegramOutput
+from tgstream.config import QUALITY_PRESETS, load_settings
+from tgstream.supervisor import CallWatch
 
 TOKEN = "123456:AAE-fake-bot-token-for-tests-0001"
 
@@ -139,3 +146,85 @@ def test_the_masker_knows_the_bot_token_once_settings_load(tmp_path: Path) -> No
     write_env(env, OLD, ALERT_BOT_TOKEN=TOKEN, ALERT_CHAT_ID="5")
     load_settings(env)
     assert MASKER.mask(f"url /bot{TOKEN}/x") == f"url /bot***{TOKEN[-4:]}/x"
+
+
+async def test_out_of_the_video_chat_alerts_the_operator_with_the_reason_and_the_way_out() -> None:
+    fake = FakeTgCalls()
+    hold = asyncio.Event()
+
+    async def sleep(_seconds: float) -> None:
+        await hold.wait()  # backoff waits last until the test lets them go
+
+    with FakeBotApi().serve() as api:
+        alerter = BotAlerter(TOKEN, 777, api_url=api.url, min_interval=300)
+        watch = CallWatch(CHAT, alerter, grace=0.3)
+        out = TelegramOutput(
+            fake, CHAT, QUALITY_PRESETS["360p"], sleep=sleep, poll_interval=0.02, call_events=watch
+        )
+        await out.open()
+        try:
+            # A dropped connection healed at once: nobody is bothered.
+            fake.drop()
+            await until(lambda: len(fake.plays) == 2 and out.joined)
+            await asyncio.sleep(0.5)
+            assert api.messages == []
+
+            # Kicked: told at once, with what to do; told again once back.
+            fake.play_errors = [ChannelPrivate()]
+            await fake.kick()
+            await until(lambda: len(api.messages) == 1)
+            assert watch.state == "out"
+            hold.set()
+            await until(lambda: out.joined and len(api.messages) == 2)
+            hold.clear()
+
+            # An admin ends the video chat (ON_CALL_ENDED=wait): told, and nothing re-created.
+            fake.play_errors = [NoActiveGroupCall()]
+            await fake.end_call()
+            await until(lambda: len(api.messages) == 3)
+            assert not out.joined
+            assert fake.plays[-1][2].auto_start is False
+        finally:
+            hold.set()
+            await out.close()
+            await watch.drain()
+    kicked, back, ended = (m["text"] for m in api.messages)
+    assert all(m["chat_id"] == 777 for m in api.messages)
+    assert "OUT OF THE VIDEO CHAT" in kicked and "viewers get nothing" in kicked
+    assert f"CHAT_ID={CHAT}" in kicked
+    assert "kicked" in kicked and "add it back" in kicked
+    assert "back in the video chat" in back
+    assert "OUT OF THE VIDEO CHAT" in ended and "call_ended" in ended
+    assert "ON_CALL_ENDED=wait" in ended and "start a video chat" in ended
+
+
+async def test_a_lasting_drop_is_alerted_after_the_grace_and_muting_at_once() -> None:
+    fake = FakeTgCalls()
+    with FakeBotApi().serve() as api:
+        watch = CallWatch(CHAT, BotAlerter(TOKEN, 5, api_url=api.url), grace=0.2)
+        out = TelegramOutput(
+            fake,
+            CHAT,
+            QUALITY_PRESETS["360p"],
+            sleep=lambda _s: asyncio.sleep(3600),
+            call_events=watch,
+        )
+        await out.open()
+        try:
+            await fake.participant(GroupCallParticipant.Action.UPDATED, muted_by_admin=True)
+            await until(lambda: len(api.messages) == 1)
+            await fake.participant(GroupCallParticipant.Action.UPDATED, muted_by_admin=False)
+            await until(lambda: len(api.messages) == 2)
+            fake.play_errors = [TimeoutError()]  # the rejoin fails, then waits an hour
+            fake.drop()
+            await out.write(unit(QUALITY_PRESETS["360p"], 1))  # NotInCallError: out, dropped
+            await asyncio.sleep(0.05)
+            assert len(api.messages) == 2, "not before the grace"
+            await until(lambda: len(api.messages) == 3)
+        finally:
+            await out.close()
+            await watch.drain()
+    muted, unmuted, dropped = (m["text"] for m in api.messages)
+    assert "MUTED BY AN ADMIN" in muted and "allow it to speak" in muted
+    assert "back in the video chat" in unmuted
+    assert "OUT OF THE VIDEO CHAT" in dropped and "timeout" in dropped

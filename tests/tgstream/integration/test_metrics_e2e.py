@@ -84,7 +84,11 @@ def test_a_live_scrape_counts_tracks_and_passes_promtool(
                 r"\b([a-z_]+(?:_total|_seconds|_bucket|_info|_up|_items))\b", path.read_text()
             )
         )
-        used |= {m for m in ("degraded", "session_state", "stream_up") if m in path.read_text()}
+        used |= {
+            m
+            for m in ("degraded", "session_state", "stream_up", "call_state")
+            if m in path.read_text()
+        }
     assert used - exported - external == set()
 
 
@@ -130,7 +134,7 @@ def test_alert_rules_are_valid_and_each_alert_has_a_unit_test() -> None:
     tested = set(
         re.findall(r"alertname: (\w+)", (MONITORING / "tgstream-alerts.test.yml").read_text())
     )
-    assert len(alerts) == 6
+    assert len(alerts) == 7
     assert alerts == tested
 
 
