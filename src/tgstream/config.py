@@ -200,14 +200,19 @@ class Settings(BaseSettings):
         return QUALITY_PRESETS[self.VIDEO_QUALITY]
 
     def secrets(self) -> list[str]:
-        """Values to mask in logs. For RTMP_URL only the stream key (last path part) is secret."""
+        """Values to mask in logs. Of RTMP_URL, the stream key (last path part) and a password
+        in it are secret; the host and app stay readable for the operator."""
         values = [
             s.get_secret_value()
             for s in (self.API_HASH, self.SESSION_STRING, self.ALERT_BOT_TOKEN)
             if s is not None
         ]
         if self.RTMP_URL is not None:
-            values.append(self.RTMP_URL.get_secret_value().rstrip("/").rsplit("/", 1)[-1])
+            url = self.RTMP_URL.get_secret_value()
+            values.append(url.rstrip("/").rsplit("/", 1)[-1])
+            password = urlsplit(url).password
+            if password:
+                values.append(password)
         return values
 
 

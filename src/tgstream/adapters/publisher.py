@@ -86,7 +86,6 @@ class Publisher:
         self._entry = TsEntry()
         self._current: _Attempt | None = None
         self._address = _tcp_address(destination) if target == "rtmp" else None
-        self._secrets = _secret_parts(destination) if target == "rtmp" else []
         self._task: asyncio.Task[None] | None = None
         self._first_try = asyncio.Event()
         self._closing = False
@@ -266,7 +265,7 @@ class Publisher:
         quoting the last of them, as for an attempt that never got on air."""
         loop = asyncio.get_running_loop()
         while line := await stream.readline():
-            text = self._redact(line.decode(errors="replace").strip())
+            text = line.decode(errors="replace").strip()  # the log masks the stream key
             if not text:
                 continue
             current.stderr.append(text)
@@ -288,11 +287,6 @@ class Publisher:
             return current.stderr[-1]
         return f"ffmpeg exited with code {current.proc.returncode}"
 
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "<RTMP_URL path>")
-        return text
-
     async def _wait(self, delay: float, watch: bool) -> None:
         """Sleep ``delay`` s; with ``watch``, end early once the server's port accepts again."""
         deadline = self._clock() + delay
@@ -311,13 +305,6 @@ def _tcp_address(url: str) -> tuple[str, int] | None:
         return parts.hostname, parts.port or port
     except ValueError:
         return None
-
-
-def _secret_parts(url: str) -> list[str]:
-    """What must not reach the log: the URL's path (app and stream key) and credentials."""
-    parts = urlsplit(url)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return [s for s in (url, path.lstrip("/"), parts.password or "") if len(s) > 1]
 
 
 async def _tcp_check(host: str, port: int) -> str | None:
