@@ -7,7 +7,9 @@ feed costs almost nothing). :meth:`Feed.activate` places it at an output time; f
 - :class:`TsFeed` reads MPEG-TS and rebases timestamps (:mod:`tgstream.adapters.mpegts`).
 - :class:`RawFeed` reads I420 frames and s16le PCM from two pipes with one reader each: ffmpeg
   writes the two pipes in file-interleave order, and a single sequential reader would deadlock
-  as soon as one pipe fills while it waits on the other.
+  as soon as one pipe fills while it waits on the other. The video reader is a thread that
+  reads each frame straight into its own ``bytes`` (no copy in Python, one loop wakeup per
+  frame); see :class:`_FrameReader`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -36,6 +39,7 @@ _TS_QUEUE_BYTES: Final = 128 << 10
 _AUDIO_QUEUE_SECONDS: Final = 8.0
 _VIDEO_QUEUE_FRAMES: Final = 8
 _RAW_PIPE_BYTES: Final = 1 << 20  # the default /proc/sys/fs/pipe-max-size
+_RAW_PIPE_MAX_BYTES: Final = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +218,13 @@ class TsFeed(Feed):
 
 
 class RawFeed(Feed):
+    """I420 frames and s16le PCM, one reader per pipe; see the module docstring.
+
+    Video is read by a :class:`_FrameReader` thread, each frame straight into its own ``bytes``
+    (what py-tgcalls' ``send_frame`` takes); audio by a plain protocol on the event loop (it is
+    192 KB/s in ffmpeg's 4 KiB packets).
+    """
+
     def __init__(
         self, label: str, argv: Sequence[str], quality: Quality, start: float = 0.0
     ) -> None:
@@ -221,21 +232,29 @@ class RawFeed(Feed):
         self._q = quality
         self._tick = 1.0 / quality.fps
         self._audio_bytes = quality.sample_rate * quality.channels * 2 // quality.fps
-        self._frames: asyncio.Queue[bytes | None] = asyncio.Queue(_VIDEO_QUEUE_FRAMES)
+        self._frames: deque[bytes] = deque()
+        self._video: _FrameReader | None = None
+        self._video_eof = False
+        self._video_waiter: asyncio.Future[None] | None = None
         self._audio = bytearray()
         self._audio_eof = False
-        self._audio_ready = asyncio.Condition()
+        self._audio_waiter: asyncio.Future[None] | None = None
         self._audio_cap = int(_AUDIO_QUEUE_SECONDS * quality.sample_rate * quality.channels * 2)
+        self._audio_transport: asyncio.ReadTransport | None = None
+        self._audio_paused = False
         self._n = 0
-        self._transports: list[asyncio.ReadTransport] = []
+
+    @property
+    def frames_ahead(self) -> int:
+        """Frames read from the pipe and not taken yet (at most ``_VIDEO_QUEUE_FRAMES``)."""
+        return len(self._frames)
 
     async def _spawn(self, children: Children) -> None:
         loop = asyncio.get_running_loop()
         vr, vw = os.pipe() if self._q.has_video else (-1, -1)
         ar, aw = os.pipe()
-        if vw >= 0:  # a 720p frame is 1.4 MB: a 64 KiB pipe would cost ~22 wakeups per frame
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(vw, fcntl.F_SETPIPE_SZ, _RAW_PIPE_BYTES)
+        if vw >= 0:
+            _grow_pipe(vw, self._q.frame_bytes)
         pass_fds = [fd for fd in (vw, aw) if fd >= 0]
         # ffmpeg's pipe:N takes any descriptor number: hand it ours, inherited as they are.
         slots = {"pipe:3": f"pipe:{vw}", "pipe:4": f"pipe:{aw}"}
@@ -244,70 +263,94 @@ class RawFeed(Feed):
             self.proc = await children.spawn(
                 argv, pass_fds=pass_fds, stderr=asyncio.subprocess.PIPE
             )
+        except BaseException:
+            for fd in (vr, ar):
+                if fd >= 0:
+                    os.close(fd)
+            raise
         finally:
             for fd in pass_fds:
                 os.close(fd)
         assert self.proc.stderr is not None
         self._watch_stderr(self.proc.stderr)
         if vr >= 0:
-            video = await self._reader(loop, vr)
-            self._tasks.append(asyncio.create_task(self._pump_video(video), name="raw-video"))
-        audio = await self._reader(loop, ar)
-        self._tasks.append(asyncio.create_task(self._pump_audio(audio), name="raw-audio"))
-
-    async def _reader(self, loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.StreamReader:
-        reader = asyncio.StreamReader(limit=4 << 20)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+            self._video = _FrameReader(
+                f"raw-video:{self.label}",
+                vr,
+                self._q.frame_bytes,
+                _VIDEO_QUEUE_FRAMES,
+                loop,
+                self._frame_read,
+                self._video_ended,
+            )
+        self._audio_transport, _ = await loop.connect_read_pipe(
+            lambda: _PcmProtocol(self), os.fdopen(ar, "rb", buffering=0)
         )
-        self._transports.append(transport)
-        return reader
 
     async def close(self, children: Children) -> None:
         try:
-            await super().close(children)
+            await super().close(children)  # ffmpeg is gone: the reader thread sees the end
         finally:
-            for transport in self._transports:
-                transport.close()
-            self._transports.clear()
-            await asyncio.sleep(0)  # let the transports' close callbacks run: pipes are closed
+            if self._video is not None:
+                await self._video.stop()
+            if self._audio_transport is not None:
+                self._audio_transport.close()
+                self._audio_transport = None
+            await asyncio.sleep(0)  # let the transport's close callbacks run: pipes are closed
 
-    async def _pump_video(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                await self._frames.put(await reader.readexactly(self._q.frame_bytes))
-        except asyncio.IncompleteReadError:
-            await self._frames.put(None)
+    # -- video: called on the loop by the reader thread ------------------------------------
 
-    async def _pump_audio(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            async with self._audio_ready:
-                await self._audio_ready.wait_for(lambda: len(self._audio) < self._audio_cap)
-            data = await reader.read(65536)
-            async with self._audio_ready:
-                if not data:
-                    self._audio_eof = True
-                else:
-                    self._audio += data
-                self._audio_ready.notify_all()
-            if not data:
-                return
+    def _frame_read(self, frame: bytes) -> None:
+        self._frames.append(frame)
+        _wake(self._video_waiter)
+
+    def _video_ended(self) -> None:
+        self._video_eof = True
+        _wake(self._video_waiter)
+
+    async def _next_frame(self) -> bytes | None:
+        while not self._frames:
+            if self._video_eof:
+                return None
+            self._video_waiter = asyncio.get_running_loop().create_future()
+            await self._video_waiter
+        assert self._video is not None
+        self._video.taken()
+        return self._frames.popleft()
+
+    # -- audio: called by _PcmProtocol ---------------------------------------------------
+
+    def _pcm_received(self, data: bytes) -> None:
+        self._audio += data
+        if len(self._audio) >= self._audio_cap and self._audio_transport is not None:
+            self._audio_transport.pause_reading()
+            self._audio_paused = True
+        if len(self._audio) >= self._audio_bytes:
+            _wake(self._audio_waiter)
+
+    def _pcm_ended(self) -> None:
+        self._audio_eof = True
+        _wake(self._audio_waiter)
 
     async def _take_audio(self) -> bytes | None:
-        async with self._audio_ready:
-            await self._audio_ready.wait_for(
-                lambda: len(self._audio) >= self._audio_bytes or self._audio_eof
-            )
-            if not self._audio and self._audio_eof:
-                return None
-            chunk = bytes(self._audio[: self._audio_bytes])
-            del self._audio[: self._audio_bytes]
-            self._audio_ready.notify_all()
-        return chunk.ljust(self._audio_bytes, b"\0")
+        n = self._audio_bytes
+        while len(self._audio) < n and not self._audio_eof:
+            self._audio_waiter = asyncio.get_running_loop().create_future()
+            await self._audio_waiter
+        if not self._audio:
+            return None
+        with memoryview(self._audio) as view:
+            chunk = view[:n].tobytes()
+        del self._audio[:n]  # O(1): a bytearray drops its head by moving its start
+        if self._audio_paused and len(self._audio) < self._audio_cap:
+            self._audio_paused = False
+            if self._audio_transport is not None:
+                self._audio_transport.resume_reading()
+        return chunk if len(chunk) == n else chunk.ljust(n, b"\0")
 
     async def _fetch(self) -> tuple[bytes, bytes] | None:
         if self._q.has_video:
-            frame = await self._frames.get()
+            frame = await self._next_frame()
             if frame is None:
                 return None
             return frame, await self._take_audio() or bytes(self._audio_bytes)
@@ -320,3 +363,111 @@ class RawFeed(Feed):
         pts = self.offset + self._n * self._tick
         self._n += 1
         return Unit(pts, self._tick, payload[0], payload[1])
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+def _grow_pipe(fd: int, frame_bytes: int) -> int:
+    """Make the pipe hold two frames when this process may (root may pass pipe-max-size), else
+    as much as it may: a whole frame waiting in the pipe is then read in one call. Returns the
+    size set (the default 64 KiB when even 1 MiB is refused)."""
+    size = _RAW_PIPE_BYTES
+    while size < 2 * frame_bytes and size < _RAW_PIPE_MAX_BYTES:
+        size *= 2
+    while size >= _RAW_PIPE_BYTES:
+        try:
+            return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+        except OSError:
+            size //= 2
+    return 1 << 16
+
+
+class _PcmProtocol(asyncio.Protocol):
+    def __init__(self, feed: RawFeed) -> None:
+        self._feed = feed
+
+    def data_received(self, data: bytes) -> None:
+        self._feed._pcm_received(data)
+
+    def eof_received(self) -> bool:
+        self._feed._pcm_ended()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._feed._pcm_ended()
+
+
+class _FrameReader:
+    """A thread that reads whole frames from a blocking pipe, at most ``depth`` ahead.
+
+    ``BufferedReader.read(n)`` allocates its ``bytes`` result and reads the pipe straight into
+    it (only a tail shorter than the buffer passes through the buffer, and the buffer is sized
+    so a frame has none), so a frame costs the kernel's one copy and a few ``read`` calls made
+    in C with the GIL released; the loop is woken once per frame, through
+    ``call_soon_threadsafe``. The thread owns the descriptor and closes it when it ends: at the
+    end of the stream (ffmpeg exited or was stopped) or on :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        fd: int,
+        frame_bytes: int,
+        depth: int,
+        loop: asyncio.AbstractEventLoop,
+        on_frame: Callable[[bytes], None],
+        on_end: Callable[[], None],
+    ) -> None:
+        self._fd = fd
+        self._frame_bytes = frame_bytes
+        self._space = threading.Semaphore(depth)
+        self._stopping = False
+        self._loop = loop
+        self._on_frame = on_frame
+        self._on_end = on_end
+        self._done: asyncio.Future[None] = loop.create_future()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def taken(self) -> None:
+        """The consumer took a frame: one more may be read."""
+        self._space.release()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Wait for the thread to end (it does once the writer is gone)."""
+        self._stopping = True
+        self._space.release()  # a thread waiting for room goes on, and sees _stopping
+        try:
+            await asyncio.wait_for(asyncio.shield(self._done), timeout)
+        except TimeoutError:
+            log.warning("raw video reader did not end %gs after its ffmpeg", timeout)
+
+    def _post(self, callback: Callable[..., None], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _run(self) -> None:
+        # The largest power of two dividing the frame (at most 64 KiB): frames are then read
+        # whole into their own bytes, none of it through the buffer.
+        block = min(self._frame_bytes & -self._frame_bytes, 1 << 16)
+        try:
+            with open(self._fd, "rb", buffering=block) as pipe:
+                while True:
+                    self._space.acquire()
+                    if self._stopping:
+                        return
+                    frame = pipe.read(self._frame_bytes)
+                    if len(frame) < self._frame_bytes:  # the end; a torn last frame is dropped
+                        return
+                    self._post(self._on_frame, frame)
+        except OSError as exc:
+            log.warning("raw video pipe failed: %s", exc)
+        finally:
+            self._post(self._finish)
+
+    def _finish(self) -> None:
+        self._on_end()
+        if not self._done.done():
+            self._done.set_result(None)
