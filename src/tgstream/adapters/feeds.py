@@ -40,6 +40,9 @@ _AUDIO_QUEUE_SECONDS: Final = 8.0
 _VIDEO_QUEUE_FRAMES: Final = 8
 _RAW_PIPE_BYTES: Final = 1 << 20  # the default /proc/sys/fs/pipe-max-size
 _RAW_PIPE_MAX_BYTES: Final = 8 << 20
+_Y4M_BLOCK: Final = 4096
+_Y4M_LINE: Final = 256
+"""Longest YUV4MPEG2 header line read (ffmpeg writes about 60 bytes, and 6 per frame)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +280,7 @@ class RawFeed(Feed):
             self._video = _FrameReader(
                 f"raw-video:{self.label}",
                 vr,
-                self._q.frame_bytes,
+                (self._q.width, self._q.height),
                 _VIDEO_QUEUE_FRAMES,
                 loop,
                 self._frame_read,
@@ -401,28 +404,32 @@ class _PcmProtocol(asyncio.Protocol):
 
 
 class _FrameReader:
-    """A thread that reads whole frames from a blocking pipe, at most ``depth`` ahead.
+    """A thread that reads whole frames of a YUV4MPEG2 stream, at most ``depth`` ahead.
+
+    YUV4MPEG2 (ffmpeg's ``yuv4mpegpipe``) rather than bare ``rawvideo``: its muxer writes the
+    decoded planes as they are, where the rawvideo encoder first copies each frame into a
+    packet. Its framing is one header line, then ``FRAME\\n`` before each I420 frame.
 
     ``BufferedReader.read(n)`` allocates its ``bytes`` result and reads the pipe straight into
-    it (only a tail shorter than the buffer passes through the buffer, and the buffer is sized
-    so a frame has none), so a frame costs the kernel's one copy and a few ``read`` calls made
-    in C with the GIL released; the loop is woken once per frame, through
-    ``call_soon_threadsafe``. The thread owns the descriptor and closes it when it ends: at the
-    end of the stream (ffmpeg exited or was stopped) or on :meth:`stop`.
+    it (only up to two 4 KiB blocks pass through the buffer), so a frame costs the kernel's
+    copy and a few ``read`` calls made in C with the GIL released; the loop is woken once per
+    frame, through ``call_soon_threadsafe``. The thread owns the descriptor and closes it when
+    it ends: at the end of the stream (ffmpeg exited or was stopped) or on :meth:`stop`.
     """
 
     def __init__(
         self,
         name: str,
         fd: int,
-        frame_bytes: int,
+        size: tuple[int, int],
         depth: int,
         loop: asyncio.AbstractEventLoop,
         on_frame: Callable[[bytes], None],
         on_end: Callable[[], None],
     ) -> None:
         self._fd = fd
-        self._frame_bytes = frame_bytes
+        self._size = f"{size[0]}x{size[1]}".encode()
+        self._frame_bytes = size[0] * size[1] * 3 // 2
         self._space = threading.Semaphore(depth)
         self._stopping = False
         self._loop = loop
@@ -449,15 +456,17 @@ class _FrameReader:
             self._loop.call_soon_threadsafe(callback, *args)
 
     def _run(self) -> None:
-        # The largest power of two dividing the frame (at most 64 KiB): frames are then read
-        # whole into their own bytes, none of it through the buffer.
-        block = min(self._frame_bytes & -self._frame_bytes, 1 << 16)
         try:
-            with open(self._fd, "rb", buffering=block) as pipe:
+            with open(self._fd, "rb", buffering=_Y4M_BLOCK) as pipe:
+                if problem := self._check_header(pipe.readline(_Y4M_LINE)):
+                    log.error("raw video: %s; ending the track", problem)
+                    return
                 while True:
                     self._space.acquire()
                     if self._stopping:
                         return
+                    if not pipe.readline(_Y4M_LINE).startswith(b"FRAME"):
+                        return  # the end
                     frame = pipe.read(self._frame_bytes)
                     if len(frame) < self._frame_bytes:  # the end; a torn last frame is dropped
                         return
@@ -466,6 +475,23 @@ class _FrameReader:
             log.warning("raw video pipe failed: %s", exc)
         finally:
             self._post(self._finish)
+
+    def _check_header(self, line: bytes) -> str | None:
+        """Why the YUV4MPEG2 stream header does not announce our frames (None when it does)."""
+        if not line:
+            return None  # ffmpeg ended before its first frame: an empty track, not a mismatch
+        fields = line.split()
+        if fields[:1] != [b"YUV4MPEG2"]:
+            return f"not a YUV4MPEG2 stream (starts {line[:20]!r})"
+        tags = {f[:1]: f[1:] for f in fields[1:]}
+        size = tags.get(b"W", b"?") + b"x" + tags.get(b"H", b"?")
+        if size != self._size or not tags.get(b"C", b"420").startswith(b"420"):
+            return (
+                f"ffmpeg writes {size.decode(errors='replace')} "
+                f"{tags.get(b'C', b'420').decode(errors='replace')} frames, not "
+                f"{self._size.decode()} 420 (does FFMPEG_ARGS change the size or pixel format?)"
+            )
+        return None
 
     def _finish(self) -> None:
         self._on_end()

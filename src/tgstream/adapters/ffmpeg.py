@@ -54,6 +54,10 @@ _TS_OUT: Final = (
     "pipe:1",
 )
 
+# The raw recipe's video: I420 in YUV4MPEG2 framing (feeds.RawFeed reads it). Its muxer writes
+# the decoded planes as they are; the rawvideo encoder would first copy each frame into a packet.
+_Y4M_OUT: Final = ("-c:v", "wrapped_avframe", "-f", "yuv4mpegpipe", "pipe:3")
+
 
 def _video_options(q: Quality, info: MediaInfo) -> list[str]:
     """Frame rate and pixel format as output options (cheap: ffmpeg drops, duplicates and
@@ -179,8 +183,8 @@ def source_argv(
 ) -> list[str]:
     """The ffmpeg that plays one track from ``start`` seconds.
 
-    ``ts``: MPEG-TS on stdout (copied when ``remux``, else H.264/AAC). ``raw``: I420 frames on
-    fd 3 and s16le PCM on fd 4, at the quality's size, rate and sample rate.
+    ``ts``: MPEG-TS on stdout (copied when ``remux``, else H.264/AAC). ``raw``: I420 frames
+    (YUV4MPEG2) on fd 3 and s16le PCM on fd 4, at the quality's size, rate and sample rate.
     """
     inputs, vmap, amap = _inputs(track, q, start)
     argv = [*_BASE, *inputs]
@@ -195,11 +199,7 @@ def source_argv(
                 vmap,
                 *ffargs.args,
                 *_video_options(q, track.info),
-                "-f",
-                "rawvideo",
-                "-c:v",
-                "rawvideo",
-                "pipe:3",
+                *_Y4M_OUT,
             ]
         argv += [
             "-map",
@@ -251,7 +251,7 @@ def slate_argv(q: Quality, ffargs: FfmpegArgs, recipe: Recipe, text: str = SLATE
     vmap, amap = ("0:v", "1:a") if q.has_video else (None, "0:a")
     if recipe == "raw":
         if vmap:
-            argv += ["-map", vmap, "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:3"]
+            argv += ["-map", vmap, "-pix_fmt", "yuv420p", *_Y4M_OUT]
         return [
             *argv,
             "-map",

@@ -242,7 +242,9 @@ def test_raw_writes_i420_to_fd3_and_s16le_to_fd4() -> None:
     video = output_options(argv, "pipe:3")
     audio = output_options(argv, "pipe:4")
     assert video[:2] == ["-map", "0:v:0"]
-    assert after(video, "-f") == ["rawvideo"]
+    # YUV4MPEG2: the decoded planes as they are, without the rawvideo encoder's copy.
+    assert after(video, "-f") == ["yuv4mpegpipe"]
+    assert after(video, "-c:v") == ["wrapped_avframe"]
     assert after(video, "-pix_fmt") == ["yuv420p"]
     assert after(audio, "-f") == ["s16le"]
     assert after(audio, "-c:a") == ["pcm_s16le"]

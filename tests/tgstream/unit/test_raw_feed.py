@@ -1,9 +1,9 @@
 """RawFeed's readers against a stand-in ffmpeg that writes the two pipes in awkward pieces.
 
-The writer is a real process on real pipes (what RawFeed spawns), writing each 720p frame
-(1.4 MB, more than an unprivileged pipe holds) in chunks that straddle frame boundaries and the
-pipe's buffer, with the audio interleaved; each frame and each audio tick carry their index,
-so a torn, lost, reordered or shifted frame shows.
+The writer is a real process on real pipes (what RawFeed spawns), writing YUV4MPEG2 as ffmpeg
+does, each 720p frame (1.4 MB, more than an unprivileged pipe holds) in chunks that straddle
+frame boundaries and the pipe's buffer, with the audio interleaved; each frame and each audio
+tick carry their index, so a torn, lost, reordered or shifted frame shows.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+
+import pytest
 
 from opskit.procs import Children
 from tgstream.adapters.feeds import _VIDEO_QUEUE_FRAMES, RawFeed, Unit
@@ -25,6 +27,7 @@ WRITER = r"""
 import os, sys
 video, audio = (int(a.split(":")[1]) for a in sys.argv[1:3])
 frames, frame_bytes, tick, torn = (int(a) for a in sys.argv[3:7])
+header = sys.argv[7].encode()
 sizes = [4093, 65537, 300001, 1 << 20, 12345, 777777]
 
 def write(fd, data):
@@ -36,10 +39,10 @@ def pattern(i, n):
     # The index in the first 4 bytes, then a byte that changes with it.
     return i.to_bytes(4, "big") + bytes([i % 251]) * (n - 4)
 
-pending = b""
+pending = header
 for i in range(frames):
     if video >= 0:
-        pending += pattern(i, frame_bytes)
+        pending += b"FRAME\n" + pattern(i, frame_bytes)
         while len(pending) >= 1 << 21 or (i == frames - 1 and pending):
             size = sizes[i % len(sizes)]
             write(video, pending[:size])
@@ -48,11 +51,14 @@ for i in range(frames):
     write(audio, sound[:1000])
     write(audio, sound[1000:])
 if video >= 0 and torn:
-    write(video, pattern(frames, frame_bytes)[: frame_bytes // 2])
+    write(video, b"FRAME\n" + pattern(frames, frame_bytes)[: frame_bytes // 2])
 """
 
 
-def _writer_argv(frames: int, q: Quality, torn: bool = False) -> list[str]:
+def _writer_argv(
+    frames: int, q: Quality, torn: bool = False, size: str = "W1280 H720"
+) -> list[str]:
+    """What ffmpeg writes for the raw recipe: YUV4MPEG2 frames on fd 3, PCM on fd 4."""
     return [
         sys.executable,
         "-c",
@@ -63,6 +69,7 @@ def _writer_argv(frames: int, q: Quality, torn: bool = False) -> list[str]:
         str(q.frame_bytes),
         str(AUDIO_TICK),
         str(int(torn)),
+        f"YUV4MPEG2 {size} F30:1 Ip A1:1 C420mpeg2 XYSCSS=420MPEG2\n",
     ]
 
 
@@ -117,6 +124,23 @@ async def test_audio_only_feed_yields_whole_ticks() -> None:
         await feed.close(children)
     assert [_index(u.audio) for u in units] == list(range(25))
     assert all(u.data == b"" and len(u.audio) == AUDIO_TICK for u in units)
+
+
+async def test_frames_of_another_size_end_the_track_with_a_clear_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    children = Children()
+    feed = RawFeed("test", _writer_argv(5, Q, size="W640 H360"), Q)
+    await feed.spawn(children)
+    feed.activate(0.0)
+    try:
+        units = await _read_all(feed)
+    finally:
+        await feed.close(children)
+    assert units == []
+    (record,) = [r for r in caplog.records if r.name == "tgstream.adapters.feeds"]
+    assert "640x360" in record.getMessage() and "1280x720" in record.getMessage()
+    assert "FFMPEG_ARGS" in record.getMessage()
 
 
 def _reader_threads() -> int:
