@@ -436,7 +436,8 @@ class _FrameReader:
         self._on_frame = on_frame
         self._on_end = on_end
         self._done: asyncio.Future[None] = loop.create_future()
-        threading.Thread(target=self._run, name=name, daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
     def taken(self) -> None:
         """The consumer took a frame: one more may be read."""
@@ -450,6 +451,8 @@ class _FrameReader:
             await asyncio.wait_for(asyncio.shield(self._done), timeout)
         except TimeoutError:
             log.warning("raw video reader did not end %gs after its ffmpeg", timeout)
+        else:
+            self._thread.join(1.0)  # it has closed the pipe and is returning: microseconds
 
     def _post(self, callback: Callable[..., None], *args: object) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening

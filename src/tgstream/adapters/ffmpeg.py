@@ -62,6 +62,7 @@ _Y4M_OUT: Final = ("-c:v", "wrapped_avframe", "-f", "yuv4mpegpipe", "pipe:3")
 # PSNR / 0.997 SSIM against a lanczos reference (bicubic: 54.7 dB / 0.9997; fast_bilinear saves
 # twice as much at 38.5 dB / 0.993), before ntgcalls' own lossy encoding; docs/benchmarks.md.
 _RAW_SCALER: Final = "bilinear"
+_ONE_THREAD_PIXELS: Final = 1920 * 1088
 
 
 def _video_options(q: Quality, info: MediaInfo, scaler: str = "bicubic") -> list[str]:
@@ -199,6 +200,11 @@ def source_argv(
         q.has_video and not track.info.has_video
     )
     if recipe == "raw":
+        if vmap == "0:v:0" and 0 < track.info.width * track.info.height <= _ONE_THREAD_PIXELS:
+            # One decoding thread: frame threads cost ~6% more CPU at real-time pace (they wake
+            # and sync per frame), and one core decodes a 1080p H.264 several times faster
+            # than real time (here: 174 fps while busy). Larger sources keep ffmpeg's threads.
+            argv[len(_BASE) : len(_BASE)] = ["-threads", "1"]
         if vmap:
             argv += [
                 "-map",
@@ -221,6 +227,10 @@ def source_argv(
             str(q.sample_rate),
             "-ac",
             str(q.channels),
+            # A file's PCM in 32 KiB writes rather than one per 4 KiB packet: 1/8 of the
+            # wakeups on both sides. The video read ahead (>= 8 frames, 267 ms) always exceeds
+            # the 170 ms so held, so audio never waits for it; a live source flushes as it comes.
+            *([] if track.info.live else ["-flush_packets", "0"]),
             "pipe:4",
         ]
         return argv + (["-shortest"] if generated else [])

@@ -258,6 +258,23 @@ def test_raw_writes_i420_to_fd3_and_s16le_to_fd4() -> None:
     assert "pipe:1" not in argv
 
 
+def test_raw_decodes_up_to_1080p_on_one_thread_and_larger_sources_on_ffmpegs_threads() -> None:
+    argv = source_argv(track(), Q720, NO_ARGS, "raw")
+    assert after(argv, "-threads") == ["1"]
+    assert argv.index("-threads") < argv.index("-i")  # an input option: the decoder's
+    uhd = replace(FITS_720P, width=3840, height=2160)
+    assert "-threads" not in source_argv(track(uhd), Q720, NO_ARGS, "raw")
+    assert "-threads" not in source_argv(track(), Q720, NO_ARGS, "ts")
+
+
+def test_raw_pcm_of_a_file_is_written_in_blocks_and_of_a_live_source_as_it_comes() -> None:
+    audio = output_options(source_argv(track(), Q720, NO_ARGS, "raw"), "pipe:4")
+    assert after(audio, "-flush_packets") == ["0"]
+    live = replace(FITS_720P, duration=None)
+    audio = output_options(source_argv(track(live), Q720, NO_ARGS, "raw"), "pipe:4")
+    assert "-flush_packets" not in audio
+
+
 def test_raw_on_an_audio_quality_has_no_video_pipe() -> None:
     argv = source_argv(track(), AUDIO_Q, NO_ARGS, "raw")
 
