@@ -235,10 +235,7 @@ class RawFeed(Feed):
         self._q = quality
         self._tick = 1.0 / quality.fps
         self._audio_bytes = quality.sample_rate * quality.channels * 2 // quality.fps
-        self._frames: deque[bytes] = deque()
         self._video: _FrameReader | None = None
-        self._video_eof = False
-        self._video_waiter: asyncio.Future[None] | None = None
         self._audio = bytearray()
         self._audio_eof = False
         self._audio_waiter: asyncio.Future[None] | None = None
@@ -250,7 +247,7 @@ class RawFeed(Feed):
     @property
     def frames_ahead(self) -> int:
         """Frames read from the pipe and not taken yet (at most ``_VIDEO_QUEUE_FRAMES``)."""
-        return len(self._frames)
+        return 0 if self._video is None else len(self._video.frames)
 
     async def _spawn(self, children: Children) -> None:
         loop = asyncio.get_running_loop()
@@ -283,8 +280,6 @@ class RawFeed(Feed):
                 (self._q.width, self._q.height),
                 _VIDEO_QUEUE_FRAMES,
                 loop,
-                self._frame_read,
-                self._video_ended,
             )
         self._audio_transport, _ = await loop.connect_read_pipe(
             lambda: _PcmProtocol(self), os.fdopen(ar, "rb", buffering=0)
@@ -300,26 +295,6 @@ class RawFeed(Feed):
                 self._audio_transport.close()
                 self._audio_transport = None
             await asyncio.sleep(0)  # let the transport's close callbacks run: pipes are closed
-
-    # -- video: called on the loop by the reader thread ------------------------------------
-
-    def _frame_read(self, frame: bytes) -> None:
-        self._frames.append(frame)
-        _wake(self._video_waiter)
-
-    def _video_ended(self) -> None:
-        self._video_eof = True
-        _wake(self._video_waiter)
-
-    async def _next_frame(self) -> bytes | None:
-        while not self._frames:
-            if self._video_eof:
-                return None
-            self._video_waiter = asyncio.get_running_loop().create_future()
-            await self._video_waiter
-        assert self._video is not None
-        self._video.taken()
-        return self._frames.popleft()
 
     # -- audio: called by _PcmProtocol ---------------------------------------------------
 
@@ -353,7 +328,8 @@ class RawFeed(Feed):
 
     async def _fetch(self) -> tuple[bytes, bytes] | None:
         if self._q.has_video:
-            frame = await self._next_frame()
+            assert self._video is not None
+            frame = await self._video.next()
             if frame is None:
                 return None
             return frame, await self._take_audio() or bytes(self._audio_bytes)
@@ -412,9 +388,11 @@ class _FrameReader:
 
     ``BufferedReader.read(n)`` allocates its ``bytes`` result and reads the pipe straight into
     it (only up to two 4 KiB blocks pass through the buffer), so a frame costs the kernel's
-    copy and a few ``read`` calls made in C with the GIL released; the loop is woken once per
-    frame, through ``call_soon_threadsafe``. The thread owns the descriptor and closes it when
-    it ends: at the end of the stream (ffmpeg exited or was stopped) or on :meth:`stop`.
+    copy and a few ``read`` calls made in C with the GIL released. Frames wait in a deque the
+    consumer pops directly; the thread wakes the loop (``call_soon_threadsafe``) only when the
+    consumer is waiting, which in steady state, with frames read ahead, it never is. The
+    thread owns the descriptor and closes it when it ends: at the end of the stream (ffmpeg
+    exited or was stopped) or on :meth:`stop`.
     """
 
     def __init__(
@@ -424,8 +402,6 @@ class _FrameReader:
         size: tuple[int, int],
         depth: int,
         loop: asyncio.AbstractEventLoop,
-        on_frame: Callable[[bytes], None],
-        on_end: Callable[[], None],
     ) -> None:
         self._fd = fd
         self._size = f"{size[0]}x{size[1]}".encode()
@@ -433,15 +409,30 @@ class _FrameReader:
         self._space = threading.Semaphore(depth)
         self._stopping = False
         self._loop = loop
-        self._on_frame = on_frame
-        self._on_end = on_end
+        self.frames: deque[bytes] = deque()
+        """Read, not yet taken; shared with the thread under ``_lock``."""
+        self._lock = threading.Lock()
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+        """Set while the consumer waits for a frame; only then does the thread wake the loop."""
         self._done: asyncio.Future[None] = loop.create_future()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def taken(self) -> None:
-        """The consumer took a frame: one more may be read."""
-        self._space.release()
+    async def next(self) -> bytes | None:
+        """The next frame (``None`` at the end). Takes it at once when one was read ahead, as
+        in steady state; waits on the loop only when none is."""
+        while True:
+            with self._lock:
+                if self.frames:
+                    frame = self.frames.popleft()
+                    break
+                if self._ended:
+                    return None
+                waiter = self._waiter = self._loop.create_future()
+            await waiter
+        self._space.release()  # one more may be read
+        return frame
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Wait for the thread to end (it does once the writer is gone)."""
@@ -473,11 +464,18 @@ class _FrameReader:
                     frame = pipe.read(self._frame_bytes)
                     if len(frame) < self._frame_bytes:  # the end; a torn last frame is dropped
                         return
-                    self._post(self._on_frame, frame)
+                    with self._lock:
+                        self.frames.append(frame)
+                        waiter, self._waiter = self._waiter, None
+                    if waiter is not None:
+                        self._post(_wake, waiter)
         except OSError as exc:
             log.warning("raw video pipe failed: %s", exc)
         finally:
-            self._post(self._finish)
+            with self._lock:
+                self._ended = True
+                waiter, self._waiter = self._waiter, None
+            self._post(self._finish, waiter)
 
     def _check_header(self, line: bytes) -> str | None:
         """Why the YUV4MPEG2 stream header does not announce our frames (None when it does)."""
@@ -496,7 +494,7 @@ class _FrameReader:
             )
         return None
 
-    def _finish(self) -> None:
-        self._on_end()
+    def _finish(self, waiter: asyncio.Future[None] | None) -> None:
+        _wake(waiter)
         if not self._done.done():
             self._done.set_result(None)
