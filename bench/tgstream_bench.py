@@ -439,8 +439,57 @@ def report(results: dict[str, Any]) -> str:
 
 RAW_NOTES = """The same measurement as the CPU rows of the tgstream table (20 s windows of the
 bench's 720p30 H.264/AAC file after 5 s of warm-up, ours and py-tgcalls' in turns, three each),
-split per part. "Ours" is the real engine on the `raw` recipe into a null output; its reader
-figure is the whole engine process. Where the time goes is in the notes below the table."""
+split per part; it supersedes those two rows until `make bench` is run again. "Ours" is the real
+engine on the `raw` recipe into a null output: its reader figure is the whole engine process
+(reader thread, audio protocol, pacing, the null output). py-tgcalls' audio ffmpeg shows 0: the
+benchmark's stand-in for ntgcalls buffers up to 8 MiB, so that process decodes the whole file's
+audio during the warm-up and exits; decoding it costs about 0.17 CPU-s per minute of media
+(measured unpaced), which this comparison leaves out of py-tgcalls' side. The machine was
+shared with other engineers' ffmpeg tests: absolute figures are about 1.7x those of the
+2026-11-22 run; the ratio of the same run is what to compare.
+
+Before this work, in the same conditions (2026-11-30, an A/B script running the previous
+`RawFeed` and command beside py-tgcalls' commands, 2 windows each): ours 7.51 (ffmpeg 4.91,
+engine 2.60), py-tgcalls 7.40 (ffmpeg 4.94, reader 2.47): ratio 1.01.
+
+**Where the time goes** (one `perf record -F 1999 -g` of 10 s on each process during a paced
+run of this code, 2026-11-30):
+
+- ours, ffmpeg (about 73% of our path): H.264 decoding 73% of its samples; the kernel 17%
+  (writing the pipe: copying into pipe pages 5%, allocating and charging them, scheduling);
+  libc 7% (memcpy into avio's 32 KiB output buffer, 4%); demuxing, the fps filter, audio
+  decoding and resampling the last 3%.
+- ours, engine process (about 27%): the video reader thread 53% of its samples, nearly all in
+  the kernel (the pipe's copy into the frame's `bytes` is 26% of the process; freeing and
+  uncharging the pipe's pages about 8%; scheduling 9%); the event loop's thread 47%: the
+  engine's per-unit Python (a fetch task, a wait, a pacing sleep and the output's write per
+  frame) and the audio protocol.
+
+**What was changed, measured one at a time** (2026-11-30; "unpaced": ffmpeg alone on the
+35 s file with both pipes drained, CPU-s, min or median of 4-5 interleaved runs; "paced": the
+engine as above, 3 windows each, CPU-s per broadcast minute):
+
+| change | measured |
+|---|---|
+| reader: frames read by a thread straight into their own `bytes` (`BufferedReader.read(n)` fills its result in place), audio through a protocol without a Condition per tick (before: `StreamReader.readexactly`, 256 KiB transport reads, 3 copies per frame) | engine process 2.60 -> 1.72 (paced) |
+| reader: frames handed over through a deque under a lock, the loop woken only when the consumer waits | engine process 1.90 -> 1.78 (paced) |
+| `-f yuv4mpegpipe -c:v wrapped_avframe` instead of `-f rawvideo -c:v rawvideo` (no copy of each frame into a packet) | ffmpeg 2.71 -> 2.56 (unpaced, median); 5.51 -> 5.36 (paced) |
+| `-threads 1` for the decoder (sources up to 1920x1088; one core decodes the 1080p bench clip at 174 fps while busy) | ffmpeg 5.07 -> 4.75 (paced); unpaced 2.71 -> 2.60, within noise |
+| `-flush_packets 0` on a file's PCM (32 KiB writes instead of one per 4 KiB packet) | total 6.95 -> 6.74 (paced) |
+| bilinear instead of bicubic when scaling (1080p30 source, 720p preset; not exercised by the 720p bench file) | ffmpeg 3.65 -> 3.48 per 20 s (unpaced, min of 4); fast_bilinear 3.34; no scaling 3.05 |
+| pipe grown to two frames (4 MiB for 720p, where the process may; 1 MiB otherwise) | part of the first row, not measured alone |
+| not kept: `-thread_type slice`, `-threads 2`, `-filter_threads 1`, ffmpeg's `-avioflags direct`, `-packetsize`, `-blocksize` on the output (ffmpeg 5.1 still writes 32 KiB) | no gain beyond noise, or no effect |
+
+Scaler quality, testsrc2 1920x1080 -> 1280x720 against a lanczos+accurate_rnd+full_chroma_int
+reference (`ffmpeg -lavfi psnr` / `ssim`): bicubic (before) 54.7 dB / 0.9997, bilinear (now)
+44.9 dB / 0.9972 (47.3 dB against bicubic's frame), fast_bilinear 38.5 dB / 0.9932; upscaling
+a 640x360 render to 1280x720 against a native 1280x720 render, bicubic and bilinear are equal
+(23.7 / 23.9 dB, SSIM 0.895 / 0.897). `tests/tgstream/integration/test_raw_engine.py` holds
+the raw recipe's scaled frame to >= 40 dB of the lanczos frame.
+
+What is left of the gap to 0.85x is the cost both sides share: H.264 decoding and moving
+41 MB/s of I420 through a pipe (its copies and page management on both ends); the engine's
+own per-frame Python (its pacing) is being reworked in another part of issue 12."""
 
 NOTES = """How each figure is measured (`bench/tgstream_bench.py`):
 
