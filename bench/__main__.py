@@ -78,6 +78,18 @@ def main() -> int:
         return 0
     root = Path(os.environ.get("BENCH_MEDIA", tempfile.mkdtemp(prefix="tgstream-bench-")))
     root.mkdir(parents=True, exist_ok=True)
+    if sys.argv[1:] == ["raw"]:
+        # Only the raw path's CPU (ours beside py-tgcalls', per part): ~3 minutes.
+        tgstream_bench.prepare_media(root)
+        table = tgstream_bench.raw_split_table(tgstream_bench.cpu_raw_vs_pytgcalls(root))
+        print(table)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        write_section(
+            "tgstream raw path (telegram)",
+            f"Run on {stamp} with `python -m bench raw`, on {machine()}.\n\n{table}\n\n"
+            f"{tgstream_bench.RAW_NOTES}",
+        )
+        return 0
     results = tgstream_bench.run_all(root)
     # Kept beside the media, so a failing report does not cost the whole run.
     (root / "results.json").write_text(json.dumps(results, indent=1, default=repr))

@@ -33,6 +33,14 @@ def _live_children_cpu() -> float:
     return total
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds so far of one live process (0 once it is gone)."""
+    with contextlib.suppress(OSError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 @dataclass
 class CpuClock:
     """CPU seconds of this process and all its children (live ones from /proc, reaped ones from
@@ -68,6 +76,10 @@ class CpuClock:
     @property
     def children_per_minute(self) -> float:
         return self.children_cpu * 60 / self.wall
+
+    @property
+    def self_per_minute(self) -> float:
+        return self.self_cpu * 60 / self.wall
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 
 from tests.tgstream.harness import FlvRecorder, RtmpReader, http_server, nginx_rtmp
 
-from bench.common import CpuClock, NullOutput, rss_kib, summary
+from bench.common import CpuClock, NullOutput, proc_cpu, rss_kib, summary
 from opskit.procs import Children
 from tgstream.adapters.demo import make_clip
 from tgstream.bootstrap import build
@@ -29,6 +29,8 @@ from tgstream.ports import Output
 
 CPU_SECONDS = 20.0
 WARMUP = 5.0
+RAW_TARGET = 0.85
+"""Issue 12: the raw path at most 0.85x the CPU of py-tgcalls' own commands."""
 
 
 @dataclass
@@ -91,7 +93,17 @@ async def _run_engine(
     return clock.stop()
 
 
-async def _pytgcalls_path(path: Path, seconds: float) -> CpuClock:
+@dataclass
+class SplitClock(CpuClock):
+    """A CpuClock that also splits the children's CPU per command (py-tgcalls' two ffmpeg)."""
+
+    parts: dict[str, float] = field(default_factory=dict)
+
+    def per_minute(self, part: str) -> float:
+        return self.parts[part] * 60 / self.wall
+
+
+async def _pytgcalls_path(path: Path, seconds: float) -> SplitClock:
     """The two ffmpeg commands py-tgcalls' MediaStream builds for a file, consumed in real time
     (as ntgcalls does: one I420 frame per 1/30 s, 10 ms PCM chunks)."""
     from pytgcalls.ffmpeg import build_command, cleanup_commands
@@ -105,7 +117,8 @@ async def _pytgcalls_path(path: Path, seconds: float) -> CpuClock:
     audio = await cleanup_commands(
         build_command("ffmpeg", None, str(path), AudioParameters(48000, 2))
     )
-    clock = CpuClock().start()
+    clock = SplitClock()
+    clock.start()
     procs = [
         await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, limit=4 << 20
@@ -116,10 +129,12 @@ async def _pytgcalls_path(path: Path, seconds: float) -> CpuClock:
     t0 = time.monotonic()
     n = 0
     measuring = False
+    started: list[float] = []
     try:
         while time.monotonic() - t0 < WARMUP + seconds:
             if not measuring and time.monotonic() - t0 >= WARMUP:
                 clock.start()
+                started = [proc_cpu(p.pid) for p in procs]
                 measuring = True
             assert procs[0].stdout is not None
             assert procs[1].stdout is not None
@@ -129,6 +144,10 @@ async def _pytgcalls_path(path: Path, seconds: float) -> CpuClock:
             delay = t0 + n / 30 - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+        clock.parts = {
+            name: proc_cpu(p.pid) - before
+            for name, p, before in zip(("video", "audio"), procs, started, strict=True)
+        }
         clock.stop()
     finally:
         for proc in procs:
@@ -141,7 +160,8 @@ async def _pytgcalls_path(path: Path, seconds: float) -> CpuClock:
     return clock
 
 
-def cpu_raw_vs_pytgcalls(media: Path, rounds: int = 2) -> dict[str, Any]:
+def cpu_raw_vs_pytgcalls(media: Path, rounds: int = 3) -> dict[str, Any]:
+    """Ours and theirs in turns (ours, theirs, ours, ...), ``rounds`` windows each."""
     clip = media / "bench-720p30.mp4"
     playlist = media / "cpu.txt"
     playlist.write_text(f"{clip}\n")
@@ -150,6 +170,37 @@ def cpu_raw_vs_pytgcalls(media: Path, rounds: int = 2) -> dict[str, Any]:
         ours.append(asyncio.run(_run_engine(playlist, NullOutput("raw"), CPU_SECONDS)))
         theirs.append(asyncio.run(_pytgcalls_path(clip, CPU_SECONDS)))
     return {"ours": ours, "theirs": theirs}
+
+
+def raw_split_table(cpu_raw: dict[str, Any]) -> str:
+    """CPU-s per broadcast minute of the raw path, per part, ours beside py-tgcalls'."""
+    ours: list[CpuClock] = cpu_raw["ours"]
+    theirs: list[SplitClock] = cpu_raw["theirs"]
+
+    def figs(values: list[float]) -> str:
+        return f"{statistics.mean(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})"
+
+    ours_total = [c.total_per_minute for c in ours]
+    theirs_total = [c.total_per_minute for c in theirs]
+    ratio = statistics.mean(ours_total) / statistics.mean(theirs_total)
+    pairs = [o / t for o, t in zip(ours_total, theirs_total, strict=True)]
+    verdict = "met" if ratio <= RAW_TARGET else "**missed**"
+    return "\n".join(
+        [
+            "| CPU-s per broadcast minute: mean (each window) | ours | py-tgcalls' commands |",
+            "|---|---|---|",
+            f"| whole path | {figs(ours_total)} | {figs(theirs_total)} |",
+            f"| ffmpeg, video | {figs([c.children_per_minute for c in ours])} (one process, "
+            f"video and audio) | {figs([c.per_minute('video') for c in theirs])} |",
+            f"| ffmpeg, audio | (in the one above) | {figs([c.per_minute('audio') for c in theirs])} |",
+            f"| reader (the Python process: ours is the whole engine) "
+            f"| {figs([c.self_per_minute for c in ours])} "
+            f"| {figs([c.self_per_minute for c in theirs])} |",
+            "",
+            f"Ratio ours/theirs of the means: **{ratio:.2f}** (target ≤ {RAW_TARGET}: {verdict});"
+            f" per pair of windows: {', '.join(f'{r:.2f}' for r in pairs)}.",
+        ]
+    )
 
 
 def cpu_remux_vs_transcode(media: Path, rounds: int = 2) -> dict[str, Any]:
@@ -465,10 +516,11 @@ def report(results: dict[str, Any]) -> str:
         "| measure | result | target |",
         "|---|---|---|",
         f"| CPU-s per broadcast minute, raw path for `telegram` (ours: 1 ffmpeg + our reader) "
-        f"| {ours_total:.2f} (ffmpeg alone {ours_ff:.2f}) | ≤ py-tgcalls: {ok(ours_total <= theirs_total)} |",
+        f"| {ours_total:.2f} (ffmpeg alone {ours_ff:.2f}) | ≤ {RAW_TARGET}x py-tgcalls: "
+        f"{ok(ours_total <= RAW_TARGET * theirs_total)} |",
         f"| CPU-s per broadcast minute, py-tgcalls' MediaStream commands (2 ffmpeg + reader) "
         f"| {theirs_total:.2f} (ffmpeg alone {theirs_ff:.2f}) | ratio ours/theirs "
-        f"{ours_total / theirs_total:.2f} |",
+        f"{ours_total / theirs_total:.2f} (split below) |",
         f"| CPU-s per broadcast minute, `rtmp` remux | {remux_total:.2f} | "
         f"≤ 10% of transcode: {remux_total / trans_total:.1%} {ok(remux_total <= 0.1 * trans_total)} |",
         f"| CPU-s per broadcast minute, `rtmp` transcode (x264 veryfast 720p30) | "
@@ -511,14 +563,71 @@ def report(results: dict[str, Any]) -> str:
         f"{rss['after_10'] / 1024:.1f} MB / {after / 1024:.1f} MB (growth {growth_mb:+.1f} MB,"
         f" {rss['failures']} failures) | growth ≤ 10 MB: {ok(growth_mb <= 10)} |",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\nThe raw path per part:\n\n" + raw_split_table(results["cpu_raw"])
 
+
+RAW_NOTES = """The same measurement as the CPU rows of the tgstream table (20 s windows of the
+bench's 720p30 H.264/AAC file after 5 s of warm-up, ours and py-tgcalls' in turns, three each),
+split per part; it supersedes those two rows until `make bench` is run again. "Ours" is the real
+engine on the `raw` recipe into a null output: its reader figure is the whole engine process
+(reader thread, audio protocol, pacing, the null output). py-tgcalls' audio ffmpeg shows 0: the
+benchmark's stand-in for ntgcalls buffers up to 8 MiB, so that process decodes the whole file's
+audio during the warm-up and exits; decoding it costs about 0.17 CPU-s per minute of media
+(measured unpaced), which this comparison leaves out of py-tgcalls' side. The machine was
+shared with other engineers' ffmpeg tests: absolute figures are about 1.7x those of the
+2026-11-22 run; the ratio of the same run is what to compare.
+
+Before this work, in the same conditions (2026-11-30, an A/B script running the previous
+`RawFeed` and command beside py-tgcalls' commands, 2 windows each): ours 7.51 (ffmpeg 4.91,
+engine 2.60), py-tgcalls 7.40 (ffmpeg 4.94, reader 2.47): ratio 1.01.
+
+**Where the time goes** (one `perf record -F 1999 -g` of 10 s on each process during a paced
+run of this code, 2026-11-30):
+
+- ours, ffmpeg (about 73% of our path): H.264 decoding 73% of its samples; the kernel 17%
+  (writing the pipe: copying into pipe pages 5%, allocating and charging them, scheduling);
+  libc 7% (memcpy into avio's 32 KiB output buffer, 4%); demuxing, the fps filter, audio
+  decoding and resampling the last 3%.
+- ours, engine process (about 27%): the video reader thread 53% of its samples, nearly all in
+  the kernel (the pipe's copy into the frame's `bytes` is 26% of the process; freeing and
+  uncharging the pipe's pages about 8%; scheduling 9%); the event loop's thread 47%: the
+  engine's per-unit Python (a fetch task, a wait, a pacing sleep and the output's write per
+  frame) and the audio protocol.
+
+**What was changed, measured one at a time** (2026-11-30; "unpaced": ffmpeg alone on the
+35 s file with both pipes drained, CPU-s, min or median of 4-5 interleaved runs; "paced": the
+engine as above, 3 windows each, CPU-s per broadcast minute):
+
+| change | measured |
+|---|---|
+| reader: frames read by a thread straight into their own `bytes` (`BufferedReader.read(n)` fills its result in place), audio through a protocol without a Condition per tick (before: `StreamReader.readexactly`, 256 KiB transport reads, 3 copies per frame) | engine process 2.60 -> 1.72 (paced) |
+| reader: frames handed over through a deque under a lock, the loop woken only when the consumer waits | engine process 1.90 -> 1.78 (paced) |
+| `-f yuv4mpegpipe -c:v wrapped_avframe` instead of `-f rawvideo -c:v rawvideo` (no copy of each frame into a packet) | ffmpeg 2.71 -> 2.56 (unpaced, median); 5.51 -> 5.36 (paced) |
+| `-threads 1` for the decoder (sources up to 1920x1088; one core decodes the 1080p bench clip at 174 fps while busy) | ffmpeg 5.07 -> 4.75 (paced); unpaced 2.71 -> 2.60, within noise |
+| `-flush_packets 0` on a file's PCM (32 KiB writes instead of one per 4 KiB packet) | total 6.95 -> 6.74 (paced) |
+| bilinear instead of bicubic when scaling (1080p30 source, 720p preset; not exercised by the 720p bench file) | ffmpeg 3.65 -> 3.48 per 20 s (unpaced, min of 4); fast_bilinear 3.34; no scaling 3.05 |
+| pipe grown to two frames (4 MiB for 720p, where the process may; 1 MiB otherwise) | part of the first row, not measured alone |
+| not kept: `-thread_type slice`, `-threads 2`, `-filter_threads 1`, ffmpeg's `-avioflags direct`, `-packetsize`, `-blocksize` on the output (ffmpeg 5.1 still writes 32 KiB) | no gain beyond noise, or no effect |
+
+Scaler quality, testsrc2 1920x1080 -> 1280x720 against a lanczos+accurate_rnd+full_chroma_int
+reference (`ffmpeg -lavfi psnr` / `ssim`): bicubic (before) 54.7 dB / 0.9997, bilinear (now)
+44.9 dB / 0.9972 (47.3 dB against bicubic's frame), fast_bilinear 38.5 dB / 0.9932; upscaling
+a 640x360 render to 1280x720 against a native 1280x720 render, bicubic and bilinear are equal
+(23.7 / 23.9 dB, SSIM 0.895 / 0.897). `tests/tgstream/integration/test_raw_engine.py` holds
+the raw recipe's scaled frame to >= 40 dB of the lanczos frame.
+
+What is left of the gap to 0.85x is the cost both sides share: H.264 decoding and moving
+41 MB/s of I420 through a pipe (its copies and page management on both ends); the engine's
+own per-frame Python (its pacing) is being reworked in another part of issue 12."""
 
 NOTES = """How each figure is measured (`bench/tgstream_bench.py`):
 
 - **CPU**: `getrusage` of the benchmark process plus its reaped children over a
   20-second real-time broadcast of a generated 720p30 H.264/AAC file (`testsrc2` + `sine`), scaled
-  to one minute. Sides alternate A, B, A, B in one run; the table shows the mean of two rounds.
+  to one minute. Sides alternate A, B, A, B in one run; the tables show the mean of three rounds
+  (the split table also each window). The split: ffmpeg is the children's CPU (py-tgcalls' two
+  commands each from /proc), the reader is the benchmark process's own CPU (for ours, the whole
+  engine: reading, pacing, the null output).
   "Ours" is the real engine on the `raw` recipe (what the `telegram` output is fed) into a null
   output; "py-tgcalls" runs the two ffmpeg commands that `MediaStream` builds for the same file
   (`pytgcalls.ffmpeg.build_command`), read at the same pace by an equivalent reader. ntgcalls'

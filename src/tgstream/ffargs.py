@@ -267,8 +267,9 @@ def output_needs(args: tuple[str, ...], q: Quality, output: str) -> str | None:
 def telegram_note(args: tuple[str, ...]) -> str | None:
     """What ``args`` do on the ``telegram`` output, for ``tgstream check`` and the start-up log.
 
-    There ffmpeg only decodes and writes raw frames and PCM (``-c:v rawvideo`` after the
-    operator's options); ntgcalls encodes them for WebRTC, so encoder options change nothing.
+    There ffmpeg only decodes and writes raw frames and PCM (``-c:v wrapped_avframe -f
+    yuv4mpegpipe`` after the operator's options); ntgcalls encodes them for WebRTC, so encoder
+    options change nothing.
     """
     if not args:
         return None

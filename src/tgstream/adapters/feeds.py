@@ -8,7 +8,9 @@ feed costs almost nothing). :meth:`Feed.activate` places it at an output time; f
   (:mod:`tgstream.adapters.mpegts`).
 - :class:`RawFeed` reads I420 frames and s16le PCM from two pipes with one reader each: ffmpeg
   writes the two pipes in file-interleave order, and a single sequential reader would deadlock
-  as soon as one pipe fills while it waits on the other.
+  as soon as one pipe fills while it waits on the other. The video reader is a thread that
+  reads each frame straight into its own ``bytes`` (no copy in Python, one loop wakeup per
+  frame); see :class:`_FrameReader`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +40,10 @@ _TS_QUEUE_BYTES: Final = 128 << 10
 _AUDIO_QUEUE_SECONDS: Final = 8.0
 _VIDEO_QUEUE_FRAMES: Final = 8
 _RAW_PIPE_BYTES: Final = 1 << 20  # the default /proc/sys/fs/pipe-max-size
+_RAW_PIPE_MAX_BYTES: Final = 8 << 20
+_Y4M_BLOCK: Final = 4096
+_Y4M_LINE: Final = 256
+"""Longest YUV4MPEG2 header line read (ffmpeg writes about 60 bytes, and 6 per frame)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +274,13 @@ class TsFeed(Feed):
 
 
 class RawFeed(Feed):
+    """I420 frames and s16le PCM, one reader per pipe; see the module docstring.
+
+    Video is read by a :class:`_FrameReader` thread, each frame straight into its own ``bytes``
+    (what py-tgcalls' ``send_frame`` takes); audio by a plain protocol on the event loop (192
+    KB/s: a file's in 32 KiB writes, a live source's in 4 KiB packets).
+    """
+
     def __init__(
         self, label: str, argv: Sequence[str], quality: Quality, start: float = 0.0
     ) -> None:
@@ -274,21 +288,26 @@ class RawFeed(Feed):
         self._q = quality
         self._tick = 1.0 / quality.fps
         self._audio_bytes = quality.sample_rate * quality.channels * 2 // quality.fps
-        self._frames: asyncio.Queue[bytes | None] = asyncio.Queue(_VIDEO_QUEUE_FRAMES)
+        self._video: _FrameReader | None = None
         self._audio = bytearray()
         self._audio_eof = False
-        self._audio_ready = asyncio.Condition()
+        self._audio_waiter: asyncio.Future[None] | None = None
         self._audio_cap = int(_AUDIO_QUEUE_SECONDS * quality.sample_rate * quality.channels * 2)
+        self._audio_transport: asyncio.ReadTransport | None = None
+        self._audio_paused = False
         self._n = 0
-        self._transports: list[asyncio.ReadTransport] = []
+
+    @property
+    def frames_ahead(self) -> int:
+        """Frames read from the pipe and not taken yet (at most ``_VIDEO_QUEUE_FRAMES``)."""
+        return 0 if self._video is None else len(self._video.frames)
 
     async def _spawn(self, children: Children) -> None:
         loop = asyncio.get_running_loop()
         vr, vw = os.pipe() if self._q.has_video else (-1, -1)
         ar, aw = os.pipe()
-        if vw >= 0:  # a 720p frame is 1.4 MB: a 64 KiB pipe would cost ~22 wakeups per frame
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(vw, fcntl.F_SETPIPE_SZ, _RAW_PIPE_BYTES)
+        if vw >= 0:
+            _grow_pipe(vw, self._q.frame_bytes)
         pass_fds = [fd for fd in (vw, aw) if fd >= 0]
         # ffmpeg's pipe:N takes any descriptor number: hand it ours, inherited as they are.
         slots = {"pipe:3": f"pipe:{vw}", "pipe:4": f"pipe:{aw}"}
@@ -297,70 +316,73 @@ class RawFeed(Feed):
             self.proc = await children.spawn(
                 argv, pass_fds=pass_fds, stderr=asyncio.subprocess.PIPE
             )
+        except BaseException:
+            for fd in (vr, ar):
+                if fd >= 0:
+                    os.close(fd)
+            raise
         finally:
             for fd in pass_fds:
                 os.close(fd)
         assert self.proc.stderr is not None
         self._watch_stderr(self.proc.stderr)
         if vr >= 0:
-            video = await self._reader(loop, vr)
-            self._tasks.append(asyncio.create_task(self._pump_video(video), name="raw-video"))
-        audio = await self._reader(loop, ar)
-        self._tasks.append(asyncio.create_task(self._pump_audio(audio), name="raw-audio"))
-
-    async def _reader(self, loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.StreamReader:
-        reader = asyncio.StreamReader(limit=4 << 20)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+            self._video = _FrameReader(
+                f"raw-video:{self.label}",
+                vr,
+                (self._q.width, self._q.height),
+                _VIDEO_QUEUE_FRAMES,
+                loop,
+            )
+        self._audio_transport, _ = await loop.connect_read_pipe(
+            lambda: _PcmProtocol(self), os.fdopen(ar, "rb", buffering=0)
         )
-        self._transports.append(transport)
-        return reader
 
     async def close(self, children: Children) -> None:
         try:
-            await super().close(children)
+            await super().close(children)  # ffmpeg is gone: the reader thread sees the end
         finally:
-            for transport in self._transports:
-                transport.close()
-            self._transports.clear()
-            await asyncio.sleep(0)  # let the transports' close callbacks run: pipes are closed
+            if self._video is not None:
+                await self._video.stop()
+            if self._audio_transport is not None:
+                self._audio_transport.close()
+                self._audio_transport = None
+            await asyncio.sleep(0)  # let the transport's close callbacks run: pipes are closed
 
-    async def _pump_video(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                await self._frames.put(await reader.readexactly(self._q.frame_bytes))
-        except asyncio.IncompleteReadError:
-            await self._frames.put(None)
+    # -- audio: called by _PcmProtocol ---------------------------------------------------
 
-    async def _pump_audio(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            async with self._audio_ready:
-                await self._audio_ready.wait_for(lambda: len(self._audio) < self._audio_cap)
-            data = await reader.read(65536)
-            async with self._audio_ready:
-                if not data:
-                    self._audio_eof = True
-                else:
-                    self._audio += data
-                self._audio_ready.notify_all()
-            if not data:
-                return
+    def _pcm_received(self, data: bytes) -> None:
+        self._audio += data
+        if len(self._audio) >= self._audio_cap and self._audio_transport is not None:
+            self._audio_transport.pause_reading()
+            self._audio_paused = True
+        if len(self._audio) >= self._audio_bytes:
+            _wake(self._audio_waiter)
+
+    def _pcm_ended(self) -> None:
+        self._audio_eof = True
+        _wake(self._audio_waiter)
 
     async def _take_audio(self) -> bytes | None:
-        async with self._audio_ready:
-            await self._audio_ready.wait_for(
-                lambda: len(self._audio) >= self._audio_bytes or self._audio_eof
-            )
-            if not self._audio and self._audio_eof:
-                return None
-            chunk = bytes(self._audio[: self._audio_bytes])
-            del self._audio[: self._audio_bytes]
-            self._audio_ready.notify_all()
-        return chunk.ljust(self._audio_bytes, b"\0")
+        n = self._audio_bytes
+        while len(self._audio) < n and not self._audio_eof:
+            self._audio_waiter = asyncio.get_running_loop().create_future()
+            await self._audio_waiter
+        if not self._audio:
+            return None
+        with memoryview(self._audio) as view:
+            chunk = view[:n].tobytes()
+        del self._audio[:n]  # O(1): a bytearray drops its head by moving its start
+        if self._audio_paused and len(self._audio) < self._audio_cap:
+            self._audio_paused = False
+            if self._audio_transport is not None:
+                self._audio_transport.resume_reading()
+        return chunk if len(chunk) == n else chunk.ljust(n, b"\0")
 
     async def _fetch(self) -> tuple[bytes, bytes] | None:
         if self._q.has_video:
-            frame = await self._frames.get()
+            assert self._video is not None
+            frame = await self._video.next()
             if frame is None:
                 return None
             return frame, await self._take_audio() or bytes(self._audio_bytes)
@@ -373,3 +395,159 @@ class RawFeed(Feed):
         pts = self.offset + self._n * self._tick
         self._n += 1
         return Unit(pts, self._tick, payload[0], payload[1])
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+def _grow_pipe(fd: int, frame_bytes: int) -> int:
+    """Make the pipe hold two frames when this process may (root may pass pipe-max-size), else
+    as much as it may: a whole frame waiting in the pipe is then read in one call. Returns the
+    size set (the default 64 KiB when even 1 MiB is refused)."""
+    size = _RAW_PIPE_BYTES
+    while size < 2 * frame_bytes and size < _RAW_PIPE_MAX_BYTES:
+        size *= 2
+    while size >= _RAW_PIPE_BYTES:
+        try:
+            return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+        except OSError:
+            size //= 2
+    return 1 << 16
+
+
+class _PcmProtocol(asyncio.Protocol):
+    def __init__(self, feed: RawFeed) -> None:
+        self._feed = feed
+
+    def data_received(self, data: bytes) -> None:
+        self._feed._pcm_received(data)
+
+    def eof_received(self) -> bool:
+        self._feed._pcm_ended()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._feed._pcm_ended()
+
+
+class _FrameReader:
+    """A thread that reads whole frames of a YUV4MPEG2 stream, at most ``depth`` ahead.
+
+    YUV4MPEG2 (ffmpeg's ``yuv4mpegpipe``) rather than bare ``rawvideo``: its muxer writes the
+    decoded planes as they are, where the rawvideo encoder first copies each frame into a
+    packet. Its framing is one header line, then ``FRAME\\n`` before each I420 frame.
+
+    ``BufferedReader.read(n)`` allocates its ``bytes`` result and reads the pipe straight into
+    it (only up to two 4 KiB blocks pass through the buffer), so a frame costs the kernel's
+    copy and a few ``read`` calls made in C with the GIL released. Frames wait in a deque the
+    consumer pops directly; the thread wakes the loop (``call_soon_threadsafe``) only when the
+    consumer is waiting, which in steady state, with frames read ahead, it never is. The
+    thread owns the descriptor and closes it when it ends: at the end of the stream (ffmpeg
+    exited or was stopped) or on :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        fd: int,
+        size: tuple[int, int],
+        depth: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._fd = fd
+        self._size = f"{size[0]}x{size[1]}".encode()
+        self._frame_bytes = size[0] * size[1] * 3 // 2
+        self._space = threading.Semaphore(depth)
+        self._stopping = False
+        self._loop = loop
+        self.frames: deque[bytes] = deque()
+        """Read, not yet taken; shared with the thread under ``_lock``."""
+        self._lock = threading.Lock()
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+        """Set while the consumer waits for a frame; only then does the thread wake the loop."""
+        self._done: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    async def next(self) -> bytes | None:
+        """The next frame (``None`` at the end). Takes it at once when one was read ahead, as
+        in steady state; waits on the loop only when none is."""
+        while True:
+            with self._lock:
+                if self.frames:
+                    frame = self.frames.popleft()
+                    break
+                if self._ended:
+                    return None
+                waiter = self._waiter = self._loop.create_future()
+            await waiter
+        self._space.release()  # one more may be read
+        return frame
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Wait for the thread to end (it does once the writer is gone)."""
+        self._stopping = True
+        self._space.release()  # a thread waiting for room goes on, and sees _stopping
+        try:
+            await asyncio.wait_for(asyncio.shield(self._done), timeout)
+        except TimeoutError:
+            log.warning("raw video reader did not end %gs after its ffmpeg", timeout)
+        else:
+            self._thread.join(1.0)  # it has closed the pipe and is returning: microseconds
+
+    def _post(self, callback: Callable[..., None], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _run(self) -> None:
+        try:
+            with open(self._fd, "rb", buffering=_Y4M_BLOCK) as pipe:
+                if problem := self._check_header(pipe.readline(_Y4M_LINE)):
+                    log.error("raw video: %s; ending the track", problem)
+                    return
+                while True:
+                    self._space.acquire()
+                    if self._stopping:
+                        return
+                    if not pipe.readline(_Y4M_LINE).startswith(b"FRAME"):
+                        return  # the end
+                    frame = pipe.read(self._frame_bytes)
+                    if len(frame) < self._frame_bytes:  # the end; a torn last frame is dropped
+                        return
+                    with self._lock:
+                        self.frames.append(frame)
+                        waiter, self._waiter = self._waiter, None
+                    if waiter is not None:
+                        self._post(_wake, waiter)
+        except OSError as exc:
+            log.warning("raw video pipe failed: %s", exc)
+        finally:
+            with self._lock:
+                self._ended = True
+                waiter, self._waiter = self._waiter, None
+            self._post(self._finish, waiter)
+
+    def _check_header(self, line: bytes) -> str | None:
+        """Why the YUV4MPEG2 stream header does not announce our frames (None when it does)."""
+        if not line:
+            return None  # ffmpeg ended before its first frame: an empty track, not a mismatch
+        fields = line.split()
+        if fields[:1] != [b"YUV4MPEG2"]:
+            return f"not a YUV4MPEG2 stream (starts {line[:20]!r})"
+        tags = {f[:1]: f[1:] for f in fields[1:]}
+        size = tags.get(b"W", b"?") + b"x" + tags.get(b"H", b"?")
+        if size != self._size or not tags.get(b"C", b"420").startswith(b"420"):
+            return (
+                f"ffmpeg writes {size.decode(errors='replace')} "
+                f"{tags.get(b'C', b'420').decode(errors='replace')} frames, not "
+                f"{self._size.decode()} 420 (does FFMPEG_ARGS change the size or pixel format?)"
+            )
+        return None
+
+    def _finish(self, waiter: asyncio.Future[None] | None) -> None:
+        _wake(waiter)
+        if not self._done.done():
+            self._done.set_result(None)

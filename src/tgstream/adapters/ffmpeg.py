@@ -61,10 +61,21 @@ _TS_OUT: Final = (
     "pipe:1",
 )
 
+# The raw recipe's video: I420 in YUV4MPEG2 framing (feeds.RawFeed reads it). Its muxer writes
+# the decoded planes as they are; the rawvideo encoder would first copy each frame into a packet.
+_Y4M_OUT: Final = ("-c:v", "wrapped_avframe", "-f", "yuv4mpegpipe", "pipe:3")
+# Raw frames are scaled (when the source is of another size) with bilinear, not swscale's
+# bicubic default: about 5% less ffmpeg CPU for a 1080p source on the 720p preset, at 44.9 dB
+# PSNR / 0.997 SSIM against a lanczos reference (bicubic: 54.7 dB / 0.9997; fast_bilinear saves
+# twice as much at 38.5 dB / 0.993), before ntgcalls' own lossy encoding; docs/benchmarks.md.
+_RAW_SCALER: Final = "bilinear"
+_ONE_THREAD_PIXELS: Final = 1920 * 1088
 
-def _video_options(q: Quality, info: MediaInfo) -> list[str]:
+
+def _video_options(q: Quality, info: MediaInfo, scaler: str = "bicubic") -> list[str]:
     """Frame rate and pixel format as output options (cheap: ffmpeg drops, duplicates and
-    converts only when it must); scale and letterbox only a source of another size.
+    converts only when it must); scale (with swscale's ``scaler``) and letterbox only a source
+    of another size.
 
     ``-fps_mode cfr`` converts the frame rate: a 25 fps source comes out as regular 1/30 s
     frames (every fifth one repeated). Without it the MPEG-TS muxer, which takes variable
@@ -72,7 +83,7 @@ def _video_options(q: Quality, info: MediaInfo) -> list[str]:
     options = ["-r", str(q.fps), "-fps_mode", "cfr", "-pix_fmt", "yuv420p"]
     if info.has_video and (info.width, info.height) != (q.width, q.height):
         box = (
-            f"scale={q.width}:{q.height}:force_original_aspect_ratio=decrease,"
+            f"scale={q.width}:{q.height}:force_original_aspect_ratio=decrease:flags={scaler},"
             f"pad={q.width}:{q.height}:-1:-1:color=black,setsar=1"
         )
         options = ["-vf", box, *options]
@@ -190,8 +201,8 @@ def source_argv(
 ) -> list[str]:
     """The ffmpeg that plays one track from ``start`` seconds.
 
-    ``ts``: MPEG-TS on stdout (copied when ``remux``, else H.264/AAC). ``raw``: I420 frames on
-    fd 3 and s16le PCM on fd 4, at the quality's size, rate and sample rate.
+    ``ts``: MPEG-TS on stdout (copied when ``remux``, else H.264/AAC). ``raw``: I420 frames
+    (YUV4MPEG2) on fd 3 and s16le PCM on fd 4, at the quality's size, rate and sample rate.
     """
     inputs, vmap, amap = _inputs(track, q, start)
     argv = [*_BASE, *inputs]
@@ -200,17 +211,18 @@ def source_argv(
         q.has_video and not track.info.has_video
     )
     if recipe == "raw":
+        if vmap == "0:v:0" and 0 < track.info.width * track.info.height <= _ONE_THREAD_PIXELS:
+            # One decoding thread: frame threads cost ~6% more CPU at real-time pace (they wake
+            # and sync per frame), and one core decodes a 1080p H.264 several times faster
+            # than real time (here: 174 fps while busy). Larger sources keep ffmpeg's threads.
+            argv[len(_BASE) : len(_BASE)] = ["-threads", "1"]
         if vmap:
             argv += [
                 "-map",
                 vmap,
                 *ffargs.args,
-                *_video_options(q, track.info),
-                "-f",
-                "rawvideo",
-                "-c:v",
-                "rawvideo",
-                "pipe:3",
+                *_video_options(q, track.info, _RAW_SCALER),
+                *_Y4M_OUT,
             ]
         argv += [
             "-map",
@@ -226,6 +238,10 @@ def source_argv(
             str(q.sample_rate),
             "-ac",
             str(q.channels),
+            # A file's PCM in 32 KiB writes rather than one per 4 KiB packet: 1/8 of the
+            # wakeups on both sides. The video read ahead (>= 8 frames, 267 ms) always exceeds
+            # the 170 ms so held, so audio never waits for it; a live source flushes as it comes.
+            *([] if track.info.live else ["-flush_packets", "0"]),
             "pipe:4",
         ]
         return argv + (["-shortest"] if generated else [])
@@ -262,7 +278,7 @@ def slate_argv(q: Quality, ffargs: FfmpegArgs, recipe: Recipe, text: str = SLATE
     vmap, amap = ("0:v", "1:a") if q.has_video else (None, "0:a")
     if recipe == "raw":
         if vmap:
-            argv += ["-map", vmap, "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:3"]
+            argv += ["-map", vmap, "-pix_fmt", "yuv420p", *_Y4M_OUT]
         return [
             *argv,
             "-map",

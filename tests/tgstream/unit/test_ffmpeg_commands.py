@@ -154,7 +154,12 @@ def test_a_source_of_another_size_is_scaled_and_letterboxed(recipe: Recipe) -> N
     argv = source_argv(track(small), Q720, NO_ARGS, recipe)
 
     (vf,) = after(argv, "-vf")
-    assert vf.startswith("scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720")
+    # Raw frames are scaled bilinear (cheaper; PSNR/SSIM in docs/benchmarks.md); what is
+    # encoded for RTMP keeps swscale's bicubic.
+    scaler = "bilinear" if recipe == "raw" else "bicubic"
+    assert vf.startswith(
+        f"scale=1280:720:force_original_aspect_ratio=decrease:flags={scaler},pad=1280:720"
+    )
     assert after(argv, "-r") == ["30"]
 
 
@@ -243,13 +248,32 @@ def test_raw_writes_i420_to_fd3_and_s16le_to_fd4() -> None:
     video = output_options(argv, "pipe:3")
     audio = output_options(argv, "pipe:4")
     assert video[:2] == ["-map", "0:v:0"]
-    assert after(video, "-f") == ["rawvideo"]
+    # YUV4MPEG2: the decoded planes as they are, without the rawvideo encoder's copy.
+    assert after(video, "-f") == ["yuv4mpegpipe"]
+    assert after(video, "-c:v") == ["wrapped_avframe"]
     assert after(video, "-pix_fmt") == ["yuv420p"]
     assert after(audio, "-f") == ["s16le"]
     assert after(audio, "-c:a") == ["pcm_s16le"]
     assert (after(audio, "-ar"), after(audio, "-ac")) == (["48000"], ["2"])
     assert "mpegts" not in argv
     assert "pipe:1" not in argv
+
+
+def test_raw_decodes_up_to_1080p_on_one_thread_and_larger_sources_on_ffmpegs_threads() -> None:
+    argv = source_argv(track(), Q720, NO_ARGS, "raw")
+    assert after(argv, "-threads") == ["1"]
+    assert argv.index("-threads") < argv.index("-i")  # an input option: the decoder's
+    uhd = replace(FITS_720P, width=3840, height=2160)
+    assert "-threads" not in source_argv(track(uhd), Q720, NO_ARGS, "raw")
+    assert "-threads" not in source_argv(track(), Q720, NO_ARGS, "ts")
+
+
+def test_raw_pcm_of_a_file_is_written_in_blocks_and_of_a_live_source_as_it_comes() -> None:
+    audio = output_options(source_argv(track(), Q720, NO_ARGS, "raw"), "pipe:4")
+    assert after(audio, "-flush_packets") == ["0"]
+    live = replace(FITS_720P, duration=None)
+    audio = output_options(source_argv(track(live), Q720, NO_ARGS, "raw"), "pipe:4")
+    assert "-flush_packets" not in audio
 
 
 def test_raw_on_an_audio_quality_has_no_video_pipe() -> None:
@@ -399,8 +423,10 @@ async def test_on_telegram_the_args_pass_with_a_note_and_start_up_says_it(
 
 
 def test_the_raw_recipe_overrides_every_encoder_choice_after_the_operators_args() -> None:
-    """Why FFMPEG_ARGS has no effect on telegram: rawvideo / PCM come after them."""
+    """Why FFMPEG_ARGS has no effect on telegram: raw frames (YUV4MPEG2) / PCM come after
+    them."""
     argv = source_argv(track(), Q720, FfmpegArgs(("-c:v", "libx264", "-b:v", "1M")), "raw")
     video_end = argv.index("pipe:3")
-    assert argv.index("libx264") < argv.index("rawvideo", argv.index("libx264")) < video_end
-    assert argv[argv.index("pipe:3") - 2 : video_end] == ["-c:v", "rawvideo"]
+    raw = argv.index("wrapped_avframe", argv.index("libx264"))
+    assert argv.index("libx264") < raw < video_end
+    assert argv[raw - 1 : video_end] == ["-c:v", "wrapped_avframe", "-f", "yuv4mpegpipe"]
