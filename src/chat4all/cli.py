@@ -48,7 +48,7 @@ app = typer.Typer(
     epilog=(
         "Exit codes: 0 ok; 1 not found or audit log tampered; 2 invalid settings; "
         "3 database cannot be opened or migrated; 4 a worker died (serve; restart it); "
-        "5 the [chat4all] extra is not installed."
+        "5 the chat4all extra is not installed."
     ),
 )
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
