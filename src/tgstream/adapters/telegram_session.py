@@ -2,7 +2,10 @@
 
 - :func:`session_problem` judges a ``SESSION_STRING`` offline with pyrogram's own parser.
 - :class:`PyrogramVerifier` connects and asks ``get_me`` within ``timeout`` seconds and turns
-  every outcome into a :class:`~tgstream.session.Verdict`.
+  every outcome into a :class:`~tgstream.session.Verdict`. A key Telegram no longer knows is
+  not raised to the caller: kurigram raises ``AuthKeyNotFound`` (transport error -404) inside
+  its receive task, ``connect()`` still succeeds and ``get_me`` would only time out, so the
+  verifier watches that task (:func:`transport_failure`) while it waits.
 - :func:`login` is the interactive flow of ``tgstream session new``: phone, code, 2FA password.
 
 Tests pass ``client_factory`` (a fake pyrogram client); nothing here connects at import time.
@@ -13,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from pyrogram import Client
 from pyrogram.errors import (
@@ -37,6 +40,7 @@ from pyrogram.errors import (
     UserDeactivatedBan,
 )
 from pyrogram.errors.rpc_error import RPCError
+from pyrogram.session.session import AuthKeyNotFound, TransportError
 from pyrogram.storage import SQLiteStorage
 from pyrogram.types import TermsOfService
 
@@ -58,6 +62,7 @@ __all__ = [
     "rpc_name",
     "session_facts",
     "session_problem",
+    "transport_failure",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,9 +76,14 @@ DEAD_SESSION_ERRORS: Final = (
     AuthKeyDuplicated,
     UserDeactivated,
     UserDeactivatedBan,
+    AuthKeyNotFound,
 )
-"""Errors after which only a new SESSION_STRING helps (all from ``pyrogram.errors``)."""
+"""Errors after which only a new SESSION_STRING helps (``pyrogram.errors``, and the transport
+error -404 of ``pyrogram.session.session``)."""
 _DISCONNECT_TIMEOUT: Final = 5.0
+_TRANSPORT_POLL: Final = 0.1
+"""Seconds between looks at kurigram's receive task while a call is pending."""
+T = TypeVar("T")
 
 ClientFactory = Callable[[Settings], Any]
 
@@ -150,6 +160,13 @@ async def session_problem(session: str) -> str | None:
 
 def classify(exc: BaseException, timeout: float) -> Verdict:
     """One failed login attempt as a verdict: dead session, or Telegram unreachable."""
+    if isinstance(exc, AuthKeyNotFound):
+        return Verdict(
+            "dead",
+            rpc_name(exc),
+            "Telegram no longer knows this session's key (transport error -404, "
+            f"AuthKeyNotFound: the session was logged out or deleted); {SESSION_HINT}",
+        )
     if isinstance(exc, TimeoutError):
         # Before OSError, of which TimeoutError is a subclass.
         return Verdict(
@@ -197,6 +214,7 @@ class PyrogramVerifier:
     ) -> None:
         self.timeout = timeout
         self._factory = client_factory or make_client
+        logging.getLogger("asyncio").addFilter(_NOISE_FILTER)  # idempotent: one filter object
 
     async def verify(self, settings: Settings) -> Verdict:
         try:
@@ -213,8 +231,8 @@ class PyrogramVerifier:
         client = self._factory(settings)
         try:
             async with asyncio.timeout(self.timeout):
-                authorized = await client.connect()
-                me = await client.get_me() if authorized else None
+                authorized = await _watched(client, client.connect())
+                me = await _watched(client, client.get_me()) if authorized else None
         except Exception as exc:
             return classify(exc, self.timeout)
         finally:
@@ -236,6 +254,53 @@ async def check_telegram(
     verifier = PyrogramVerifier(timeout=timeout, client_factory=client_factory)
     verdict = await verifier.verify(settings)
     return verdict.valid, verdict.detail
+
+
+class _KurigramTransportNoise(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" traceback for a kurigram transport
+    error: besides its receive task, kurigram's own restart task (never awaited by anyone) dies
+    of the same -404. The verifier has already reported it, in one line, as a dead session."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, TransportError) and "never retrieved" in str(record.msg))
+
+
+_NOISE_FILTER: Final = _KurigramTransportNoise()
+
+
+def transport_failure(client: Any) -> TransportError | None:
+    """The transport error kurigram's receive task ended with, if it did.
+
+    kurigram raises a transport error (-404 ``AuthKeyNotFound`` above all) in
+    ``Session.recv_worker``, a task nobody awaits: the session's start only sees its ping time
+    out and schedules a restart, ``connect()`` returns, and every call waits for a session that
+    never starts. The finished task keeps the exception; reading it here also keeps asyncio from
+    logging it as never retrieved.
+    """
+    task = getattr(getattr(client, "session", None), "recv_task", None)
+    if not isinstance(task, asyncio.Future) or not task.done() or task.cancelled():
+        return None
+    failure = task.exception()
+    return failure if isinstance(failure, TransportError) else None
+
+
+async def _watched(client: Any, call: Awaitable[T]) -> T:
+    """``await call``, unless kurigram's receive task dies of a transport error first: then
+    that error is raised here, where :func:`classify` can name it."""
+    pending = asyncio.ensure_future(call)
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=_TRANSPORT_POLL)
+            if done:
+                return pending.result()
+            if (failure := transport_failure(client)) is not None:
+                raise failure
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pending
 
 
 async def _disconnect_quietly(client: Any) -> None:
