@@ -63,6 +63,7 @@ async def serve(settings: Settings, env_file: Path, stop: asyncio.Event) -> int:
     metrics = Metrics(CollectorRegistry(), output=settings.output)
     exporter = _start_exporter(settings, metrics)
     pulse: asyncio.Task[None] | None = None
+    code: int | None = None
     try:
         supervisor = await build_supervisor(
             settings,
@@ -74,10 +75,10 @@ async def serve(settings: Settings, env_file: Path, stop: asyncio.Event) -> int:
             call_events=metrics,
         )
         pulse = asyncio.create_task(_pulse(supervisor, metrics), name="pulse")
-        return await supervisor.run(stop)
+        code = await supervisor.run(stop)
     except TgstreamError as exc:
         log.error("%s", exc)
-        return int(exc.exit_code)
+        code = int(exc.exit_code)
     finally:
         if pulse is not None:
             pulse.cancel()
@@ -85,6 +86,9 @@ async def serve(settings: Settings, env_file: Path, stop: asyncio.Event) -> int:
         metrics.state("stopping")  # stream_up 0, also in the textfile written on close
         if exporter is not None:
             exporter.close()
+        if code is not None:  # else a traceback follows
+            log.info("tgstream stopped, children ended (exit code %d)", code)
+    return code
 
 
 def _log_restarts() -> None:

@@ -5,7 +5,10 @@
   every outcome into a :class:`~tgstream.session.Verdict`. A key Telegram no longer knows is
   not raised to the caller: kurigram raises ``AuthKeyNotFound`` (transport error -404) inside
   its receive task, ``connect()`` still succeeds and ``get_me`` would only time out, so the
-  verifier watches that task (:func:`transport_failure`) while it waits.
+  verifier watches that task (:func:`transport_failure`) while it waits. For the telegram
+  output its first valid check also looks ``CHAT_ID`` up and logs why that failed: py-tgcalls
+  swallows every error of its own first lookup (``ClientCache.get_input_call``) and then fails
+  on something else (no video chat, no right to start one).
 - :func:`login` is the interactive flow of ``tgstream session new``: phone, code, 2FA password.
 
 Tests pass ``client_factory`` (a fake pyrogram client); nothing here connects at import time.
@@ -214,6 +217,9 @@ class PyrogramVerifier:
     ) -> None:
         self.timeout = timeout
         self._factory = client_factory or make_client
+        self._chat_looked_up = False
+        self.chat_problem: str | None = None
+        """Why the first lookup of ``CHAT_ID`` failed, once it has (``None`` if it worked)."""
         logging.getLogger("asyncio").addFilter(_NOISE_FILTER)  # idempotent: one filter object
 
     async def verify(self, settings: Settings) -> Verdict:
@@ -233,6 +239,8 @@ class PyrogramVerifier:
             async with asyncio.timeout(self.timeout):
                 authorized = await _watched(client, client.connect())
                 me = await _watched(client, client.get_me()) if authorized else None
+            if me is not None:
+                await self._first_chat_lookup(client, settings)
         except Exception as exc:
             return classify(exc, self.timeout)
         finally:
@@ -242,6 +250,32 @@ class PyrogramVerifier:
                 "dead", "no_account", f"SESSION_STRING holds no logged-in account; {SESSION_HINT}"
             )
         return Verdict("valid", "ok", f"logged in as {me.first_name} (id {me.id})")
+
+    async def _first_chat_lookup(self, client: Any, settings: Settings) -> None:
+        """Look ``CHAT_ID`` up once per verifier; a failure is logged with its cause.
+
+        A dead-session error is raised (the caller classifies it); any other is only logged:
+        the session works, the broadcast's join will say more.
+        """
+        if self._chat_looked_up or settings.output != "telegram" or settings.CHAT_ID is None:
+            return
+        self._chat_looked_up = True
+        try:
+            async with asyncio.timeout(self.timeout):
+                chat = await _watched(client, client.get_chat(settings.CHAT_ID))
+        except (Unauthorized, *DEAD_SESSION_ERRORS):
+            raise
+        except Exception as exc:
+            cause = "no answer in time" if isinstance(exc, TimeoutError) else rpc_name(exc)
+            self.chat_problem = (
+                f"looking up CHAT_ID={settings.CHAT_ID} failed ({cause}: {exc or 'no detail'}); "
+                "check CHAT_ID (the group's id, -100...) and that this account is a member"
+            )
+            log.warning("telegram: %s", self.chat_problem)
+            return
+        log.info(
+            "telegram: CHAT_ID=%s is %s", settings.CHAT_ID, getattr(chat, "title", None) or "found"
+        )
 
 
 async def check_telegram(
@@ -253,6 +287,11 @@ async def check_telegram(
     """One login within ``timeout`` seconds for ``tgstream check``: ``(ok, detail)``."""
     verifier = PyrogramVerifier(timeout=timeout, client_factory=client_factory)
     verdict = await verifier.verify(settings)
+    if verdict.valid and verifier.chat_problem:
+        return False, _scrubbed(
+            Verdict("valid", "ok", f"{verdict.detail}, but {verifier.chat_problem}"),
+            settings.secrets(),
+        ).detail
     return verdict.valid, verdict.detail
 
 
