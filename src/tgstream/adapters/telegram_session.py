@@ -213,11 +213,15 @@ class PyrogramVerifier:
     within ``timeout`` seconds. One attempt per call: the supervisor owns retries and backoff."""
 
     def __init__(
-        self, *, timeout: float = 10.0, client_factory: ClientFactory | None = None
+        self,
+        *,
+        timeout: float = 10.0,
+        client_factory: ClientFactory | None = None,
+        look_up_chat: bool = True,
     ) -> None:
         self.timeout = timeout
         self._factory = client_factory or make_client
-        self._chat_looked_up = False
+        self._chat_looked_up = not look_up_chat
         self.chat_problem: str | None = None
         """Why the first lookup of ``CHAT_ID`` failed, once it has (``None`` if it worked)."""
         logging.getLogger("asyncio").addFilter(_NOISE_FILTER)  # idempotent: one filter object
@@ -283,9 +287,14 @@ async def check_telegram(
     *,
     timeout: float = 10.0,
     client_factory: ClientFactory | None = None,
+    look_up_chat: bool = True,
 ) -> tuple[bool, str]:
-    """One login within ``timeout`` seconds for ``tgstream check``: ``(ok, detail)``."""
-    verifier = PyrogramVerifier(timeout=timeout, client_factory=client_factory)
+    """One login within ``timeout`` seconds for ``tgstream check``: ``(ok, detail)``. With
+    ``look_up_chat`` (the telegram output's check) a CHAT_ID that cannot be looked up fails it
+    too; ``session check`` judges the session alone."""
+    verifier = PyrogramVerifier(
+        timeout=timeout, client_factory=client_factory, look_up_chat=look_up_chat
+    )
     verdict = await verifier.verify(settings)
     if verdict.valid and verifier.chat_problem:
         return False, _scrubbed(

@@ -309,3 +309,15 @@ async def test_check_fails_on_a_chat_it_cannot_look_up_and_says_why(tmp_path: Pa
         True,
         "logged in as Alice (id 42)",
     )
+
+
+async def test_session_check_judges_the_session_alone(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    write_env(env, OLD)
+    telegram = FakeTelegram()
+    telegram.chat_error = PeerIdInvalid()
+    ok, detail = await check_telegram(
+        load_settings(env), client_factory=telegram.client, look_up_chat=False
+    )
+    assert (ok, detail) == (True, "logged in as Alice (id 42)")
+    assert telegram.chat_lookups == 0
