@@ -11,6 +11,9 @@ STAMP := $(VENV)/.installed
 # with `pip install --no-index`, so the tests themselves never download anything.
 WHEELHOUSE := .cache/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
+# The versions a release venv installs (remote_deploy.sh and the wheelhouse pass it to pip -c);
+# `make constraints` rewrites it from the development venv, on purpose, never on its own.
+CONSTRAINTS := deploy/constraints-tgstream.txt
 # The contract guards' tools (buf, optic) from npm, pinned by contracts/package-lock.json, in
 # the project (never a global install); their install scripts are not run.
 NODE_TOOLS := .cache/node
@@ -24,7 +27,7 @@ UNIT_TESTS := tests/chat4all/unit tests/tgstream/unit tests/opskit tests/test_do
 # (90% of branches); `make pytest COVERAGE= PYTEST_ARGS=tests/...` runs a part without it.
 COVERAGE ?= --cov --cov-report=term-missing
 
-.PHONY: run test check unit lint typecheck pytest bench bench-chat4all bench-systemd test-loaded contracts contracts-check contracts-baseline deps system-deps demo clean help
+.PHONY: run test check unit lint typecheck pytest constraints bench bench-chat4all bench-systemd test-loaded contracts contracts-check contracts-baseline deps system-deps demo clean help
 
 help:
 	@echo "make run    - install what is missing, then run tgstream (preview) and chat4all side by side"
@@ -32,6 +35,7 @@ help:
 	@echo "              with the coverage gate (90% of chat4all's domain and use cases); ~10 min"
 	@echo "make check  - lint, type-check and the unit tests: the inner loop, under a minute"
 	@echo "make bench  - run the benchmarks in bench/ and print their tables"
+	@echo "make constraints - pin the release venvs' versions ($(CONSTRAINTS)) to the development venv's"
 	@echo "make test-loaded - the tgstream integration suite 3 times beside two x264 encodes"
 	@echo "make bench-systemd - (root) kill -9 restart times on a real systemd, 20 rounds"
 	@echo "make bench-chat4all - chat4all send throughput and latency, REST and gRPC, against two ceilings"
@@ -62,10 +66,15 @@ $(STAMP): pyproject.toml
 
 deps: system-deps $(STAMP)
 
-$(WHEELHOUSE_STAMP): pyproject.toml $(STAMP)
+$(WHEELHOUSE_STAMP): pyproject.toml $(CONSTRAINTS) $(STAMP)
 	mkdir -p $(WHEELHOUSE)
-	$(BIN)/python -m pip wheel -q --disable-pip-version-check -w $(WHEELHOUSE) '.[tgstream]' 'setuptools>=77' wheel pip
+	$(BIN)/python -m pip wheel -q --disable-pip-version-check -w $(WHEELHOUSE) -c $(CONSTRAINTS) '.[tgstream]' 'setuptools>=77' wheel pip
 	touch $@
+
+# Pin what a release installs to what the development venv tested (needs PyPI; nothing is
+# installed). Run after an upgrade passed `make test`, and review the diff before committing it.
+constraints: deps
+	$(BIN)/python scripts/refresh_constraints.py $(CONSTRAINTS)
 
 demo: deps
 	$(BIN)/tgstream demo --dir .demo

@@ -5,7 +5,8 @@
 #   remote_deploy.sh --rollback [--no-restart]
 #
 # Layout (DEPLOY_ROOT, default /opt/tg_video_streamer):
-#   releases/<release>/   venv/ (the package installed), scripts/, deploy/, docs/, README.md,
+#   releases/<release>/   venv/ (the package with its [tgstream] extra, at the versions of
+#                         deploy/constraints-tgstream.txt), scripts/, deploy/, docs/, README.md,
 #                         .env -> ../../shared/.env
 #   shared/.env           the settings, mode 600, owner SERVICE_USER; survives releases, so a
 #                         session regenerated on the host is kept by the next deploy
@@ -153,8 +154,11 @@ build_release() {
   [ -d "$source_dir/docs" ] && cp -a "$source_dir/docs" "$dir/"  # the manual (the units link it)
   cp "$source_dir/README.md" "$source_dir/.env.template" "$dir/" 2>/dev/null || true
   "$PYTHON" -m venv "$dir/venv" || die "cannot create a venv with $PYTHON (apt-get install python3-venv)"
+  # The versions the tests ran against, never whatever is newest today (make constraints).
+  local constraints=$source_dir/deploy/constraints-tgstream.txt
+  [ -f "$constraints" ] || die "--source $source_dir has no deploy/constraints-tgstream.txt (make constraints writes it)"
   # shellcheck disable=SC2086 # PIP_ARGS is a list of arguments on purpose
-  "$dir/venv/bin/pip" install --quiet --disable-pip-version-check $PIP_ARGS "${source_dir}[tgstream]" \
+  "$dir/venv/bin/pip" install --quiet --disable-pip-version-check $PIP_ARGS -c "$constraints" "${source_dir}[tgstream]" \
     || die "pip install into releases/$release failed (see above); current is unchanged"
   ln -sfn ../../shared/.env "$dir/.env"
   # As the service will run it: an interpreter the service user cannot reach (say, a pyenv

@@ -52,7 +52,7 @@ app = typer.Typer(
     "local preview.",
     epilog="Exit codes: 0 ok; 1 check failed, a playlist item cannot play, or session invalid; "
     "2 bad configuration (a key, a .env line, a missing --env-file); 3 bad playlist; "
-    "4 ffmpeg/ffprobe/yt-dlp missing; 5 output cannot be opened.",
+    "4 ffmpeg/ffprobe/yt-dlp or the tgstream extra missing; 5 output cannot be opened.",
 )
 app.add_typer(session_app, name="session")
 EnvFile = Annotated[

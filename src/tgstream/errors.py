@@ -49,7 +49,7 @@ class ExitCode(IntEnum):
     PLAYLIST = 3
     """The playlist file is missing, empty, or has no valid entry."""
     TOOL = 4
-    """ffmpeg, ffprobe or yt-dlp is not installed."""
+    """ffmpeg, ffprobe or yt-dlp is not installed, or the ``[tgstream]`` extra is missing."""
     OUTPUT = 5
     """The output cannot be opened (for example the preview port is taken)."""
 

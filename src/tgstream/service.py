@@ -63,6 +63,7 @@ async def serve(settings: Settings, env_file: Path, stop: asyncio.Event) -> int:
     metrics = Metrics(CollectorRegistry(), output=settings.output)
     exporter = _start_exporter(settings, metrics)
     pulse: asyncio.Task[None] | None = None
+    code: int | None = None
     try:
         supervisor = await build_supervisor(
             settings,
@@ -74,10 +75,10 @@ async def serve(settings: Settings, env_file: Path, stop: asyncio.Event) -> int:
             call_events=metrics,
         )
         pulse = asyncio.create_task(_pulse(supervisor, metrics), name="pulse")
-        return await supervisor.run(stop)
+        code = await supervisor.run(stop)
     except TgstreamError as exc:
         log.error("%s", exc)
-        return int(exc.exit_code)
+        code = int(exc.exit_code)
     finally:
         if pulse is not None:
             pulse.cancel()
@@ -85,6 +86,9 @@ async def serve(settings: Settings, env_file: Path, stop: asyncio.Event) -> int:
         metrics.state("stopping")  # stream_up 0, also in the textfile written on close
         if exporter is not None:
             exporter.close()
+        if code is not None:  # else a traceback follows
+            log.info("tgstream stopped, children ended (exit code %d)", code)
+    return code
 
 
 def _log_restarts() -> None:
@@ -125,7 +129,9 @@ def _start_exporter(settings: Settings, metrics: Metrics) -> MetricsServer | Non
     return exporter
 
 
-async def _pulse(supervisor: Supervisor, metrics: Metrics, every: float = 1.0) -> None:
+async def _pulse(
+    supervisor: Supervisor, metrics: Metrics, every: float = 1.0, until_ready: float = 0.05
+) -> None:
     """The main loop's pulse: /healthz, and systemd's READY=1 and watchdog pings.
 
     A watchdog ping goes out only while the pipeline moves (a unit written within
@@ -133,12 +139,14 @@ async def _pulse(supervisor: Supervisor, metrics: Metrics, every: float = 1.0) -
     """
     notifier = Notifier()
     announced = False
+    ready = False
     last_ping = 0.0
     withheld = False
     while True:
         metrics.beat()
         now = time.monotonic()
         if not announced and supervisor.ready():
+            ready = True
             state = "degraded" if supervisor.status.degraded else "on air"
             announced = notifier.notify(f"READY=1\nSTATUS=tgstream {state}")
         if notifier.watchdog is not None and now - last_ping >= notifier.watchdog / 3:
@@ -152,4 +160,6 @@ async def _pulse(supervisor: Supervisor, metrics: Metrics, every: float = 1.0) -
                     "the service",
                     WATCHDOG_STALL,
                 )
-        await asyncio.sleep(every)
+        # Until the service is ready, look often: systemd counts a (re)start as done only once
+        # READY=1 is out, and a 1 s pulse added up to 1 s to every restart.
+        await asyncio.sleep(every if ready else until_ready)

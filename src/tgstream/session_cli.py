@@ -205,7 +205,9 @@ def diagnose(
         session = settings.SESSION_STRING
         assert session is not None
         facts = await session_facts(session.get_secret_value())
-        return facts, await check_telegram(settings, timeout=timeout, client_factory=client_factory)
+        return facts, await check_telegram(
+            settings, timeout=timeout, client_factory=client_factory, look_up_chat=False
+        )
 
     facts, (ok, detail) = asyncio.run(both())
     named = (

@@ -191,6 +191,10 @@ def session_string(user_id: int = 42, dc_id: int = 2, key: bytes = bytes(256)) -
     return base64.urlsafe_b64encode(packed).decode().rstrip("=")
 
 
+class Chat:
+    title = "Broadcast group"
+
+
 class FakeTelegram:
     """Telegram's view of sessions: which work, which are refused and how, which time out.
 
@@ -202,6 +206,9 @@ class FakeTelegram:
         self.refused: dict[str, Exception] = {}
         self.hanging: set[str] = set()
         self.logins = 0
+        self.chat_error: Exception | None = None
+        """What looking up a chat raises (``None``: the chat is found)."""
+        self.chat_lookups = 0
 
     def revoke(self, session: str, error: Exception | None = None) -> None:
         self.refused[session] = error or AuthKeyUnregistered()
@@ -228,6 +235,12 @@ class FakeSessionClient:
         if error is not None:
             raise error
         return Me()
+
+    async def get_chat(self, chat_id: int | str) -> Chat:
+        self._telegram.chat_lookups += 1
+        if self._telegram.chat_error is not None:
+            raise self._telegram.chat_error
+        return Chat()
 
     async def disconnect(self) -> None:
         self.is_connected = False

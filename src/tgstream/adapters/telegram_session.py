@@ -2,7 +2,13 @@
 
 - :func:`session_problem` judges a ``SESSION_STRING`` offline with pyrogram's own parser.
 - :class:`PyrogramVerifier` connects and asks ``get_me`` within ``timeout`` seconds and turns
-  every outcome into a :class:`~tgstream.session.Verdict`.
+  every outcome into a :class:`~tgstream.session.Verdict`. A key Telegram no longer knows is
+  not raised to the caller: kurigram raises ``AuthKeyNotFound`` (transport error -404) inside
+  its receive task, ``connect()`` still succeeds and ``get_me`` would only time out, so the
+  verifier watches that task (:func:`transport_failure`) while it waits. For the telegram
+  output its first valid check also looks ``CHAT_ID`` up and logs why that failed: py-tgcalls
+  swallows every error of its own first lookup (``ClientCache.get_input_call``) and then fails
+  on something else (no video chat, no right to start one).
 - :func:`login` is the interactive flow of ``tgstream session new``: phone, code, 2FA password.
 
 Tests pass ``client_factory`` (a fake pyrogram client); nothing here connects at import time.
@@ -13,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from pyrogram import Client
 from pyrogram.errors import (
@@ -37,6 +43,7 @@ from pyrogram.errors import (
     UserDeactivatedBan,
 )
 from pyrogram.errors.rpc_error import RPCError
+from pyrogram.session.session import AuthKeyNotFound, TransportError
 from pyrogram.storage import SQLiteStorage
 from pyrogram.types import TermsOfService
 
@@ -58,6 +65,7 @@ __all__ = [
     "rpc_name",
     "session_facts",
     "session_problem",
+    "transport_failure",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,9 +79,14 @@ DEAD_SESSION_ERRORS: Final = (
     AuthKeyDuplicated,
     UserDeactivated,
     UserDeactivatedBan,
+    AuthKeyNotFound,
 )
-"""Errors after which only a new SESSION_STRING helps (all from ``pyrogram.errors``)."""
+"""Errors after which only a new SESSION_STRING helps (``pyrogram.errors``, and the transport
+error -404 of ``pyrogram.session.session``)."""
 _DISCONNECT_TIMEOUT: Final = 5.0
+_TRANSPORT_POLL: Final = 0.1
+"""Seconds between looks at kurigram's receive task while a call is pending."""
+T = TypeVar("T")
 
 ClientFactory = Callable[[Settings], Any]
 
@@ -150,6 +163,13 @@ async def session_problem(session: str) -> str | None:
 
 def classify(exc: BaseException, timeout: float) -> Verdict:
     """One failed login attempt as a verdict: dead session, or Telegram unreachable."""
+    if isinstance(exc, AuthKeyNotFound):
+        return Verdict(
+            "dead",
+            rpc_name(exc),
+            "Telegram no longer knows this session's key (transport error -404, "
+            f"AuthKeyNotFound: the session was logged out or deleted); {SESSION_HINT}",
+        )
     if isinstance(exc, TimeoutError):
         # Before OSError, of which TimeoutError is a subclass.
         return Verdict(
@@ -193,10 +213,18 @@ class PyrogramVerifier:
     within ``timeout`` seconds. One attempt per call: the supervisor owns retries and backoff."""
 
     def __init__(
-        self, *, timeout: float = 10.0, client_factory: ClientFactory | None = None
+        self,
+        *,
+        timeout: float = 10.0,
+        client_factory: ClientFactory | None = None,
+        look_up_chat: bool = True,
     ) -> None:
         self.timeout = timeout
         self._factory = client_factory or make_client
+        self._chat_looked_up = not look_up_chat
+        self.chat_problem: str | None = None
+        """Why the first lookup of ``CHAT_ID`` failed, once it has (``None`` if it worked)."""
+        logging.getLogger("asyncio").addFilter(_NOISE_FILTER)  # idempotent: one filter object
 
     async def verify(self, settings: Settings) -> Verdict:
         try:
@@ -213,8 +241,10 @@ class PyrogramVerifier:
         client = self._factory(settings)
         try:
             async with asyncio.timeout(self.timeout):
-                authorized = await client.connect()
-                me = await client.get_me() if authorized else None
+                authorized = await _watched(client, client.connect())
+                me = await _watched(client, client.get_me()) if authorized else None
+            if me is not None:
+                await self._first_chat_lookup(client, settings)
         except Exception as exc:
             return classify(exc, self.timeout)
         finally:
@@ -225,17 +255,100 @@ class PyrogramVerifier:
             )
         return Verdict("valid", "ok", f"logged in as {me.first_name} (id {me.id})")
 
+    async def _first_chat_lookup(self, client: Any, settings: Settings) -> None:
+        """Look ``CHAT_ID`` up once per verifier; a failure is logged with its cause.
+
+        A dead-session error is raised (the caller classifies it); any other is only logged:
+        the session works, the broadcast's join will say more.
+        """
+        if self._chat_looked_up or settings.output != "telegram" or settings.CHAT_ID is None:
+            return
+        self._chat_looked_up = True
+        try:
+            async with asyncio.timeout(self.timeout):
+                chat = await _watched(client, client.get_chat(settings.CHAT_ID))
+        except (Unauthorized, *DEAD_SESSION_ERRORS):
+            raise
+        except Exception as exc:
+            cause = "no answer in time" if isinstance(exc, TimeoutError) else rpc_name(exc)
+            self.chat_problem = (
+                f"looking up CHAT_ID={settings.CHAT_ID} failed ({cause}: {exc or 'no detail'}); "
+                "check CHAT_ID (the group's id, -100...) and that this account is a member"
+            )
+            log.warning("telegram: %s", self.chat_problem)
+            return
+        log.info(
+            "telegram: CHAT_ID=%s is %s", settings.CHAT_ID, getattr(chat, "title", None) or "found"
+        )
+
 
 async def check_telegram(
     settings: Settings,
     *,
     timeout: float = 10.0,
     client_factory: ClientFactory | None = None,
+    look_up_chat: bool = True,
 ) -> tuple[bool, str]:
-    """One login within ``timeout`` seconds for ``tgstream check``: ``(ok, detail)``."""
-    verifier = PyrogramVerifier(timeout=timeout, client_factory=client_factory)
+    """One login within ``timeout`` seconds for ``tgstream check``: ``(ok, detail)``. With
+    ``look_up_chat`` (the telegram output's check) a CHAT_ID that cannot be looked up fails it
+    too; ``session check`` judges the session alone."""
+    verifier = PyrogramVerifier(
+        timeout=timeout, client_factory=client_factory, look_up_chat=look_up_chat
+    )
     verdict = await verifier.verify(settings)
+    if verdict.valid and verifier.chat_problem:
+        return False, _scrubbed(
+            Verdict("valid", "ok", f"{verdict.detail}, but {verifier.chat_problem}"),
+            settings.secrets(),
+        ).detail
     return verdict.valid, verdict.detail
+
+
+class _KurigramTransportNoise(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" traceback for a kurigram transport
+    error: besides its receive task, kurigram's own restart task (never awaited by anyone) dies
+    of the same -404. The verifier has already reported it, in one line, as a dead session."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, TransportError) and "never retrieved" in str(record.msg))
+
+
+_NOISE_FILTER: Final = _KurigramTransportNoise()
+
+
+def transport_failure(client: Any) -> TransportError | None:
+    """The transport error kurigram's receive task ended with, if it did.
+
+    kurigram raises a transport error (-404 ``AuthKeyNotFound`` above all) in
+    ``Session.recv_worker``, a task nobody awaits: the session's start only sees its ping time
+    out and schedules a restart, ``connect()`` returns, and every call waits for a session that
+    never starts. The finished task keeps the exception; reading it here also keeps asyncio from
+    logging it as never retrieved.
+    """
+    task = getattr(getattr(client, "session", None), "recv_task", None)
+    if not isinstance(task, asyncio.Future) or not task.done() or task.cancelled():
+        return None
+    failure = task.exception()
+    return failure if isinstance(failure, TransportError) else None
+
+
+async def _watched(client: Any, call: Awaitable[T]) -> T:
+    """``await call``, unless kurigram's receive task dies of a transport error first: then
+    that error is raised here, where :func:`classify` can name it."""
+    pending = asyncio.ensure_future(call)
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=_TRANSPORT_POLL)
+            if done:
+                return pending.result()
+            if (failure := transport_failure(client)) is not None:
+                raise failure
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pending
 
 
 async def _disconnect_quietly(client: Any) -> None:

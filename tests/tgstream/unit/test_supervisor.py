@@ -16,13 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyrogram.errors import SessionExpired, SessionRevoked
+from pyrogram.errors import (
+    ChannelPrivate,
+    PeerIdInvalid,
+    SessionExpired,
+    SessionRevoked,
+)
 
 from opskit.envfile import update_env
 from opskit.logs import setup_logging
 from tests.tgstream.fakes import FakeTelegram, session_string
 from tests.tgstream.login_driver import NEW_SESSION, FakeLoginClient
-from tgstream.adapters.telegram_session import PyrogramVerifier
+from tgstream.adapters.telegram_session import PyrogramVerifier, check_telegram
 from tgstream.bootstrap import reload_settings
 from tgstream.config import Settings, load_settings
 from tgstream.domain.playlist import Item
@@ -265,3 +270,54 @@ def test_a_reload_prefers_the_file_over_an_environment_set_at_start(
     fresh = reload_settings(env).SESSION_STRING
     assert fresh is not None
     assert fresh.get_secret_value() == NEW
+
+
+async def test_the_first_chat_lookup_logs_a_library_error_with_its_cause_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # py-tgcalls swallows the errors of its own first lookup of the chat; ours names them.
+    env = tmp_path / ".env"
+    write_env(env, OLD)
+    telegram = FakeTelegram()
+    telegram.chat_error = ChannelPrivate()
+    engines = Engines()
+    stop = asyncio.Event()
+    sup = supervisor(env, telegram, engines)
+    task = asyncio.create_task(sup.run(stop))
+    await until(lambda: engines.running.is_set() and telegram.logins >= 4)
+    stop.set()
+    assert await task == 0
+    assert sup.status.session == "valid"  # the session works; only the chat is a problem
+    assert telegram.chat_lookups == 1
+    warnings = [r.getMessage() for r in caplog.records if "CHAT_ID" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "looking up CHAT_ID=-100123 failed (CHANNEL_PRIVATE: " in warnings[0]
+    assert "member" in warnings[0]
+
+
+async def test_check_fails_on_a_chat_it_cannot_look_up_and_says_why(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    write_env(env, OLD)
+    telegram = FakeTelegram()
+    telegram.chat_error = PeerIdInvalid()
+    ok, detail = await check_telegram(load_settings(env), client_factory=telegram.client)
+    assert not ok
+    assert detail.startswith("logged in as Alice (id 42), but looking up CHAT_ID=-100123 failed")
+    assert "PEER_ID_INVALID" in detail
+    telegram.chat_error = None
+    assert await check_telegram(load_settings(env), client_factory=telegram.client) == (
+        True,
+        "logged in as Alice (id 42)",
+    )
+
+
+async def test_session_check_judges_the_session_alone(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    write_env(env, OLD)
+    telegram = FakeTelegram()
+    telegram.chat_error = PeerIdInvalid()
+    ok, detail = await check_telegram(
+        load_settings(env), client_factory=telegram.client, look_up_chat=False
+    )
+    assert (ok, detail) == (True, "logged in as Alice (id 42)")
+    assert telegram.chat_lookups == 0

@@ -14,6 +14,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -404,6 +405,9 @@ class FakeLoginClient:
         if self._error is not None:
             raise self._error
         return self._me
+
+    async def get_chat(self, chat_id: int | str) -> Any:
+        return SimpleNamespace(id=chat_id, title="group")
 
     async def disconnect(self) -> None:
         self.disconnected += 1
