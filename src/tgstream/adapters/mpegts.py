@@ -51,7 +51,13 @@ _WRAP: Final = 1 << 33
 _HALF: Final = 1 << 32
 _NULL_PID: Final = 0x1FFF
 _HOLD_LIMIT: Final = 4 << 20
-"""Bytes held back at most while waiting for a keyframe and every stream's first timestamp."""
+"""Bytes held back at most while waiting for every stream's first timestamp."""
+_KEY_WAIT: Final = 20 * TS_CLOCK
+"""Source ticks dropped at most while waiting for a video keyframe: longer than any GOP a
+source sensibly has (x264's default keyint, 250 frames, is 10 s at 25 fps), so only a source
+that flags no keyframes at all is played from a frame that is not one. Time, not bytes: the
+rest of a GOP at a high bitrate is megabytes, and a bound in bytes let its last frames through
+without the frames they refer to."""
 _MIN_DTS_STEP: Final = 90
 """Ticks (1 ms) a stream's first DTS lies at least after the previous source's last DTS on that
 stream: distinct even in FLV's millisecond timestamps."""
@@ -157,9 +163,9 @@ class TsRebaser:
     :meth:`ready`. ``offset`` (seconds) places the first source of an output, for streams the
     timeline has not seen yet; afterwards the timeline's ends place each source.
 
-    The anchor waits for a video keyframe (when ``streams`` > 1, the first is video) and for a
-    timestamp on each of ``streams`` elementary streams (at most ``_HOLD_LIMIT`` bytes); units
-    before the keyframe are dropped.
+    The anchor waits for a video keyframe (when ``streams`` > 1, the first is video; units
+    before it are dropped, over at most ``_KEY_WAIT`` of the source's timeline) and for a
+    timestamp on each of ``streams`` elementary streams (at most ``_HOLD_LIMIT`` bytes held).
     """
 
     offset: float
@@ -184,7 +190,8 @@ class TsRebaser:
     _steps: dict[int, int] = field(default_factory=dict)
     _eof: bool = False
     _anchorable: bool = False
-    _dropped_bytes: int = 0
+    _wait_from: int | None = None
+    """Source ticks of the first unit dropped while waiting for a keyframe."""
     _floors: dict[int, int] = field(default_factory=dict)
     _dts_floors: dict[int, int] = field(default_factory=dict)
     """Per non-leading PID, after an anchor: units starting before this are dropped."""
@@ -322,10 +329,15 @@ class TsRebaser:
             return
         q = self._queue
         if self.streams > 1:
-            while q and not (q[0].video and q[0].key) and self._dropped_bytes < _HOLD_LIMIT:
+            while q and not (q[0].video and q[0].key):
+                stamp = q[0].stamp
+                if stamp is not None:
+                    if self._wait_from is None:
+                        self._wait_from = stamp
+                    elif stamp - self._wait_from > _KEY_WAIT:
+                        break  # no keyframe flagged for too long: play on from here
                 self._queued_bytes -= len(q[0].data)
                 self.dropped += 1
-                self._dropped_bytes += len(q[0].data)
                 q.popleft()
         seen = {u.pid for u in q if u.pts is not None}
         self._anchorable = bool(q) and (
@@ -386,7 +398,7 @@ class TsRebaser:
             assert kept.pts is not None
             gaps.append((origin + kept.pts - ends[pid].pts_end) / TS_CLOCK)
         self.gap = max(gaps)
-        self._dropped_bytes = 0
+        self._wait_from = None
 
     # ---- placing ------------------------------------------------------------------------------
 

@@ -440,6 +440,45 @@ def test_resplice_continues_on_the_next_keyframe_after_what_was_written_meanwhil
     assert track.dropped >= 2
 
 
+def test_resplice_drops_the_rest_of_a_high_bitrate_gop_however_many_bytes_it_is() -> None:
+    # The e2e pause test's noise clip: ~200 kB per frame, so the 25 frames up to the next
+    # keyframe are ~5 MB. A 4 MiB bound on the bytes dropped let the last 4 P-frames through,
+    # spliced after the slate without the frames they refer to (ffprobe decoded 3 of them
+    # fewer than there were packets).
+    timeline = TsTimeline()
+    track = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
+    track.push(gop(10_000, 4, delay=0))
+    drain(track)
+    slate = TsRebaser(offset=0.0, timeline=timeline, streams=2)
+    rebase(slate, gop(10_000, 6, delay=0))
+    track.resplice()
+
+    big = 1_100  # packets per frame: 25 frames are 5.2 MB
+    for n in range(25):
+        track.push(frame(22_000 + n * 3_000, packets=big) + sound(22_000 + n * 3_000))
+    track.push(gop(97_000, 3, delay=0))
+    track.push(b"")
+    after = drain(track)
+
+    assert after[0].video and after[0].key, (len(after[0].data), after[0].pts)
+    assert track.dropped == 1 + 50  # the first GOP's last audio frame, then 25 frames + audio
+
+
+def test_a_source_that_flags_no_keyframe_plays_after_20_seconds_of_its_timeline() -> None:
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+    frames = 30 * 25  # 25 s at 30 fps, no keyframe flagged
+    for n in range(frames):
+        rebaser.push(frame(n * 3_000, n * 3_000) + sound(n * 3_000))
+    rebaser.push(b"")
+    units = drain(rebaser)
+
+    first = next(u for u in units if u.video)
+    assert not first.key
+    # Dropped up to 20 s of the source, then played on: the rest is not lost behind the slate.
+    assert rebaser.dropped == 2 * (20 * 30 + 1)
+    assert len([u for u in units if u.video]) == frames - (20 * 30 + 1)
+
+
 # ---- continuity counters ------------------------------------------------------------------
 
 
