@@ -15,11 +15,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+
+class _Attached(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+_R = TypeVar("_R", bound=_Attached)
 
 NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 
@@ -429,11 +437,12 @@ def run_cli(
 
 
 @contextlib.contextmanager
-def on_air(
-    cwd: Path, rtmp: Nginx, lines: list[str], **env: str
-) -> Iterator[tuple[Service, RtmpReader]]:
-    """``tgstream run`` playing ``lines`` (written to ``cwd/playlist.txt``) once into nginx, with
-    one reader attached from the moment it publishes. Both are always stopped afterwards."""
+def played_into(
+    cwd: Path, rtmp: Nginx, lines: list[str], attach: Callable[[str], _R], **env: str
+) -> Iterator[tuple[Service, _R]]:
+    """``tgstream run`` playing ``lines`` (written to ``cwd/playlist.txt``) once into nginx,
+    with ``attach(url)``'s reader or recorder started from the moment it publishes. Both are
+    always stopped afterwards."""
     playlist = cwd / "playlist.txt"
     playlist.write_text("\n".join(lines) + "\n")
     settings = {
@@ -446,7 +455,7 @@ def on_air(
     service = start_service(cwd, settings)
     try:
         rtmp.wait_publish(30)
-        reader = RtmpReader(rtmp.url())
+        reader = attach(rtmp.url())
         reader.start()
         try:
             yield service, reader
@@ -454,6 +463,13 @@ def on_air(
             reader.stop()
     finally:
         service.terminate()
+
+
+def on_air(
+    cwd: Path, rtmp: Nginx, lines: list[str], **env: str
+) -> contextlib.AbstractContextManager[tuple[Service, RtmpReader]]:
+    """:func:`played_into` with an :class:`RtmpReader` (every decoded frame)."""
+    return played_into(cwd, rtmp, lines, RtmpReader, **env)
 
 
 def assert_continuous(reader: RtmpReader, max_gap: float = 0.2) -> None:

@@ -12,7 +12,6 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from tests.tgstream.harness import (
     Service,
     alive,
     decode_errors,
-    start_service,
+    played_into,
 )
 from tgstream.adapters.demo import make_clip
 
@@ -33,31 +32,11 @@ FRAME = 1 / 30
 SLACK = 0.004  # FLV timestamps are whole milliseconds
 
 
-@contextlib.contextmanager
 def recorded(
     cwd: Path, rtmp: Nginx, lines: list[str], **env: str
-) -> Iterator[tuple[Service, FlvRecorder]]:
+) -> contextlib.AbstractContextManager[tuple[Service, FlvRecorder]]:
     """``tgstream run`` playing ``lines`` into nginx, one recorder attached from the publish."""
-    playlist = cwd / "playlist.txt"
-    playlist.write_text("\n".join(lines) + "\n")
-    settings = {
-        "PLAYLIST_FILE": str(playlist),
-        "OUTPUT": "rtmp",
-        "RTMP_URL": rtmp.url(),
-        "LOOP": "0",
-        **env,
-    }
-    service = start_service(cwd, settings)
-    try:
-        rtmp.wait_publish(30)
-        recorder = FlvRecorder(rtmp.url(), cwd / "recording.flv")
-        recorder.start()
-        try:
-            yield service, recorder
-        finally:
-            recorder.stop()
-    finally:
-        service.terminate()
+    return played_into(cwd, rtmp, lines, lambda url: FlvRecorder(url, cwd / "recording.flv"), **env)
 
 
 def steps(values: list[float]) -> list[float]:
