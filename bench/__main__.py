@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import platform
@@ -12,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from bench import tgstream_bench
+from bench.common import provenance
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -63,11 +63,10 @@ def main() -> int:
         root = Path(os.environ.get("BENCH_MEDIA", tempfile.mkdtemp(prefix="tgstream-bench-")))
         table = tgstream_bench.publisher_only(root)
         print(table)
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        command = "`python -m bench publisher` (the publisher rows of `make bench` alone)"
         write_section(
             "tgstream publisher",
-            f"Run on {stamp} with `python -m bench publisher` (the publisher rows of `make "
-            f"bench` alone), on {machine()}.\n\n{table}\n\n"
+            f"{provenance(command, machine())}\n\n{table}\n\n"
             "How: see the notes of the tgstream section (First frame, RTMP server return).",
         )
         return 0
@@ -83,10 +82,9 @@ def main() -> int:
         tgstream_bench.prepare_media(root)
         table = tgstream_bench.raw_split_table(tgstream_bench.cpu_raw_vs_pytgcalls(root))
         print(table)
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         write_section(
             "tgstream raw path (telegram)",
-            f"Run on {stamp} with `python -m bench raw`, on {machine()}.\n\n{table}\n\n"
+            f"{provenance('`python -m bench raw`', machine())}\n\n{table}\n\n"
             f"{tgstream_bench.RAW_NOTES}",
         )
         return 0
@@ -95,10 +93,9 @@ def main() -> int:
     (root / "results.json").write_text(json.dumps(results, indent=1, default=repr))
     table = tgstream_bench.report(results)
     print(table)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     write_section(
         "tgstream",
-        f"Run on {stamp} with `make bench` (`python -m bench`), on {machine()}.\n\n"
+        f"{provenance('`make bench` (`python -m bench`)', machine())}\n\n"
         f"{table}\n\n{tgstream_bench.NOTES}",
     )
     return 0

@@ -44,6 +44,7 @@ import grpc
 import httpx
 from tests.tgstream.harness import free_port
 
+from bench.common import provenance
 from bench.http_load import Pool, post_head
 from chat4all.adapters.channels.telegram import SIMULATOR_TOKEN
 from chat4all.v1 import api_pb2 as pb
@@ -379,12 +380,10 @@ def run(machine: str) -> str:
     results[NOOP] = _ceiling("/noop")
     top = results[INSERT]["throughput"]
     noop = results[NOOP]["throughput"]
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     revision = os.environ.get("CHAT4ALL_BENCH_BEFORE_REV")
     compared = f" BEFORE={revision}" if before and revision else ""
     lines = [
-        f"Run on {stamp} with `make bench-chat4all{compared}` (`python -m bench chat4all`), "
-        f"on {machine}.",
+        provenance(f"`make bench-chat4all{compared}` (`python -m bench chat4all`)", machine),
         "",
         f"| side | throughput, {CONCURRENCY} senders (msg/s) | share of the no-op ceiling | share of the one-insert ceiling | accept latency at {RATE} msg/s: p50 / p99 (ms) |",
         "|---|---|---|---|---|",

@@ -122,3 +122,9 @@ def summary(values: list[float]) -> str:
         f"median {statistics.median(values):.3f}, p95 {p95:.3f}, max {max(values):.3f} "
         f"(n={len(values)})"
     )
+
+
+def provenance(command: str, machine: str) -> str:
+    """The first line of every section of docs/benchmarks.md: when, how and where it ran."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return f"Run on {stamp} with {command}, on {machine}."

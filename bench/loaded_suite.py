@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import summary
+from bench.common import provenance, summary
 
 ROUNDS = int(os.environ.get("LOADED_ROUNDS", "3"))
 HOGS = 2
@@ -73,9 +73,8 @@ def run(machine: str) -> str:
         for hog in hogs:
             os.killpg(hog.pid, signal.SIGKILL)
             hog.wait()
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
-        f"Run on {stamp} with `make test-loaded` (`python -m bench loaded`), on {machine}.",
+        provenance("`make test-loaded` (`python -m bench loaded`)", machine),
         "",
         f"`pytest {SUITE}` {ROUNDS} times in a row while {HOGS} endless x264 encodes "
         f"(`{' '.join(HOG_ARGV)}`) ran beside it on the same cores.",

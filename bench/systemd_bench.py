@@ -6,7 +6,6 @@ Run as root: ``make bench-systemd`` (``python -m bench systemd``).
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 from tests.tgstream.systemd import test_deploy_systemd as setup
 from tests.tgstream.systemd.harness import booted
 
-from bench.common import summary
+from bench.common import provenance, summary
 
 ROUNDS = 20
 
@@ -35,10 +34,8 @@ def run(machine: str, rounds: int = ROUNDS) -> str:
             times.append(time.monotonic() - killed)
             print(f"restart {n + 1}/{rounds}: {times[-1]:.2f}s", flush=True)
     within = sum(1 for t in times if 10.0 <= t <= 12.0)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"Run on {stamp} with `make bench-systemd` (`python -m bench systemd`, as root), on "
-        f"{machine}.\n\n"
+        provenance("`make bench-systemd` (`python -m bench systemd`, as root)", machine) + "\n\n"
         "| measure | result | target |\n|---|---|---|\n"
         f"| `kill -9` of the main process to `active` again (n={len(times)}) | "
         f"{summary(times)} s, min {min(times):.3f} s | 10-12 s in 95%: "
