@@ -88,6 +88,7 @@ class NullOutput:
 
     recipe: Recipe
     name: str = "null"
+    reports_flowing: bool = False
     units: int = 0
     bytes: int = 0
     first_at: float | None = None

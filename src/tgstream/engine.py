@@ -442,7 +442,7 @@ class Engine:
         self.last_unit_at = self.clock()
         if self.stats.first_unit_at is None:
             self.stats.first_unit_at = self.clock()
-            if not getattr(self.output, "reports_flowing", False):  # else it says so when it is
+            if not self.output.reports_flowing:  # else it says so when it is
                 log.info("first frame written to the %s output", self.output.name)
         self.cursor = max(self.cursor, unit.pts + unit.duration)
         return max(0.0, self.last_unit_at - self._t0 - unit.pts)

@@ -57,13 +57,15 @@ class Output(Protocol):
     ``write`` must not block for long: a slow or disconnected destination drops units and
     reconnects on its own, while the engine's clock keeps running.
 
-    An output with a true ``reports_flowing`` attribute logs "first frame written to the <name>
-    output" itself, when the destination has it (the engine's first write may precede that).
     """
 
     recipe: Recipe
     """``ts`` for outputs fed MPEG-TS, ``raw`` for outputs fed I420 + PCM frames."""
     name: str
+    reports_flowing: bool
+    """True: the output logs "first frame written to the <name> output" itself, when the
+    destination has it (the engine's first write may precede that); False: the engine logs it
+    at its first write."""
 
     async def open(self) -> None: ...
 

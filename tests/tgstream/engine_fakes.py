@@ -271,6 +271,7 @@ class Written:
 @dataclass
 class FakeOutput:
     recipe: Recipe = "ts"
+    reports_flowing = False
     name: str = "fake"
     written: list[Written] = field(default_factory=list)
     opened: bool = False

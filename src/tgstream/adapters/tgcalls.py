@@ -142,6 +142,7 @@ class TelegramOutput:
     """:class:`~tgstream.ports.Output` into a Telegram group video chat; see the module doc."""
 
     recipe: Recipe = "raw"
+    reports_flowing = False
     name = "telegram"
 
     def __init__(
