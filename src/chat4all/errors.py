@@ -14,6 +14,8 @@ table, :mod:`chat4all.entrypoints.error_codes`.
     ├── StoreUnavailable       the database cannot be opened or migrated
     └── DeliveryError          a connector failed to deliver (never reaches a client)
         ├── RetryableDelivery  try again (after ``retry_after`` when the provider says)
+        │   └── AccountPaused  the account cannot send until an operator acts (a dead token):
+        │                      its messages wait, their attempts not counted
         └── PermanentDelivery  give up: the message fails with this reason
 """
 
@@ -32,6 +34,7 @@ __all__ = [
     "DeliveryError",
     "RetryableDelivery",
     "PermanentDelivery",
+    "AccountPaused",
 ]
 
 
@@ -102,3 +105,19 @@ class RetryableDelivery(DeliveryError):
 
 class PermanentDelivery(DeliveryError):
     pass
+
+
+class AccountPaused(RetryableDelivery):
+    """The account cannot send until an operator acts (its provider token expired or was
+    revoked): its messages wait without calling the provider and without counting attempts; it
+    resumes when its credentials are replaced or an admin resumes it. ``account``: which."""
+
+    def __init__(
+        self,
+        message: str,
+        account: str,
+        retry_after: float | None = None,
+        done: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, retry_after, done)
+        self.account = account
