@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from chat4all.adapters.channels.instagram import CHANNEL as INSTAGRAM
+from chat4all.adapters.channels.messenger import CHANNEL as MESSENGER
 from chat4all.adapters.channels.telegram import CHANNEL as TELEGRAM
 from tests.chat4all.channels import echo
 from tests.chat4all.channels.kit import ChannelKit
@@ -13,3 +15,11 @@ class TestTelegram(ChannelKit):
 
 class TestEcho(ChannelKit):
     plugin = echo.CHANNEL
+
+
+class TestMessenger(ChannelKit):
+    plugin = MESSENGER
+
+
+class TestInstagram(ChannelKit):
+    plugin = INSTAGRAM
