@@ -1,0 +1,300 @@
+"""Messenger and Instagram end to end through a running hub (REST in, each channel's simulator
+out, signed webhooks in): what reaches the simulator is the documented Send API JSON; receipts
+move the status; a redelivered message is stored once; a bad signature is refused and stores
+nothing; a window error fails the message with its reason; a storm of rate-limit errors loses
+nothing and keeps each conversation's order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from chat4all.adapters.channels.instagram import CHANNEL as INSTAGRAM
+from chat4all.adapters.channels.messenger import CHANNEL as MESSENGER
+from chat4all.adapters.channels.messenger import SendApiSimulator
+from chat4all.adapters.channels.messenger.simulator import THROTTLED
+from chat4all.bootstrap import Hub
+from chat4all.plugin import SIMULATOR_ACCOUNT
+from chat4all.registry import Registry
+from tests.chat4all.conftest import hub_running
+
+CHANNELS = ("messenger", "instagram")
+USER = "6100000000000042"
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    async with hub_running(tmp_path, channels=Registry([MESSENGER, INSTAGRAM])) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth) as http:
+        yield http
+
+
+def simulator_of(hub: Hub, channel: str) -> SendApiSimulator:
+    simulator = hub.channels.simulators[channel]
+    assert isinstance(simulator, SendApiSimulator)
+    return simulator
+
+
+async def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+    return found
+
+
+async def status_of(client: httpx.AsyncClient, message_id: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 15
+    while (message := (await client.get(f"/v1/messages/{message_id}")).json())["status"] != status:
+        assert time.monotonic() < deadline, f"{message_id} stayed {message['status']}"
+        await asyncio.sleep(0.02)
+    return dict(message)
+
+
+async def send(
+    client: httpx.AsyncClient, channel: str, content: dict[str, Any], recipient: str = USER
+) -> str:
+    body = {
+        "channel": channel,
+        "account": SIMULATOR_ACCOUNT,
+        "recipient": recipient,
+        "content": content,
+    }
+    answer = await client.post("/v1/messages", json=body)
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["id"])
+
+
+async def push(client: httpx.AsyncClient, sim: SendApiSimulator, channel: str, body: bytes) -> int:
+    request = sim.webhook_request(SIMULATOR_ACCOUNT, body)
+    answer = await client.post(
+        f"/v1/channels/{channel}/{SIMULATOR_ACCOUNT}/webhook",
+        content=request.body,
+        headers=dict(request.headers),
+    )
+    return answer.status_code
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_each_kind_reaches_the_simulator_as_the_documented_json(
+    hub: Hub, client: httpx.AsyncClient, channel: str
+) -> None:
+    sim = simulator_of(hub, channel)
+    metadata = channel == "messenger"
+    ids = [
+        await send(client, channel, {"text": "olá 👋"}),
+        await send(
+            client,
+            channel,
+            {"attachments": [{"url": "https://example.org/a.png", "kind": "image"}]},
+        ),
+        await send(
+            client,
+            channel,
+            {"attachments": [{"url": "https://example.org/a.pdf", "caption": "the invoice"}]},
+        ),
+        await send(
+            client,
+            channel,
+            {
+                "text": "we are on it",
+                "extensions": {"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"},
+            },
+        ),
+    ]
+    await until(lambda: len(sim.sent) == 5)
+
+    def msg(payload: dict[str, Any], n: int) -> dict[str, Any]:
+        return payload | ({"metadata": f"chat4all:{ids[n]}"} if metadata else {})
+
+    response = {"recipient": {"id": USER}, "messaging_type": "RESPONSE"}
+    assert [s.body for s in sim.sent] == [
+        response | {"message": msg({"text": "olá 👋"}, 0)},
+        response
+        | {
+            "message": msg(
+                {
+                    "attachment": {
+                        "type": "image",
+                        "payload": {"url": "https://example.org/a.png", "is_reusable": True},
+                    }
+                },
+                1,
+            )
+        },
+        response
+        | {
+            "message": msg(
+                {
+                    "attachment": {
+                        "type": "file",
+                        "payload": {"url": "https://example.org/a.pdf", "is_reusable": True},
+                    }
+                },
+                2,
+            )
+        },
+        response | {"message": msg({"text": "the invoice"}, 2)},
+        {
+            "recipient": {"id": USER},
+            "messaging_type": "MESSAGE_TAG",
+            "tag": "HUMAN_AGENT",
+            "message": msg({"text": "we are on it"}, 3),
+        },
+    ]
+    for message_id, sent in zip(ids, (sim.sent[0], sim.sent[1], sim.sent[2], sim.sent[4])):
+        got = await status_of(client, message_id, "sent")
+        if sent is not sim.sent[4]:
+            assert got["provider_message_id"] == sent.message_id
+
+
+async def test_messenger_buttons_are_a_button_template(hub: Hub, client: httpx.AsyncClient) -> None:
+    sim = simulator_of(hub, "messenger")
+    buttons = [{"title": "Yes", "payload": "YES"}, {"title": "Site", "url": "https://example.org"}]
+    await send(client, "messenger", {"text": "Confirm?", "buttons": buttons})
+    [sent] = await until(lambda: sim.messages(USER))
+    assert sent["attachment"] == {
+        "type": "template",
+        "payload": {
+            "template_type": "button",
+            "text": "Confirm?",
+            "buttons": [
+                {"type": "postback", "title": "Yes", "payload": "YES"},
+                {"type": "web_url", "url": "https://example.org", "title": "Site"},
+            ],
+        },
+    }
+
+
+async def test_richer_content_than_a_channel_takes_is_refused_at_accept(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"account": SIMULATOR_ACCOUNT, "recipient": USER}
+    buttons = {"text": "choose", "buttons": [{"title": "A", "payload": "a"}]}
+    refused = await client.post(
+        "/v1/messages", json=body | {"channel": "instagram", "content": buttons}
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["field"] == "content.buttons"
+    four = {"text": "choose", "buttons": [{"title": str(n), "payload": str(n)} for n in range(4)]}
+    refused = await client.post(
+        "/v1/messages", json=body | {"channel": "messenger", "content": four}
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["field"] == "content.buttons"
+    located = {"location": {"latitude": 1.0, "longitude": 2.0}}
+    refused = await client.post(
+        "/v1/messages", json=body | {"channel": "messenger", "content": located}
+    )
+    assert refused.status_code == 422
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_receipts_move_the_status(hub: Hub, client: httpx.AsyncClient, channel: str) -> None:
+    sim = simulator_of(hub, channel)
+    message_id = await send(client, channel, {"text": "receipt me"})
+    sent = await status_of(client, message_id, "sent")
+    mid = sent["provider_message_id"]
+    if channel == "messenger":
+        delivered = sim.event(USER, delivery={"mids": [mid], "watermark": int(time.time() * 1000)})
+        delivered["recipient"], delivered["sender"] = {"id": sim.account_id}, {"id": USER}
+        assert await push(client, sim, channel, _json(sim.delivery(delivered))) == 200
+        await status_of(client, message_id, "delivered")
+    seen = sim.event(USER, read={"mid": mid})
+    assert await push(client, sim, channel, _json(sim.delivery(seen))) == 200
+    got = await status_of(client, message_id, "read")
+    # a late delivery after read changes nothing
+    late = sim.event(USER, delivery={"mids": [mid], "watermark": 1})
+    assert await push(client, sim, channel, _json(sim.delivery(late))) == 200
+    assert (await client.get(f"/v1/messages/{message_id}")).json()["history"] == got["history"]
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_a_redelivered_batch_is_stored_once_and_a_bad_signature_stores_nothing(
+    hub: Hub, client: httpx.AsyncClient, channel: str
+) -> None:
+    sim = simulator_of(hub, channel)
+    batch = sim.delivery(
+        sim.text_event(USER, "first"),
+        sim.event(USER, optin={"ref": "x"}),  # not a message: acknowledged, never fatal
+        sim.text_event(USER, "second", quick_reply={"payload": "Q1"}),
+        sim.event(USER, postback={"mid": sim.mid(), "title": "Start", "payload": "START"}),
+    )
+    webhook = f"/v1/channels/{channel}/{SIMULATOR_ACCOUNT}/webhook"
+    forged = sim.webhook_request(SIMULATOR_ACCOUNT, _json(batch), genuine=False)
+    answer = await client.post(webhook, content=forged.body, headers=dict(forged.headers))
+    assert answer.status_code == 401
+    unsigned = await client.post(webhook, content=forged.body)
+    assert unsigned.status_code == 401
+    assert (await client.get("/v1/conversations")).json()["items"] == []
+    for _ in range(2):  # Meta redelivers
+        assert await push(client, sim, channel, _json(batch)) == 200
+    [conversation] = (await client.get("/v1/conversations")).json()["items"]
+    assert (conversation["channel"], conversation["recipient"]) == (channel, USER)
+    items = (await client.get(f"/v1/conversations/{conversation['id']}/messages")).json()["items"]
+    assert [m["content"]["text"] for m in items] == ["first", "second", "Start"]
+    assert items[1]["content"]["extensions"]["quick_reply_payload"] == "Q1"
+    assert items[2]["content"]["extensions"]["postback_payload"] == "START"
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_the_handshake_echoes_the_challenge_only_for_our_verify_token(
+    hub: Hub, client: httpx.AsyncClient, channel: str
+) -> None:
+    webhook = f"/v1/channels/{channel}/{SIMULATOR_ACCOUNT}/webhook"
+    settings = hub.channels.settings[channel]
+    token = settings.VERIFY_TOKEN.get_secret_value()  # type: ignore[attr-defined]
+    query = {"hub.mode": "subscribe", "hub.verify_token": token, "hub.challenge": "1158201444"}
+    answer = await client.get(webhook, params=query)
+    assert (answer.status_code, answer.text) == (200, "1158201444")
+    wrong = await client.get(webhook, params=query | {"hub.verify_token": "nope"})
+    assert wrong.status_code == 403
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_a_window_error_fails_the_message_with_its_reason(
+    hub: Hub, client: httpx.AsyncClient, channel: str
+) -> None:
+    sim = simulator_of(hub, channel)
+    sim.close_window(USER)
+    message_id = await send(client, channel, {"text": "too late"})
+    failed = await status_of(client, message_id, "failed")
+    reason = failed["history"][-1]["detail"]
+    assert "2018278" in reason and "HUMAN_AGENT" in reason
+    tagged = {
+        "text": "agent here",
+        "extensions": {"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"},
+    }
+    await status_of(client, await send(client, channel, tagged), "sent")
+    assert sim.texts(USER) == ["agent here"]
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_a_rate_limit_storm_is_absorbed_in_order(
+    hub: Hub, client: httpx.AsyncClient, channel: str
+) -> None:
+    sim = simulator_of(hub, channel)
+    sim.fail(THROTTLED, times=4)
+    for n in range(6):
+        for user in ("u1", "u2"):
+            await send(client, channel, {"text": f"{user}:{n}"}, recipient=user)
+    await until(lambda: len(sim.sent) == 12, timeout=30)
+    for user in ("u1", "u2"):
+        assert sim.texts(user) == [f"{user}:{n}" for n in range(6)]
+
+
+def _json(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc).encode()
