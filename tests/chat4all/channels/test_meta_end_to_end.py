@@ -7,6 +7,7 @@ nothing and keeps each conversation's order."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -298,3 +299,38 @@ async def test_a_rate_limit_storm_is_absorbed_in_order(
 
 def _json(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc).encode()
+
+
+async def test_an_upload_goes_once_to_message_attachments_and_is_reused(
+    hub: Hub, client: httpx.AsyncClient
+) -> None:
+    sim = simulator_of(hub, "messenger")
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 64 + b"\n%%EOF\n"
+    answer = await client.post("/v1/media", files={"file": ("invoice.pdf", pdf, "application/pdf")})
+    assert answer.status_code == 201, answer.text
+    media = answer.json()
+    content = {"attachments": [{"media_id": media["id"]}]}
+    for _ in range(2):
+        await status_of(client, await send(client, "messenger", content), "sent")
+    [upload] = sim.uploads
+    assert (upload.sha256, upload.size, upload.type) == (
+        hashlib.sha256(pdf).hexdigest(),
+        len(pdf),
+        "file",
+    )
+    assert (upload.filename, upload.content_type) == ("invoice.pdf", "application/pdf")
+    assert [m["attachment"] for m in sim.messages(USER)] == [
+        {"type": "file", "payload": {"attachment_id": upload.attachment_id}}
+    ] * 2
+
+
+async def test_instagram_refuses_an_upload_with_a_reason(
+    hub: Hub, client: httpx.AsyncClient
+) -> None:
+    answer = await client.post(
+        "/v1/media", files={"file": ("a.pdf", b"%PDF-1.4\n", "application/pdf")}
+    )
+    content = {"attachments": [{"media_id": answer.json()["id"]}]}
+    failed = await status_of(client, await send(client, "instagram", content), "failed")
+    assert "by URL only" in failed["history"][-1]["detail"]
+    assert simulator_of(hub, "instagram").sent == []

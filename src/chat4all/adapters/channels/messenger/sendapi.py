@@ -134,9 +134,15 @@ def parts(platform: Platform, recipient: str, message: Message) -> list[Part]:
         out.append(Part(body({"attachment": {"type": "template", "payload": template}})))
     elif content.text:
         out.append(Part(body({"text": content.text})))
-    for attachment in content.attachments:
+    for n, attachment in enumerate(content.attachments):
         kind = platform.types.get(attachment.kind or "document", "file")
-        if attachment.media_id is not None and platform.uploads:
+        if attachment.media_id is not None:
+            if not platform.uploads:
+                raise InvalidRequest(
+                    f"{platform.title} takes files by URL only (the Instagram API with "
+                    "Instagram Login has no upload endpoint): send a url",
+                    f"content.attachments[{n}].media_id",
+                )
             out.append(Part(body({"attachment": {"type": kind, "payload": {}}}), attachment))
         else:
             payload = {"url": attachment.url, "is_reusable": True}
