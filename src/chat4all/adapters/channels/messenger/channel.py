@@ -8,8 +8,18 @@ from typing import Any, Final, Generic, TypeVar
 
 from pydantic import SecretStr
 
-from chat4all.adapters.channels.messenger.connector import Credentials, SendApiConnector
-from chat4all.adapters.channels.messenger.platform import INSTAGRAM, MESSENGER, Platform
+from chat4all.adapters.channels.messenger.connector import (
+    SENDER_ACTIONS,
+    Credentials,
+    SendApiConnector,
+)
+from chat4all.adapters.channels.messenger.platform import (
+    INSTAGRAM,
+    MESSENGER,
+    QUICK_REPLIES,
+    Platform,
+)
+from chat4all.adapters.channels.messenger.sendapi import OPTIONS
 from chat4all.adapters.channels.messenger.settings import (
     InstagramAccount,
     InstagramSettings,
@@ -20,6 +30,7 @@ from chat4all.adapters.channels.messenger.settings import (
 )
 from chat4all.adapters.channels.messenger.simulator import SendApiSimulator
 from chat4all.adapters.channels.messenger.webhook import SendApiReceiver
+from chat4all.domain.model import ContentKind
 from chat4all.plugin import SIMULATOR_ACCOUNT, ChannelPlugin, Deliver, Limits, Poller
 from chat4all.ports import MediaStore
 
@@ -36,9 +47,16 @@ SIMULATOR_TOKENS: Final = {
 
 
 def limits_of(platform: Platform) -> Limits:
+    content = {
+        ContentKind.TEXT,
+        ContentKind.ATTACHMENTS,
+        ContentKind.REPLY,
+        ContentKind.REACTION,
+        ContentKind.QUICK_REPLIES,
+    }
+    if platform.buttons:
+        content.add(ContentKind.BUTTONS)
     return Limits(
-        # Instagram counts bytes: ``text`` bounds characters here, and the plugin's check
-        # counts the bytes before a message is accepted.
         text=platform.text,
         caption=platform.text,
         attachments=10,
@@ -47,6 +65,12 @@ def limits_of(platform: Platform) -> Limits:
         max_bytes=dict(platform.max_bytes),
         location=False,
         templates=False,
+        content=frozenset(content),
+        text_bytes=platform.text if platform.text_in_bytes else None,
+        titles=20,  # a quick reply's and a button's title
+        quick_replies=QUICK_REPLIES,
+        options=OPTIONS[platform.channel],
+        actions=frozenset(SENDER_ACTIONS),
     )
 
 

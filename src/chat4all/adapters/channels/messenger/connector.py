@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from chat4all.adapters.channels.graph import DEFAULT_TIMEOUT, GraphClient, GraphFailure
 from chat4all.adapters.channels.messenger.errors import SEND_API_RULES
@@ -21,9 +21,15 @@ from chat4all.adapters.channels.messenger.platform import Platform
 from chat4all.adapters.channels.messenger.sendapi import Part, parts
 from chat4all.domain.model import Conversation, Message
 from chat4all.errors import DeliveryError, InvalidRequest, NotFound, PermanentDelivery
-from chat4all.ports import MediaStore
+from chat4all.ports import Action, ActionRequest, MediaStore
 
-__all__ = ["SendApiConnector", "Credentials"]
+__all__ = ["SendApiConnector", "Credentials", "SENDER_ACTIONS"]
+
+SENDER_ACTIONS: Final = {
+    Action.TYPING_ON: "typing_on",
+    Action.TYPING_OFF: "typing_off",
+    Action.MARK_READ: "mark_seen",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +112,18 @@ class SendApiConnector:
             attachment_id = await self._upload(conversation.account, message.tenant, part, account)
             body["message"]["attachment"]["payload"] = {"attachment_id": attachment_id}
         doc = await self._post(account, "messages", json=body)
+        if "sender_action" in body:  # a reaction: answered without a message id
+            return f"{body['sender_action']}:{body['payload']['message_id']}"
         mid = doc.get("message_id")
         if not isinstance(mid, str) or not mid:
             raise PermanentDelivery(f"{self.platform.title} messages: answer without message_id")
         return mid
 
-    async def sender_action(self, conversation: Conversation, action: str) -> None:
-        """``typing_on``, ``typing_off`` or ``mark_seen`` in ``conversation``."""
+    async def act(self, conversation: Conversation, request: ActionRequest) -> None:
+        """Typing on or off, or mark-as-read: ``sender_action`` ``typing_on``, ``typing_off``,
+        ``mark_seen``."""
         account = self._account(conversation.account)
+        action = SENDER_ACTIONS[request.action]
         body = {"recipient": {"id": conversation.recipient}, "sender_action": action}
         try:
             await self._post(account, "messages", json=body)

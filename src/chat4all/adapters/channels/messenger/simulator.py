@@ -267,6 +267,13 @@ class SendApiSimulator:
         if action is not None:
             if action not in _ACTIONS:
                 return _invalid(f"param sender_action must be one of {sorted(_ACTIONS)}")
+            payload = body.get("payload")
+            if action in ("react", "unreact") and not (
+                isinstance(payload, dict) and payload.get("message_id")
+            ):
+                return _invalid("param payload[message_id] is required to react")
+            if action == "react" and not (isinstance(payload, dict) and payload.get("reaction")):
+                return _invalid("param payload[reaction] is required")
             self.sent.append(Sent(account, body, None, time.time()))
             return JSONResponse({"recipient_id": recipient})
         kind = body.get("messaging_type")

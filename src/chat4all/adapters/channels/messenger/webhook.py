@@ -11,7 +11,8 @@ A delivery is ``{"object": "page" | "instagram", "entry": [{"id", "time", "messa
 - ``postback`` (a button pressed): ``mid``, ``title``, ``payload``;
 - ``reaction``: ``mid`` (the message reacted to), ``action`` (``react``/``unreact``),
   ``reaction``, ``emoji``;
-- ``delivery`` (Messenger): ``mids``, ``watermark`` (everything sent before it is delivered);
+- ``delivery`` (Messenger's ``message_deliveries``): ``mids``, ``watermark`` (everything sent
+  before it is delivered);
 - ``read``: ``watermark`` (Messenger: everything before it is read) or ``mid`` (Instagram's
   ``messaging_seen``).
 
@@ -29,7 +30,14 @@ from typing import Any, Final
 from chat4all.adapters.channels.graph import check_signature, handshake
 from chat4all.adapters.channels.messenger.platform import Platform
 from chat4all.adapters.channels.messenger.sendapi import METADATA_PREFIX
-from chat4all.domain.model import Attachment, Content, DeliveryStatus
+from chat4all.domain.model import (
+    Attachment,
+    Content,
+    DeliveryStatus,
+    Postback,
+    PostbackSource,
+    Reaction,
+)
 from chat4all.errors import InvalidRequest
 from chat4all.plugin import InboundMessage, Receipt, Received
 from chat4all.ports import WebhookRequest
@@ -80,8 +88,8 @@ def _event(event: dict[str, Any], messages: list[InboundMessage], receipts: list
         if message.get("is_echo"):
             if str(message.get("metadata", "")).startswith(METADATA_PREFIX):
                 return  # our own send, stored when we sent it
-            content = _message_content(message, ("echo", "true"))
-            messages.append(InboundMessage(mid, recipient, mid, content))
+            content = _message_content(message)
+            messages.append(InboundMessage(mid, recipient, mid, content, echo=True))
             return
         if message.get("is_deleted"):
             return
@@ -90,37 +98,45 @@ def _event(event: dict[str, Any], messages: list[InboundMessage], receipts: list
     postback = event.get("postback")
     if isinstance(postback, dict):
         payload = str(postback.get("payload") or "")
-        title = str(postback.get("title") or payload)
+        title = postback.get("title")
         mid = str(postback.get("mid") or f"postback:{sender}:{stamp}")
-        content = Content(text=title, extensions=(("postback_payload", payload),))
-        messages.append(InboundMessage(mid, sender, mid, content))
+        pressed = Postback(PostbackSource.POSTBACK, payload, str(title) if title else None)
+        messages.append(InboundMessage(mid, sender, mid, Content(postback=pressed)))
         return
     reaction = event.get("reaction")
     if isinstance(reaction, dict):
         target = str(reaction["mid"])
         action = str(reaction.get("action") or "react")
-        emoji = str(reaction.get("emoji") or reaction.get("reaction") or "")
+        emoji = "" if action == "unreact" else str(reaction.get("emoji") or reaction["reaction"])
         update = f"reaction:{target}:{sender}:{stamp}:{action}"
-        extras = (("reaction_action", action), ("reaction_to_mid", target))
-        messages.append(
-            InboundMessage(update, sender, update, Content(text=emoji, extensions=extras))
-        )
+        content = Content(reaction=Reaction(None, emoji, provider_message_id=target))
+        messages.append(InboundMessage(update, sender, update, content))
         return
     delivery = event.get("delivery")
     if isinstance(delivery, dict):
         for mid in delivery.get("mids") or ():
             receipts.append(Receipt(str(mid), DeliveryStatus.DELIVERED))
+        if delivery.get("watermark") is not None:
+            receipts.append(_watermark(DeliveryStatus.DELIVERED, delivery["watermark"], sender))
         return
     read = event.get("read")
-    if isinstance(read, dict) and read.get("mid"):
-        receipts.append(Receipt(str(read["mid"]), DeliveryStatus.READ))
+    if isinstance(read, dict):
+        if read.get("mid"):  # Instagram's messaging_seen
+            receipts.append(Receipt(str(read["mid"]), DeliveryStatus.READ))
+        elif read.get("watermark") is not None:  # Messenger's message_reads
+            receipts.append(_watermark(DeliveryStatus.READ, read["watermark"], sender))
         return
     log.debug("webhook event ignored: %s", sorted(event))
 
 
-def _message_content(message: dict[str, Any], *extra: tuple[str, str]) -> Content:
+def _watermark(status: DeliveryStatus, watermark: Any, recipient: str) -> Receipt:
+    """Every message sent to ``recipient`` up to ``watermark`` (milliseconds)."""
+    return Receipt("", status, watermark=float(watermark) / 1000, recipient=recipient)
+
+
+def _message_content(message: dict[str, Any]) -> Content:
     attachments = []
-    extensions = list(extra)
+    unknown = []
     for item in message.get("attachments") or ():
         if not isinstance(item, dict):
             continue
@@ -129,20 +145,26 @@ def _message_content(message: dict[str, Any], *extra: tuple[str, str]) -> Conten
         if kind is not None and url:
             attachments.append(Attachment(str(url), kind))
         else:
-            extensions.append(("unsupported_attachment", str(item.get("type"))))
-    quick = message.get("quick_reply")
-    if isinstance(quick, dict) and quick.get("payload") is not None:
-        extensions.append(("quick_reply_payload", str(quick["payload"])))
-    reply = message.get("reply_to")
-    if isinstance(reply, dict) and reply.get("mid"):
-        extensions.append(("reply_to_provider_id", str(reply["mid"])))
-    if message.get("is_unsupported"):
-        extensions.append(("unsupported", "true"))
+            unknown.append(str(item.get("type")))
     text = message.get("text")
+    quick = message.get("quick_reply")
+    postback = None
+    if isinstance(quick, dict) and quick.get("payload") is not None:
+        title = str(text) if text is not None else None
+        postback = Postback(PostbackSource.QUICK_REPLY, str(quick["payload"]), title)
+    reply = message.get("reply_to")
+    reply_to = str(reply["mid"]) if isinstance(reply, dict) and reply.get("mid") else None
+    unsupported = None
+    if message.get("is_unsupported"):
+        unsupported = "unsupported"
+    elif unknown and not (text or attachments):
+        unsupported = ",".join(unknown)  # story mentions, shares, reels, like_heart ...
     return Content(
         text=str(text) if text is not None else None,
         attachments=tuple(attachments),
-        extensions=tuple(sorted(extensions)),
+        postback=postback,
+        reply_to_provider_id=reply_to,
+        unsupported=unsupported,
     )
 
 
