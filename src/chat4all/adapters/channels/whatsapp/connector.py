@@ -39,7 +39,7 @@ from chat4all.adapters.channels.graph import (
     Rules,
     Scope,
 )
-from chat4all.domain.model import Attachment, Button, Conversation, Message
+from chat4all.domain.model import Attachment, Button, Conversation, Media, Message
 from chat4all.errors import NotFound, PermanentDelivery, RetryableDelivery
 from chat4all.ports import MediaStore
 from chat4all.service_layer.media import MIB
@@ -127,7 +127,7 @@ class WhatsAppConnector:
     ) -> None:
         self.numbers = dict(numbers)
         self.client = client
-        self._media = media
+        self.media = media
         self._pair_interval = pair_interval
         self._pace_seconds = pace_seconds
         self._pause_retry = pause_retry
@@ -266,10 +266,10 @@ class WhatsAppConnector:
     ) -> str:
         assert attachment.media_id is not None
         kind = attachment.kind or "document"
-        if self._media is None:
+        if self.media is None:
             raise PermanentDelivery("this hub has no media store to read uploads from")
         try:
-            async with self._media.open(tenant, attachment.media_id) as (media, data):
+            async with self.media.open(tenant, attachment.media_id) as (media, data):
                 limit = MAX_BYTES.get(kind, MAX_BYTES["document"])
                 if media.size > limit:
                     raise PermanentDelivery(
@@ -316,6 +316,22 @@ class WhatsAppConnector:
                 )
         except GraphFailure as failure:
             raise failure.delivery(account) from None
+
+    async def fetch(self, account: str, media_id: str, tenant: str, store: MediaStore) -> Media:
+        """An inbound media id (``whatsapp-media:<id>``'s id) downloaded into ``store`` for
+        ``tenant``, streamed (never whole in memory)."""
+        kind_of = {"image": "image", "video": "video", "audio": "audio"}
+        async with self.download(account, media_id) as (mime, chunks):
+            kind = kind_of.get(mime.split("/", 1)[0], "document")
+            extension = mime.split("/", 1)[-1].split(";", 1)[0]
+            return await store.put(
+                tenant,
+                chunks,
+                filename=f"whatsapp-{media_id}.{extension}",
+                mime_type=mime,
+                kind=kind,
+                now=time.time(),
+            )
 
     # --- actions --------------------------------------------------------------------------
 
