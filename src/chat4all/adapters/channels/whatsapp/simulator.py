@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import httpx
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -229,6 +230,20 @@ class WhatsAppSimulator:
         secret = self.app_secret if genuine else f"not-{self.app_secret}"
         headers = {"content-type": "application/json", "x-hub-signature-256": sign(secret, payload)}
         return WebhookRequest("POST", {}, headers, payload)
+
+    async def push(self, webhook_url: str, payload: dict[str, Any], times: int = 1) -> list[int]:
+        """POST ``payload`` to a webhook as Meta does (signed with the app secret), ``times``
+        times (Meta redelivers); the HTTP statuses it got."""
+        body = json.dumps(payload).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": sign(self.app_secret, body),
+        }
+        async with httpx.AsyncClient(timeout=10) as client:
+            return [
+                (await client.post(webhook_url, content=body, headers=headers)).status_code
+                for _ in range(times)
+            ]
 
     # --- the API --------------------------------------------------------------------------
 
