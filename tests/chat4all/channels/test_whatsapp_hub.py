@@ -93,10 +93,10 @@ async def test_each_kind_reaches_the_simulator_as_documented_and_statuses_only_m
     sim = simulator(hub)
     base = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": USER}
     three = [{"title": t, "payload": t.lower()} for t in ("Yes", "No", "Later")]
-    rows = [{"title": f"Row {n}", "payload": f"r{n}"} for n in range(5)]
+    rows = [{"id": f"r{n}", "title": f"Row {n}"} for n in range(5)]
     kinds: list[tuple[dict[str, Any], dict[str, Any]]] = [
         (
-            {"text": "see https://example.org", "extensions": {"preview_url": "true"}},
+            {"text": "see https://example.org", "options": {"whatsapp": {"preview_url": True}}},
             {"type": "text", "text": {"body": "see https://example.org", "preview_url": True}},
         ),
         (
@@ -152,7 +152,10 @@ async def test_each_kind_reaches_the_simulator_as_documented_and_statuses_only_m
             },
         ),
         (
-            {"text": "pick", "buttons": rows, "extensions": {"list_button": "Open"}},
+            {
+                "text": "pick",
+                "menu": {"button": "Open", "sections": [{"title": "S", "rows": rows}]},
+            },
             {
                 "type": "interactive",
                 "interactive": {
@@ -160,23 +163,34 @@ async def test_each_kind_reaches_the_simulator_as_documented_and_statuses_only_m
                     "body": {"text": "pick"},
                     "action": {
                         "button": "Open",
-                        "sections": [
-                            {
-                                "title": "Options",
-                                "rows": [{"id": r["payload"], "title": r["title"]} for r in rows],
-                            }
-                        ],
+                        "sections": [{"title": "S", "rows": rows}],
                     },
                 },
             },
         ),
         (
-            {"text": "answer", "extensions": {"reply_to_provider_id": "wamid.THEIRS"}},
+            {"contacts": [{"name": "Ana Silva", "phones": ["+5511999990000"]}]},
             {
-                "type": "text",
-                "text": {"body": "answer", "preview_url": False},
-                "context": {"message_id": "wamid.THEIRS"},
+                "type": "contacts",
+                "contacts": [
+                    {
+                        "name": {
+                            "formatted_name": "Ana Silva",
+                            "first_name": "Ana",
+                            "last_name": "Silva",
+                        },
+                        "phones": [{"phone": "+5511999990000"}],
+                    }
+                ],
             },
+        ),
+        (
+            {
+                "attachments": [
+                    {"url": "https://e.org/s.webp", "kind": "sticker", "caption": "dropped"}
+                ]
+            },
+            {"type": "sticker", "sticker": {"link": "https://e.org/s.webp"}},
         ),
     ]
     ids = []

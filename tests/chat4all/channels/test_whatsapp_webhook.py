@@ -4,6 +4,7 @@ another phone number's changes, malformed bodies, the handshake."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -15,6 +16,7 @@ from chat4all.adapters.channels.whatsapp import (
     WhatsAppSettings,
     parse,
 )
+from chat4all.domain.model import Contact, Postback, Reaction
 from chat4all.errors import InvalidRequest
 from chat4all.ports import WebhookRequest
 
@@ -84,3 +86,34 @@ async def test_the_handshake_takes_the_accounts_own_verify_token() -> None:
     body = change({"metadata": {"phone_number_id": NUMBER}})
     signed = WebhookRequest("POST", {}, {"x-hub-signature-256": sign("app", body)}, body)
     assert (await receiver().webhook("sales", signed)).messages == ()
+
+
+def _fixture(name: str) -> bytes:
+    path = Path(__file__).parent / "fixtures" / "whatsapp" / f"{name}.json"
+    return json.dumps(json.loads(path.read_text())["payload"]).encode()
+
+
+def test_the_kinds_beyond_the_kit_map_to_the_canonical_fields() -> None:
+    [button] = parse(_fixture("button_reply")).messages
+    assert button.content.postback == Postback("button", "yes-please", "Yes")
+    assert button.content.reply_to_provider_id == "wamid.OURS"
+    assert ("from_name", "Sheena Nelson") in button.content.extensions
+    [row] = parse(_fixture("list_reply")).messages
+    assert row.content.postback == Postback("list", "row-2", "Blue")
+    [reaction] = parse(_fixture("reaction")).messages
+    assert reaction.content.reaction == Reaction(None, "\U0001f44d", "wamid.OURS")
+    [unknown] = parse(_fixture("unsupported")).messages
+    assert unknown.content.unsupported == "unsupported" and not unknown.content.empty
+    card = {
+        "name": {"formatted_name": "Ana Silva", "first_name": "Ana"},
+        "phones": [{"phone": "+55 11 99999-0000", "wa_id": "5511999990000", "type": "CELL"}],
+        "org": {"company": "ACME"},
+    }
+    body = change(
+        {
+            "metadata": {"phone_number_id": NUMBER},
+            "messages": [{"from": "1", "id": "wamid.C", "type": "contacts", "contacts": [card]}],
+        }
+    )
+    [shared] = parse(body).messages
+    assert shared.content.contacts == (Contact("Ana Silva", ("+55 11 99999-0000",), (), "ACME"),)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -26,12 +25,15 @@ from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.model import (
     Attachment,
+    Contact,
     Content,
     Conversation,
     DeliveryStatus,
     Message,
+    Reaction,
 )
 from chat4all.errors import PermanentDelivery, RetryableDelivery
+from chat4all.ports import Action, ActionRequest
 from chat4all.simulator.host import serving
 
 USER = "5511999990000"
@@ -149,17 +151,29 @@ async def test_mark_read_reaction_and_contacts(
             "typing_indicator": {"type": "text"},
         }
     ]
-    react = Content(extensions=(("reaction", "\U0001f44d"), ("reaction_to", "wamid.THEIRS")))
-    unreact = Content(extensions=(("reaction", ""), ("reaction_to", "wamid.THEIRS")))
-    card = [{"name": {"formatted_name": "Ana", "first_name": "Ana"}, "phones": [{"phone": "+1"}]}]
-    contacts = Content(extensions=(("contacts", json.dumps(card)),))
+    react = Content(reaction=Reaction("m-0", "\U0001f44d", "wamid.THEIRS"))
+    unreact = Content(reaction=Reaction("m-0", "", "wamid.THEIRS"))
+    card = Contact("Ana", ("+1",), ("ana@example.org",), "ACME")
+    contacts = Content(contacts=(card,), reply_to="m-0", reply_to_provider_id="wamid.THEIRS")
     for n, content in enumerate((react, unreact, contacts), start=1):
         await connector.send(*message(content, n))
     reaction, removal, shared = sim.bodies(USER)
     assert reaction["reaction"] == {"message_id": "wamid.THEIRS", "emoji": "\U0001f44d"}
     assert removal["reaction"] == {"message_id": "wamid.THEIRS", "emoji": ""}
     assert "biz_opaque_callback_data" not in reaction
-    assert shared["contacts"] == card and shared["biz_opaque_callback_data"] == "m-3"
+    assert shared["contacts"] == [
+        {
+            "name": {"formatted_name": "Ana", "first_name": "Ana"},
+            "phones": [{"phone": "+1"}],
+            "emails": [{"email": "ana@example.org"}],
+            "org": {"company": "ACME"},
+        }
+    ]
+    assert shared["biz_opaque_callback_data"] == "m-3"
+    assert shared["context"] == {"message_id": "wamid.THEIRS"}
+    # a reaction to a message without a wamid cannot be sent: said, not retried
+    with pytest.raises(PermanentDelivery, match="wamid"):
+        await connector.send(*message(Content(reaction=Reaction("m-0", "x")), 4))
 
 
 async def test_pacing_per_number_and_the_pair_hold(
@@ -184,3 +198,16 @@ async def test_pacing_per_number_and_the_pair_hold(
     assert sim.calls == calls
     other = Conversation("c2", "t1", "whatsapp", "sales", "5511888880000")
     assert await connector.send(other, message(Content(text="y"), 31)[1])
+
+
+async def test_actions_mark_read_and_typing(
+    wa: tuple[WhatsAppSimulator, WhatsAppConnector],
+) -> None:
+    sim, connector = wa
+    conversation, _ = message(Content(text="-"))
+    await connector.act(conversation, ActionRequest(Action.TYPING_ON, "wamid.LAST"))
+    await connector.act(conversation, ActionRequest(Action.MARK_READ, "wamid.LAST"))
+    assert [r.get("typing_indicator") for r in sim.reads] == [{"type": "text"}, None]
+    assert {r["message_id"] for r in sim.reads} == {"wamid.LAST"}
+    with pytest.raises(PermanentDelivery, match="none yet"):
+        await connector.act(conversation, ActionRequest(Action.MARK_READ, None))

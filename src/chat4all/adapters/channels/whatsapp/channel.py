@@ -14,6 +14,7 @@ from chat4all.adapters.channels.whatsapp.connector import (
     RULES,
     Number,
     WhatsAppConnector,
+    WhatsAppOptions,
 )
 from chat4all.adapters.channels.whatsapp.settings import WhatsAppAccount, WhatsAppSettings
 from chat4all.adapters.channels.whatsapp.simulator import (
@@ -22,21 +23,42 @@ from chat4all.adapters.channels.whatsapp.simulator import (
     WhatsAppSimulator,
 )
 from chat4all.adapters.channels.whatsapp.webhook import WhatsAppReceiver
+from chat4all.domain.model import ATTACHMENT_KINDS, ContentKind
 from chat4all.plugin import SIMULATOR_ACCOUNT, ChannelPlugin, Deliver, Limits, Poller
-from chat4all.ports import MediaStore
+from chat4all.ports import Action, MediaStore
 
 __all__ = ["WhatsAppChannel", "CHANNEL", "LIMITS"]
 
 LIMITS: Final = Limits(
-    # Cloud API: text body up to 4096 characters, media captions up to 1024, reply buttons
-    # up to 3 (a list: up to 10 rows), one attachment a message (we send each as its own).
+    # Cloud API: text body up to 4096 characters, media captions up to 1024, reply buttons up
+    # to 3 (titles up to 20), a list up to 10 rows (titles 24, descriptions 72), one attachment
+    # a message (we send each as its own).
     text=4096,
     caption=1024,
     attachments=10,
-    buttons=10,
-    max_bytes={k: v for k, v in MAX_BYTES.items() if k != "sticker"},
+    buttons=3,
+    kinds=frozenset(ATTACHMENT_KINDS),
+    max_bytes=MAX_BYTES,
     location=True,
     templates=True,
+    content=frozenset(
+        {
+            ContentKind.TEXT,
+            ContentKind.ATTACHMENTS,
+            ContentKind.REPLY,
+            ContentKind.BUTTONS,
+            ContentKind.MENU,
+            ContentKind.REACTION,
+            ContentKind.CONTACTS,
+        }
+    ),
+    titles=20,
+    descriptions=72,
+    menu_rows=10,
+    menu_sections=10,
+    contacts=10,
+    options=WhatsAppOptions,
+    actions=frozenset({Action.MARK_READ.value, Action.TYPING_ON.value}),
 )
 
 

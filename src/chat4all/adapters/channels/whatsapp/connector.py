@@ -29,6 +29,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pydantic import BaseModel, ConfigDict
+
 from chat4all.adapters.channels.graph import (
     GRAPH_RULES,
     AccountPaused,
@@ -39,12 +41,29 @@ from chat4all.adapters.channels.graph import (
     Rules,
     Scope,
 )
-from chat4all.domain.model import Attachment, Button, Conversation, Media, Message
+from chat4all.domain.model import (
+    Attachment,
+    Button,
+    Contact,
+    Conversation,
+    Media,
+    Menu,
+    Message,
+)
 from chat4all.errors import NotFound, PermanentDelivery, RetryableDelivery
-from chat4all.ports import MediaStore
+from chat4all.ports import Action as Action_
+from chat4all.ports import ActionRequest, MediaStore
 from chat4all.service_layer.media import MIB
 
-__all__ = ["WhatsAppConnector", "RULES", "MAX_BYTES", "NAME", "Number", "payloads"]
+__all__ = [
+    "WhatsAppConnector",
+    "WhatsAppOptions",
+    "RULES",
+    "MAX_BYTES",
+    "NAME",
+    "Number",
+    "payloads",
+]
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +354,22 @@ class WhatsAppConnector:
 
     # --- actions --------------------------------------------------------------------------
 
+    async def act(self, conversation: Conversation, request: ActionRequest) -> None:
+        """``mark_read``: the latest message the recipient sent us, read; ``typing_on``: the
+        same with the typing indicator (WhatsApp shows it only on a message marked read, until
+        we answer or for 25 s). ``typing_off`` is not WhatsApp's (it is not declared)."""
+        if request.action not in (Action_.MARK_READ, Action_.TYPING_ON):
+            raise PermanentDelivery(f"WhatsApp has no {request.action.value} action")
+        if request.last_inbound is None:
+            raise PermanentDelivery(
+                "WhatsApp marks a received message read, and this conversation has none yet"
+            )
+        await self.mark_read(
+            conversation.account,
+            request.last_inbound,
+            typing=request.action is Action_.TYPING_ON,
+        )
+
     async def mark_read(self, account: str, provider_message_id: str, typing: bool = False) -> None:
         """Mark an inbound message read (the blue ticks), with the typing indicator (shown
         until we answer, or 25 s) when ``typing``."""
@@ -358,7 +393,7 @@ def payloads(to: str, message: Message) -> list[dict[str, Any]]:
     """The Cloud API request bodies of ``message``, in order (an upload's body carries the
     attachment under ``_upload`` until it is uploaded)."""
     content = message.content
-    ext = dict(content.extensions)
+    options = WhatsAppOptions.model_validate(content.options.get(NAME, {}))
     base: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
@@ -369,17 +404,16 @@ def payloads(to: str, message: Message) -> list[dict[str, Any]]:
     def add(kind: str, value: Any) -> None:
         bodies.append({**base, "type": kind, kind: value})
 
-    if "reaction" in ext:
-        # the emoji ("" removes our reaction) to the message reply_to_provider_id names
-        add(
-            "reaction",
-            {
-                "message_id": ext.get("reaction_to") or ext.get("reply_to_provider_id", ""),
-                "emoji": ext["reaction"],
-            },
-        )
-    if "contacts" in ext:
-        add("contacts", json.loads(ext["contacts"]))
+    if content.reaction is not None:
+        target = content.reaction.provider_message_id
+        if not target:
+            raise PermanentDelivery(
+                "WhatsApp reacts to a message by its wamid, and the message reacted to has none "
+                "(it was not sent through WhatsApp, or not yet)"
+            )
+        add("reaction", {"message_id": target, "emoji": content.reaction.emoji})
+    if content.contacts:
+        add("contacts", [_contact(c) for c in content.contacts])
     if content.template is not None:
         template = content.template
         value: dict[str, Any] = {"name": template.name, "language": {"code": template.language}}
@@ -391,13 +425,12 @@ def payloads(to: str, message: Message) -> list[dict[str, Any]]:
                 }
             ]
         add("template", value)
-    if content.buttons:
-        add("interactive", _interactive(content.text or "", content.buttons, ext))
+    if content.menu is not None:
+        add("interactive", _list(content.text or "", content.menu))
+    elif content.buttons:
+        add("interactive", _buttons(content.text or "", content.buttons))
     elif content.text:
-        add(
-            "text",
-            {"body": content.text, "preview_url": ext.get("preview_url", "") in ("1", "true")},
-        )
+        add("text", {"body": content.text, "preview_url": options.preview_url})
     for attachment in content.attachments:
         kind = attachment.kind or "document"
         media: dict[str, Any] = {}
@@ -416,16 +449,56 @@ def payloads(to: str, message: Message) -> list[dict[str, Any]]:
         if loc.name:
             where["name"] = loc.name
         add("location", where)
-    reply_to = ext.get("reply_to_provider_id")
     for n, body in enumerate(bodies):
         if body["type"] != "reaction":
             body["biz_opaque_callback_data"] = message.id
-            if n == 0 and reply_to:
-                body["context"] = {"message_id": reply_to}
+            if n == 0 and content.reply_to_provider_id:
+                body["context"] = {"message_id": content.reply_to_provider_id}
     return bodies
 
 
-def _interactive(text: str, buttons: tuple[Button, ...], ext: Mapping[str, str]) -> dict[str, Any]:
+def _contact(contact: Contact) -> dict[str, Any]:
+    first, _, last = contact.name.partition(" ")
+    name: dict[str, str] = {"formatted_name": contact.name, "first_name": first}
+    if last:
+        name["last_name"] = last
+    card: dict[str, Any] = {"name": name}
+    if contact.phones:
+        card["phones"] = [{"phone": p} for p in contact.phones]
+    if contact.emails:
+        card["emails"] = [{"email": e} for e in contact.emails]
+    if contact.organization:
+        card["org"] = {"company": contact.organization}
+    if contact.urls:
+        card["urls"] = [{"url": u} for u in contact.urls]
+    return card
+
+
+def _list(text: str, menu: Menu) -> dict[str, Any]:
+    return {
+        "type": "list",
+        "body": {"text": text or " "},
+        "action": {
+            "button": menu.button,
+            "sections": [
+                {
+                    **({"title": s.title} if s.title else {}),
+                    "rows": [
+                        {
+                            "id": r.id,
+                            "title": r.title,
+                            **({"description": r.description} if r.description else {}),
+                        }
+                        for r in s.rows
+                    ],
+                }
+                for s in menu.sections
+            ],
+        },
+    }
+
+
+def _buttons(text: str, buttons: tuple[Button, ...]) -> dict[str, Any]:
     body = {"text": text or " "}
     links = [b for b in buttons if b.url]
     if links:
@@ -437,27 +510,21 @@ def _interactive(text: str, buttons: tuple[Button, ...], ext: Mapping[str, str])
                 "parameters": {"display_text": links[0].title, "url": links[0].url},
             },
         }
-    if len(buttons) <= 3:
-        return {
-            "type": "button",
-            "body": body,
-            "action": {
-                "buttons": [
-                    {"type": "reply", "reply": {"id": b.payload or b.title, "title": b.title}}
-                    for b in buttons
-                ]
-            },
-        }
     return {
-        "type": "list",
+        "type": "button",
         "body": body,
         "action": {
-            "button": ext.get("list_button", "Choose"),
-            "sections": [
-                {
-                    "title": ext.get("list_section", "Options"),
-                    "rows": [{"id": b.payload or b.title, "title": b.title} for b in buttons],
-                }
-            ],
+            "buttons": [
+                {"type": "reply", "reply": {"id": b.payload or b.title, "title": b.title}}
+                for b in buttons
+            ]
         },
     }
+
+
+class WhatsAppOptions(BaseModel):
+    """WhatsApp's typed options (``content.options.whatsapp``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    preview_url: bool = False
+    """Render a preview of the first URL in the text."""

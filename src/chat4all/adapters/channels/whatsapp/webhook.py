@@ -4,16 +4,11 @@ signature-checked, normalised to the canonical model.
 One POST may carry a batch: ``entry[]``, each with ``changes[]``, each ``value`` with
 ``messages[]`` and ``statuses[]``; all of it is read, or none (a malformed part refuses the
 whole request, and Meta redelivers it). Messages are keyed by their ``wamid`` (Meta redelivers
-for up to 7 days: the core stores one). Kinds the canonical model has no field for yet travel as
-extensions:
-
-- ``reply_to_provider_id``: the ``wamid`` a reply answers (``context.id``);
-- ``reaction`` / ``reaction_to``: an emoji ("" when removed) and the ``wamid`` it is on;
-- ``reply_id``: the id of the reply button or list row pressed (its title is the text),
-  ``button_payload`` for a template's quick-reply button;
-- ``contacts``: the shared contacts, JSON as WhatsApp sends them;
-- ``unsupported``: the type of a message WhatsApp could not show us (kept, not dropped);
-- ``from_name``: the sender's profile name.
+for up to 7 days: the core stores one). Every kind maps to the
+canonical model: text, media, location, contacts, reactions (``Reaction`` with the ``wamid``
+reacted to), reply buttons and list rows pressed and template buttons (``Postback``), replies
+(``reply_to_provider_id``: the ``context.id``), and types WhatsApp does not support kept as
+``unsupported``; the sender's profile name is the extension ``from_name``.
 
 Media arrive as ids: ``whatsapp-media:<id>`` (fetched with the Bearer token on request,
 :meth:`~chat4all.adapters.channels.whatsapp.connector.WhatsAppConnector.download`).
@@ -33,7 +28,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chat4all.adapters.channels.graph import GraphError, check_signature, handshake
 from chat4all.adapters.channels.whatsapp.settings import WhatsAppSettings
-from chat4all.domain.model import Attachment, Content, DeliveryStatus, Location
+from chat4all.domain.model import (
+    Attachment,
+    Contact,
+    Content,
+    DeliveryStatus,
+    Location,
+    Postback,
+    PostbackSource,
+    Reaction,
+)
 from chat4all.errors import InvalidRequest, NotFound
 from chat4all.plugin import InboundMessage, Receipt, Received
 from chat4all.ports import WebhookRequest
@@ -165,8 +169,10 @@ def _content(message: _Message, name: str) -> Content:
     text: str | None = None
     attachments: list[Attachment] = []
     location: Location | None = None
-    if message.context is not None and message.context.id:
-        ext["reply_to_provider_id"] = message.context.id
+    reaction: Reaction | None = None
+    postback: Postback | None = None
+    contacts: tuple[Contact, ...] = ()
+    unsupported: str | None = None
     if name:
         ext["from_name"] = name
     kind = message.type
@@ -186,24 +192,46 @@ def _content(message: _Message, name: str) -> Content:
         loc = message.location
         location = Location(float(loc["latitude"]), float(loc["longitude"]), loc.get("name"))
     elif kind == "reaction" and message.reaction is not None:
-        ext["reaction"] = str(message.reaction.get("emoji", ""))
-        ext["reaction_to"] = str(message.reaction.get("message_id", ""))
+        reaction = Reaction(
+            None,
+            str(message.reaction.get("emoji", "")),
+            str(message.reaction.get("message_id", "")) or None,
+        )
     elif kind == "interactive" and message.interactive is not None:
-        reply = message.interactive.get(str(message.interactive.get("type")), {})
-        text = str(reply.get("title", ""))
-        ext["reply_id"] = str(reply.get("id", ""))
+        which = str(message.interactive.get("type"))
+        reply = message.interactive.get(which) or {}
+        source = PostbackSource.LIST if which == "list_reply" else PostbackSource.BUTTON
+        postback = Postback(source, str(reply.get("id", "")), reply.get("title"))
     elif kind == "button" and message.button is not None:
-        text = str(message.button.get("text", ""))
-        ext["button_payload"] = str(message.button.get("payload", ""))
+        payload = str(message.button.get("payload", ""))
+        postback = Postback(PostbackSource.BUTTON, payload, message.button.get("text"))
     elif kind == "contacts" and message.contacts is not None:
-        ext["contacts"] = json.dumps(message.contacts, separators=(",", ":"), sort_keys=True)
+        contacts = tuple(_contact(c) for c in message.contacts)
     else:
-        ext["unsupported"] = kind
+        unsupported = kind
+    context = message.context
     return Content(
         text=text,
         attachments=tuple(attachments),
         location=location,
         extensions=tuple(sorted(ext.items())),
+        reaction=reaction,
+        postback=postback,
+        contacts=contacts,
+        unsupported=unsupported,
+        reply_to_provider_id=context.id if context is not None and context.id else None,
+    )
+
+
+def _contact(card: dict[str, Any]) -> Contact:
+    name = card.get("name") or {}
+    org = card.get("org") or {}
+    return Contact(
+        str(name.get("formatted_name") or name.get("first_name") or "?"),
+        tuple(str(p.get("phone")) for p in card.get("phones") or () if p.get("phone")),
+        tuple(str(e.get("email")) for e in card.get("emails") or () if e.get("email")),
+        org.get("company"),
+        tuple(str(u.get("url")) for u in card.get("urls") or () if u.get("url")),
     )
 
 
