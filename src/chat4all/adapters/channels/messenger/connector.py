@@ -51,7 +51,6 @@ class SendApiConnector:
         media: MediaStore | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         upload_timeout: float = 120.0,
-        connections: int = 64,
     ) -> None:
         self.platform = platform
         self.channel = platform.channel
@@ -63,7 +62,6 @@ class SendApiConnector:
             where=platform.title,
             rules=SEND_API_RULES,
             timeout=timeout,
-            connections=connections,
         )
         self._upload_timeout = upload_timeout
         self._uploaded: dict[tuple[str, str, str], str] = {}
