@@ -98,5 +98,8 @@ def run(machine: str) -> str:
         f"{SENDERS} concurrent senders, closed loop, {SECONDS:g} s windows, channels in turns "
         "twice (forward, then backward); each channel's connector (as the hub builds it) "
         "against its simulator on loopback in the same process, so the figure is the "
-        "connector's and the simulator's cost together: compare channels within one run."
+        "connector's and the simulator's cost together: compare channels within one run. "
+        "WhatsApp's connector paces each phone number (CHAT4ALL_WHATSAPP_RATE, 80 msg/s by "
+        "default, the Cloud API's throughput), so its figure is that pace; Messenger and "
+        "Instagram go through the shared Graph client (httpx), Telegram through aiohttp."
     )
