@@ -363,7 +363,7 @@ async def test_quick_replies_reach_the_simulator_as_documented(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="c14core's model commit does not yet fill reply_to_provider_id and "
+    reason="c14core (ae6586b) does not yet fill reply_to_provider_id and "
     "reaction.provider_message_id for the connector (its model says the core does)",
 )
 @pytest.mark.parametrize("channel", CHANNELS)
@@ -404,11 +404,6 @@ async def test_instagram_counts_bytes_and_refuses_at_accept(client: httpx.AsyncC
     assert (await client.post("/v1/messages", json=messenger)).status_code == 202
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="c14core's model commit declares Receipt.watermark but its store does not apply "
-    "watermarks yet",
-)
 async def test_messenger_watermarks_apply_to_every_earlier_message(
     hub: Hub, client: httpx.AsyncClient
 ) -> None:
@@ -425,3 +420,30 @@ async def test_messenger_watermarks_apply_to_every_earlier_message(
     assert await push(client, sim, "messenger", _json(sim.delivery(read))) == 200
     for message_id in ids:
         await status_of(client, message_id, "read")
+
+
+async def test_an_echo_from_the_inbox_app_is_stored_as_outbound_and_ours_once(
+    hub: Hub, client: httpx.AsyncClient
+) -> None:
+    sim = simulator_of(hub, "messenger")
+    ours = await send(client, "messenger", {"text": "from the API"})
+    sent = await status_of(client, ours, "sent")
+
+    def echo(mid: str, text: str, **more: Any) -> dict[str, Any]:
+        event = sim.event(
+            sim.account_id, message={"mid": mid, "is_echo": True, "text": text, **more}
+        )
+        return event | {"recipient": {"id": USER}}
+
+    batch = sim.delivery(
+        echo(sent["provider_message_id"], "from the API", metadata=f"chat4all:{ours}"),
+        echo(sim.mid(), "typed in the Page inbox"),
+    )
+    for _ in range(2):
+        assert await push(client, sim, "messenger", _json(batch)) == 200
+    [conversation] = (await client.get("/v1/conversations")).json()["items"]
+    items = (await client.get(f"/v1/conversations/{conversation['id']}/messages")).json()["items"]
+    assert [(m["direction"], m["content"]["text"]) for m in items] == [
+        ("outbound", "from the API"),
+        ("outbound", "typed in the Page inbox"),
+    ]
