@@ -25,6 +25,7 @@ from chat4all.bootstrap import Hub
 from chat4all.plugin import SIMULATOR_ACCOUNT
 from chat4all.registry import Registry
 from tests.chat4all.conftest import hub_running
+from tests.chat4all.integration.test_webhooks import Receiver, receiving
 
 CHANNELS = ("messenger", "instagram")
 USER = "6100000000000042"
@@ -447,3 +448,41 @@ async def test_an_echo_from_the_inbox_app_is_stored_as_outbound_and_ours_once(
         ("outbound", "from the API"),
         ("outbound", "typed in the Page inbox"),
     ]
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_an_inbound_message_reaches_a_client_webhook_and_sse_once(
+    hub: Hub, client: httpx.AsyncClient, channel: str
+) -> None:
+    sim = simulator_of(hub, channel)
+    receiver = Receiver()
+    live: list[tuple[str, dict[str, Any]]] = []
+    async with receiving(receiver) as url:
+        created = await client.post(
+            "/v1/subscriptions", json={"url": url, "events": ["message.inbound"]}
+        )
+        receiver.secret = created.json()["secret"]
+
+        async def listen() -> None:
+            async with client.stream("GET", "/v1/events") as stream:
+                kind = ""
+                async for line in stream.aiter_lines():
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: "):
+                        live.append((kind, json.loads(line[6:])))
+
+        listener = asyncio.create_task(listen())
+        try:
+            await asyncio.sleep(0.2)
+            batch = sim.delivery(sim.text_event(USER, "first"), sim.text_event(USER, "second"))
+            webhook = f"{hub.url}/v1/channels/{channel}/{SIMULATOR_ACCOUNT}/webhook"
+            assert [await sim.push(webhook, batch) for _ in range(2)] == [200, 200]
+            await until(lambda: len(receiver.received) >= 2 and len(live) >= 2)
+            await asyncio.sleep(0.3)  # a repeat would arrive in this time
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+    texts = [e["data"]["content"]["text"] for _, e in receiver.received]
+    assert texts == ["first", "second"]
+    assert [e["content"]["text"] for k, e in live if k == "message.inbound"] == texts
