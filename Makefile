@@ -27,7 +27,7 @@ UNIT_TESTS := tests/chat4all/unit tests/tgstream/unit tests/opskit tests/test_do
 # (90% of branches); `make pytest COVERAGE= PYTEST_ARGS=tests/...` runs a part without it.
 COVERAGE ?= --cov --cov-report=term-missing
 
-.PHONY: run test check unit lint typecheck pytest constraints bench bench-chat4all bench-channels bench-systemd test-loaded contracts contracts-check contracts-baseline deps system-deps demo clean help
+.PHONY: run test check unit lint typecheck pytest constraints bench bench-chat4all bench-systemd test-loaded contracts contracts-check contracts-baseline deps system-deps demo clean help
 
 help:
 	@echo "make run    - install what is missing, then run tgstream (preview) and chat4all side by side"
@@ -39,7 +39,6 @@ help:
 	@echo "make test-loaded - the tgstream integration suite 3 times beside two x264 encodes"
 	@echo "make bench-systemd - (root) kill -9 restart times on a real systemd, 20 rounds"
 	@echo "make bench-chat4all - chat4all send throughput and latency, REST and gRPC, against two ceilings"
-	@echo "make bench-channels - each chat4all channel's send throughput through its simulator, side by side"
 	@echo "                      (BEFORE=<revision>: that release's REST send too, in the same run)"
 
 # apt only when something is missing, so repeated runs stay fast and work offline. The packages'
@@ -139,9 +138,6 @@ bench: deps
 
 # BEFORE=<git revision>: that release's REST send is measured in the same run, for its share of
 # the no-op ceiling beside this one's (its src/ is exported to .cache/bench-before).
-bench-channels: deps
-	$(BIN)/python -m bench channels
-
 bench-chat4all: deps
 	@if [ -n "$${BEFORE:-}" ]; then rm -rf .cache/bench-before && mkdir -p .cache/bench-before && \
 	  git archive "$$BEFORE" src | tar -x -C .cache/bench-before; fi

@@ -53,7 +53,7 @@ class GraphClient:
     aiohttp rather than httpx, as Telegram's connector: one call per message sent, and httpx's
     connection pool (httpcore scans every connection for every waiting request) held 32
     concurrent sends to ~500 msg/s against the simulator where aiohttp sustains several times
-    that (``make bench-channels``)."""
+    that (measured: 32 concurrent sends, ~480 against ~4200 msg/s)."""
 
     def __init__(
         self,
