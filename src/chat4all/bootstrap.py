@@ -249,7 +249,9 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         messages = Messages(
             store, tracer=tracer, accounts=accounts, media=media_store, limits=channels.limits
         )
-        inbound = Inbound(store, publisher, accounts, channels.receivers, clock=clock)
+        inbound = Inbound(
+            store, publisher, accounts, channels.receivers, clock=clock, counted=metrics.receipt
+        )
         subscriptions = Subscriptions(webhooks, targets)
         workers: dict[str, Worker] = {
             "dispatcher": dispatcher.run,

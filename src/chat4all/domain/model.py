@@ -84,7 +84,9 @@ def advances(current: DeliveryStatus, new: DeliveryStatus) -> bool:
     if current in TERMINAL_STATUSES:
         return False
     if new is DeliveryStatus.FAILED:
-        return True
+        # a failure reported after delivery (another of the recipient's devices) does not
+        # undo it: see :func:`transition`
+        return current is not DeliveryStatus.DELIVERED
     return _ORDER[new] > _ORDER[current]
 
 
