@@ -12,6 +12,7 @@ from typing import Final
 import grpc
 
 from chat4all.errors import (
+    AccountPaused,
     AuthError,
     Chat4AllError,
     DeliveryError,
@@ -56,6 +57,7 @@ ERROR_ANSWERS: Final[Mapping[type[Chat4AllError], ErrorAnswer]] = {
     # ever did, it is our fault, not the caller's.
     DeliveryError: _INTERNAL,
     RetryableDelivery: _INTERNAL,
+    AccountPaused: _INTERNAL,
     PermanentDelivery: _INTERNAL,
 }
 

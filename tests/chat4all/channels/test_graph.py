@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,6 +29,7 @@ from chat4all.adapters.channels.graph import (
 )
 from chat4all.errors import AuthError, InvalidRequest, PermanentDelivery, RetryableDelivery
 from chat4all.ports import WebhookRequest
+from chat4all.simulator.host import serving
 
 SECRET = "app-secret-123"
 
@@ -139,11 +140,12 @@ async def _graph(request: Request) -> Response:
 
 
 @pytest.fixture
-async def client() -> GraphClient:
+async def client() -> AsyncIterator[GraphClient]:
     app = Starlette(routes=[Route("/{version}/{what:path}", _graph, methods=["GET", "POST"])])
-    return GraphClient(
-        "http://graph.test", "v26.0", where="Test", transport=httpx.ASGITransport(app=app)
-    )
+    async with serving(app) as url:
+        graph = GraphClient(url, "v26.0", where="Test")
+        yield graph
+        await graph.close()
 
 
 async def test_client_sends_the_bearer_token_and_reads_errors(client: GraphClient) -> None:
@@ -162,10 +164,13 @@ async def test_client_sends_the_bearer_token_and_reads_errors(client: GraphClien
         await client.call("POST", "broken", "good-token", json={})
     assert broken.value.rule.action is Action.RETRY
     assert not isinstance(broken.value.delivery(), PermanentDelivery)
-    async with client.download("http://graph.test/v26.0/file", "good-token") as response:
-        size = sum([len(chunk) async for chunk in response.aiter_bytes()])
+    async with client.download(client.url("file"), "good-token") as chunks:
+        size = sum([len(chunk) async for chunk in chunks])
     assert size == 100_000
-    await client.close()
+    with pytest.raises(GraphFailure) as refused:
+        async with client.download(client.url("file"), "bad-token") as chunks:
+            pass
+    assert refused.value.rule.action is Action.PAUSE
 
 
 async def test_unreachable_graph_is_retryable() -> None:

@@ -215,6 +215,29 @@ async def test_each_kind_reaches_the_simulator_as_documented_and_statuses_only_m
         assert got["status"] == "read"
         assert [h["status"] for h in got["history"]][-2:] == ["delivered", "read"]
         assert got["provider_message_id"] == first.wamid
+        # failed after delivered (another device): in the history, the status stays delivered
+        window = [{"code": 131047, "title": "Re-engagement message"}]
+        second, third = sim.sent[1], sim.sent[2]
+        to = str(second.body["to"])
+        late = sim.notification(
+            statuses=[
+                sim.status(second.wamid, "delivered", to, ids[1]),
+                sim.status(second.wamid, "failed", to, ids[1], window),
+            ]
+        )
+        assert await post_webhook(hub, late) == 200
+        got = await status_of(client, ids[1])
+        assert got["status"] == "delivered"
+        assert got["history"][-1]["status"] == "failed"
+        # a failure reported only by webhook (131047): failed, with the template advice
+        async_failure = sim.notification(
+            statuses=[sim.status(third.wamid, "failed", to, ids[2], window)]
+        )
+        assert await post_webhook(hub, async_failure) == 200
+        got = await status_of(client, ids[2])
+        assert got["status"] == "failed"
+        assert "131047" in got["history"][-1]["detail"]
+        assert "template" in got["history"][-1]["detail"]
 
 
 async def test_inbound_reaches_the_client_once_and_forgeries_store_nothing(hub: Hub) -> None:

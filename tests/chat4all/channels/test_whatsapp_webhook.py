@@ -117,3 +117,13 @@ def test_the_kinds_beyond_the_kit_map_to_the_canonical_fields() -> None:
     )
     [shared] = parse(body).messages
     assert shared.content.contacts == (Contact("Ana Silva", ("+55 11 99999-0000",), (), "ACME"),)
+
+
+def test_a_failed_status_carries_its_reason_by_code() -> None:
+    received = parse(_fixture("statuses_batch"))
+    [failed] = [r for r in received.receipts if r.status.value == "failed"]
+    assert failed.provider_message_id == "wamid.C"
+    assert failed.detail is not None
+    assert failed.detail.startswith("WhatsApp: more than 24 hours since the user last wrote")
+    assert "send an approved template" in failed.detail and "code 131047" in failed.detail
+    assert "HTTP" not in failed.detail

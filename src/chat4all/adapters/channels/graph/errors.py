@@ -107,9 +107,9 @@ class GraphError:
         )
 
     @classmethod
-    def from_object(cls, error: Mapping[str, Any], status: int = 200) -> GraphError:
+    def from_object(cls, error: Mapping[str, Any], status: int = 0) -> GraphError:
         """An error object as WhatsApp puts it in a ``failed`` status webhook (``code``,
-        ``title``, ``message``, ``error_data.details``)."""
+        ``title``, ``message``, ``error_data.details``; no HTTP status: ``0``)."""
         data = error.get("error_data")
         details = data.get("details") if isinstance(data, dict) else None
         return cls(
@@ -130,7 +130,8 @@ class GraphError:
         if self.details and self.details not in text:
             text += f" ({self.details})"
         trace = f" [fbtrace_id {self.fbtrace_id}]" if self.fbtrace_id else ""
-        return f"HTTP {self.status} {code}: {text}{trace}".replace("  ", " ")
+        http = f"HTTP {self.status} " if self.status else ""
+        return f"{http}{code}: {text}{trace}".replace("  ", " ").lstrip(": ")
 
 
 def _int(value: object) -> int | None:

@@ -328,11 +328,8 @@ class WhatsAppConnector:
             url = info.get("url")
             if not isinstance(url, str):
                 raise PermanentDelivery(f"WhatsApp media {media_id}: no url in {sorted(info)}")
-            async with self.client.download(url, number.token) as response:
-                yield (
-                    str(info.get("mime_type") or "application/octet-stream"),
-                    response.aiter_bytes(),
-                )
+            async with self.client.download(url, number.token) as chunks:
+                yield str(info.get("mime_type") or "application/octet-stream"), chunks
         except GraphFailure as failure:
             raise failure.delivery(account) from None
 

@@ -13,9 +13,8 @@ reacted to), reply buttons and list rows pressed and template buttons (``Postbac
 Media arrive as ids: ``whatsapp-media:<id>`` (fetched with the Bearer token on request,
 :meth:`~chat4all.adapters.channels.whatsapp.connector.WhatsAppConnector.download`).
 
-Statuses become receipts (``delivered``, ``read``; ``sent`` changes nothing the dispatcher did
-not record already; ``failed`` is logged with its error until the core records failures from
-receipts).
+Statuses become receipts (``sent``, ``delivered``, ``read``, ``failed`` with its errors read
+by code as a send's, e.g. 131047's "send a template"); the core moves a status only forward.
 """
 
 from __future__ import annotations
@@ -26,7 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chat4all.adapters.channels.graph import GraphError, check_signature, handshake
+from chat4all.adapters.channels.graph import GraphError, check_signature, classify, handshake
+from chat4all.adapters.channels.whatsapp.connector import RULES
 from chat4all.adapters.channels.whatsapp.settings import WhatsAppSettings
 from chat4all.domain.model import (
     Attachment,
@@ -48,7 +48,12 @@ log = logging.getLogger(__name__)
 
 MEDIA_PREFIX = "whatsapp-media:"
 _MEDIA_KINDS = ("image", "video", "audio", "document", "sticker")
-_RECEIPTS = {"delivered": DeliveryStatus.DELIVERED, "read": DeliveryStatus.READ}
+_RECEIPTS = {
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.READ,
+    "failed": DeliveryStatus.FAILED,
+}
 
 
 class _Loose(BaseModel):
@@ -156,12 +161,24 @@ def parse(body: bytes, phone_number_id: str | None = None) -> Received:
                 messages.append(InboundMessage(message.id, message.sender, message.id, content))
             for status in value.statuses:
                 mapped = _RECEIPTS.get(status.status)
-                if mapped is not None:
-                    receipts.append(Receipt(status.id, mapped))
-                elif status.status == "failed":
-                    errors = "; ".join(GraphError.from_object(e).describe() for e in status.errors)
-                    log.warning("WhatsApp message %s failed: %s", status.id, errors or "no reason")
+                if mapped is None:
+                    log.info("WhatsApp status %r of %s ignored", status.status, status.id)
+                    continue
+                detail = _failure(status.errors) if mapped is DeliveryStatus.FAILED else None
+                receipts.append(Receipt(status.id, mapped, detail))
     return Received(messages=tuple(messages), receipts=tuple(receipts))
+
+
+def _failure(errors: list[dict[str, Any]]) -> str:
+    """A failed status's reason: each error's rule (by code, as a send's error) and Meta's
+    words."""
+    if not errors:
+        return "WhatsApp: failed (no reason given)"
+    reasons = []
+    for raw in errors:
+        error = GraphError.from_object(raw)
+        reasons.append(f"WhatsApp: {classify(error, RULES).reason}: {error.describe()}")
+    return "; ".join(reasons)
 
 
 def _content(message: _Message, name: str) -> Content:
