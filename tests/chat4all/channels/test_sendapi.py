@@ -192,3 +192,19 @@ async def test_not_a_delivery_is_a_clear_error_and_others_accounts_are_skipped(
         "entry": [{"id": sim.account_id, "changes": [{"field": "comments", "value": {}}]}],
     }
     assert await parts.receive(changes) == Received()
+
+
+def test_settings_read_accounts_and_refuse_a_bad_version_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "CHAT4ALL_INSTAGRAM_ACCOUNTS",
+        '{"brand": {"ig_id": "17841400000000077", "token": "IGQ-9f3e"}}',
+    )
+    settings = load_settings(None, Registry([INSTAGRAM])).channels["instagram"].settings
+    [(name, account)] = settings.accounts().items()
+    assert (name, account.provider_id) == ("brand", "17841400000000077")
+    assert "IGQ-9f3e" in settings.secrets() and "IGQ-9f3e" not in repr(settings)
+    monkeypatch.setenv("CHAT4ALL_INSTAGRAM_API_VERSION", "v25")
+    with pytest.raises(InvalidRequest, match=r"CHAT4ALL_INSTAGRAM_API_VERSION.*v\{N\}\.0"):
+        load_settings(None, Registry([INSTAGRAM]))
