@@ -70,7 +70,7 @@ def limits_of(platform: Platform) -> Limits:
         titles=20,  # a quick reply's and a button's title
         quick_replies=QUICK_REPLIES,
         options=OPTIONS[platform.channel],
-        actions=frozenset(SENDER_ACTIONS),
+        actions=frozenset(a.value for a in SENDER_ACTIONS),
     )
 
 
