@@ -381,7 +381,7 @@ async def test_a_reply_and_a_reaction_name_the_message_by_its_mid(
     ]
     await send(client, channel, {"text": "yes, any card", "reply_to": theirs["id"]})
     await send(client, channel, {"reaction": {"message_id": theirs["id"], "emoji": "❤️"}})
-    await until(lambda: len(sim.sent) == 2, timeout=5)
+    await until(lambda: len(sim.sent) == 2, timeout=2)
     reply, reaction = (s.body for s in sim.sent)
     assert reply["reply_to"] == {"mid": their_mid}
     assert reaction == {
