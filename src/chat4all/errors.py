@@ -31,6 +31,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "StoreUnavailable",
+    "ChannelUnavailable",
     "DeliveryError",
     "RetryableDelivery",
     "PermanentDelivery",
@@ -84,6 +85,15 @@ class StoreUnavailable(Chat4AllError):
     request that meets it may be retried after ``retry_after`` seconds."""
 
     retry_after: float = 1.0
+
+
+class ChannelUnavailable(Chat4AllError):
+    """The provider could not do an immediate action (typing, mark-read) now: throttled or
+    failing; it may be retried after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DeliveryError(Chat4AllError):

@@ -14,6 +14,7 @@ import grpc
 from chat4all.errors import (
     AccountPaused,
     AuthError,
+    ChannelUnavailable,
     Chat4AllError,
     DeliveryError,
     IdempotencyConflict,
@@ -53,6 +54,7 @@ ERROR_ANSWERS: Final[Mapping[type[Chat4AllError], ErrorAnswer]] = {
     PermissionDenied: ErrorAnswer(403, "permission_denied", grpc.StatusCode.PERMISSION_DENIED),
     RateLimited: ErrorAnswer(429, "rate_limited", grpc.StatusCode.RESOURCE_EXHAUSTED),
     StoreUnavailable: ErrorAnswer(503, "unavailable", grpc.StatusCode.UNAVAILABLE),
+    ChannelUnavailable: ErrorAnswer(503, "channel_unavailable", grpc.StatusCode.UNAVAILABLE),
     # A connector's failure is the dispatcher's business and never reaches a caller; if one
     # ever did, it is our fault, not the caller's.
     DeliveryError: _INTERNAL,

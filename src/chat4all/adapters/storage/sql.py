@@ -122,6 +122,11 @@ class SqlStore:
     async def get(self, tenant: str, message_id: str) -> Message:
         return await self.message_log.get(tenant, message_id)
 
+    async def conversation(
+        self, tenant: str, conversation_id: str
+    ) -> tuple[Conversation, str | None]:
+        return await self.message_log.conversation(tenant, conversation_id)
+
     async def conversations(
         self, tenant: str, cursor: str | None, limit: int
     ) -> Page[Conversation]:

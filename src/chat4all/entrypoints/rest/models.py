@@ -44,6 +44,8 @@ __all__ = [
     "ContactIn",
     "ContentIn",
     "SendIn",
+    "ActionName",
+    "ActionIn",
     "SubscriptionIn",
     "ContentOut",
     "MessageOut",
@@ -255,6 +257,16 @@ class SendIn(_Strict):
         min_length=1, max_length=128, pattern=r"\S", description="The chat/user on the channel"
     )
     content: ContentIn
+
+
+class ActionName(StrEnum):
+    TYPING_ON = "typing_on"
+    TYPING_OFF = "typing_off"
+    MARK_READ = "mark_read"
+
+
+class ActionIn(_Strict):
+    action: ActionName = Field(description="What to do in the conversation now")
 
 
 class SubscriptionIn(_Strict):
