@@ -486,3 +486,21 @@ async def test_an_inbound_message_reaches_a_client_webhook_and_sse_once(
     texts = [e["data"]["content"]["text"] for _, e in receiver.received]
     assert texts == ["first", "second"]
     assert [e["content"]["text"] for k, e in live if k == "message.inbound"] == texts
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_actions_over_rest_are_sender_actions(
+    hub: Hub, client: httpx.AsyncClient, channel: str
+) -> None:
+    sim = simulator_of(hub, channel)
+    await status_of(client, await send(client, channel, {"text": "hello"}), "sent")
+    [conversation] = (await client.get("/v1/conversations")).json()["items"]
+    for action in ("typing_on", "typing_off", "mark_read"):
+        answer = await client.post(
+            f"/v1/conversations/{conversation['id']}/actions", json={"action": action}
+        )
+        assert answer.status_code == 204, answer.text
+    assert [s.body for s in sim.sent[1:]] == [
+        {"recipient": {"id": USER}, "sender_action": a}
+        for a in ("typing_on", "typing_off", "mark_seen")
+    ]
