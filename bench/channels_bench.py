@@ -94,12 +94,13 @@ def run(machine: str) -> str:
     table = "\n".join(rows)
     print(table)
     return (
-        f"{provenance('`python -m bench channels`', machine)}\n\n{table}\n\n"
+        f"{provenance('`make bench-channels` (`python -m bench channels`)', machine)}\n\n{table}\n\n"
         f"{SENDERS} concurrent senders, closed loop, {SECONDS:g} s windows, channels in turns "
         "twice (forward, then backward); each channel's connector (as the hub builds it) "
         "against its simulator on loopback in the same process, so the figure is the "
         "connector's and the simulator's cost together: compare channels within one run. "
         "WhatsApp's connector paces each phone number (CHAT4ALL_WHATSAPP_RATE, 80 msg/s by "
-        "default, the Cloud API's throughput), so its figure is that pace; Messenger and "
-        "Instagram go through the shared Graph client (httpx), Telegram through aiohttp."
+        "default, the Cloud API's throughput), so its figure is that pace; WhatsApp, "
+        "Messenger and Instagram go through the shared Graph client, Telegram through its own "
+        "(both on aiohttp)."
     )
