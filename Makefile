@@ -27,7 +27,7 @@ UNIT_TESTS := tests/chat4all/unit tests/tgstream/unit tests/opskit tests/test_do
 # (90% of branches); `make pytest COVERAGE= PYTEST_ARGS=tests/...` runs a part without it.
 COVERAGE ?= --cov --cov-report=term-missing
 
-.PHONY: run test check unit lint typecheck pytest constraints bench bench-chat4all bench-systemd test-loaded contracts contracts-check contracts-baseline deps system-deps demo clean help
+.PHONY: run test check unit lint typecheck pytest constraints bench bench-chat4all bench-channels bench-systemd test-loaded contracts contracts-check contracts-baseline deps system-deps demo clean help
 
 help:
 	@echo "make run    - install what is missing, then run tgstream (preview) and chat4all side by side"
@@ -39,6 +39,7 @@ help:
 	@echo "make test-loaded - the tgstream integration suite 3 times beside two x264 encodes"
 	@echo "make bench-systemd - (root) kill -9 restart times on a real systemd, 20 rounds"
 	@echo "make bench-chat4all - chat4all send throughput and latency, REST and gRPC, against two ceilings"
+	@echo "make bench-channels - each chat4all channel's send throughput through its simulator, in one run"
 	@echo "                      (BEFORE=<revision>: that release's REST send too, in the same run)"
 
 # apt only when something is missing, so repeated runs stay fast and work offline. The packages'
@@ -143,6 +144,10 @@ bench-chat4all: deps
 	  git archive "$$BEFORE" src | tar -x -C .cache/bench-before; fi
 	CHAT4ALL_BENCH_BEFORE=$${BEFORE:+$(CURDIR)/.cache/bench-before/src} CHAT4ALL_BENCH_BEFORE_REV=$${BEFORE:-} \
 	  $(BIN)/python -m bench chat4all
+
+# Each channel's send throughput through its simulator, side by side in one run (~40 s).
+bench-channels: deps
+	$(BIN)/python -m bench channels
 
 # The tgstream integration suite 3 times in a row beside two endless x264 encodes (issue 12's
 # proof that the end-to-end tests hold on a busy machine); ~20 min.

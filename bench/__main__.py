@@ -54,6 +54,11 @@ def main() -> int:
 
         write_section("chat4all", chat4all_bench.run(machine()))
         return 0
+    if sys.argv[1:] == ["channels"]:
+        from bench import channels_bench
+
+        write_section("chat4all channels", channels_bench.run(machine()))
+        return 0
     if sys.argv[1:] == ["loaded"]:
         from bench import loaded_suite
 

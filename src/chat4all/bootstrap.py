@@ -50,6 +50,7 @@ from chat4all.plugin import SIMULATOR_ACCOUNT
 from chat4all.ports import Connector
 from chat4all.service_layer.access import Access, LocalRateLimiter, RateLimiter
 from chat4all.service_layer.accounts import Accounts
+from chat4all.service_layer.actions import Actions
 from chat4all.service_layer.dead_letters import DeadLetters
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus, LiveEvents
@@ -249,7 +250,9 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         messages = Messages(
             store, tracer=tracer, accounts=accounts, media=media_store, limits=channels.limits
         )
-        inbound = Inbound(store, publisher, accounts, channels.receivers, clock=clock)
+        inbound = Inbound(
+            store, publisher, accounts, channels.receivers, clock=clock, counted=metrics.receipt
+        )
         subscriptions = Subscriptions(webhooks, targets)
         workers: dict[str, Worker] = {
             "dispatcher": dispatcher.run,
@@ -280,6 +283,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
                 inbound=inbound,
                 bus=bus,
                 media=media,
+                actions=Actions(store, connectors, channels.limits),
                 wake=wakeup.wake,
             ),
             wakeup=wakeup,

@@ -14,6 +14,8 @@ table, :mod:`chat4all.entrypoints.error_codes`.
     ├── StoreUnavailable       the database cannot be opened or migrated
     └── DeliveryError          a connector failed to deliver (never reaches a client)
         ├── RetryableDelivery  try again (after ``retry_after`` when the provider says)
+        │   └── AccountPaused  the account cannot send until an operator acts (a dead token):
+        │                      its messages wait, their attempts not counted
         └── PermanentDelivery  give up: the message fails with this reason
 """
 
@@ -29,9 +31,11 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "StoreUnavailable",
+    "ChannelUnavailable",
     "DeliveryError",
     "RetryableDelivery",
     "PermanentDelivery",
+    "AccountPaused",
 ]
 
 
@@ -83,6 +87,15 @@ class StoreUnavailable(Chat4AllError):
     retry_after: float = 1.0
 
 
+class ChannelUnavailable(Chat4AllError):
+    """The provider could not do an immediate action (typing, mark-read) now: throttled or
+    failing; it may be retried after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class DeliveryError(Chat4AllError):
     """A failed delivery. ``done``: the provider ids of the parts of the message that did reach
     the provider before it failed (a text, then its files ...); a retry starts after them."""
@@ -102,3 +115,19 @@ class RetryableDelivery(DeliveryError):
 
 class PermanentDelivery(DeliveryError):
     pass
+
+
+class AccountPaused(RetryableDelivery):
+    """The account cannot send until an operator acts (its provider token expired or was
+    revoked): its messages wait without calling the provider and without counting attempts; it
+    resumes when its credentials are replaced or an admin resumes it. ``account``: which."""
+
+    def __init__(
+        self,
+        message: str,
+        account: str,
+        retry_after: float | None = None,
+        done: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, retry_after, done)
+        self.account = account

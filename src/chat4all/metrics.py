@@ -82,6 +82,14 @@ class HubMetrics:
             "wait meanwhile).",
             registry=registry,
         )
+        self.receipts = Counter(
+            "chat4all_receipts",
+            "Provider status reports by channel and outcome: applied, recorded (a failed after "
+            "delivered, kept in the history), stale (a repeat or out of order: nothing "
+            "changed), unknown (no message of ours).",
+            ["channel", "outcome"],
+            registry=registry,
+        )
         self._open: set[str] = set()
 
     # ---- DispatchEvents ----
@@ -95,6 +103,9 @@ class HubMetrics:
 
     def unrecorded(self, count: int) -> None:
         self.unrecorded_outcomes.set(count)
+
+    def receipt(self, channel: str, outcome: str) -> None:
+        self.receipts.labels(channel, outcome).inc()
 
     def breaker(self, account: str, open_: bool) -> None:
         (self._open.add if open_ else self._open.discard)(account)

@@ -31,12 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.types import ASGIApp
 
-from chat4all.domain.model import ATTACHMENT_KINDS, Content, DeliveryStatus
-from chat4all.ports import Connector, MediaStore, WebhookReply, WebhookRequest
+from chat4all.domain.model import Content, ContentKind, Conversation, DeliveryStatus
+from chat4all.ports import ActionRequest, Connector, MediaStore, WebhookReply, WebhookRequest
 
 __all__ = [
     "NAME",
     "SIMULATOR_ACCOUNT",
+    "BASE_CONTENT",
+    "BASE_ATTACHMENTS",
     "Limits",
     "AccountSettings",
     "ChannelSettings",
@@ -46,6 +48,7 @@ __all__ = [
     "OK",
     "Deliver",
     "ChannelConnector",
+    "ActionConnector",
     "Receiver",
     "Poller",
     "Fault",
@@ -61,9 +64,22 @@ SIMULATOR_ACCOUNT: Final = "sim-bot"
 """The one account each channel has on the embedded default (against its simulator)."""
 
 
+BASE_CONTENT: Final = frozenset(
+    {ContentKind.TEXT, ContentKind.ATTACHMENTS, ContentKind.REPLY, ContentKind.BUTTONS}
+)
+"""The kinds every channel sent before channels declared theirs (with ``location`` and
+``template``, which keep their own flags)."""
+
+BASE_ATTACHMENTS: Final = frozenset({"image", "video", "audio", "document"})
+"""The attachment kinds a channel sends unless it says otherwise (stickers: when it says so)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What one message may hold on a channel; checked when a message is accepted, never after."""
+    """What one message may hold on a channel; checked when a message is accepted, never after.
+
+    A kind of content the channel does not declare (:meth:`supports`), or more of one than it
+    takes, is refused with a 422 naming the field and the channel's limit."""
 
     text: int
     """Characters of text."""
@@ -72,8 +88,8 @@ class Limits:
     attachments: int
     """Attachments per message."""
     buttons: int
-    kinds: frozenset[str] = frozenset(ATTACHMENT_KINDS)
-    """The attachment kinds it sends."""
+    kinds: frozenset[str] = BASE_ATTACHMENTS
+    """The attachment kinds it sends (of :data:`~chat4all.domain.model.ATTACHMENT_KINDS`)."""
     max_bytes: Mapping[str, int] = field(default_factory=dict)
     """The largest upload (``media_id``) it takes, by kind; a kind not here is bounded only by
     ``CHAT4ALL_MEDIA_MAX_BYTES``."""
@@ -81,6 +97,39 @@ class Limits:
     """Whether it sends a location."""
     templates: bool = False
     """Whether it sends pre-approved templates."""
+    content: frozenset[str] = BASE_CONTENT
+    """The :class:`~chat4all.domain.model.ContentKind` s it sends (``location`` and
+    ``template`` are the two flags above)."""
+    text_bytes: int | None = None
+    """Bytes of UTF-8 text, for a channel that counts bytes (``None``: only ``text``)."""
+    titles: int = 64
+    """Characters of a button's, a menu row's or a quick reply's title (and a menu's button)."""
+    descriptions: int = 72
+    """Characters of a menu row's description."""
+    menu_rows: int = 10
+    """Rows of a menu, all sections together."""
+    menu_sections: int = 10
+    quick_replies: int = 13
+    contacts: int = 10
+    """Contact cards per message."""
+    options: type[BaseModel] | None = None
+    """The model of its typed extras (``content.options.<channel>``): validated on accept (422
+    on error), shown in the OpenAPI document; ``None``: it takes none."""
+    actions: frozenset[str] = frozenset()
+    """The :class:`~chat4all.ports.Action` s (typing, mark-read ...) it carries out; any other
+    is refused with a 422 naming the channel."""
+
+    def supports(self, kind: str) -> bool:
+        """Whether it sends content of ``kind`` (a :class:`~chat4all.domain.model.ContentKind`)."""
+        if kind == ContentKind.LOCATION:
+            return self.location
+        if kind == ContentKind.TEMPLATE:
+            return self.templates
+        return kind in self.content
+
+    def sends(self) -> tuple[str, ...]:
+        """Every kind it sends, sorted (for messages and ``GET /v1/channels``)."""
+        return tuple(sorted(k.value for k in ContentKind if self.supports(k)))
 
 
 class AccountSettings(BaseModel):
@@ -130,14 +179,29 @@ class InboundMessage:
     """Who wrote (the conversation's recipient when we answer)."""
     provider_message_id: str
     content: Content
+    echo: bool = False
+    """The provider's echo of a message sent from our account (an ``is_echo`` flag):
+    ``sender`` is then the conversation's recipient. An echo of one of our own sends is not
+    stored again (it is a ``sent`` receipt); one sent from elsewhere (the provider's inbox app)
+    is stored as an outbound message of the conversation."""
 
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """A provider's delivery or read receipt for a message we sent."""
+    """A provider's status report for a message we sent (``provider_message_id``), or a
+    watermark: every outbound message of the conversation with ``recipient`` sent up to
+    ``watermark`` (delivery and read watermarks, "seen up to" events; ``provider_message_id``
+    is then ``""``)."""
 
     provider_message_id: str
     status: DeliveryStatus
+    """``sent``, ``delivered``, ``read`` or ``failed``."""
+    detail: str | None = None
+    """Why, for ``failed`` (the provider's error code and reason)."""
+    watermark: float | None = None
+    """Unix time: the receipt covers every message sent to ``recipient`` up to it."""
+    recipient: str | None = None
+    """The conversation's recipient (with ``watermark``)."""
 
 
 OK: Final = WebhookReply(200, b'{"ok":true}')
@@ -159,6 +223,17 @@ Deliver = Callable[[str, Received], Awaitable[object]]
 class ChannelConnector(Connector, Protocol):
     async def close(self) -> None:
         """Release its connections (at shutdown)."""
+        ...
+
+
+class ActionConnector(ChannelConnector, Protocol):
+    """A connector that also carries out actions that are not messages (the ones its channel's
+    ``Limits.actions`` declares). Optional: the core checks for :meth:`act` and answers a 422
+    for a channel without it."""
+
+    async def act(self, conversation: Conversation, request: ActionRequest) -> None:
+        """Do ``request.action`` in ``conversation`` now (not queued: a typing indicator is
+        worthless late). Raises ``RetryableDelivery`` / ``PermanentDelivery`` like ``send``."""
         ...
 
 

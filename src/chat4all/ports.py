@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import BinaryIO, Final, Generic, Protocol, TypeVar
 
 from chat4all.domain.model import Content, Conversation, Media, Message
@@ -17,6 +18,9 @@ from chat4all.domain.model import Content, Conversation, Media, Message
 T = TypeVar("T")
 
 __all__ = [
+    "Action",
+    "ACTIONS",
+    "ActionRequest",
     "SendRequest",
     "Origin",
     "NO_ORIGIN",
@@ -30,6 +34,30 @@ __all__ = [
     "WebhookRequest",
     "WebhookReply",
 ]
+
+
+class Action(StrEnum):
+    """What a client asks a channel to do in a conversation that is not a message."""
+
+    TYPING_ON = "typing_on"
+    """Show "typing..." to the recipient (channels clear it after a few seconds or on send)."""
+    TYPING_OFF = "typing_off"
+    MARK_READ = "mark_read"
+    """Mark what the recipient sent us as read (their "seen" ticks)."""
+
+
+ACTIONS: Final = tuple(a.value for a in Action)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRequest:
+    """An :class:`Action` as the connector gets it."""
+
+    action: Action
+    last_inbound: str | None = None
+    """The provider's id of the latest message the recipient sent us in the conversation
+    (``None``: none yet): what a channel that marks one message read needs (a typing
+    indicator may ride on it)."""
 
 
 @dataclass(frozen=True, slots=True)

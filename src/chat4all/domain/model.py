@@ -2,28 +2,47 @@
 
 A :class:`Message` belongs to one tenant and one :class:`Conversation` (a tenant's thread with
 one recipient on one channel account). Its content is a :class:`Content` that covers text,
-attachments by reference, location, reply-to, channel templates, interactive buttons, and
-channel-specific extras in a typed extension field. Its delivery walks the
-:class:`DeliveryStatus` lifecycle::
+attachments by reference (stickers among them), location, contacts, reply-to, a reaction (or
+its removal), channel templates, interactive reply buttons, lists (:class:`Menu`) and quick
+replies, and channel-specific extras: the free ``extensions`` pairs and the typed ``options`` a
+channel's plugin declares and validates. What only arrives inbound is here too: a pressed
+button, a chosen list row, a postback or a quick reply (:class:`Postback`), and a message of a
+type we do not model, kept with the provider's type (``unsupported``). A channel declares which
+of these kinds it sends (:class:`~chat4all.plugin.Limits`); a kind it does not is refused when
+the message is accepted. Its delivery walks the :class:`DeliveryStatus` lifecycle::
 
     accepted → queued → sent → delivered → read
                  └──────────┴──→ failed (with a reason)
+
+Status only moves forward (:func:`transition`): a late or repeated receipt changes nothing, and
+a ``failed`` after ``delivered`` (another device of the recipient failed) is recorded in the
+history without moving the status back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 __all__ = [
     "DeliveryStatus",
     "Attachment",
     "ATTACHMENT_KINDS",
+    "UPLOAD_KINDS",
     "Media",
     "Location",
     "Button",
     "Template",
+    "Reaction",
+    "MenuRow",
+    "MenuSection",
+    "Menu",
+    "QuickReply",
+    "Contact",
+    "Postback",
+    "ContentKind",
     "Content",
     "Message",
     "StatusEvent",
@@ -31,6 +50,11 @@ __all__ = [
     "status_document",
     "TERMINAL_STATUSES",
     "message_document",
+    "content_document",
+    "content_from",
+    "advances",
+    "transition",
+    "Transition",
 ]
 
 
@@ -60,11 +84,33 @@ def advances(current: DeliveryStatus, new: DeliveryStatus) -> bool:
     if current in TERMINAL_STATUSES:
         return False
     if new is DeliveryStatus.FAILED:
-        return True
+        # a failure reported after delivery (another of the recipient's devices) does not
+        # undo it: see :func:`transition`
+        return current is not DeliveryStatus.DELIVERED
     return _ORDER[new] > _ORDER[current]
 
 
-ATTACHMENT_KINDS: Final = ("image", "video", "audio", "document")
+Transition = Literal["advance", "record", "stale"]
+"""What a reported status does to a message: ``advance`` (the status moves, the event is
+recorded), ``record`` (the event is recorded in the history, the status stays: a ``failed``
+after ``delivered`` or ``read``) or ``stale`` (nothing: a repeat, or late and out of order)."""
+
+
+def transition(current: DeliveryStatus, new: DeliveryStatus) -> Transition:
+    """:func:`advances`, and what to do when it does not: a ``failed`` after the message was
+    ``delivered`` or ``read`` (one of the recipient's devices failed) is kept in the history."""
+    if advances(current, new):
+        return "advance"
+    if new is DeliveryStatus.FAILED and current in (DeliveryStatus.DELIVERED, DeliveryStatus.READ):
+        return "record"
+    return "stale"
+
+
+UPLOAD_KINDS: Final = ("image", "video", "audio", "document")
+"""What an upload is (a sticker is uploaded as an image and sent with kind ``sticker``)."""
+
+ATTACHMENT_KINDS: Final = (*UPLOAD_KINDS, "sticker")
+"""What an attachment is; a channel declares those it sends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +120,8 @@ class Attachment:
 
     url: str | None = None
     kind: str | None = "document"
-    """``image``, ``video``, ``audio`` or ``document``; ``None`` on a request: ``document``
-    for a URL, the upload's kind for a ``media_id`` (an accepted message always has one)."""
+    """One of :data:`ATTACHMENT_KINDS`; ``None`` on a request: ``document`` for a URL, the
+    upload's kind for a ``media_id`` (an accepted message always has one)."""
     filename: str | None = None
     mime_type: str | None = None
     caption: str | None = None
@@ -95,7 +141,7 @@ class Media:
     sha256: str
     """Hex digest of the bytes."""
     kind: str
-    """``image``, ``video``, ``audio`` or ``document``."""
+    """One of :data:`UPLOAD_KINDS`."""
     created_at: float
 
 
@@ -125,6 +171,103 @@ class Template:
 
 
 @dataclass(frozen=True, slots=True)
+class Reaction:
+    """An emoji on a message of the conversation; an empty ``emoji`` removes ours."""
+
+    message_id: str | None
+    """Our id of the message reacted to (inbound: ``None`` when it is not one we know)."""
+    emoji: str = ""
+    provider_message_id: str | None = None
+    """The provider's id of that message: the core fills it in for the connector (outbound);
+    the plugin gives it (inbound) and the core finds ``message_id`` from it."""
+
+
+@dataclass(frozen=True, slots=True)
+class MenuRow:
+    """One choice of a :class:`Menu`; its ``id`` comes back (a :class:`Postback`) when chosen."""
+
+    id: str
+    title: str
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MenuSection:
+    title: str | None
+    rows: tuple[MenuRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Menu:
+    """An interactive list: a button (``button``, its label) that opens sections of rows."""
+
+    button: str
+    sections: tuple[MenuSection, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(len(s.rows) for s in self.sections)
+
+
+@dataclass(frozen=True, slots=True)
+class QuickReply:
+    """A suggested answer shown under a message; its ``payload`` comes back when tapped."""
+
+    title: str
+    payload: str | None = None
+    """Default: the title."""
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A contact card."""
+
+    name: str
+    """The name as shown."""
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    organization: str | None = None
+    urls: tuple[str, ...] = ()
+
+
+class PostbackSource(StrEnum):
+    BUTTON = "button"
+    """A reply button (or an inline keyboard's callback button) pressed."""
+    LIST = "list"
+    """A :class:`Menu` row chosen."""
+    POSTBACK = "postback"
+    """A persistent menu or template button (a "postback" event)."""
+    QUICK_REPLY = "quick_reply"
+
+
+@dataclass(frozen=True, slots=True)
+class Postback:
+    """Inbound: what someone pressed or chose (the payload or row id we sent with it)."""
+
+    source: str
+    """A :class:`PostbackSource` value."""
+    payload: str
+    title: str | None = None
+    """The pressed button's or chosen row's title, when the provider tells it."""
+
+
+class ContentKind(StrEnum):
+    """The kinds of content a channel may send, as a channel's limits declare them (and as the
+    422 for one it does not send names them)."""
+
+    TEXT = "text"
+    ATTACHMENTS = "attachments"
+    LOCATION = "location"
+    CONTACTS = "contacts"
+    REPLY = "reply"
+    REACTION = "reaction"
+    TEMPLATE = "template"
+    BUTTONS = "buttons"
+    MENU = "menu"
+    QUICK_REPLIES = "quick_replies"
+
+
+@dataclass(frozen=True, slots=True)
 class Content:
     text: str | None = None
     attachments: tuple[Attachment, ...] = ()
@@ -135,10 +278,50 @@ class Content:
     buttons: tuple[Button, ...] = ()
     extensions: tuple[tuple[str, str], ...] = ()
     """Channel-specific extras as sorted ``(key, value)`` pairs, e.g. ``parse_mode``."""
+    reaction: Reaction | None = None
+    menu: Menu | None = None
+    quick_replies: tuple[QuickReply, ...] = ()
+    contacts: tuple[Contact, ...] = ()
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Typed channel-specific extras, under the channel's name (``{"<channel>": {...}}``):
+    the channel's plugin declares their model (``Limits.options``) and validates them on
+    accept; stored as the plugin's model dumped to JSON."""
+    reply_to_provider_id: str | None = None
+    """The provider's id of the message ``reply_to`` names: filled in by the core for the
+    connector (outbound); given by the plugin (inbound), the core finds ``reply_to`` from it."""
+    postback: Postback | None = None
+    """Inbound only: a button pressed, a row chosen, a quick reply tapped."""
+    unsupported: str | None = None
+    """Inbound only: a message of a type we do not model, kept as the provider's type name."""
 
     @property
     def empty(self) -> bool:
-        return not (self.text or self.attachments or self.location or self.template)
+        return not (
+            self.text
+            or self.attachments
+            or self.location
+            or self.template
+            or self.reaction
+            or self.contacts
+            or self.postback
+            or self.unsupported
+        )
+
+    def kinds(self) -> tuple[ContentKind, ...]:
+        """The kinds of content this holds (what a channel must declare to send it)."""
+        found = (
+            (ContentKind.TEXT, self.text is not None),
+            (ContentKind.ATTACHMENTS, bool(self.attachments)),
+            (ContentKind.LOCATION, self.location is not None),
+            (ContentKind.CONTACTS, bool(self.contacts)),
+            (ContentKind.REPLY, self.reply_to is not None),
+            (ContentKind.REACTION, self.reaction is not None),
+            (ContentKind.TEMPLATE, self.template is not None),
+            (ContentKind.BUTTONS, bool(self.buttons)),
+            (ContentKind.MENU, self.menu is not None),
+            (ContentKind.QUICK_REPLIES, bool(self.quick_replies)),
+        )
+        return tuple(kind for kind, present in found if present)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +364,12 @@ class Message:
 def content_document(content: Content) -> dict[str, Any]:
     """``dataclasses.asdict(content)``, field by field: asdict's generic recursion (a deepcopy
     of every leaf) was a visible share of each accept's CPU, and it runs up to three times per
-    message (the idempotency hash, the stored row, the answer)."""
+    message (the idempotency hash, the stored row, the answer).
+
+    The kinds added after the first release are written only when present, so a content
+    without them has the document it always had (stored rows, Idempotency-Key hashes)."""
     location, template = content.location, content.template
-    return {
+    doc: dict[str, Any] = {
         "text": content.text,
         "attachments": tuple(
             {
@@ -220,12 +406,119 @@ def content_document(content: Content) -> dict[str, Any]:
         ),
         "extensions": tuple(tuple(pair) for pair in content.extensions),
     }
+    if content.reaction is not None:
+        r = content.reaction
+        doc["reaction"] = {
+            "message_id": r.message_id,
+            "emoji": r.emoji,
+            "provider_message_id": r.provider_message_id,
+        }
+    if content.menu is not None:
+        doc["menu"] = {
+            "button": content.menu.button,
+            "sections": tuple(
+                {
+                    "title": s.title,
+                    "rows": tuple(
+                        {"id": r.id, "title": r.title, "description": r.description} for r in s.rows
+                    ),
+                }
+                for s in content.menu.sections
+            ),
+        }
+    if content.quick_replies:
+        doc["quick_replies"] = tuple(
+            {"title": q.title, "payload": q.payload} for q in content.quick_replies
+        )
+    if content.contacts:
+        doc["contacts"] = tuple(
+            {
+                "name": c.name,
+                "phones": tuple(c.phones),
+                "emails": tuple(c.emails),
+                "organization": c.organization,
+                "urls": tuple(c.urls),
+            }
+            for c in content.contacts
+        )
+    if content.options:
+        doc["options"] = {name: dict(value) for name, value in content.options.items()}
+    if content.reply_to_provider_id is not None:
+        doc["reply_to_provider_id"] = content.reply_to_provider_id
+    if content.postback is not None:
+        p = content.postback
+        doc["postback"] = {"source": p.source, "payload": p.payload, "title": p.title}
+    if content.unsupported is not None:
+        doc["unsupported"] = content.unsupported
+    return doc
+
+
+def content_from(doc: Mapping[str, Any]) -> Content:
+    """The inverse of :func:`content_document` (a stored row made by any release)."""
+    template, reaction, menu, postback = (
+        doc.get("template"),
+        doc.get("reaction"),
+        doc.get("menu"),
+        doc.get("postback"),
+    )
+    return Content(
+        text=doc.get("text"),
+        attachments=tuple(Attachment(**a) for a in doc.get("attachments", ())),
+        location=Location(**doc["location"]) if doc.get("location") else None,
+        reply_to=doc.get("reply_to"),
+        template=(
+            Template(template["name"], template["language"], tuple(template["parameters"]))
+            if template
+            else None
+        ),
+        buttons=tuple(Button(**b) for b in doc.get("buttons", ())),
+        extensions=tuple((k, v) for k, v in doc.get("extensions", ())),
+        reaction=Reaction(**reaction) if reaction else None,
+        menu=(
+            Menu(
+                menu["button"],
+                tuple(
+                    MenuSection(s["title"], tuple(MenuRow(**r) for r in s["rows"]))
+                    for s in menu["sections"]
+                ),
+            )
+            if menu
+            else None
+        ),
+        quick_replies=tuple(QuickReply(**q) for q in doc.get("quick_replies", ())),
+        contacts=tuple(
+            Contact(
+                c["name"],
+                tuple(c.get("phones", ())),
+                tuple(c.get("emails", ())),
+                c.get("organization"),
+                tuple(c.get("urls", ())),
+            )
+            for c in doc.get("contacts", ())
+        ),
+        options={name: dict(value) for name, value in (doc.get("options") or {}).items()},
+        reply_to_provider_id=doc.get("reply_to_provider_id"),
+        postback=Postback(**postback) if postback else None,
+        unsupported=doc.get("unsupported"),
+    )
+
+
+_CLIENT_DEFAULTS: Final[dict[str, Any]] = {
+    "reaction": None,
+    "menu": None,
+    "quick_replies": (),
+    "contacts": (),
+    "options": {},
+    "postback": None,
+    "unsupported": None,
+}
 
 
 def message_document(message: Message) -> dict[str, Any]:
     """A message as clients see it: REST bodies, live events and webhook payloads."""
-    content = content_document(message.content)
+    content = _CLIENT_DEFAULTS | content_document(message.content)
     content["extensions"] = dict(message.content.extensions)
+    content.pop("reply_to_provider_id", None)
     return {
         "id": message.id,
         "tenant": message.tenant,

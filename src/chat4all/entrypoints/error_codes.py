@@ -12,7 +12,9 @@ from typing import Final
 import grpc
 
 from chat4all.errors import (
+    AccountPaused,
     AuthError,
+    ChannelUnavailable,
     Chat4AllError,
     DeliveryError,
     IdempotencyConflict,
@@ -52,10 +54,12 @@ ERROR_ANSWERS: Final[Mapping[type[Chat4AllError], ErrorAnswer]] = {
     PermissionDenied: ErrorAnswer(403, "permission_denied", grpc.StatusCode.PERMISSION_DENIED),
     RateLimited: ErrorAnswer(429, "rate_limited", grpc.StatusCode.RESOURCE_EXHAUSTED),
     StoreUnavailable: ErrorAnswer(503, "unavailable", grpc.StatusCode.UNAVAILABLE),
+    ChannelUnavailable: ErrorAnswer(503, "channel_unavailable", grpc.StatusCode.UNAVAILABLE),
     # A connector's failure is the dispatcher's business and never reaches a caller; if one
     # ever did, it is our fault, not the caller's.
     DeliveryError: _INTERNAL,
     RetryableDelivery: _INTERNAL,
+    AccountPaused: _INTERNAL,
     PermanentDelivery: _INTERNAL,
 }
 

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from chat4all.adapters.storage.webhooks import Subscription
 from chat4all.domain.model import (
     Attachment,
     Button,
+    Contact,
     Content,
     Conversation,
     Location,
+    Menu,
+    MenuRow,
+    MenuSection,
     Message,
+    QuickReply,
+    Reaction,
     Template,
 )
+from chat4all.errors import InvalidRequest
 from chat4all.v1 import api_pb2 as pb
 
 __all__ = ["once", "content_of", "content_pb", "message_pb", "conversation_pb", "subscription_pb"]
@@ -57,7 +66,61 @@ def content_of(c: pb.Content) -> Content:
             for b in c.buttons
         ),
         extensions=tuple(sorted(c.extensions.items())),
+        reaction=(
+            Reaction(c.reaction.message_id or None, c.reaction.emoji)
+            if c.HasField("reaction")
+            else None
+        ),
+        menu=(
+            Menu(
+                c.menu.button,
+                tuple(
+                    MenuSection(
+                        s.title if s.HasField("title") else None,
+                        tuple(
+                            MenuRow(
+                                r.id,
+                                r.title,
+                                r.description if r.HasField("description") else None,
+                            )
+                            for r in s.rows
+                        ),
+                    )
+                    for s in c.menu.sections
+                ),
+            )
+            if c.HasField("menu")
+            else None
+        ),
+        quick_replies=tuple(
+            QuickReply(q.title, q.payload if q.HasField("payload") else None)
+            for q in c.quick_replies
+        ),
+        contacts=tuple(
+            Contact(
+                k.name,
+                tuple(k.phones),
+                tuple(k.emails),
+                k.organization if k.HasField("organization") else None,
+                tuple(k.urls),
+            )
+            for k in c.contacts
+        ),
+        options={name: _json_object(name, raw) for name, raw in c.options.items()},
     )
+
+
+def _json_object(name: str, raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidRequest(
+            "options values are JSON objects (the channel's options)",
+            field=f"content.options.{name}",
+        )
+    return value
 
 
 def content_pb(c: Content) -> pb.Content:
@@ -92,6 +155,46 @@ def content_pb(c: Content) -> pb.Content:
                 name=c.template.name, language=c.template.language, parameters=c.template.parameters
             )
         )
+    if c.reaction is not None:
+        out.reaction.CopyFrom(
+            pb.Reaction(message_id=c.reaction.message_id or "", emoji=c.reaction.emoji)
+        )
+    if c.menu is not None:
+        out.menu.CopyFrom(
+            pb.Menu(
+                button=c.menu.button,
+                sections=[
+                    pb.MenuSection(
+                        title=s.title,
+                        rows=[
+                            pb.MenuRow(id=r.id, title=r.title, description=r.description)
+                            for r in s.rows
+                        ],
+                    )
+                    for s in c.menu.sections
+                ],
+            )
+        )
+    out.quick_replies.extend(
+        pb.QuickReply(title=q.title, payload=q.payload) for q in c.quick_replies
+    )
+    out.contacts.extend(
+        pb.Contact(
+            name=k.name,
+            phones=k.phones,
+            emails=k.emails,
+            organization=k.organization,
+            urls=k.urls,
+        )
+        for k in c.contacts
+    )
+    for name, value in c.options.items():
+        out.options[name] = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if c.postback is not None:
+        p = c.postback
+        out.postback.CopyFrom(pb.Postback(source=p.source, payload=p.payload, title=p.title))
+    if c.unsupported is not None:
+        out.unsupported = c.unsupported
     return out
 
 

@@ -290,6 +290,15 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
             return pb.DeleteSubscriptionResponse()
         raise AssertionError("unreachable")
 
+    async def ConversationAction(
+        self, request: pb.ConversationActionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConversationActionResponse:
+        async with self._rpc(context, "ConversationAction"):
+            who = await self._who(context, "send")
+            await self._use.actions.act(who.tenant, request.conversation_id, request.action)
+            return pb.ConversationActionResponse()
+        raise AssertionError("unreachable")
+
     async def ListChannels(
         self, request: pb.ListChannelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListChannelsResponse:

@@ -9,6 +9,7 @@ from typing import Protocol
 from chat4all.adapters.storage.webhooks import Subscription
 from chat4all.service_layer.access import Access
 from chat4all.service_layer.accounts import Accounts
+from chat4all.service_layer.actions import Actions
 from chat4all.service_layer.dead_letters import DeadLetters
 from chat4all.service_layer.events import LiveEvents
 from chat4all.service_layer.inbound import Inbound
@@ -44,5 +45,6 @@ class Services:
     inbound: Inbound
     bus: LiveEvents
     media: MediaLibrary
+    actions: Actions
     wake: Callable[[], None] | None = None
     """Tells the dispatcher a new message is due (called after each accepted send)."""

@@ -7,7 +7,9 @@ FIFO), sends them concurrently, and records each outcome:
 - :class:`~chat4all.errors.RetryableDelivery`: back to pending after an exponential backoff
   with full jitter (1 s, 2 s, 4 s ... capped), or after the provider's ``retry_after`` when it
   gave one; after ``max_attempts`` the message is dead-lettered and ``failed``;
-- :class:`~chat4all.errors.PermanentDelivery`: ``failed`` and dead-lettered at once.
+- :class:`~chat4all.errors.PermanentDelivery`: ``failed`` and dead-lettered at once;
+- :class:`~chat4all.errors.AccountPaused` (a retryable error): back to pending after its
+  ``retry_after``, without opening the breaker; it never fails the message for its attempts.
 
 A circuit breaker per channel account opens after ``breaker_threshold`` retryable failures in a
 row: for ``breaker_cooldown`` seconds that account's messages wait without calling the provider,
@@ -37,7 +39,7 @@ from typing import Final, Protocol
 from opentelemetry.trace import Span, SpanKind, Tracer
 
 from chat4all.domain.lease import worker_id
-from chat4all.errors import PermanentDelivery, RetryableDelivery
+from chat4all.errors import AccountPaused, PermanentDelivery, RetryableDelivery
 from chat4all.ports import Connector, Outbox, OutboxItem
 from chat4all.service_layer.outbox_worker import OutboxWorker
 from chat4all.service_layer.status import StatusPublisher
@@ -252,6 +254,20 @@ class Dispatcher:
     ) -> None:
         channel = item.conversation.channel
         now = self.clock()
+        if isinstance(exc, AccountPaused):
+            # the account waits for an operator (a new token, a resume): its messages wait
+            # too, neither opening the breaker nor spending their attempts
+            await self._record(
+                "retry",
+                item,
+                self.outbox.retry,
+                now + (exc.retry_after or self.policy.breaker_cooldown),
+                str(exc),
+                now,
+                exc.done,
+            )
+            self.events.dispatched(channel, "paused", time.monotonic() - began)
+            return
         breaker.failures += 1
         if breaker.failures >= self.policy.breaker_threshold and breaker.open_until <= now:
             breaker.open_until = now + self.policy.breaker_cooldown

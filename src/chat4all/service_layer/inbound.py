@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Final, Literal, Protocol
 
 from chat4all.domain.model import DeliveryStatus, Message
 from chat4all.errors import InvalidRequest, NotFound
-from chat4all.plugin import Received, Receiver
+from chat4all.plugin import Receipt, Received, Receiver
 from chat4all.ports import SendRequest, WebhookReply, WebhookRequest
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.status import StatusPublisher
 
-__all__ = ["Inbound", "InboundStore"]
+__all__ = ["Inbound", "InboundStore", "Outcome", "RECEIPT_STATUSES"]
+
+
+Outcome = Literal["applied", "recorded", "stale", "unknown"]
+"""What a receipt did: moved statuses; recorded in a history without moving it (``failed``
+after ``delivered``); nothing (a repeat, or late and out of order); named no message of ours."""
+
+RECEIPT_STATUSES: Final = frozenset(
+    {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.READ, DeliveryStatus.FAILED}
+)
 
 
 class InboundStore(Protocol):
@@ -25,6 +34,8 @@ class InboundStore(Protocol):
         update_id: str,
         provider_message_id: str,
         now: float,
+        *,
+        echo: bool = False,
     ) -> Message | None: ...
 
     async def record_receipt(
@@ -36,6 +47,19 @@ class InboundStore(Protocol):
         now: float,
     ) -> Message | None: ...
 
+    async def apply_receipt(
+        self,
+        channel: str,
+        account: str,
+        status: DeliveryStatus,
+        now: float,
+        *,
+        provider_message_id: str | None = None,
+        detail: str | None = None,
+        recipient: str | None = None,
+        watermark: float | None = None,
+    ) -> tuple[list[Message], Outcome]: ...
+
 
 class Inbound:
     def __init__(
@@ -45,8 +69,11 @@ class Inbound:
         accounts: Accounts,
         receivers: Mapping[str, Receiver] | None = None,
         clock: Callable[[], float] = time.time,
+        counted: Callable[[str, Outcome], None] | None = None,
     ) -> None:
-        """``receivers``: each channel's webhook side, by channel name."""
+        """``receivers``: each channel's webhook side, by channel name. ``counted``: told each
+        receipt's channel and outcome (the ``chat4all_receipts`` metric)."""
+        self._counted = counted
         self._store = store
         self._publisher = publisher
         self._accounts = accounts
@@ -72,29 +99,73 @@ class Inbound:
         tenant = self._accounts.owner(channel, account)
         stored = []
         for inbound in received.messages:
+            if inbound.echo and await self._echo_of_ours(
+                channel, account, inbound.provider_message_id
+            ):
+                continue
             request = SendRequest(channel, account, inbound.sender, inbound.content)
             message = await self._store.record_inbound(
-                tenant, request, inbound.update_id, inbound.provider_message_id, self._clock()
+                tenant,
+                request,
+                inbound.update_id,
+                inbound.provider_message_id,
+                self._clock(),
+                echo=inbound.echo,
             )
             if message is not None:
                 self._publisher.inbound(message)
                 stored.append(message)
         for receipt in received.receipts:
-            await self.receipt(channel, account, receipt.provider_message_id, receipt.status)
+            await self.apply(channel, account, receipt)
         return stored
+
+    async def _echo_of_ours(self, channel: str, account: str, provider_message_id: str) -> bool:
+        """An echo of a message we sent: it reached the provider (``sent``, if nothing later
+        was reported already); not stored again."""
+        changed, outcome = await self._store.apply_receipt(
+            channel,
+            account,
+            DeliveryStatus.SENT,
+            self._clock(),
+            provider_message_id=provider_message_id,
+        )
+        for message in changed:
+            self._publisher.status(message, DeliveryStatus.SENT.value, None)
+        return outcome != "unknown"
+
+    async def apply(self, channel: str, account: str, receipt: Receipt) -> list[Message]:
+        """A provider's status report (one message, or a watermark over a conversation):
+        the messages whose status moved. Status only moves forward: a repeat or a late report
+        changes nothing, a ``failed`` after ``delivered`` is only recorded in the history;
+        every outcome is counted."""
+        self._accounts.owner(channel, account)
+        if receipt.status not in RECEIPT_STATUSES:
+            raise InvalidRequest(
+                f"a receipt is sent, delivered, read or failed, not {receipt.status.value}"
+            )
+        if receipt.watermark is not None and not receipt.recipient:
+            raise InvalidRequest("a watermark receipt names the conversation's recipient")
+        changed, outcome = await self._store.apply_receipt(
+            channel,
+            account,
+            receipt.status,
+            self._clock(),
+            provider_message_id=receipt.provider_message_id or None,
+            detail=receipt.detail,
+            recipient=receipt.recipient,
+            watermark=receipt.watermark,
+        )
+        if self._counted is not None:
+            self._counted(channel, outcome)
+        for message in changed:
+            self._publisher.status(message, receipt.status.value, receipt.detail)
+        return changed
 
     async def receipt(
         self, channel: str, account: str, provider_message_id: str, status: DeliveryStatus
     ) -> Message | None:
-        """A provider's delivery or read receipt for a message we sent through ``account``: the
-        message when its status moved; ``None`` when it names no message of ours or changes
-        nothing (a repeat, or a ``delivered`` after ``read``)."""
-        self._accounts.owner(channel, account)
-        if status not in (DeliveryStatus.DELIVERED, DeliveryStatus.READ):
-            raise InvalidRequest(f"a receipt is delivered or read, not {status.value}")
-        message = await self._store.record_receipt(
-            channel, account, provider_message_id, status, self._clock()
-        )
-        if message is not None:
-            self._publisher.status(message, status.value, None)
-        return message
+        """A provider's receipt for one message we sent through ``account``: the message when
+        its status moved; ``None`` when it names no message of ours or changes nothing (a
+        repeat, or a ``delivered`` after ``read``)."""
+        changed = await self.apply(channel, account, Receipt(provider_message_id, status))
+        return changed[0] if changed else None

@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Final
 
-from chat4all.domain.model import ATTACHMENT_KINDS, Media
+from chat4all.domain.model import UPLOAD_KINDS, Media
 from chat4all.errors import InvalidRequest
 from chat4all.ports import MediaStore
 
@@ -73,8 +73,8 @@ class MediaLibrary:
         """Store an upload; refused when empty or over ``max_bytes`` (nothing is kept then)."""
         name = _filename(filename)
         mime = _mime_type(mime_type, name)
-        if kind is not None and kind not in ATTACHMENT_KINDS:
-            raise InvalidRequest(f"kind must be one of {', '.join(ATTACHMENT_KINDS)}", field="kind")
+        if kind is not None and kind not in UPLOAD_KINDS:
+            raise InvalidRequest(f"kind must be one of {', '.join(UPLOAD_KINDS)}", field="kind")
         return await self.store.put(
             tenant,
             self._checked(chunks),

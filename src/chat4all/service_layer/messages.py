@@ -11,11 +11,13 @@ from dataclasses import replace
 from typing import Final
 
 from opentelemetry.trace import Tracer
+from pydantic import ValidationError
 
 from chat4all.domain.model import (
     ATTACHMENT_KINDS,
     Attachment,
     Content,
+    ContentKind,
     Conversation,
     Message,
     content_document,
@@ -27,7 +29,7 @@ from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.media import size_text
 from chat4all.telemetry import NO_TRACER, current_origin
 
-__all__ = ["Messages", "validate", "MAX_PAGE"]
+__all__ = ["Messages", "validate", "options", "MAX_PAGE"]
 
 MAX_PAGE: Final = 200
 
@@ -55,6 +57,7 @@ def validate(request: SendRequest, limits: Limits | None = None) -> None:
         _text(button.title, f"content.buttons[{n}].title", 64, 1)
         _text(button.payload, f"content.buttons[{n}].payload", 64)
         _text(button.url, f"content.buttons[{n}].url", 2048)
+    _bounds(content)
     if content.template is not None:
         _text(content.template.name, "content.template.name", 512, 1)
         _text(content.template.language, "content.template.language", 15, 2)
@@ -67,7 +70,13 @@ def validate(request: SendRequest, limits: Limits | None = None) -> None:
         )
     if content.empty:
         raise InvalidRequest(
-            "a message needs text, an attachment, a location or a template", field="content"
+            "a message needs text, an attachment, a location, contacts, a reaction or a template",
+            field="content",
+        )
+    if content.postback is not None or content.unsupported is not None:
+        raise InvalidRequest(
+            "postback and unsupported are what providers send us, not what we send",
+            field="content.postback" if content.postback is not None else "content.unsupported",
         )
     if limits is not None:
         _fits(content, channel, limits)
@@ -80,13 +89,89 @@ def validate(request: SendRequest, limits: Limits | None = None) -> None:
         raise InvalidRequest("recipient is empty", field="recipient")
 
 
+_KIND_FIELD: Final = {
+    ContentKind.TEXT: "content.text",
+    ContentKind.ATTACHMENTS: "content.attachments",
+    ContentKind.LOCATION: "content.location",
+    ContentKind.CONTACTS: "content.contacts",
+    ContentKind.REPLY: "content.reply_to",
+    ContentKind.REACTION: "content.reaction",
+    ContentKind.TEMPLATE: "content.template",
+    ContentKind.BUTTONS: "content.buttons",
+    ContentKind.MENU: "content.menu",
+    ContentKind.QUICK_REPLIES: "content.quick_replies",
+}
+
+
+def _bounds(content: Content) -> None:
+    """The bounds of the kinds added with the Meta channels, the same for every channel (a
+    channel's own, smaller ones are in its limits)."""
+    if content.reaction is not None:
+        _text(content.reaction.message_id, "content.reaction.message_id", 32, 1)
+        if content.reaction.message_id is None:
+            raise InvalidRequest(
+                "a reaction names the message it is on (our id)",
+                field="content.reaction.message_id",
+            )
+        _text(content.reaction.emoji, "content.reaction.emoji", 16)
+    if content.reply_to is not None:
+        _text(content.reply_to, "content.reply_to", 32, 1)
+    if content.menu is not None:
+        _text(content.menu.button, "content.menu.button", 64, 1)
+        if not content.menu.sections or not all(s.rows for s in content.menu.sections):
+            raise InvalidRequest(
+                "a menu has sections, each with at least one row", field="content.menu.sections"
+            )
+        ids: set[str] = set()
+        for i, section in enumerate(content.menu.sections):
+            _text(section.title, f"content.menu.sections[{i}].title", 64, 1)
+            for j, row in enumerate(section.rows):
+                where = f"content.menu.sections[{i}].rows[{j}]"
+                _text(row.id, f"{where}.id", 200, 1)
+                _text(row.title, f"{where}.title", 64, 1)
+                _text(row.description, f"{where}.description", 256)
+                if row.id in ids:
+                    raise InvalidRequest(f"row id {row.id!r} is used twice", field=f"{where}.id")
+                ids.add(row.id)
+    for n, quick in enumerate(content.quick_replies):
+        _text(quick.title, f"content.quick_replies[{n}].title", 64, 1)
+        _text(quick.payload, f"content.quick_replies[{n}].payload", 1000)
+    for n, contact in enumerate(content.contacts):
+        where = f"content.contacts[{n}]"
+        _text(contact.name, f"{where}.name", 256, 1)
+        _text(contact.organization, f"{where}.organization", 256)
+        for k, phone in enumerate(contact.phones):
+            _text(phone, f"{where}.phones[{k}]", 64, 1)
+        for k, email in enumerate(contact.emails):
+            _text(email, f"{where}.emails[{k}]", 256, 1)
+        for k, url in enumerate(contact.urls):
+            _text(url, f"{where}.urls[{k}]", 2048, 1)
+        if not (contact.phones or contact.emails or contact.urls):
+            raise InvalidRequest("a contact needs a phone, an email or a url", field=where)
+
+
 def _fits(content: Content, channel: str, limits: Limits) -> None:
     """What ``channel`` can carry (its plugin's limits)."""
+    for kind in content.kinds():
+        if not limits.supports(kind):
+            raise InvalidRequest(
+                f"{channel} does not send {kind.value.replace('_', ' ')}; it sends "
+                f"{', '.join(limits.sends())}",
+                field=_KIND_FIELD[kind],
+            )
     if content.text is not None and len(content.text) > limits.text:
         raise InvalidRequest(
             f"text is {len(content.text)} characters; {channel} allows {limits.text}",
             field="content.text",
         )
+    if content.text is not None and limits.text_bytes is not None:
+        size = len(content.text.encode())
+        if size > limits.text_bytes:
+            raise InvalidRequest(
+                f"text is {size} bytes of UTF-8; {channel} allows {limits.text_bytes} bytes",
+                field="content.text",
+            )
+    _fits_choices(content, channel, limits)
     if len(content.attachments) > limits.attachments:
         raise InvalidRequest(
             f"{len(content.attachments)} attachments; {channel} allows "
@@ -117,6 +202,88 @@ def _fits(content: Content, channel: str, limits: Limits) -> None:
         raise InvalidRequest(
             f"{channel} has no message templates: send text instead", field="content.template"
         )
+
+
+def _fits_choices(content: Content, channel: str, limits: Limits) -> None:
+    """Menus, quick replies, contacts and titles within ``channel``'s limits."""
+    for n, button in enumerate(content.buttons):
+        _title(button.title, f"content.buttons[{n}].title", channel, limits.titles)
+    for n, quick in enumerate(content.quick_replies):
+        _title(quick.title, f"content.quick_replies[{n}].title", channel, limits.titles)
+    if len(content.quick_replies) > limits.quick_replies:
+        raise InvalidRequest(
+            f"{len(content.quick_replies)} quick replies; {channel} allows {limits.quick_replies}",
+            field="content.quick_replies",
+        )
+    if len(content.contacts) > limits.contacts:
+        raise InvalidRequest(
+            f"{len(content.contacts)} contacts; {channel} allows {limits.contacts}",
+            field="content.contacts",
+        )
+    menu = content.menu
+    if menu is None:
+        return
+    _title(menu.button, "content.menu.button", channel, limits.titles)
+    if len(menu.sections) > limits.menu_sections:
+        raise InvalidRequest(
+            f"{len(menu.sections)} menu sections; {channel} allows {limits.menu_sections}",
+            field="content.menu.sections",
+        )
+    if menu.rows > limits.menu_rows:
+        raise InvalidRequest(
+            f"{menu.rows} menu rows; {channel} allows {limits.menu_rows} in all sections",
+            field="content.menu.sections",
+        )
+    for i, section in enumerate(menu.sections):
+        if section.title is not None:
+            _title(section.title, f"content.menu.sections[{i}].title", channel, limits.titles)
+        for j, row in enumerate(section.rows):
+            where = f"content.menu.sections[{i}].rows[{j}]"
+            _title(row.title, f"{where}.title", channel, limits.titles)
+            if row.description is not None and len(row.description) > limits.descriptions:
+                raise InvalidRequest(
+                    f"description is {len(row.description)} characters; {channel} allows "
+                    f"{limits.descriptions}",
+                    field=f"{where}.description",
+                )
+
+
+def _title(value: str, where: str, channel: str, most: int) -> None:
+    if len(value) > most:
+        raise InvalidRequest(
+            f"title is {len(value)} characters; {channel} allows {most}", field=where
+        )
+
+
+def options(request: SendRequest, limits: Limits | None) -> SendRequest:
+    """``content.options`` validated by the channel's model (``Limits.options``) and stored as
+    it dumps them; options for another channel than the request's, or for a channel that takes
+    none, are refused (422 naming the field)."""
+    given = request.content.options
+    if not given:
+        return request
+    channel = request.channel
+    for name in given:
+        if name != channel:
+            raise InvalidRequest(
+                f"options for {name!r} on a message to {channel}: give "
+                f"content.options.{channel} (or none)",
+                field=f"content.options.{name}",
+            )
+    if limits is None:
+        return request
+    if limits.options is None:
+        raise InvalidRequest(f"{channel} takes no options", field=f"content.options.{channel}")
+    try:
+        model = limits.options.model_validate(given[channel])
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise InvalidRequest(
+            f"{error['msg']}", field=f"content.options.{channel}" + (f".{where}" if where else "")
+        ) from None
+    dumped = model.model_dump(mode="json", exclude_unset=True)
+    return replace(request, content=replace(request.content, options={channel: dumped}))
 
 
 def _check_reference(attachment: Attachment, where: str) -> None:
@@ -188,7 +355,7 @@ class Messages:
         ) as span:
             limits = self._limits_of(request.channel)
             validate(request, limits)
-            resolved = await self._resolve(tenant, request, limits)
+            resolved = await self._resolve(tenant, options(request, limits), limits)
             if self._accounts is not None:
                 self._accounts.check(tenant, request.channel, request.account)
             if idempotency_key is not None:

@@ -53,8 +53,15 @@ class Template(_message.Message):
     def __init__(self, name: _Optional[str] = ..., language: _Optional[str] = ..., parameters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Content(_message.Message):
-    __slots__ = ("text", "attachments", "location", "reply_to", "template", "buttons", "extensions")
+    __slots__ = ("text", "attachments", "location", "reply_to", "template", "buttons", "extensions", "reaction", "menu", "quick_replies", "contacts", "options", "postback", "unsupported")
     class ExtensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class OptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +75,13 @@ class Content(_message.Message):
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     BUTTONS_FIELD_NUMBER: _ClassVar[int]
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    REACTION_FIELD_NUMBER: _ClassVar[int]
+    MENU_FIELD_NUMBER: _ClassVar[int]
+    QUICK_REPLIES_FIELD_NUMBER: _ClassVar[int]
+    CONTACTS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    POSTBACK_FIELD_NUMBER: _ClassVar[int]
+    UNSUPPORTED_FIELD_NUMBER: _ClassVar[int]
     text: str
     attachments: _containers.RepeatedCompositeFieldContainer[Attachment]
     location: Location
@@ -75,7 +89,80 @@ class Content(_message.Message):
     template: Template
     buttons: _containers.RepeatedCompositeFieldContainer[Button]
     extensions: _containers.ScalarMap[str, str]
-    def __init__(self, text: _Optional[str] = ..., attachments: _Optional[_Iterable[_Union[Attachment, _Mapping]]] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., reply_to: _Optional[str] = ..., template: _Optional[_Union[Template, _Mapping]] = ..., buttons: _Optional[_Iterable[_Union[Button, _Mapping]]] = ..., extensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    reaction: Reaction
+    menu: Menu
+    quick_replies: _containers.RepeatedCompositeFieldContainer[QuickReply]
+    contacts: _containers.RepeatedCompositeFieldContainer[Contact]
+    options: _containers.ScalarMap[str, str]
+    postback: Postback
+    unsupported: str
+    def __init__(self, text: _Optional[str] = ..., attachments: _Optional[_Iterable[_Union[Attachment, _Mapping]]] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., reply_to: _Optional[str] = ..., template: _Optional[_Union[Template, _Mapping]] = ..., buttons: _Optional[_Iterable[_Union[Button, _Mapping]]] = ..., extensions: _Optional[_Mapping[str, str]] = ..., reaction: _Optional[_Union[Reaction, _Mapping]] = ..., menu: _Optional[_Union[Menu, _Mapping]] = ..., quick_replies: _Optional[_Iterable[_Union[QuickReply, _Mapping]]] = ..., contacts: _Optional[_Iterable[_Union[Contact, _Mapping]]] = ..., options: _Optional[_Mapping[str, str]] = ..., postback: _Optional[_Union[Postback, _Mapping]] = ..., unsupported: _Optional[str] = ...) -> None: ...
+
+class Reaction(_message.Message):
+    __slots__ = ("message_id", "emoji")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    EMOJI_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    emoji: str
+    def __init__(self, message_id: _Optional[str] = ..., emoji: _Optional[str] = ...) -> None: ...
+
+class MenuRow(_message.Message):
+    __slots__ = ("id", "title", "description")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    title: str
+    description: str
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class MenuSection(_message.Message):
+    __slots__ = ("title", "rows")
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    title: str
+    rows: _containers.RepeatedCompositeFieldContainer[MenuRow]
+    def __init__(self, title: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[MenuRow, _Mapping]]] = ...) -> None: ...
+
+class Menu(_message.Message):
+    __slots__ = ("button", "sections")
+    BUTTON_FIELD_NUMBER: _ClassVar[int]
+    SECTIONS_FIELD_NUMBER: _ClassVar[int]
+    button: str
+    sections: _containers.RepeatedCompositeFieldContainer[MenuSection]
+    def __init__(self, button: _Optional[str] = ..., sections: _Optional[_Iterable[_Union[MenuSection, _Mapping]]] = ...) -> None: ...
+
+class QuickReply(_message.Message):
+    __slots__ = ("title", "payload")
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    title: str
+    payload: str
+    def __init__(self, title: _Optional[str] = ..., payload: _Optional[str] = ...) -> None: ...
+
+class Contact(_message.Message):
+    __slots__ = ("name", "phones", "emails", "organization", "urls")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PHONES_FIELD_NUMBER: _ClassVar[int]
+    EMAILS_FIELD_NUMBER: _ClassVar[int]
+    ORGANIZATION_FIELD_NUMBER: _ClassVar[int]
+    URLS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    phones: _containers.RepeatedScalarFieldContainer[str]
+    emails: _containers.RepeatedScalarFieldContainer[str]
+    organization: str
+    urls: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., phones: _Optional[_Iterable[str]] = ..., emails: _Optional[_Iterable[str]] = ..., organization: _Optional[str] = ..., urls: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Postback(_message.Message):
+    __slots__ = ("source", "payload", "title")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    payload: str
+    title: str
+    def __init__(self, source: _Optional[str] = ..., payload: _Optional[str] = ..., title: _Optional[str] = ...) -> None: ...
 
 class StatusEvent(_message.Message):
     __slots__ = ("status", "at", "detail")
@@ -348,3 +435,15 @@ class ListChannelsResponse(_message.Message):
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Channel]
     def __init__(self, items: _Optional[_Iterable[_Union[Channel, _Mapping]]] = ...) -> None: ...
+
+class ConversationActionRequest(_message.Message):
+    __slots__ = ("conversation_id", "action")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    action: str
+    def __init__(self, conversation_id: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class ConversationActionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -94,6 +94,11 @@ class Chat4AllServiceStub:
                 request_serializer=chat4all_dot_v1_dot_api__pb2.ListChannelsRequest.SerializeToString,
                 response_deserializer=chat4all_dot_v1_dot_api__pb2.ListChannelsResponse.FromString,
                 _registered_method=True)
+        self.ConversationAction = channel.unary_unary(
+                '/chat4all.v1.Chat4AllService/ConversationAction',
+                request_serializer=chat4all_dot_v1_dot_api__pb2.ConversationActionRequest.SerializeToString,
+                response_deserializer=chat4all_dot_v1_dot_api__pb2.ConversationActionResponse.FromString,
+                _registered_method=True)
 
 
 class Chat4AllServiceServicer:
@@ -186,6 +191,14 @@ class Chat4AllServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConversationAction(self, request, context):
+        """Typing on/off or mark-read in a conversation, done now through its channel (not a
+        message: nothing is stored). INVALID_ARGUMENT when the channel does not do it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_Chat4AllServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -248,6 +261,11 @@ def add_Chat4AllServiceServicer_to_server(servicer, server):
                     servicer.ListChannels,
                     request_deserializer=chat4all_dot_v1_dot_api__pb2.ListChannelsRequest.FromString,
                     response_serializer=chat4all_dot_v1_dot_api__pb2.ListChannelsResponse.SerializeToString,
+            ),
+            'ConversationAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConversationAction,
+                    request_deserializer=chat4all_dot_v1_dot_api__pb2.ConversationActionRequest.FromString,
+                    response_serializer=chat4all_dot_v1_dot_api__pb2.ConversationActionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -574,6 +592,33 @@ class Chat4AllService:
             '/chat4all.v1.Chat4AllService/ListChannels',
             chat4all_dot_v1_dot_api__pb2.ListChannelsRequest.SerializeToString,
             chat4all_dot_v1_dot_api__pb2.ListChannelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConversationAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat4all.v1.Chat4AllService/ConversationAction',
+            chat4all_dot_v1_dot_api__pb2.ConversationActionRequest.SerializeToString,
+            chat4all_dot_v1_dot_api__pb2.ConversationActionResponse.FromString,
             options,
             channel_credentials,
             insecure,

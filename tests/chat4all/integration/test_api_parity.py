@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 import grpc
 import httpx
 import pytest
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -72,6 +74,12 @@ class Client(Protocol):
     async def unsubscribe(self, key: str, subscription_id: str) -> Outcome: ...
 
     async def channels(self, key: str) -> Outcome: ...
+
+    async def send_content(self, key: str, content: dict[str, Any]) -> Outcome:
+        """A send of ``content`` (written as REST takes it) to ``42`` on telegram."""
+        ...
+
+    async def act(self, key: str, conversation_id: str, action: str) -> Outcome: ...
 
 
 REST_ERRORS = {
@@ -180,6 +188,19 @@ class Rest:
     async def channels(self, key: str) -> Outcome:
         return self._outcome(await self._call("GET", "/v1/channels", key))
 
+    async def send_content(self, key: str, content: dict[str, Any]) -> Outcome:
+        body = {
+            "channel": "telegram",
+            "account": SIMULATOR_ACCOUNT,
+            "recipient": "42",
+            "content": content,
+        }
+        return self._outcome(await self._call("POST", "/v1/messages", key, json=body))
+
+    async def act(self, key: str, conversation_id: str, action: str) -> Outcome:
+        path = f"/v1/conversations/{conversation_id}/actions"
+        return self._outcome(await self._call("POST", path, key, json={"action": action}))
+
 
 class Grpc:
     def __init__(self, target: str) -> None:
@@ -262,6 +283,22 @@ class Grpc:
     async def channels(self, key: str) -> Outcome:
         return await self._call("ListChannels", pb.ListChannelsRequest(), key)
 
+    async def send_content(self, key: str, content: dict[str, Any]) -> Outcome:
+        written = dict(content)
+        if "options" in written:  # gRPC carries each channel's options as a JSON object
+            written["options"] = {k: json.dumps(v) for k, v in written["options"].items()}
+        request = pb.SendMessageRequest(
+            channel="telegram",
+            account=SIMULATOR_ACCOUNT,
+            recipient="42",
+            content=json_format.ParseDict(written, pb.Content()),
+        )
+        return await self._call("SendMessage", request, key)
+
+    async def act(self, key: str, conversation_id: str, action: str) -> Outcome:
+        request = pb.ConversationActionRequest(conversation_id=conversation_id, action=action)
+        return await self._call("ConversationAction", request, key)
+
 
 def _page(reply: Any, item: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """A paged response as REST writes it."""
@@ -292,7 +329,7 @@ def _reply(reply: Any) -> dict[str, Any]:
     if isinstance(reply, pb.UploadMediaResponse):
         fields = ("id", "filename", "mime_type", "size", "sha256", "kind")
         return {f: getattr(reply.media, f) for f in fields}
-    if isinstance(reply, pb.DeleteSubscriptionResponse):
+    if isinstance(reply, pb.DeleteSubscriptionResponse | pb.ConversationActionResponse):
         return {}
     return _dict(reply.message)  # SendMessage, GetMessage, ReplayDeadLetter
 
@@ -576,3 +613,58 @@ async def test_channels_list_the_keys_own_accounts(hub: Hub, client: Client) -> 
     assert {c["name"] for c in theirs.data["items"]} == set(by_name)
     assert all(c["accounts"] == [] for c in theirs.data["items"])
     assert (await client.channels("c4a_bad_key")).error == "UNAUTHENTICATED"
+
+
+def refused_at(outcome: Outcome, field: str, *words: str) -> None:
+    """Refused as invalid, naming ``field`` and ``words`` (the channel, its limit)."""
+    assert (outcome.ok, outcome.error) == (False, "INVALID_ARGUMENT"), outcome
+    assert outcome.data is not None
+    said = outcome.data.get("details") or outcome.data["error"]["field"] + ": " + str(
+        outcome.data["error"]["message"]
+    )
+    assert said.startswith(f"{field}: "), said
+    for word in words:
+        assert word in said, said
+
+
+async def test_kinds_a_channel_does_not_send_are_refused_alike(hub: Hub, client: Client) -> None:
+    assert hub.admin_key
+    key = hub.admin_key
+    menu = {"button": "Pick", "sections": [{"rows": [{"id": "r1", "title": "One"}]}]}
+    refused_at(
+        await client.send_content(key, {"text": "hi", "menu": menu}), "content.menu", "telegram"
+    )
+    quick = {"text": "hi", "quick_replies": [{"title": "Yes"}]}
+    refused_at(await client.send_content(key, quick), "content.quick_replies", "telegram")
+    contact = {"contacts": [{"name": "Ada", "phones": ["+441"]}]}
+    refused_at(await client.send_content(key, contact), "content.contacts", "telegram")
+    options = {"text": "hi", "options": {"telegram": {"silent": True}}}
+    refused_at(await client.send_content(key, options), "content.options.telegram", "no options")
+    elsewhere = {"text": "hi", "options": {"whatsapp": {"preview_url": True}}}
+    refused_at(await client.send_content(key, elsewhere), "content.options.whatsapp", "telegram")
+    sticker = {"attachments": [{"url": "https://example.org/s.webp", "kind": "sticker"}]}
+    sent = await client.send_content(key, sticker)
+    assert sent.ok, sent.data
+    deadline = time.monotonic() + 10
+    while not any(s.method == "sendSticker" for s in telegram_of(hub).sent):
+        assert time.monotonic() < deadline, "no sendSticker"
+        await asyncio.sleep(0.02)
+    [call] = [s for s in telegram_of(hub).sent if s.method == "sendSticker"]
+    assert call.body == {"chat_id": "42", "sticker": "https://example.org/s.webp"}
+
+
+async def test_typing_reaches_the_channel_and_mark_read_is_refused_alike(
+    hub: Hub, client: Client
+) -> None:
+    assert hub.admin_key
+    key = hub.admin_key
+    sent = await client.send(key, "hello")
+    assert sent.ok and sent.data is not None
+    conversation = sent.data["conversation_id"]
+    assert (await client.act(key, conversation, "typing_on")).ok
+    assert [a.body for a in telegram_of(hub).actions] == [{"chat_id": "42", "action": "typing"}]
+    assert (await client.act(key, conversation, "typing_off")).ok
+    refused_at(await client.act(key, conversation, "mark_read"), "action", "telegram", "typing_on")
+    assert (await client.act(key, "c_nope", "typing_on")).error == "NOT_FOUND"
+    reader, _ = await hub.keys.create("default", Role.READER)
+    assert (await client.act(reader, conversation, "typing_on")).error == "PERMISSION_DENIED"

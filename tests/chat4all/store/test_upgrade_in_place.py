@@ -148,3 +148,60 @@ async def test_processes_starting_together_on_an_empty_database_both_migrate(
     outputs = [(await p.communicate())[0].decode() for p in starts]
     assert [p.returncode for p in starts] == [0, 0, 0], outputs
     assert sum("migrated from empty" in o for o in outputs) == 1, outputs
+
+
+def _before_channels(conn: sa.Connection) -> None:
+    """The release before the Meta channels' kinds (schema 0006): a message sent, one still
+    queued, one received; content documents of that release."""
+    command.upgrade(migrate.alembic_config(conn), "0006")
+    content = json.dumps(content_document(Content(text="old")), separators=(",", ":"))
+    conn.execute(
+        sa.text(
+            "INSERT INTO conversations (id, tenant, channel, account, recipient, next_seq, "
+            "last_message_at) VALUES ('c1', 't1', 'telegram', 'bot', '42', 4, 1.0)"
+        )
+    )
+    for mid, seq, direction, status, provider in (
+        ("m_sent", 1, "outbound", "sent", "p-1"),
+        ("m_queued", 2, "outbound", "queued", None),
+        ("m_in", 3, "inbound", "delivered", "p-in"),
+    ):
+        conn.execute(
+            sa.text(
+                "INSERT INTO messages (id, tenant, conversation_id, seq, direction, content, "
+                "status, created_at, provider_message_id) VALUES (:id, 't1', 'c1', :s, :d, "
+                ":content, :st, 1.0, :p)"
+            ),
+            {"id": mid, "s": seq, "d": direction, "content": content, "st": status, "p": provider},
+        )
+    conn.execute(
+        sa.text(
+            "INSERT INTO status_events (message_id, status, at) VALUES ('m_sent', 'accepted', "
+            "1.0), ('m_sent', 'sent', 2.0), ('m_queued', 'accepted', 1.0)"
+        )
+    )
+
+
+async def test_a_database_made_before_the_new_kinds_upgrades_and_takes_watermarks(
+    store_url: str,
+) -> None:
+    """Its messages read as they were (no new kind in them), and a watermark receipt after the
+    upgrade covers the message that release sent (its ``sent`` time was carried over)."""
+    engine = create_async_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_before_channels)
+    finally:
+        await engine.dispose()
+    store = await SqlStore.open(store_url)
+    try:
+        assert store.migrated == ("0006", migrate.revisions()[-1])
+        for mid in ("m_sent", "m_queued", "m_in"):
+            assert (await store.get("t1", mid)).content == Content(text="old")
+        changed, outcome = await store.apply_receipt(
+            "telegram", "bot", DeliveryStatus.READ, 3.0, recipient="42", watermark=2.5
+        )
+        assert ([m.id for m in changed], outcome) == (["m_sent"], "applied")
+        assert (await store.get("t1", "m_queued")).status is DeliveryStatus.QUEUED
+    finally:
+        await store.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -154,7 +153,13 @@ def test_the_idempotency_hash_of_a_link_is_what_it_was_before_uploads() -> None:
         "account": "bot",
         "recipient": "42",
         "content": {
-            **asdict(Content(attachments=())),
+            # the first release's content fields (later kinds are in it only when present)
+            "text": None,
+            "location": None,
+            "reply_to": None,
+            "template": None,
+            "buttons": [],
+            "extensions": [],
             "attachments": [
                 {
                     "url": "https://example.org/a.pdf",

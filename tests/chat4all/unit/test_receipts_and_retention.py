@@ -65,7 +65,7 @@ async def test_a_receipt_must_name_our_message_on_that_account(store: SqlStore) 
     with pytest.raises(NotFound):
         await inbound.receipt("telegram", "stranger", "p-2", DeliveryStatus.READ)
     with pytest.raises(InvalidRequest):
-        await inbound.receipt("telegram", "bot", "p-2", DeliveryStatus.FAILED)
+        await inbound.receipt("telegram", "bot", "p-2", DeliveryStatus.ACCEPTED)
 
 
 async def test_purge_forgets_old_keys_and_update_ids_and_keeps_recent_ones(

@@ -309,6 +309,34 @@ class MessageLog:
         more = len(listed) > limit
         return Page(items, encode_cursor(str(items[-1].seq)) if more and items else None)
 
+    async def conversation(
+        self, tenant: str, conversation_id: str
+    ) -> tuple[Conversation, str | None]:
+        """``tenant``'s conversation and the provider's id of the latest message received in
+        it (``None``: none yet); ``NotFound`` for anyone else's."""
+        async with self._db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(conversations).where(
+                        conversations.c.id == conversation_id, conversations.c.tenant == tenant
+                    )
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"no conversation {conversation_id!r}")
+            last = (
+                await conn.execute(
+                    sa.select(messages.c.provider_message_id)
+                    .where(
+                        messages.c.conversation_id == conversation_id,
+                        messages.c.direction == "inbound",
+                    )
+                    .order_by(messages.c.seq.desc())
+                    .limit(1)
+                )
+            ).scalar()
+        return to_conversation(row), last
+
 
 def conversation_of(conn: sa.Connection, tenant: str, request: SendRequest, now: float) -> str:
     """The id of the conversation ``request`` belongs to, created when new."""

@@ -180,12 +180,15 @@ class SqlOutbox:
                 status=sa.case(
                     (sa.bindparam("a", type_=sa.Boolean), sent.value), else_=messages.c.status
                 ),
+                # when it reached the provider: what a watermark receipt is compared with
+                sent_at=sa.func.coalesce(messages.c.sent_at, sa.bindparam("t", type_=sa.Float)),
             ),
             [
                 {
                     "i": d.item.message.id,
                     "p": d.provider_id,
                     "a": advances(current[d.item.message.id], sent),
+                    "t": d.now,
                 }
                 for d in done
             ],

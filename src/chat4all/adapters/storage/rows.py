@@ -13,16 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chat4all.adapters.storage.schema import messages, status_events
 from chat4all.domain.model import (
-    Attachment,
-    Button,
     Content,
     Conversation,
     DeliveryStatus,
-    Location,
     Message,
     StatusEvent,
-    Template,
     content_document,
+    content_from,
 )
 from chat4all.errors import InvalidRequest, NotFound
 
@@ -50,27 +47,7 @@ def dump_content(content: Content) -> str:
 
 
 def load_content(raw: str) -> Content:
-    return _content(json.loads(raw))
-
-
-def _content(doc: dict[str, Any]) -> Content:
-    return Content(
-        text=doc["text"],
-        attachments=tuple(Attachment(**a) for a in doc["attachments"]),
-        location=Location(**doc["location"]) if doc["location"] else None,
-        reply_to=doc["reply_to"],
-        template=(
-            Template(
-                doc["template"]["name"],
-                doc["template"]["language"],
-                tuple(doc["template"]["parameters"]),
-            )
-            if doc["template"]
-            else None
-        ),
-        buttons=tuple(Button(**b) for b in doc["buttons"]),
-        extensions=tuple((k, v) for k, v in doc["extensions"]),
-    )
+    return content_from(json.loads(raw))
 
 
 def to_message(row: Any, events: Sequence[Any]) -> Message:
@@ -145,7 +122,7 @@ def undump_message(raw: str) -> Message:
         conversation_id=doc["conversation_id"],
         seq=int(doc["seq"]),
         direction=doc["direction"],
-        content=_content(doc["content"]),
+        content=content_from(doc["content"]),
         status=DeliveryStatus(doc["status"]),
         created_at=float(doc["created_at"]),
         provider_message_id=doc["provider_message_id"],

@@ -50,8 +50,12 @@ messages = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("provider_message_id", sa.String(128)),
+    # when an outbound message reached the provider (its ``sent``): watermark receipts cover
+    # every message of the conversation sent up to a time
+    sa.Column("sent_at", sa.Float),
     sa.UniqueConstraint("conversation_id", "seq"),
     sa.Index("messages_provider_id", "provider_message_id"),  # receipts find messages by it
+    sa.Index("messages_sent", "conversation_id", "sent_at"),
 )
 status_events = sa.Table(
     "status_events",

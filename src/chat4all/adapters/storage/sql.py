@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from chat4all.adapters.storage.engine import Database, sqlite_url
 from chat4all.adapters.storage.group_commit import GroupCommitter
-from chat4all.adapters.storage.inbound import InboundLog
+from chat4all.adapters.storage.inbound import InboundLog, Outcome
 from chat4all.adapters.storage.messages import ConversationKey, Job, MessageLog
 from chat4all.adapters.storage.outbox import Sent, SqlOutbox
 from chat4all.adapters.storage.retention import Retention
@@ -122,6 +122,11 @@ class SqlStore:
     async def get(self, tenant: str, message_id: str) -> Message:
         return await self.message_log.get(tenant, message_id)
 
+    async def conversation(
+        self, tenant: str, conversation_id: str
+    ) -> tuple[Conversation, str | None]:
+        return await self.message_log.conversation(tenant, conversation_id)
+
     async def conversations(
         self, tenant: str, cursor: str | None, limit: int
     ) -> Page[Conversation]:
@@ -181,9 +186,11 @@ class SqlStore:
         update_id: str,
         provider_message_id: str,
         now: float,
+        *,
+        echo: bool = False,
     ) -> Message | None:
         return await self.inbound.record_inbound(
-            tenant, request, update_id, provider_message_id, now
+            tenant, request, update_id, provider_message_id, now, echo=echo
         )
 
     async def record_receipt(
@@ -195,6 +202,29 @@ class SqlStore:
         now: float,
     ) -> Message | None:
         return await self.inbound.record_receipt(channel, account, provider_message_id, status, now)
+
+    async def apply_receipt(
+        self,
+        channel: str,
+        account: str,
+        status: DeliveryStatus,
+        now: float,
+        *,
+        provider_message_id: str | None = None,
+        detail: str | None = None,
+        recipient: str | None = None,
+        watermark: float | None = None,
+    ) -> tuple[list[Message], Outcome]:
+        return await self.inbound.apply_receipt(
+            channel,
+            account,
+            status,
+            now,
+            provider_message_id=provider_message_id,
+            detail=detail,
+            recipient=recipient,
+            watermark=watermark,
+        )
 
     async def purge(self, older_than: float, batch: int = 1000) -> tuple[int, int]:
         return await self.retention.purge(older_than, batch)

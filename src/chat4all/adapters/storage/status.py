@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from chat4all.adapters.storage.schema import messages, status_events
 from chat4all.domain.model import DeliveryStatus, Message, advances, status_document
 
-__all__ = ["Fanout", "Announcer", "set_status"]
+__all__ = ["Fanout", "Announcer", "set_status", "record_event"]
 
 Fanout = Callable[[sa.Connection, str, str, Sequence[tuple[dict[str, Any], float]]], None]
 """``(conn, tenant, event type, [(data, now), ...])``; called with a synchronous connection
@@ -32,15 +32,23 @@ async def set_status(
     ).scalar_one()
     if not advances(DeliveryStatus(current), status):
         return False
-    await conn.execute(
-        messages.update().where(messages.c.id == message_id).values(status=status.value)
-    )
+    values: dict[str, Any] = {"status": status.value}
+    if status is DeliveryStatus.SENT:
+        values["sent_at"] = sa.func.coalesce(messages.c.sent_at, now)
+    await conn.execute(messages.update().where(messages.c.id == message_id).values(**values))
+    await record_event(conn, message_id, status, now, detail)
+    return True
+
+
+async def record_event(
+    conn: AsyncConnection, message_id: str, status: DeliveryStatus, now: float, detail: str | None
+) -> None:
+    """One event in the message's history (its status is the caller's business)."""
     await conn.execute(
         status_events.insert().values(
             message_id=message_id, status=status.value, at=now, detail=detail
         )
     )
-    return True
 
 
 class Announcer:

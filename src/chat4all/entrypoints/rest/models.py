@@ -7,29 +7,45 @@ Requests refuse unknown fields (``extra="forbid"``) and convert to domain values
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chat4all.domain.model import (
     Attachment,
     Button,
+    Contact,
     Content,
     DeliveryStatus,
     Location,
+    Menu,
+    MenuRow,
+    MenuSection,
+    Postback,
+    QuickReply,
+    Reaction,
     StatusEvent,
     Template,
 )
 
 __all__ = [
     "AttachmentKind",
+    "SendKind",
     "EventType",
     "AttachmentIn",
     "LocationIn",
     "ButtonIn",
     "TemplateIn",
+    "ReactionIn",
+    "MenuRowIn",
+    "MenuSectionIn",
+    "MenuIn",
+    "QuickReplyIn",
+    "ContactIn",
     "ContentIn",
     "SendIn",
+    "ActionName",
+    "ActionIn",
     "SubscriptionIn",
     "ContentOut",
     "MessageOut",
@@ -69,6 +85,17 @@ class AttachmentKind(StrEnum):
     DOCUMENT = "document"
 
 
+class SendKind(StrEnum):
+    """An attachment's kind in a send: an upload's kinds, and ``sticker`` (an image upload or
+    link sent as a sticker, on a channel that sends them)."""
+
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+    DOCUMENT = "document"
+    STICKER = "sticker"
+
+
 class EventType(StrEnum):
     MESSAGE_STATUS = "message.status"
     MESSAGE_INBOUND = "message.inbound"
@@ -85,7 +112,7 @@ class AttachmentIn(_Strict):
     media_id: str | None = Field(
         default=None, max_length=32, description="An upload's id (POST /v1/media)"
     )
-    kind: AttachmentKind | None = Field(
+    kind: SendKind | None = Field(
         default=None, description="Default: document for a url, the upload's kind for a media_id"
     )
     filename: str | None = Field(default=None, max_length=255)
@@ -111,13 +138,56 @@ class TemplateIn(_Strict):
     parameters: list[str] = []
 
 
+class ReactionIn(_Strict):
+    message_id: str = Field(
+        min_length=1, max_length=32, description="Our id of the message reacted to"
+    )
+    emoji: str = Field(default="", max_length=16, description='The emoji; "" removes ours')
+
+
+class MenuRowIn(_Strict):
+    id: str = Field(min_length=1, max_length=200, description="Comes back when chosen")
+    title: str = Field(min_length=1, max_length=64)
+    description: str | None = Field(default=None, max_length=256)
+
+
+class MenuSectionIn(_Strict):
+    title: str | None = Field(default=None, max_length=64)
+    rows: list[MenuRowIn] = Field(min_length=1, max_length=100)
+
+
+class MenuIn(_Strict):
+    """An interactive list: a button that opens sections of rows to choose from."""
+
+    button: str = Field(min_length=1, max_length=64, description="The button's label")
+    sections: list[MenuSectionIn] = Field(min_length=1, max_length=100)
+
+
+class QuickReplyIn(_Strict):
+    title: str = Field(min_length=1, max_length=64)
+    payload: str | None = Field(default=None, max_length=1000, description="Default: title")
+
+
+class ContactIn(_Strict):
+    name: str = Field(min_length=1, max_length=256)
+    phones: list[str] = Field(default=[], max_length=20)
+    emails: list[str] = Field(default=[], max_length=20)
+    organization: str | None = Field(default=None, max_length=256)
+    urls: list[str] = Field(default=[], max_length=20)
+
+
 class ContentIn(_Strict):
-    """What is sent; per-channel limits (smaller than the maxima here) are checked on accept."""
+    """What is sent; per-channel limits (smaller than the maxima here) are checked on accept:
+    a kind the channel does not send (GET /v1/channels lists each channel's), or more of it
+    than the channel takes, is a 422 naming the field and the channel's limit."""
 
     # "Needs one of" is checked on accept (422 on ``content``), not stated in the schema: an
     # anyOf of required fields reads to client generators as four anonymous content types.
     model_config = ConfigDict(
-        json_schema_extra={"description": "Needs text, an attachment, a location or a template."}
+        json_schema_extra={
+            "description": "Needs text, an attachment, a location, contacts, a reaction or a "
+            "template."
+        }
     )
 
     text: str | None = Field(default=None, max_length=4096)
@@ -127,6 +197,18 @@ class ContentIn(_Strict):
     template: TemplateIn | None = None
     buttons: list[ButtonIn] = Field(default=[], max_length=100)
     extensions: dict[str, str] = {}
+    reaction: ReactionIn | None = None
+    menu: MenuIn | None = None
+    # ``| None``: a list of objects with required fields reads to the OpenAPI breaking-change
+    # check as a new required request property; ``null`` is the same as none.
+    quick_replies: list[QuickReplyIn] | None = Field(default=None, max_length=100)
+    contacts: list[ContactIn] | None = Field(default=None, max_length=100)
+    options: dict[str, dict[str, Any]] = Field(
+        default={},
+        description="Typed channel-specific options under the channel's name, e.g. "
+        '{"<channel>": {"preview_url": true}}: each channel\'s model is in this document '
+        "(<Channel>Options) and is checked on accept",
+    )
 
     def to_domain(self) -> Content:
         return Content(
@@ -143,6 +225,28 @@ class ContentIn(_Strict):
             ),
             buttons=tuple(Button(**b.model_dump()) for b in self.buttons),
             extensions=tuple(sorted(self.extensions.items())),
+            reaction=(
+                Reaction(self.reaction.message_id, self.reaction.emoji) if self.reaction else None
+            ),
+            menu=(
+                Menu(
+                    self.menu.button,
+                    tuple(
+                        MenuSection(
+                            s.title, tuple(MenuRow(r.id, r.title, r.description) for r in s.rows)
+                        )
+                        for s in self.menu.sections
+                    ),
+                )
+                if self.menu
+                else None
+            ),
+            quick_replies=tuple(QuickReply(q.title, q.payload) for q in self.quick_replies or ()),
+            contacts=tuple(
+                Contact(c.name, tuple(c.phones), tuple(c.emails), c.organization, tuple(c.urls))
+                for c in self.contacts or ()
+            ),
+            options=self.options,
         )
 
 
@@ -153,6 +257,16 @@ class SendIn(_Strict):
         min_length=1, max_length=128, pattern=r"\S", description="The chat/user on the channel"
     )
     content: ContentIn
+
+
+class ActionName(StrEnum):
+    TYPING_ON = "typing_on"
+    TYPING_OFF = "typing_off"
+    MARK_READ = "mark_read"
+
+
+class ActionIn(_Strict):
+    action: ActionName = Field(description="What to do in the conversation now")
 
 
 class SubscriptionIn(_Strict):
@@ -168,6 +282,17 @@ class ContentOut(BaseModel):
     template: Template | None
     buttons: list[Button]
     extensions: dict[str, str]
+    reaction: Reaction | None = None
+    menu: Menu | None = None
+    quick_replies: list[QuickReply] = []
+    contacts: list[Contact] = []
+    options: dict[str, dict[str, Any]] = {}
+    postback: Postback | None = Field(
+        default=None, description="Inbound: the button pressed, the row chosen, the quick reply"
+    )
+    unsupported: str | None = Field(
+        default=None, description="Inbound: the provider's type of a message we do not model"
+    )
 
 
 class MessageOut(BaseModel):

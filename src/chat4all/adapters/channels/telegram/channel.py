@@ -12,15 +12,16 @@ from chat4all.adapters.channels.telegram.poller import TelegramPoller
 from chat4all.adapters.channels.telegram.settings import TelegramAccount, TelegramSettings
 from chat4all.adapters.channels.telegram.simulator import SIMULATOR_TOKEN, TelegramSimulator
 from chat4all.adapters.channels.telegram.updates import TelegramReceiver
-from chat4all.plugin import SIMULATOR_ACCOUNT, ChannelPlugin, Deliver, Limits
-from chat4all.ports import MediaStore
+from chat4all.plugin import BASE_ATTACHMENTS, SIMULATOR_ACCOUNT, ChannelPlugin, Deliver, Limits
+from chat4all.ports import Action, MediaStore
 from chat4all.service_layer.media import MIB
 
 __all__ = ["TelegramChannel", "CHANNEL", "LIMITS"]
 
 LIMITS: Final = Limits(
     # Bot API: sendMessage text 1-4096 characters, captions up to 1024, inline keyboards,
-    # photos uploaded with sendPhoto up to 10 MB (other files: 50 MB, CHAT4ALL_MEDIA_MAX_BYTES).
+    # photos uploaded with sendPhoto up to 10 MB (other files: 50 MB, CHAT4ALL_MEDIA_MAX_BYTES),
+    # stickers (sendSticker); sendChatAction for typing; no read receipts, so no mark-read.
     text=4096,
     caption=1024,
     attachments=10,
@@ -28,6 +29,8 @@ LIMITS: Final = Limits(
     max_bytes={"image": 10 * MIB},
     location=True,
     templates=False,
+    kinds=BASE_ATTACHMENTS | {"sticker"},
+    actions=frozenset({Action.TYPING_ON, Action.TYPING_OFF}),
 )
 
 

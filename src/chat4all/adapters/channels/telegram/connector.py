@@ -25,7 +25,7 @@ import aiohttp
 
 from chat4all.domain.model import Attachment, Conversation, Message
 from chat4all.errors import NotFound, PermanentDelivery, RetryableDelivery
-from chat4all.ports import MediaStore
+from chat4all.ports import Action, ActionRequest, MediaStore
 
 __all__ = ["TelegramConnector", "DEFAULT_API", "NAME"]
 
@@ -37,6 +37,7 @@ _MEDIA: Final = {
     "video": ("sendVideo", "video"),
     "audio": ("sendAudio", "audio"),
     "document": ("sendDocument", "document"),
+    "sticker": ("sendSticker", "sticker"),
 }
 
 
@@ -135,6 +136,22 @@ class TelegramConnector:
             parts.append(functools.partial(self._call, token, "sendLocation", location))
         return parts
 
+    async def act(self, conversation: Conversation, request: ActionRequest) -> None:
+        """``typing_on``: ``sendChatAction`` with ``typing`` (Telegram shows it for 5 seconds
+        or until the bot's next message); ``typing_off``: nothing to call (Telegram has no way
+        to clear it early). Mark-read is not declared: the Bot API has no read receipts."""
+        token = self._tokens.get(conversation.account)
+        if token is None:
+            raise PermanentDelivery(
+                f"no bot token for Telegram account {conversation.account!r}; add it to "
+                "CHAT4ALL_TELEGRAM_ACCOUNTS"
+            )
+        if request.action is Action.TYPING_ON:
+            body = {"chat_id": conversation.recipient, "action": "typing"}
+            await self._call(token, "sendChatAction", body)
+        elif request.action is not Action.TYPING_OFF:
+            raise PermanentDelivery(f"Telegram has no {request.action.value}")
+
     async def _upload(
         self,
         token: str,
@@ -199,7 +216,8 @@ class TelegramConnector:
         if not isinstance(doc, dict):
             doc = {}
         if status == 200 and doc.get("ok"):
-            return str(doc["result"]["message_id"])
+            result = doc["result"]
+            return str(result["message_id"]) if isinstance(result, dict) else str(result)
         description = doc.get("description") or reason
         where = f"Telegram {method}: HTTP {status}: {description}"
         if status == 429:

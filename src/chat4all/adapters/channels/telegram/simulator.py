@@ -43,6 +43,23 @@ __all__ = ["TelegramSimulator", "Sent", "SentFile", "Fault", "SIMULATOR_TOKEN"]
 SIMULATOR_TOKEN: Final = "100000:simulated-bot-token-for-the-embedded-default"
 """The bot token of the embedded default's account (``sim-bot``)."""
 
+_CHAT_ACTIONS: Final = frozenset(
+    {
+        "typing",
+        "upload_photo",
+        "record_video",
+        "upload_video",
+        "record_voice",
+        "upload_voice",
+        "upload_document",
+        "choose_sticker",
+        "find_location",
+        "record_video_note",
+        "upload_video_note",
+    }
+)
+"""``sendChatAction``'s ``action`` values (Bot API)."""
+
 _SEND_METHODS = {
     "sendMessage",
     "sendPhoto",
@@ -50,8 +67,10 @@ _SEND_METHODS = {
     "sendVideo",
     "sendAudio",
     "sendLocation",
+    "sendSticker",
 }
 _FILE_FIELDS = {
+    "sendSticker": "sticker",
     "sendPhoto": "photo",
     "sendDocument": "document",
     "sendVideo": "video",
@@ -103,6 +122,8 @@ class TelegramSimulator:
     secret: str | None = None
     """The webhook secret token it sends with the updates it pushes."""
     calls: int = 0
+    actions: list[Sent] = field(default_factory=list)
+    """``sendChatAction`` calls accepted (not messages: ``sent`` does not hold them)."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(500_001))
     _new_update: asyncio.Event = field(default_factory=asyncio.Event)
@@ -232,6 +253,8 @@ class TelegramSimulator:
             return _ok(
                 {"id": int(token.split(":", maxsplit=1)[0]), "is_bot": True, "first_name": "sim"}
             )
+        if method == "sendChatAction":
+            return self._chat_action(token, body)
         if method not in _SEND_METHODS:
             return _error(404, "Not Found: method not found")
         fault = next((f for f in self.faults if f.method in (None, method)), None)
@@ -255,6 +278,17 @@ class TelegramSimulator:
         message_id = next(self._ids)
         self.sent.append(Sent(token, method, body, message_id, time.time(), files))
         return _ok({"message_id": message_id, "chat": {"id": chat}, "date": int(time.time())})
+
+    def _chat_action(self, token: str, body: dict[str, Any]) -> JSONResponse:
+        chat = str(body.get("chat_id", ""))
+        if not chat:
+            return _error(400, "Bad Request: chat_id is empty")
+        if chat in self.blocked:
+            return _error(403, "Forbidden: bot was blocked by the user")
+        if body.get("action") not in _CHAT_ACTIONS:
+            return _error(400, "Bad Request: wrong parameter action in request")
+        self.actions.append(Sent(token, "sendChatAction", body, 0, time.time()))
+        return JSONResponse({"ok": True, "result": True})
 
     @contextlib.asynccontextmanager
     async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:

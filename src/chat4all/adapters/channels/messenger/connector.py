@@ -1,0 +1,181 @@
+"""Outbound over the Send API (Messenger) or Instagram's messaging API: the
+:class:`~chat4all.ports.Connector` for both, told apart by their :class:`Platform`.
+
+Each part of a message is one ``POST /{version}/{ID}/messages`` with the account's token as a
+Bearer header (never in a URL, so never in a log). An upload (``media_id``) goes once through
+``POST /{version}/{ID}/message_attachments`` (multipart, ``is_reusable``) and is sent by its
+``attachment_id``, remembered for the next message that sends the same upload. Errors: see
+:mod:`~chat4all.adapters.channels.messenger.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from chat4all.adapters.channels.graph import DEFAULT_TIMEOUT, GraphClient, GraphFailure
+from chat4all.adapters.channels.messenger.errors import SEND_API_RULES
+from chat4all.adapters.channels.messenger.platform import Platform
+from chat4all.adapters.channels.messenger.sendapi import Part, parts
+from chat4all.domain.model import Conversation, Message
+from chat4all.errors import DeliveryError, InvalidRequest, NotFound, PermanentDelivery
+from chat4all.ports import Action, ActionRequest, MediaStore
+
+__all__ = ["SendApiConnector", "Credentials", "SENDER_ACTIONS"]
+
+SENDER_ACTIONS: Final = {
+    Action.TYPING_ON: "typing_on",
+    Action.TYPING_OFF: "typing_off",
+    Action.MARK_READ: "mark_seen",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """One account: its provider id (Page id, Instagram account id) and its token."""
+
+    provider_id: str
+    token: str
+
+
+class SendApiConnector:
+    def __init__(
+        self,
+        platform: Platform,
+        accounts: Mapping[str, Credentials],
+        *,
+        api_url: str,
+        version: str,
+        media: MediaStore | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        upload_timeout: float = 120.0,
+    ) -> None:
+        self.platform = platform
+        self.channel = platform.channel
+        self._accounts = dict(accounts)
+        self._media = media
+        self._graph = GraphClient(
+            api_url,
+            version,
+            where=platform.title,
+            rules=SEND_API_RULES,
+            timeout=timeout,
+        )
+        self._upload_timeout = upload_timeout
+        self._uploaded: dict[tuple[str, str, str], str] = {}
+        """(account, tenant, media id) → reusable attachment_id."""
+
+    async def close(self) -> None:
+        await self._graph.close()
+
+    def _account(self, name: str) -> Credentials:
+        account = self._accounts.get(name)
+        if account is None:
+            raise PermanentDelivery(
+                f"no {self.platform.title} account {name!r}; add it to "
+                f"CHAT4ALL_{self.platform.channel.upper()}_ACCOUNTS"
+            )
+        return account
+
+    async def send(
+        self, conversation: Conversation, message: Message, done: tuple[str, ...] = ()
+    ) -> str:
+        """Each part in order; the first ``len(done)`` reached the platform in an earlier
+        attempt and are not sent again. Returns the first part's ``message_id`` (mid)."""
+        account = self._account(conversation.account)
+        try:
+            todo = parts(self.platform, conversation.recipient, message)
+        except InvalidRequest as exc:
+            raise PermanentDelivery(f"{self.platform.title}: {exc}") from None
+        if not todo:
+            raise PermanentDelivery(f"{self.platform.title} has no way to send this content")
+        ids = list(done)
+        for part in todo[len(done) :]:
+            try:
+                ids.append(await self._send_part(conversation, message, account, part))
+            except GraphFailure as exc:
+                raise exc.delivery(conversation.account, tuple(ids)) from None
+            except DeliveryError as exc:
+                exc.done = tuple(ids)
+                raise
+        return ids[0]
+
+    async def _send_part(
+        self, conversation: Conversation, message: Message, account: Credentials, part: Part
+    ) -> str:
+        body = part.body
+        if part.upload is not None:
+            attachment_id = await self._upload(conversation.account, message.tenant, part, account)
+            body["message"]["attachment"]["payload"] = {"attachment_id": attachment_id}
+        doc = await self._post(account, "messages", json=body)
+        if "sender_action" in body:  # a reaction: answered without a message id
+            return f"{body['sender_action']}:{body['payload']['message_id']}"
+        mid = doc.get("message_id")
+        if not isinstance(mid, str) or not mid:
+            raise PermanentDelivery(f"{self.platform.title} messages: answer without message_id")
+        return mid
+
+    async def act(self, conversation: Conversation, request: ActionRequest) -> None:
+        """Typing on or off, or mark-as-read: ``sender_action`` ``typing_on``, ``typing_off``,
+        ``mark_seen``."""
+        account = self._account(conversation.account)
+        action = SENDER_ACTIONS[request.action]
+        body = {"recipient": {"id": conversation.recipient}, "sender_action": action}
+        try:
+            await self._post(account, "messages", json=body)
+        except GraphFailure as exc:
+            raise exc.delivery(conversation.account) from None
+
+    async def _upload(self, name: str, tenant: str, part: Part, account: Credentials) -> str:
+        attachment = part.upload
+        assert attachment is not None
+        assert attachment.media_id is not None
+        key = (name, tenant, attachment.media_id)
+        if key in self._uploaded:
+            return self._uploaded[key]
+        if self._media is None:
+            raise PermanentDelivery("this hub has no media store to read uploads from")
+        kind = part.body["message"]["attachment"]["type"]
+        described = {"attachment": {"type": kind, "payload": {"is_reusable": True}}}
+        try:
+            async with self._media.open(tenant, attachment.media_id) as (media, data):
+                filename = attachment.filename or media.filename
+                mime = attachment.mime_type or media.mime_type
+                doc = await self._post(
+                    account,
+                    "message_attachments",
+                    data={"message": json.dumps(described, separators=(",", ":"))},
+                    files={"filedata": (filename, data, mime)},
+                    timeout=self._upload_timeout,
+                )
+        except NotFound as exc:
+            raise PermanentDelivery(f"{self.platform.title} message_attachments: {exc}") from None
+        attachment_id = doc.get("attachment_id")
+        if not isinstance(attachment_id, str) or not attachment_id:
+            raise PermanentDelivery(
+                f"{self.platform.title} message_attachments: answer without attachment_id"
+            )
+        self._uploaded[key] = attachment_id
+        return attachment_id
+
+    async def _post(
+        self,
+        account: Credentials,
+        edge: str,
+        *,
+        json: Any = None,
+        data: dict[str, str] | None = None,
+        files: dict[str, tuple[str, Any, str]] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        return await self._graph.call(
+            "POST",
+            f"{account.provider_id}/{edge}",
+            account.token,
+            json=json,
+            data=data,
+            files=files,
+            timeout=timeout,
+        )
