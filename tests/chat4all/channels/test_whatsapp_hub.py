@@ -315,8 +315,9 @@ async def test_errors_by_code_window_storm_and_a_dead_token(hub: Hub) -> None:
         assert "131047" in reason and "template" in reason
         assert sim.sent_to(USER) == 0
         # a storm of throughput errors and a pair limit: nothing lost, order kept
-        # (4 in a row: a fifth would open the dispatcher's breaker for its 30 s cooldown)
-        sim.fail(130429, times=4)
+        # 12 in a row: each send waits out two itself, so the dispatcher sees 4 failures (a
+        # fifth in a row would open its breaker for its 30 s cooldown)
+        sim.fail(130429, times=12)
         for n in range(8):
             for user in ("111", "222"):
                 answer = await client.post("/v1/messages", json=send({"text": f"{user}:{n}"}, user))
@@ -326,6 +327,7 @@ async def test_errors_by_code_window_storm_and_a_dead_token(hub: Hub) -> None:
                 sim.fail(131056)
                 sim.fail(80007)
         await until(lambda: sim.sent_to("111") == 8 and sim.sent_to("222") == 8, timeout=30)
+        assert not sim.faults  # all 12 were met
         for user in ("111", "222"):
             assert [b["text"]["body"] for b in sim.bodies(user)] == [
                 f"{user}:{n}" for n in range(8)

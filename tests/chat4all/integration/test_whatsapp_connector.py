@@ -211,3 +211,21 @@ async def test_actions_mark_read_and_typing(
     assert {r["message_id"] for r in sim.reads} == {"wamid.LAST"}
     with pytest.raises(PermanentDelivery, match="none yet"):
         await connector.act(conversation, ActionRequest(Action.MARK_READ, None))
+
+
+async def test_a_numbers_throughput_limit_is_waited_out_within_the_send(
+    wa: tuple[WhatsAppSimulator, WhatsAppConnector],
+) -> None:
+    sim, connector = wa
+    sim.fail(130429, times=2)
+    began = time.monotonic()
+    assert await connector.send(*message(Content(text="paced"), 1))
+    assert time.monotonic() - began >= 2 * 0.05 * 0.9  # two holds of PACE_SECONDS
+    assert [b["text"]["body"] for b in sim.bodies(USER)] == ["paced"]
+    sim.fail(130429, times=3)
+    with pytest.raises(RetryableDelivery, match="130429") as third:
+        await connector.send(*message(Content(text="later"), 2))
+    assert third.value.retry_after == pytest.approx(0.05)
+    sim.fail(80007)  # the account's rate: straight to the dispatcher
+    with pytest.raises(RetryableDelivery, match="80007"):
+        await connector.send(*message(Content(text="later"), 2))

@@ -10,7 +10,8 @@ Uploads (``media_id``) go to ``/{PHONE_NUMBER_ID}/media`` first, within WhatsApp
 kind (:data:`MAX_BYTES`); the message then names the uploaded id.
 
 Errors by Graph ``code`` (:data:`RULES`): throughput (130429, 80007, 4) holds the phone number
-for ``PACE_SECONDS`` and is retried; the pair rate (131056) holds that recipient for
+for ``PACE_SECONDS`` and is retried (130429 twice within the send, after the hold; then, and
+the others at once, by the dispatcher); the pair rate (131056) holds that recipient for
 ``PAIR_INTERVAL``; 131047 (outside the 24 h window: send a template), 131026, 131051, 368,
 131048, 131049 fail the message; 190 (the token) pauses the account: its messages wait
 (:class:`~chat4all.errors.AccountPaused`, retried without calling Meta) until
@@ -78,6 +79,8 @@ MAX_BYTES: Final[Mapping[str, int]] = {
     "sticker": 500 * KIB,  # animated; a static sticker: 100 KB
 }
 CAPTIONED: Final = frozenset({"image", "video", "document"})
+ABSORBED: Final = frozenset({130429})
+"""Error codes a send waits out itself (the phone number's throughput) before it raises."""
 
 _TEMPLATE = "send an approved template message instead (the only kind allowed outside the window)"
 
@@ -143,6 +146,7 @@ class WhatsAppConnector:
         pace_seconds: float = 1.0,
         pause_retry: float = 30.0,
         upload_timeout: float = 300.0,
+        absorb: int = 2,
     ) -> None:
         self.numbers = dict(numbers)
         self.client = client
@@ -151,6 +155,8 @@ class WhatsAppConnector:
         self._pace_seconds = pace_seconds
         self._pause_retry = pause_retry
         self._upload_timeout = upload_timeout
+        self._absorb = absorb
+        """Throughput errors a send waits out itself (paced) before it raises."""
         self._pairs: dict[tuple[str, str], float] = {}
         """(account, recipient) → held until (after a 131056)."""
 
@@ -223,13 +229,21 @@ class WhatsAppConnector:
             attachment: Attachment = body.pop("_upload")
             kind = body["type"]
             body[kind]["id"] = await self._upload(account, number, message.tenant, attachment)
-        await self._wait_turn(account, number, to)
-        try:
-            answer = await self.client.call(
-                "POST", f"{number.phone_number_id}/messages", number.token, json=body
-            )
-        except GraphFailure as failure:
-            raise self._failed(account, number, to, failure) from None
+        for attempt in range(1 + self._absorb):
+            await self._wait_turn(account, number, to)
+            try:
+                answer = await self.client.call(
+                    "POST", f"{number.phone_number_id}/messages", number.token, json=body
+                )
+                break
+            except GraphFailure as failure:
+                error = self._failed(account, number, to, failure)
+                # the number's throughput (130429): it holds (the next turn waits that out) and
+                # this send tries again within the call, a few times, before the dispatcher's
+                # backoff; the account's and the app's rates (80007, 4) go to the dispatcher
+                if failure.error.code in ABSORBED and attempt < self._absorb:
+                    continue
+                raise error from None
         try:
             return str(answer["messages"][0]["id"])
         except (KeyError, IndexError, TypeError):

@@ -130,7 +130,9 @@ class WhatsAppSimulator:
         self.faults += [_FAULTS.get(code, Fault(code, f"error {code}", 400))] * times
 
     def inject(self, fault: Failure, times: int = 1) -> None:
-        code = {Failure.THROTTLED: 130429, Failure.UNAVAILABLE: 131016}.get(fault, 131026)
+        # throttled: the account's rate (80007; a number's throughput, 130429, the connector
+        # waits out within the send)
+        code = {Failure.THROTTLED: 80007, Failure.UNAVAILABLE: 131016}.get(fault, 131026)
         self.fail(code, times)
 
     def expire(self, token: str) -> None:
