@@ -369,6 +369,18 @@ class Messages:
             span.set_attribute("chat4all.replayed", accepted.replayed)
             return accepted
 
+    def capabilities(self, channel: str) -> dict[str, list[str]]:
+        """What ``channel`` sends and does (``GET /v1/channels``, ``ListChannels``): its
+        content kinds, attachment kinds and actions (empty lists when unknown here)."""
+        limits = (self._limits or {}).get(channel)
+        if limits is None:
+            return {"sends": [], "attachment_kinds": [], "actions": []}
+        return {
+            "sends": list(limits.sends()),
+            "attachment_kinds": sorted(limits.kinds),
+            "actions": sorted(limits.actions),
+        }
+
     def _limits_of(self, channel: str) -> Limits | None:
         if self._limits is None:
             return None

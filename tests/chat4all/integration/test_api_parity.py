@@ -323,7 +323,16 @@ def _reply(reply: Any) -> dict[str, Any]:
     if isinstance(reply, pb.ListSubscriptionsResponse):
         return _page(reply, _subscription)
     if isinstance(reply, pb.ListChannelsResponse):
-        return _page(reply, lambda c: {"name": c.name, "accounts": list(c.accounts)})
+        return _page(
+            reply,
+            lambda c: {
+                "name": c.name,
+                "accounts": list(c.accounts),
+                "sends": list(c.sends),
+                "attachment_kinds": list(c.attachment_kinds),
+                "actions": list(c.actions),
+            },
+        )
     if isinstance(reply, pb.CreateSubscriptionResponse):
         return {**_subscription(reply.subscription), "secret": reply.secret}
     if isinstance(reply, pb.UploadMediaResponse):
@@ -607,6 +616,12 @@ async def test_channels_list_the_keys_own_accounts(hub: Hub, client: Client) -> 
     assert mine.ok and mine.data is not None
     by_name = {c["name"]: c["accounts"] for c in mine.data["items"]}
     assert by_name["telegram"] == [SIMULATOR_ACCOUNT]
+    [telegram] = [c for c in mine.data["items"] if c["name"] == "telegram"]
+    assert (telegram["sends"], telegram["attachment_kinds"], telegram["actions"]) == (
+        ["attachments", "buttons", "location", "reply", "text"],
+        ["audio", "document", "image", "sticker", "video"],
+        ["typing_off", "typing_on"],
+    )
     assert [c["name"] for c in mine.data["items"]] == sorted(by_name)
     theirs = await client.channels(stranger)
     assert theirs.ok and theirs.data is not None

@@ -126,3 +126,25 @@ async def test_reactions_and_replies_reach_the_connector_with_provider_ids(
     await messages.send("t1", request(text="re", reply_to=first.message.id))
     (item,) = await store.claim(4.0, 10, worker="w", lease=30.0)
     assert item.message.content.reply_to_provider_id == "wamid.FIRST"
+
+
+def test_each_channels_options_model_is_in_the_openapi_document() -> None:
+    from dataclasses import dataclass  # noqa: PLC0415
+
+    from chat4all.entrypoints.rest import create_app  # noqa: PLC0415
+
+    @dataclass
+    class Fake:
+        name: str
+        limits: Limits
+
+    async def ready() -> str | None:
+        return None
+
+    plugins = [Fake("fake", LIMITS), Fake("plain", PLAIN)]
+    doc = create_app(None, ready=ready, plugins=plugins).openapi()  # type: ignore[arg-type]
+    schemas = doc["components"]["schemas"]
+    options = schemas["ContentIn"]["properties"]["options"]
+    assert options["properties"] == {"fake": {"$ref": "#/components/schemas/FakeOptions"}}
+    assert set(schemas["FakeOptions"]["properties"]) == {"preview_url", "messaging_type"}
+    assert "PlainOptions" not in schemas
