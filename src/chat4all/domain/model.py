@@ -42,6 +42,7 @@ __all__ = [
     "QuickReply",
     "Contact",
     "Postback",
+    "PostbackSource",
     "ContentKind",
     "Content",
     "Message",

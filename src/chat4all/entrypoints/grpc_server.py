@@ -308,7 +308,11 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
             mine = accounts.of(who.tenant)
             return pb.ListChannelsResponse(
                 items=[
-                    pb.Channel(name=name, accounts=mine.get(name, ()))
+                    pb.Channel(
+                        name=name,
+                        accounts=mine.get(name, ()),
+                        **self._use.messages.capabilities(name),
+                    )
                     for name in accounts.channels()
                 ]
             )

@@ -356,6 +356,7 @@ class Messages:
             limits = self._limits_of(request.channel)
             validate(request, limits)
             resolved = await self._resolve(tenant, options(request, limits), limits)
+            await self._reacted_on(tenant, request)
             if self._accounts is not None:
                 self._accounts.check(tenant, request.channel, request.account)
             if idempotency_key is not None:
@@ -367,6 +368,18 @@ class Messages:
             span.set_attribute("chat4all.message_id", accepted.message.id)
             span.set_attribute("chat4all.replayed", accepted.replayed)
             return accepted
+
+    def capabilities(self, channel: str) -> dict[str, list[str]]:
+        """What ``channel`` sends and does (``GET /v1/channels``, ``ListChannels``): its
+        content kinds, attachment kinds and actions (empty lists when unknown here)."""
+        limits = (self._limits or {}).get(channel)
+        if limits is None:
+            return {"sends": [], "attachment_kinds": [], "actions": []}
+        return {
+            "sends": list(limits.sends()),
+            "attachment_kinds": sorted(limits.kinds),
+            "actions": sorted(limits.actions),
+        }
 
     def _limits_of(self, channel: str) -> Limits | None:
         if self._limits is None:
@@ -413,6 +426,21 @@ class Messages:
                 )
             )
         return replace(request, content=replace(request.content, attachments=tuple(attachments)))
+
+    async def _reacted_on(self, tenant: str, request: SendRequest) -> None:
+        """A reaction is on a message of the tenant's (its provider id is looked up when the
+        reaction is sent)."""
+        reaction = request.content.reaction
+        if reaction is None or reaction.message_id is None:
+            return
+        try:
+            await self._store.get(tenant, reaction.message_id)
+        except NotFound:
+            raise InvalidRequest(
+                f"no message {reaction.message_id!r} to react to: give the id of a message of "
+                "the conversation",
+                field="content.reaction.message_id",
+            ) from None
 
     async def get(self, tenant: str, message_id: str) -> Message:
         return await self._store.get(tenant, message_id)

@@ -259,12 +259,18 @@ class Subscription(_message.Message):
     def __init__(self, id: _Optional[str] = ..., url: _Optional[str] = ..., events: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ...) -> None: ...
 
 class Channel(_message.Message):
-    __slots__ = ("name", "accounts")
+    __slots__ = ("name", "accounts", "sends", "attachment_kinds", "actions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    SENDS_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENT_KINDS_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     accounts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., accounts: _Optional[_Iterable[str]] = ...) -> None: ...
+    sends: _containers.RepeatedScalarFieldContainer[str]
+    attachment_kinds: _containers.RepeatedScalarFieldContainer[str]
+    actions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., accounts: _Optional[_Iterable[str]] = ..., sends: _Optional[_Iterable[str]] = ..., attachment_kinds: _Optional[_Iterable[str]] = ..., actions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SendMessageRequest(_message.Message):
     __slots__ = ("channel", "account", "recipient", "content", "idempotency_key")

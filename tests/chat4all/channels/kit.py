@@ -5,7 +5,9 @@ plus its recorded provider payloads in ``fixtures/<channel>/*.json``, each::
 
     {"description": "...", "payload": <what the provider sends>,
      "messages": [{"update_id", "sender", "provider_message_id", "text",
-                   "attachments": [{"kind", "url", "caption"}], "location": [lat, lon] | null}],
+                   "attachments": [{"kind", "url", "caption"}], "location": [lat, lon] | null,
+                   and only when present: "echo", "reply_to_provider_id", "reaction",
+                   "postback", "contacts", "unsupported" (as ``content_document`` writes them)}],
      "receipts": [{"provider_message_id", "status"}]}
 
 Everything runs against the channel's own simulator on loopback, through the plugin interface
@@ -33,6 +35,7 @@ from chat4all.domain.model import (
     DeliveryStatus,
     Location,
     Message,
+    content_document,
 )
 from chat4all.errors import AuthError, PermanentDelivery, RetryableDelivery
 from chat4all.plugin import (
@@ -97,7 +100,21 @@ def canonical(message: InboundMessage) -> dict[str, Any]:
         "location": None
         if content.location is None
         else [content.location.latitude, content.location.longitude],
+        # the later kinds, only when present (so a fixture without them stays as it was)
+        **({"echo": True} if message.echo else {}),
+        **_later_kinds(content),
     }
+
+
+def _later_kinds(content: Content) -> dict[str, Any]:
+    """``content_document``'s keys of the kinds added with the Meta channels, when present
+    (``reply_to_provider_id``, ``reaction``, ``postback``, ``contacts``, ``unsupported`` ...)."""
+    doc = content_document(content)
+    later = ("reply_to_provider_id", "reaction", "menu", "quick_replies", "contacts", "postback")
+    found = {key: json.loads(json.dumps(doc[key])) for key in later if key in doc}
+    if "unsupported" in doc:
+        found["unsupported"] = doc["unsupported"]
+    return found
 
 
 def outbound(

@@ -323,7 +323,16 @@ def _reply(reply: Any) -> dict[str, Any]:
     if isinstance(reply, pb.ListSubscriptionsResponse):
         return _page(reply, _subscription)
     if isinstance(reply, pb.ListChannelsResponse):
-        return _page(reply, lambda c: {"name": c.name, "accounts": list(c.accounts)})
+        return _page(
+            reply,
+            lambda c: {
+                "name": c.name,
+                "accounts": list(c.accounts),
+                "sends": list(c.sends),
+                "attachment_kinds": list(c.attachment_kinds),
+                "actions": list(c.actions),
+            },
+        )
     if isinstance(reply, pb.CreateSubscriptionResponse):
         return {**_subscription(reply.subscription), "secret": reply.secret}
     if isinstance(reply, pb.UploadMediaResponse):
@@ -342,6 +351,8 @@ def _dict(message: pb.Message) -> dict[str, Any]:
         "status": message.status,
         "text": message.content.text,
         "history": [e.status for e in message.history],
+        # the content's later kinds, written as REST writes them
+        "content": json_format.MessageToDict(message.content, preserving_proto_field_name=True),
     }
 
 
@@ -607,6 +618,12 @@ async def test_channels_list_the_keys_own_accounts(hub: Hub, client: Client) -> 
     assert mine.ok and mine.data is not None
     by_name = {c["name"]: c["accounts"] for c in mine.data["items"]}
     assert by_name["telegram"] == [SIMULATOR_ACCOUNT]
+    [telegram] = [c for c in mine.data["items"] if c["name"] == "telegram"]
+    assert (telegram["sends"], telegram["attachment_kinds"], telegram["actions"]) == (
+        ["attachments", "buttons", "location", "reaction", "reply", "text"],
+        ["audio", "document", "image", "sticker", "video"],
+        ["typing_off", "typing_on"],
+    )
     assert [c["name"] for c in mine.data["items"]] == sorted(by_name)
     theirs = await client.channels(stranger)
     assert theirs.ok and theirs.data is not None
@@ -668,3 +685,36 @@ async def test_typing_reaches_the_channel_and_mark_read_is_refused_alike(
     assert (await client.act(key, "c_nope", "typing_on")).error == "NOT_FOUND"
     reader, _ = await hub.keys.create("default", Role.READER)
     assert (await client.act(reader, conversation, "typing_on")).error == "PERMISSION_DENIED"
+
+
+async def test_a_reaction_and_a_reply_reach_the_provider_on_its_message_id(
+    hub: Hub, client: Client
+) -> None:
+    assert hub.admin_key
+    key = hub.admin_key
+    first = await client.send(key, "react to me")
+    assert first.ok and first.data is not None
+    deadline = time.monotonic() + 10
+    while not telegram_of(hub).texts("42"):
+        assert time.monotonic() < deadline, "not sent"
+        await asyncio.sleep(0.02)
+    [original] = [s for s in telegram_of(hub).sent if s.body.get("text") == "react to me"]
+    reaction = {"reaction": {"message_id": first.data["id"], "emoji": "\N{THUMBS UP SIGN}"}}
+    reacted = await client.send_content(key, reaction)
+    assert reacted.ok, reacted.data
+    got = await client.get(key, reacted.data["id"] if reacted.data else "")
+    assert got.data is not None
+    assert got.data["content"]["reaction"]["emoji"] == "\N{THUMBS UP SIGN}"
+    replied = await client.send_content(key, {"text": "re", "reply_to": first.data["id"]})
+    assert replied.ok, replied.data
+    while not any(s.body.get("text") == "re" for s in telegram_of(hub).sent):
+        assert time.monotonic() < deadline, "reply not sent"
+        await asyncio.sleep(0.02)
+    [react] = [s for s in telegram_of(hub).sent if s.method == "setMessageReaction"]
+    assert react.body == {
+        "chat_id": "42",
+        "message_id": original.message_id,
+        "reaction": [{"type": "emoji", "emoji": "\N{THUMBS UP SIGN}"}],
+    }
+    [reply] = [s for s in telegram_of(hub).sent if s.body.get("text") == "re"]
+    assert reply.body["reply_parameters"] == {"message_id": original.message_id}

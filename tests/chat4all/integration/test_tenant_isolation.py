@@ -87,6 +87,13 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             path = f"/v1/conversations/{ids['conversation']}/messages"
             assert (await stranger.get(path)).status_code == 404
 
+        async def act_in_conversation() -> None:
+            path = f"/v1/conversations/{ids['conversation']}/actions"
+            before = len(telegram_of(hub).actions)
+            answer = await stranger.post(path, json={"action": "typing_on"})
+            assert answer.status_code == 404
+            assert len(telegram_of(hub).actions) == before  # nothing reached the provider
+
         async def list_dead_letters() -> None:
             assert (await stranger.get("/v1/dead-letters")).json()["items"] == []
 
@@ -147,6 +154,7 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             "GET /v1/messages/{message_id}": [get_message],
             "GET /v1/conversations": [list_conversations],
             "GET /v1/conversations/{conversation_id}/messages": [list_history],
+            "POST /v1/conversations/{conversation_id}/actions": [act_in_conversation],
             "GET /v1/dead-letters": [list_dead_letters],
             "POST /v1/dead-letters/{message_id}/replay": [replay],
             "POST /v1/subscriptions": [subscribe],

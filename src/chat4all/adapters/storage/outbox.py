@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -127,7 +127,7 @@ class SqlOutbox:
         }
         return [
             OutboxItem(
-                to_message(found[r.message_id], ()),
+                _with_targets(conn, to_message(found[r.message_id], ())),
                 to_conversation(threads[r.conversation_id]),
                 int(r.attempts),
                 Origin(r.trace_context, r.request_id),
@@ -331,3 +331,37 @@ def _outcome(item: OutboxItem, state: str, reason: str, done: tuple[str, ...], *
         lease_until=None,
         **more,
     )
+
+
+def _with_targets(conn: sa.Connection, message: Message) -> Message:
+    """``message`` with the provider's ids of the messages its reply and reaction name (for
+    the connector: providers name messages by their own ids). Looked up at claim time, as the
+    target (earlier in the conversation) has been sent by then; a target not sent (yet, or
+    ever) stays ``None`` and the connector sends without it or refuses."""
+    content = message.content
+    reaction = content.reaction
+    wanted = {
+        t
+        for t in (
+            content.reply_to if content.reply_to_provider_id is None else None,
+            reaction.message_id
+            if reaction is not None and reaction.provider_message_id is None
+            else None,
+        )
+        if t is not None
+    }
+    if not wanted:
+        return message
+    ids = dict(
+        conn.execute(
+            sa.select(messages.c.id, messages.c.provider_message_id).where(
+                messages.c.id.in_(wanted), messages.c.tenant == message.tenant
+            )
+        ).all()
+    )
+    if content.reply_to is not None and content.reply_to_provider_id is None:
+        content = replace(content, reply_to_provider_id=ids.get(content.reply_to))
+    if reaction is not None and reaction.provider_message_id is None:
+        found = ids.get(reaction.message_id) if reaction.message_id else None
+        content = replace(content, reaction=replace(reaction, provider_message_id=found))
+    return replace(message, content=content)

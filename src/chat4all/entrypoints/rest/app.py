@@ -7,7 +7,8 @@ Every error body is ``{"error": {"code", "message", "field"}}`` with the status 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,9 +33,42 @@ from chat4all.entrypoints.rest.operations import operations_router
 from chat4all.entrypoints.services import Services
 from chat4all.errors import Chat4AllError
 from chat4all.metrics import HubMetrics
+from chat4all.plugin import ChannelPlugin
+from chat4all.registry import Registry
 from chat4all.telemetry import NO_TRACER
 
 __all__ = ["create_app"]
+
+
+def _document_channel_options(app: FastAPI, plugins: Iterable[ChannelPlugin[Any]] | None) -> None:
+    """``content.options.<channel>`` in the OpenAPI document: each installed channel's options
+    model (its ``Limits.options``) as ``<Channel>Options``, referenced under its name."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = plain()
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        content = schemas.get("ContentIn", {}).get("properties", {}).get("options")
+        if content is None:
+            return doc
+        named: dict[str, Any] = {}
+        for plugin in Registry.discover() if plugins is None else plugins:
+            model = plugin.limits.options
+            if model is None:
+                continue
+            title = f"{plugin.name.title().replace('_', '')}Options"
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in schema.pop("$defs", {}).items():
+                schemas.setdefault(name, sub)
+            schemas[title] = {**schema, "title": title}
+            named[plugin.name] = {"$ref": f"#/components/schemas/{title}"}
+        if named:
+            content["properties"] = named
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -44,10 +78,13 @@ def create_app(
     metrics: HubMetrics | None = None,
     refresh_gauges: Callable[[], Awaitable[None]] | None = None,
     tracer: Tracer = NO_TRACER,
+    plugins: Iterable[ChannelPlugin[Any]] | None = None,
 ) -> FastAPI:
     """The API over ``services``. ``ready`` answers ``/ready`` (why the process is not ready,
     ``None`` when it is); ``metrics`` (with
-    ``refresh_gauges`` run before each scrape) are served at ``/metrics`` when given."""
+    ``refresh_gauges`` run before each scrape) are served at ``/metrics`` when given.
+    ``plugins``: the channels whose options the OpenAPI document shows (``None``: the
+    installed ones)."""
     app = FastAPI(title="chat4all", version=__version__, openapi_url="/v1/openapi.json")
     app.state.services = services
     app.add_middleware(Observe, metrics=metrics, tracer=tracer)
@@ -62,6 +99,7 @@ def create_app(
     ):
         app.include_router(router)
     app.include_router(operations_router(ready, metrics, refresh_gauges))
+    _document_channel_options(app, plugins)
 
     @app.exception_handler(Chat4AllError)
     async def domain_error(_request: Request, exc: Chat4AllError) -> JSONResponse:

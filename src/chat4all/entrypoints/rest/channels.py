@@ -61,7 +61,12 @@ async def list_channels(who: Reader, use: Use) -> dict[str, Any]:
     mine = use.accounts.of(who.tenant)
     return {
         "items": [
-            {"name": name, "accounts": list(mine.get(name, ()))} for name in use.accounts.channels()
+            {
+                "name": name,
+                "accounts": list(mine.get(name, ())),
+                **use.messages.capabilities(name),
+            }
+            for name in use.accounts.channels()
         ]
     }
 

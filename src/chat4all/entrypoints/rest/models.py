@@ -369,6 +369,13 @@ class MediaOut(BaseModel):
 class ChannelOut(BaseModel):
     name: str = Field(description="What a send's `channel` names")
     accounts: list[str] = Field(description="This tenant's accounts on the channel")
+    sends: list[str] = Field(
+        default=[], description="The content kinds it sends (others are refused with a 422)"
+    )
+    attachment_kinds: list[str] = Field(default=[], description="The attachment kinds it sends")
+    actions: list[str] = Field(
+        default=[], description="The conversation actions it does (typing_on, mark_read ...)"
+    )
 
 
 class ChannelList(BaseModel):

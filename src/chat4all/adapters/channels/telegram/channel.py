@@ -12,7 +12,15 @@ from chat4all.adapters.channels.telegram.poller import TelegramPoller
 from chat4all.adapters.channels.telegram.settings import TelegramAccount, TelegramSettings
 from chat4all.adapters.channels.telegram.simulator import SIMULATOR_TOKEN, TelegramSimulator
 from chat4all.adapters.channels.telegram.updates import TelegramReceiver
-from chat4all.plugin import BASE_ATTACHMENTS, SIMULATOR_ACCOUNT, ChannelPlugin, Deliver, Limits
+from chat4all.domain.model import ContentKind
+from chat4all.plugin import (
+    BASE_ATTACHMENTS,
+    BASE_CONTENT,
+    SIMULATOR_ACCOUNT,
+    ChannelPlugin,
+    Deliver,
+    Limits,
+)
 from chat4all.ports import Action, MediaStore
 from chat4all.service_layer.media import MIB
 
@@ -30,6 +38,7 @@ LIMITS: Final = Limits(
     location=True,
     templates=False,
     kinds=BASE_ATTACHMENTS | {"sticker"},
+    content=BASE_CONTENT | {ContentKind.REACTION},  # setMessageReaction
     actions=frozenset({Action.TYPING_ON, Action.TYPING_OFF}),
 )
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import aiohttp
 
-from chat4all.domain.model import Attachment, Conversation, Message
+from chat4all.domain.model import Attachment, Conversation, Message, Reaction
 from chat4all.errors import NotFound, PermanentDelivery, RetryableDelivery
 from chat4all.ports import Action, ActionRequest, MediaStore
 
@@ -113,10 +113,14 @@ class TelegramConnector:
         extra = dict(content.extensions)
         markup = _keyboard(content.buttons) if content.buttons else None
         parts: list[Callable[[], Awaitable[str]]] = []
+        if content.reaction is not None:
+            parts.append(functools.partial(self._react, token, chat, content.reaction))
         if content.text:
             body: dict[str, Any] = {"chat_id": chat, "text": content.text, **extra}
             if markup and not content.attachments:
                 body["reply_markup"] = markup
+            if content.reply_to_provider_id is not None:
+                body["reply_parameters"] = {"message_id": int(content.reply_to_provider_id)}
             parts.append(functools.partial(self._call, token, "sendMessage", body))
         for n, attachment in enumerate(content.attachments):
             keyboard = markup if n == len(content.attachments) - 1 else None
@@ -135,6 +139,19 @@ class TelegramConnector:
             location = {"chat_id": chat, "latitude": loc.latitude, "longitude": loc.longitude}
             parts.append(functools.partial(self._call, token, "sendLocation", location))
         return parts
+
+    async def _react(self, token: str, chat: str, reaction: Reaction) -> str:
+        """``setMessageReaction`` on the message reacted to (an empty emoji: no reaction, which
+        removes ours); reports ``reaction:<its message_id>`` (Telegram answers ``true``)."""
+        target = reaction.provider_message_id
+        if target is None:
+            raise PermanentDelivery(
+                f"the message {reaction.message_id} reacted to never reached Telegram"
+            )
+        emoji = [{"type": "emoji", "emoji": reaction.emoji}] if reaction.emoji else []
+        body = {"chat_id": chat, "message_id": int(target), "reaction": emoji}
+        await self._call(token, "setMessageReaction", body)
+        return f"reaction:{target}"
 
     async def act(self, conversation: Conversation, request: ActionRequest) -> None:
         """``typing_on``: ``sendChatAction`` with ``typing`` (Telegram shows it for 5 seconds

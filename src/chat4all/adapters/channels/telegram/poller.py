@@ -52,7 +52,11 @@ class TelegramPoller:
         backoff = 1.0
         try:
             while not stop.is_set():
-                body: dict[str, Any] = {"timeout": self._poll_timeout}
+                body: dict[str, Any] = {
+                    "timeout": self._poll_timeout,
+                    # reactions come only when asked for (Bot API: not in the default set)
+                    "allowed_updates": ["message", "callback_query", "message_reaction"],
+                }
                 if offset is not None:
                     body["offset"] = offset
                 try:

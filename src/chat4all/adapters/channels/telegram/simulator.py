@@ -255,6 +255,8 @@ class TelegramSimulator:
             )
         if method == "sendChatAction":
             return self._chat_action(token, body)
+        if method == "setMessageReaction":
+            return self._reaction(token, body)
         if method not in _SEND_METHODS:
             return _error(404, "Not Found: method not found")
         fault = next((f for f in self.faults if f.method in (None, method)), None)
@@ -278,6 +280,22 @@ class TelegramSimulator:
         message_id = next(self._ids)
         self.sent.append(Sent(token, method, body, message_id, time.time(), files))
         return _ok({"message_id": message_id, "chat": {"id": chat}, "date": int(time.time())})
+
+    def _reaction(self, token: str, body: dict[str, Any]) -> JSONResponse:
+        chat, target = str(body.get("chat_id", "")), body.get("message_id")
+        if not chat:
+            return _error(400, "Bad Request: chat_id is empty")
+        mine = {s.message_id for s in self.sent if str(s.body.get("chat_id")) == chat}
+        if not isinstance(target, int) or target not in mine:
+            return _error(400, "Bad Request: message to react not found")
+        reaction = body.get("reaction", [])
+        if not isinstance(reaction, list) or any(
+            not isinstance(r, dict) or r.get("type") != "emoji" or not r.get("emoji")
+            for r in reaction
+        ):
+            return _error(400, "Bad Request: REACTION_INVALID")
+        self.sent.append(Sent(token, "setMessageReaction", body, target, time.time()))
+        return JSONResponse({"ok": True, "result": True})
 
     def _chat_action(self, token: str, body: dict[str, Any]) -> JSONResponse:
         chat = str(body.get("chat_id", ""))
