@@ -55,6 +55,7 @@ from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus, LiveEvents
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.media import MediaLibrary
+from chat4all.service_layer.media_links import MediaLinks
 from chat4all.service_layer.messages import Messages
 from chat4all.service_layer.status import StatusPublisher
 from chat4all.service_layer.subscriptions import Subscriptions
@@ -204,7 +205,13 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         keys = KeyRing(store)
         webhooks = WebhookStore(store)
         media_store = FileMediaStore(store, settings.media_dir)
-        media = MediaLibrary(media_store, settings.MEDIA_MAX_BYTES)
+        media = MediaLibrary(
+            media_store,
+            settings.MEDIA_MAX_BYTES,
+            links=MediaLinks(
+                settings.MEDIA_LINK_SECRET, settings.MEDIA_PUBLIC_URL, settings.MEDIA_LINK_TTL
+            ),
+        )
         admin_key = None
         if not await keys.list():
             admin_key, _ = await keys.create(settings.DEFAULT_TENANT, Role.ADMIN, "first admin key")

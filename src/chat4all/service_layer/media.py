@@ -6,17 +6,19 @@ REST (``POST /v1/media``, multipart) and gRPC (``UploadMedia``) both call :meth:
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import os
 import re
 import time
 import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Final
+from typing import BinaryIO, Final
 
 from chat4all.domain.model import ATTACHMENT_KINDS, Media
-from chat4all.errors import InvalidRequest
+from chat4all.errors import InvalidRequest, NotFound
 from chat4all.ports import MediaStore
+from chat4all.service_layer.media_links import MediaLinks
 
 __all__ = ["MediaLibrary", "size_text", "DEFAULT_MAX_BYTES"]
 
@@ -50,10 +52,12 @@ class MediaLibrary:
         store: MediaStore,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
+        links: MediaLinks | None = None,
     ) -> None:
         self.store = store
         self.max_bytes = max_bytes
         self._clock = clock
+        self.links = links if links is not None else MediaLinks(None)
 
     def too_big(self) -> InvalidRequest:
         return InvalidRequest(
@@ -86,6 +90,21 @@ class MediaLibrary:
 
     async def get(self, tenant: str, media_id: str) -> Media:
         return await self.store.get(tenant, media_id)
+
+    def link(self, tenant: str, media_id: str) -> str:
+        """A signed, expiring public URL of an upload (:class:`InvalidRequest` with the reason
+        when links are not configured)."""
+        return self.links.url(tenant, media_id, self._clock())
+
+    @contextlib.asynccontextmanager
+    async def open_signed(self, token: str) -> AsyncIterator[tuple[Media, BinaryIO]]:
+        """The upload a link names and its bytes; :class:`NotFound` for any bad, expired or
+        forged link, or media gone (all answered alike)."""
+        signed = self.links.verify(token, self._clock())
+        if signed is None:
+            raise NotFound("no such media link, or it has expired")
+        async with self.store.open(signed.tenant, signed.media_id) as opened:
+            yield opened
 
     async def _checked(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         size = 0

@@ -54,6 +54,7 @@ def create_app(
     for router in (
         messages.router,
         media.router,
+        media.public_router,
         conversations.router,
         dead_letters.router,
         subscriptions.router,
