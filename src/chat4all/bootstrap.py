@@ -38,6 +38,7 @@ from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
+from chat4all.adapters.storage.uploads import FileUploads
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout_many
 from chat4all.config import Settings
 from chat4all.entrypoints.grpc_server import start_grpc
@@ -211,6 +212,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             links=MediaLinks(
                 settings.MEDIA_LINK_SECRET, settings.MEDIA_PUBLIC_URL, settings.MEDIA_LINK_TTL
             ),
+            uploads=FileUploads(settings.media_dir / ".uploads"),
         )
         admin_key = None
         if not await keys.list():
