@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import mimetypes
 import os
 import re
@@ -153,13 +154,11 @@ class MediaLibrary:
         staging = self._staging()
         async with staging.opened(tenant, upload_id) as (staged, handle):
             media = await self.upload(
-                tenant, _read(handle), staged.filename, staged.mime_type, staged.kind
-            )
-        if staged.sha256 is not None and media.sha256 != staged.sha256:
-            raise InvalidRequest(
-                f"the bytes received have sha256 {media.sha256}, not the declared "
-                f"{staged.sha256}; create the upload again",
-                field="sha256",
+                tenant,
+                _read(handle, expected=staged.sha256),
+                staged.filename,
+                staged.mime_type,
+                staged.kind,
             )
         await staging.discard(tenant, upload_id)
         return media
@@ -190,9 +189,19 @@ class MediaLibrary:
             raise InvalidRequest("the file is empty", field="file")
 
 
-async def _read(handle: BinaryIO, size: int = MIB) -> AsyncIterator[bytes]:
-    while chunk := await asyncio.to_thread(handle.read, size):
+async def _read(handle: BinaryIO, expected: str | None) -> AsyncIterator[bytes]:
+    """``handle``'s bytes; with ``expected``, an error at the end (before the store keeps
+    anything) when they do not hash to it."""
+    digest = hashlib.sha256()
+    while chunk := await asyncio.to_thread(handle.read, MIB):
+        digest.update(chunk)
         yield chunk
+    if expected is not None and digest.hexdigest() != expected:
+        raise InvalidRequest(
+            f"the bytes received have sha256 {digest.hexdigest()}, not the declared "
+            f"{expected}; create the upload again",
+            field="sha256",
+        )
 
 
 def _filename(raw: str | None) -> str:

@@ -78,7 +78,7 @@ async def test_a_chunk_with_a_wrong_checksum_is_not_kept(media: MediaLibrary) ->
 
 
 async def test_bytes_past_the_declared_size_or_a_wrong_sha256_are_refused(
-    media: MediaLibrary,
+    media: MediaLibrary, tmp_path: Path
 ) -> None:
     data = os.urandom(10_000)
     staged = await media.create_upload("t1", 5_000, "a.bin")
@@ -91,6 +91,10 @@ async def test_bytes_past_the_declared_size_or_a_wrong_sha256_are_refused(
     with pytest.raises(InvalidRequest, match="not the declared") as caught:
         await media.finish("t1", lying.id)
     assert caught.value.field == "sha256"
+    stored = [
+        p for p in (tmp_path / "media").rglob("*") if p.is_file() and ".uploads" not in p.parts
+    ]
+    assert stored == [], "nothing is kept of a refused finish"
 
 
 async def test_an_upload_is_its_tenants_alone_and_bad_declarations_name_the_field(
