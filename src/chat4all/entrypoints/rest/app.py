@@ -24,6 +24,7 @@ from chat4all.entrypoints.rest import (
     events,
     media,
     messages,
+    resumable,
     subscriptions,
 )
 from chat4all.entrypoints.rest.answers import domain_error_response, error_response
@@ -55,6 +56,7 @@ def create_app(
         messages.router,
         media.router,
         media.public_router,
+        resumable.router,
         conversations.router,
         dead_letters.router,
         subscriptions.router,
