@@ -82,9 +82,13 @@ class FileUploads:
         meta, part = self._paths(upload_id)
 
         def read() -> tuple[Staged, int]:
+            # The offset is read under a shared lock: a chunk still being received (or cut
+            # back after a disconnect) holds the exclusive one, and is not counted until done.
             try:
                 staged = Staged(**json.loads(meta.read_text()))
-                return staged, part.stat().st_size
+                with part.open("rb") as handle:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+                    return staged, os.fstat(handle.fileno()).st_size
             except FileNotFoundError:
                 raise NotFound(f"no upload {upload_id!r}") from None
 
