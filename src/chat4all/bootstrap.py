@@ -38,6 +38,7 @@ from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
+from chat4all.adapters.storage.uploads import FileUploads
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout_many
 from chat4all.config import Settings
 from chat4all.entrypoints.grpc_server import start_grpc
@@ -56,6 +57,7 @@ from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus, LiveEvents
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.media import MediaLibrary
+from chat4all.service_layer.media_links import MediaLinks
 from chat4all.service_layer.messages import Messages
 from chat4all.service_layer.status import StatusPublisher
 from chat4all.service_layer.subscriptions import Subscriptions
@@ -205,7 +207,14 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         keys = KeyRing(store)
         webhooks = WebhookStore(store)
         media_store = FileMediaStore(store, settings.media_dir)
-        media = MediaLibrary(media_store, settings.MEDIA_MAX_BYTES)
+        media = MediaLibrary(
+            media_store,
+            settings.MEDIA_MAX_BYTES,
+            links=MediaLinks(
+                settings.MEDIA_LINK_SECRET, settings.MEDIA_PUBLIC_URL, settings.MEDIA_LINK_TTL
+            ),
+            uploads=FileUploads(settings.media_dir / ".uploads"),
+        )
         admin_key = None
         if not await keys.list():
             admin_key, _ = await keys.create(settings.DEFAULT_TENANT, Role.ADMIN, "first admin key")

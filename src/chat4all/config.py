@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
-from pydantic import Field, FilePath, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    FilePath,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from chat4all.errors import InvalidRequest
@@ -72,6 +80,15 @@ class Settings(BaseSettings):
     """Where uploads are kept (by content, a directory per tenant); empty: DATA_DIR/media.
     Processes that share one database must share this directory too (a network file system,
     or one volume) so that media one accepted another can send."""
+    MEDIA_PUBLIC_URL: str = ""
+    """The public base URL under which this hub's ``/v1/public/media/...`` route is reachable
+    by providers (e.g. ``https://hub.example.org``); empty: an attachment over a channel's limit
+    cannot be sent as a link (only refused)."""
+    MEDIA_LINK_SECRET: SecretStr | None = None
+    """The key (at least 16 characters) that signs media links; every process of one hub must
+    share it. Unset: no links."""
+    MEDIA_LINK_TTL: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
+    """Seconds a media link stays valid."""
     OUTBOX_LEASE: float = Field(default=30.0, ge=1.0, le=3600.0)
     """Seconds a worker holds a claimed message (or webhook delivery) without renewing it (it
     renews every third of it while delivering). A process that dies leaves its in-flight
@@ -85,10 +102,24 @@ class Settings(BaseSettings):
 
     _channels: dict[str, ChannelConfig] = PrivateAttr(default_factory=dict)
 
-    @field_validator("SIMULATORS", "TLS_CERT_FILE", "TLS_KEY_FILE", "MEDIA_DIR", mode="before")
+    @field_validator(
+        "SIMULATORS",
+        "TLS_CERT_FILE",
+        "TLS_KEY_FILE",
+        "MEDIA_DIR",
+        "MEDIA_LINK_SECRET",
+        mode="before",
+    )
     @classmethod
     def _unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("MEDIA_LINK_SECRET")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the media link secret must be at least 16 characters")
+        return value
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
@@ -128,7 +159,8 @@ class Settings(BaseSettings):
         return not any(c.settings.accounts() for c in self._channels.values())
 
     def secrets(self) -> list[str]:
-        return [s for c in self._channels.values() for s in c.settings.secrets()]
+        own = [self.MEDIA_LINK_SECRET.get_secret_value()] if self.MEDIA_LINK_SECRET else []
+        return own + [s for c in self._channels.values() for s in c.settings.secrets()]
 
 
 def load_settings(

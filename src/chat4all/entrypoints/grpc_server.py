@@ -333,7 +333,8 @@ async def start_grpc(
 
     A request may be as large as the largest upload plus 1 MB (gRPC's default is 4 MB), so an
     UploadMedia over the limit reaches the use case and is refused as REST refuses it."""
-    options = [("grpc.max_receive_message_length", services.media.max_bytes + MIB)]
+    # gRPC takes a C int here: an upload limit near 2 GiB would overflow it and stop the hub.
+    options = [("grpc.max_receive_message_length", min(services.media.max_bytes + MIB, 2**31 - 1))]
     server = grpc.aio.server(options=options)
     pb_grpc.add_Chat4AllServiceServicer_to_server(  # type: ignore[no-untyped-call]
         _Servicer(services, metrics, tracer), server

@@ -6,17 +6,22 @@ REST (``POST /v1/media``, multipart) and gRPC (``UploadMedia``) both call :meth:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import mimetypes
 import os
 import re
 import time
 import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Final
+from typing import BinaryIO, Final
 
+from chat4all.adapters.storage.uploads import FileUploads, Staged
 from chat4all.domain.model import UPLOAD_KINDS, Media
-from chat4all.errors import InvalidRequest
+from chat4all.errors import InvalidRequest, NotFound
 from chat4all.ports import MediaStore
+from chat4all.service_layer.media_links import MediaLinks
 
 __all__ = ["MediaLibrary", "size_text", "DEFAULT_MAX_BYTES"]
 
@@ -37,6 +42,7 @@ _MIME: Final = re.compile(
     r"(?=.{3,127}$)[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}"
 )
 """A media type as the ``media`` table keeps it (at most 127 characters)."""
+_SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
 
 def size_text(size: int) -> str:
@@ -50,10 +56,14 @@ class MediaLibrary:
         store: MediaStore,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
+        links: MediaLinks | None = None,
+        uploads: FileUploads | None = None,
     ) -> None:
+        self.uploads = uploads
         self.store = store
         self.max_bytes = max_bytes
         self._clock = clock
+        self.links = links if links is not None else MediaLinks(None)
 
     def too_big(self) -> InvalidRequest:
         return InvalidRequest(
@@ -87,6 +97,87 @@ class MediaLibrary:
     async def get(self, tenant: str, media_id: str) -> Media:
         return await self.store.get(tenant, media_id)
 
+    def _staging(self) -> FileUploads:
+        if self.uploads is None:
+            raise InvalidRequest("resumable uploads are not enabled on this hub")
+        return self.uploads
+
+    async def create_upload(
+        self,
+        tenant: str,
+        size: int,
+        filename: str | None,
+        mime_type: str | None = None,
+        kind: str | None = None,
+        sha256: str | None = None,
+    ) -> Staged:
+        """Declare a resumable upload of ``size`` bytes; its chunks follow by :meth:`append`."""
+        if size <= 0:
+            raise InvalidRequest("the file is empty", field="size")
+        if size > self.max_bytes:
+            raise self.too_big()
+        if kind is not None and kind not in UPLOAD_KINDS:
+            raise InvalidRequest(f"kind must be one of {', '.join(UPLOAD_KINDS)}", field="kind")
+        if sha256 is not None and not _SHA256.fullmatch(sha256.lower()):
+            raise InvalidRequest("sha256 must be 64 hexadecimal digits", field="sha256")
+        name = _filename(filename)
+        return await self._staging().create(
+            tenant,
+            size=size,
+            filename=name,
+            mime_type=_mime_type(mime_type, name),
+            kind=kind,
+            sha256=sha256.lower() if sha256 else None,
+            now=self._clock(),
+        )
+
+    async def upload_offset(self, tenant: str, upload_id: str) -> tuple[Staged, int]:
+        """Where an upload stands: what was declared and the bytes received so far."""
+        return await self._staging().get(tenant, upload_id)
+
+    async def append(
+        self,
+        tenant: str,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        sha256: str | None = None,
+    ) -> int:
+        """Add a chunk at ``offset`` (the current one); returns the new offset."""
+        if sha256 is not None and not _SHA256.fullmatch(sha256.lower()):
+            raise InvalidRequest("a chunk's sha256 must be 64 hexadecimal digits", field="checksum")
+        return await self._staging().append(tenant, upload_id, offset, chunks, sha256)
+
+    async def finish(self, tenant: str, upload_id: str) -> Media:
+        """A complete upload becomes a :class:`Media` (as :meth:`upload`), once its size and
+        declared sha256 are checked; the staged bytes are then dropped."""
+        staging = self._staging()
+        async with staging.opened(tenant, upload_id) as (staged, handle):
+            media = await self.upload(
+                tenant,
+                _read(handle, expected=staged.sha256),
+                staged.filename,
+                staged.mime_type,
+                staged.kind,
+            )
+        await staging.discard(tenant, upload_id)
+        return media
+
+    def link(self, tenant: str, media_id: str) -> str:
+        """A signed, expiring public URL of an upload (:class:`InvalidRequest` with the reason
+        when links are not configured)."""
+        return self.links.url(tenant, media_id, self._clock())
+
+    @contextlib.asynccontextmanager
+    async def open_signed(self, token: str) -> AsyncIterator[tuple[Media, BinaryIO]]:
+        """The upload a link names and its bytes; :class:`NotFound` for any bad, expired or
+        forged link, or media gone (all answered alike)."""
+        signed = self.links.verify(token, self._clock())
+        if signed is None:
+            raise NotFound("no such media link, or it has expired")
+        async with self.store.open(signed.tenant, signed.media_id) as opened:
+            yield opened
+
     async def _checked(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         size = 0
         async for chunk in chunks:
@@ -96,6 +187,21 @@ class MediaLibrary:
             yield chunk
         if size == 0:
             raise InvalidRequest("the file is empty", field="file")
+
+
+async def _read(handle: BinaryIO, expected: str | None) -> AsyncIterator[bytes]:
+    """``handle``'s bytes; with ``expected``, an error at the end (before the store keeps
+    anything) when they do not hash to it."""
+    digest = hashlib.sha256()
+    while chunk := await asyncio.to_thread(handle.read, MIB):
+        digest.update(chunk)
+        yield chunk
+    if expected is not None and digest.hexdigest() != expected:
+        raise InvalidRequest(
+            f"the bytes received have sha256 {digest.hexdigest()}, not the declared "
+            f"{expected}; create the upload again",
+            field="sha256",
+        )
 
 
 def _filename(raw: str | None) -> str:

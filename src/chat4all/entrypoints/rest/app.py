@@ -25,6 +25,7 @@ from chat4all.entrypoints.rest import (
     events,
     media,
     messages,
+    resumable,
     subscriptions,
 )
 from chat4all.entrypoints.rest.answers import domain_error_response, error_response
@@ -91,6 +92,8 @@ def create_app(
     for router in (
         messages.router,
         media.router,
+        media.public_router,
+        resumable.router,
         conversations.router,
         dead_letters.router,
         subscriptions.router,

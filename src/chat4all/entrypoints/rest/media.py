@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any, Final
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from chat4all.domain.model import Media
 from chat4all.entrypoints.rest.answers import documented
@@ -13,9 +16,12 @@ from chat4all.entrypoints.rest.auth import Sender, Use
 from chat4all.entrypoints.rest.models import MediaOut
 from chat4all.entrypoints.uploads import chunks_of, read_upload
 
-__all__ = ["router", "media_document"]
+__all__ = ["router", "public_router", "media_document"]
 
 router = APIRouter(prefix="/v1/media", tags=["media"])
+public_router = APIRouter(prefix="/v1/public/media", tags=["media"])
+"""Public by design: a signed link (see :mod:`chat4all.service_layer.media_links`) is its own
+authorisation, for providers that fetch an attachment by URL."""
 
 # The body is read as a stream by read_upload (never whole in memory), so it is documented
 # here rather than declared as parameters.
@@ -84,3 +90,36 @@ async def upload_media(request: Request, who: Sender, use: Use) -> JSONResponse:
             form.fields.get("kind"),
         )
     return JSONResponse(media_document(stored), status_code=201)
+
+
+@public_router.get(
+    "/{token}",
+    operation_id="getSignedMedia",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The file"},
+        **documented(404),
+    },
+)
+async def signed_media(token: str, use: Use) -> StreamingResponse:
+    """The file a signed link names, while the link is valid (no API key: the signature is the
+    authorisation); 404 for a link that is bad, forged, expired, or whose media is gone."""
+    stack = contextlib.AsyncExitStack()
+    media, handle = await stack.enter_async_context(use.media.open_signed(token))
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks_of(handle):
+                yield chunk
+        finally:
+            await stack.aclose()
+
+    return StreamingResponse(
+        body(),
+        media_type=media.mime_type,
+        headers={
+            "content-length": str(media.size),
+            "content-disposition": f"attachment; filename*=UTF-8''{quote(media.filename)}",
+            "cache-control": "private, no-store",
+        },
+    )
