@@ -338,6 +338,7 @@ class Engine:
                 outcome = await self._pump(feed)
                 if outcome == "stop":
                     self.interrupted = (p.item, p.feed.position)
+                    await self._complete_sound(feed)
                     return
                 if outcome == "eof":
                     rc = await feed.returncode()
@@ -452,6 +453,28 @@ class Engine:
         self.cursor = max(self.cursor, unit.pts + unit.duration)
         return max(0.0, self.last_unit_at - self._t0 - unit.pts)
 
+    async def _complete_sound(self, feed: Feed, within: float = 0.5) -> None:
+        """Before the output splices to something else or stops after ``feed``: write its
+        sound up to where its picture ends (a muxer interleaves the sound of a frame after the
+        frame, so cutting after a picture leaves its sound out: at each slate restart of the
+        backoff, a 45 ms hole in the sound). Only units already read, or read within
+        ``within`` seconds; the picture is not extended."""
+        if not feed.sound_behind:
+            return
+        feed.audio_only()
+        deadline = self.clock() + within
+        while feed.sound_behind:
+            fetch = feed.pending()
+            if not fetch.done():
+                await asyncio.wait({fetch}, timeout=max(deadline - self.clock(), 0.0))
+                if not fetch.done():
+                    return
+            unit = feed.take()
+            if unit is None:
+                return
+            if unit.data or unit.audio:
+                await self._emit(unit)
+
     # ---- the slate -------------------------------------------------------------------
 
     def _respawn_slate(self) -> None:
@@ -531,6 +554,8 @@ class Engine:
                 await self._emit(unit)
                 sound += unit.duration
                 wrote = True
+            if wrote:
+                await self._complete_sound(slate)
         finally:
             self.stats.slate_seconds += self.clock() - began
             # A used slate is replaced, so the next gap starts on a fresh keyframe.

@@ -122,6 +122,12 @@ class Feed:
         decoder can start again: with ``keyframe`` (the slate's picture went out), for MPEG-TS,
         its next keyframe; without (only its sound), its next unit. Raw frames need nothing."""
 
+    @property
+    def sound_behind(self) -> bool:
+        """Its sound written so far ends before its picture (by more than half an audio
+        frame): :meth:`audio_only` units complete it before the output splices or stops."""
+        return False
+
     def audio_only(self) -> None:
         """From now on hand out sound only (the slate covering a short gap inside a track whose
         picture holds on its last frame). Only feeds that ``resumes_on_keyframe`` need it."""
@@ -232,6 +238,10 @@ class TsFeed(Feed):
 
     def audio_only(self) -> None:
         self._rebaser.audio_only = True
+
+    @property
+    def sound_behind(self) -> bool:
+        return self._rebaser.timeline.sound_behind()
 
     @property
     def splice_gap(self) -> float:

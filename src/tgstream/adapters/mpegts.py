@@ -139,6 +139,9 @@ class TsUnit:
 class _End:
     pts_end: int
     dts: int
+    video: bool = False
+    duration: int = 0
+    """Of the latest unit: a frame of this stream."""
 
 
 @dataclass
@@ -157,10 +160,21 @@ class TsTimeline:
         end = self.ends.get(unit.pid)
         pts_end = unit.pts + unit.duration
         if end is None:
-            self.ends[unit.pid] = _End(pts_end, dts)
+            self.ends[unit.pid] = _End(pts_end, dts, unit.video, unit.duration)
         else:
             end.pts_end = max(end.pts_end, pts_end)
             end.dts = max(end.dts, dts)
+            end.duration = unit.duration
+
+    def sound_behind(self) -> bool:
+        """An audio stream ends more than half its frame before the video does: the output
+        would stop (or splice) with the last frames' sound missing."""
+        video = [e.pts_end for e in self.ends.values() if e.video]
+        if not video:
+            return False
+        return any(
+            e.pts_end + e.duration // 2 < max(video) for e in self.ends.values() if not e.video
+        )
 
 
 @dataclass

@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.rtmp, pytest.mark.slow]
 
 FRAME = 1 / 30
 SLACK = 0.004  # FLV timestamps are whole milliseconds
+AAC_FRAME = 1024 / 48_000
 
 
 def recorded(
@@ -74,6 +75,10 @@ def test_the_slate_reaches_viewers_frame_by_frame_from_its_first_frame(
     # it arrived in 2 s bursts. Paced per frame, every frame arrives about when it is due.
     assert rec.lag_spread("video") < 0.6
     assert max(steps(sorted(p.pts for p in video))) <= FRAME + SLACK
+    # The slate restarts at each backoff round: its sound goes on without a hole (a slate cut
+    # after a picture, before that picture's sound, left 45 ms holes).
+    audio_steps = steps([p.pts for p in rec.of("audio")])
+    assert max(audio_steps) <= AAC_FRAME + SLACK, sorted(audio_steps)[-5:]
     assert_rising_dts(rec)
 
 

@@ -410,6 +410,23 @@ def test_after_a_held_picture_the_slate_picture_continues_after_its_sound_not_la
     assert slate.gap == pytest.approx((audio_end - video_end) / TS_CLOCK)
 
 
+def test_the_timeline_knows_when_the_sound_written_ends_before_the_picture() -> None:
+    timeline = TsTimeline()
+    source = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
+    source.push(gop(10_000, 4, delay=0))
+    units = []
+    while (unit := source.pop()) is not None:
+        units.append(unit)
+        if unit.video and len(units) > 4:
+            break  # a picture written, its sound not yet
+    assert timeline.sound_behind()
+    source.audio_only = True
+    source.push(b"")
+    rest = drain(source)
+    assert rest and not any(u.video for u in rest)
+    assert not timeline.sound_behind()
+
+
 def test_a_source_with_a_longer_b_frame_delay_has_its_first_dts_raised_not_a_hole() -> None:
     timeline = TsTimeline()
     first = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
