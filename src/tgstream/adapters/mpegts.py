@@ -363,20 +363,48 @@ class TsRebaser:
             return
         q = self._queue
         if self.streams > 1 and self._key_needed:
-            while q and not (q[0].video and q[0].key):
-                stamp = q[0].stamp
-                if stamp is not None:
-                    if self._wait_from is None:
-                        self._wait_from = stamp
-                    elif stamp - self._wait_from > _KEY_WAIT:
-                        break  # no keyframe flagged for too long: play on from here
-                self._queued_bytes -= len(q[0].data)
-                self.dropped += 1
-                q.popleft()
+            self._drop_before_key()
         seen = {u.pid for u in q if u.pts is not None}
         self._anchorable = bool(q) and (
             len(seen) >= self.streams or self._eof or self._queued_bytes >= _HOLD_LIMIT
         )
+
+    def _drop_before_key(self) -> None:
+        """Drop what comes before the first video keyframe: every other picture, and the sound
+        before the last of those. The sound muxed between the last other picture and the
+        keyframe waits for it: what starts at the keyframe's time (within half a frame) is
+        kept, so a source's sound starts with its picture (the slate's encoder puts two audio
+        frames of the keyframe's time before it; dropped, they left a 45 ms hole in the sound
+        at every slate restart)."""
+        q = self._queue
+        cut, key = 0, None
+        for i, u in enumerate(q):
+            if u.video:
+                if u.key:
+                    key = u
+                    break
+                cut = i + 1
+        if key is None and self._eof:
+            cut = len(q)  # no keyframe will come: nothing of this rest plays
+        for _ in range(cut):
+            stamp = q[0].stamp
+            if stamp is not None:
+                if self._wait_from is None:
+                    self._wait_from = stamp
+                elif stamp - self._wait_from > _KEY_WAIT:
+                    return  # no keyframe flagged for too long: play on from here
+            self._queued_bytes -= len(q[0].data)
+            self.dropped += 1
+            q.popleft()
+        if key is None:
+            return
+        while q[0] is not key:
+            u = q[0]
+            if u.pts is not None and key.pts is not None and u.pts + u.duration // 2 >= key.pts:
+                break  # the sound of the keyframe's time: it plays, and so does what follows
+            self._queued_bytes -= len(u.data)
+            self.dropped += 1
+            q.popleft()
 
     def _anchor(self) -> None:
         """Place the source: the video continues right after the previous video (its first

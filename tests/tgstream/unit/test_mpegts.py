@@ -456,6 +456,18 @@ def test_the_anchor_drops_what_comes_before_the_first_keyframe() -> None:
     assert rebaser.dropped == 3
 
 
+def test_the_sound_of_the_keyframes_time_muxed_before_it_is_kept() -> None:
+    # As the slate's encoder muxes it: two audio frames, the keyframe at the second one's time.
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+    source = sound(0) + sound(3_000) + gop(3_000, 3, delay=0)
+
+    units = (rebaser.push(source), rebaser.push(b""), drain(rebaser))[2]
+
+    assert not units[0].video and units[0].pts == AT_OFFSET  # with the keyframe, not after it
+    assert units[1].video and units[1].key and units[1].pts == AT_OFFSET
+    assert rebaser.dropped == 1  # the audio frame before the keyframe's time
+
+
 def test_resplice_continues_on_the_next_keyframe_after_what_was_written_meanwhile() -> None:
     timeline = TsTimeline()
     track = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
