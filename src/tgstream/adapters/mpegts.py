@@ -13,9 +13,10 @@ Splices follow three rules, so what reaches a viewer decodes:
   ended); a source is never cut inside a frame.
 - **GOP boundaries**: a source starts, and resumes after the slate's picture covered a gap
   inside it (:meth:`TsRebaser.resplice`), on a video keyframe (random access indicator); the
-  units before it are dropped, but for the sound of the keyframe's own time muxed just before it. After a gap covered by the slate's sound alone (the picture held
-  on the source's last frame, :attr:`TsRebaser.audio_only`), the source resumes on its very next
-  unit: its decoder state is intact, so nothing is dropped.
+  units before it are dropped, but for the sound of the keyframe's own time muxed just before
+  it. After a gap covered by the slate's sound alone (the picture held on the source's last
+  frame, :attr:`TsRebaser.audio_only`), the source resumes on its very next unit: its decoder
+  state is intact, so nothing is dropped.
 - **Timestamps only go up, without holes**: :class:`TsTimeline` remembers, per PID, where the
   output's last written unit ended. A new source is shifted so that its video continues exactly
   one frame after the previous video; its audio, shifted alike, drops the frames that would
