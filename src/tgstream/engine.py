@@ -100,6 +100,11 @@ class EngineOptions:
     low_water: float = 0.15
     """When less than this is buffered downstream and the feed has nothing, the slate plays."""
     max_backoff: float = 60.0
+    hold_picture: float = 1.0
+    """Seconds of a gap inside a track covered by the slate's sound alone, the picture holding
+    on the track's last frame: the track then resumes on its next frame, where after the
+    slate's picture it can resume only on its next keyframe (up to a GOP of it lost). A gap
+    that lasts longer shows the slate's picture. 0: the picture at once."""
     reload_every: float = 1.0
 
 
@@ -333,6 +338,7 @@ class Engine:
                 outcome = await self._pump(feed)
                 if outcome == "stop":
                     self.interrupted = (p.item, p.feed.position)
+                    await self._complete_sound(feed)
                     return
                 if outcome == "eof":
                     rc = await feed.returncode()
@@ -447,6 +453,28 @@ class Engine:
         self.cursor = max(self.cursor, unit.pts + unit.duration)
         return max(0.0, self.last_unit_at - self._t0 - unit.pts)
 
+    async def _complete_sound(self, feed: Feed, within: float = 0.5) -> None:
+        """Before the output splices to something else or stops after ``feed``: write its
+        sound up to where its picture ends (a muxer interleaves the sound of a frame after the
+        frame, so cutting after a picture leaves its sound out: at each slate restart of the
+        backoff, a 45 ms hole in the sound). Only units already read, or read within
+        ``within`` seconds; the picture is not extended."""
+        if not feed.sound_behind:
+            return
+        feed.audio_only()
+        deadline = self.clock() + within
+        while feed.sound_behind:
+            fetch = feed.pending()
+            if not fetch.done():
+                await asyncio.wait({fetch}, timeout=max(deadline - self.clock(), 0.0))
+                if not fetch.done():
+                    return
+            unit = feed.take()
+            if unit is None:
+                return
+            if unit.data or unit.audio:
+                await self._emit(unit)
+
     # ---- the slate -------------------------------------------------------------------
 
     def _respawn_slate(self) -> None:
@@ -462,24 +490,54 @@ class Engine:
     ) -> bool:
         """Play the slate until ``waiting_for`` completes, the stall timeout passes, or stop.
         The slate goes out whole frames only; ``feed``, the feed it interrupts, continues after
-        it on a fresh GOP.
+        it: on its next frame after the slate's sound alone, which covers the first
+        ``hold_picture`` seconds of a gap inside a track that resumes on keyframes (its picture
+        holds meanwhile); on its next keyframe once the slate's picture went out.
 
         Returns whether any slate unit was written.
         """
+        hold = (
+            feed is not None
+            and feed.first_pts is not None
+            and feed.resumes_on_keyframe
+            and self.opt.hold_picture > 0
+        )
+        wrote = False
+        while True:
+            wrote_now, more = await self._slate_pass(waiting_for, since, feed, hold)
+            wrote = wrote or wrote_now
+            if not more:
+                return wrote
+            hold = False  # the gap outlasted the held picture: show the slate's
+
+    async def _slate_pass(
+        self, waiting_for: asyncio.Future[Any], since: float, feed: Feed | None, sound_only: bool
+    ) -> tuple[bool, bool]:
+        """One slate, whole or (``sound_only``) for its sound until ``hold_picture`` seconds
+        of it went out. Returns whether it wrote a unit, and whether the gap goes on with the
+        slate's picture (a fresh slate, which opens on a keyframe)."""
         if self._slate is None:
             assert self._slate_spawn is not None
             self._slate = await self._slate_spawn
             self._anchor()
             self._slate.activate(self.cursor)
         slate = self._slate
+        if sound_only:
+            slate.audio_only()
         wrote = False
+        sound = 0.0
         began = self.clock()
-        log.info("next media not ready; showing the slate")
+        log.info(
+            "next media not ready; %s",
+            "holding the picture over the slate's sound" if sound_only else "showing the slate",
+        )
         self.events.state("slate")
         try:
             while not waiting_for.done() and not self._stop.is_set():
                 if self.clock() - since > self.opt.stall_timeout:
                     break
+                if sound_only and sound >= self.opt.hold_picture:
+                    return wrote, True
                 fetch = slate.pending()
                 await asyncio.wait({fetch, waiting_for}, return_when=asyncio.FIRST_COMPLETED)
                 if waiting_for.done():
@@ -489,10 +547,15 @@ class Engine:
                 unit = slate.take()
                 if unit is None:
                     break
+                if not unit.data and not unit.audio:
+                    continue  # nothing placed from this read
                 if not wrote and feed is not None:
-                    feed.interrupt()
+                    feed.interrupt(keyframe=not sound_only)
                 await self._emit(unit)
+                sound += unit.duration
                 wrote = True
+            if wrote:
+                await self._complete_sound(slate)
         finally:
             self.stats.slate_seconds += self.clock() - began
             # A used slate is replaced, so the next gap starts on a fresh keyframe.
@@ -501,7 +564,7 @@ class Engine:
             self._respawn_slate()
             if waiting_for.done():
                 self.events.state("streaming")
-        return wrote
+        return wrote, False
 
     async def _await_with_slate(
         self, task: asyncio.Task[_Prepared | _Failed | None]

@@ -116,10 +116,24 @@ def seconds_of(seconds: float, first_read: float = 0.0) -> list[Step]:
 
 
 class FakeFeed(Feed):
-    """A feed that plays a script; notes when it was spawned, first read, ended and closed."""
+    """A feed that plays a script; notes when it was spawned, first read, ended and closed.
 
-    def __init__(self, label: str, script: Iterable[Step], start: float = 0.0) -> None:
+    With ``gop`` (frames), it behaves like MPEG-TS video: after the slate's picture interrupted
+    it, it resumes on its next keyframe (a unit whose index is a multiple of ``gop``), the
+    units before it dropped (counted in ``dropped``); after the slate's sound alone, on its
+    next unit. ``audio_only`` makes its units sound only (``data`` empty, label in ``audio``).
+    Units are placed one after another from the activation offset, whatever was dropped."""
+
+    def __init__(
+        self, label: str, script: Iterable[Step], start: float = 0.0, gop: int | None = None
+    ) -> None:
         super().__init__(label, [], start)
+        self.gop = gop
+        self.dropped = 0
+        self._index = 0
+        self._placed = 0.0
+        self._to_key = False
+        self._sound_only = False
         self._steps: Iterator[Step] = iter(script)
         self._left = 0
         self._duration = FRAME
@@ -130,30 +144,50 @@ class FakeFeed(Feed):
         self.eof_at: float | None = None
         self.closed_at: float | None = None
 
+    @property
+    def resumes_on_keyframe(self) -> bool:  # type: ignore[override]
+        return self.gop is not None
+
+    def interrupt(self, keyframe: bool = True) -> None:
+        self._to_key = self._to_key or (keyframe and self.gop is not None)
+
+    def audio_only(self) -> None:
+        self._sound_only = True
+
     async def _spawn(self, children: Children) -> None:
         self.spawned_at = now()
 
     async def _fetch(self) -> tuple[float, float] | None:
         if self.first_read_at is None:
             self.first_read_at = now()
-        while self._left == 0:
-            step = next(self._steps, End(0))
-            if isinstance(step, Units):
-                self._left, self._duration = step.n, step.duration
-            elif isinstance(step, Wait):
-                await asyncio.sleep(step.seconds)
-            else:
-                self.rc, self.eof_at = step.rc, now()
-                return None
-        self._left -= 1
-        source, self._source = self._source, self._source + self._duration
-        return source, self._duration
+        while True:
+            while self._left == 0:
+                step = next(self._steps, End(0))
+                if isinstance(step, Units):
+                    self._left, self._duration = step.n, step.duration
+                elif isinstance(step, Wait):
+                    await asyncio.sleep(step.seconds)
+                else:
+                    self.rc, self.eof_at = step.rc, now()
+                    return None
+            self._left -= 1
+            source, self._source = self._source, self._source + self._duration
+            index, self._index = self._index, self._index + 1
+            if self._to_key and self.gop is not None and index % self.gop:
+                self.dropped += 1  # not a keyframe: undecodable after other video
+                continue
+            self._to_key = False
+            return source, self._duration
 
     def _place(self, payload: object) -> Unit:
         assert isinstance(payload, tuple)
         assert self.offset is not None, "activate() first"
-        source, duration = payload
-        return Unit(self.offset + source, duration, self.label.encode())
+        _, duration = payload
+        pts, self._placed = self.offset + self._placed, self._placed + duration
+        label = self.label.encode()
+        if self._sound_only:
+            return Unit(pts, duration, b"", label)
+        return Unit(pts, duration, label)
 
     async def returncode(self, timeout: float = 5.0) -> int | None:
         return self.rc
@@ -176,15 +210,22 @@ class FakeFeeds:
     position (a resume after a crash asks again with the position reached). Without one, a
     source plays the rest of its duration and ends."""
 
-    def __init__(self, scripts: dict[str, Callable[[float], Iterable[Step]]]) -> None:
+    def __init__(
+        self,
+        scripts: dict[str, Callable[[float], Iterable[Step]]],
+        gops: dict[str, int] | None = None,
+    ) -> None:
+        """``gops[source]``: that source resumes on keyframes every so many units (MPEG-TS
+        video); the others resume anywhere (raw frames)."""
         self.scripts = scripts
+        self.gops = gops or {}
         self.spawns: list[Spawn] = []
         self.slates: list[FakeFeed] = []
 
     def track(self, label: str, track: Track, start: float, remux: bool) -> Feed:
         script = self.scripts.get(track.item.source)
         steps = script(start) if script else seconds_of((track.info.duration or 60.0) - start)
-        feed = FakeFeed(track.item.source, steps, start)
+        feed = FakeFeed(track.item.source, steps, start, self.gops.get(track.item.source))
         self.spawns.append(Spawn(track.item.source, start, feed))
         return feed
 
@@ -265,7 +306,12 @@ class Written:
 
     @property
     def label(self) -> str:
-        return self.unit.data.decode()
+        return (self.unit.data or self.unit.audio).decode()
+
+    @property
+    def picture(self) -> bool:
+        """The unit carries a picture (not sound alone)."""
+        return bool(self.unit.data)
 
 
 @dataclass
@@ -319,7 +365,8 @@ class Events(NullEvents):
 
 class Rig:
     """One engine on fakes: ``sources`` in the playlist, what they resolve to (``media``, by
-    default 3 s files) and how their feeds play (``scripts``, by default their duration)."""
+    default 3 s files), how their feeds play (``scripts``, by default their duration) and which
+    resume only on keyframes (``gops``)."""
 
     def __init__(
         self,
@@ -327,10 +374,11 @@ class Rig:
         media: dict[str, Media] | None = None,
         scripts: dict[str, Callable[[float], Iterable[Step]]] | None = None,
         loop: bool = False,
+        gops: dict[str, int] | None = None,
         **options: Any,
     ) -> None:
         self.tracks = FakeTracks(sources, media or {}, loop)
-        self.feeds = FakeFeeds(scripts or {})
+        self.feeds = FakeFeeds(scripts or {}, gops)
         self.output = FakeOutput()
         self.events = Events()
         self.engine = Engine(

@@ -113,9 +113,25 @@ class Feed:
         assert self.offset is not None
         self.offset += delta
 
-    def interrupt(self) -> None:
+    resumes_on_keyframe = False
+    """After the slate's picture, this feed continues only on its next keyframe (MPEG-TS with
+    video): a gap inside it is better covered by the slate's sound alone while it is short."""
+
+    def interrupt(self, keyframe: bool = True) -> None:
         """The slate is about to cover a gap inside this feed: continue it, afterwards, where a
-        decoder can start again (for MPEG-TS, its next keyframe). Raw frames need nothing."""
+        decoder can start again: with ``keyframe`` (the slate's picture went out), for MPEG-TS,
+        its next keyframe; without (only its sound), its next unit. Raw frames need nothing."""
+
+    @property
+    def sound_behind(self) -> bool:
+        """Its sound written so far ends before its picture (by more than half an audio
+        frame): :meth:`audio_only` units complete it before the output splices or stops."""
+        return False
+
+    def audio_only(self) -> None:
+        """From now on hand out sound only (the slate covering a short gap inside a track whose
+        picture holds on its last frame). Only feeds that ``resumes_on_keyframe`` need it."""
+        raise NotImplementedError(f"{type(self).__name__} has no sound-only mode")
 
     @property
     def splice_gap(self) -> float:
@@ -213,8 +229,19 @@ class TsFeed(Feed):
         super().activate(offset)
         self._rebaser.offset = offset
 
-    def interrupt(self) -> None:
-        self._rebaser.resplice()
+    @property
+    def resumes_on_keyframe(self) -> bool:  # type: ignore[override]
+        return self._rebaser.streams > 1
+
+    def interrupt(self, keyframe: bool = True) -> None:
+        self._rebaser.resplice(keyframe)
+
+    def audio_only(self) -> None:
+        self._rebaser.audio_only = True
+
+    @property
+    def sound_behind(self) -> bool:
+        return self._rebaser.timeline.sound_behind()
 
     @property
     def splice_gap(self) -> float:

@@ -11,13 +11,18 @@ Splices follow three rules, so what reaches a viewer decodes:
 
 - **Whole frames**: a unit is handed out only once the next PES has begun (or the source has
   ended); a source is never cut inside a frame.
-- **GOP boundaries**: a source starts, and resumes after the slate covered a gap inside it
-  (:meth:`TsRebaser.resplice`), on a video keyframe (random access indicator); the units before
-  it are dropped.
+- **GOP boundaries**: a source starts, and resumes after the slate's picture covered a gap
+  inside it (:meth:`TsRebaser.resplice`), on a video keyframe (random access indicator); the
+  units before it are dropped, but for the sound of the keyframe's own time muxed just before
+  it. After a gap covered by the slate's sound alone (the picture held on the source's last
+  frame, :attr:`TsRebaser.audio_only`), the source resumes on its very next unit: its decoder
+  state is intact, so nothing is dropped.
 - **Timestamps only go up, without holes**: :class:`TsTimeline` remembers, per PID, where the
   output's last written unit ended. A new source is shifted so that its video continues exactly
   one frame after the previous video; its audio, shifted alike, drops the frames that would
-  overlap the previous audio by more than half a frame. DTS stay strictly rising: where a source
+  overlap the previous audio by more than half a frame (when the previous audio runs on more
+  than 0.2 s past the video, as after a held picture, every stream continues after its own end
+  instead, and the video steps by what was not covered). DTS stay strictly rising: where a source
   has more B-frame delay than the one before, its first DTS are raised to 1 ms steps after the
   last one written until its own catch up.
 
@@ -61,6 +66,10 @@ without the frames they refer to."""
 _MIN_DTS_STEP: Final = 90
 """Ticks (1 ms) a stream's first DTS lies at least after the previous source's last DTS on that
 stream: distinct even in FLV's millisecond timestamps."""
+_MAX_OVERLAP: Final = TS_CLOCK // 5
+"""Ticks (0.2 s) of a stream's previous end its first frames may overlap, to be dropped. A
+larger overlap is no mismatch of a source's stream ends but the sound alone having covered a
+gap (the picture held): the source then continues every stream after its own end."""
 HOLE_SECONDS: Final = 0.3
 """A jump of the whole source's timeline forward by more than this is a hole (see TsRebaser)."""
 _HOLE_AFTER: Final = TS_CLOCK
@@ -131,6 +140,9 @@ class TsUnit:
 class _End:
     pts_end: int
     dts: int
+    video: bool = False
+    duration: int = 0
+    """Of the latest unit: a frame of this stream."""
 
 
 @dataclass
@@ -149,10 +161,21 @@ class TsTimeline:
         end = self.ends.get(unit.pid)
         pts_end = unit.pts + unit.duration
         if end is None:
-            self.ends[unit.pid] = _End(pts_end, dts)
+            self.ends[unit.pid] = _End(pts_end, dts, unit.video, unit.duration)
         else:
             end.pts_end = max(end.pts_end, pts_end)
             end.dts = max(end.dts, dts)
+            end.duration = unit.duration
+
+    def sound_behind(self) -> bool:
+        """An audio stream ends more than half its frame before the video does: the output
+        would stop (or splice) with the last frames' sound missing."""
+        video = [e.pts_end for e in self.ends.values() if e.video]
+        if not video:
+            return False
+        return any(
+            e.pts_end + e.duration // 2 < max(video) for e in self.ends.values() if not e.video
+        )
 
 
 @dataclass
@@ -197,6 +220,13 @@ class TsRebaser:
     """Per non-leading PID, after an anchor: units starting before this are dropped."""
     _last_stamp: int | None = None
     """Output ticks of the latest unit popped."""
+    audio_only: bool = False
+    """Hand out audio units only; video ones are dropped unwritten (the slate's sound covering a
+    short gap inside a track, whose picture holds on its last frame)."""
+    _key_needed: bool = True
+    """The next anchor waits for a video keyframe (always the first one)."""
+    _after_all: bool = False
+    """The next anchor continues every stream after its own end (after a sound-only gap)."""
     hole: float | None = HOLE_SECONDS
     """Seconds a forward jump must exceed to be cut out as a hole; ``None``: never cut."""
     holes: list[tuple[float, float]] = field(default_factory=list)
@@ -315,9 +345,14 @@ class TsRebaser:
 
     # ---- anchoring ----------------------------------------------------------------------------
 
-    def resplice(self) -> None:
+    def resplice(self, keyframe: bool = True) -> None:
         """Something else (the slate) is written from now on: continue this source after it,
-        on its next keyframe, placed by the timeline's ends as then."""
+        placed by the timeline's ends as then. ``keyframe``: other video was written (the
+        slate's picture), so the source resumes on its next keyframe; without it (only the
+        slate's sound went out) on its next unit, every stream continuing after its own end, so
+        the picture holds on its last frame for the gap and no frame is dropped."""
+        self._key_needed = keyframe or (self.origin is None and self._key_needed)
+        self._after_all = not self._key_needed
         self.origin = None
         self._anchorable = False
         self._settle()
@@ -328,21 +363,49 @@ class TsRebaser:
         if self.origin is not None or self._anchorable:
             return
         q = self._queue
-        if self.streams > 1:
-            while q and not (q[0].video and q[0].key):
-                stamp = q[0].stamp
-                if stamp is not None:
-                    if self._wait_from is None:
-                        self._wait_from = stamp
-                    elif stamp - self._wait_from > _KEY_WAIT:
-                        break  # no keyframe flagged for too long: play on from here
-                self._queued_bytes -= len(q[0].data)
-                self.dropped += 1
-                q.popleft()
+        if self.streams > 1 and self._key_needed:
+            self._drop_before_key()
         seen = {u.pid for u in q if u.pts is not None}
         self._anchorable = bool(q) and (
             len(seen) >= self.streams or self._eof or self._queued_bytes >= _HOLD_LIMIT
         )
+
+    def _drop_before_key(self) -> None:
+        """Drop what comes before the first video keyframe: every other picture, and the sound
+        before the last of those. The sound muxed between the last other picture and the
+        keyframe waits for it: what starts at the keyframe's time (within half a frame) is
+        kept, so a source's sound starts with its picture (the slate's encoder puts two audio
+        frames of the keyframe's time before it; dropped, they left a 45 ms hole in the sound
+        at every slate restart)."""
+        q = self._queue
+        cut, key = 0, None
+        for i, u in enumerate(q):
+            if u.video:
+                if u.key:
+                    key = u
+                    break
+                cut = i + 1
+        if key is None and self._eof:
+            cut = len(q)  # no keyframe will come: nothing of this rest plays
+        for _ in range(cut):
+            stamp = q[0].stamp
+            if stamp is not None:
+                if self._wait_from is None:
+                    self._wait_from = stamp
+                elif stamp - self._wait_from > _KEY_WAIT:
+                    return  # no keyframe flagged for too long: play on from here
+            self._queued_bytes -= len(q[0].data)
+            self.dropped += 1
+            q.popleft()
+        if key is None:
+            return
+        while q[0] is not key:
+            u = q[0]
+            if u.pts is not None and key.pts is not None and u.pts + u.duration // 2 >= key.pts:
+                break  # the sound of the keyframe's time: it plays, and so does what follows
+            self._queued_bytes -= len(u.data)
+            self.dropped += 1
+            q.popleft()
 
     def _anchor(self) -> None:
         """Place the source: the video continues right after the previous video (its first
@@ -356,7 +419,9 @@ class TsRebaser:
             if u.pts is not None and u.pid not in firsts:
                 firsts[u.pid] = u
         ends = self.timeline.ends
-        leading = [pid for pid, u in firsts.items() if u.video and pid in ends] or list(firsts)
+        leading = [
+            pid for pid, u in firsts.items() if (u.video or self._after_all) and pid in ends
+        ] or list(firsts)
         offset = round(self.offset * TS_CLOCK)
         candidates = []
         for pid in leading:
@@ -370,6 +435,13 @@ class TsRebaser:
             else:
                 candidates.append(end.pts_end - u.pts)
         origin = max(candidates) if candidates else offset
+        overlaps = [
+            ends[pid].pts_end - origin - u.pts
+            for pid, u in firsts.items()
+            if pid not in leading and pid in ends and u.pts is not None
+        ]
+        if overlaps and max(overlaps) > _MAX_OVERLAP:
+            origin += max(overlaps)  # the picture held meanwhile: it steps, nothing dropped
         self.origin = origin
         # A source whose frames wait longer between decoding and display (B-frames) than the
         # previous one's would decode before the previous frames: its first DTS are raised to
@@ -399,6 +471,7 @@ class TsRebaser:
             gaps.append((origin + kept.pts - ends[pid].pts_end) / TS_CLOCK)
         self.gap = max(gaps)
         self._wait_from = None
+        self._key_needed = self._after_all = False
 
     # ---- placing ------------------------------------------------------------------------------
 
@@ -419,6 +492,11 @@ class TsRebaser:
         while True:
             unit = self._queue.popleft()
             self._queued_bytes -= len(unit.data)
+            if self.audio_only and unit.video:
+                self.dropped += 1
+                if not self._queue:
+                    return None
+                continue
             floor = self._floors.get(unit.pid)
             if floor is None or unit.pts is None:
                 break

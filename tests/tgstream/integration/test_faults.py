@@ -206,7 +206,10 @@ def test_a_stalled_live_source_is_skipped_after_the_stall_timeout(
     seen = colours(reader.colors())
     assert seen[-1] == "red", seen
     assert "green" in seen, seen
-    assert_continuous(reader)  # the slate covered the stall: no gap in the output
+    # The slate covered the stall: its sound alone for the first second (the picture held on the
+    # stream's last frame: one step of up to that second), then its picture; no other gap.
+    assert_continuous(reader, max_gap=1.0 + 0.2)
+    assert "holding the picture over the slate's sound" in service.log
 
 
 def test_a_live_source_after_a_long_track_plays_without_holes(

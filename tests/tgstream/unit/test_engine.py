@@ -278,3 +278,78 @@ def test_a_live_source_slow_to_open_is_covered_by_the_slate() -> None:
     assert rig.output.runs() == ["a", "slate", "live"]
     assert seconds(rig.output.of("slate")) <= 1.5 + 2 / 30  # the open time, no more
     assert_spliced(rig.output)
+
+
+# ---- gaps inside a track (issue 12, section 3) -----------------------------------------------
+
+GOP = 60
+"""Frames between keyframes of the MPEG-TS-like sources below (2 s, as our encodes)."""
+
+
+def test_a_short_gap_inside_a_track_is_covered_by_sound_and_loses_no_frame() -> None:
+    # 10 frames of a, then its source has nothing for 0.5 s (an http source slow to start):
+    # the slate's picture would make a resume only on its next keyframe (frame 60, 50 lost).
+    async def main() -> Rig:
+        rig = Rig(
+            ["a", "b"],
+            {"a": Media(3.0)},
+            {"a": lambda start: [Units(10), Wait(0.5), Units(80), End(0)]},
+            gops={"a": GOP, "b": GOP},
+        )
+        assert await rig.run() == ExitCode.OK
+        return rig
+
+    rig = run_virtual(main())
+    (a,) = rig.feeds.of("a")
+    assert a.feed.dropped == 0
+    assert len(rig.output.of("a")) == 90  # every frame of a, none lost
+    assert rig.output.runs() == ["a", "slate", "a", "b"]
+    slate = rig.output.of("slate")
+    assert slate and not any(w.picture for w in slate)  # the picture held; silence filled in
+    assert 0.3 <= seconds(slate) <= 0.6
+    assert_spliced(rig.output)
+    assert_paced(rig.output)
+
+
+def test_a_long_gap_inside_a_track_shows_the_slate_then_resumes_on_a_keyframe() -> None:
+    async def main() -> Rig:
+        rig = Rig(
+            ["a", "b"],
+            {"a": Media(4.0)},
+            {"a": lambda start: [Units(10), Wait(3.0), Units(110), End(0)]},
+            gops={"a": GOP},
+        )
+        assert await rig.run() == ExitCode.OK
+        return rig
+
+    rig = run_virtual(main())
+    (a,) = rig.feeds.of("a")
+    slate = rig.output.of("slate")
+    held = [w for w in slate if not w.picture]
+    shown = [w for w in slate if w.picture]
+    # The first hold_picture (1 s) of the gap is sound alone; then the slate's picture.
+    assert seconds(held) == pytest.approx(1.0, abs=2 / 30)
+    assert shown and all(not w.picture for w in slate[: len(held)])
+    assert a.feed.dropped == GOP - 10  # after another picture, a resumes on its keyframe
+    assert len(rig.output.of("a")) == 120 - a.feed.dropped
+    assert rig.output.runs() == ["a", "slate", "a", "b"]
+    assert_spliced(rig.output)
+
+
+def test_a_late_first_frame_shows_the_slate_picture_at_once() -> None:
+    # Before a track's first frame nothing of it is lost to a keyframe: no sound-only phase.
+    async def main() -> Rig:
+        rig = Rig(
+            ["a", "b"],
+            {"b": Media(3.0)},
+            {"b": lambda start: [Wait(1.5), Units(90), End(0)]},
+            gops={"a": GOP, "b": GOP},
+        )
+        assert await rig.run() == ExitCode.OK
+        return rig
+
+    rig = run_virtual(main())
+    slate = rig.output.of("slate")
+    assert slate and all(w.picture for w in slate)
+    assert len(rig.output.of("b")) == 90
+    assert_spliced(rig.output)

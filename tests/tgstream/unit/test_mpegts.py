@@ -389,6 +389,44 @@ def test_audio_that_would_overlap_the_previous_source_is_dropped_frame_by_frame(
     assert second.gap == 0.0
 
 
+def test_after_a_held_picture_the_slate_picture_continues_after_its_sound_not_late() -> None:
+    timeline = TsTimeline()
+    track = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
+    a = parse(rebase(track, gop(50_000, 10)))
+    held = TsRebaser(offset=0.0, timeline=timeline, streams=2, audio_only=True)
+    silence = parse(rebase(held, gop(10_000, 30)))  # 1 s of the slate's sound alone
+    slate = TsRebaser(offset=0.0, timeline=timeline, streams=2)
+
+    b = parse(rebase(slate, gop(10_000, 10)))
+
+    video_end = max(p.pts or 0 for p in a if p.pid == VIDEO) + 3_000
+    audio_end = max(p.pts or 0 for p in silence if p.pid == AUDIO) + 3_000
+    assert audio_end - video_end > TS_CLOCK // 2
+    # Its picture starts where the sound is (the held picture is a step), not a second behind
+    # it (frames due in the past, sent in a burst), and none of its sound is dropped.
+    assert next(p.pts for p in b if p.pid == VIDEO) == audio_end
+    assert next(p.pts for p in b if p.pid == AUDIO) == audio_end
+    assert slate.dropped == 0
+    assert slate.gap == pytest.approx((audio_end - video_end) / TS_CLOCK)
+
+
+def test_the_timeline_knows_when_the_sound_written_ends_before_the_picture() -> None:
+    timeline = TsTimeline()
+    source = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
+    source.push(gop(10_000, 4, delay=0))
+    units = []
+    while (unit := source.pop()) is not None:
+        units.append(unit)
+        if unit.video and len(units) > 4:
+            break  # a picture written, its sound not yet
+    assert timeline.sound_behind()
+    source.audio_only = True
+    source.push(b"")
+    rest = drain(source)
+    assert rest and not any(u.video for u in rest)
+    assert not timeline.sound_behind()
+
+
 def test_a_source_with_a_longer_b_frame_delay_has_its_first_dts_raised_not_a_hole() -> None:
     timeline = TsTimeline()
     first = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
@@ -418,6 +456,18 @@ def test_the_anchor_drops_what_comes_before_the_first_keyframe() -> None:
     assert rebaser.dropped == 3
 
 
+def test_the_sound_of_the_keyframes_time_muxed_before_it_is_kept() -> None:
+    # As the slate's encoder muxes it: two audio frames, the keyframe at the second one's time.
+    rebaser = TsRebaser(offset=OFFSET, streams=2)
+    source = sound(0) + sound(3_000) + gop(3_000, 3, delay=0)
+
+    units = (rebaser.push(source), rebaser.push(b""), drain(rebaser))[2]
+
+    assert not units[0].video and units[0].pts == AT_OFFSET  # with the keyframe, not after it
+    assert units[1].video and units[1].key and units[1].pts == AT_OFFSET
+    assert rebaser.dropped == 1  # the audio frame before the keyframe's time
+
+
 def test_resplice_continues_on_the_next_keyframe_after_what_was_written_meanwhile() -> None:
     timeline = TsTimeline()
     track = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
@@ -438,6 +488,36 @@ def test_resplice_continues_on_the_next_keyframe_after_what_was_written_meanwhil
     stamps = [u.dts for u in before + after if u.video]
     assert all(x is not None and y is not None and x < y for x, y in itertools.pairwise(stamps))
     assert track.dropped >= 2
+
+
+def test_after_the_slate_sound_alone_a_source_resumes_on_its_next_frame_nothing_dropped() -> None:
+    timeline = TsTimeline()
+    track = TsRebaser(offset=OFFSET, timeline=timeline, streams=2)
+    track.push(gop(10_000, 4, delay=0))
+    before = drain(track)
+    # The source stalls; the slate covers the gap with its sound only (the picture holds).
+    slate = TsRebaser(offset=0.0, timeline=timeline, streams=2, audio_only=True)
+    written = parse(rebase(slate, gop(10_000, 6, delay=0)))
+    assert written and all(p.pid != VIDEO for p in written if p.pts is not None)
+    track.resplice(keyframe=False)
+
+    track.push(frame(22_000, 22_000) + sound(22_000) + frame(25_000, 25_000) + sound(25_000))
+    track.push(b"")
+    after = drain(track)
+
+    assert track.dropped == 0
+    # Its next frame, not a keyframe (its decoder state is intact), with the sound before it.
+    assert [u.video for u in after] == [False, True, False, True, False]
+    assert not any(u.key for u in after if u.video)
+    sound_end = max(p.pts or 0 for p in written if p.pid == AUDIO) + 3_000
+    first_audio = next(u for u in after if u.pid == AUDIO)
+    assert first_audio.pts == sound_end  # the sound continues right after the slate's
+    video_before = max(u.pts or 0 for u in before if u.video)
+    first_video = next(u for u in after if u.video)
+    assert first_video.pts is not None and first_video.pts > video_before
+    assert track.gap == pytest.approx((first_video.pts - video_before - 3_000) / TS_CLOCK)
+    stamps = [u.dts for u in before + after if u.video]
+    assert all(x is not None and y is not None and x < y for x, y in itertools.pairwise(stamps))
 
 
 def test_resplice_drops_the_rest_of_a_high_bitrate_gop_however_many_bytes_it_is() -> None:
