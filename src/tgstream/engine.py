@@ -83,6 +83,9 @@ class NullEvents:
     def output_reconnected(self) -> None:
         pass
 
+    def output_flowing(self, flowing: bool) -> None:
+        pass
+
     def playlist_size(self, items: int) -> None:
         pass
 
