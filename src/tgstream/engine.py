@@ -9,8 +9,9 @@ How a broadcast runs::
       ▼                 │ no unit for STALL_TIMEOUT   ──▶ track failed ("stall"), next one
     output (RTMP / HLS preview / Telegram) receives one continuous timeline
 
-- **Resolve ahead**: track N+1 is resolved and its ffmpeg started while N plays, so a track
-  change costs one read from a pipe. A live source is resolved ahead but spawned when due.
+- **Resolve ahead**: track N+1 is resolved and its ffmpeg started while N plays (from N's
+  first frame out), so a track change costs one read from a pipe. A live source is resolved
+  ahead but spawned when due.
 - **Clock**: output time ``t`` is due at ``t0 + t`` on the monotonic clock; units are written
   up to ``LEAD`` seconds early, never later than due unless the machine is overloaded.
 - **Failures** are logged with their cause, counted, and skipped. When every item fails in a
@@ -186,7 +187,8 @@ class Engine:
         await self.output.open()
         try:
             self._t0 = self.clock() - START_AT + FIRST_TRACK_GRACE
-            self._respawn_slate()
+            # The slate is spawned once the first frame is out (or when it is needed first):
+            # its start would compete with the first track's probes and ffmpeg.
             self._upcoming = self._prepare_soon()
             while not stop.is_set():
                 assert self._upcoming is not None
@@ -330,7 +332,8 @@ class Engine:
             p.item.line,
             "" if p.item.source == p.track.display else f": {p.item.source}",
         )
-        self._upcoming = self._prepare_soon()
+        # The next track is prepared once this one's first frame is out (_pump): its probes
+        # and spawn do not compete with this track's start (at start-up, the first publish).
         try:
             while True:
                 outcome = await self._pump(feed)
@@ -353,6 +356,8 @@ class Engine:
             self._announce = None
             await feed.close(self.children)
             self.current = None
+            if self._upcoming is None and not self._stop.is_set():
+                self._upcoming = self._prepare_soon()  # it ended before its first frame
 
     async def _resume(self, p: _Prepared, reason: str, outcome: str) -> _Prepared | None:
         """Restart a crashed source near where it stopped; ``None`` when it is given up.
@@ -411,6 +416,10 @@ class Engine:
             last_unit_at = self.clock()
             first = self.stats.first_unit_at is None
             late = await self._emit(unit)
+            if self._upcoming is None:
+                self._upcoming = self._prepare_soon()
+            if self._slate is None and self._slate_spawn is None:
+                self._respawn_slate()
             if self._announce is not None and feed.first_pts is not None:
                 # The track has started when its first frame is out. Its gap: the output time
                 # left uncovered before it (the step in timestamps at the splice) plus how long
@@ -470,6 +479,8 @@ class Engine:
         Returns whether any slate unit was written.
         """
         if self._slate is None:
+            if self._slate_spawn is None:
+                self._respawn_slate()
             assert self._slate_spawn is not None
             self._slate = await self._slate_spawn
             self._anchor()
