@@ -13,7 +13,8 @@ How a broadcast runs::
   first frame out), so a track change costs one read from a pipe. A live source is resolved
   ahead but spawned when due.
 - **Clock**: output time ``t`` is due at ``t0 + t`` on the monotonic clock; units are written
-  up to ``LEAD`` seconds early, never later than due unless the machine is overloaded.
+  up to ``LEAD`` seconds early, never later than due unless the machine is overloaded. The
+  broadcast's first ``LEAD`` seconds go out as fast as they are read (the output's probe).
 - **Failures** are logged with their cause, counted, and skipped. When every item fails in a
   row, the slate plays through a backoff of 2, 4 ... 60 s before the next round.
 - **Seams** (:mod:`tgstream.ports`): the tracks (``TrackSource``), the process spawner
@@ -163,6 +164,8 @@ class Engine:
         self.cursor = START_AT
         """Output time just after the last unit written."""
         self._t0 = 0.0
+        self._head_until = 0.0
+        """Output time up to which units are written as soon as read (the first ``lead`` s)."""
         self._announce: Callable[[float | None], None] | None = None
         self._slate: Feed | None = None
         self._slate_spawn: asyncio.Task[Feed] | None = None
@@ -446,9 +449,13 @@ class Engine:
             return 0.0
         if self.stats.first_unit_at is None:  # the clock starts with the first frame
             self._t0 = self.clock() - unit.pts + self.opt.lead
+            self._head_until = unit.pts + self.opt.lead
         due = self._t0 + unit.pts - self.opt.lead
         wait = due - self.clock()
-        if wait > 0:
+        # The broadcast's first ``lead`` seconds go out as they are read, not in real time:
+        # the output's ffmpeg ends its probe and opens the destination without waiting for
+        # them (from then on, units are written ``lead`` early, as before).
+        if wait > 0 and unit.pts >= self._head_until:
             await sleep_or_stop(self._stop, wait)
         await self.output.write(unit)
         self.last_unit_at = self.clock()
