@@ -606,8 +606,22 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\nThe raw path per part:\n\n" + raw_split_table(results["cpu_raw"])
 
 
-PUBLISHER_NOTES = """How: see the notes of the tgstream section (First frame, RTMP server return).
-Notes to be written after the run."""
+PUBLISHER_NOTES = """How (`publisher_only` in `bench/tgstream_bench.py`; the notes of the tgstream
+section, First frame and RTMP server return, say what each figure spans). With
+`TGSTREAM_BENCH_BEFORE=<a tree's src>` that code is the `tgstream run` child of the "before"
+column, in turns with this tree: five start-ups each (each followed by its own control run of a
+plain ffmpeg), then, per side and per nginx configuration, two services with two server
+returns each (4 s on air, 4 s down). The reader is an ffmpeg decoding every frame, started at
+the server's return.
+
+- `idle_streams off` is the tests' nginx (players of an unpublished stream are dropped): the
+  reader retries every 0.1 s, so it joins after the publish, then waits for the next keyframe
+  the server relays (nginx-rtmp keeps no GOP for new players: up to 2 s) and for its own probe.
+  Most of that figure is nginx's and the reader's, not the publisher's.
+- nginx defaults (`application live { live on; }`: `idle_streams on`, `wait_key off`,
+  `wait_video off`, no `drop_idle_publisher`, no `publish_notify`): the reader's one connection
+  waits at the server, and the GOP the publisher re-sends on its return gives it a keyframe
+  at once."""
 
 RAW_NOTES = """The same measurement as the CPU rows of the tgstream table (20 s windows of the
 bench's 720p30 H.264/AAC file after 5 s of warm-up, ours and py-tgcalls' in turns, three each),
@@ -696,7 +710,8 @@ NOTES = """How each figure is measured (`bench/tgstream_bench.py`):
   4 s and started again on the same port, four times in one run. Measured from its start to
   its publish event, and to the first frame decoded by an RTMP reader started at that moment
   (an ffmpeg that retries every 0.1 s until the stream is published; its own start-up is in
-  the figure). The restarted publisher joins the stream on its next keyframe (2 s GOPs).
+  the figure). The restarted publisher re-sends the current GOP (from its keyframe) at once,
+  then the stream as it comes.
 - **RSS**: the engine's resident memory after 10 and after 500 track changes of 1-second
   clips, run unpaced so that it takes about a minute.
 """
