@@ -14,7 +14,8 @@ How a broadcast runs::
   ahead but spawned when due.
 - **Clock**: output time ``t`` is due at ``t0 + t`` on the monotonic clock; units are written
   up to ``LEAD`` seconds early, never later than due unless the machine is overloaded. The
-  broadcast's first ``LEAD`` seconds go out as fast as they are read (the output's probe).
+  broadcast's first ``LEAD`` seconds of MPEG-TS go out as fast as they are read (the probe of
+  the output's ffmpeg).
 - **Failures** are logged with their cause, counted, and skipped. When every item fails in a
   row, the slate plays through a backoff of 2, 4 ... 60 s before the next round.
 - **Seams** (:mod:`tgstream.ports`): the tracks (``TrackSource``), the process spawner
@@ -449,12 +450,14 @@ class Engine:
             return 0.0
         if self.stats.first_unit_at is None:  # the clock starts with the first frame
             self._t0 = self.clock() - unit.pts + self.opt.lead
-            self._head_until = unit.pts + self.opt.lead
+            # An MPEG-TS output feeds an ffmpeg that probes; raw frames go to a player as is.
+            head = self.opt.lead if self.output.recipe == "ts" else 0.0
+            self._head_until = unit.pts + head
         due = self._t0 + unit.pts - self.opt.lead
         wait = due - self.clock()
-        # The broadcast's first ``lead`` seconds go out as they are read, not in real time:
-        # the output's ffmpeg ends its probe and opens the destination without waiting for
-        # them (from then on, units are written ``lead`` early, as before).
+        # The broadcast's first ``lead`` seconds go out as they are read, not in real time
+        # (MPEG-TS outputs): the output's ffmpeg ends its probe and opens the destination
+        # without waiting for them (from then on, units are written ``lead`` early).
         if wait > 0 and unit.pts >= self._head_until:
             await sleep_or_stop(self._stop, wait)
         await self.output.write(unit)
