@@ -66,13 +66,15 @@ def main() -> int:
         return 0
     if sys.argv[1:] == ["publisher"]:
         root = Path(os.environ.get("BENCH_MEDIA", tempfile.mkdtemp(prefix="tgstream-bench-")))
-        table = tgstream_bench.publisher_only(root)
+        before = os.environ.get("TGSTREAM_BENCH_BEFORE")  # another tree's src, run beside
+        table = tgstream_bench.publisher_only(root, before)
         print(table)
         command = "`python -m bench publisher` (the publisher rows of `make bench` alone)"
+        if before:
+            command += f", `TGSTREAM_BENCH_BEFORE={before}` run beside this tree in turns"
         write_section(
             "tgstream publisher",
-            f"{provenance(command, machine())}\n\n{table}\n\n"
-            "How: see the notes of the tgstream section (First frame, RTMP server return).",
+            f"{provenance(command, machine())}\n\n{table}\n\n{tgstream_bench.PUBLISHER_NOTES}",
         )
         return 0
     if sys.argv[1:] == ["systemd"]:

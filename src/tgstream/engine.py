@@ -9,10 +9,13 @@ How a broadcast runs::
       ▼                 │ no unit for STALL_TIMEOUT   ──▶ track failed ("stall"), next one
     output (RTMP / HLS preview / Telegram) receives one continuous timeline
 
-- **Resolve ahead**: track N+1 is resolved and its ffmpeg started while N plays, so a track
-  change costs one read from a pipe. A live source is resolved ahead but spawned when due.
+- **Resolve ahead**: track N+1 is resolved and its ffmpeg started while N plays (from N's
+  first frame out), so a track change costs one read from a pipe. A live source is resolved
+  ahead but spawned when due.
 - **Clock**: output time ``t`` is due at ``t0 + t`` on the monotonic clock; units are written
-  up to ``LEAD`` seconds early, never later than due unless the machine is overloaded.
+  up to ``LEAD`` seconds early, never later than due unless the machine is overloaded. The
+  broadcast's first ``LEAD`` seconds of MPEG-TS go out as fast as they are read (the probe of
+  the output's ffmpeg).
 - **Failures** are logged with their cause, counted, and skipped. When every item fails in a
   row, the slate plays through a backoff of 2, 4 ... 60 s before the next round.
 - **Seams** (:mod:`tgstream.ports`): the tracks (``TrackSource``), the process spawner
@@ -81,6 +84,9 @@ class NullEvents:
         pass
 
     def output_reconnected(self) -> None:
+        pass
+
+    def output_flowing(self, flowing: bool) -> None:
         pass
 
     def playlist_size(self, items: int) -> None:
@@ -164,6 +170,8 @@ class Engine:
         self.cursor = START_AT
         """Output time just after the last unit written."""
         self._t0 = 0.0
+        self._head_until = 0.0
+        """Output time up to which units are written as soon as read (the first ``lead`` s)."""
         self._announce: Callable[[float | None], None] | None = None
         self._slate: Feed | None = None
         self._slate_spawn: asyncio.Task[Feed] | None = None
@@ -188,7 +196,8 @@ class Engine:
         await self.output.open()
         try:
             self._t0 = self.clock() - START_AT + FIRST_TRACK_GRACE
-            self._respawn_slate()
+            # The slate is spawned once the first frame is out (or when it is needed first):
+            # its start would compete with the first track's probes and ffmpeg.
             self._upcoming = self._prepare_soon()
             while not stop.is_set():
                 assert self._upcoming is not None
@@ -332,7 +341,8 @@ class Engine:
             p.item.line,
             "" if p.item.source == p.track.display else f": {p.item.source}",
         )
-        self._upcoming = self._prepare_soon()
+        # The next track is prepared once this one's first frame is out (_pump): its probes
+        # and spawn do not compete with this track's start (at start-up, the first publish).
         try:
             while True:
                 outcome = await self._pump(feed)
@@ -356,6 +366,8 @@ class Engine:
             self._announce = None
             await feed.close(self.children)
             self.current = None
+            if self._upcoming is None and not self._stop.is_set():
+                self._upcoming = self._prepare_soon()  # it ended before its first frame
 
     async def _resume(self, p: _Prepared, reason: str, outcome: str) -> _Prepared | None:
         """Restart a crashed source near where it stopped; ``None`` when it is given up.
@@ -414,6 +426,10 @@ class Engine:
             last_unit_at = self.clock()
             first = self.stats.first_unit_at is None
             late = await self._emit(unit)
+            if self._upcoming is None:
+                self._upcoming = self._prepare_soon()
+            if self._slate is None and self._slate_spawn is None:
+                self._respawn_slate()
             if self._announce is not None and feed.first_pts is not None:
                 # The track has started when its first frame is out. Its gap: the output time
                 # left uncovered before it (the step in timestamps at the splice) plus how long
@@ -440,9 +456,15 @@ class Engine:
             return 0.0
         if self.stats.first_unit_at is None:  # the clock starts with the first frame
             self._t0 = self.clock() - unit.pts + self.opt.lead
+            # An MPEG-TS output feeds an ffmpeg that probes; raw frames go to a player as is.
+            head = self.opt.lead if self.output.recipe == "ts" else 0.0
+            self._head_until = unit.pts + head
         due = self._t0 + unit.pts - self.opt.lead
         wait = due - self.clock()
-        if wait > 0:
+        # The broadcast's first ``lead`` seconds go out as they are read, not in real time
+        # (MPEG-TS outputs): the output's ffmpeg ends its probe and opens the destination
+        # without waiting for them (from then on, units are written ``lead`` early).
+        if wait > 0 and unit.pts >= self._head_until:
             await sleep_or_stop(self._stop, wait)
         await self.output.write(unit)
         self.last_unit_at = self.clock()
@@ -517,6 +539,8 @@ class Engine:
         of it went out. Returns whether it wrote a unit, and whether the gap goes on with the
         slate's picture (a fresh slate, which opens on a keyframe)."""
         if self._slate is None:
+            if self._slate_spawn is None:
+                self._respawn_slate()
             assert self._slate_spawn is not None
             self._slate = await self._slate_spawn
             self._anchor()

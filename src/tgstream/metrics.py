@@ -11,7 +11,8 @@ documents); the few shared fields are plain assignments, read whole.
 
 ``stream_up`` is 1 while the output is fed (a track, the slate, or the slate between failed
 rounds) *and* what it is fed reaches the viewers: for the Telegram output, while ``call_state``
-is ``in_call`` (not joining, out of the call, or muted by an admin).
+is ``in_call`` (not joining, out of the call, or muted by an admin); for RTMP and the preview,
+while the publisher's destination takes the stream (0 while it reconnects).
 """
 
 from __future__ import annotations
@@ -148,6 +149,8 @@ class Metrics:
         self.call_reason_enum.state("none")
         self._state = "starting"
         self._fed = False
+        self._flowing = True
+        """False while the publisher's destination does not take the stream."""
         self._up = False
         self._call: dict[str, Any] = {"state": "none", "reason": None, "detail": None}
         self._rebuilds = 0
@@ -190,6 +193,10 @@ class Metrics:
         self.output_reconnects.inc()
         self._error("output reconnected")
 
+    def output_flowing(self, flowing: bool) -> None:
+        self._flowing = flowing
+        self._update_stream_up()
+
     def playlist_size(self, items: int) -> None:
         self.playlist_items.set(items)
         self._items = items
@@ -224,7 +231,7 @@ class Metrics:
         self._rebuilds += 1
 
     def _update_stream_up(self) -> None:
-        self._up = self._fed and self._call["state"] in ("none", "in_call")
+        self._up = self._fed and self._flowing and self._call["state"] in ("none", "in_call")
         self.stream_up.set(1 if self._up else 0)
 
     # ---- SessionEvents ---------------------------------------------------------------------

@@ -81,6 +81,9 @@ class EngineEvents(Protocol):
     ``gap_seconds`` the output time not covered by media just before it (``None``: none).
     ``track_failed``: ``reason`` is one of ``SOURCE_FAILURE_REASONS``.
     ``source_hole``: a source's timeline skipped ``seconds`` (cut out, not frozen).
+    ``output_flowing``: from an output that knows (the RTMP/HLS publisher), whether its
+    destination takes the stream now (false until the first attempt gets through, and from a
+    loss until the reconnect); outputs that do not report it are taken as flowing.
     """
 
     def track_started(
@@ -96,6 +99,8 @@ class EngineEvents(Protocol):
     def source_hole(self, seconds: float) -> None: ...
 
     def output_reconnected(self) -> None: ...
+
+    def output_flowing(self, flowing: bool) -> None: ...
 
     def playlist_size(self, items: int) -> None: ...
 

@@ -67,6 +67,9 @@ class Nginx:
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
     record: bool = False
+    idle_streams: bool = False
+    """nginx-rtmp's default is on (players of an unpublished stream wait for it); the tests
+    turn it off so that players connect only once the stream is published."""
 
     def url(self, name: str = "test") -> str:
         return f"rtmp://127.0.0.1:{self.port}/live/{name}"
@@ -95,6 +98,7 @@ class Nginx:
             if self.record
             else "record off; "
         )
+        idle = "" if self.idle_streams else "idle_streams off; "
         (self.workdir / "rec").mkdir(exist_ok=True)
         conf.write_text(
             f"load_module {NGINX_RTMP_MODULE};\n"
@@ -103,7 +107,7 @@ class Nginx:
             "events { worker_connections 64; }\n"
             "rtmp { server { "
             f"listen 127.0.0.1:{self.port}; chunk_size 4096; "
-            f"application live {{ live on; {record}idle_streams off; }} }} }}\n"
+            f"application live {{ live on; {record}{idle} }} }} }}\n"
         )
         proc = self.proc = subprocess.Popen(
             ["nginx", "-c", str(conf), "-p", str(self.workdir)],
@@ -138,9 +142,9 @@ class Nginx:
 
 
 @contextlib.contextmanager
-def nginx_rtmp(tmp: Path, record: bool = False) -> Iterator[Nginx]:
+def nginx_rtmp(tmp: Path, record: bool = False, idle_streams: bool = False) -> Iterator[Nginx]:
     tmp.mkdir(parents=True, exist_ok=True)
-    server = Nginx(free_port(), tmp, record=record)
+    server = Nginx(free_port(), tmp, record=record, idle_streams=idle_streams)
     server.start()
     try:
         yield server

@@ -576,6 +576,12 @@ class TsEntry:
     From there it returns the stream, prefixed with the PAT and PMT, so the new demuxer knows
     every stream and its first video frame decodes. The prefixed tables are the latest seen,
     so their continuity counters run on into the next ones in the stream.
+
+    With ``gop_limit`` > 0 it also holds the stream since the latest random-access point (one
+    GOP, up to ``gop_limit`` bytes; a longer GOP is not held), and after :meth:`rejoin` the
+    next :meth:`feed` returns that GOP at once, behind the tables of its start: a demuxer that
+    starts mid-GOP gets a keyframe now instead of at the next one (up to a GOP later), and an
+    RTMP server holds a keyframe as soon as the publisher is back.
     """
 
     joined: bool = False
@@ -585,6 +591,12 @@ class TsEntry:
     _lead_pid: int | None = None
     _lead_type: int = 0
     _pending: bytes = b""
+    gop_limit: int = 0
+    _gop: list[bytes] = field(default_factory=list)
+    """Whole packets since the latest random-access point; empty when none is held."""
+    _gop_size: int = 0
+    _gop_tables: bytes = b""
+    """The PAT and PMT as they were at that point (their counters run on into the GOP)."""
 
     def rejoin(self) -> None:
         """Drop what follows up to the next random-access point (a new demuxer starts)."""
@@ -597,7 +609,10 @@ class TsEntry:
         whole = len(buf) - len(buf) % PACKET
         self._pending = buf[whole:]
         was_joined = self.joined
+        held = [] if was_joined else list(self._gop)  # as it was before this chunk
+        held_tables = self._gop_tables
         start = 0 if was_joined else None
+        last_access: int | None = None
         for pos in range(0, whole, PACKET):
             if buf[pos] != SYNC:
                 raise ValueError(f"lost MPEG-TS sync at byte {pos}")
@@ -606,9 +621,23 @@ class TsEntry:
                 self._note_pat(buf, pos)
             elif pid == self._pmt_pid:
                 self._note_pmt(buf, pos)
-            elif start is None and pid == self._lead_pid and self._random_access(buf, pos):
-                start = pos
-                self.joined = True
+            elif pid == self._lead_pid and (
+                (start is None or self.gop_limit) and self._random_access(buf, pos)
+            ):
+                if start is None:
+                    start = pos
+                    self.joined = True
+                if self.gop_limit:
+                    last_access = pos
+                    assert self.pat is not None
+                    assert self.pmt is not None
+                    self._gop_tables = self.pat + self.pmt
+        if self.gop_limit:
+            self._hold(buf, whole, last_access)
+        if not was_joined and held and (start is None or start > 0):
+            # Rejoined mid-GOP: the GOP so far first, then the stream as it comes.
+            self.joined = True
+            return b"".join([held_tables, *held, buf[:whole]])
         if start is None:
             return b""
         if was_joined:
@@ -616,6 +645,20 @@ class TsEntry:
         assert self.pat is not None  # the lead PID came from the PMT, the PMT PID from the PAT
         assert self.pmt is not None
         return self.pat + self.pmt + buf[start:whole]
+
+    def _hold(self, buf: bytes, whole: int, last_access: int | None) -> None:
+        """Keep the whole packets since the latest random-access point, within the limit."""
+        if last_access is not None:
+            self._gop, self._gop_size = [], 0
+            chunk = buf[last_access:whole]
+        elif self._gop:
+            chunk = buf[:whole]
+        else:
+            return  # no random-access point seen yet, or the GOP outgrew the limit
+        self._gop.append(chunk)
+        self._gop_size += len(chunk)
+        if self._gop_size > self.gop_limit:
+            self._gop, self._gop_size = [], 0
 
     @staticmethod
     def _section(buf: bytes, pos: int, table_id: int) -> tuple[int, int] | None:

@@ -2,17 +2,23 @@
 
 Each ffmpeg is one *attempt*. Its input opens on PAT, PMT and a keyframe
 (:class:`~tgstream.adapters.mpegts.TsEntry`), so it starts, and restarts, without waiting for a
-probe to find what it joined. An attempt succeeds when ffmpeg's ``-progress`` report shows
-bytes written to the destination: for RTMP that is after the server answered the publish
-request (ffmpeg opens the output only then), so "first frame written" and the reset of the
-backoff mean the server has the stream, not that a pipe took our bytes.
+probe to find what it joined. A restarted ffmpeg gets the current GOP at once (the stream since
+its keyframe, held up to ``GOP_LIMIT`` bytes): its probe ends at once and the server holds a
+keyframe as soon as it accepts the stream, instead of up to a GOP later.
+
+An attempt succeeds when ffmpeg's ``-progress`` report shows bytes written to the
+destination: for RTMP that is after the server answered the publish request (ffmpeg opens the
+output only then), so "first frame written" and the reset of the backoff mean the server has
+the stream, not that a pipe took our bytes.
 
 When the output is lost (ffmpeg exits, or stops taking data for ``WRITE_TIMEOUT`` s), attempts
 follow after 1, 2, 4 ... 30 s, one log line each (ffmpeg's own messages of a failed attempt go
 to DEBUG; the last one is quoted in that line). An RTMP attempt first checks that the server's
 port accepts a TCP connection, and while the server refuses connections the wait is watched:
 the next attempt starts within ``WATCH_EVERY`` s of the port opening again, whatever the
-backoff. ``output_reconnects`` counts the reconnects that reached the server. While no attempt
+backoff. ``output_reconnects`` counts the reconnects that reached the server; the events'
+``output_flowing`` says whether viewers get the stream (false from the loss until it is back,
+and before the first attempt gets through). While no attempt
 runs, units are dropped: the broadcast clock keeps running, so the stream resumes live.
 """
 
@@ -42,13 +48,15 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST: Final = 1.0
 BACKOFF_MAX: Final = 30.0
-WATCH_EVERY: Final = 0.5
+WATCH_EVERY: Final = 0.2
 """While the RTMP server refuses connections, how often its port is tried (a TCP connect)."""
 CONNECT_TIMEOUT: Final = 5.0
 ATTEMPT_TIMEOUT: Final = 20.0
 """An attempt that has not got a byte to the destination by then is given up."""
 WRITE_TIMEOUT: Final = 5.0
 MESSAGE_HOLD: Final = 1.0
+GOP_LIMIT: Final = 8 << 20
+"""The most of the current GOP held for a restarted ffmpeg (a 2 s GOP at 32 Mbit/s)."""
 _RTMP_PORTS: Final = {"rtmp": 1935, "rtmps": 443, "rtmpe": 1935, "rtmpt": 80, "rtmpts": 443}
 
 
@@ -83,7 +91,7 @@ class Publisher:
         self._argv = publisher_argv(target, destination)
         self._events = events
         self._clock = clock
-        self._entry = TsEntry()
+        self._entry = TsEntry(gop_limit=GOP_LIMIT)
         self._current: _Attempt | None = None
         self._address = _tcp_address(destination) if target == "rtmp" else None
         self._task: asyncio.Task[None] | None = None
@@ -105,6 +113,8 @@ class Publisher:
         return current is not None and current.flowing.is_set() and current.proc.returncode is None
 
     async def open(self) -> None:
+        if self._events:
+            self._events.output_flowing(False)  # until the destination has the stream
         self._task = asyncio.create_task(self._run(), name=f"{self.name}-publisher")
         # The first units must find the first ffmpeg: wait for it (or for its first failure).
         first = asyncio.ensure_future(self._first_try.wait())
@@ -159,6 +169,8 @@ class Publisher:
             flowed, why, refused = await self._attempt()
             if flowed:
                 self._failed, self._lost_at = 0, self._clock()
+                if self._events:
+                    self._events.output_flowing(False)
                 log.error(
                     "%s output lost (%s); reconnecting in %.0fs", self.name, why, BACKOFF_FIRST
                 )
@@ -221,6 +233,8 @@ class Publisher:
             )
             if self._events:
                 self._events.output_reconnected()
+        if self._events:
+            self._events.output_flowing(True)
         self._lost_at, self._failed = None, 0
 
     async def _spawn(self) -> _Attempt:

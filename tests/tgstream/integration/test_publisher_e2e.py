@@ -3,6 +3,7 @@ the preview's HLS segments) are checked frame by frame."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import time
@@ -110,14 +111,30 @@ def test_the_preview_s_first_segment_opens_on_the_first_frame(tmp_path: Path) ->
     assert colours.count("green") == 4 * FPS, "the second track arrived whole"
 
 
+def _stream_up(url: str, expected: bool, timeout: float) -> bool:
+    """Whether ``/status`` says ``stream_up`` is ``expected`` within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=5).json()["stream_up"] is expected:
+                return True
+        time.sleep(0.1)
+    return False
+
+
 def test_after_the_server_returns_the_stream_resumes_on_a_keyframe(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "pattern-20s.mp4", 20, freq=600)
     playlist = tmp_path / "playlist.txt"
     playlist.write_text(f"{clip}\n")
+    port = free_port()
+    status = f"http://127.0.0.1:{port}/status"
     with nginx_rtmp(tmp_path / "nginx", record=True) as server:
-        service = start_service(tmp_path, _rtmp_env(playlist, server))
+        service = start_service(
+            tmp_path, {**_rtmp_env(playlist, server), "PROMETHEUS_PORT": str(port)}
+        )
         try:
             service.wait_for(r"first frame written to the rtmp output", 60)
+            assert _stream_up(status, True, 10), "stream_up must be 1 on air"
             recording = server.workdir / "rec"
             deadline = time.monotonic() + 30  # about 2 s of stream on air first
             while sum(f.stat().st_size for f in recording.glob("*.flv")) < 400_000:
@@ -126,10 +143,14 @@ def test_after_the_server_returns_the_stream_resumes_on_a_keyframe(tmp_path: Pat
             server.stop()
             # Down until two attempts have failed (1 s, then 2 s after the loss).
             service.wait_for(r"rtmp output: reconnect attempt 2 failed", 30)
+            assert httpx.get(status, timeout=5).json()["stream_up"] is False, (
+                "stream_up must be 0 while the viewers get nothing"
+            )
             server.start()
             back = time.monotonic()
             server.wait_publish(30, count=2)
             returned_in = time.monotonic() - back
+            assert _stream_up(status, True, 10), "stream_up must be 1 again once back"
             assert service.wait(90) == 0, service.log
         finally:
             service.terminate()

@@ -272,3 +272,17 @@ def test_on_call_ended_defaults_to_wait_and_refuses_anything_else() -> None:
     assert Settings(_env_file=None, ON_CALL_ENDED="recreate").ON_CALL_ENDED == "recreate"  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="ON_CALL_ENDED"):
         Settings(_env_file=None, ON_CALL_ENDED="restart")  # type: ignore[call-arg]
+
+
+def test_stream_up_is_0_while_the_publisher_s_destination_does_not_take_the_stream() -> None:
+    metrics = Metrics(CollectorRegistry(), output="rtmp")
+    metrics.output_flowing(False)  # the publisher opens: nothing has reached the server yet
+    metrics.state("streaming")
+    assert value(metrics, "stream_up") == 0
+    metrics.output_flowing(True)
+    assert value(metrics, "stream_up") == 1
+    metrics.output_flowing(False)  # lost: reconnecting, the viewers get nothing
+    assert value(metrics, "stream_up") == 0
+    assert metrics.status()[1]["stream_up"] is False
+    metrics.output_flowing(True)
+    assert value(metrics, "stream_up") == 1

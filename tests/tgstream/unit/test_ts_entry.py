@@ -169,3 +169,48 @@ def test_nothing_passes_before_the_tables_are_known(av_ts: bytes) -> None:
 def test_bad_input_is_refused_clearly() -> None:
     with pytest.raises(ValueError, match="sync"):
         TsEntry().feed(b"\x00" * PACKET)
+
+
+@pytest.mark.parametrize("at", [0.3, 1.1, 2.5])
+def test_with_a_gop_limit_a_rejoin_gets_the_current_gop_at_once(
+    av_ts: bytes, tmp_path: Path, at: float
+) -> None:
+    cut = int(len(av_ts) * at / 6.0) + 97
+    chunk = 188 * 7 + 5
+    entry = TsEntry(gop_limit=4 << 20)
+    out = bytearray()
+    first: bytes | None = None
+    for pos in range(0, len(av_ts), chunk):
+        if pos <= cut < pos + chunk:
+            entry.feed(av_ts[pos:cut])
+            entry.rejoin()
+            first = entry.feed(av_ts[cut : pos + chunk])
+            out += first
+        elif pos > cut:
+            out += entry.feed(av_ts[pos : pos + chunk])
+        else:
+            entry.feed(av_ts[pos : pos + chunk])
+    assert first, "the held GOP comes with the first feed after the rejoin"
+    assert _pid(out[:PACKET]) == 0 and _pid(out[PACKET : 2 * PACKET]) == 0x1000
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(bytes(out))
+    video = [p for p in _packets(joined) if p["codec_type"] == "video"]
+    source = tmp_path / "source.ts"
+    source.write_bytes(av_ts)
+    all_video = [p for p in _packets(source) if p["codec_type"] == "video"]
+    keys = [float(p["pts_time"]) for p in all_video if p["flags"].startswith("K")]
+    assert video[0]["flags"].startswith("K")
+    # The keyframe at or before the cut (the GOP's start), not the next one: every frame since.
+    assert float(video[0]["pts_time"]) == pytest.approx(max(k for k in keys if k <= at + 1e-3))
+    later = [p for p in all_video if float(p["pts_time"]) >= float(video[0]["pts_time"]) - 1e-3]
+    assert len(video) == len(later)
+    assert _decode_errors(joined) == ""
+
+
+def test_a_gop_longer_than_the_limit_is_not_held(av_ts: bytes) -> None:
+    entry = TsEntry(gop_limit=PACKET * 20)  # far less than a 2 s GOP
+    half = len(av_ts) // 2 // PACKET * PACKET
+    entry.feed(av_ts[:half])
+    entry.rejoin()
+    joined = entry.feed(av_ts[half : half + PACKET * 10])
+    assert joined == b"" or _pid(joined[2 * PACKET : 3 * PACKET]) == 0x100
