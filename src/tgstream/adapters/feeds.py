@@ -242,12 +242,14 @@ class TsFeed(Feed):
             self._fetching = asyncio.create_task(self._fetch(), name=f"fetch:{self.label}")
         return self._fetching
 
-    async def _fetch(self) -> None:
+    async def _fetch(self) -> object | None:
+        """Reads until a unit can be taken; the units stay in the rebaser (returns None)."""
         assert self.proc is not None
         assert self.proc.stdout is not None
         while not self._rebaser.ready() and not self._rebaser.eof:
             self._rebaser.push(await self.proc.stdout.read(_TS_READ))
             self._report_holes()
+        return None
 
     def _report_holes(self) -> None:
         holes = self._rebaser.holes
