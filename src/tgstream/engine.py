@@ -58,6 +58,9 @@ the broadcast opens on the first item, and the clock starts with its first frame
 MAX_RESUMES: Final = 3
 PLAYED_OK: Final = 2.0
 """Seconds a track must play before it clears the run of consecutive failures."""
+_PLAIN_SLEEP: Final = 0.1
+"""Waits up to this long before a unit are a bare ``asyncio.sleep``: cheaper per frame than
+waiting on the stop event with a timeout (a task and a timer), and a stop waits at most this."""
 
 
 def _loop_time() -> float:
@@ -464,8 +467,12 @@ class Engine:
         # The broadcast's first ``lead`` seconds go out as they are read, not in real time
         # (MPEG-TS outputs): the output's ffmpeg ends its probe and opens the destination
         # without waiting for them (from then on, units are written ``lead`` early).
-        if wait > 0 and unit.pts >= self._head_until:
+        if unit.pts < self._head_until:
+            wait = 0.0
+        if wait > _PLAIN_SLEEP:
             await sleep_or_stop(self._stop, wait)
+        elif wait > 0:  # the usual frame's wait: a bare timer (no task); stop is seen after it
+            await asyncio.sleep(wait)
         await self.output.write(unit)
         self.last_unit_at = self.clock()
         if self.stats.first_unit_at is None:

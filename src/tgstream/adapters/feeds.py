@@ -76,7 +76,7 @@ class Feed:
         self.first_pts: float | None = None
         self._stderr: deque[str] = deque(maxlen=8)
         self._tasks: list[asyncio.Task[None]] = []
-        self._fetching: asyncio.Task[object | None] | None = None
+        self._fetching: asyncio.Future[object | None] | None = None
 
     @property
     def position(self) -> float:
@@ -138,12 +138,23 @@ class Feed:
         """Seconds of output timeline left uncovered where this feed was last spliced in."""
         return 0.0
 
-    def pending(self) -> asyncio.Task[object | None]:
+    def pending(self) -> asyncio.Future[object | None]:
         """The in-flight fetch of the next payload. Never cancelled: waiting on it with a
-        timeout and coming back later loses no data."""
+        timeout and coming back later loses no data. Already done when the payload was read
+        ahead (:meth:`_ready`): no task, no loop iteration for that unit."""
         if self._fetching is None:
-            self._fetching = asyncio.create_task(self._fetch(), name=f"fetch:{self.label}")
+            payload = self._ready()
+            if payload is not None:
+                done: asyncio.Future[object | None] = asyncio.get_running_loop().create_future()
+                done.set_result(payload)
+                self._fetching = done
+            else:
+                self._fetching = asyncio.create_task(self._fetch(), name=f"fetch:{self.label}")
         return self._fetching
+
+    def _ready(self) -> object | None:
+        """The next payload when it can be had without waiting, else ``None``."""
+        return None
 
     def take(self) -> Unit | None:
         """The fetched payload placed on the timeline (``None`` at end of stream)."""
@@ -247,23 +258,25 @@ class TsFeed(Feed):
     def splice_gap(self) -> float:
         return self._rebaser.gap
 
-    def pending(self) -> asyncio.Task[object | None]:
+    def pending(self) -> asyncio.Future[object | None]:
         """Done as soon as a unit can be taken: at once while units of the last read remain,
         else once reads have brought a whole unit (a keyframe, when splicing) or the end."""
         if self._fetching is None:
             if self._rebaser.ready() or self._rebaser.eof:
                 done: asyncio.Future[object | None] = asyncio.get_running_loop().create_future()
                 done.set_result(None)
-                return done  # type: ignore[return-value]
+                return done
             self._fetching = asyncio.create_task(self._fetch(), name=f"fetch:{self.label}")
         return self._fetching
 
-    async def _fetch(self) -> None:
+    async def _fetch(self) -> object | None:
+        """Reads until a unit can be taken; the units stay in the rebaser (returns None)."""
         assert self.proc is not None
         assert self.proc.stdout is not None
         while not self._rebaser.ready() and not self._rebaser.eof:
             self._rebaser.push(await self.proc.stdout.read(_TS_READ))
             self._report_holes()
+        return None
 
     def _report_holes(self) -> None:
         holes = self._rebaser.holes
@@ -397,6 +410,11 @@ class RawFeed(Feed):
             await self._audio_waiter
         if not self._audio:
             return None
+        return self._pop_audio()
+
+    def _pop_audio(self) -> bytes:
+        """One tick of PCM from what was received (padded with silence at the end)."""
+        n = self._audio_bytes
         with memoryview(self._audio) as view:
             chunk = view[:n].tobytes()
         del self._audio[:n]  # O(1): a bytearray drops its head by moving its start
@@ -405,6 +423,18 @@ class RawFeed(Feed):
             if self._audio_transport is not None:
                 self._audio_transport.resume_reading()
         return chunk if len(chunk) == n else chunk.ljust(n, b"\0")
+
+    def _ready(self) -> tuple[bytes, bytes] | None:
+        """A frame read ahead and its tick of PCM, when both are here (steady state)."""
+        if len(self._audio) < self._audio_bytes:
+            return None
+        if self._q.has_video:
+            assert self._video is not None
+            frame = self._video.poll()
+            if frame is None:
+                return None
+            return frame, self._pop_audio()
+        return b"", self._pop_audio()
 
     async def _fetch(self) -> tuple[bytes, bytes] | None:
         if self._q.has_video:
@@ -498,6 +528,15 @@ class _FrameReader:
         self._done: asyncio.Future[None] = loop.create_future()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    def poll(self) -> bytes | None:
+        """The next frame when one was read ahead, else ``None`` (without waiting)."""
+        with self._lock:
+            if not self.frames:
+                return None
+            frame = self.frames.popleft()
+        self._space.release()
+        return frame
 
     async def next(self) -> bytes | None:
         """The next frame (``None`` at the end). Takes it at once when one was read ahead, as
