@@ -362,11 +362,6 @@ async def test_quick_replies_reach_the_simulator_as_documented(
     assert refused.json()["error"]["field"] == "content.quick_replies"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="c14core (ae6586b) does not yet fill reply_to_provider_id and "
-    "reaction.provider_message_id for the connector (its model says the core does)",
-)
 @pytest.mark.parametrize("channel", CHANNELS)
 async def test_a_reply_and_a_reaction_name_the_message_by_its_mid(
     hub: Hub, client: httpx.AsyncClient, channel: str

@@ -31,7 +31,8 @@ def test_bots_are_a_bare_token_or_a_token_with_its_tenant(
     assert accounts["support"].tenant is None
     assert accounts["sales"].tenant == "acme"
     secret = telegram(settings).WEBHOOK_SECRET.get_secret_value()
-    assert sorted(settings.secrets()) == sorted(["111:aaaaaaaaaaaa", "222:bbbbbbbbbbbb", secret])
+    # every channel installed adds its own (generated) secrets beside Telegram's
+    assert {"111:aaaaaaaaaaaa", "222:bbbbbbbbbbbb", secret} <= set(settings.secrets())
     assert "bbbbbbbbbbbb" not in repr(settings.channels)  # tokens are secrets, never printed
     assert not settings.simulators
 
