@@ -129,6 +129,22 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             assert made.status_code == 201
             assert made.json()["id"] != ids["media"]
 
+        async def resumable() -> None:
+            made = await owner.post(
+                "/v1/uploads", json={"size": 3, "filename": "a.txt", "mime_type": "text/plain"}
+            )
+            assert made.status_code == 201, made.text
+            path = f"/v1/uploads/{made.json()['id']}"
+            assert (await stranger.get(path)).status_code == 404
+            patched = await stranger.patch(
+                path,
+                content=b"b's",
+                headers={"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+            )
+            assert patched.status_code == 404
+            assert (await stranger.post(f"{path}/complete", json={})).status_code == 404
+            assert (await owner.get(path)).status_code == 200
+
         async def events() -> None:
             seen: list[dict[str, Any]] = []
 
@@ -163,6 +179,10 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             "POST /v1/media": [upload],
             "GET /v1/events": [events],
             "GET /v1/channels": [list_channels],
+            "POST /v1/uploads": [resumable],
+            "GET /v1/uploads/{upload_id}": [resumable],
+            "PATCH /v1/uploads/{upload_id}": [resumable],
+            "POST /v1/uploads/{upload_id}/complete": [resumable],
         }
         assert set(checks) == secured, "a new secured route needs its cross-tenant check here"
         for operation in sorted(checks):

@@ -287,13 +287,14 @@ GOP = 60
 
 
 def test_a_short_gap_inside_a_track_is_covered_by_sound_and_loses_no_frame() -> None:
-    # 10 frames of a, then its source has nothing for 0.5 s (an http source slow to start):
-    # the slate's picture would make a resume only on its next keyframe (frame 60, 50 lost).
+    # 10 frames of a, then its source has nothing for 0.8 s (an http source slow to start; the
+    # first 0.5 s went out at once): the slate's picture would make a resume only on its next
+    # keyframe (frame 60, 50 lost).
     async def main() -> Rig:
         rig = Rig(
             ["a", "b"],
             {"a": Media(3.0)},
-            {"a": lambda start: [Units(10), Wait(0.5), Units(80), End(0)]},
+            {"a": lambda start: [Units(10), Wait(0.8), Units(80), End(0)]},
             gops={"a": GOP, "b": GOP},
         )
         assert await rig.run() == ExitCode.OK
