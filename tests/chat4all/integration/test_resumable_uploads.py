@@ -319,6 +319,9 @@ async def test_grpc_uploads_are_their_tenants_alone_and_refused_alike(hub: Hub) 
                 pb.CompleteUploadRequest(upload_id=mine.id), metadata=key(k)
             ),
         }
+        methods = pb.DESCRIPTOR.services_by_name["Chat4AllService"].methods
+        on_an_upload = {m.name for m in methods if "upload_id" in m.input_type.fields_by_name}
+        assert set(calls) == on_an_upload, "a new RPC on an upload needs its cross-tenant check"
         for name, call in calls.items():
             with pytest.raises(grpc.aio.AioRpcError) as theirs:
                 await call(stranger)

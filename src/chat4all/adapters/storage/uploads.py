@@ -106,11 +106,16 @@ class FileUploads:
     async def get(self, tenant: str, upload_id: str, now: float) -> tuple[Staged, int]:
         """The upload and its offset (bytes kept); :class:`NotFound` for another tenant's,
         like one that does not exist, and for one without a kept chunk for ``ttl``."""
-        meta, _, kept = self._paths(upload_id)
+        meta, part, kept = self._paths(upload_id)
 
         def read() -> tuple[Staged, int, float]:
             try:
-                return (Staged(**json.loads(meta.read_text())), *_kept(kept))
+                staged = Staged(**json.loads(meta.read_text()))
+                try:
+                    return (staged, *_kept(kept))
+                except FileNotFoundError:  # staged before the offset had its own file
+                    stat = part.stat()
+                    return staged, stat.st_size, stat.st_mtime
             except FileNotFoundError:
                 raise self._gone(upload_id) from None
 
@@ -192,7 +197,7 @@ class FileUploads:
             return 0
         stems = {p.name.split(".", 1)[0] for p in self.root.iterdir()}
         expired = 0
-        for stem in sorted(stems):
+        for stem in sorted(s for s in stems if len(s) == 32 and set(s) <= _ID_CHARS):
             meta, part, kept = _files(self.root, stem)
             try:
                 written = _kept(kept)[1]
@@ -200,18 +205,14 @@ class FileUploads:
                 written = max((p.stat().st_mtime for p in (meta, part) if p.exists()), default=0)
             if now - written <= self.ttl:
                 continue
-            try:
-                handle = part.open("rb")
-            except FileNotFoundError:
-                list(_unlink(meta, kept))
-                expired += 1
-                continue
-            with handle:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:  # a chunk is arriving: not idle after all
-                    continue
-                list(_unlink(meta, kept, part))
+            with contextlib.ExitStack() as held:
+                with contextlib.suppress(FileNotFoundError):
+                    handle = held.enter_context(part.open("rb"))
+                    try:
+                        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:  # a chunk is arriving: not idle after all
+                        continue
+                list(_unlink(meta, kept, *self.root.glob(f"{stem}.offset.*"), part))
                 expired += 1
         return expired
 
@@ -286,7 +287,7 @@ async def _receive(part: _Part, chunk: Chunk, limit: int) -> None:
     what the chunk wrote is cut off)."""
     start = part.committed
     if isinstance(chunk.data, bytes):
-        _check_size(start + len(chunk.data), limit)
+        _check_size(start + len(chunk.data), limit, start)
         digest = await asyncio.to_thread(hashlib.sha256, chunk.data)
         _check_sha256(digest.hexdigest(), chunk.sha256, start)
         await asyncio.to_thread(part.write, chunk.data, commit=True)
@@ -295,16 +296,20 @@ async def _receive(part: _Part, chunk: Chunk, limit: int) -> None:
     size = start
     async for piece in chunk.data:
         size += len(piece)
-        _check_size(size, limit)
+        _check_size(size, limit, start)
         digest.update(piece)
         await asyncio.to_thread(part.write, piece)
     _check_sha256(digest.hexdigest(), chunk.sha256, start)
     await asyncio.to_thread(part.commit)
 
 
-def _check_size(size: int, limit: int) -> None:
+def _check_size(size: int, limit: int, start: int) -> None:
     if size > limit:
-        raise InvalidRequest(f"the chunk goes past the declared size ({limit} bytes)", field="size")
+        raise InvalidRequest(
+            f"the chunk at offset {start} goes past the declared size ({limit} bytes); the "
+            f"upload is at offset {start}: send only the rest of the file from there",
+            field="size",
+        )
 
 
 def _check_sha256(actual: str, expected: str | None, start: int) -> None:
