@@ -165,6 +165,9 @@ class FileUploads:
                     await _receive(writing, chunk, staged.size)
             finally:
                 offset = await asyncio.to_thread(writing.settle)
+                # the next request may go on at once (a client resuming after a disconnect)
+                # while the kept bytes reach the disk
+                await asyncio.to_thread(_release_and_sync, handle)
             return offset
 
     @contextlib.asynccontextmanager
@@ -273,13 +276,17 @@ class _Part:
         _keep(self._kept, self.committed, self._clock())
 
     def settle(self) -> int:
-        """Keep only the committed bytes, durably; the offset."""
+        """Keep only the committed bytes (nothing is written after); the offset."""
         with self._turn:
             self._settled = True
             self._handle.flush()
             self._handle.truncate(self.committed)
-            os.fsync(self._handle.fileno())
             return self.committed
+
+
+def _release_and_sync(handle: BinaryIO) -> None:
+    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    os.fsync(handle.fileno())
 
 
 async def _receive(part: _Part, chunk: Chunk, limit: int) -> None:
