@@ -11,7 +11,7 @@ import hashlib
 import os
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,6 +21,7 @@ from chat4all.adapters.storage.media import media_table
 from chat4all.adapters.storage.media_s3 import MIN_PART_SIZE, S3MediaStore
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.errors import NotFound, StoreUnavailable
+from tests.chat4all.integration.test_media import until
 from tests.s3 import client
 from tests.services import free_port
 
@@ -169,13 +170,6 @@ async def test_the_same_bytes_are_stored_once_per_tenant_and_no_tenant_reads_ano
         with pytest.raises(NotFound):
             async with media.open(tenant, media_id):
                 pass
-
-
-async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_an_interrupted_or_cancelled_multipart_upload_leaves_nothing_behind(
