@@ -209,11 +209,11 @@ class S3MediaStore:
                         Key=key,
                         CopySource={"Bucket": self.bucket, "Key": upload.key},
                     )
-                await upload.discard()
+                await upload.drop()  # the staged copy (a failure to is only logged)
         except BaseException:
             if upload is not None:
                 # shielded: a second cancellation does not stop the clean-up half-way
-                await asyncio.shield(upload.abandon())
+                await asyncio.shield(upload.drop())
             raise
         return await self._rows.add(
             tenant, sha256, size, filename=filename, mime_type=mime_type, kind=kind, now=now
@@ -275,7 +275,7 @@ class S3MediaStore:
 class _Multipart:
     """One multipart upload to a staging key, started with its first part: parts sent one at
     a time, each while the next is read. Each call to S3 runs as the one operation in flight,
-    shielded from cancellation (its thread would go on regardless), so :meth:`abandon` knows
+    shielded from cancellation (its thread would go on regardless), so :meth:`drop` knows
     what reached the bucket and leaves nothing of it there."""
 
     def __init__(self, owner: S3MediaStore) -> None:
@@ -299,24 +299,23 @@ class _Multipart:
     async def complete(self) -> None:
         await self._do(self._complete)
 
-    async def discard(self) -> None:
-        """Delete the staging object (once copied to its key, or on failure)."""
-        owner = self._owner
-        await owner._run(
-            "delete a staged file", owner.client.delete_object, Bucket=owner.bucket, Key=self.key
-        )
-
-    async def abandon(self) -> None:
-        """After a failure: the upload aborted (its call in flight first let finish, else S3
-        may keep a part), or the staging object deleted if it was complete. A failure here is
-        logged: the bucket's lifecycle rule is then the last resort."""
+    async def drop(self) -> None:
+        """Leave nothing of it in the bucket: the upload aborted (its call in flight first let
+        finish, else S3 may keep a part), or the staging object deleted once complete (copied
+        to its key, or on a failure after). A failure here is logged, not raised: the bucket's
+        lifecycle rule is then the last resort."""
         if self._sending is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):  # maybe why we are here
                 await self._sending
         owner = self._owner
         try:
             if self._completed:
-                await self.discard()
+                await owner._run(
+                    "delete a staged file",
+                    owner.client.delete_object,
+                    Bucket=owner.bucket,
+                    Key=self.key,
+                )
             elif self._id is not None:
                 await owner._run(
                     "abort storing a file",
@@ -341,7 +340,7 @@ class _Multipart:
 
     async def _sent(self) -> None:
         """Wait for the operation in flight (shielded; it stays in flight for
-        :meth:`abandon` until it is over)."""
+        :meth:`drop` until it is over)."""
         if self._sending is not None:
             await asyncio.shield(self._sending)
             self._sending = None
