@@ -2,7 +2,8 @@
 small (one PUT) and large (multipart, 40 MiB made on the fly) come back with their sha256 and
 without the whole file ever in memory; the same bytes are stored once per tenant and no tenant
 reads another's; an interrupted or cancelled upload leaves no parts, objects or rows behind; a
-missing bucket or an unreachable service is an error naming the setting to correct."""
+missing bucket or an unreachable service is an error naming the setting to correct, and a part
+S3 refuses a 503-kind error after which nothing is left either."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import os
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from botocore.exceptions import ClientError
 
 from chat4all.adapters.storage.media import media_table
 from chat4all.adapters.storage.media_s3 import MIN_PART_SIZE, S3MediaStore
@@ -233,3 +235,40 @@ async def test_an_object_gone_is_not_found_and_a_bad_bucket_or_endpoint_says_wha
     with pytest.raises(StoreUnavailable, match="retry in a moment") as refused:
         await closed.put("t1", of(b"x"), filename="a", mime_type="x/y", kind="document", now=2)
     assert bucket not in str(refused.value)
+
+
+class RefusingPart:
+    """The real client, but S3 refuses one part (as a service in trouble does): a fake at the
+    library's boundary."""
+
+    def __init__(self, real: S3Client, refused: int) -> None:
+        self._real, self._refused = real, refused
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def upload_part(self, **kwargs: Any) -> Any:
+        if kwargs["PartNumber"] == self._refused:
+            raise ClientError(
+                {"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}},
+                "UploadPart",
+            )
+        return self._real.upload_part(**kwargs)
+
+
+async def test_a_part_s3_refuses_is_a_retry_later_and_the_upload_is_aborted(
+    store: SqlStore, s3: S3Client, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    media = S3MediaStore(store, RefusingPart(s3, 2), bucket, part_size=PART)
+    with pytest.raises(StoreUnavailable, match=r"cannot store a part of a file now \(SlowDown\)"):
+        await media.put(
+            "t1",
+            Generated(3 * PART).chunks(),
+            filename="a",
+            mime_type="x/y",
+            kind="document",
+            now=1,
+        )
+    assert open_uploads(s3, bucket) == [] and keys(s3, bucket) == []
+    assert await rows(store) == 0
+    assert "SlowDown (Please reduce your request rate.)" in caplog.text  # for the operator
