@@ -64,7 +64,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[tgstream,chat4all,dev]'
+	$(BIN)/python -m pip install -q -e '.[tgstream,chat4all,s3,dev]'
 	touch $@
 
 deps: system-deps $(STAMP)

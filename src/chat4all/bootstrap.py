@@ -45,10 +45,10 @@ from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
 from chat4all.entrypoints.services import Services
 from chat4all.entrypoints.tls import Tls
-from chat4all.errors import StoreUnavailable
+from chat4all.errors import InvalidRequest, StoreUnavailable
 from chat4all.metrics import HubMetrics
 from chat4all.plugin import SIMULATOR_ACCOUNT
-from chat4all.ports import Connector
+from chat4all.ports import Connector, MediaStore
 from chat4all.service_layer.access import Access, LocalRateLimiter, RateLimiter
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.actions import Actions
@@ -79,6 +79,7 @@ __all__ = [
     "run_roles",
     "running_hub",
     "open_store",
+    "open_media_store",
     "SIMULATOR_ACCOUNT",
 ]
 
@@ -181,6 +182,29 @@ async def open_store(settings: Settings) -> SqlStore:
         ) from None
 
 
+async def open_media_store(
+    settings: Settings, store: SqlStore, stack: contextlib.AsyncExitStack
+) -> MediaStore:
+    """The media store ``CHAT4ALL_MEDIA_BACKEND`` names (closed with ``stack``); an S3 bucket
+    is checked first: :class:`StoreUnavailable` says what is wrong with it,
+    :class:`InvalidRequest` that the ``s3`` extra is missing."""
+    if settings.MEDIA_BACKEND == "file":
+        return FileMediaStore(store, settings.media_dir)
+    try:
+        from chat4all.adapters.storage.media_s3 import S3MediaStore  # noqa: PLC0415 - s3 extra
+    except ImportError:
+        raise InvalidRequest(
+            "CHAT4ALL_MEDIA_BACKEND=s3 needs the s3 extra (boto3), not installed here: "
+            "pip install 'tgstream-chat4all[chat4all,s3]', or set CHAT4ALL_MEDIA_BACKEND=file",
+            field="CHAT4ALL_MEDIA_BACKEND",
+        ) from None
+    bucket = S3MediaStore.from_settings(store, settings)
+    stack.callback(bucket.close)
+    await bucket.check()
+    log.info("media are stored in the %s", bucket.where)
+    return bucket
+
+
 async def _housekeeping(store: SqlStore, keep: float, stop: asyncio.Event) -> None:
     """Forget idempotency keys and provider update ids older than ``keep`` seconds, hourly."""
     while not stop.is_set():
@@ -206,7 +230,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         store.fanout = fanout_many  # webhooks are queued in the transaction of their change
         keys = KeyRing(store)
         webhooks = WebhookStore(store)
-        media_store = FileMediaStore(store, settings.media_dir)
+        media_store = await open_media_store(settings, store, stack)
         media = MediaLibrary(
             media_store,
             settings.MEDIA_MAX_BYTES,
