@@ -258,7 +258,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         )
         audit = AuditLog(store)
         access = Access(keys, audit, limiter=limiter)
-        tenants = Tenants(SqlTenantSettings(store), media.links)
+        tenants = Tenants(SqlTenantSettings(store), media.links, audit=audit)
         messages = Messages(
             store,
             tracer=tracer,

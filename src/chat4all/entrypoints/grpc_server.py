@@ -319,7 +319,7 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
         async with self._rpc(context, "UpdateSettings"):
             who = await self._who(context, "admin")
             oversize = request.oversize if request.HasField("oversize") else None
-            settings = await self._use.tenants.update(who.tenant, oversize)
+            settings = await self._use.tenants.update(who.tenant, oversize, actor=who.key_id)
             return pb.UpdateSettingsResponse(settings=pb.Settings(oversize=settings.oversize.value))
         raise AssertionError("unreachable")
 

@@ -14,6 +14,7 @@ from typing import Final
 from chat4all.domain.model import Oversize
 from chat4all.errors import InvalidRequest
 from chat4all.ports import TenantSettingsStore
+from chat4all.service_layer.access import AuditTrail
 from chat4all.service_layer.media_links import MediaLinks
 
 __all__ = ["Tenants", "TenantSettings", "DEFAULT_OVERSIZE", "oversize_of"]
@@ -46,9 +47,11 @@ class Tenants:
         store: TenantSettingsStore,
         links: MediaLinks | None = None,
         clock: Callable[[], float] = time.time,
+        audit: AuditTrail | None = None,
     ) -> None:
         """``links``: whether this hub can send links (a tenant cannot choose ``link`` when it
-        cannot)."""
+        cannot); ``audit``: where each change is recorded (who, what, from and to)."""
+        self._audit = audit
         self._store = store
         self._links = links if links is not None else MediaLinks(None)
         self._clock = clock
@@ -59,12 +62,20 @@ class Tenants:
     async def settings(self, tenant: str) -> TenantSettings:
         return TenantSettings(oversize=await self.oversize(tenant))
 
-    async def update(self, tenant: str, oversize: str | None = None) -> TenantSettings:
-        """Change the settings given (``None``: unchanged); 422 naming the field for a value
-        that is not one, or ``link`` on a hub that cannot make links (with the setting to set)."""
+    async def update(
+        self, tenant: str, oversize: str | None = None, actor: str | None = None
+    ) -> TenantSettings:
+        """Change the settings given (``None``: unchanged) as ``actor`` (a key id, for the
+        audit log); 422 naming the field for a value that is not one, or ``link`` on a hub that
+        cannot make links (with the setting to set)."""
         policy = oversize_of(oversize)
         if policy is not None:
             if policy is Oversize.LINK and self._links.refusal is not None:
                 raise InvalidRequest(self._links.refusal, field="oversize")
+            before = await self.oversize(tenant)
             await self._store.set_oversize(tenant, policy, self._clock())
+            if self._audit is not None and before is not policy:
+                await self._audit.append(
+                    "settings_changed", tenant, actor, f"oversize {before.value} -> {policy.value}"
+                )
         return await self.settings(tenant)

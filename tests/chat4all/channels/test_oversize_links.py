@@ -112,6 +112,11 @@ async def test_an_oversize_video_is_refused_or_sent_as_a_link_as_the_tenant_or_t
         assert changed.status_code == 200, changed.text
         assert changed.json() == {"oversize": "link"}
         assert (await client.get("/v1/settings")).json() == {"oversize": "link"}
+        [audited] = [e for e in await hub.audit.entries() if e.event == "settings_changed"]
+        assert (audited.tenant, audited.detail) == ("default", "oversize reject -> link")
+        assert hub.admin_key
+        key_id = hub.admin_key.split("_")[1]  # (the key itself never in the output)
+        assert audited.actor == key_id
         default = await client.post("/v1/messages", json=video(media_id))
         assert default.status_code == 202, default.text
         await until(lambda: sim.sent_to(USER) == 2)

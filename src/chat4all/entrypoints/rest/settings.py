@@ -36,5 +36,6 @@ async def get_settings(who: Admin, use: Use) -> dict[str, Any]:
 async def update_settings(body: SettingsIn, who: Admin, use: Use) -> dict[str, Any]:
     """Change the settings given; the answer has them all. ``oversize: link`` is refused (422,
     with the setting to set) on a hub that has no public URL for media links."""
-    settings = await use.tenants.update(who.tenant, body.oversize.value if body.oversize else None)
+    oversize = body.oversize.value if body.oversize else None
+    settings = await use.tenants.update(who.tenant, oversize, actor=who.key_id)
     return {"oversize": settings.oversize.value}
