@@ -437,7 +437,8 @@ class Messages:
                 if most is not None and media.size > most:
                     policy = request.oversize or await self._oversize(tenant)
                     if policy is Oversize.REJECT:
-                        raise _too_big(request.channel, limits, kind, media.size, n)
+                        linkable = self._links.refusal is None
+                        raise _too_big(request.channel, limits, kind, media.size, n, linkable)
                     links.append(_link_text(attachment, self._link(tenant, media)))
                     continue
             attachments.append(
@@ -510,19 +511,24 @@ def _fits_kind(channel: str, limits: Limits, kind: str, n: int) -> None:
         )
 
 
-def _too_big(channel: str, limits: Limits, kind: str, size: int, n: int) -> InvalidRequest:
+def _too_big(
+    channel: str, limits: Limits, kind: str, size: int, n: int, linkable: bool
+) -> InvalidRequest:
     """The refusal of an upload over ``channel``'s limit for ``kind`` (policy ``reject``), with
-    what the client can do instead."""
+    what the client can do instead (a link only when this hub can make one)."""
     most = limits.max_bytes[kind]
     noun = "photos" if kind == "image" else f"{kind}s"
     ways = ["send a smaller file"]
     as_document = limits.max_bytes.get("document")
     if kind != "document" and "document" in limits.kinds and (as_document or size) >= size:
         ways.append('send it with kind "document"')
-    ways.append('send it as a link (oversize "link")')
+    if linkable:
+        ways.append('send it as a link (oversize "link")')
+    if len(ways) > 1:
+        ways[-2:] = [f"{ways[-2]} or {ways[-1]}"]
     return InvalidRequest(
         f"the {kind} is {size_text(size)}; {channel} takes {noun} up to "
-        f"{size_text(most)}: {', '.join(ways[:-1])} or {ways[-1]}",
+        f"{size_text(most)}: {', '.join(ways)}",
         field=f"content.attachments[{n}].kind",
     )
 

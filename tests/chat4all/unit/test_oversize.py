@@ -126,10 +126,17 @@ async def test_links_that_cannot_be_made_or_do_not_fit_are_refused(
     with pytest.raises(InvalidRequest, match="oversize must be one of reject, link"):
         await Tenants(SqlTenantSettings(store), LINKS).update("t1", "maybe")
 
-    # too big even as a document: the refusal does not suggest it
+    # too big even as a document: the refusal does not suggest it; nor links, on a hub
+    # without them
     with pytest.raises(InvalidRequest) as as_document:
         await messages(store, media).send("t1", send(upload(over.id)))
     assert 'kind "document"' not in str(as_document.value)
+    assert str(as_document.value).endswith(
+        'send a smaller file or send it as a link (oversize "link")'
+    )
+    with pytest.raises(InvalidRequest) as no_links:
+        await no_url.send("t1", send(upload(over.id)))
+    assert str(no_links.value).endswith("up to 10 bytes: send a smaller file")
 
     # the text with its link over the channel's text limit: refused on the text
     with pytest.raises(InvalidRequest) as long:
