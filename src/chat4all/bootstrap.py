@@ -38,6 +38,7 @@ from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
+from chat4all.adapters.storage.tenants import SqlTenantSettings
 from chat4all.adapters.storage.uploads import FileUploads
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout_many
 from chat4all.config import Settings
@@ -63,6 +64,7 @@ from chat4all.service_layer.status import StatusPublisher
 from chat4all.service_layer.subscriptions import Subscriptions
 from chat4all.service_layer.supervisor import Supervisor
 from chat4all.service_layer.targets import Resolver, TargetPolicy, resolve
+from chat4all.service_layer.tenants import Tenants
 from chat4all.service_layer.wakeup import LocalWakeup, Wakeup
 from chat4all.service_layer.webhooks import WebhookDispatcher
 from chat4all.simulator.host import QuietServer
@@ -280,8 +282,15 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         )
         audit = AuditLog(store)
         access = Access(keys, audit, limiter=limiter)
+        tenants = Tenants(SqlTenantSettings(store), media.links, audit=audit)
         messages = Messages(
-            store, tracer=tracer, accounts=accounts, media=media_store, limits=channels.limits
+            store,
+            tracer=tracer,
+            accounts=accounts,
+            media=media_store,
+            limits=channels.limits,
+            links=media.links,
+            tenants=tenants,
         )
         inbound = Inbound(
             store, publisher, accounts, channels.receivers, clock=clock, counted=metrics.receipt
@@ -317,6 +326,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
                 bus=bus,
                 media=media,
                 actions=Actions(store, connectors, channels.limits),
+                tenants=tenants,
                 wake=wakeup.wake,
             ),
             wakeup=wakeup,
