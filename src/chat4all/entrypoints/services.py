@@ -15,6 +15,7 @@ from chat4all.service_layer.events import LiveEvents
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.messages import Messages
+from chat4all.service_layer.tenants import Tenants
 
 __all__ = ["Services", "SubscriptionBook"]
 
@@ -46,5 +47,6 @@ class Services:
     bus: LiveEvents
     media: MediaLibrary
     actions: Actions
+    tenants: Tenants
     wake: Callable[[], None] | None = None
     """Tells the dispatcher a new message is due (called after each accepted send)."""

@@ -119,6 +119,16 @@ class Chat4AllServiceStub:
                 request_serializer=chat4all_dot_v1_dot_api__pb2.ConversationActionRequest.SerializeToString,
                 response_deserializer=chat4all_dot_v1_dot_api__pb2.ConversationActionResponse.FromString,
                 _registered_method=True)
+        self.GetSettings = channel.unary_unary(
+                '/chat4all.v1.Chat4AllService/GetSettings',
+                request_serializer=chat4all_dot_v1_dot_api__pb2.GetSettingsRequest.SerializeToString,
+                response_deserializer=chat4all_dot_v1_dot_api__pb2.GetSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSettings = channel.unary_unary(
+                '/chat4all.v1.Chat4AllService/UpdateSettings',
+                request_serializer=chat4all_dot_v1_dot_api__pb2.UpdateSettingsRequest.SerializeToString,
+                response_deserializer=chat4all_dot_v1_dot_api__pb2.UpdateSettingsResponse.FromString,
+                _registered_method=True)
 
 
 class Chat4AllServiceServicer:
@@ -255,6 +265,21 @@ class Chat4AllServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSettings(self, request, context):
+        """The tenant's settings, defaults for those never changed (admin keys).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSettings(self, request, context):
+        """Change the settings given; the response has them all (admin keys). INVALID_ARGUMENT for
+        oversize "link" on a hub without a public URL for media links.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_Chat4AllServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -342,6 +367,16 @@ def add_Chat4AllServiceServicer_to_server(servicer, server):
                     servicer.ConversationAction,
                     request_deserializer=chat4all_dot_v1_dot_api__pb2.ConversationActionRequest.FromString,
                     response_serializer=chat4all_dot_v1_dot_api__pb2.ConversationActionResponse.SerializeToString,
+            ),
+            'GetSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettings,
+                    request_deserializer=chat4all_dot_v1_dot_api__pb2.GetSettingsRequest.FromString,
+                    response_serializer=chat4all_dot_v1_dot_api__pb2.GetSettingsResponse.SerializeToString,
+            ),
+            'UpdateSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSettings,
+                    request_deserializer=chat4all_dot_v1_dot_api__pb2.UpdateSettingsRequest.FromString,
+                    response_serializer=chat4all_dot_v1_dot_api__pb2.UpdateSettingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -803,6 +838,60 @@ class Chat4AllService:
             '/chat4all.v1.Chat4AllService/ConversationAction',
             chat4all_dot_v1_dot_api__pb2.ConversationActionRequest.SerializeToString,
             chat4all_dot_v1_dot_api__pb2.ConversationActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat4all.v1.Chat4AllService/GetSettings',
+            chat4all_dot_v1_dot_api__pb2.GetSettingsRequest.SerializeToString,
+            chat4all_dot_v1_dot_api__pb2.GetSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat4all.v1.Chat4AllService/UpdateSettings',
+            chat4all_dot_v1_dot_api__pb2.UpdateSettingsRequest.SerializeToString,
+            chat4all_dot_v1_dot_api__pb2.UpdateSettingsResponse.FromString,
             options,
             channel_credentials,
             insecure,
