@@ -9,7 +9,8 @@ opens the database. :func:`run_roles` starts some of its roles under the hub's
 - ``api``: the REST and gRPC servers;
 - ``workers``: the dispatcher and the webhook dispatcher (and any worker a test injects);
 - ``pollers``: the channels' pollers (those their settings ask for);
-- ``housekeeping``: the hourly purge of old idempotency keys and update ids.
+- ``housekeeping``: the hourly purge of old idempotency keys and update ids, and of unfinished
+  uploads past their time to live (:func:`housekeep`).
 
 :func:`running_hub` is ``chat4all serve``: all of them in one process. Tests inject fakes through
 the overrides of :func:`build_hub` (a tracer, a clock, connectors, an httpx transport for
@@ -99,7 +100,8 @@ class Injected(TypedDict, total=False):
 
     tracer: Tracer
     clock: Callable[[], float]
-    """Wall clock of the workers, the inbound use case and the supervisor."""
+    """Wall clock of the workers, the inbound use case, the media library (links, uploads'
+    expiry) and the supervisor."""
     connectors: Mapping[str, Connector]
     """Instead of the configured channels' connectors."""
     webhook_transport: httpx.AsyncBaseTransport
@@ -207,18 +209,36 @@ async def open_media_store(
     return bucket
 
 
-async def _housekeeping(store: SqlStore, keep: float, stop: asyncio.Event) -> None:
-    """Forget idempotency keys and provider update ids older than ``keep`` seconds, hourly."""
+async def housekeep(hub: Hub) -> None:
+    """One round of the ``housekeeping`` role: forget idempotency keys and provider update ids
+    older than ``CHAT4ALL_IDEMPOTENCY_HOURS``, and delete the unfinished uploads without a write
+    for ``CHAT4ALL_UPLOAD_TTL_HOURS`` (counted in ``chat4all_uploads_expired_total``). A failure
+    is logged and tried again next round."""
+    keep = hub.settings.IDEMPOTENCY_HOURS * 3600.0
+    try:
+        keys, updates = await hub.store.purge(time.time() - keep)
+    except Exception as exc:  # a busy database now is no reason to stop trying
+        log.warning("housekeeping failed (retrying in an hour): %s: %s", type(exc).__name__, exc)
+    else:
+        if keys or updates:
+            log.info("forgot %d idempotency key(s) and %d update id(s)", keys, updates)
+    try:
+        expired = await hub.media.expire_uploads()
+    except OSError as exc:  # a full or unmounted volume now: next round
+        log.warning(
+            "could not delete expired uploads (retrying in an hour): %s: %s",
+            type(exc).__name__,
+            exc,
+        )
+    else:
+        if expired:
+            hub.metrics.uploads_expired.inc(expired)
+            log.info("deleted %d unfinished upload(s) past CHAT4ALL_UPLOAD_TTL_HOURS", expired)
+
+
+async def _housekeeping(hub: Hub, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        try:
-            keys, updates = await store.purge(time.time() - keep)
-        except Exception as exc:  # a busy database now is no reason to stop trying
-            log.warning(
-                "housekeeping failed (retrying in an hour): %s: %s", type(exc).__name__, exc
-            )
-        else:
-            if keys or updates:
-                log.info("forgot %d idempotency key(s) and %d update id(s)", keys, updates)
+        await housekeep(hub)
         await sleep_or_stop(stop, _HOUSEKEEPING_EVERY)
 
 
@@ -232,14 +252,18 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         store.fanout = fanout_many  # webhooks are queued in the transaction of their change
         keys = KeyRing(store)
         webhooks = WebhookStore(store)
+        clock = overrides.get("clock", time.time)
         media_store = await open_media_store(settings, store, stack)
         media = MediaLibrary(
             media_store,
             settings.MEDIA_MAX_BYTES,
+            clock=clock,
             links=MediaLinks(
                 settings.MEDIA_LINK_SECRET, settings.MEDIA_PUBLIC_URL, settings.MEDIA_LINK_TTL
             ),
-            uploads=FileUploads(settings.media_dir / ".uploads"),
+            uploads=FileUploads(
+                settings.media_dir / ".uploads", ttl=settings.UPLOAD_TTL_HOURS * 3600.0
+            ),
         )
         admin_key = None
         if not await keys.list():
@@ -250,7 +274,6 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             if provider is not None:
                 stack.callback(provider.shutdown)  # flushes what is still batched
                 log.info("traces go to %s", settings.OTLP_ENDPOINT)
-        clock = overrides.get("clock", time.time)
 
         channels = build_channels(settings, media_store)
         stack.push_async_callback(channels.close)
@@ -415,8 +438,7 @@ async def _pollers(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
 
 
 async def _housekeeping_role(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
-    keep = hub.settings.IDEMPOTENCY_HOURS * 3600.0
-    hub.supervisor.start("housekeeping", _housekeeping(hub.store, keep, hub.supervisor.stop))
+    hub.supervisor.start("housekeeping", _housekeeping(hub, hub.supervisor.stop))
 
 
 async def _as_coroutine(work: Worker, stop: asyncio.Event) -> None:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     MEDIA_MAX_BYTES: int = Field(default=50 * 1024 * 1024, ge=1, le=2 * 1024**3)
     """The largest upload (``POST /v1/media``, gRPC ``UploadMedia``); a channel's own smaller
     limits (by kind) are checked when a message is sent."""
+    UPLOAD_TTL_HOURS: float = Field(default=24, gt=0, le=24 * 30)
+    """Hours an unfinished resumable upload is kept after its last chunk; then the hourly
+    housekeeping deletes it (its staged bytes with it) and it answers 404, saying so."""
     MEDIA_DIR: Path | None = None
     """Where uploads are kept (by content, a directory per tenant); empty: DATA_DIR/media.
     Processes that share one database must share this directory too (a network file system,

@@ -8,6 +8,7 @@ table, :mod:`chat4all.entrypoints.error_codes`.
     ├── IdempotencyConflict    the same Idempotency-Key with a different body
     ├── IdempotencyInFlight    the first request with that key is still running
     ├── NotFound               no such resource for this tenant
+    ├── UploadConflict         another request is writing the same upload, or wrote it first
     ├── AuthError              no or unknown API key
     ├── PermissionDenied       the key's role may not do this
     ├── RateLimited            over the key's (or the global) rate; ``retry_after`` seconds
@@ -27,6 +28,7 @@ __all__ = [
     "IdempotencyConflict",
     "IdempotencyInFlight",
     "NotFound",
+    "UploadConflict",
     "AuthError",
     "PermissionDenied",
     "RateLimited",
@@ -61,6 +63,11 @@ class IdempotencyInFlight(Chat4AllError):
 
 class NotFound(Chat4AllError):
     """No such resource for this tenant."""
+
+
+class UploadConflict(Chat4AllError):
+    """Another request is writing the same resumable upload, or moved its offset first: ask
+    where it stands and send from there."""
 
 
 class AuthError(Chat4AllError):

@@ -90,6 +90,11 @@ class HubMetrics:
             ["channel", "outcome"],
             registry=registry,
         )
+        self.uploads_expired = Counter(
+            "chat4all_uploads_expired",
+            "Unfinished resumable uploads deleted after CHAT4ALL_UPLOAD_TTL_HOURS without a write.",
+            registry=registry,
+        )
         self._open: set[str] = set()
 
     # ---- DispatchEvents ----

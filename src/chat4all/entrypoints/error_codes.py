@@ -26,6 +26,7 @@ from chat4all.errors import (
     RateLimited,
     RetryableDelivery,
     StoreUnavailable,
+    UploadConflict,
 )
 
 __all__ = ["ErrorAnswer", "ERROR_ANSWERS", "answer_for"]
@@ -50,6 +51,8 @@ ERROR_ANSWERS: Final[Mapping[type[Chat4AllError], ErrorAnswer]] = {
     ),
     IdempotencyInFlight: ErrorAnswer(409, "idempotency_in_flight", grpc.StatusCode.ALREADY_EXISTS),
     NotFound: ErrorAnswer(404, "not_found", grpc.StatusCode.NOT_FOUND),
+    # tus answers 409 to a chunk at a stale offset; gRPC's ABORTED is its concurrency conflict
+    UploadConflict: ErrorAnswer(409, "upload_conflict", grpc.StatusCode.ABORTED),
     AuthError: ErrorAnswer(401, "unauthenticated", grpc.StatusCode.UNAUTHENTICATED),
     PermissionDenied: ErrorAnswer(403, "permission_denied", grpc.StatusCode.PERMISSION_DENIED),
     RateLimited: ErrorAnswer(429, "rate_limited", grpc.StatusCode.RESOURCE_EXHAUSTED),

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from chat4all.adapters.storage.uploads import Chunk, Staged
 from chat4all.adapters.storage.webhooks import Subscription
 from chat4all.domain.model import (
     Attachment,
@@ -14,6 +15,7 @@ from chat4all.domain.model import (
     Content,
     Conversation,
     Location,
+    Media,
     Menu,
     MenuRow,
     MenuSection,
@@ -25,7 +27,17 @@ from chat4all.domain.model import (
 from chat4all.errors import InvalidRequest
 from chat4all.v1 import api_pb2 as pb
 
-__all__ = ["once", "content_of", "content_pb", "message_pb", "conversation_pb", "subscription_pb"]
+__all__ = [
+    "once",
+    "content_of",
+    "content_pb",
+    "message_pb",
+    "conversation_pb",
+    "subscription_pb",
+    "media_pb",
+    "upload_pb",
+    "chunks_of",
+]
 
 
 async def once(data: bytes) -> AsyncIterator[bytes]:
@@ -226,3 +238,45 @@ def conversation_pb(c: Conversation) -> pb.Conversation:
 
 def subscription_pb(s: Subscription) -> pb.Subscription:
     return pb.Subscription(id=s.id, url=s.url, events=s.events, created_at=s.created_at)
+
+
+def media_pb(m: Media) -> pb.Media:
+    return pb.Media(
+        id=m.id,
+        filename=m.filename,
+        mime_type=m.mime_type,
+        size=m.size,
+        sha256=m.sha256,
+        kind=m.kind,
+    )
+
+
+def upload_pb(staged: Staged, offset: int) -> pb.Upload:
+    return pb.Upload(
+        id=staged.id,
+        size=staged.size,
+        offset=offset,
+        filename=staged.filename,
+        mime_type=staged.mime_type,
+    )
+
+
+async def chunks_of(
+    first: pb.AppendUploadRequest, rest: AsyncIterator[pb.AppendUploadRequest]
+) -> AsyncIterator[Chunk]:
+    """An AppendUpload stream's chunks: one per message with data (or a sha256), the first
+    message's included; a later message naming another upload is refused."""
+    if first.data or first.HasField("sha256"):
+        yield _chunk(first)
+    async for request in rest:
+        if request.upload_id not in ("", first.upload_id):
+            raise InvalidRequest(
+                "upload_id is for the first message only; a stream appends to one upload",
+                field="upload_id",
+            )
+        if request.data or request.HasField("sha256"):
+            yield _chunk(request)
+
+
+def _chunk(request: pb.AppendUploadRequest) -> Chunk:
+    return Chunk(request.data, request.sha256 if request.HasField("sha256") else None)

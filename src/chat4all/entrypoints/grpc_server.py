@@ -22,11 +22,14 @@ from opentelemetry.trace import Tracer
 from chat4all.domain.access import Principal
 from chat4all.entrypoints.error_codes import answer_for
 from chat4all.entrypoints.grpc_codec import (
+    chunks_of,
     content_of,
     conversation_pb,
+    media_pb,
     message_pb,
     once,
     subscription_pb,
+    upload_pb,
 )
 from chat4all.entrypoints.services import Services
 from chat4all.errors import Chat4AllError, InvalidRequest
@@ -115,6 +118,9 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
                     failed(span, str(exc))
                 field = getattr(exc, "field", None)
                 await context.abort(code, f"{field}: {exc}" if field else str(exc), trailers)
+            except asyncio.CancelledError:  # the client went away (or cancelled the call)
+                code = grpc.StatusCode.CANCELLED
+                raise
             except BaseException:
                 code = grpc.StatusCode.UNKNOWN
                 raise
@@ -212,16 +218,61 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
                 request.mime_type if request.HasField("mime_type") else None,
                 request.kind or None,
             )
-            return pb.UploadMediaResponse(
-                media=pb.Media(
-                    id=stored.id,
-                    filename=stored.filename,
-                    mime_type=stored.mime_type,
-                    size=stored.size,
-                    sha256=stored.sha256,
-                    kind=stored.kind,
-                )
+            return pb.UploadMediaResponse(media=media_pb(stored))
+        raise AssertionError("unreachable")
+
+    async def CreateUpload(
+        self, request: pb.CreateUploadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateUploadResponse:
+        async with self._rpc(context, "CreateUpload"):
+            who = await self._who(context, "send")
+            staged = await self._use.media.create_upload(
+                who.tenant,
+                request.size,
+                request.filename or None,
+                request.mime_type if request.HasField("mime_type") else None,
+                request.kind or None,
+                request.sha256 if request.HasField("sha256") else None,
             )
+            return pb.CreateUploadResponse(upload=upload_pb(staged, 0))
+        raise AssertionError("unreachable")
+
+    async def GetUpload(
+        self, request: pb.GetUploadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetUploadResponse:
+        async with self._rpc(context, "GetUpload"):
+            who = await self._who(context, "send")
+            staged, offset = await self._use.media.upload_offset(who.tenant, request.upload_id)
+            return pb.GetUploadResponse(upload=upload_pb(staged, offset))
+        raise AssertionError("unreachable")
+
+    async def AppendUpload(
+        self,
+        request_iterator: AsyncIterator[pb.AppendUploadRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.AppendUploadResponse:
+        async with self._rpc(context, "AppendUpload"):
+            who = await self._who(context, "send")
+            requests = aiter(request_iterator)
+            first = await anext(requests, None)
+            if first is None or not first.upload_id:
+                raise InvalidRequest(
+                    "the first message names the upload (and its offset, from GetUpload)",
+                    field="upload_id",
+                )
+            offset = await self._use.media.append(
+                who.tenant, first.upload_id, first.offset, chunks_of(first, requests)
+            )
+            return pb.AppendUploadResponse(offset=offset)
+        raise AssertionError("unreachable")
+
+    async def CompleteUpload(
+        self, request: pb.CompleteUploadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteUploadResponse:
+        async with self._rpc(context, "CompleteUpload"):
+            who = await self._who(context, "send")
+            media = await self._use.media.finish(who.tenant, request.upload_id)
+            return pb.CompleteUploadResponse(media=media_pb(media))
         raise AssertionError("unreachable")
 
     async def StreamEvents(

@@ -1,7 +1,10 @@
 """Use case of uploads: a tenant uploads a file once, then sends it by its ``media_id``.
 
 REST (``POST /v1/media``, multipart) and gRPC (``UploadMedia``) both call :meth:`MediaLibrary
-.upload`, so names, types, kinds and the size limit are decided here, once.
+.upload`, so names, types, kinds and the size limit are decided here, once. The resumable upload
+(REST ``/v1/uploads``, gRPC ``CreateUpload`` ...) is :meth:`MediaLibrary.create_upload`,
+:meth:`~MediaLibrary.upload_offset`, :meth:`~MediaLibrary.append` and
+:meth:`~MediaLibrary.finish`, for both.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import BinaryIO, Final
 
-from chat4all.adapters.storage.uploads import FileUploads, Staged
+from chat4all.adapters.storage.uploads import Chunk, FileUploads, Staged
 from chat4all.domain.model import UPLOAD_KINDS, Media
 from chat4all.errors import InvalidRequest, NotFound
 from chat4all.ports import MediaStore
@@ -133,26 +136,27 @@ class MediaLibrary:
 
     async def upload_offset(self, tenant: str, upload_id: str) -> tuple[Staged, int]:
         """Where an upload stands: what was declared and the bytes received so far."""
-        return await self._staging().get(tenant, upload_id)
+        return await self._staging().get(tenant, upload_id, self._clock())
 
     async def append(
-        self,
-        tenant: str,
-        upload_id: str,
-        offset: int,
-        chunks: AsyncIterable[bytes],
-        sha256: str | None = None,
+        self, tenant: str, upload_id: str, offset: int, chunks: Chunk | AsyncIterable[Chunk]
     ) -> int:
-        """Add a chunk at ``offset`` (the current one); returns the new offset."""
-        if sha256 is not None and not _SHA256.fullmatch(sha256.lower()):
-            raise InvalidRequest("a chunk's sha256 must be 64 hexadecimal digits", field="checksum")
-        return await self._staging().append(tenant, upload_id, offset, chunks, sha256)
+        """Add a chunk (REST: a request's body), or chunks in turn (gRPC: a stream's
+        messages), at ``offset`` (the current one); each is kept whole or not at all, and the
+        whole ones before a refused chunk or a disconnect stay. Returns the new offset."""
+        staging = self._staging()
+        return await staging.append(tenant, upload_id, offset, _checked_chunks(chunks), self._clock)
+
+    async def expire_uploads(self) -> int:
+        """Delete the unfinished uploads without a write for their time to live (the hub's
+        housekeeping); how many."""
+        return 0 if self.uploads is None else await self.uploads.expire(self._clock())
 
     async def finish(self, tenant: str, upload_id: str) -> Media:
         """A complete upload becomes a :class:`Media` (as :meth:`upload`), once its size and
         declared sha256 are checked; the staged bytes are then dropped."""
         staging = self._staging()
-        async with staging.opened(tenant, upload_id) as (staged, handle):
+        async with staging.opened(tenant, upload_id, self._clock()) as (staged, handle):
             media = await self.upload(
                 tenant,
                 _read(handle, expected=staged.sha256),
@@ -160,7 +164,7 @@ class MediaLibrary:
                 staged.mime_type,
                 staged.kind,
             )
-        await staging.discard(tenant, upload_id)
+        await staging.discard(tenant, upload_id, self._clock())
         return media
 
     def link(self, tenant: str, media_id: str) -> str:
@@ -187,6 +191,20 @@ class MediaLibrary:
             yield chunk
         if size == 0:
             raise InvalidRequest("the file is empty", field="file")
+
+
+async def _checked_chunks(chunks: Chunk | AsyncIterable[Chunk]) -> AsyncIterator[Chunk]:
+    """``chunks``, each refused when its sha256 is not 64 hexadecimal digits."""
+    if isinstance(chunks, Chunk):
+        chunks = _single(chunks)
+    async for chunk in chunks:
+        if chunk.sha256 is not None and not _SHA256.fullmatch(chunk.sha256.lower()):
+            raise InvalidRequest("a chunk's sha256 must be 64 hexadecimal digits", field="checksum")
+        yield chunk
+
+
+async def _single(chunk: Chunk) -> AsyncIterator[Chunk]:
+    yield chunk
 
 
 async def _read(handle: BinaryIO, expected: str | None) -> AsyncIterator[bytes]:

@@ -370,6 +370,82 @@ class UploadMediaResponse(_message.Message):
     media: Media
     def __init__(self, media: _Optional[_Union[Media, _Mapping]] = ...) -> None: ...
 
+class Upload(_message.Message):
+    __slots__ = ("id", "size", "offset", "filename", "mime_type")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    size: int
+    offset: int
+    filename: str
+    mime_type: str
+    def __init__(self, id: _Optional[str] = ..., size: _Optional[int] = ..., offset: _Optional[int] = ..., filename: _Optional[str] = ..., mime_type: _Optional[str] = ...) -> None: ...
+
+class CreateUploadRequest(_message.Message):
+    __slots__ = ("size", "filename", "mime_type", "kind", "sha256")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    filename: str
+    mime_type: str
+    kind: str
+    sha256: str
+    def __init__(self, size: _Optional[int] = ..., filename: _Optional[str] = ..., mime_type: _Optional[str] = ..., kind: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class CreateUploadResponse(_message.Message):
+    __slots__ = ("upload",)
+    UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    upload: Upload
+    def __init__(self, upload: _Optional[_Union[Upload, _Mapping]] = ...) -> None: ...
+
+class GetUploadRequest(_message.Message):
+    __slots__ = ("upload_id",)
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    def __init__(self, upload_id: _Optional[str] = ...) -> None: ...
+
+class GetUploadResponse(_message.Message):
+    __slots__ = ("upload",)
+    UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    upload: Upload
+    def __init__(self, upload: _Optional[_Union[Upload, _Mapping]] = ...) -> None: ...
+
+class AppendUploadRequest(_message.Message):
+    __slots__ = ("upload_id", "offset", "data", "sha256")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    offset: int
+    data: bytes
+    sha256: str
+    def __init__(self, upload_id: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class AppendUploadResponse(_message.Message):
+    __slots__ = ("offset",)
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    def __init__(self, offset: _Optional[int] = ...) -> None: ...
+
+class CompleteUploadRequest(_message.Message):
+    __slots__ = ("upload_id",)
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    def __init__(self, upload_id: _Optional[str] = ...) -> None: ...
+
+class CompleteUploadResponse(_message.Message):
+    __slots__ = ("media",)
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
+    media: Media
+    def __init__(self, media: _Optional[_Union[Media, _Mapping]] = ...) -> None: ...
+
 class ListDeadLettersRequest(_message.Message):
     __slots__ = ("cursor", "limit")
     CURSOR_FIELD_NUMBER: _ClassVar[int]

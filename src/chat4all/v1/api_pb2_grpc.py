@@ -64,6 +64,26 @@ class Chat4AllServiceStub:
                 request_serializer=chat4all_dot_v1_dot_api__pb2.UploadMediaRequest.SerializeToString,
                 response_deserializer=chat4all_dot_v1_dot_api__pb2.UploadMediaResponse.FromString,
                 _registered_method=True)
+        self.CreateUpload = channel.unary_unary(
+                '/chat4all.v1.Chat4AllService/CreateUpload',
+                request_serializer=chat4all_dot_v1_dot_api__pb2.CreateUploadRequest.SerializeToString,
+                response_deserializer=chat4all_dot_v1_dot_api__pb2.CreateUploadResponse.FromString,
+                _registered_method=True)
+        self.GetUpload = channel.unary_unary(
+                '/chat4all.v1.Chat4AllService/GetUpload',
+                request_serializer=chat4all_dot_v1_dot_api__pb2.GetUploadRequest.SerializeToString,
+                response_deserializer=chat4all_dot_v1_dot_api__pb2.GetUploadResponse.FromString,
+                _registered_method=True)
+        self.AppendUpload = channel.stream_unary(
+                '/chat4all.v1.Chat4AllService/AppendUpload',
+                request_serializer=chat4all_dot_v1_dot_api__pb2.AppendUploadRequest.SerializeToString,
+                response_deserializer=chat4all_dot_v1_dot_api__pb2.AppendUploadResponse.FromString,
+                _registered_method=True)
+        self.CompleteUpload = channel.unary_unary(
+                '/chat4all.v1.Chat4AllService/CompleteUpload',
+                request_serializer=chat4all_dot_v1_dot_api__pb2.CompleteUploadRequest.SerializeToString,
+                response_deserializer=chat4all_dot_v1_dot_api__pb2.CompleteUploadResponse.FromString,
+                _registered_method=True)
         self.ListDeadLetters = channel.unary_unary(
                 '/chat4all.v1.Chat4AllService/ListDeadLetters',
                 request_serializer=chat4all_dot_v1_dot_api__pb2.ListDeadLettersRequest.SerializeToString,
@@ -154,6 +174,42 @@ class Chat4AllServiceServicer:
         """Upload a file to send it by the returned id (Attachment.media_id); the REST
         POST /v1/media. At most CHAT4ALL_MEDIA_MAX_BYTES (50 MB by default); the server's receive
         limit is that plus 1 MB, so raise your client's send limit to match.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateUpload(self, request, context):
+        """A resumable upload (the REST /v1/uploads), for a file too large for one message: declare
+        it, send its bytes by AppendUpload in any number of calls, ask GetUpload where it stands
+        after a disconnect, then CompleteUpload. At most CHAT4ALL_MEDIA_MAX_BYTES; an upload
+        without a write for CHAT4ALL_UPLOAD_TTL_HOURS (24 by default) expires (NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUpload(self, request, context):
+        """Where an upload stands: its offset is where the next chunk starts (REST HEAD/GET).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendUpload(self, request_iterator, context):
+        """Chunks at the upload's offset, one per message (REST PATCH): the first message names the
+        upload and its offset. Each chunk is kept whole or not at all; a chunk with a wrong sha256
+        or past the declared size ends the call (INVALID_ARGUMENT) and the chunks before it stay,
+        as they do when the client goes away mid-stream. ABORTED: the offset is not the upload's,
+        or another call is writing it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteUpload(self, request, context):
+        """Check the size and the declared sha256 and make the upload a media (REST POST
+        /v1/uploads/{id}/complete); send it by its id (Attachment.media_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -256,6 +312,26 @@ def add_Chat4AllServiceServicer_to_server(servicer, server):
                     servicer.UploadMedia,
                     request_deserializer=chat4all_dot_v1_dot_api__pb2.UploadMediaRequest.FromString,
                     response_serializer=chat4all_dot_v1_dot_api__pb2.UploadMediaResponse.SerializeToString,
+            ),
+            'CreateUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUpload,
+                    request_deserializer=chat4all_dot_v1_dot_api__pb2.CreateUploadRequest.FromString,
+                    response_serializer=chat4all_dot_v1_dot_api__pb2.CreateUploadResponse.SerializeToString,
+            ),
+            'GetUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUpload,
+                    request_deserializer=chat4all_dot_v1_dot_api__pb2.GetUploadRequest.FromString,
+                    response_serializer=chat4all_dot_v1_dot_api__pb2.GetUploadResponse.SerializeToString,
+            ),
+            'AppendUpload': grpc.stream_unary_rpc_method_handler(
+                    servicer.AppendUpload,
+                    request_deserializer=chat4all_dot_v1_dot_api__pb2.AppendUploadRequest.FromString,
+                    response_serializer=chat4all_dot_v1_dot_api__pb2.AppendUploadResponse.SerializeToString,
+            ),
+            'CompleteUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteUpload,
+                    request_deserializer=chat4all_dot_v1_dot_api__pb2.CompleteUploadRequest.FromString,
+                    response_serializer=chat4all_dot_v1_dot_api__pb2.CompleteUploadResponse.SerializeToString,
             ),
             'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeadLetters,
@@ -465,6 +541,114 @@ class Chat4AllService:
             '/chat4all.v1.Chat4AllService/UploadMedia',
             chat4all_dot_v1_dot_api__pb2.UploadMediaRequest.SerializeToString,
             chat4all_dot_v1_dot_api__pb2.UploadMediaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat4all.v1.Chat4AllService/CreateUpload',
+            chat4all_dot_v1_dot_api__pb2.CreateUploadRequest.SerializeToString,
+            chat4all_dot_v1_dot_api__pb2.CreateUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat4all.v1.Chat4AllService/GetUpload',
+            chat4all_dot_v1_dot_api__pb2.GetUploadRequest.SerializeToString,
+            chat4all_dot_v1_dot_api__pb2.GetUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendUpload(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/chat4all.v1.Chat4AllService/AppendUpload',
+            chat4all_dot_v1_dot_api__pb2.AppendUploadRequest.SerializeToString,
+            chat4all_dot_v1_dot_api__pb2.AppendUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat4all.v1.Chat4AllService/CompleteUpload',
+            chat4all_dot_v1_dot_api__pb2.CompleteUploadRequest.SerializeToString,
+            chat4all_dot_v1_dot_api__pb2.CompleteUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,

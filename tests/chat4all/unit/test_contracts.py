@@ -25,6 +25,7 @@ from chat4all.errors import (
     PermissionDenied,
     RateLimited,
     StoreUnavailable,
+    UploadConflict,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -92,6 +93,7 @@ def test_every_error_class_has_one_row_in_the_answer_table() -> None:
         ),
         (IdempotencyInFlight("x"), 409, "idempotency_in_flight", grpc.StatusCode.ALREADY_EXISTS),
         (NotFound("x"), 404, "not_found", grpc.StatusCode.NOT_FOUND),
+        (UploadConflict("x"), 409, "upload_conflict", grpc.StatusCode.ABORTED),
         (AuthError("x"), 401, "unauthenticated", grpc.StatusCode.UNAUTHENTICATED),
         (PermissionDenied("x"), 403, "permission_denied", grpc.StatusCode.PERMISSION_DENIED),
         (RateLimited("x", 1.0), 429, "rate_limited", grpc.StatusCode.RESOURCE_EXHAUSTED),

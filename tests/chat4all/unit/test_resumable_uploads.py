@@ -1,9 +1,11 @@
 """Resumable uploads through the media library: chunks at their offsets in any number of
 calls, an interrupted chunk cut back to the last whole one, the offset asked after a
-disconnect, and the finish checking size and sha256 before the upload becomes a Media."""
+disconnect, one writer at a time, expiry after the time to live without a write, and the finish
+checking size and sha256 before the upload becomes a Media."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -13,17 +15,33 @@ import pytest
 
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.adapters.storage.uploads import FileUploads
-from chat4all.errors import InvalidRequest, NotFound
+from chat4all.adapters.storage.uploads import Chunk, FileUploads
+from chat4all.errors import InvalidRequest, NotFound, UploadConflict
 from chat4all.service_layer.media import MediaLibrary
+
+TTL = 3600.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_796_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
-def media(store: SqlStore, tmp_path: Path) -> MediaLibrary:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def media(store: SqlStore, tmp_path: Path, clock: Clock) -> MediaLibrary:
     return MediaLibrary(
         FileMediaStore(store, tmp_path / "media"),
         max_bytes=1 << 20,
-        uploads=FileUploads(tmp_path / "media" / ".uploads"),
+        clock=clock,
+        uploads=FileUploads(tmp_path / "media" / ".uploads", ttl=TTL),
     )
 
 
@@ -47,19 +65,19 @@ async def test_an_interrupted_upload_resumes_at_its_offset_and_arrives_whole(
     half = len(data) // 2
     staged = await media.create_upload("t1", len(data), "big.bin", sha256=sha(data))
 
-    first = await media.append("t1", staged.id, 0, pieces(data[:half]), sha(data[:half]))
+    first = await media.append("t1", staged.id, 0, Chunk(pieces(data[:half]), sha(data[:half])))
     assert first == half
     with pytest.raises(ConnectionResetError):
-        await media.append("t1", staged.id, half, pieces(data[half:], fail_after=50_000))
+        await media.append("t1", staged.id, half, Chunk(pieces(data[half:], fail_after=50_000)))
     _, offset = await media.upload_offset("t1", staged.id)
     assert offset == half, "a chunk cut short is not kept"
 
-    with pytest.raises(InvalidRequest, match=f"at offset {half}, not 0"):
-        await media.append("t1", staged.id, 0, pieces(data[half:]))
+    with pytest.raises(UploadConflict, match=f"at offset {half}, not 0"):
+        await media.append("t1", staged.id, 0, Chunk(pieces(data[half:])))
     with pytest.raises(InvalidRequest, match="send the rest first"):
         await media.finish("t1", staged.id)
 
-    assert await media.append("t1", staged.id, half, pieces(data[half:])) == len(data)
+    assert await media.append("t1", staged.id, half, Chunk(pieces(data[half:]))) == len(data)
     done = await media.finish("t1", staged.id)
     assert (done.size, done.sha256, done.filename) == (len(data), sha(data), "big.bin")
     async with media.store.open("t1", done.id) as (_, handle):
@@ -72,7 +90,7 @@ async def test_a_chunk_with_a_wrong_checksum_is_not_kept(media: MediaLibrary) ->
     data = os.urandom(10_000)
     staged = await media.create_upload("t1", len(data), "a.bin")
     with pytest.raises(InvalidRequest, match="does not match") as caught:
-        await media.append("t1", staged.id, 0, pieces(data), sha(b"other"))
+        await media.append("t1", staged.id, 0, Chunk(pieces(data), sha(b"other")))
     assert caught.value.field == "checksum"
     assert (await media.upload_offset("t1", staged.id))[1] == 0
 
@@ -83,11 +101,11 @@ async def test_bytes_past_the_declared_size_or_a_wrong_sha256_are_refused(
     data = os.urandom(10_000)
     staged = await media.create_upload("t1", 5_000, "a.bin")
     with pytest.raises(InvalidRequest, match="past the declared size"):
-        await media.append("t1", staged.id, 0, pieces(data))
+        await media.append("t1", staged.id, 0, Chunk(pieces(data)))
     assert (await media.upload_offset("t1", staged.id))[1] == 0
 
     lying = await media.create_upload("t1", len(data), "b.bin", sha256=sha(b"else"))
-    await media.append("t1", lying.id, 0, pieces(data))
+    await media.append("t1", lying.id, 0, Chunk(pieces(data)))
     with pytest.raises(InvalidRequest, match="not the declared") as caught:
         await media.finish("t1", lying.id)
     assert caught.value.field == "sha256"
@@ -109,3 +127,101 @@ async def test_an_upload_is_its_tenants_alone_and_bad_declarations_name_the_fiel
         with pytest.raises(InvalidRequest) as caught:
             await media.create_upload("t1", size, "a.bin", sha256=sha256)
         assert caught.value.field == field
+
+
+async def stream(
+    data: bytes, size: int, bad: int | None = None, cut_after: int | None = None
+) -> AsyncIterator[Chunk]:
+    """``data`` as chunks of ``size`` with their sha256, as gRPC's AppendUpload gives them:
+    chunk ``bad`` with a wrong one; the client gone after ``cut_after`` chunks."""
+    for n, start in enumerate(range(0, len(data), size)):
+        if n == cut_after:
+            raise ConnectionResetError("the client went away")
+        piece = data[start : start + size]
+        yield Chunk(piece, sha(b"not it") if n == bad else sha(piece))
+
+
+async def test_chunks_in_one_call_stay_whole_up_to_a_bad_one_or_a_disconnect(
+    media: MediaLibrary,
+) -> None:
+    data = os.urandom(100_000)
+    staged = await media.create_upload("t1", len(data), "a.bin", sha256=sha(data))
+    with pytest.raises(ConnectionResetError):
+        await media.append("t1", staged.id, 0, stream(data, 10_000, cut_after=3))
+    assert (await media.upload_offset("t1", staged.id))[1] == 30_000
+    with pytest.raises(InvalidRequest, match="chunk at offset 50000 does not match") as caught:
+        await media.append("t1", staged.id, 30_000, stream(data[30_000:], 10_000, bad=2))
+    assert caught.value.field == "checksum"
+    assert (await media.upload_offset("t1", staged.id))[1] == 50_000
+    rest = stream(data[50_000:], 7_000)
+    assert await media.append("t1", staged.id, 50_000, rest) == len(data)
+    done = await media.finish("t1", staged.id)
+    assert done.sha256 == sha(data)
+
+
+async def test_a_second_writer_meanwhile_is_a_conflict_and_the_first_finishes(
+    media: MediaLibrary,
+) -> None:
+    data = os.urandom(20_000)
+    staged = await media.create_upload("t1", len(data), "a.bin")
+    first_in, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield data[:10_000]
+        first_in.set()  # asked for more: the first piece is written, under the lock
+        await go_on.wait()
+        yield data[10_000:]
+
+    first = asyncio.create_task(media.append("t1", staged.id, 0, Chunk(slow())))
+    await first_in.wait()
+    with pytest.raises(UploadConflict, match="receiving another chunk"):
+        await media.append("t1", staged.id, 0, Chunk(pieces(data)))
+    go_on.set()
+    assert await first == len(data)
+    with pytest.raises(UploadConflict, match=f"at offset {len(data)}, not 0"):
+        await media.append("t1", staged.id, 0, Chunk(pieces(data)))  # the loser, once it ends
+    assert (await media.finish("t1", staged.id)).sha256 == sha(data)
+
+
+async def test_an_upload_idle_past_its_ttl_expires_and_is_swept(
+    media: MediaLibrary, clock: Clock, tmp_path: Path
+) -> None:
+    idle = await media.create_upload("t1", 10, "idle.bin")
+    await media.append("t1", idle.id, 0, Chunk(b"12345"))
+    clock.now += TTL / 2
+    busy = await media.create_upload("t1", 10, "busy.bin")
+    clock.now += TTL / 2 + 1  # idle's last write is past the TTL; busy's is not
+    assert await media.expire_uploads() == 1
+    with pytest.raises(NotFound, match="expired") as caught:
+        await media.upload_offset("t1", idle.id)
+    assert "create a new upload" in str(caught.value)
+    assert (await media.upload_offset("t1", busy.id))[1] == 0
+
+    await media.append("t1", busy.id, 0, Chunk(b"123"))  # a write: its TTL starts again
+    clock.now += TTL - 1
+    assert await media.expire_uploads() == 0
+    assert (await media.upload_offset("t1", busy.id))[1] == 3
+    clock.now += 2
+    with pytest.raises(NotFound, match="expired"):
+        await media.append("t1", busy.id, 3, Chunk(b"4"))
+    assert await media.expire_uploads() == 1
+    assert list((tmp_path / "media" / ".uploads").iterdir()) == []
+
+
+async def test_an_upload_being_written_is_not_swept(media: MediaLibrary, clock: Clock) -> None:
+    staged = await media.create_upload("t1", 10, "a.bin")
+    first_in, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b"1234"
+        first_in.set()
+        await go_on.wait()
+        yield b"5678"
+
+    writing = asyncio.create_task(media.append("t1", staged.id, 0, Chunk(slow())))
+    await first_in.wait()
+    clock.now += TTL + 1
+    assert await media.expire_uploads() == 0, "a chunk is arriving: not idle"
+    go_on.set()
+    assert await writing == 8
+    assert (await media.upload_offset("t1", staged.id))[1] == 8

@@ -4,6 +4,9 @@ Create it with its size (and optionally its sha256), ``PATCH`` the bytes at ``Up
 in as many requests as needed (each may carry ``Upload-Checksum: sha256 <base64>``), ask
 ``HEAD`` (or ``GET``) where it stands after a disconnect, then ``POST .../complete``: it becomes
 a media like ``POST /v1/media``. The bytes are streamed to disk, never held whole in memory.
+A ``PATCH`` at a stale offset, or while another one of the same upload is arriving, is 409.
+gRPC's ``CreateUpload`` ... call the same :class:`~chat4all.service_layer.media.MediaLibrary`
+methods.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from chat4all.adapters.storage.uploads import Staged
+from chat4all.adapters.storage.uploads import Chunk, Staged
 from chat4all.entrypoints.rest.answers import documented
 from chat4all.entrypoints.rest.auth import Sender, Use
 from chat4all.entrypoints.rest.media import media_document
-from chat4all.entrypoints.rest.models import AttachmentKind, MediaOut
+from chat4all.entrypoints.rest.models import AttachmentKind, ErrorBody, MediaOut
 from chat4all.errors import InvalidRequest
 
 __all__ = ["router"]
@@ -125,7 +128,14 @@ def _chunk_sha256(header: str | None) -> str | None:
     "/{upload_id}",
     operation_id="appendUpload",
     status_code=204,
-    responses=documented(401, 403, 404, 422, 429),
+    responses={
+        **documented(401, 403, 404, 422, 429),
+        409: {
+            "model": ErrorBody,
+            "description": "`Upload-Offset` is not the upload's offset (the message names it), "
+            "or another request is sending a chunk of this upload now",
+        },
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -145,8 +155,9 @@ async def append_upload(
         str | None, Header(description="sha256 <base64 of the chunk's SHA-256>")
     ] = None,
 ) -> Response:
-    """Add the body's bytes at ``Upload-Offset`` (the upload's current offset); a chunk cut
-    short or with a wrong checksum is not kept. Answers the new ``Upload-Offset``."""
+    """Add the body's bytes at ``Upload-Offset`` (the upload's current offset, else 409); a
+    chunk cut short or with a wrong checksum is not kept. One chunk at a time: another
+    ``PATCH`` of the same upload meanwhile is 409. Answers the new ``Upload-Offset``."""
     checksum = _chunk_sha256(upload_checksum)
 
     async def body() -> AsyncIterator[bytes]:
@@ -155,7 +166,9 @@ async def append_upload(
                 yield chunk
 
     try:
-        offset = await use.media.append(who.tenant, upload_id, upload_offset, body(), checksum)
+        offset = await use.media.append(
+            who.tenant, upload_id, upload_offset, Chunk(body(), checksum)
+        )
     except ClientDisconnect:  # expected: the client resumes from HEAD's offset
         raise InvalidRequest(
             "the client went away mid-chunk; ask HEAD /v1/uploads/{id} for the offset",
