@@ -205,6 +205,12 @@ class TsRebaser:
     """Units dropped while waiting for a keyframe."""
     _queue: deque[TsUnit] = field(default_factory=deque)
     _queued_bytes: int = 0
+    _taken: int = 0
+    """Units taken from the queue's left so far (the queue only grows on the right)."""
+    _stamped_at: dict[int, int] = field(default_factory=dict)
+    """Per PID, the position (in units ever queued) of its latest unit with a timestamp: the PID
+    has a timestamp in the queue while that is not yet taken. Kept as units come, so waiting
+    for a stream that never shows costs nothing per packet."""
     _cur: TsUnit | None = None
     _partial: bytes = b""
     _prev_raw: int | None = None
@@ -340,8 +346,17 @@ class TsRebaser:
                 self._steps[unit.pid] = stamp - last
             self._last_dts[unit.pid] = stamp
             unit.duration = self._steps.get(unit.pid, round(self.default_duration * TS_CLOCK))
+        if unit.pts is not None:
+            self._stamped_at[unit.pid] = self._taken + len(self._queue)
         self._queue.append(unit)
         self._queued_bytes += len(unit.data)
+
+    def _take(self) -> TsUnit:
+        """The unit at the queue's left, out of it."""
+        unit = self._queue.popleft()
+        self._taken += 1
+        self._queued_bytes -= len(unit.data)
+        return unit
 
     # ---- anchoring ----------------------------------------------------------------------------
 
@@ -365,9 +380,9 @@ class TsRebaser:
         q = self._queue
         if self.streams > 1 and self._key_needed:
             self._drop_before_key()
-        seen = {u.pid for u in q if u.pts is not None}
+        seen = sum(1 for at in self._stamped_at.values() if at >= self._taken)
         self._anchorable = bool(q) and (
-            len(seen) >= self.streams or self._eof or self._queued_bytes >= _HOLD_LIMIT
+            seen >= self.streams or self._eof or self._queued_bytes >= _HOLD_LIMIT
         )
 
     def _drop_before_key(self) -> None:
@@ -394,18 +409,16 @@ class TsRebaser:
                     self._wait_from = stamp
                 elif stamp - self._wait_from > _KEY_WAIT:
                     return  # no keyframe flagged for too long: play on from here
-            self._queued_bytes -= len(q[0].data)
+            self._take()
             self.dropped += 1
-            q.popleft()
         if key is None:
             return
         while q[0] is not key:
             u = q[0]
             if u.pts is not None and key.pts is not None and u.pts + u.duration // 2 >= key.pts:
                 break  # the sound of the keyframe's time: it plays, and so does what follows
-            self._queued_bytes -= len(u.data)
+            self._take()
             self.dropped += 1
-            q.popleft()
 
     def _anchor(self) -> None:
         """Place the source: the video continues right after the previous video (its first
@@ -490,8 +503,7 @@ class TsRebaser:
         origin = self.origin
         assert origin is not None
         while True:
-            unit = self._queue.popleft()
-            self._queued_bytes -= len(unit.data)
+            unit = self._take()
             if self.audio_only and unit.video:
                 self.dropped += 1
                 if not self._queue:
