@@ -4,15 +4,14 @@ of the OpenAPI document is tried with a stranger's admin key against the owner's
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
 
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.domain.access import Role
 from tests.chat4all.channels.telegram_hub import telegram_of
+from tests.chat4all.conftest import live_events
 
 from .test_rest_e2e import body, until
 
@@ -146,24 +145,13 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             assert (await owner.get(path)).status_code == 200
 
         async def events() -> None:
-            seen: list[dict[str, Any]] = []
-
-            async def listen() -> None:
-                async with stranger.stream("GET", "/v1/events") as stream:
-                    async for line in stream.aiter_lines():
-                        if line.startswith("data: "):
-                            seen.append(json.loads(line[6:]))
-
-            listener = asyncio.create_task(listen())
-            await asyncio.sleep(0.2)
-            mine = (await owner.post("/v1/messages", json=body("while b listens"))).json()
-            simulator = telegram_of(hub)
-            assert simulator is not None
-            await until(lambda: "while b listens" in simulator.texts("42"))
-            await asyncio.sleep(0.3)
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
-            assert mine["id"] not in {event.get("id") for event in seen}
+            async with live_events(hub, stranger, "tenant-b") as seen:
+                mine = (await owner.post("/v1/messages", json=body("while b listens"))).json()
+                simulator = telegram_of(hub)
+                assert simulator is not None
+                await until(lambda: "while b listens" in simulator.texts("42"))
+                await asyncio.sleep(0.3)  # an event for b would have arrived by now
+            assert mine["id"] not in {data.get("id") for _, data in seen}
 
         checks: dict[str, list[Callable[[], Awaitable[None]]]] = {
             "POST /v1/messages": [send_through_owners_account, send_owners_media],
