@@ -123,6 +123,10 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             listed = (await stranger.get("/v1/channels")).json()["items"]
             assert listed and all(c["accounts"] == [] for c in listed)
 
+        async def download() -> None:
+            assert (await stranger.get(f"/v1/media/{ids['media']}")).status_code == 404
+            assert (await owner.get(f"/v1/media/{ids['media']}")).content == b"owner's file"
+
         async def upload() -> None:
             made = await stranger.post("/v1/media", files={"file": ("b.txt", b"b's")})
             assert made.status_code == 201
@@ -165,6 +169,7 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             "GET /v1/subscriptions": [list_subscriptions],
             "DELETE /v1/subscriptions/{subscription_id}": [unsubscribe],
             "POST /v1/media": [upload],
+            "GET /v1/media/{media_id}": [download],
             "GET /v1/events": [events],
             "GET /v1/channels": [list_channels],
             "POST /v1/uploads": [resumable],
