@@ -530,3 +530,65 @@ async def test_actions_over_rest_are_sender_actions(
         {"recipient": {"id": user}, "sender_action": a}
         for a in ("typing_on", "typing_off", "mark_seen")
     ]
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_an_inbound_image_reaches_the_client_as_our_media(
+    hub: Hub, client: httpx.AsyncClient, channel: str, user: str
+) -> None:
+    """The CDN URL in the webhook is downloaded into our media store (after one 500 from the
+    CDN, retried) before the message is announced: the client's webhook and SSE get a media id
+    whose bytes are the ones the CDN served; the CDN URL stays as the source."""
+    sim = simulator_of(hub, channel)
+    url = sim.cdn_file(PNG, "image/png", hub.channels.simulator_urls[channel])
+    kind = "image"
+    sim.cdn_faults = 1
+    receiver = Receiver()
+    async with receiving(receiver) as hook:
+        created = await client.post(
+            "/v1/subscriptions", json={"url": hook, "events": ["message.inbound"]}
+        )
+        receiver.secret = created.json()["secret"]
+        try:
+            async with live_events(hub, client) as live:
+                event = sim.attachment_event(user, kind, url)
+                assert await push(client, sim, channel, _json(sim.delivery(event))) == 200
+                await until(lambda: receiver.received and live)
+        finally:
+            await client.delete(f"/v1/subscriptions/{created.json()['id']}")
+    [(_, hooked)] = receiver.received
+    [(_, streamed)] = [(k, e) for k, e in live if k == "message.inbound"]
+    assert hooked["data"] == streamed
+    [attachment] = streamed["content"]["attachments"]
+    assert (attachment["url"], attachment["kind"]) == (url, "image")
+    assert attachment["mime_type"] == "image/png"
+    assert "media_error" not in streamed["content"]["extensions"]
+    download = await client.get(f"/v1/media/{attachment['media_id']}")
+    assert download.status_code == 200
+    assert hashlib.sha256(download.content).hexdigest() == hashlib.sha256(PNG).hexdigest()
+    assert download.headers["content-type"] == "image/png"
+    assert len(sim.downloads) >= 1 and sim.cdn_faults == 0
+
+
+async def test_an_attachment_the_cdn_will_not_serve_keeps_the_message(
+    hub: Hub, client: httpx.AsyncClient, user: str
+) -> None:
+    """A download that fails for good (the CDN's 403: the URL expired) leaves the attachment
+    as its reference, says why in ``media_error``, and the message is stored and announced."""
+    sim = simulator_of(hub, "messenger")
+    gone = f"{hub.channels.simulator_urls['messenger']}/_cdn/0/0_n.jpg?oh=expired"
+    async with live_events(hub, client) as live:
+        event = sim.attachment_event(user, "image", gone)
+        assert await push(client, sim, "messenger", _json(sim.delivery(event))) == 200
+        await until(lambda: live)
+    [(kind, announced)] = live
+    assert kind == "message.inbound"
+    [attachment] = announced["content"]["attachments"]
+    assert (attachment["url"], attachment["media_id"]) == (gone, None)
+    assert "attachments[0]" in announced["content"]["extensions"]["media_error"]
+    [conversation] = await conversations_with(client, "messenger", user)
+    items = (await client.get(f"/v1/conversations/{conversation['id']}/messages")).json()["items"]
+    assert [m["id"] for m in items] == [announced["id"]]
