@@ -100,11 +100,9 @@ class Inbound:
         download inbound attachments into ``media``; ``fetch_backoff``: the first wait
         between tries."""
         self._counted = counted
-        self._fetchers: dict[str, Fetch] = {
-            name: fetch
-            for name, connector in (connectors or {}).items()
-            if (fetch := getattr(connector, "fetch", None)) is not None
-        }
+        self._connectors = connectors if connectors is not None else {}
+        """Read at each message: the hub points its simulated channels' entries at their
+        simulators once they are served."""
         self._media = media
         self._fetch_backoff = fetch_backoff
         self._store = store
@@ -137,7 +135,9 @@ class Inbound:
             ):
                 continue
             request = SendRequest(channel, account, inbound.sender, inbound.content)
-            fetcher = self._fetchers.get(channel) if self._media is not None else None
+            fetcher: Fetch | None = getattr(self._connectors.get(channel), "fetch", None)
+            if self._media is None:
+                fetcher = None
             fetch = fetcher is not None and any(map(_remote, inbound.content.attachments))
             message = await self._store.record_inbound(
                 tenant,
