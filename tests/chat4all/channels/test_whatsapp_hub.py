@@ -4,6 +4,7 @@ simulator; the simulator's signed webhooks → the hub → a client's webhook an
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -338,3 +339,22 @@ async def test_errors_by_code_window_storm_and_a_dead_token(hub: Hub) -> None:
         assert connector.resume(SIMULATOR_ACCOUNT)
         await until(lambda: sim.sent_to("333") == 1)
         assert not connector.paused()
+
+
+async def test_an_inbound_image_reaches_the_client_as_our_media(hub: Hub) -> None:
+    sim = simulator(hub)
+    data = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 20
+    media_id = sim.add_media(data, "image/jpeg")
+    image = sim.message("16505551237", "image", id=media_id, mime_type="image/jpeg", caption="c")
+    async with api(hub) as client:
+        async with live_events(hub, client) as live:
+            assert await post_webhook(hub, sim.notification([image])) == 200
+            await until(lambda: bool(live))
+        [(kind, announced)] = live
+        assert kind == "message.inbound"
+        [attachment] = announced["content"]["attachments"]
+        assert attachment["url"] == f"whatsapp-media:{media_id}"
+        assert (attachment["kind"], attachment["caption"]) == ("image", "c")
+        download = await client.get(f"/v1/media/{attachment['media_id']}")
+    assert download.status_code == 200
+    assert hashlib.sha256(download.content).hexdigest() == hashlib.sha256(data).hexdigest()
