@@ -110,8 +110,9 @@ class SendApiSimulator:
     calls: int = 0
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     """Users' attachments on the CDN: key → (bytes, content type)."""
-    downloads: list[str] = field(default_factory=list)
-    """The CDN keys downloaded (one per successful GET)."""
+    downloads: list[tuple[str, str | None]] = field(default_factory=list)
+    """The CDN files downloaded (one per successful GET): the key and the ``Authorization``
+    header the download came with (Meta's CDN needs none: it should be ``None``)."""
     cdn_faults: int = 0
     """The next CDN downloads answered 500 (one each)."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -244,14 +245,14 @@ class SendApiSimulator:
             return await self._attachment(self._account(account, request), request)
 
         @app.get("/_cdn/{key}/{name}")
-        async def cdn(key: str, name: str) -> Response:
+        async def cdn(key: str, name: str, request: Request) -> Response:
             if self.cdn_faults:
                 self.cdn_faults -= 1
                 return Response(b"Service Unavailable", status_code=500, media_type="text/plain")
             if key not in self.files:
                 return Response(b"URL signature expired", status_code=403, media_type="text/plain")
             data, content_type = self.files[key]
-            self.downloads.append(key)
+            self.downloads.append((key, request.headers.get("authorization")))
             return Response(data, media_type=content_type)
 
         @app.get("/_sim/sent")
