@@ -316,7 +316,14 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             tenants=tenants,
         )
         inbound = Inbound(
-            store, publisher, accounts, channels.receivers, clock=clock, counted=metrics.receipt
+            store,
+            publisher,
+            accounts,
+            channels.receivers,
+            clock=clock,
+            counted=metrics.receipt,
+            connectors=connectors,
+            media=media_store,
         )
         subscriptions = Subscriptions(webhooks, targets)
         workers: dict[str, Worker] = {

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.types import ASGIApp
 
-from chat4all.domain.model import Content, ContentKind, Conversation, DeliveryStatus
+from chat4all.domain.model import Content, ContentKind, Conversation, DeliveryStatus, Media
 from chat4all.ports import ActionRequest, Connector, MediaStore, WebhookReply, WebhookRequest
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "Deliver",
     "ChannelConnector",
     "ActionConnector",
+    "MediaConnector",
     "Receiver",
     "Poller",
     "Fault",
@@ -234,6 +235,20 @@ class ActionConnector(ChannelConnector, Protocol):
     async def act(self, conversation: Conversation, request: ActionRequest) -> None:
         """Do ``request.action`` in ``conversation`` now (not queued: a typing indicator is
         worthless late). Raises ``RetryableDelivery`` / ``PermanentDelivery`` like ``send``."""
+        ...
+
+
+class MediaConnector(ChannelConnector, Protocol):
+    """A connector that also downloads the files people send to our accounts. Optional: for
+    a channel with it, the core fetches each inbound attachment right after the message is
+    stored and before it is announced, so clients get a ``media_id`` they download from us
+    (the provider's reference stays as the attachment's ``url``)."""
+
+    async def fetch(self, account: str, reference: str, tenant: str, store: MediaStore) -> Media:
+        """The file an inbound attachment names (``reference``: its ``url`` as this channel's
+        receiver made it), downloaded with ``account``'s credentials into ``store`` for
+        ``tenant``, streamed. Raises ``RetryableDelivery`` (try again later) or
+        ``PermanentDelivery`` (it cannot be had)."""
         ...
 
 

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from chat4all.adapters.storage.sql import SqlStore, sqlite_url
@@ -110,3 +113,45 @@ def s3(s3_endpoint: str) -> S3Client:
 def bucket(s3: S3Client) -> str:
     """A new empty bucket for one test."""
     return fresh_bucket(s3)
+
+
+Events = list[tuple[str, dict[str, Any]]]
+"""Server-sent events as read: each one's ``event`` type and its ``data``."""
+
+
+@contextlib.asynccontextmanager
+async def live_events(
+    hub: Hub, client: httpx.AsyncClient, tenant: str = "default"
+) -> AsyncIterator[Events]:
+    """``GET /v1/events`` read through ``client`` (a key of ``tenant``) for the block: yields
+    the list it appends each event to, once the hub has the stream subscribed (so every event
+    published from then on is in it). The stream is closed at the end of the block, and the
+    block ends once the hub has let go of it (a hub shared by several tests sees no leftover)."""
+    seen: Events = []
+    before = hub.bus.subscribers(tenant)
+
+    async def listen() -> None:
+        async with client.stream("GET", "/v1/events") as stream:
+            assert stream.status_code == 200, stream.status_code
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            kind = ""
+            async for line in stream.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    seen.append((kind, json.loads(line[6:])))
+
+    listener = asyncio.create_task(listen())
+    try:
+        while hub.bus.subscribers(tenant) <= before:
+            if listener.done():
+                listener.result()  # its failure, if it failed
+                raise AssertionError("the event stream ended before it was subscribed")
+            await asyncio.sleep(0.01)
+        yield seen
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        deadline = time.monotonic() + 5
+        while hub.bus.subscribers(tenant) > before and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)

@@ -3,18 +3,33 @@ deduplicate, store, announce."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Final, Literal, Protocol
 
-from chat4all.domain.model import DeliveryStatus, Message
-from chat4all.errors import InvalidRequest, NotFound
+from chat4all.domain.model import Attachment, Content, DeliveryStatus, Media, Message
+from chat4all.errors import InvalidRequest, NotFound, RetryableDelivery
 from chat4all.plugin import Receipt, Received, Receiver
-from chat4all.ports import SendRequest, WebhookReply, WebhookRequest
+from chat4all.ports import MediaStore, SendRequest, WebhookReply, WebhookRequest
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.status import StatusPublisher
 
-__all__ = ["Inbound", "InboundStore", "Outcome", "RECEIPT_STATUSES"]
+__all__ = ["Inbound", "InboundStore", "Outcome", "RECEIPT_STATUSES", "FETCH_ATTEMPTS"]
+
+log = logging.getLogger(__name__)
+
+_LONGEST_WAIT: Final = 5.0
+"""Seconds between two tries at most (the provider may ask for longer: the file is then
+given up, the message kept)."""
+
+Fetch = Callable[[str, str, str, MediaStore], Awaitable[Media]]
+"""A :class:`~chat4all.plugin.MediaConnector`'s ``fetch``."""
+
+FETCH_ATTEMPTS: Final = 3
+"""Tries to download an inbound attachment (a retryable failure waits, then tries again)."""
 
 
 Outcome = Literal["applied", "recorded", "stale", "unknown"]
@@ -36,7 +51,12 @@ class InboundStore(Protocol):
         now: float,
         *,
         echo: bool = False,
+        announce: bool = True,
     ) -> Message | None: ...
+
+    async def announce_inbound(
+        self, tenant: str, message_id: str, content: Content, now: float
+    ) -> Message: ...
 
     async def record_receipt(
         self,
@@ -70,10 +90,21 @@ class Inbound:
         receivers: Mapping[str, Receiver] | None = None,
         clock: Callable[[], float] = time.time,
         counted: Callable[[str, Outcome], None] | None = None,
+        connectors: Mapping[str, object] | None = None,
+        media: MediaStore | None = None,
+        fetch_backoff: float = 0.5,
     ) -> None:
         """``receivers``: each channel's webhook side, by channel name. ``counted``: told each
-        receipt's channel and outcome (the ``chat4all_receipts`` metric)."""
+        receipt's channel and outcome (the ``chat4all_receipts`` metric). ``connectors``
+        (by channel) that are :class:`~chat4all.plugin.MediaConnector` s (have ``fetch``)
+        download inbound attachments into ``media``; ``fetch_backoff``: the first wait
+        between tries."""
         self._counted = counted
+        self._connectors = connectors if connectors is not None else {}
+        """Read at each message: the hub points its simulated channels' entries at their
+        simulators once they are served."""
+        self._media = media
+        self._fetch_backoff = fetch_backoff
         self._store = store
         self._publisher = publisher
         self._accounts = accounts
@@ -104,6 +135,10 @@ class Inbound:
             ):
                 continue
             request = SendRequest(channel, account, inbound.sender, inbound.content)
+            fetcher: Fetch | None = getattr(self._connectors.get(channel), "fetch", None)
+            if self._media is None:
+                fetcher = None
+            fetch = fetcher is not None and any(map(_remote, inbound.content.attachments))
             message = await self._store.record_inbound(
                 tenant,
                 request,
@@ -111,13 +146,66 @@ class Inbound:
                 inbound.provider_message_id,
                 self._clock(),
                 echo=inbound.echo,
+                announce=not fetch,
             )
-            if message is not None:
-                self._publisher.inbound(message)
-                stored.append(message)
+            if message is None:
+                continue
+            if fetch:
+                assert fetcher is not None
+                message = await self._fetched(fetcher, account, message)
+            self._publisher.inbound(message)
+            stored.append(message)
         for receipt in received.receipts:
             await self.apply(channel, account, receipt)
         return stored
+
+    async def _fetched(self, fetcher: Fetch, account: str, message: Message) -> Message:
+        """``message`` (stored, not yet announced) with its attachments downloaded into our
+        media store, announced. A file that cannot be had after :data:`FETCH_ATTEMPTS` tries
+        keeps only its reference, and the extension ``media_error`` says why: the message is
+        announced all the same."""
+        attachments: list[Attachment] = []
+        errors: list[str] = []
+        for n, attachment in enumerate(message.content.attachments):
+            if not _remote(attachment):
+                attachments.append(attachment)
+                continue
+            assert attachment.url is not None
+            try:
+                media = await self._download(fetcher, account, message.tenant, attachment.url)
+            except Exception as exc:  # whatever it is, the file's failure, not the message's
+                log.warning("inbound %s attachment %d not downloaded: %s", message.id, n, exc)
+                errors.append(f"attachments[{n}]: {exc}")
+                attachments.append(attachment)
+                continue
+            attachments.append(
+                replace(
+                    attachment,
+                    media_id=media.id,
+                    mime_type=attachment.mime_type or media.mime_type,
+                    filename=attachment.filename or media.filename,
+                )
+            )
+        content = replace(message.content, attachments=tuple(attachments))
+        if errors:
+            extensions = dict(content.extensions) | {"media_error": "; ".join(errors)}
+            content = replace(content, extensions=tuple(sorted(extensions.items())))
+        return await self._store.announce_inbound(
+            message.tenant, message.id, content, self._clock()
+        )
+
+    async def _download(self, fetcher: Fetch, account: str, tenant: str, reference: str) -> Media:
+        assert self._media is not None
+        wait = self._fetch_backoff
+        for attempt in range(1, FETCH_ATTEMPTS + 1):
+            try:
+                return await fetcher(account, reference, tenant, self._media)
+            except RetryableDelivery as exc:
+                if attempt == FETCH_ATTEMPTS:
+                    raise
+                await asyncio.sleep(min(exc.retry_after or wait, _LONGEST_WAIT))
+                wait *= 2
+        raise AssertionError("unreachable")
 
     async def _echo_of_ours(self, channel: str, account: str, provider_message_id: str) -> bool:
         """An echo of a message we sent: it reached the provider (``sent``, if nothing later
@@ -169,3 +257,8 @@ class Inbound:
         repeat, or a ``delivered`` after ``read``)."""
         changed = await self.apply(channel, account, Receipt(provider_message_id, status))
         return changed[0] if changed else None
+
+
+def _remote(attachment: Attachment) -> bool:
+    """Named by the provider only (not yet in our media store)."""
+    return attachment.url is not None and attachment.media_id is None

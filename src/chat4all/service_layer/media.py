@@ -100,6 +100,12 @@ class MediaLibrary:
     async def get(self, tenant: str, media_id: str) -> Media:
         return await self.store.get(tenant, media_id)
 
+    def open(
+        self, tenant: str, media_id: str
+    ) -> contextlib.AbstractAsyncContextManager[tuple[Media, BinaryIO]]:
+        """One of ``tenant``'s files and its bytes (``NotFound`` for another tenant's)."""
+        return self.store.open(tenant, media_id)
+
     def _staging(self) -> FileUploads:
         if self.uploads is None:
             raise InvalidRequest("resumable uploads are not enabled on this hub")

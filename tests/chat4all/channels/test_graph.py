@@ -164,11 +164,11 @@ async def test_client_sends_the_bearer_token_and_reads_errors(client: GraphClien
         await client.call("POST", "broken", "good-token", json={})
     assert broken.value.rule.action is Action.RETRY
     assert not isinstance(broken.value.delivery(), PermanentDelivery)
-    async with client.download(client.url("file"), "good-token") as chunks:
+    async with client.download(client.url("file"), "good-token") as (mime, chunks):
         size = sum([len(chunk) async for chunk in chunks])
-    assert size == 100_000
+    assert (mime, size) == ("image/jpeg", 100_000)
     with pytest.raises(GraphFailure) as refused:
-        async with client.download(client.url("file"), "bad-token") as chunks:
+        async with client.download(client.url("file"), "bad-token"):
             pass
     assert refused.value.rule.action is Action.PAUSE
 

@@ -4,14 +4,15 @@ simulator; the simulator's signed webhooks → the hub → a client's webhook an
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from chat4all.adapters.channels.telegram import CHANNEL as TELEGRAM
 from chat4all.adapters.channels.whatsapp import CHANNEL as WHATSAPP
@@ -23,16 +24,21 @@ from chat4all.adapters.channels.whatsapp import (
 from chat4all.adapters.channels.whatsapp.simulator import SIMULATOR_TOKEN
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.registry import Registry
-from tests.chat4all.conftest import hub_running
+from tests.chat4all.conftest import hub_running, live_events
 from tests.chat4all.integration.test_webhooks import Receiver, receiving
 
 USER = "16505551234"
+INBOUND_USER = "16505551235"
+LATE_USER = "16505551236"
+
+# One hub for the module: each test writes to users of its own.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def hub(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hub]:
     async with hub_running(
-        tmp_path,
+        tmp_path_factory.mktemp("whatsapp-hub"),
         channels=Registry([TELEGRAM, WHATSAPP]),
         WHATSAPP_PACE_SECONDS=0.05,
         WHATSAPP_PAIR_INTERVAL=0.2,
@@ -243,25 +249,13 @@ async def test_each_kind_reaches_the_simulator_as_documented_and_statuses_only_m
 async def test_inbound_reaches_the_client_once_and_forgeries_store_nothing(hub: Hub) -> None:
     sim = simulator(hub)
     receiver = Receiver()
-    live: list[tuple[str, dict[str, Any]]] = []
     async with receiving(receiver) as url, api(hub) as client:
         created = await client.post(
             "/v1/subscriptions", json={"url": url, "events": ["message.inbound"]}
         )
         receiver.secret = created.json()["secret"]
 
-        async def listen() -> None:
-            async with client.stream("GET", "/v1/events") as stream:
-                kind = ""
-                async for line in stream.aiter_lines():
-                    if line.startswith("event: "):
-                        kind = line[7:]
-                    elif line.startswith("data: "):
-                        live.append((kind, json.loads(line[6:])))
-
-        listener = asyncio.create_task(listen())
-        try:
-            await asyncio.sleep(0.2)
+        async with live_events(hub, client) as live:
             # the handshake
             settings = hub.channels.settings["whatsapp"]
             assert isinstance(settings, WhatsAppSettings)
@@ -273,26 +267,28 @@ async def test_inbound_reaches_the_client_once_and_forgeries_store_nothing(hub: 
             query["hub.verify_token"] = "wrong"
             assert (await client.get(webhook, params=query)).status_code == 403
             # forged and unsigned: 401, nothing stored
-            forged = sim.user_message(USER, "forged")
+            forged = sim.user_message(INBOUND_USER, "forged")
             assert await post_webhook(hub, forged, genuine=False) == 401
             unsigned = await client.post(webhook, content=forged)
             assert unsigned.status_code == 401
             # a batch of two messages, delivered twice
-            one = sim.notification([sim.message(USER, body="first")])
-            two = sim.notification([sim.message(USER, body="second")])
+            one = sim.notification([sim.message(INBOUND_USER, body="first")])
+            two = sim.notification([sim.message(INBOUND_USER, body="second")])
             batch = sim.batch(one, two)
             webhook_url = f"{hub.url}{webhook}"
             assert await sim.push(webhook_url, batch, times=2) == [200, 200]
             await until(lambda: len(receiver.received) >= 2 and len(live) >= 2)
             await asyncio.sleep(0.3)  # a repeat would arrive in this time
-        finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
-        texts = [e["data"]["content"]["text"] for _, e in receiver.received]
+        await client.delete(f"/v1/subscriptions/{created.json()['id']}")
+        # once each (client webhooks are delivered concurrently: in any order)
+        received = sorted((e["data"] for _, e in receiver.received), key=lambda d: d["seq"])
+        texts = [d["content"]["text"] for d in received]
         assert texts == ["first", "second"]
         assert [e["content"]["text"] for k, e in live if k == "message.inbound"] == texts
         conversations = (await client.get("/v1/conversations")).json()["items"]
-        [conversation] = [c for c in conversations if c["channel"] == "whatsapp"]
+        [conversation] = [
+            c for c in conversations if (c["channel"], c["recipient"]) == ("whatsapp", INBOUND_USER)
+        ]
         stored = (await client.get(f"/v1/conversations/{conversation['id']}/messages")).json()
         assert [m["content"]["text"] for m in stored["items"]] == ["first", "second"]
 
@@ -304,7 +300,7 @@ async def test_errors_by_code_window_storm_and_a_dead_token(hub: Hub) -> None:
     async with api(hub) as client:
         # outside the 24 h window: failed, with the reason telling to send a template
         sim.fail(131047)
-        late = (await client.post("/v1/messages", json=send({"text": "late"}))).json()
+        late = (await client.post("/v1/messages", json=send({"text": "late"}, LATE_USER))).json()
         for _ in range(300):
             got = await status_of(client, late["id"])
             if got["status"] == "failed":
@@ -313,7 +309,7 @@ async def test_errors_by_code_window_storm_and_a_dead_token(hub: Hub) -> None:
         assert got["status"] == "failed"
         reason = got["history"][-1]["detail"]
         assert "131047" in reason and "template" in reason
-        assert sim.sent_to(USER) == 0
+        assert sim.sent_to(LATE_USER) == 0
         # a storm of throughput errors and a pair limit: nothing lost, order kept
         # 12 in a row: each send waits out two itself, so the dispatcher sees 4 failures (a
         # fifth in a row would open its breaker for its 30 s cooldown)
@@ -343,3 +339,22 @@ async def test_errors_by_code_window_storm_and_a_dead_token(hub: Hub) -> None:
         assert connector.resume(SIMULATOR_ACCOUNT)
         await until(lambda: sim.sent_to("333") == 1)
         assert not connector.paused()
+
+
+async def test_an_inbound_image_reaches_the_client_as_our_media(hub: Hub) -> None:
+    sim = simulator(hub)
+    data = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 20
+    media_id = sim.add_media(data, "image/jpeg")
+    image = sim.message("16505551237", "image", id=media_id, mime_type="image/jpeg", caption="c")
+    async with api(hub) as client:
+        async with live_events(hub, client) as live:
+            assert await post_webhook(hub, sim.notification([image])) == 200
+            await until(lambda: bool(live))
+        [(kind, announced)] = live
+        assert kind == "message.inbound"
+        [attachment] = announced["content"]["attachments"]
+        assert attachment["url"] == f"whatsapp-media:{media_id}"
+        assert (attachment["kind"], attachment["caption"]) == ("image", "c")
+        download = await client.get(f"/v1/media/{attachment['media_id']}")
+    assert download.status_code == 200
+    assert hashlib.sha256(download.content).hexdigest() == hashlib.sha256(data).hexdigest()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -15,47 +17,33 @@ from chat4all.service_layer.events import QUEUE, EventBus
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.channels.telegram_hub import telegram_of, webhook_secret
-from tests.chat4all.conftest import hub_running
+from tests.chat4all.conftest import hub_running, live_events
 
 
-async def sse(hub: Hub, count: int, seen: list[tuple[str, dict[str, object]]]) -> None:
-    """Read ``count`` events from /v1/events into ``seen``."""
-    headers = {"Authorization": f"Bearer {hub.admin_key}"}
-    async with (
-        httpx.AsyncClient(base_url=hub.url, timeout=20) as client,
-        client.stream("GET", "/v1/events", headers=headers) as response,
-    ):
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        kind = ""
-        async for line in response.aiter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                seen.append((kind, json.loads(line[6:])))
-                if len(seen) == count:
-                    return
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
 
 
 async def test_a_telegram_update_is_stored_once_and_announced(hub: Hub) -> None:
     webhook = f"{hub.url}/v1/channels/telegram/{SIMULATOR_ACCOUNT}/webhook"
-    seen: list[tuple[str, dict[str, object]]] = []
-    reader = asyncio.create_task(sse(hub, 1, seen))
-    while hub.bus.subscribers("default") == 0:
-        await asyncio.sleep(0.01)
-    update = telegram_of(hub).update(777, "hi there", reply_to_message={"message_id": 5})
-    assert await telegram_of(hub).push(webhook, webhook_secret(hub), update) == 200
-    assert await telegram_of(hub).push(webhook, webhook_secret(hub), update) == 200  # redelivery
-    assert await telegram_of(hub).push(webhook, "wrong", update) == 401
-    assert await telegram_of(hub).push(webhook, None, update) == 401
-    await asyncio.wait_for(reader, 10)
-    [(kind, data)] = seen
-    assert kind == "message.inbound"
-    assert data["direction"] == "inbound"
-    assert data["content"]["text"] == "hi there"  # type: ignore[index]
-    assert data["content"]["extensions"]["reply_to_provider_id"] == "5"  # type: ignore[index]
     auth = {"Authorization": f"Bearer {hub.admin_key}"}
-    async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth, timeout=20) as client:
+        async with live_events(hub, client) as seen:
+            update = telegram_of(hub).update(777, "hi there", reply_to_message={"message_id": 5})
+            secret = webhook_secret(hub)
+            assert await telegram_of(hub).push(webhook, secret, update) == 200
+            assert await telegram_of(hub).push(webhook, secret, update) == 200  # redelivery
+            assert await telegram_of(hub).push(webhook, "wrong", update) == 401
+            assert await telegram_of(hub).push(webhook, None, update) == 401
+            await until(lambda: len(seen) >= 1)
+        [(kind, data)] = seen
+        assert kind == "message.inbound"
+        assert data["direction"] == "inbound"
+        assert data["content"]["text"] == "hi there"
+        assert data["content"]["extensions"]["reply_to_provider_id"] == "5"
         [conversation] = (await client.get("/v1/conversations")).json()["items"]
         assert conversation["recipient"] == "777"
         history = (await client.get(f"/v1/conversations/{conversation['id']}/messages")).json()
@@ -63,8 +51,6 @@ async def test_a_telegram_update_is_stored_once_and_announced(hub: Hub) -> None:
 
 
 async def test_status_events_reach_sse_and_grpc_streams(hub: Hub) -> None:
-    seen: list[tuple[str, dict[str, object]]] = []
-    reader = asyncio.create_task(sse(hub, 1, seen))
     streamed: list[pb.Event] = []
 
     async def grpc_stream() -> None:
@@ -77,13 +63,15 @@ async def test_status_events_reach_sse_and_grpc_streams(hub: Hub) -> None:
                 streamed.append(event.event)
                 return
 
-    streamer = asyncio.create_task(grpc_stream())
-    while hub.bus.subscribers("default") < 2:
-        await asyncio.sleep(0.01)
-    async with httpx.AsyncClient(base_url=hub.url) as client:
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    async with (
+        httpx.AsyncClient(base_url=hub.url, headers=auth, timeout=20) as client,
+        live_events(hub, client) as seen,
+    ):
+        streamer = asyncio.create_task(grpc_stream())
+        await until(lambda: hub.bus.subscribers("default") >= 2)
         sent = await client.post(
             "/v1/messages",
-            headers={"Authorization": f"Bearer {hub.admin_key}"},
             json={
                 "channel": "telegram",
                 "account": SIMULATOR_ACCOUNT,
@@ -91,7 +79,8 @@ async def test_status_events_reach_sse_and_grpc_streams(hub: Hub) -> None:
                 "content": {"text": "hello"},
             },
         )
-    await asyncio.wait_for(asyncio.gather(reader, streamer), 10)
+        await asyncio.wait_for(streamer, 10)
+        await until(lambda: len(seen) >= 1)
     message_id = sent.json()["id"]
     assert seen == [
         (

@@ -4,9 +4,7 @@ of the OpenAPI document is tried with a stranger's admin key against the owner's
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
 
@@ -15,6 +13,7 @@ from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.domain.access import Role
 from chat4all.domain.model import Oversize
 from tests.chat4all.channels.telegram_hub import telegram_of
+from tests.chat4all.conftest import live_events
 
 from .test_rest_e2e import body, until
 
@@ -126,6 +125,10 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             listed = (await stranger.get("/v1/channels")).json()["items"]
             assert listed and all(c["accounts"] == [] for c in listed)
 
+        async def download() -> None:
+            assert (await stranger.get(f"/v1/media/{ids['media']}")).status_code == 404
+            assert (await owner.get(f"/v1/media/{ids['media']}")).content == b"owner's file"
+
         async def upload() -> None:
             made = await stranger.post("/v1/media", files={"file": ("b.txt", b"b's")})
             assert made.status_code == 201
@@ -148,24 +151,13 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             assert (await owner.get(path)).status_code == 200
 
         async def events() -> None:
-            seen: list[dict[str, Any]] = []
-
-            async def listen() -> None:
-                async with stranger.stream("GET", "/v1/events") as stream:
-                    async for line in stream.aiter_lines():
-                        if line.startswith("data: "):
-                            seen.append(json.loads(line[6:]))
-
-            listener = asyncio.create_task(listen())
-            await asyncio.sleep(0.2)
-            mine = (await owner.post("/v1/messages", json=body("while b listens"))).json()
-            simulator = telegram_of(hub)
-            assert simulator is not None
-            await until(lambda: "while b listens" in simulator.texts("42"))
-            await asyncio.sleep(0.3)
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
-            assert mine["id"] not in {event.get("id") for event in seen}
+            async with live_events(hub, stranger, "tenant-b") as seen:
+                mine = (await owner.post("/v1/messages", json=body("while b listens"))).json()
+                simulator = telegram_of(hub)
+                assert simulator is not None
+                await until(lambda: "while b listens" in simulator.texts("42"))
+                await asyncio.sleep(0.3)  # an event for b would have arrived by now
+            assert mine["id"] not in {data.get("id") for _, data in seen}
 
         async def settings() -> None:
             # the owner's policy, stored as an admin with media links would have set it
@@ -187,6 +179,7 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             "GET /v1/subscriptions": [list_subscriptions],
             "DELETE /v1/subscriptions/{subscription_id}": [unsubscribe],
             "POST /v1/media": [upload],
+            "GET /v1/media/{media_id}": [download],
             "GET /v1/events": [events],
             "GET /v1/channels": [list_channels],
             "POST /v1/uploads": [resumable],

@@ -24,7 +24,7 @@ from chat4all.service_layer.targets import TargetPolicy
 from chat4all.service_layer.webhooks import GIVE_UP_AFTER, WebhookDispatcher, verify
 from chat4all.simulator.host import QuietServer
 from tests.chat4all.channels.telegram_hub import telegram_of, webhook_secret
-from tests.chat4all.conftest import hub_running
+from tests.chat4all.conftest import hub_running, live_events
 
 
 async def public(host: str, _port: int) -> list[str]:
@@ -65,7 +65,6 @@ class Receiver:
 async def test_subscribed_events_arrive_signed(hub: Hub) -> None:
     """End to end: API → outbox → dispatcher → simulator → status → client webhook and SSE."""
     receiver = Receiver()
-    live: list[tuple[str, dict[str, Any]]] = []
     server = QuietServer(
         uvicorn.Config(receiver.app(), port=0, log_level="warning", lifespan="off")
     )
@@ -86,35 +85,23 @@ async def test_subscribed_events_arrive_signed(hub: Hub) -> None:
             assert [s["id"] for s in listed] == [created.json()["id"]]
             assert "secret" not in listed[0]
 
-            async def listen() -> None:
-                async with client.stream("GET", "/v1/events") as stream:
-                    kind = ""
-                    async for line in stream.aiter_lines():
-                        if line.startswith("event: "):
-                            kind = line[7:]
-                        elif line.startswith("data: "):
-                            live.append((kind, json.loads(line[6:])))
-
-            listener = asyncio.create_task(listen())
-            await asyncio.sleep(0.2)
-            sent = await client.post(
-                "/v1/messages",
-                json={
-                    "channel": "telegram",
-                    "account": SIMULATOR_ACCOUNT,
-                    "recipient": "42",
-                    "content": {"text": "hi"},
-                },
-            )
-            update = telegram_of(hub).update(42, "hello back")
-            webhook = f"{hub.url}/v1/channels/telegram/{SIMULATOR_ACCOUNT}/webhook"
-            assert await telegram_of(hub).push(webhook, webhook_secret(hub), update) == 200
-            deadline = time.monotonic() + 10
-            while len(receiver.received) < 2 or len(live) < 2:
-                assert time.monotonic() < deadline, (receiver.received, live)
-                await asyncio.sleep(0.05)
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            async with live_events(hub, client) as live:
+                sent = await client.post(
+                    "/v1/messages",
+                    json={
+                        "channel": "telegram",
+                        "account": SIMULATOR_ACCOUNT,
+                        "recipient": "42",
+                        "content": {"text": "hi"},
+                    },
+                )
+                update = telegram_of(hub).update(42, "hello back")
+                webhook = f"{hub.url}/v1/channels/telegram/{SIMULATOR_ACCOUNT}/webhook"
+                assert await telegram_of(hub).push(webhook, webhook_secret(hub), update) == 200
+                deadline = time.monotonic() + 10
+                while len(receiver.received) < 2 or len(live) < 2:
+                    assert time.monotonic() < deadline, (receiver.received, live)
+                    await asyncio.sleep(0.05)
             bad = await client.post(
                 "/v1/subscriptions", json={"url": url, "events": ["message.deleted"]}
             )

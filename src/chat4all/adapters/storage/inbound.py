@@ -10,10 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chat4all.adapters.storage.engine import Database
 from chat4all.adapters.storage.messages import append
-from chat4all.adapters.storage.rows import load_message
+from chat4all.adapters.storage.rows import dump_content, load_message
 from chat4all.adapters.storage.schema import conversations, inbound_updates, messages
 from chat4all.adapters.storage.status import Announcer, record_event, set_status
 from chat4all.domain.model import (
+    Content,
     DeliveryStatus,
     Message,
     advances,
@@ -44,10 +45,13 @@ class InboundLog:
         now: float,
         *,
         echo: bool = False,
+        announce: bool = True,
     ) -> Message | None:
         """Store a received message (``request.recipient`` is the other side); ``None`` when
         this provider update was already recorded (providers redeliver). ``echo``: a message
-        sent from our account elsewhere than through us (stored as ``outbound``, ``sent``)."""
+        sent from our account elsewhere than through us (stored as ``outbound``, ``sent``).
+        ``announce``: told to the tenant's client webhooks in the same transaction (else
+        :meth:`announce_inbound` does it later)."""
         async with self._db.transaction() as conn:
             seen = (
                 await conn.execute(
@@ -76,6 +80,28 @@ class InboundLog:
                     message_id=message_id,
                     received_at=now,
                 )
+            )
+            recorded = await load_message(conn, tenant, message_id)
+            if announce:
+                await conn.run_sync(
+                    self._announcer.event,
+                    tenant,
+                    "message.inbound",
+                    message_document(recorded),
+                    now,
+                )
+            return recorded
+
+    async def announce_inbound(
+        self, tenant: str, message_id: str, content: Content, now: float
+    ) -> Message:
+        """A message recorded without its announcement: its content completed (its
+        attachments' media fetched) and told to the tenant's client webhooks, at once."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                messages.update()
+                .where(messages.c.id == message_id, messages.c.tenant == tenant)
+                .values(content=dump_content(content))
             )
             recorded = await load_message(conn, tenant, message_id)
             await conn.run_sync(

@@ -29,7 +29,7 @@ from chat4all.adapters.storage.outbox import Sent, SqlOutbox
 from chat4all.adapters.storage.retention import Retention
 from chat4all.adapters.storage.schema import metadata
 from chat4all.adapters.storage.status import Announcer, Fanout
-from chat4all.domain.model import Conversation, DeliveryStatus, Message
+from chat4all.domain.model import Content, Conversation, DeliveryStatus, Message
 from chat4all.ports import NO_ORIGIN, Accepted, Origin, OutboxItem, Page, SendRequest
 
 __all__ = ["SqlStore", "Fanout", "metadata", "sqlite_url"]
@@ -188,10 +188,16 @@ class SqlStore:
         now: float,
         *,
         echo: bool = False,
+        announce: bool = True,
     ) -> Message | None:
         return await self.inbound.record_inbound(
-            tenant, request, update_id, provider_message_id, now, echo=echo
+            tenant, request, update_id, provider_message_id, now, echo=echo, announce=announce
         )
+
+    async def announce_inbound(
+        self, tenant: str, message_id: str, content: Content, now: float
+    ) -> Message:
+        return await self.inbound.announce_inbound(tenant, message_id, content, now)
 
     async def record_receipt(
         self,

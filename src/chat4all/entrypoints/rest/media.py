@@ -1,4 +1,5 @@
-"""``/v1/media``: upload a file, then send it by its id (an attachment's ``media_id``)."""
+"""``/v1/media``: upload a file, then send it by its id (an attachment's ``media_id``); download
+a file by its id (an upload, or what someone sent to one of our accounts)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from chat4all.domain.model import Media
-from chat4all.entrypoints.rest.answers import documented
-from chat4all.entrypoints.rest.auth import Sender, Use
+from chat4all.entrypoints.rest.answers import READ, documented
+from chat4all.entrypoints.rest.auth import Reader, Sender, Use
 from chat4all.entrypoints.rest.models import MediaOut
 from chat4all.entrypoints.uploads import chunks_of, read_upload
 
@@ -104,8 +105,31 @@ async def upload_media(request: Request, who: Sender, use: Use) -> JSONResponse:
 async def signed_media(token: str, use: Use) -> StreamingResponse:
     """The file a signed link names, while the link is valid (no API key: the signature is the
     authorisation); 404 for a link that is bad, forged, expired, or whose media is gone."""
+    return await _streamed(use.media.open_signed(token))
+
+
+@router.get(
+    "/{media_id}",
+    operation_id="downloadMedia",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The file"},
+        **documented(*READ, 404),
+    },
+)
+async def download_media(media_id: str, who: Reader, use: Use) -> StreamingResponse:
+    """The bytes of one of the tenant's files: an upload, or an attachment someone sent to one
+    of its accounts (an inbound message's ``attachments[].media_id``); 404 for another
+    tenant's or none."""
+    return await _streamed(use.media.open(who.tenant, media_id))
+
+
+async def _streamed(
+    opening: contextlib.AbstractAsyncContextManager[tuple[Media, Any]],
+) -> StreamingResponse:
+    """The file ``opening`` opens, streamed (never whole in memory) and closed at the end."""
     stack = contextlib.AsyncExitStack()
-    media, handle = await stack.enter_async_context(use.media.open_signed(token))
+    media, handle = await stack.enter_async_context(opening)
 
     async def body() -> AsyncIterator[bytes]:
         try:

@@ -7,7 +7,8 @@
   ``hub.challenge``);
 - :mod:`.errors`: the Graph error envelope and its classification by ``code`` into our
   retryable / paced / permanent delivery errors, and :class:`AccountPaused` for a dead token;
-- :mod:`.client`: a small async (aiohttp) client that sends the Bearer token.
+- :mod:`.client`: a small async (aiohttp) client that sends the Bearer token;
+- :mod:`.media`: a downloaded inbound file kept in our media store.
 """
 
 from chat4all.adapters.channels.graph.client import DEFAULT_TIMEOUT, GraphClient, GraphFailure

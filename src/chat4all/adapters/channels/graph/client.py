@@ -148,16 +148,21 @@ class GraphClient:
         raise GraphFailure(where, error, classify(error, self.rules))
 
     @contextlib.asynccontextmanager
-    async def download(self, url: str, token: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        """A GET of ``url`` with the Bearer token; yields its bytes, streamed in chunks. A
-        failure as :meth:`call`'s."""
+    async def download(
+        self, url: str, token: str | None
+    ) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+        """A GET of ``url``, with the Bearer token unless ``token`` is ``None`` (a CDN's signed
+        URL: no credentials go to it); yields its ``Content-Type`` and its bytes, streamed in
+        chunks. A failure as :meth:`call`'s."""
         where = f"{self.where} download"
+        headers = _bearer(token) if token is not None else {}
         try:
-            async with self._http().get(url, headers=_bearer(token)) as answer:
+            async with self._http().get(url, headers=headers) as answer:
                 if not 200 <= answer.status < 300:
                     error = GraphError.parse(answer.status, await answer.read())
                     raise GraphFailure(where, error, classify(error, self.rules))
-                yield answer.content.iter_chunked(_CHUNK)
+                mime = answer.headers.get("Content-Type") or "application/octet-stream"
+                yield mime, answer.content.iter_chunked(_CHUNK)
         except TimeoutError as exc:
             raise RetryableDelivery(f"{where}: timeout ({type(exc).__name__})") from None
         except aiohttp.ClientError as exc:

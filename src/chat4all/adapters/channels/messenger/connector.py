@@ -5,21 +5,25 @@ Each part of a message is one ``POST /{version}/{ID}/messages`` with the account
 Bearer header (never in a URL, so never in a log). An upload (``media_id``) goes once through
 ``POST /{version}/{ID}/message_attachments`` (multipart, ``is_reusable``) and is sent by its
 ``attachment_id``, remembered for the next message that sends the same upload. Errors: see
-:mod:`~chat4all.adapters.channels.messenger.errors`.
+:mod:`~chat4all.adapters.channels.messenger.errors`. Inbound attachments (the CDN URL in the
+webhook's ``payload.url``) are downloaded into our media store by :meth:`SendApiConnector.fetch`.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from chat4all.adapters.channels.graph import DEFAULT_TIMEOUT, GraphClient, GraphFailure
+from chat4all.adapters.channels.graph.media import keep
 from chat4all.adapters.channels.messenger.errors import SEND_API_RULES
 from chat4all.adapters.channels.messenger.platform import Platform
 from chat4all.adapters.channels.messenger.sendapi import Part, parts
-from chat4all.domain.model import Conversation, Message
+from chat4all.domain.model import Conversation, Media, Message
 from chat4all.errors import DeliveryError, InvalidRequest, NotFound, PermanentDelivery
 from chat4all.ports import Action, ActionRequest, MediaStore
 
@@ -127,6 +131,21 @@ class SendApiConnector:
             await self._post(account, "messages", json=body)
         except GraphFailure as exc:
             raise exc.delivery(conversation.account) from None
+
+    async def fetch(self, account: str, reference: str, tenant: str, store: MediaStore) -> Media:
+        """An inbound attachment (``reference``: the CDN URL of its ``payload.url``, signed
+        and short-lived) downloaded into ``store`` for ``tenant``, streamed. The URL carries
+        its own authorisation: no token is sent to the CDN."""
+        self._account(account)
+        if not reference.startswith(("https://", "http://")):
+            raise PermanentDelivery(f"{self.platform.title} attachment: not a URL")
+        stem = posixpath.splitext(posixpath.basename(urlsplit(reference).path))[0]
+        name = f"{self.channel}-{stem or 'attachment'}"
+        try:
+            async with self._graph.download(reference, None) as (mime, chunks):
+                return await keep(store, tenant, name, mime, chunks)
+        except GraphFailure as exc:
+            raise exc.delivery(account) from None
 
     async def _upload(self, name: str, tenant: str, part: Part, account: Credentials) -> str:
         attachment = part.upload

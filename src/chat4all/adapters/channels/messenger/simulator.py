@@ -17,7 +17,10 @@ envelope ``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}
 
 Everything it accepted is recorded (:attr:`sent`, :attr:`uploads` with each file's size and
 SHA-256; ``GET /_sim/sent``). It makes the webhooks the platform pushes (messages, postbacks,
-reactions, deliveries, reads, batches), signed with the app secret, and pushes them.
+reactions, attachments, deliveries, reads, batches), signed with the app secret, and pushes
+them. A user's attachment is served as Meta's CDN serves it: ``GET`` of the signed-looking URL
+in the webhook's ``payload.url`` (:meth:`cdn_file`), no token needed; :attr:`cdn_faults` makes
+the next downloads answer 500.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from chat4all.adapters.channels.graph import SIGNATURE_HEADER, VERSION, sign
@@ -105,6 +108,13 @@ class SendApiSimulator:
     """Recipients whose 24 h window is closed."""
     latency: float = 0.0
     calls: int = 0
+    files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    """Users' attachments on the CDN: key → (bytes, content type)."""
+    downloads: list[tuple[str, str | None]] = field(default_factory=list)
+    """The CDN files downloaded (one per successful GET): the key and the ``Authorization``
+    header the download came with (Meta's CDN needs none: it should be ``None``)."""
+    cdn_faults: int = 0
+    """The next CDN downloads answered 500 (one each)."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # -- faults ---------------------------------------------------------------------------
@@ -178,6 +188,21 @@ class SendApiSimulator:
     def text_event(self, sender: str, text: str, **message: Any) -> dict[str, Any]:
         return self.event(sender, message={"mid": self.mid(), "text": text, **message})
 
+    def cdn_file(self, data: bytes, content_type: str, root: str) -> str:
+        """``data`` served as a user's attachment on the CDN; its URL (``root``: where this
+        simulator is served), as a webhook's ``payload.url`` carries it."""
+        key = f"{next(self._ids):08d}"
+        self.files[key] = (data, content_type)
+        extension = content_type.split("/", 1)[-1]
+        return f"{root}/_cdn/{key}/{key}_n.{extension}?_nc_cat=1&oh=00_sim{key}&oe=68A0B0C0"
+
+    def attachment_event(self, sender: str, kind: str, url: str, **message: Any) -> dict[str, Any]:
+        """``sender`` sends a file (``kind``: ``image``, ``video``, ``audio``, ``file``)."""
+        attachment = {"type": kind, "payload": {"url": url}}
+        return self.event(
+            sender, message={"mid": self.mid(), "attachments": [attachment], **message}
+        )
+
     def user_message(self, sender: str, text: str) -> bytes:
         return json.dumps(self.delivery(self.text_event(sender, text))).encode()
 
@@ -218,6 +243,17 @@ class SendApiSimulator:
             if refused is not None:
                 return refused
             return await self._attachment(self._account(account, request), request)
+
+        @app.get("/_cdn/{key}/{name}")
+        async def cdn(key: str, name: str, request: Request) -> Response:
+            if self.cdn_faults:
+                self.cdn_faults -= 1
+                return Response(b"Service Unavailable", status_code=500, media_type="text/plain")
+            if key not in self.files:
+                return Response(b"URL signature expired", status_code=403, media_type="text/plain")
+            data, content_type = self.files[key]
+            self.downloads.append((key, request.headers.get("authorization")))
+            return Response(data, media_type=content_type)
 
         @app.get("/_sim/sent")
         async def recorded() -> dict[str, Any]:

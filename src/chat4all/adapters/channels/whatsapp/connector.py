@@ -42,6 +42,7 @@ from chat4all.adapters.channels.graph import (
     Rules,
     Scope,
 )
+from chat4all.adapters.channels.graph.media import keep
 from chat4all.domain.model import (
     Attachment,
     Button,
@@ -112,6 +113,9 @@ RULES: Final[Rules] = {
     131000: Rule(Action.RETRY, "something went wrong at WhatsApp"),
     131016: Rule(Action.RETRY, "WhatsApp service temporarily unavailable"),
 }
+
+MEDIA_PREFIX: Final = "whatsapp-media:"
+"""How an inbound attachment names a WhatsApp media id (its ``url``)."""
 
 
 @dataclass
@@ -342,26 +346,19 @@ class WhatsAppConnector:
             url = info.get("url")
             if not isinstance(url, str):
                 raise PermanentDelivery(f"WhatsApp media {media_id}: no url in {sorted(info)}")
-            async with self.client.download(url, number.token) as chunks:
-                yield str(info.get("mime_type") or "application/octet-stream"), chunks
+            async with self.client.download(url, number.token) as (served, chunks):
+                yield str(info.get("mime_type") or served), chunks
         except GraphFailure as failure:
             raise failure.delivery(account) from None
 
     async def fetch(self, account: str, media_id: str, tenant: str, store: MediaStore) -> Media:
-        """An inbound media id (``whatsapp-media:<id>``'s id) downloaded into ``store`` for
-        ``tenant``, streamed (never whole in memory)."""
-        kind_of = {"image": "image", "video": "video", "audio": "audio"}
+        """An inbound media id (``whatsapp-media:<id>`` as the webhook's attachment names it,
+        or the bare id) downloaded into ``store`` for ``tenant``, streamed (never whole in
+        memory); the core calls it for each inbound attachment (see
+        :class:`~chat4all.plugin.MediaConnector`)."""
+        media_id = media_id.removeprefix(MEDIA_PREFIX)
         async with self.download(account, media_id) as (mime, chunks):
-            kind = kind_of.get(mime.split("/", 1)[0], "document")
-            extension = mime.split("/", 1)[-1].split(";", 1)[0]
-            return await store.put(
-                tenant,
-                chunks,
-                filename=f"whatsapp-{media_id}.{extension}",
-                mime_type=mime,
-                kind=kind,
-                now=time.time(),
-            )
+            return await keep(store, tenant, f"whatsapp-{media_id}", mime, chunks)
 
     # --- actions --------------------------------------------------------------------------
 

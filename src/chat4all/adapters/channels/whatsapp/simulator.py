@@ -336,7 +336,9 @@ class WhatsAppSimulator:
         upload = self.uploads.get(request.path_params["media_id"])
         if upload is None:
             return _error(Fault(100, "Unsupported get request: no such media", 400, 33))
-        root = str(request.base_url).rstrip("/")
+        # where this simulator is served, ``/{version}/{media_id}`` off this URL (base_url
+        # would miss the prefix it is mounted under in the hub's simulator server)
+        root = str(request.url).split("?", 1)[0].rsplit("/", 2)[0]
         return JSONResponse(
             {
                 "messaging_product": "whatsapp",

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chat4all.adapters.channels.graph import GraphError, check_signature, classify, handshake
-from chat4all.adapters.channels.whatsapp.connector import RULES
+from chat4all.adapters.channels.whatsapp.connector import MEDIA_PREFIX, RULES
 from chat4all.adapters.channels.whatsapp.settings import WhatsAppSettings
 from chat4all.domain.model import (
     Attachment,
@@ -46,7 +46,6 @@ __all__ = ["WhatsAppReceiver", "parse", "MEDIA_PREFIX"]
 
 log = logging.getLogger(__name__)
 
-MEDIA_PREFIX = "whatsapp-media:"
 _MEDIA_KINDS = ("image", "video", "audio", "document", "sticker")
 _RECEIPTS = {
     "sent": DeliveryStatus.SENT,
