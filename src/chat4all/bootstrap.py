@@ -7,7 +7,8 @@ opens the database. :func:`run_roles` starts some of its roles under the hub's
 
 - ``simulator``: the channels' simulators (on the embedded default: no account configured);
 - ``api``: the REST and gRPC servers;
-- ``workers``: the dispatcher and the webhook dispatcher (and any worker a test injects);
+- ``workers``: the dispatcher, the webhook dispatcher and the sweep of received messages left
+  unannounced (``inbound-files``; and any worker a test injects);
 - ``pollers``: the channels' pollers (those their settings ask for);
 - ``housekeeping``: the hourly purge of old idempotency keys and update ids, and of unfinished
   uploads past their time to live (:func:`housekeep`).
@@ -325,10 +326,12 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             connectors=connectors,
             media=media_store,
         )
+        stack.push_async_callback(inbound.close)
         subscriptions = Subscriptions(webhooks, targets)
         workers: dict[str, Worker] = {
             "dispatcher": dispatcher.run,
             "webhooks": webhook_dispatcher.run,
+            "inbound-files": inbound.run,
             **overrides.get("workers", {}),
         }
         yield Hub(

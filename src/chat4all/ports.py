@@ -25,6 +25,7 @@ __all__ = [
     "Origin",
     "NO_ORIGIN",
     "Accepted",
+    "Pending",
     "Page",
     "OutboxItem",
     "MessageStore",
@@ -90,6 +91,15 @@ class Accepted:
     replayed: bool
     """True when an earlier request with the same Idempotency-Key made it: ``message`` is then
     that request's answer, as it was sent (not the message's current state)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A received message stored and not yet announced to its tenant's clients."""
+
+    channel: str
+    account: str
+    message: Message
 
 
 @dataclass(frozen=True, slots=True)

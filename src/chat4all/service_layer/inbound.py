@@ -13,11 +13,19 @@ from typing import Final, Literal, Protocol
 from chat4all.domain.model import Attachment, Content, DeliveryStatus, Media, Message
 from chat4all.errors import InvalidRequest, NotFound, RetryableDelivery
 from chat4all.plugin import Receipt, Received, Receiver
-from chat4all.ports import MediaStore, SendRequest, WebhookReply, WebhookRequest
+from chat4all.ports import MediaStore, Pending, SendRequest, WebhookReply, WebhookRequest
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.status import StatusPublisher
+from opskit.lifecycle import sleep_or_stop
 
-__all__ = ["Inbound", "InboundStore", "Outcome", "RECEIPT_STATUSES", "FETCH_ATTEMPTS"]
+__all__ = [
+    "Inbound",
+    "InboundStore",
+    "Outcome",
+    "RECEIPT_STATUSES",
+    "FETCH_ATTEMPTS",
+    "PENDING_AFTER",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +38,13 @@ Fetch = Callable[[str, str, str, MediaStore], Awaitable[Media]]
 
 FETCH_ATTEMPTS: Final = 3
 """Tries to download an inbound attachment (a retryable failure waits, then tries again)."""
+
+PENDING_AFTER: Final = 60.0
+"""Seconds after which a received message still not announced is taken to be left behind by a
+process that died while downloading its files."""
+
+SWEEP_EVERY: Final = 30.0
+"""Seconds between two looks for such messages (the ``inbound-files`` worker)."""
 
 
 Outcome = Literal["applied", "recorded", "stale", "unknown"]
@@ -56,7 +71,9 @@ class InboundStore(Protocol):
 
     async def announce_inbound(
         self, tenant: str, message_id: str, content: Content, now: float
-    ) -> Message: ...
+    ) -> Message | None: ...
+
+    async def pending_inbound(self, before: float, limit: int = 100) -> list[Pending]: ...
 
     async def record_receipt(
         self,
@@ -105,6 +122,8 @@ class Inbound:
         simulators once they are served."""
         self._media = media
         self._fetch_backoff = fetch_backoff
+        self._tasks: set[asyncio.Task[None]] = set()
+        """The downloads under way, each of a message stored and not yet announced."""
         self._store = store
         self._publisher = publisher
         self._accounts = accounts
@@ -135,10 +154,11 @@ class Inbound:
             ):
                 continue
             request = SendRequest(channel, account, inbound.sender, inbound.content)
-            fetcher: Fetch | None = getattr(self._connectors.get(channel), "fetch", None)
-            if self._media is None:
-                fetcher = None
-            fetch = fetcher is not None and any(map(_remote, inbound.content.attachments))
+            fetch = (
+                self._media is not None
+                and hasattr(self._connectors.get(channel), "fetch")
+                and any(map(_remote, inbound.content.attachments))
+            )
             message = await self._store.record_inbound(
                 tenant,
                 request,
@@ -150,20 +170,67 @@ class Inbound:
             )
             if message is None:
                 continue
-            if fetch:
-                assert fetcher is not None
-                message = await self._fetched(fetcher, account, message)
-            self._publisher.inbound(message)
             stored.append(message)
+            if fetch:
+                # stored: the provider gets its answer now; the files come after it
+                self._later(Pending(channel, account, message))
+            else:
+                self._publisher.inbound(message)
         for receipt in received.receipts:
             await self.apply(channel, account, receipt)
         return stored
 
-    async def _fetched(self, fetcher: Fetch, account: str, message: Message) -> Message:
-        """``message`` (stored, not yet announced) with its attachments downloaded into our
-        media store, announced. A file that cannot be had after :data:`FETCH_ATTEMPTS` tries
-        keeps only its reference, and the extension ``media_error`` says why: the message is
-        announced all the same."""
+    def _later(self, pending: Pending) -> None:
+        task = asyncio.create_task(self._complete(pending), name=f"inbound-{pending.message.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _complete(self, pending: Pending) -> None:
+        """Download ``pending``'s files and announce it (unless another process did first)."""
+        try:
+            message = await self._fetched(pending)
+        except Exception:  # the store failing now: the sweep tries again
+            log.exception("inbound %s not announced yet (tried again later)", pending.message.id)
+            return
+        if message is not None:
+            self._publisher.inbound(message)
+
+    async def announce_pending(self, older_than: float = PENDING_AFTER) -> int:
+        """Complete the received messages stored more than ``older_than`` s ago and still not
+        announced (the process downloading their files died); how many there were."""
+        pending = await self._store.pending_inbound(self._clock() - older_than)
+        for one in pending:
+            log.warning(
+                "inbound %s from %s was stored %.0fs ago and not announced: completing it",
+                one.message.id,
+                one.channel,
+                self._clock() - one.message.created_at,
+            )
+            await self._complete(one)
+        return len(pending)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The ``inbound-files`` worker: :meth:`announce_pending` every :data:`SWEEP_EVERY` s."""
+        while not stop.is_set():
+            try:
+                await self.announce_pending()
+            except Exception as exc:  # a busy database now: next round
+                log.warning("inbound sweep failed: %s: %s", type(exc).__name__, exc)
+            await sleep_or_stop(stop, SWEEP_EVERY)
+
+    async def close(self) -> None:
+        """Stop the downloads under way (their messages stay for the sweep)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _fetched(self, pending: Pending) -> Message | None:
+        """``pending``'s message with its attachments downloaded into our media store,
+        announced (``None``: another process announced it first). A file that cannot be had
+        after :data:`FETCH_ATTEMPTS` tries keeps only its reference, and the extension
+        ``media_error`` says why: the message is announced all the same."""
+        message, account = pending.message, pending.account
+        fetcher: Fetch | None = getattr(self._connectors.get(pending.channel), "fetch", None)
         attachments: list[Attachment] = []
         errors: list[str] = []
         for n, attachment in enumerate(message.content.attachments):
@@ -173,6 +240,8 @@ class Inbound:
             assert attachment.url is not None
             try:
                 media = await self._download(fetcher, account, message.tenant, attachment.url)
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:  # whatever it is, the file's failure, not the message's
                 log.warning("inbound %s attachment %d not downloaded: %s", message.id, n, exc)
                 errors.append(f"attachments[{n}]: {exc}")
@@ -194,8 +263,11 @@ class Inbound:
             message.tenant, message.id, content, self._clock()
         )
 
-    async def _download(self, fetcher: Fetch, account: str, tenant: str, reference: str) -> Media:
-        assert self._media is not None
+    async def _download(
+        self, fetcher: Fetch | None, account: str, tenant: str, reference: str
+    ) -> Media:
+        if fetcher is None or self._media is None:  # the channel's settings changed since
+            raise NotFound("this channel cannot fetch files here now")
         wait = self._fetch_backoff
         for attempt in range(1, FETCH_ATTEMPTS + 1):
             try:

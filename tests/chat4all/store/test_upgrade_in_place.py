@@ -254,3 +254,41 @@ async def test_a_database_made_before_tenant_settings_upgrades_and_keeps_the_def
         assert kept.size == 20000000
     finally:
         await store.close()
+
+
+def _before_announced_at(conn: sa.Connection) -> None:
+    """The release before ``inbound_updates.announced_at`` (schema 0008): a received message,
+    announced with its write as that release did."""
+    command.upgrade(migrate.alembic_config(conn), "0008")
+    _before_channels_data(conn)
+    conn.execute(
+        sa.text(
+            "INSERT INTO inbound_updates (channel, account, update_id, message_id, received_at) "
+            "VALUES ('telegram', 'bot', 'u-1', 'm_in', 1.0)"
+        )
+    )
+
+
+async def test_messages_received_before_the_upgrade_count_as_announced(store_url: str) -> None:
+    """The sweep of messages left unannounced finds none of what the older release stored (it
+    announced each with its write), and a new unannounced one is found."""
+    engine = create_async_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_before_announced_at)
+    finally:
+        await engine.dispose()
+    store = await SqlStore.open(store_url)
+    try:
+        assert store.migrated == ("0008", migrate.revisions()[-1])
+        assert await store.pending_inbound(before=10.0) == []
+        request = SendRequest("telegram", "bot", "42", Content(text="new"))
+        fresh = await store.record_inbound("t1", request, "u-2", "p-2", 5.0, announce=False)
+        assert fresh is not None
+        assert [p.message.id for p in await store.pending_inbound(before=10.0)] == [fresh.id]
+        announced = await store.announce_inbound("t1", fresh.id, fresh.content, 6.0)
+        assert announced is not None
+        assert await store.announce_inbound("t1", fresh.id, fresh.content, 7.0) is None
+        assert await store.pending_inbound(before=10.0) == []
+    finally:
+        await store.close()

@@ -21,7 +21,7 @@ from chat4all.domain.model import (
     message_document,
     transition,
 )
-from chat4all.ports import SendRequest
+from chat4all.ports import Pending, SendRequest
 
 __all__ = ["InboundLog", "Outcome"]
 
@@ -79,6 +79,7 @@ class InboundLog:
                     update_id=update_id,
                     message_id=message_id,
                     received_at=now,
+                    announced_at=now if announce else None,
                 )
             )
             recorded = await load_message(conn, tenant, message_id)
@@ -94,10 +95,21 @@ class InboundLog:
 
     async def announce_inbound(
         self, tenant: str, message_id: str, content: Content, now: float
-    ) -> Message:
+    ) -> Message | None:
         """A message recorded without its announcement: its content completed (its
-        attachments' media fetched) and told to the tenant's client webhooks, at once."""
+        attachments' media fetched) and told to the tenant's client webhooks, at once; ``None``
+        when it was announced already (by another process's sweep): nothing is changed."""
         async with self._db.transaction() as conn:
+            claimed = await conn.execute(
+                inbound_updates.update()
+                .where(
+                    inbound_updates.c.message_id == message_id,
+                    inbound_updates.c.announced_at.is_(None),
+                )
+                .values(announced_at=now)
+            )
+            if not claimed.rowcount:
+                return None
             await conn.execute(
                 messages.update()
                 .where(messages.c.id == message_id, messages.c.tenant == tenant)
@@ -108,6 +120,32 @@ class InboundLog:
                 self._announcer.event, tenant, "message.inbound", message_document(recorded), now
             )
             return recorded
+
+    async def pending_inbound(self, before: float, limit: int = 100) -> list[Pending]:
+        """Received messages stored before ``before`` and not announced yet (the process that
+        was downloading their files died), the oldest first, up to ``limit``."""
+        async with self._db.transaction() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(
+                        inbound_updates.c.channel,
+                        inbound_updates.c.account,
+                        messages.c.tenant,
+                        messages.c.id,
+                    )
+                    .join(messages, messages.c.id == inbound_updates.c.message_id)
+                    .where(
+                        inbound_updates.c.announced_at.is_(None),
+                        inbound_updates.c.received_at < before,
+                    )
+                    .order_by(inbound_updates.c.received_at)
+                    .limit(limit)
+                )
+            ).all()
+            return [
+                Pending(row.channel, row.account, await load_message(conn, row.tenant, row.id))
+                for row in rows
+            ]
 
     async def record_receipt(
         self,

@@ -101,6 +101,9 @@ inbound_updates = sa.Table(
     sa.Column("update_id", sa.String(64), primary_key=True),
     sa.Column("message_id", sa.String(32)),
     sa.Column("received_at", sa.Float),
+    # when the message was told to the tenant's clients; NULL: not yet (its files are being
+    # downloaded, or the process died before: the sweep of Inbound.announce_pending)
+    sa.Column("announced_at", sa.Float),
     sa.Index("inbound_updates_age", "received_at"),
 )
 idempotency = sa.Table(

@@ -30,7 +30,15 @@ from chat4all.adapters.storage.retention import Retention
 from chat4all.adapters.storage.schema import metadata
 from chat4all.adapters.storage.status import Announcer, Fanout
 from chat4all.domain.model import Content, Conversation, DeliveryStatus, Message
-from chat4all.ports import NO_ORIGIN, Accepted, Origin, OutboxItem, Page, SendRequest
+from chat4all.ports import (
+    NO_ORIGIN,
+    Accepted,
+    Origin,
+    OutboxItem,
+    Page,
+    Pending,
+    SendRequest,
+)
 
 __all__ = ["SqlStore", "Fanout", "metadata", "sqlite_url"]
 
@@ -196,8 +204,11 @@ class SqlStore:
 
     async def announce_inbound(
         self, tenant: str, message_id: str, content: Content, now: float
-    ) -> Message:
+    ) -> Message | None:
         return await self.inbound.announce_inbound(tenant, message_id, content, now)
+
+    async def pending_inbound(self, before: float, limit: int = 100) -> list[Pending]:
+        return await self.inbound.pending_inbound(before, limit)
 
     async def record_receipt(
         self,

@@ -115,6 +115,8 @@ class SendApiSimulator:
     header the download came with (Meta's CDN needs none: it should be ``None``)."""
     cdn_faults: int = 0
     """The next CDN downloads answered 500 (one each)."""
+    cdn_hold: asyncio.Event | None = None
+    """Set: CDN downloads wait for it (a slow CDN)."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # -- faults ---------------------------------------------------------------------------
@@ -246,6 +248,8 @@ class SendApiSimulator:
 
         @app.get("/_cdn/{key}/{name}")
         async def cdn(key: str, name: str, request: Request) -> Response:
+            if self.cdn_hold is not None:
+                await self.cdn_hold.wait()
             if self.cdn_faults:
                 self.cdn_faults -= 1
                 return Response(b"Service Unavailable", status_code=500, media_type="text/plain")
