@@ -9,7 +9,8 @@ one object, :class:`ChannelPlugin`, found through the :mod:`chat4all.registry`. 
 
 and builds, from its settings,
 
-- a :class:`ChannelConnector` (outbound: the :class:`~chat4all.ports.Connector` port);
+- a :class:`ChannelConnector` (outbound: the :class:`~chat4all.ports.Connector` port; a
+  :class:`PausableConnector` when its accounts pause on a refused token);
 - a :class:`Receiver` (inbound: a provider's webhook request, signature checked, parsed into
   the canonical model as :class:`Received`, answered with a :class:`~chat4all.ports.WebhookReply`);
 - its :class:`Poller` s, if the provider is also polled (most are not: an empty sequence);
@@ -25,7 +26,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,7 @@ __all__ = [
     "Deliver",
     "ChannelConnector",
     "ActionConnector",
+    "PausableConnector",
     "Receiver",
     "Poller",
     "Fault",
@@ -234,6 +236,29 @@ class ActionConnector(ChannelConnector, Protocol):
     async def act(self, conversation: Conversation, request: ActionRequest) -> None:
         """Do ``request.action`` in ``conversation`` now (not queued: a typing indicator is
         worthless late). Raises ``RetryableDelivery`` / ``PermanentDelivery`` like ``send``."""
+        ...
+
+
+@runtime_checkable
+class PausableConnector(ChannelConnector, Protocol):
+    """A connector whose accounts pause when the provider refuses their credentials (an
+    expired or revoked token): their messages wait (``AccountPaused``) until the token is
+    replaced in the settings (a reload) or an admin resumes the account. Optional: the core
+    checks for :meth:`paused`; a channel without it never pauses an account."""
+
+    def paused(self) -> Mapping[str, str]:
+        """The paused accounts and why (the provider's error, never the token)."""
+        ...
+
+    def resume(self, account: str, token: str | None = None) -> bool:
+        """Resume ``account`` (with its new ``token`` when given); whether it was paused.
+        ``PermanentDelivery`` for an account it does not have."""
+        ...
+
+    def reload(self, settings: ChannelSettings) -> Mapping[str, str]:
+        """The channel's settings as re-read: each configured account's changed token swapped
+        in (a paused one resumes with it); what changed, by account. Accounts added or removed
+        take a restart."""
         ...
 
 
