@@ -10,6 +10,7 @@ import logging
 import re
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
@@ -19,6 +20,8 @@ from chat4all.bootstrap import Hub, reload_settings
 from chat4all.config import Settings, load_settings
 from chat4all.registry import Registry
 from chat4all.simulator.host import running_simulators
+from chat4all.v1 import api_pb2 as pb
+from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.channels.test_whatsapp_hub import USER, status_of, until
 from tests.chat4all.conftest import hub_running
 
@@ -121,6 +124,21 @@ async def test_a_dead_token_pauses_the_account_until_an_admin_or_a_reload_resume
             sim.expire(NEW)
             late = (await client.post("/v1/messages", json=send("m3"))).json()
             await until(lambda: bool(connector.paused()))
+            # (over gRPC too)
+            metadata = (("authorization", f"Bearer {hub.admin_key}"),)
+            async with grpc.aio.insecure_channel(hub.grpc_target) as channel:
+                stub = pb_grpc.Chat4AllServiceStub(channel)  # type: ignore[no-untyped-call]
+                listed_pb = await stub.ListChannelAccounts(
+                    pb.ListChannelAccountsRequest(channel="whatsapp"), metadata=metadata
+                )
+                [state] = listed_pb.items
+                assert (state.name, state.paused) == (ACCOUNT, True) and "190" in state.reason
+                with pytest.raises(grpc.aio.AioRpcError) as missing_pb:
+                    await stub.ResumeChannelAccount(
+                        pb.ResumeChannelAccountRequest(channel="whatsapp", account="nobody"),
+                        metadata=metadata,
+                    )
+                assert missing_pb.value.code() is grpc.StatusCode.NOT_FOUND
             env = tmp_path / ".env"
             env.write_text("CHAT4ALL_WHATSAPP_ACCOUNTS={not json\n")
 
