@@ -1,8 +1,8 @@
 """Use cases on the channel accounts themselves (not their messages): which are paused, and
 resuming one. An account pauses when its provider refuses its credentials (an expired or
-revoked token: WhatsApp's code 190); its messages wait, unspent, until an admin resumes it
-(optionally with a new token) or its token is replaced in the settings and reloaded. REST
-reaches this only through :class:`ChannelAccounts`.
+revoked token); its messages wait, unspent, until an admin resumes it
+(optionally with a new token) or its token is replaced in the settings and reloaded. REST and
+gRPC reach this only through :class:`ChannelAccounts`.
 
 A pause is this process's: with several hub processes, resume (or reload) each of them.
 """

@@ -211,7 +211,7 @@ class Chat4AllServiceServicer:
 
     def ListChannelAccounts(self, request, context):
         """The tenant's accounts on a channel, each paused (and why) or not: an account pauses when
-        its provider refuses its token (WhatsApp error 190); its messages wait (admin keys).
+        its provider refuses its token (expired or revoked); its messages wait (admin keys).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

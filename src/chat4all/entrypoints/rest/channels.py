@@ -88,7 +88,7 @@ def _channel_accounts(use: Services) -> ChannelAccounts:
 )
 async def list_channel_accounts(channel: str, who: Admin, use: Use) -> dict[str, Any]:
     """The calling key's tenant's accounts on ``channel``, each paused (and why) or not. An
-    account pauses when its provider refuses its credentials (WhatsApp's error 190: an expired
+    account pauses when its provider refuses its credentials (an expired
     or revoked token); its messages then wait, neither sent nor failed."""
     states = _channel_accounts(use).states(who.tenant, channel)
     return {"items": [{"name": s.name, "paused": s.paused, "reason": s.reason} for s in states]}

@@ -407,7 +407,7 @@ class ResumeIn(BaseModel):
         default=None,
         min_length=1,
         max_length=4096,
-        description="A new access token for the account, used from now on (never echoed or "
+        description="A new access token for the account, used from now on (never returned or "
         "logged). It lasts until the hub restarts: put it in the settings too. Absent: the "
         "account resumes with the token it has",
     )
