@@ -197,7 +197,7 @@ async def reload_settings(hub: Hub, load: Callable[[], Settings]) -> bool:
     change nothing: the running ones stay."""
     try:
         settings = load()
-    except InvalidRequest as exc:
+    except (InvalidRequest, OSError) as exc:  # OSError: the settings file cannot be read
         log.error(
             "settings not reloaded: %s; the running settings stay: fix the file and reload again",
             exc,

@@ -116,9 +116,10 @@ async def test_a_dead_token_pauses_the_account_until_an_admin_or_a_reload_resume
             missing = await client.post("/v1/channels/whatsapp/nobody/resume")
             assert missing.status_code == 404
             extra = await client.post(
-                f"/v1/channels/whatsapp/{ACCOUNT}/resume", json={"token": "x"}
+                f"/v1/channels/whatsapp/{ACCOUNT}/resume", json={"access_token": NEW, "x": 1}
             )
             assert extra.status_code == 422
+            assert NEW not in extra.text
 
             # it dies again; the settings file gets a new token: a bad file changes nothing ...
             sim.expire(NEW)
