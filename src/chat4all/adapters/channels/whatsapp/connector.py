@@ -16,8 +16,8 @@ the others at once, by the dispatcher); the pair rate (131056) holds that recipi
 131048, 131049 fail the message; 190 (the token) pauses the account: its messages wait
 (:class:`~chat4all.errors.AccountPaused`, retried without calling Meta) until
 :meth:`WhatsAppConnector.resume` (an admin, through the API) or
-:meth:`WhatsAppConnector.reload` (its token replaced in the settings); 131000, 131016, 2 and 5xx are
-retried. Sends are paced per phone number (``RATE`` a second).
+:meth:`WhatsAppConnector.reload` (its token replaced in the settings); 131000, 131016, 2 and
+5xx are retried. Sends are paced per phone number (``RATE`` a second).
 """
 
 from __future__ import annotations
