@@ -254,13 +254,14 @@ class WhatsAppConnector:
             body[kind]["id"] = await self._upload(account, number, message.tenant, attachment)
         for attempt in range(1 + self._absorb):
             await self._wait_turn(account, number, to)
+            token = number.token
             try:
                 answer = await self.client.call(
-                    "POST", f"{number.phone_number_id}/messages", number.token, json=body
+                    "POST", f"{number.phone_number_id}/messages", token, json=body
                 )
                 break
             except GraphFailure as failure:
-                error = self._failed(account, number, to, failure)
+                error = self._failed(account, number, to, failure, token)
                 # the number's throughput (130429): it holds (the next turn waits that out) and
                 # this send tries again within the call, a few times, before the dispatcher's
                 # backoff; the account's and the app's rates (80007, 4) go to the dispatcher
@@ -299,10 +300,14 @@ class WhatsAppConnector:
             await asyncio.sleep(slot - now)
 
     def _failed(
-        self, account: str, number: Number, to: str, failure: GraphFailure
+        self, account: str, number: Number, to: str, failure: GraphFailure, token: str = ""
     ) -> RetryableDelivery | PermanentDelivery:
+        """The delivery error of ``failure``; ``token``: the one the call was made with (a 190
+        for a token replaced meanwhile does not pause the account again: tried again now)."""
         rule = failure.rule
         if rule.action is Action.PAUSE:
+            if token and token != number.token:
+                return RetryableDelivery("the access token was replaced during the call", 0.0)
             self._pause(account, f"{failure.error.describe()}")
             return AccountPaused(str(failure), account, self._pause_retry)
         if rule.action is Action.PACE:
