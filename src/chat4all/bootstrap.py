@@ -38,6 +38,7 @@ from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.sql import SqlStore
+from chat4all.adapters.storage.tenants import SqlTenantSettings
 from chat4all.adapters.storage.uploads import FileUploads
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout_many
 from chat4all.config import Settings
@@ -48,7 +49,7 @@ from chat4all.entrypoints.tls import Tls
 from chat4all.errors import InvalidRequest, StoreUnavailable
 from chat4all.metrics import HubMetrics
 from chat4all.plugin import SIMULATOR_ACCOUNT
-from chat4all.ports import Connector
+from chat4all.ports import Connector, MediaStore
 from chat4all.service_layer.access import Access, LocalRateLimiter, RateLimiter
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.actions import Actions
@@ -64,6 +65,7 @@ from chat4all.service_layer.status import StatusPublisher
 from chat4all.service_layer.subscriptions import Subscriptions
 from chat4all.service_layer.supervisor import Supervisor
 from chat4all.service_layer.targets import Resolver, TargetPolicy, resolve
+from chat4all.service_layer.tenants import Tenants
 from chat4all.service_layer.wakeup import LocalWakeup, Wakeup
 from chat4all.service_layer.webhooks import WebhookDispatcher
 from chat4all.simulator.host import QuietServer
@@ -80,6 +82,7 @@ __all__ = [
     "run_roles",
     "running_hub",
     "open_store",
+    "open_media_store",
     "reload_settings",
     "SIMULATOR_ACCOUNT",
 ]
@@ -227,6 +230,29 @@ async def open_store(settings: Settings) -> SqlStore:
         ) from None
 
 
+async def open_media_store(
+    settings: Settings, store: SqlStore, stack: contextlib.AsyncExitStack
+) -> MediaStore:
+    """The media store ``CHAT4ALL_MEDIA_BACKEND`` names (closed with ``stack``); an S3 bucket
+    is checked first: :class:`StoreUnavailable` says what is wrong with it,
+    :class:`InvalidRequest` that the ``s3`` extra is missing."""
+    if settings.MEDIA_BACKEND == "file":
+        return FileMediaStore(store, settings.media_dir)
+    try:
+        from chat4all.adapters.storage.media_s3 import S3MediaStore  # noqa: PLC0415 - s3 extra
+    except ImportError:
+        raise InvalidRequest(
+            "CHAT4ALL_MEDIA_BACKEND=s3 needs the s3 extra (boto3), not installed here: "
+            "pip install 'tgstream-chat4all[chat4all,s3]', or set CHAT4ALL_MEDIA_BACKEND=file",
+            field="CHAT4ALL_MEDIA_BACKEND",
+        ) from None
+    bucket = S3MediaStore.from_settings(store, settings)
+    stack.callback(bucket.close)
+    await bucket.check()
+    log.info("media are stored in the %s", bucket.where)
+    return bucket
+
+
 async def _housekeeping(store: SqlStore, keep: float, stop: asyncio.Event) -> None:
     """Forget idempotency keys and provider update ids older than ``keep`` seconds, hourly."""
     while not stop.is_set():
@@ -252,7 +278,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         store.fanout = fanout_many  # webhooks are queued in the transaction of their change
         keys = KeyRing(store)
         webhooks = WebhookStore(store)
-        media_store = FileMediaStore(store, settings.media_dir)
+        media_store = await open_media_store(settings, store, stack)
         media = MediaLibrary(
             media_store,
             settings.MEDIA_MAX_BYTES,
@@ -302,8 +328,15 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         )
         audit = AuditLog(store)
         access = Access(keys, audit, limiter=limiter)
+        tenants = Tenants(SqlTenantSettings(store), media.links, audit=audit)
         messages = Messages(
-            store, tracer=tracer, accounts=accounts, media=media_store, limits=channels.limits
+            store,
+            tracer=tracer,
+            accounts=accounts,
+            media=media_store,
+            limits=channels.limits,
+            links=media.links,
+            tenants=tenants,
         )
         inbound = Inbound(
             store, publisher, accounts, channels.receivers, clock=clock, counted=metrics.receipt
@@ -339,6 +372,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
                 bus=bus,
                 media=media,
                 actions=Actions(store, connectors, channels.limits),
+                tenants=tenants,
                 channel_accounts=ChannelAccounts(
                     accounts, channels, store, audit, wakeup.wake, clock
                 ),

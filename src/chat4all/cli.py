@@ -5,7 +5,8 @@ tokens take effect without a restart).
 
 Exit codes: 0 ok (stopped by SIGTERM/SIGINT for ``serve``); 1 a key to revoke was not found, or
 ``audit verify`` found a broken chain; 2 invalid settings (the message names the key); 3 the
-database cannot be opened or migrated (the message says why); 4 ``serve`` stopped because one
+database cannot be opened or migrated, or the media bucket does not answer (the message says
+why); 4 ``serve`` stopped because one
 of its workers died (logged with its traceback): its service manager should start it again;
 5 the ``[chat4all]`` extra is not installed (checked by ``chat4all.__main__`` before this
 module is imported).
@@ -58,7 +59,7 @@ app = typer.Typer(
     help="chat4all: one API for many messaging channels.",
     epilog=(
         "Exit codes: 0 ok; 1 not found or audit log tampered; 2 invalid settings; "
-        "3 database cannot be opened or migrated; 4 a worker died (serve; restart it); "
+        "3 database or media bucket unavailable; 4 a worker died (serve; restart it); "
         "5 the chat4all extra is not installed."
     ),
 )

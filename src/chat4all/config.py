@@ -31,6 +31,7 @@ from chat4all.registry import Registry
 __all__ = ["Settings", "ChannelConfig", "load_settings"]
 
 _S = TypeVar("_S", bound=BaseSettings)
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,27 @@ class Settings(BaseSettings):
     MEDIA_DIR: Path | None = None
     """Where uploads are kept (by content, a directory per tenant); empty: DATA_DIR/media.
     Processes that share one database must share this directory too (a network file system,
-    or one volume) so that media one accepted another can send."""
+    or one volume) so that media one accepted another can send. Resumable uploads are staged
+    under it (``.uploads``) whichever MEDIA_BACKEND keeps the finished files."""
+    MEDIA_BACKEND: Literal["file", "s3"] = "file"
+    """Where finished uploads are kept: ``file`` (MEDIA_DIR) or ``s3`` (an S3-compatible
+    bucket, the S3_* settings; needs the ``s3`` extra)."""
+    S3_ENDPOINT_URL: str = ""
+    """The S3-compatible service's URL (MinIO, Ceph, R2 ...: ``https://s3.example.org``);
+    empty: Amazon S3 itself."""
+    S3_BUCKET: str = ""
+    """The bucket (it must exist; ``chat4all serve`` checks it at start)."""
+    S3_REGION: str = ""
+    """The bucket's region; empty: the AWS SDK's own default (``AWS_REGION``, its config)."""
+    S3_ACCESS_KEY_ID: str = ""
+    """With S3_SECRET_ACCESS_KEY; both empty: the AWS SDK's credential chain (environment,
+    shared credentials file, instance or task role)."""
+    S3_SECRET_ACCESS_KEY: SecretStr | None = None
+    S3_PREFIX: str = ""
+    """A key prefix for everything the hub stores in the bucket (``chat4all/``); empty: none."""
+    S3_PART_SIZE: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)
+    """Bytes per part of a multipart upload (S3's minimum is 5 MiB); an upload holds at most
+    two parts in memory. A file smaller than one part goes in one PUT."""
     MEDIA_PUBLIC_URL: str = ""
     """The public base URL under which this hub's ``/v1/public/media/...`` route is reachable
     by providers (e.g. ``https://hub.example.org``); empty: an attachment over a channel's limit
@@ -108,6 +129,7 @@ class Settings(BaseSettings):
         "TLS_KEY_FILE",
         "MEDIA_DIR",
         "MEDIA_LINK_SECRET",
+        "S3_SECRET_ACCESS_KEY",
         mode="before",
     )
     @classmethod
@@ -120,6 +142,49 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("the media link secret must be at least 16 characters")
         return value
+
+    @field_validator("S3_ENDPOINT_URL")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+            raise ValueError(
+                f"{value!r} is not an http(s) URL (e.g. https://s3.example.org); leave it empty "
+                "for Amazon S3"
+            )
+        return value
+
+    @field_validator("S3_BUCKET")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _BUCKET.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a bucket name (3 to 63 lower-case letters, digits, dots and "
+                "hyphens, starting and ending with a letter or digit)"
+            )
+        return value
+
+    @field_validator("S3_PREFIX")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip().strip("/")
+        if len(value) > 256 or any(ord(c) < 32 or c == "\\" for c in value):
+            raise ValueError("a key prefix is at most 256 printable characters, without \\")
+        return value + "/" if value else ""
+
+    @model_validator(mode="after")
+    def _s3(self) -> Settings:
+        if (not self.S3_ACCESS_KEY_ID) != (self.S3_SECRET_ACCESS_KEY is None):
+            raise ValueError(
+                "set both CHAT4ALL_S3_ACCESS_KEY_ID and CHAT4ALL_S3_SECRET_ACCESS_KEY, or neither "
+                "(the AWS SDK's credential chain)"
+            )
+        if self.MEDIA_BACKEND == "s3" and not self.S3_BUCKET:
+            raise ValueError(
+                "CHAT4ALL_MEDIA_BACKEND=s3 needs CHAT4ALL_S3_BUCKET (the bucket's name)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
@@ -159,7 +224,11 @@ class Settings(BaseSettings):
         return not any(c.settings.accounts() for c in self._channels.values())
 
     def secrets(self) -> list[str]:
-        own = [self.MEDIA_LINK_SECRET.get_secret_value()] if self.MEDIA_LINK_SECRET else []
+        own = [
+            secret.get_secret_value()
+            for secret in (self.MEDIA_LINK_SECRET, self.S3_SECRET_ACCESS_KEY)
+            if secret is not None
+        ]
         return own + [s for c in self._channels.values() for s in c.settings.secrets()]
 
 

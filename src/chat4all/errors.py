@@ -11,7 +11,7 @@ table, :mod:`chat4all.entrypoints.error_codes`.
     ├── AuthError              no or unknown API key
     ├── PermissionDenied       the key's role may not do this
     ├── RateLimited            over the key's (or the global) rate; ``retry_after`` seconds
-    ├── StoreUnavailable       the database cannot be opened or migrated
+    ├── StoreUnavailable       the database (or the media bucket) cannot answer
     └── DeliveryError          a connector failed to deliver (never reaches a client)
         ├── RetryableDelivery  try again (after ``retry_after`` when the provider says)
         │   └── AccountPaused  the account cannot send until an operator acts (a dead token):
@@ -81,7 +81,8 @@ class RateLimited(Chat4AllError):
 
 class StoreUnavailable(Chat4AllError):
     """The database cannot be opened or migrated, or cannot answer now (unreachable, the
-    connection cut, a failover, locked past its busy timeout); the message says which. A
+    connection cut, a failover, locked past its busy timeout), or the media bucket cannot
+    (missing, refused, unreachable); the message says which. A
     request that meets it may be retried after ``retry_after`` seconds."""
 
     retry_after: float = 1.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import BinaryIO, Final, Generic, Protocol, TypeVar
 
-from chat4all.domain.model import Content, Conversation, Media, Message
+from chat4all.domain.model import Content, Conversation, Media, Message, Oversize
 
 T = TypeVar("T")
 
@@ -31,6 +31,7 @@ __all__ = [
     "Outbox",
     "Connector",
     "MediaStore",
+    "TenantSettingsStore",
     "WebhookRequest",
     "WebhookReply",
 ]
@@ -66,6 +67,9 @@ class SendRequest:
     account: str
     recipient: str
     content: Content
+    oversize: Oversize | None = None
+    """What to do with an upload over the channel's limit for its kind (``None``: the tenant's
+    setting)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +221,16 @@ class MediaStore(Protocol):
     ) -> AbstractAsyncContextManager[tuple[Media, BinaryIO]]:
         """The media and its bytes, readable from the start (``NotFound`` as :meth:`get`)."""
         ...
+
+
+class TenantSettingsStore(Protocol):
+    """Each tenant's settings (only those an admin changed are stored)."""
+
+    async def oversize(self, tenant: str) -> Oversize | None:
+        """The tenant's policy for uploads over a channel's limit (``None``: never set)."""
+        ...
+
+    async def set_oversize(self, tenant: str, policy: Oversize, now: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

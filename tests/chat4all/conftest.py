@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,6 +13,10 @@ from chat4all.bootstrap import Hub, Injected, running_hub
 from chat4all.config import load_settings
 from chat4all.registry import Registry
 from tests.postgres import fresh_database
+from tests.s3 import client, fresh_bucket, moto_server
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
 
 
 @pytest.fixture
@@ -87,3 +91,22 @@ async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
     :func:`hub_running`)."""
     async with hub_running(tmp_path) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """The URL of an S3-compatible server (moto's) shared by the session (tests/s3.py)."""
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3(s3_endpoint: str) -> S3Client:
+    """The tests' own client of it, to look at what the hub stored."""
+    return client(s3_endpoint)
+
+
+@pytest.fixture
+def bucket(s3: S3Client) -> str:
+    """A new empty bucket for one test."""
+    return fresh_bucket(s3)

@@ -31,6 +31,7 @@ __all__ = [
     "Attachment",
     "ATTACHMENT_KINDS",
     "UPLOAD_KINDS",
+    "Oversize",
     "Media",
     "Location",
     "Button",
@@ -112,6 +113,16 @@ UPLOAD_KINDS: Final = ("image", "video", "audio", "document")
 
 ATTACHMENT_KINDS: Final = (*UPLOAD_KINDS, "sticker")
 """What an attachment is; a channel declares those it sends."""
+
+
+class Oversize(StrEnum):
+    """What becomes of an upload larger than the channel takes for its kind (a tenant's
+    setting, overridable per send)."""
+
+    REJECT = "reject"
+    """The send is refused (422) with the size, the channel's limit and what to do."""
+    LINK = "link"
+    """The attachment goes as text: its caption and a signed, expiring link to the file."""
 
 
 @dataclass(frozen=True, slots=True)

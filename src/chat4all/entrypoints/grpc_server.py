@@ -34,6 +34,7 @@ from chat4all.metrics import HubMetrics
 from chat4all.ports import SendRequest
 from chat4all.service_layer.channel_accounts import ChannelAccounts
 from chat4all.service_layer.media import MIB
+from chat4all.service_layer.tenants import oversize_of
 from chat4all.telemetry import NO_TRACER, failed, request_id_from, request_scope
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
@@ -145,7 +146,11 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
                 )
             channel = self._use.accounts.known(request.channel)
             send = SendRequest(
-                channel, request.account, request.recipient, content_of(request.content)
+                channel,
+                request.account,
+                request.recipient,
+                content_of(request.content),
+                oversize_of(request.oversize) if request.HasField("oversize") else None,
             )
             key = request.idempotency_key if request.HasField("idempotency_key") else None
             accepted = await self._use.messages.send(who.tenant, send, key)
@@ -298,6 +303,25 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
             who = await self._who(context, "send")
             await self._use.actions.act(who.tenant, request.conversation_id, request.action)
             return pb.ConversationActionResponse()
+        raise AssertionError("unreachable")
+
+    async def GetSettings(
+        self, request: pb.GetSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSettingsResponse:
+        async with self._rpc(context, "GetSettings"):
+            who = await self._who(context, "admin")
+            settings = await self._use.tenants.settings(who.tenant)
+            return pb.GetSettingsResponse(settings=pb.Settings(oversize=settings.oversize.value))
+        raise AssertionError("unreachable")
+
+    async def UpdateSettings(
+        self, request: pb.UpdateSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateSettingsResponse:
+        async with self._rpc(context, "UpdateSettings"):
+            who = await self._who(context, "admin")
+            oversize = request.oversize if request.HasField("oversize") else None
+            settings = await self._use.tenants.update(who.tenant, oversize, actor=who.key_id)
+            return pb.UpdateSettingsResponse(settings=pb.Settings(oversize=settings.oversize.value))
         raise AssertionError("unreachable")
 
     async def ListChannels(

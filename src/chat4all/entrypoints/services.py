@@ -16,6 +16,7 @@ from chat4all.service_layer.events import LiveEvents
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.messages import Messages
+from chat4all.service_layer.tenants import Tenants
 
 __all__ = ["Services", "SubscriptionBook"]
 
@@ -47,6 +48,7 @@ class Services:
     bus: LiveEvents
     media: MediaLibrary
     actions: Actions
+    tenants: Tenants
     channel_accounts: ChannelAccounts | None = None
     """Paused channel accounts and their resume (admin); ``None``: not offered."""
     wake: Callable[[], None] | None = None

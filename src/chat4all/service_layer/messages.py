@@ -19,7 +19,9 @@ from chat4all.domain.model import (
     Content,
     ContentKind,
     Conversation,
+    Media,
     Message,
+    Oversize,
     content_document,
 )
 from chat4all.errors import InvalidRequest, NotFound
@@ -27,6 +29,8 @@ from chat4all.plugin import Limits
 from chat4all.ports import Accepted, MediaStore, MessageStore, Page, SendRequest
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.media import size_text
+from chat4all.service_layer.media_links import MediaLinks
+from chat4all.service_layer.tenants import Tenants
 from chat4all.telemetry import NO_TRACER, current_origin
 
 __all__ = ["Messages", "validate", "options", "MAX_PAGE"]
@@ -322,6 +326,8 @@ def body_hash(request: SendRequest) -> str:
         "recipient": request.recipient,
         "content": content,
     }
+    if request.oversize is not None:  # absent unless given, so earlier keys still match
+        doc["oversize"] = request.oversize.value
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -334,10 +340,16 @@ class Messages:
         accounts: Accounts | None = None,
         media: MediaStore | None = None,
         limits: Mapping[str, Limits] | None = None,
+        links: MediaLinks | None = None,
+        tenants: Tenants | None = None,
     ) -> None:
         """``accounts``: who owns which channel account; a send through another tenant's
         account is refused (``None``: no check, for tests of the store alone). ``limits``:
-        each channel's (from its plugin); ``None``: only the bounds every channel shares."""
+        each channel's (from its plugin); ``None``: only the bounds every channel shares.
+        ``links``: signs the links an upload over a channel's limit is sent as (``None``: no
+        links); ``tenants``: each tenant's policy for such uploads (``None``: refuse them)."""
+        self._links = links if links is not None else MediaLinks(None)
+        self._tenants = tenants
         self._accounts = accounts
         self._limits = limits
         self._store = store
@@ -397,8 +409,12 @@ class Messages:
     ) -> SendRequest:
         """Every attachment with its kind; an upload checked to be the tenant's own (another
         tenant's media id is refused exactly like one that does not exist) and to fit the
-        channel, and its file name and type filled in from it."""
+        channel, and its file name and type filled in from it. An upload over the channel's
+        limit for its kind is refused, or (policy ``link``: the request's ``oversize``, else the
+        tenant's) taken out of the attachments and sent in the text as its caption and a
+        signed, expiring link to the file."""
         attachments = []
+        links: list[str] = []
         for n, attachment in enumerate(request.content.attachments):
             if attachment.media_id is None:
                 attachments.append(replace(attachment, kind=attachment.kind or "document"))
@@ -416,7 +432,15 @@ class Messages:
                 ) from None
             kind = attachment.kind or media.kind
             if limits is not None:
-                _fits_upload(request.channel, limits, kind, media.size, n)
+                _fits_kind(request.channel, limits, kind, n)
+                most = limits.max_bytes.get(kind)
+                if most is not None and media.size > most:
+                    policy = request.oversize or await self._oversize(tenant)
+                    if policy is Oversize.REJECT:
+                        linkable = self._links.refusal is None
+                        raise _too_big(request.channel, limits, kind, media.size, n, linkable)
+                    links.append(_link_text(attachment, self._link(tenant, media)))
+                    continue
             attachments.append(
                 replace(
                     attachment,
@@ -425,7 +449,29 @@ class Messages:
                     mime_type=attachment.mime_type or media.mime_type,
                 )
             )
-        return replace(request, content=replace(request.content, attachments=tuple(attachments)))
+        content = replace(request.content, attachments=tuple(attachments))
+        if links:
+            text = "\n\n".join(t for t in (content.text, *links) if t)
+            content = replace(content, text=text)
+            if limits is not None:
+                try:
+                    _fits(content, request.channel, limits)  # the text with its links
+                except InvalidRequest as exc:
+                    raise InvalidRequest(
+                        f"{exc} with the link to the file: shorten the text or the caption",
+                        field=exc.field,
+                    ) from None
+        return replace(request, content=content)
+
+    async def _oversize(self, tenant: str) -> Oversize:
+        if self._tenants is None:
+            return Oversize.REJECT
+        return await self._tenants.oversize(tenant)
+
+    def _link(self, tenant: str, media: Media) -> str:
+        """A signed link to ``media``; 422 (field ``oversize``) saying which setting is missing
+        when this hub cannot make links."""
+        return self._links.url(tenant, media.id, self._clock())
 
     async def _reacted_on(self, tenant: str, request: SendRequest) -> None:
         """A reaction is on a message of the tenant's (its provider id is looked up when the
@@ -456,22 +502,40 @@ class Messages:
         return await self._store.messages(tenant, conversation_id, cursor, _page(limit))
 
 
-def _fits_upload(channel: str, limits: Limits, kind: str, size: int, n: int) -> None:
-    where = f"content.attachments[{n}].kind"
+def _fits_kind(channel: str, limits: Limits, kind: str, n: int) -> None:
     if kind not in limits.kinds:
         raise InvalidRequest(
             f"{channel} does not send {kind} attachments; it sends "
             f"{', '.join(sorted(limits.kinds))}",
-            field=where,
+            field=f"content.attachments[{n}].kind",
         )
-    most = limits.max_bytes.get(kind)
-    if most is not None and size > most:
-        noun = "photos" if kind == "image" else f"{kind}s"
-        raise InvalidRequest(
-            f"the {kind} is {size_text(size)}; {channel} takes {noun} up to {size_text(most)}"
-            + (': send it with kind "document"' if kind != "document" else ""),
-            field=where,
-        )
+
+
+def _too_big(
+    channel: str, limits: Limits, kind: str, size: int, n: int, linkable: bool
+) -> InvalidRequest:
+    """The refusal of an upload over ``channel``'s limit for ``kind`` (policy ``reject``), with
+    what the client can do instead (a link only when this hub can make one)."""
+    most = limits.max_bytes[kind]
+    noun = "photos" if kind == "image" else f"{kind}s"
+    ways = ["send a smaller file"]
+    as_document = limits.max_bytes.get("document")
+    if kind != "document" and "document" in limits.kinds and (as_document or size) >= size:
+        ways.append('send it with kind "document"')
+    if linkable:
+        ways.append('send it as a link (oversize "link")')
+    if len(ways) > 1:
+        ways[-2:] = [f"{ways[-2]} or {ways[-1]}"]
+    return InvalidRequest(
+        f"the {kind} is {size_text(size)}; {channel} takes {noun} up to "
+        f"{size_text(most)}: {', '.join(ways)}",
+        field=f"content.attachments[{n}].kind",
+    )
+
+
+def _link_text(attachment: Attachment, url: str) -> str:
+    """What an oversize attachment becomes in the text: its caption, then its link."""
+    return f"{attachment.caption}\n{url}" if attachment.caption else url
 
 
 def _page(limit: int) -> int:

@@ -273,18 +273,20 @@ class Channel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., accounts: _Optional[_Iterable[str]] = ..., sends: _Optional[_Iterable[str]] = ..., attachment_kinds: _Optional[_Iterable[str]] = ..., actions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SendMessageRequest(_message.Message):
-    __slots__ = ("channel", "account", "recipient", "content", "idempotency_key")
+    __slots__ = ("channel", "account", "recipient", "content", "idempotency_key", "oversize")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    OVERSIZE_FIELD_NUMBER: _ClassVar[int]
     channel: str
     account: str
     recipient: str
     content: Content
     idempotency_key: str
-    def __init__(self, channel: _Optional[str] = ..., account: _Optional[str] = ..., recipient: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    oversize: str
+    def __init__(self, channel: _Optional[str] = ..., account: _Optional[str] = ..., recipient: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., oversize: _Optional[str] = ...) -> None: ...
 
 class SendMessageResponse(_message.Message):
     __slots__ = ("message", "replayed")
@@ -453,6 +455,34 @@ class ConversationActionRequest(_message.Message):
 class ConversationActionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class Settings(_message.Message):
+    __slots__ = ("oversize",)
+    OVERSIZE_FIELD_NUMBER: _ClassVar[int]
+    oversize: str
+    def __init__(self, oversize: _Optional[str] = ...) -> None: ...
+
+class GetSettingsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetSettingsResponse(_message.Message):
+    __slots__ = ("settings",)
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    settings: Settings
+    def __init__(self, settings: _Optional[_Union[Settings, _Mapping]] = ...) -> None: ...
+
+class UpdateSettingsRequest(_message.Message):
+    __slots__ = ("oversize",)
+    OVERSIZE_FIELD_NUMBER: _ClassVar[int]
+    oversize: str
+    def __init__(self, oversize: _Optional[str] = ...) -> None: ...
+
+class UpdateSettingsResponse(_message.Message):
+    __slots__ = ("settings",)
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    settings: Settings
+    def __init__(self, settings: _Optional[_Union[Settings, _Mapping]] = ...) -> None: ...
 
 class ChannelAccount(_message.Message):
     __slots__ = ("name", "paused", "reason")

@@ -99,6 +99,16 @@ class Chat4AllServiceStub:
                 request_serializer=chat4all_dot_v1_dot_api__pb2.ConversationActionRequest.SerializeToString,
                 response_deserializer=chat4all_dot_v1_dot_api__pb2.ConversationActionResponse.FromString,
                 _registered_method=True)
+        self.GetSettings = channel.unary_unary(
+                '/chat4all.v1.Chat4AllService/GetSettings',
+                request_serializer=chat4all_dot_v1_dot_api__pb2.GetSettingsRequest.SerializeToString,
+                response_deserializer=chat4all_dot_v1_dot_api__pb2.GetSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSettings = channel.unary_unary(
+                '/chat4all.v1.Chat4AllService/UpdateSettings',
+                request_serializer=chat4all_dot_v1_dot_api__pb2.UpdateSettingsRequest.SerializeToString,
+                response_deserializer=chat4all_dot_v1_dot_api__pb2.UpdateSettingsResponse.FromString,
+                _registered_method=True)
         self.ListChannelAccounts = channel.unary_unary(
                 '/chat4all.v1.Chat4AllService/ListChannelAccounts',
                 request_serializer=chat4all_dot_v1_dot_api__pb2.ListChannelAccountsRequest.SerializeToString,
@@ -209,6 +219,21 @@ class Chat4AllServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSettings(self, request, context):
+        """The tenant's settings, defaults for those never changed (admin keys).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSettings(self, request, context):
+        """Change the settings given; the response has them all (admin keys). INVALID_ARGUMENT for
+        oversize "link" on a hub without a public URL for media links.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListChannelAccounts(self, request, context):
         """The tenant's accounts on a channel, each paused (and why) or not: an account pauses when
         its provider refuses its token (expired or revoked); its messages wait (admin keys).
@@ -292,6 +317,16 @@ def add_Chat4AllServiceServicer_to_server(servicer, server):
                     servicer.ConversationAction,
                     request_deserializer=chat4all_dot_v1_dot_api__pb2.ConversationActionRequest.FromString,
                     response_serializer=chat4all_dot_v1_dot_api__pb2.ConversationActionResponse.SerializeToString,
+            ),
+            'GetSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettings,
+                    request_deserializer=chat4all_dot_v1_dot_api__pb2.GetSettingsRequest.FromString,
+                    response_serializer=chat4all_dot_v1_dot_api__pb2.GetSettingsResponse.SerializeToString,
+            ),
+            'UpdateSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSettings,
+                    request_deserializer=chat4all_dot_v1_dot_api__pb2.UpdateSettingsRequest.FromString,
+                    response_serializer=chat4all_dot_v1_dot_api__pb2.UpdateSettingsResponse.SerializeToString,
             ),
             'ListChannelAccounts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListChannelAccounts,
@@ -655,6 +690,60 @@ class Chat4AllService:
             '/chat4all.v1.Chat4AllService/ConversationAction',
             chat4all_dot_v1_dot_api__pb2.ConversationActionRequest.SerializeToString,
             chat4all_dot_v1_dot_api__pb2.ConversationActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat4all.v1.Chat4AllService/GetSettings',
+            chat4all_dot_v1_dot_api__pb2.GetSettingsRequest.SerializeToString,
+            chat4all_dot_v1_dot_api__pb2.GetSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat4all.v1.Chat4AllService/UpdateSettings',
+            chat4all_dot_v1_dot_api__pb2.UpdateSettingsRequest.SerializeToString,
+            chat4all_dot_v1_dot_api__pb2.UpdateSettingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

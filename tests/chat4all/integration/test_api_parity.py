@@ -81,6 +81,10 @@ class Client(Protocol):
 
     async def act(self, key: str, conversation_id: str, action: str) -> Outcome: ...
 
+    async def settings(self, key: str) -> Outcome: ...
+
+    async def update_settings(self, key: str, oversize: str) -> Outcome: ...
+
 
 REST_ERRORS = {
     401: "UNAUTHENTICATED",
@@ -201,6 +205,13 @@ class Rest:
         path = f"/v1/conversations/{conversation_id}/actions"
         return self._outcome(await self._call("POST", path, key, json={"action": action}))
 
+    async def settings(self, key: str) -> Outcome:
+        return self._outcome(await self._call("GET", "/v1/settings", key))
+
+    async def update_settings(self, key: str, oversize: str) -> Outcome:
+        body = {"oversize": oversize}
+        return self._outcome(await self._call("PATCH", "/v1/settings", key, json=body))
+
 
 class Grpc:
     def __init__(self, target: str) -> None:
@@ -299,6 +310,13 @@ class Grpc:
         request = pb.ConversationActionRequest(conversation_id=conversation_id, action=action)
         return await self._call("ConversationAction", request, key)
 
+    async def settings(self, key: str) -> Outcome:
+        return await self._call("GetSettings", pb.GetSettingsRequest(), key)
+
+    async def update_settings(self, key: str, oversize: str) -> Outcome:
+        request = pb.UpdateSettingsRequest(oversize=oversize)
+        return await self._call("UpdateSettings", request, key)
+
 
 def _page(reply: Any, item: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """A paged response as REST writes it."""
@@ -338,6 +356,8 @@ def _reply(reply: Any) -> dict[str, Any]:
     if isinstance(reply, pb.UploadMediaResponse):
         fields = ("id", "filename", "mime_type", "size", "sha256", "kind")
         return {f: getattr(reply.media, f) for f in fields}
+    if isinstance(reply, pb.GetSettingsResponse | pb.UpdateSettingsResponse):
+        return {"oversize": reply.settings.oversize}
     if isinstance(reply, pb.DeleteSubscriptionResponse | pb.ConversationActionResponse):
         return {}
     return _dict(reply.message)  # SendMessage, GetMessage, ReplayDeadLetter
@@ -718,3 +738,21 @@ async def test_a_reaction_and_a_reply_reach_the_provider_on_its_message_id(
     }
     [reply] = [s for s in telegram_of(hub).sent if s.body.get("text") == "re"]
     assert reply.body["reply_parameters"] == {"message_id": original.message_id}
+
+
+async def test_settings_are_read_and_changed_by_admins_alike(hub: Hub, client: Client) -> None:
+    """The tenant's oversize policy: reject by default; link refused on a hub without media
+    links (naming the settings to set); a value that is not a policy refused naming the field;
+    not an admin: denied."""
+    assert hub.admin_key
+    sender, _ = await hub.keys.create("default", Role.SENDER)
+    assert (await client.settings(hub.admin_key)).data == {"oversize": "reject"}
+    link = await client.update_settings(hub.admin_key, "link")
+    assert link.error == "INVALID_ARGUMENT"
+    assert "CHAT4ALL_MEDIA_LINK_SECRET" in str(link.data)
+    bogus = await client.update_settings(hub.admin_key, "maybe")
+    assert bogus.error == "INVALID_ARGUMENT"
+    assert "oversize" in str(bogus.data)
+    assert (await client.update_settings(hub.admin_key, "reject")).data == {"oversize": "reject"}
+    assert (await client.settings(sender)).error == "PERMISSION_DENIED"
+    assert (await client.update_settings(sender, "reject")).error == "PERMISSION_DENIED"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -222,3 +224,25 @@ async def test_a_retry_sends_only_the_parts_that_did_not_arrive(
     provider_id = await connector.send(CONVERSATION, message(content), first.value.done)
     assert provider_id == first.value.done[0]  # the message's id is its first part's
     assert [s.method for s in simulator.sent] == ["sendMessage", "sendPhoto", "sendLocation"]
+
+
+async def test_a_caller_gone_mid_request_is_not_served_and_leaves_no_traceback(
+    sim: tuple[TelegramSimulator, TelegramConnector], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hub killed mid-request: the simulator does nothing with the half a request, quietly."""
+    simulator, connector = sim
+    url = httpx.URL(connector.api_url)
+    _, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        f"POST /bot{TOKEN}/sendMessage HTTP/1.1\r\nHost: sim\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        '{"chat_id": "42", "te'.encode()
+    )
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    async with asyncio.timeout(10):
+        while not simulator.abandoned:
+            await asyncio.sleep(0.01)
+    assert simulator.sent == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 
+from chat4all.adapters.storage.tenants import SqlTenantSettings
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.domain.access import Role
+from chat4all.domain.model import Oversize
 from tests.chat4all.channels.telegram_hub import telegram_of
 
 from .test_rest_e2e import body, until
@@ -181,6 +183,14 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             await asyncio.gather(listener, return_exceptions=True)
             assert mine["id"] not in {event.get("id") for event in seen}
 
+        async def settings() -> None:
+            # the owner's policy, stored as an admin with media links would have set it
+            await SqlTenantSettings(hub.store).set_oversize("default", Oversize.LINK, 1.0)
+            assert (await stranger.get("/v1/settings")).json() == {"oversize": "reject"}
+            changed = await stranger.patch("/v1/settings", json={"oversize": "reject"})
+            assert changed.status_code == 200
+            assert (await owner.get("/v1/settings")).json() == {"oversize": "link"}
+
         checks: dict[str, list[Callable[[], Awaitable[None]]]] = {
             "POST /v1/messages": [send_through_owners_account, send_owners_media],
             "GET /v1/messages/{message_id}": [get_message],
@@ -201,6 +211,8 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             "GET /v1/uploads/{upload_id}": [resumable],
             "PATCH /v1/uploads/{upload_id}": [resumable],
             "POST /v1/uploads/{upload_id}/complete": [resumable],
+            "GET /v1/settings": [settings],
+            "PATCH /v1/settings": [settings],
         }
         assert set(checks) == secured, "a new secured route needs its cross-tenant check here"
         for operation in sorted(checks):

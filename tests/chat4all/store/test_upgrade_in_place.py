@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat4all.adapters.storage import migrate
 from chat4all.adapters.storage.sql import SqlStore
+from chat4all.adapters.storage.tenants import SqlTenantSettings
 from chat4all.adapters.storage.webhooks import WebhookStore
-from chat4all.domain.model import Content, DeliveryStatus, content_document
+from chat4all.domain.model import Content, DeliveryStatus, Oversize, content_document
 from chat4all.ports import SendRequest
 
 PREVIOUS = "0005"
@@ -154,6 +155,10 @@ def _before_channels(conn: sa.Connection) -> None:
     """The release before the Meta channels' kinds (schema 0006): a message sent, one still
     queued, one received; content documents of that release."""
     command.upgrade(migrate.alembic_config(conn), "0006")
+    _before_channels_data(conn)
+
+
+def _before_channels_data(conn: sa.Connection) -> None:
     content = json.dumps(content_document(Content(text="old")), separators=(",", ":"))
     conn.execute(
         sa.text(
@@ -203,5 +208,49 @@ async def test_a_database_made_before_the_new_kinds_upgrades_and_takes_watermark
         )
         assert ([m.id for m in changed], outcome) == (["m_sent"], "applied")
         assert (await store.get("t1", "m_queued")).status is DeliveryStatus.QUEUED
+    finally:
+        await store.close()
+
+
+def _before_tenant_settings(conn: sa.Connection) -> None:
+    """The release before tenant settings (schema 0007): a queued message and an upload."""
+    command.upgrade(migrate.alembic_config(conn), "0007")
+    _before_channels_data(conn)
+    conn.execute(
+        sa.text(
+            "INSERT INTO media (id, tenant, sha256, size, filename, mime_type, kind, created_at) "
+            "VALUES ('md_old', 't1', :sha, 20000000, 'v.mp4', 'video/mp4', 'video', 1.0)"
+        ),
+        {"sha": "0" * 64},
+    )
+
+
+async def test_a_database_made_before_tenant_settings_upgrades_and_keeps_the_default(
+    store_url: str,
+) -> None:
+    """Its data reads as it was; its tenants have the default policy (reject) until an admin
+    changes it, and the change is kept."""
+    engine = create_async_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_before_tenant_settings)
+    finally:
+        await engine.dispose()
+    store = await SqlStore.open(store_url)
+    try:
+        assert store.migrated == ("0007", migrate.revisions()[-1])
+        assert (await store.get("t1", "m_queued")).content == Content(text="old")
+        settings = SqlTenantSettings(store)
+        assert await settings.oversize("t1") is None
+        await settings.set_oversize("t1", Oversize.LINK, 2.0)
+        await settings.set_oversize("t1", Oversize.REJECT, 3.0)  # an update, not a second row
+        await settings.set_oversize("t2", Oversize.LINK, 3.0)
+        assert (await settings.oversize("t1"), await settings.oversize("t2")) == (
+            Oversize.REJECT,
+            Oversize.LINK,
+        )
+        async with store.engine.connect() as conn:
+            kept = (await conn.execute(sa.text("SELECT size FROM media WHERE id = 'md_old'"))).one()
+        assert kept.size == 20000000
     finally:
         await store.close()

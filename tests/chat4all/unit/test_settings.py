@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,33 @@ def test_accounts_that_are_not_json_name_the_key_and_empty_is_none(
         settings = load_settings(env)
         assert telegram(settings).accounts() == {}
         assert settings.simulators
+
+
+S3_SECRET = "wJalrXUtnFEMI-secret"
+
+
+def test_the_s3_media_backend_is_checked_at_load_naming_the_setting() -> None:
+    assert load_settings(None).MEDIA_BACKEND == "file"  # the default: no bucket needed
+    good = load_settings(
+        None,
+        MEDIA_BACKEND="s3",
+        S3_ENDPOINT_URL="https://s3.example.org/",
+        S3_BUCKET="media.chat4all",
+        S3_ACCESS_KEY_ID="AKIAEXAMPLE",
+        S3_SECRET_ACCESS_KEY=S3_SECRET,
+        S3_PREFIX="/hub/media/",
+    )
+    assert (good.S3_ENDPOINT_URL, good.S3_PREFIX) == ("https://s3.example.org", "hub/media/")
+    assert S3_SECRET in good.secrets()  # masked in every log line
+    assert S3_SECRET not in repr(good)
+    refused = {
+        "CHAT4ALL_S3_BUCKET": {"MEDIA_BACKEND": "s3"},
+        "not a bucket name": {"S3_BUCKET": "Media_Bucket"},
+        "not an http(s) URL": {"S3_ENDPOINT_URL": "s3.example.org"},
+        "or neither": {"S3_ACCESS_KEY_ID": "AKIAEXAMPLE"},
+        "CHAT4ALL_MEDIA_BACKEND": {"MEDIA_BACKEND": "gcs"},
+        "CHAT4ALL_S3_PART_SIZE": {"S3_PART_SIZE": 1024},
+    }
+    for said, values in refused.items():
+        with pytest.raises(InvalidRequest, match=re.escape(said)):
+            load_settings(None, **values)

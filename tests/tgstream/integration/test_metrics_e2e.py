@@ -178,14 +178,19 @@ def test_the_service_moves_to_the_next_port_or_to_the_textfile(tmp_path: Path, m
         try:
             service.wait_for(r"WARNING .*no free metrics port .*writing metrics to", 30)
             service.wait_for(r"now playing", 30)
+            # stream_up follows the preview's publisher: it turns 1 once the destination takes
+            # the stream, a moment after the track started; wait for both.
             deadline = time.monotonic() + 10
-            played = 0.0
-            while played < 1 and time.monotonic() < deadline:
-                families = text_string_to_metric_families(textfile.read_text())
-                played = next(f for f in families if f.name == "streams_played").samples[0].value
+            played = up = 0.0
+            while (played < 1 or up < 1) and time.monotonic() < deadline:
+                values = {
+                    f.name: f.samples[0].value
+                    for f in text_string_to_metric_families(textfile.read_text())
+                    if f.samples
+                }
+                played, up = values["streams_played"], values["stream_up"]
                 time.sleep(0.2)
             assert played == 1
-            up = next(f for f in families if f.name == "stream_up").samples[0].value
             assert up == 1
         finally:
             assert service.terminate() == 0

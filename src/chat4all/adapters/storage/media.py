@@ -11,8 +11,10 @@ half file behind a media id.
 Nothing of it lives in the process: the files are found by their path, the rows in the shared
 database, uploads are staged under unique temporary names and published by an atomic rename
 (two processes publishing the same bytes at once both write the same file). Several processes
-on one database share the directory, and one serves what another stored. Another
-:class:`~chat4all.ports.MediaStore` (an object store) can replace this one behind the port.
+on one database share the directory, and one serves what another stored.
+:class:`~chat4all.adapters.storage.media_s3.S3MediaStore` replaces this one behind the port
+with an S3-compatible bucket; both keep their rows with :class:`MediaRows` and lay their bytes
+out by :func:`content_path`.
 """
 
 from __future__ import annotations
@@ -38,28 +40,85 @@ from chat4all.errors import NotFound
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FileMediaStore", "media_table"]
+__all__ = ["FileMediaStore", "MediaRows", "content_path", "media_table"]
 
 _SAFE_TENANT: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def content_path(tenant: str, sha256: str) -> str:
+    """Where a tenant's bytes of ``sha256`` live in a media store, ``/``-separated:
+    ``<tenant>/<sha256[:2]>/<sha256>``. A tenant name is used as is when it is plainly safe;
+    otherwise (dots, slashes, other characters) by its hash, behind a ``~`` no plain name
+    contains."""
+    folder = (
+        tenant
+        if _SAFE_TENANT.fullmatch(tenant)
+        else "~" + hashlib.sha256(tenant.encode()).hexdigest()[:32]
+    )
+    return f"{folder}/{sha256[:2]}/{sha256}"
+
+
+class MediaRows:
+    """The ``media`` table: one row per upload (its own id, name and type), whatever store
+    keeps the bytes."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    async def add(
+        self,
+        tenant: str,
+        sha256: str,
+        size: int,
+        *,
+        filename: str,
+        mime_type: str,
+        kind: str,
+        now: float,
+    ) -> Media:
+        """A new upload of bytes already stored (its row, with a fresh media id)."""
+        media = Media(
+            "md_" + secrets.token_hex(12), tenant, filename, mime_type, size, sha256, kind, now
+        )
+        async with self._store.transaction() as conn:
+            await conn.execute(
+                media_table.insert().values(
+                    id=media.id,
+                    tenant=tenant,
+                    sha256=sha256,
+                    size=size,
+                    filename=filename,
+                    mime_type=mime_type,
+                    kind=kind,
+                    created_at=now,
+                )
+            )
+        return media
+
+    async def get(self, tenant: str, media_id: str) -> Media:
+        """Raises ``NotFound`` when ``tenant`` has no such media."""
+        async with self._store.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(media_table).where(
+                        media_table.c.id == media_id, media_table.c.tenant == tenant
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"no media {media_id!r}")
+        return _to_media(row)
 
 
 class FileMediaStore:
     """:class:`~chat4all.ports.MediaStore` on a directory and the hub's database."""
 
     def __init__(self, store: SqlStore, root: Path) -> None:
-        self._store = store
-        self._engine = store.engine
+        self._rows = MediaRows(store)
         self.root = root
 
     def _path(self, tenant: str, sha256: str) -> Path:
-        # A tenant name becomes a directory as is when it is plainly safe; otherwise (dots,
-        # slashes, other characters) by its hash, behind a "~" no plain name contains.
-        folder = (
-            tenant
-            if _SAFE_TENANT.fullmatch(tenant)
-            else "~" + hashlib.sha256(tenant.encode()).hexdigest()[:32]
-        )
-        return self.root / folder / sha256[:2] / sha256
+        return self.root / content_path(tenant, sha256)
 
     async def put(
         self,
@@ -89,36 +148,12 @@ class FileMediaStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
-        media = Media(
-            "md_" + secrets.token_hex(12), tenant, filename, mime_type, size, sha256, kind, now
+        return await self._rows.add(
+            tenant, sha256, size, filename=filename, mime_type=mime_type, kind=kind, now=now
         )
-        async with self._store.transaction() as conn:
-            await conn.execute(
-                media_table.insert().values(
-                    id=media.id,
-                    tenant=tenant,
-                    sha256=sha256,
-                    size=size,
-                    filename=filename,
-                    mime_type=mime_type,
-                    kind=kind,
-                    created_at=now,
-                )
-            )
-        return media
 
     async def get(self, tenant: str, media_id: str) -> Media:
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(media_table).where(
-                        media_table.c.id == media_id, media_table.c.tenant == tenant
-                    )
-                )
-            ).first()
-        if row is None:
-            raise NotFound(f"no media {media_id!r}")
-        return _to_media(row)
+        return await self._rows.get(tenant, media_id)
 
     @contextlib.asynccontextmanager
     async def open(self, tenant: str, media_id: str) -> AsyncIterator[tuple[Media, BinaryIO]]:

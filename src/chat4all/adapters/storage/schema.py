@@ -22,6 +22,7 @@ __all__ = [
     "api_keys",
     "audit_log",
     "media",
+    "tenant_settings",
 ]
 
 metadata = sa.MetaData()
@@ -176,4 +177,12 @@ media = sa.Table(
     sa.Column("mime_type", sa.String(127), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+tenant_settings = sa.Table(
+    "tenant_settings",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    # what an upload over a channel's limit becomes: ``reject`` (a 422) or ``link``
+    sa.Column("oversize", sa.String(8), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )

@@ -26,6 +26,7 @@ from chat4all.entrypoints.rest import (
     media,
     messages,
     resumable,
+    settings,
     subscriptions,
 )
 from chat4all.entrypoints.rest.answers import domain_error_response, error_response
@@ -99,6 +100,7 @@ def create_app(
         subscriptions.router,
         events.router,
         channels.router,
+        settings.router,
     ):
         app.include_router(router)
     app.include_router(operations_router(ready, metrics, refresh_gauges))

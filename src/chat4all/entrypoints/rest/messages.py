@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 
-from chat4all.domain.model import message_document
+from chat4all.domain.model import Oversize, message_document
 from chat4all.entrypoints.rest.answers import READ, documented
 from chat4all.entrypoints.rest.auth import Reader, Sender, Use
 from chat4all.entrypoints.rest.models import MessageOut, SendIn
@@ -44,7 +44,13 @@ async def send_message(
 ) -> JSONResponse:
     """Accept a message for delivery; 202 means it is durable."""
     channel = use.accounts.known(body.channel)
-    request = SendRequest(channel, body.account, body.recipient, body.content.to_domain())
+    request = SendRequest(
+        channel,
+        body.account,
+        body.recipient,
+        body.content.to_domain(),
+        Oversize(body.oversize) if body.oversize else None,
+    )
     accepted = await use.messages.send(who.tenant, request, idempotency_key)
     if use.wake is not None and not accepted.replayed:
         use.wake()

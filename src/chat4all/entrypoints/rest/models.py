@@ -32,6 +32,9 @@ __all__ = [
     "AttachmentKind",
     "SendKind",
     "EventType",
+    "OversizePolicy",
+    "SettingsIn",
+    "SettingsOut",
     "AttachmentIn",
     "LocationIn",
     "ButtonIn",
@@ -98,6 +101,15 @@ class SendKind(StrEnum):
     AUDIO = "audio"
     DOCUMENT = "document"
     STICKER = "sticker"
+
+
+class OversizePolicy(StrEnum):
+    """What an upload over the channel's limit for its kind becomes: ``reject``, a 422 saying
+    the size and the limit; ``link``, text with its caption and a signed, expiring link to the
+    file (needs CHAT4ALL_MEDIA_PUBLIC_URL and CHAT4ALL_MEDIA_LINK_SECRET)."""
+
+    REJECT = "reject"
+    LINK = "link"
 
 
 class EventType(StrEnum):
@@ -261,6 +273,26 @@ class SendIn(_Strict):
         min_length=1, max_length=128, pattern=r"\S", description="The chat/user on the channel"
     )
     content: ContentIn
+    oversize: OversizePolicy | None = Field(
+        default=None,
+        description="For an upload over the channel's limit for its kind: reject (422) or link "
+        "(sent as its caption and a signed, expiring link); default: the tenant's setting "
+        "(GET /v1/settings)",
+    )
+
+
+class SettingsIn(_Strict):
+    oversize: OversizePolicy | None = Field(
+        default=None,
+        description="The tenant's default for uploads over a channel's limit (absent: unchanged)",
+    )
+
+
+class SettingsOut(BaseModel):
+    oversize: OversizePolicy = Field(
+        description="What an upload over a channel's limit for its kind becomes unless the send "
+        "says otherwise (default: reject)"
+    )
 
 
 class ActionName(StrEnum):

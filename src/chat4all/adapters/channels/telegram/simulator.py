@@ -32,6 +32,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from chat4all.adapters.channels.telegram.updates import SECRET_HEADER
 from chat4all.plugin import Fault as Failure
@@ -122,6 +123,8 @@ class TelegramSimulator:
     secret: str | None = None
     """The webhook secret token it sends with the updates it pushes."""
     calls: int = 0
+    abandoned: int = 0
+    """Calls whose caller went away before its request arrived whole (nothing was done)."""
     actions: list[Sent] = field(default_factory=list)
     """``sendChatAction`` calls accepted (not messages: ``sent`` does not hold them)."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -212,15 +215,21 @@ class TelegramSimulator:
             if self.latency:
                 await asyncio.sleep(self.latency)
             files: dict[str, SentFile] = {}
-            if request.headers.get("content-type", "").startswith(
-                ("multipart/form-data", "application/x-www-form-urlencoded")
-            ):
-                body, files = await _form(request)
-            else:
-                try:
-                    body = await request.json()
-                except ValueError:
-                    body = {}
+            try:
+                if request.headers.get("content-type", "").startswith(
+                    ("multipart/form-data", "application/x-www-form-urlencoded")
+                ):
+                    body, files = await _form(request)
+                else:
+                    try:
+                        body = await request.json()
+                    except ValueError:
+                        body = {}
+            except ClientDisconnect:
+                # The caller went away (a killed hub) before its request arrived whole: like
+                # the real API, nothing is done and nobody is answered.
+                self.abandoned += 1
+                return JSONResponse({"ok": False, "description": "client disconnected"}, 499)
             if method == "getUpdates" and token in self.tokens:
                 return await self._get_updates(body)
             return self._answer(token, method, body, files)
