@@ -55,6 +55,7 @@ from chat4all.ports import Connector, MediaStore
 from chat4all.service_layer.access import Access, LocalRateLimiter, RateLimiter
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.actions import Actions
+from chat4all.service_layer.channel_accounts import ChannelAccounts
 from chat4all.service_layer.dead_letters import DeadLetters
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus, LiveEvents
@@ -84,6 +85,7 @@ __all__ = [
     "running_hub",
     "open_store",
     "open_media_store",
+    "reload_settings",
     "SIMULATOR_ACCOUNT",
 ]
 
@@ -167,9 +169,53 @@ class Hub:
         return None
 
     async def refresh_gauges(self) -> None:
+        self.metrics.paused(self.channels.paused())
         self.metrics.outbox_depth.set(await self.store.depth())
         self.metrics.dead_letters.set(await self.store.dead_count())
         self.metrics.webhook_dead_letters.set(await self.webhooks.dead_count())
+
+    async def reload(self, settings: Settings) -> dict[tuple[str, str], str]:
+        """Apply ``settings`` (re-read from the environment and the settings file) where that
+        takes no restart: each channel account's replaced token is swapped in, a paused account
+        resumes with it and its waiting messages go at once (audited); what changed. See
+        :func:`reload_settings` for reading them."""
+        changed = self.channels.reload(settings)
+        for (channel, account), what in changed.items():
+            released = await self.channel_accounts.released(channel, account)
+            await self.audit.append(
+                "account_token_reloaded",
+                self.accounts.owner(channel, account),
+                None,
+                f"{channel} account {account!r}: {what} (settings reloaded); "
+                f"{released} waiting message(s) released",
+            )
+        return changed
+
+    @property
+    def channel_accounts(self) -> ChannelAccounts:
+        assert self.services.channel_accounts is not None
+        return self.services.channel_accounts
+
+
+async def reload_settings(hub: Hub, load: Callable[[], Settings]) -> bool:
+    """``chat4all serve``'s answer to SIGHUP: the settings read again (``load``) and applied
+    (:meth:`Hub.reload`); whether they were. Invalid settings are logged (which key, why) and
+    change nothing: the running ones stay."""
+    try:
+        settings = load()
+    except (InvalidRequest, OSError) as exc:  # OSError: the settings file cannot be read
+        log.error(
+            "settings not reloaded: %s; the running settings stay: fix the file and reload again",
+            exc,
+        )
+        return False
+    changed = await hub.reload(settings)
+    log.info(
+        "settings reloaded: %s",
+        "; ".join(f"{c} account {a!r}: {what}" for (c, a), what in changed.items())
+        or "no channel token changed",
+    )
+    return True
 
 
 async def open_store(settings: Settings) -> SqlStore:
@@ -360,6 +406,9 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
                 media=media,
                 actions=Actions(store, connectors, channels.limits),
                 tenants=tenants,
+                channel_accounts=ChannelAccounts(
+                    accounts, channels, store, audit, wakeup.wake, clock
+                ),
                 wake=wakeup.wake,
             ),
             wakeup=wakeup,

@@ -1,5 +1,8 @@
 """``chat4all``: run the hub, manage API keys.
 
+``serve`` stops on SIGTERM/SIGINT and reloads its settings on SIGHUP (replaced channel
+tokens take effect without a restart).
+
 Exit codes: 0 ok (stopped by SIGTERM/SIGINT for ``serve``); 1 a key to revoke was not found, or
 ``audit verify`` found a broken chain; 2 invalid settings (the message names the key); 3 the
 database cannot be opened or migrated, or the media bucket does not answer (the message says
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -28,7 +32,14 @@ from chat4all import __version__
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.bootstrap import SIMULATOR_ACCOUNT, Injected, open_store, running_hub
+from chat4all.bootstrap import (
+    SIMULATOR_ACCOUNT,
+    Hub,
+    Injected,
+    open_store,
+    reload_settings,
+    running_hub,
+)
 from chat4all.config import Settings, load_settings
 from chat4all.errors import Chat4AllError, InvalidRequest, StoreUnavailable
 from chat4all.plugin import Simulator
@@ -77,12 +88,24 @@ def serve(env_file: EnvFile = Path(".env")) -> None:
     setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     log.info("chat4all %s starting; database %s", __version__, settings.database_shown)
 
-    raise typer.Exit(run_until_stopped(lambda stop: serve_hub(settings, stop), _fast_loop()))
+    def again() -> Settings:
+        return load_settings(env_file if env_file.exists() else None)
+
+    raise typer.Exit(
+        run_until_stopped(lambda stop: serve_hub(settings, stop, reload=again), _fast_loop())
+    )
 
 
-async def serve_hub(settings: Settings, stop: asyncio.Event, **overrides: Unpack[Injected]) -> int:
+async def serve_hub(
+    settings: Settings,
+    stop: asyncio.Event,
+    reload: Callable[[], Settings] | None = None,
+    **overrides: Unpack[Injected],
+) -> int:
     """``serve``'s life until ``stop`` is set (0) or a worker dies (:data:`WORKER_DIED`), or
-    the start fails (2, 3). ``overrides`` as :func:`chat4all.bootstrap.build_hub`'s."""
+    the start fails (2, 3). With ``reload`` (how to read the settings again), SIGHUP applies
+    the settings read again (:func:`chat4all.bootstrap.reload_settings`: replaced channel
+    tokens, without a restart). ``overrides`` as :func:`chat4all.bootstrap.build_hub`'s."""
     async with contextlib.AsyncExitStack() as stack:
         try:
             hub = await stack.enter_async_context(running_hub(settings, stop, **overrides))
@@ -92,6 +115,8 @@ async def serve_hub(settings: Settings, stop: asyncio.Event, **overrides: Unpack
         except InvalidRequest as exc:  # settings only checkable at start: TLS files
             err.print(f"[bold red]error:[/] invalid settings: {exc}")
             return 2
+        if reload is not None:
+            _on_sighup(hub, reload, stack)
         # What startup built (modules, routes, compiled models, the SQL cache) lives as long
         # as the process: out of the collector's sight, a full collection scans only what
         # requests allocate (it took ~100 ms under load, the accept latency's p99 spikes).
@@ -114,6 +139,27 @@ async def serve_hub(settings: Settings, stop: asyncio.Event, **overrides: Unpack
         )
         return WORKER_DIED
     return 0
+
+
+def _on_sighup(hub: Hub, load: Callable[[], Settings], stack: contextlib.AsyncExitStack) -> None:
+    """SIGHUP (``systemctl reload``, ``kill -HUP``): the settings read again and applied, one
+    reload at a time (a second SIGHUP meanwhile waits for the first)."""
+    loop = asyncio.get_running_loop()
+    lock = asyncio.Lock()
+    tasks: set[asyncio.Task[bool]] = set()
+
+    async def reload() -> bool:
+        async with lock:
+            log.info("SIGHUP received; reloading the settings")
+            return await reload_settings(hub, load)
+
+    def on_signal() -> None:
+        task = loop.create_task(reload())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_signal)
+    stack.callback(loop.remove_signal_handler, signal.SIGHUP)
 
 
 def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -1,10 +1,12 @@
 """chat4all's Prometheus metrics, in an injected registry.
 
 Label values come from bounded sets: route templates (never raw paths), methods, status
-classes, channels and outcomes.
+classes, channels, outcomes, and the configured channel accounts.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -45,7 +47,7 @@ class HubMetrics:
         )
         self.dispatch_total = Counter(
             "chat4all_dispatch",
-            "Delivery attempts by channel and outcome (sent, retry, failed, dead).",
+            "Delivery attempts by channel and outcome (sent, retry, paused, failed, dead).",
             ["channel", "outcome"],
             registry=registry,
         )
@@ -95,6 +97,14 @@ class HubMetrics:
             "Unfinished resumable uploads deleted after CHAT4ALL_UPLOAD_TTL_HOURS without a write.",
             registry=registry,
         )
+        self.account_paused = Gauge(
+            "chat4all_channel_account_paused",
+            "1 while a channel account is paused (its provider refused its credentials, e.g. an "
+            "expired token): its messages wait until its token is replaced or an admin resumes "
+            "it; else 0.",
+            ["channel", "account"],
+            registry=registry,
+        )
         self._open: set[str] = set()
 
     # ---- DispatchEvents ----
@@ -115,3 +125,8 @@ class HubMetrics:
     def breaker(self, account: str, open_: bool) -> None:
         (self._open.add if open_ else self._open.discard)(account)
         self.breaker_open.set(len(self._open))
+
+    def paused(self, accounts: Mapping[tuple[str, str], str | None]) -> None:
+        """Each ``(channel, account)``: paused (why) or not (``None``)."""
+        for (channel, account), why in accounts.items():
+            self.account_paused.labels(channel, account).set(0 if why is None else 1)

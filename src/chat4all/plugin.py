@@ -9,7 +9,8 @@ one object, :class:`ChannelPlugin`, found through the :mod:`chat4all.registry`. 
 
 and builds, from its settings,
 
-- a :class:`ChannelConnector` (outbound: the :class:`~chat4all.ports.Connector` port);
+- a :class:`ChannelConnector` (outbound: the :class:`~chat4all.ports.Connector` port; a
+  :class:`PausableConnector` when its accounts pause on a refused token);
 - a :class:`Receiver` (inbound: a provider's webhook request, signature checked, parsed into
   the canonical model as :class:`Received`, answered with a :class:`~chat4all.ports.WebhookReply`);
 - its :class:`Poller` s, if the provider is also polled (most are not: an empty sequence);
@@ -25,7 +26,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,7 @@ __all__ = [
     "ChannelConnector",
     "ActionConnector",
     "MediaConnector",
+    "PausableConnector",
     "Receiver",
     "Poller",
     "Fault",
@@ -240,15 +242,39 @@ class ActionConnector(ChannelConnector, Protocol):
 
 class MediaConnector(ChannelConnector, Protocol):
     """A connector that also downloads the files people send to our accounts. Optional: for
-    a channel with it, the core fetches each inbound attachment right after the message is
-    stored and before it is announced, so clients get a ``media_id`` they download from us
-    (the provider's reference stays as the attachment's ``url``)."""
+    a channel with it, the core fetches each inbound attachment after the message is stored
+    and the provider answered, and before the message is announced, so clients get a
+    ``media_id`` they download from us (the provider's reference stays as the attachment's
+    ``url``)."""
 
     async def fetch(self, account: str, reference: str, tenant: str, store: MediaStore) -> Media:
         """The file an inbound attachment names (``reference``: its ``url`` as this channel's
         receiver made it), downloaded with ``account``'s credentials into ``store`` for
         ``tenant``, streamed. Raises ``RetryableDelivery`` (try again later) or
         ``PermanentDelivery`` (it cannot be had)."""
+        ...
+
+
+@runtime_checkable
+class PausableConnector(ChannelConnector, Protocol):
+    """A connector whose accounts pause when the provider refuses their credentials (an
+    expired or revoked token): their messages wait (``AccountPaused``) until the token is
+    replaced in the settings (a reload) or an admin resumes the account. Optional: the core
+    checks for :meth:`paused`; a channel without it never pauses an account."""
+
+    def paused(self) -> Mapping[str, str]:
+        """The paused accounts and why (the provider's error, never the token)."""
+        ...
+
+    def resume(self, account: str, token: str | None = None) -> bool:
+        """Resume ``account`` (with its new ``token`` when given); whether it was paused.
+        ``PermanentDelivery`` for an account it does not have."""
+        ...
+
+    def reload(self, settings: ChannelSettings) -> Mapping[str, str]:
+        """The channel's settings as re-read: each configured account's changed token swapped
+        in (a paused one resumes with it); what changed, by account. Accounts added or removed
+        take a restart."""
         ...
 
 

@@ -172,9 +172,17 @@ class Outbox(Protocol):
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None: ...
 
     async def retry(
-        self, item: OutboxItem, at: float, reason: str, now: float, done: tuple[str, ...] = ()
+        self,
+        item: OutboxItem,
+        at: float,
+        reason: str,
+        now: float,
+        done: tuple[str, ...] = (),
+        counted: bool = True,
     ) -> None:
-        """Pending again at ``at``; ``done``: the parts delivered so far (kept for the next)."""
+        """Pending again at ``at``; ``done``: the parts delivered so far (kept for the next);
+        ``counted``: whether this attempt counts towards the message's attempts (not while its
+        account is paused: it waits for an operator, not for the provider)."""
         ...
 
     async def dead(

@@ -32,9 +32,10 @@ from chat4all.entrypoints.grpc_codec import (
     upload_pb,
 )
 from chat4all.entrypoints.services import Services
-from chat4all.errors import Chat4AllError, InvalidRequest
+from chat4all.errors import Chat4AllError, InvalidRequest, NotFound
 from chat4all.metrics import HubMetrics
 from chat4all.ports import SendRequest
+from chat4all.service_layer.channel_accounts import ChannelAccounts
 from chat4all.service_layer.media import MIB
 from chat4all.service_layer.tenants import oversize_of
 from chat4all.telemetry import NO_TRACER, failed, request_id_from, request_scope
@@ -392,6 +393,39 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
                 ]
             )
         raise AssertionError("unreachable")
+
+    async def ListChannelAccounts(
+        self, request: pb.ListChannelAccountsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListChannelAccountsResponse:
+        async with self._rpc(context, "ListChannelAccounts"):
+            who = await self._who(context, "admin")
+            states = self._channel_accounts().states(who.tenant, request.channel)
+            return pb.ListChannelAccountsResponse(
+                items=[
+                    pb.ChannelAccount(name=s.name, paused=s.paused, reason=s.reason) for s in states
+                ]
+            )
+        raise AssertionError("unreachable")
+
+    async def ResumeChannelAccount(
+        self, request: pb.ResumeChannelAccountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResumeChannelAccountResponse:
+        async with self._rpc(context, "ResumeChannelAccount"):
+            who = await self._who(context, "admin")
+            token = request.access_token if request.HasField("access_token") else None
+            state = await self._channel_accounts().resume(
+                who, request.channel, request.account, token or None
+            )
+            return pb.ResumeChannelAccountResponse(
+                account=pb.ChannelAccount(name=state.name, paused=state.paused),
+                released=state.released,
+            )
+        raise AssertionError("unreachable")
+
+    def _channel_accounts(self) -> ChannelAccounts:
+        if self._use.channel_accounts is None:
+            raise NotFound("channel accounts are not managed by this hub")
+        return self._use.channel_accounts
 
 
 async def start_grpc(

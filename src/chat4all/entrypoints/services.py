@@ -10,6 +10,7 @@ from chat4all.adapters.storage.webhooks import Subscription
 from chat4all.service_layer.access import Access
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.actions import Actions
+from chat4all.service_layer.channel_accounts import ChannelAccounts
 from chat4all.service_layer.dead_letters import DeadLetters
 from chat4all.service_layer.events import LiveEvents
 from chat4all.service_layer.inbound import Inbound
@@ -48,5 +49,7 @@ class Services:
     media: MediaLibrary
     actions: Actions
     tenants: Tenants
+    channel_accounts: ChannelAccounts | None = None
+    """Paused channel accounts and their resume (admin); ``None``: not offered."""
     wake: Callable[[], None] | None = None
     """Tells the dispatcher a new message is due (called after each accepted send)."""

@@ -9,7 +9,8 @@ FIFO), sends them concurrently, and records each outcome:
   gave one; after ``max_attempts`` the message is dead-lettered and ``failed``;
 - :class:`~chat4all.errors.PermanentDelivery`: ``failed`` and dead-lettered at once;
 - :class:`~chat4all.errors.AccountPaused` (a retryable error): back to pending after its
-  ``retry_after``, without opening the breaker; it never fails the message for its attempts.
+  ``retry_after``, without opening the breaker and without counting the attempt (a paused
+  account's messages wait for an operator however long, and never die of their attempts).
 
 A circuit breaker per channel account opens after ``breaker_threshold`` retryable failures in a
 row: for ``breaker_cooldown`` seconds that account's messages wait without calling the provider,
@@ -265,6 +266,7 @@ class Dispatcher:
                 str(exc),
                 now,
                 exc.done,
+                False,  # not counted: a paused account's messages never die of their attempts
             )
             self.events.dispatched(channel, "paused", time.monotonic() - began)
             return

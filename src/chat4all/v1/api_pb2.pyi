@@ -559,3 +559,43 @@ class UpdateSettingsResponse(_message.Message):
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     settings: Settings
     def __init__(self, settings: _Optional[_Union[Settings, _Mapping]] = ...) -> None: ...
+
+class ChannelAccount(_message.Message):
+    __slots__ = ("name", "paused", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    paused: bool
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., paused: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListChannelAccountsRequest(_message.Message):
+    __slots__ = ("channel",)
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    def __init__(self, channel: _Optional[str] = ...) -> None: ...
+
+class ListChannelAccountsResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ChannelAccount]
+    def __init__(self, items: _Optional[_Iterable[_Union[ChannelAccount, _Mapping]]] = ...) -> None: ...
+
+class ResumeChannelAccountRequest(_message.Message):
+    __slots__ = ("channel", "account", "access_token")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    account: str
+    access_token: str
+    def __init__(self, channel: _Optional[str] = ..., account: _Optional[str] = ..., access_token: _Optional[str] = ...) -> None: ...
+
+class ResumeChannelAccountResponse(_message.Message):
+    __slots__ = ("account", "released")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    account: ChannelAccount
+    released: int
+    def __init__(self, account: _Optional[_Union[ChannelAccount, _Mapping]] = ..., released: _Optional[int] = ...) -> None: ...

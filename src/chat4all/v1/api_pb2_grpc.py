@@ -129,6 +129,16 @@ class Chat4AllServiceStub:
                 request_serializer=chat4all_dot_v1_dot_api__pb2.UpdateSettingsRequest.SerializeToString,
                 response_deserializer=chat4all_dot_v1_dot_api__pb2.UpdateSettingsResponse.FromString,
                 _registered_method=True)
+        self.ListChannelAccounts = channel.unary_unary(
+                '/chat4all.v1.Chat4AllService/ListChannelAccounts',
+                request_serializer=chat4all_dot_v1_dot_api__pb2.ListChannelAccountsRequest.SerializeToString,
+                response_deserializer=chat4all_dot_v1_dot_api__pb2.ListChannelAccountsResponse.FromString,
+                _registered_method=True)
+        self.ResumeChannelAccount = channel.unary_unary(
+                '/chat4all.v1.Chat4AllService/ResumeChannelAccount',
+                request_serializer=chat4all_dot_v1_dot_api__pb2.ResumeChannelAccountRequest.SerializeToString,
+                response_deserializer=chat4all_dot_v1_dot_api__pb2.ResumeChannelAccountResponse.FromString,
+                _registered_method=True)
 
 
 class Chat4AllServiceServicer:
@@ -280,6 +290,22 @@ class Chat4AllServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListChannelAccounts(self, request, context):
+        """The tenant's accounts on a channel, each paused (and why) or not: an account pauses when
+        its provider refuses its token (expired or revoked); its messages wait (admin keys).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeChannelAccount(self, request, context):
+        """Resume a paused account, optionally with a new access token (it lasts until the hub
+        restarts: replace it in the settings too); its waiting messages go out now (admin keys).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_Chat4AllServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -377,6 +403,16 @@ def add_Chat4AllServiceServicer_to_server(servicer, server):
                     servicer.UpdateSettings,
                     request_deserializer=chat4all_dot_v1_dot_api__pb2.UpdateSettingsRequest.FromString,
                     response_serializer=chat4all_dot_v1_dot_api__pb2.UpdateSettingsResponse.SerializeToString,
+            ),
+            'ListChannelAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChannelAccounts,
+                    request_deserializer=chat4all_dot_v1_dot_api__pb2.ListChannelAccountsRequest.FromString,
+                    response_serializer=chat4all_dot_v1_dot_api__pb2.ListChannelAccountsResponse.SerializeToString,
+            ),
+            'ResumeChannelAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeChannelAccount,
+                    request_deserializer=chat4all_dot_v1_dot_api__pb2.ResumeChannelAccountRequest.FromString,
+                    response_serializer=chat4all_dot_v1_dot_api__pb2.ResumeChannelAccountResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -892,6 +928,60 @@ class Chat4AllService:
             '/chat4all.v1.Chat4AllService/UpdateSettings',
             chat4all_dot_v1_dot_api__pb2.UpdateSettingsRequest.SerializeToString,
             chat4all_dot_v1_dot_api__pb2.UpdateSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChannelAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat4all.v1.Chat4AllService/ListChannelAccounts',
+            chat4all_dot_v1_dot_api__pb2.ListChannelAccountsRequest.SerializeToString,
+            chat4all_dot_v1_dot_api__pb2.ListChannelAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeChannelAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat4all.v1.Chat4AllService/ResumeChannelAccount',
+            chat4all_dot_v1_dot_api__pb2.ResumeChannelAccountRequest.SerializeToString,
+            chat4all_dot_v1_dot_api__pb2.ResumeChannelAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from chat4all.adapters.channels.instagram import CHANNEL as INSTAGRAM
 from chat4all.adapters.channels.messenger import CHANNEL as MESSENGER
@@ -79,14 +80,43 @@ async def test_actions_are_sender_actions(parts: Parts) -> None:
     ]
 
 
-async def test_a_dead_token_pauses_the_account(parts: Parts) -> None:
+async def test_a_dead_token_pauses_the_account_until_resumed_or_reloaded(parts: Parts) -> None:
+    connector, sim = parts.connector, parts.sim
+    channel = connector.channel
     parts.sim.fail(EXPIRED)
     with pytest.raises(AccountPaused) as raised:
-        await parts.connector.send(conversation(parts.connector.channel), message(Content("x")))
+        await connector.send(conversation(channel), message(Content("x")))
     assert raised.value.account == SIMULATOR_ACCOUNT
     assert "190" in str(raised.value)
     token = parts.settings.accounts()[SIMULATOR_ACCOUNT].token.get_secret_value()
     assert token not in str(raised.value)
+    # paused: the next sends wait without calling Meta
+    assert "190" in connector.paused()[SIMULATOR_ACCOUNT]
+    calls = len(sim.sent)
+    with pytest.raises(AccountPaused, match="is paused"):
+        await connector.send(conversation(channel), message(Content("y")))
+    assert len(sim.sent) == calls
+    # an admin resumes it with a new token the provider knows
+    [provider_id] = sim.accounts
+    sim.accounts[provider_id] = "new-page-token"
+    assert connector.resume(SIMULATOR_ACCOUNT, "new-page-token")
+    assert connector.paused() == {}
+    assert await connector.send(conversation(channel), message(Content("z")))
+    # the token replaced in the settings (a reload): swapped in
+    sim.accounts[provider_id] = "reloaded-page-token"
+    configured = parts.settings.accounts()[SIMULATOR_ACCOUNT]
+    reloaded = parts.settings.model_copy(
+        update={
+            "ACCOUNTS": {
+                SIMULATOR_ACCOUNT: configured.model_copy(
+                    update={"token": SecretStr("reloaded-page-token")}
+                )
+            }
+        }
+    )
+    assert connector.reload(reloaded) == {SIMULATOR_ACCOUNT: "new token in use"}
+    assert await connector.send(conversation(channel), message(Content("again")))
+    assert [s.body["message"]["text"] for s in sim.sent[-2:]] == ["z", "again"]
 
 
 async def test_options_out_of_the_platform_are_refused(parts: Parts) -> None:

@@ -42,13 +42,15 @@ class Server:
             # the default lease (30 s): the restart takes the killed run's rows back at once,
             # since their holder's pid no longer runs on this host
         }
+        self.args: list[str] = []
+        """More arguments for ``chat4all serve`` (``--env-file``)."""
         self.proc: subprocess.Popen[str] | None = None
         self.stderr = ""
 
     def start(self, expect_key: bool = True) -> str:
         """Start the server; returns the admin key it prints on first start ("" later)."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chat4all", "serve"],
+            [sys.executable, "-m", "chat4all", "serve", *self.args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -129,6 +129,22 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             assert (await stranger.get(f"/v1/media/{ids['media']}")).status_code == 404
             assert (await owner.get(f"/v1/media/{ids['media']}")).content == b"owner's file"
 
+        pausable = next(n for n in hub.channels.connectors if hub.channels.pausable(n))
+
+        async def list_channel_accounts() -> None:
+            path = f"/v1/channels/{pausable}/accounts"
+            assert (await stranger.get(path)).json()["items"] == []
+            mine = (await owner.get(path)).json()["items"]
+            assert [a["name"] for a in mine] == [SIMULATOR_ACCOUNT]
+
+        async def resume_owners_account() -> None:
+            connector = hub.channels.pausable(pausable)
+            assert connector is not None
+            path = f"/v1/channels/{pausable}/{SIMULATOR_ACCOUNT}/resume"
+            answer = await stranger.post(path, json={"access_token": "strangers-token"})
+            assert answer.status_code == 404
+            assert "strangers-token" not in str(vars(connector))  # nothing swapped in
+
         async def upload() -> None:
             made = await stranger.post("/v1/media", files={"file": ("b.txt", b"b's")})
             assert made.status_code == 201
@@ -182,6 +198,8 @@ async def test_every_secured_operation_keeps_tenants_apart(hub: Hub) -> None:
             "GET /v1/media/{media_id}": [download],
             "GET /v1/events": [events],
             "GET /v1/channels": [list_channels],
+            "GET /v1/channels/{channel}/accounts": [list_channel_accounts],
+            "POST /v1/channels/{channel}/{account}/resume": [resume_owners_account],
             "POST /v1/uploads": [resumable],
             "GET /v1/uploads/{upload_id}": [resumable],
             "PATCH /v1/uploads/{upload_id}": [resumable],

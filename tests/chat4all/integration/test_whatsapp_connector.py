@@ -32,9 +32,10 @@ from chat4all.domain.model import (
     Message,
     Reaction,
 )
-from chat4all.errors import PermanentDelivery, RetryableDelivery
+from chat4all.errors import AccountPaused, PermanentDelivery, RetryableDelivery
 from chat4all.ports import Action, ActionRequest
 from chat4all.simulator.host import serving
+from tests.chat4all.channels.test_whatsapp_hub import until
 
 USER = "5511999990000"
 
@@ -229,3 +230,23 @@ async def test_a_numbers_throughput_limit_is_waited_out_within_the_send(
     sim.fail(80007)  # the account's rate: straight to the dispatcher
     with pytest.raises(RetryableDelivery, match="80007"):
         await connector.send(*message(Content(text="later"), 2))
+
+
+async def test_a_190_for_a_token_replaced_during_the_call_does_not_pause_again(
+    wa: tuple[WhatsAppSimulator, WhatsAppConnector],
+) -> None:
+    sim, connector = wa
+    sim.numbers["EAAGnewTOKEN"] = SIMULATOR_NUMBER
+    sim.expire(SIMULATOR_TOKEN)
+    sim.latency = 0.3
+    sending = asyncio.create_task(connector.send(*message(Content(text="crossing"), 1)))
+    await until(lambda: sim.calls == 1)  # the call is at the provider (0.3 s), old token
+    connector.resume("sales", "EAAGnewTOKEN")
+    with pytest.raises(RetryableDelivery) as crossed:
+        await sending
+    assert not isinstance(crossed.value, AccountPaused)
+    assert crossed.value.retry_after == 0.0
+    assert connector.paused() == {}  # the new token stays in use, unpaused
+    sim.latency = 0.0
+    assert await connector.send(*message(Content(text="crossing"), 1))
+    assert sim.sent[-1].token == "EAAGnewTOKEN"

@@ -152,6 +152,21 @@ async def test_a_retry_waits_and_keeps_the_conversation_blocked(store: SqlStore)
     assert again.attempts == 1
 
 
+async def test_a_paused_accounts_retry_keeps_its_attempts_and_comes_due_when_resumed(
+    store: SqlStore,
+) -> None:
+    paused = (await store.accept("t1", req("one"), None, 100.0)).message
+    other = SendRequest("telegram", "bot2", "42", Content(text="elsewhere"))
+    await store.accept("t1", other, None, 100.0)
+    items = await store.claim(100.0, 10, worker="w1", lease=LEASE)
+    for item in items:
+        await store.retry(item, 500.0, "paused", 100.0, counted=False)
+    assert await store.due_now("telegram", "bot", 120.0) == 1  # the other account's waits on
+    [again] = await store.claim(120.0, 10, worker="w1", lease=LEASE)
+    assert again.message.id == paused.id
+    assert again.attempts == 0
+
+
 async def test_recover_hands_back_what_was_in_flight(store: SqlStore) -> None:
     await store.accept("t1", req("one"), None, 100.0)
     await store.claim(100.0, 10, worker="w1", lease=LEASE)

@@ -21,6 +21,7 @@ from chat4all.plugin import (
     ChannelPlugin,
     ChannelSettings,
     Limits,
+    PausableConnector,
     Poller,
     Received,
     Receiver,
@@ -113,6 +114,53 @@ class Channels:
             for name, plugin in self.plugins.items()
             for poller in plugin.pollers(self.settings[name], functools.partial(deliver, name))
         ]
+
+    def pausable(self, channel: str) -> PausableConnector | None:
+        """``channel``'s connector when its accounts pause on a refused token, else ``None``."""
+        connector = self.connectors.get(channel)
+        return connector if isinstance(connector, PausableConnector) else None
+
+    def paused(self) -> dict[tuple[str, str], str | None]:
+        """Every configured account of the channels that pause accounts: why it is paused, or
+        ``None`` (it is not)."""
+        states: dict[tuple[str, str], str | None] = {}
+        for name, values in self.settings.items():
+            connector = self.pausable(name)
+            if connector is None:
+                continue
+            paused = connector.paused()
+            for account in values.accounts():
+                states[(name, account)] = paused.get(account)
+        return states
+
+    def reload(self, settings: Settings) -> dict[tuple[str, str], str]:
+        """Apply what may change without a restart from ``settings`` (re-read): each account's
+        replaced token (a paused account resumes with it); what changed. Accounts added,
+        removed or moved to another tenant, and other settings, are logged as taking a
+        restart; a simulated channel keeps its simulator's settings."""
+        changed: dict[tuple[str, str], str] = {}
+        for name, config in settings.channels.items():
+            if name not in self.plugins or name in self.simulators:
+                continue
+            old, new = self.settings[name], config.settings
+            MASKER.add(*new.secrets())
+            before = {a: c.tenant for a, c in old.accounts().items()}
+            after = {a: c.tenant for a, c in new.accounts().items()}
+            if before != after:
+                log.warning(
+                    "%s: accounts added, removed or moved to another tenant (%s -> %s) take a "
+                    "restart; only replaced tokens are applied now",
+                    name,
+                    ", ".join(sorted(before)) or "none",
+                    ", ".join(sorted(after)) or "none",
+                )
+            connector = self.pausable(name)
+            if connector is None:
+                continue
+            for account, what in connector.reload(new).items():
+                changed[(name, account)] = what
+                log.warning("%s account %r: %s", name, account, what)
+        return changed
 
     async def close(self) -> None:
         """Close the connectors (their connections)."""

@@ -3,7 +3,9 @@
 Each entry stores the SHA-256 of the previous entry's hash and its own canonical content; one
 edited, deleted or reordered row breaks the chain from there on, and :meth:`AuditLog.verify`
 names the first broken entry. Appends are serialised in a transaction that reads the last hash.
-Events: ``auth_failed``, ``permission_denied``, ``key_created``, ``key_revoked``.
+Events: ``auth_failed``, ``permission_denied``, ``key_created``, ``key_revoked``,
+``account_resumed`` (an admin resumed a paused channel account), ``account_token_reloaded``
+(a channel account's token replaced by a settings reload).
 """
 
 from __future__ import annotations

@@ -206,10 +206,36 @@ class SqlOutbox:
             )
 
     async def retry(
-        self, item: OutboxItem, at: float, reason: str, now: float, done: tuple[str, ...] = ()
+        self,
+        item: OutboxItem,
+        at: float,
+        reason: str,
+        now: float,
+        done: tuple[str, ...] = (),
+        counted: bool = True,
     ) -> None:
         async with self._db.transaction() as conn:
-            await conn.execute(_outcome(item, "pending", reason, done, available_at=at))
+            await conn.execute(
+                _outcome(item, "pending", reason, done, counted=counted, available_at=at)
+            )
+
+    async def due_now(self, channel: str, account: str, now: float) -> int:
+        """The pending messages of ``channel`` ``account`` due at ``now`` (those waiting later:
+        their account was paused and is resumed); how many."""
+        mine = sa.select(conversations.c.id).where(
+            conversations.c.channel == channel, conversations.c.account == account
+        )
+        async with self._db.transaction() as conn:
+            done = await conn.execute(
+                outbox.update()
+                .where(
+                    outbox.c.state == "pending",
+                    outbox.c.available_at > now,
+                    outbox.c.conversation_id.in_(mine),
+                )
+                .values(available_at=now)
+            )
+            return int(done.rowcount or 0)
 
     async def dead(
         self, item: OutboxItem, reason: str, now: float, done: tuple[str, ...] = ()
@@ -318,13 +344,21 @@ def _heads(now: float, limit: int) -> sa.Select[Any]:
     )
 
 
-def _outcome(item: OutboxItem, state: str, reason: str, done: tuple[str, ...], **more: Any) -> Any:
-    """The outbox row of a failed attempt: its state, the error, and the parts delivered so far
-    (this attempt's, else the earlier ones'); only while ``item``'s worker still holds it."""
+def _outcome(
+    item: OutboxItem,
+    state: str,
+    reason: str,
+    done: tuple[str, ...],
+    counted: bool = True,
+    **more: Any,
+) -> Any:
+    """The outbox row of a failed attempt: its state, the error, the attempts (this one too
+    when ``counted``) and the parts delivered so far (this attempt's, else the earlier ones');
+    only while ``item``'s worker still holds it."""
     parts = done or item.done
     return held(outbox, outbox.c.message_id, item.message.id, item.holder).values(
         state=state,
-        attempts=item.attempts + 1,
+        attempts=item.attempts + 1 if counted else item.attempts,
         last_error=reason,
         parts_done=json.dumps(list(parts)) if parts else None,
         leased_by=None,

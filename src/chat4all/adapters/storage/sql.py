@@ -162,9 +162,19 @@ class SqlStore:
         await self._commits.submit(Sent(item, provider_id, now))
 
     async def retry(
-        self, item: OutboxItem, at: float, reason: str, now: float, done: tuple[str, ...] = ()
+        self,
+        item: OutboxItem,
+        at: float,
+        reason: str,
+        now: float,
+        done: tuple[str, ...] = (),
+        counted: bool = True,
     ) -> None:
-        await self.outbox.retry(item, at, reason, now, done)
+        await self.outbox.retry(item, at, reason, now, done, counted)
+
+    async def due_now(self, channel: str, account: str, now: float) -> int:
+        """Every waiting message of ``account`` due at once (its account resumed); how many."""
+        return await self.outbox.due_now(channel, account, now)
 
     async def dead(
         self, item: OutboxItem, reason: str, now: float, done: tuple[str, ...] = ()

@@ -1,5 +1,5 @@
-"""``/v1/channels``: the channels and accounts a key may use, and each channel account's
-inbound webhook (where the provider calls us)."""
+"""``/v1/channels``: the channels and accounts a key may use, each channel account's inbound
+webhook (where the provider calls us), and (admin) its accounts' pauses and their resume."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from typing import Any, Final
 
 from fastapi import APIRouter, Request, Response
 
-from chat4all.entrypoints.rest.answers import READ, documented
-from chat4all.entrypoints.rest.auth import Reader, Use
-from chat4all.entrypoints.rest.models import ChannelList
+from chat4all.entrypoints.rest.answers import ADMIN, READ, documented
+from chat4all.entrypoints.rest.auth import Admin, Reader, Use
+from chat4all.entrypoints.rest.models import ChannelAccountList, ChannelList, ResumedOut, ResumeIn
+from chat4all.entrypoints.services import Services
+from chat4all.errors import NotFound
 from chat4all.ports import WebhookRequest
+from chat4all.service_layer.channel_accounts import ChannelAccounts
 
 __all__ = ["router"]
 
@@ -69,6 +72,43 @@ async def list_channels(who: Reader, use: Use) -> dict[str, Any]:
             for name in use.accounts.channels()
         ]
     }
+
+
+def _channel_accounts(use: Services) -> ChannelAccounts:
+    if use.channel_accounts is None:
+        raise NotFound("channel accounts are not managed by this hub")
+    return use.channel_accounts
+
+
+@router.get(
+    "/{channel}/accounts",
+    operation_id="listChannelAccounts",
+    response_model=ChannelAccountList,
+    responses=documented(*ADMIN, 404, 422),
+)
+async def list_channel_accounts(channel: str, who: Admin, use: Use) -> dict[str, Any]:
+    """The calling key's tenant's accounts on ``channel``, each paused (and why) or not. An
+    account pauses when its provider refuses its credentials (an expired
+    or revoked token); its messages then wait, neither sent nor failed."""
+    states = _channel_accounts(use).states(who.tenant, channel)
+    return {"items": [{"name": s.name, "paused": s.paused, "reason": s.reason} for s in states]}
+
+
+@router.post(
+    "/{channel}/{account}/resume",
+    operation_id="resumeChannelAccount",
+    response_model=ResumedOut,
+    responses=documented(*ADMIN, 404, 422),
+)
+async def resume_channel_account(
+    channel: str, account: str, who: Admin, use: Use, body: ResumeIn | None = None
+) -> dict[str, Any]:
+    """Resume a paused account, optionally with a new access token (which lasts until the hub
+    restarts: replace it in the settings too); its waiting messages go out now, in order.
+    Audited. Resuming an account that is not paused changes nothing but the token."""
+    token = body.access_token.get_secret_value() if body and body.access_token else None
+    state = await _channel_accounts(use).resume(who, channel, account, token)
+    return {"name": state.name, "paused": state.paused, "reason": None, "released": state.released}
 
 
 async def _provider_call(channel: str, account: str, request: Request, use: Use) -> Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from chat4all.domain.model import (
     Attachment,
@@ -63,6 +63,10 @@ __all__ = [
     "MediaOut",
     "ChannelOut",
     "ChannelList",
+    "ChannelAccountOut",
+    "ChannelAccountList",
+    "ResumeIn",
+    "ResumedOut",
     "Health",
     "Readiness",
     "ErrorDetail",
@@ -412,6 +416,37 @@ class ChannelOut(BaseModel):
 
 class ChannelList(BaseModel):
     items: list[ChannelOut]
+
+
+class ChannelAccountOut(BaseModel):
+    name: str = Field(description="The account (what a send's `account` names)")
+    paused: bool = Field(
+        description="Whether its provider refused its credentials (an expired or revoked "
+        "token): its messages wait, neither sent nor failed, until it is resumed"
+    )
+    reason: str | None = Field(
+        default=None, description="Why it is paused (the provider's error code and message)"
+    )
+
+
+class ChannelAccountList(BaseModel):
+    items: list[ChannelAccountOut]
+
+
+class ResumeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    access_token: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="A new access token for the account, used from now on (never returned or "
+        "logged). It lasts until the hub restarts: put it in the settings too. Absent: the "
+        "account resumes with the token it has",
+    )
+
+
+class ResumedOut(ChannelAccountOut):
+    released: int = Field(description="Waiting messages that go out now")
 
 
 class Health(BaseModel):

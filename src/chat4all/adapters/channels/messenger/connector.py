@@ -5,29 +5,46 @@ Each part of a message is one ``POST /{version}/{ID}/messages`` with the account
 Bearer header (never in a URL, so never in a log). An upload (``media_id``) goes once through
 ``POST /{version}/{ID}/message_attachments`` (multipart, ``is_reusable``) and is sent by its
 ``attachment_id``, remembered for the next message that sends the same upload. Errors: see
-:mod:`~chat4all.adapters.channels.messenger.errors`. Inbound attachments (the CDN URL in the
-webhook's ``payload.url``) are downloaded into our media store by :meth:`SendApiConnector.fetch`.
+:mod:`~chat4all.adapters.channels.messenger.errors`; a 190 (the token) pauses the account:
+its messages wait (:class:`~chat4all.errors.AccountPaused`, without calling Meta) until an admin
+resumes it (:meth:`SendApiConnector.resume`) or its token is replaced in the settings
+(:meth:`SendApiConnector.reload`). Inbound attachments (the CDN URL in the webhook's
+``payload.url``) are downloaded into our media store by :meth:`SendApiConnector.fetch`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from chat4all.adapters.channels.graph import DEFAULT_TIMEOUT, GraphClient, GraphFailure
+from chat4all.adapters.channels.graph import Action as Rule
 from chat4all.adapters.channels.graph.media import keep
 from chat4all.adapters.channels.messenger.errors import SEND_API_RULES
 from chat4all.adapters.channels.messenger.platform import Platform
 from chat4all.adapters.channels.messenger.sendapi import Part, parts
+from chat4all.adapters.channels.messenger.settings import SendApiAccount
 from chat4all.domain.model import Conversation, Media, Message
-from chat4all.errors import DeliveryError, InvalidRequest, NotFound, PermanentDelivery
+from chat4all.errors import (
+    AccountPaused,
+    DeliveryError,
+    InvalidRequest,
+    NotFound,
+    PermanentDelivery,
+    RetryableDelivery,
+)
+from chat4all.plugin import ChannelSettings
 from chat4all.ports import Action, ActionRequest, MediaStore
+from opskit.logs import MASKER
 
 __all__ = ["SendApiConnector", "Credentials", "SENDER_ACTIONS"]
+
+log = logging.getLogger(__name__)
 
 SENDER_ACTIONS: Final = {
     Action.TYPING_ON: "typing_on",
@@ -70,9 +87,75 @@ class SendApiConnector:
         self._upload_timeout = upload_timeout
         self._uploaded: dict[tuple[str, str, str], str] = {}
         """(account, tenant, media id) → reusable attachment_id."""
+        self._paused: dict[str, str] = {}
+        """Paused accounts (their token refused) and why."""
 
     async def close(self) -> None:
         await self._graph.close()
+
+    # --- pausing --------------------------------------------------------------------------
+
+    def paused(self) -> dict[str, str]:
+        """The paused accounts and why."""
+        return dict(self._paused)
+
+    def resume(self, account: str, token: str | None = None) -> bool:
+        """Resume a paused ``account`` (with its new ``token``, when given); whether it was
+        paused."""
+        current = self._account(account)
+        if token is not None:
+            MASKER.add(token)
+            self._accounts[account] = replace(current, token=token)
+        was = self._paused.pop(account, None)
+        if was is not None:
+            log.warning(
+                "%s account %r resumed%s; its waiting messages go out again",
+                self.platform.title,
+                account,
+                " with a new access token" if token is not None else "",
+            )
+        return was is not None
+
+    def reload(self, settings: ChannelSettings) -> dict[str, str]:
+        """Each configured account's changed token swapped in (a paused one resumes with it);
+        what changed, by account."""
+        changed: dict[str, str] = {}
+        for name, config in settings.accounts().items():
+            current = self._accounts.get(name)
+            if current is None or not isinstance(config, SendApiAccount):
+                continue
+            token = config.token.get_secret_value()
+            if token != current.token:
+                was_paused = self.resume(name, token)
+                changed[name] = "resumed with its new token" if was_paused else "new token in use"
+        return changed
+
+    def _failed(
+        self, name: str, used: Credentials, failure: GraphFailure, done: tuple[str, ...] = ()
+    ) -> DeliveryError:
+        """The delivery error of ``failure``; a 190 pauses the account, unless the token it
+        refused was replaced during the call (then: tried again at once)."""
+        if failure.rule.action is Rule.PAUSE:
+            if self._account(name).token != used.token:
+                return RetryableDelivery("the access token was replaced during the call", 0.0, done)
+            if name not in self._paused:
+                self._paused[name] = failure.error.describe()
+                log.error(
+                    "ALERT %s account %r paused: %s; its messages wait until its access token "
+                    "is replaced or an admin resumes it",
+                    self.platform.title,
+                    name,
+                    self._paused[name],
+                )
+        return failure.delivery(name, done)
+
+    def _unpaused(self, name: str) -> Credentials:
+        """``name``'s credentials; :class:`AccountPaused` at once while it is paused."""
+        account = self._account(name)
+        why = self._paused.get(name)
+        if why is not None:
+            raise AccountPaused(f"{self.platform.title} account {name!r} is paused ({why})", name)
+        return account
 
     def _account(self, name: str) -> Credentials:
         account = self._accounts.get(name)
@@ -88,7 +171,7 @@ class SendApiConnector:
     ) -> str:
         """Each part in order; the first ``len(done)`` reached the platform in an earlier
         attempt and are not sent again. Returns the first part's ``message_id`` (mid)."""
-        account = self._account(conversation.account)
+        account = self._unpaused(conversation.account)
         try:
             todo = parts(self.platform, conversation.recipient, message)
         except InvalidRequest as exc:
@@ -100,7 +183,7 @@ class SendApiConnector:
             try:
                 ids.append(await self._send_part(conversation, message, account, part))
             except GraphFailure as exc:
-                raise exc.delivery(conversation.account, tuple(ids)) from None
+                raise self._failed(conversation.account, account, exc, tuple(ids)) from None
             except DeliveryError as exc:
                 exc.done = tuple(ids)
                 raise
@@ -124,13 +207,13 @@ class SendApiConnector:
     async def act(self, conversation: Conversation, request: ActionRequest) -> None:
         """Typing on or off, or mark-as-read: ``sender_action`` ``typing_on``, ``typing_off``,
         ``mark_seen``."""
-        account = self._account(conversation.account)
+        account = self._unpaused(conversation.account)
         action = SENDER_ACTIONS[request.action]
         body = {"recipient": {"id": conversation.recipient}, "sender_action": action}
         try:
             await self._post(account, "messages", json=body)
         except GraphFailure as exc:
-            raise exc.delivery(conversation.account) from None
+            raise self._failed(conversation.account, account, exc) from None
 
     async def fetch(self, account: str, reference: str, tenant: str, store: MediaStore) -> Media:
         """An inbound attachment (``reference``: the CDN URL of its ``payload.url``, signed

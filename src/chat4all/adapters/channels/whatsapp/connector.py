@@ -15,8 +15,9 @@ the others at once, by the dispatcher); the pair rate (131056) holds that recipi
 ``PAIR_INTERVAL``; 131047 (outside the 24 h window: send a template), 131026, 131051, 368,
 131048, 131049 fail the message; 190 (the token) pauses the account: its messages wait
 (:class:`~chat4all.errors.AccountPaused`, retried without calling Meta) until
-:meth:`WhatsAppConnector.resume` (a new token or an admin); 131000, 131016, 2 and 5xx are
-retried. Sends are paced per phone number (``RATE`` a second).
+:meth:`WhatsAppConnector.resume` (an admin, through the API) or
+:meth:`WhatsAppConnector.reload` (its token replaced in the settings); 131000, 131016, 2 and
+5xx are retried. Sends are paced per phone number (``RATE`` a second).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from chat4all.adapters.channels.graph import (
     Scope,
 )
 from chat4all.adapters.channels.graph.media import keep
+from chat4all.adapters.channels.whatsapp.settings import WhatsAppSettings
 from chat4all.domain.model import (
     Attachment,
     Button,
@@ -53,9 +55,11 @@ from chat4all.domain.model import (
     Message,
 )
 from chat4all.errors import NotFound, PermanentDelivery, RetryableDelivery
+from chat4all.plugin import ChannelSettings
 from chat4all.ports import Action as Action_
 from chat4all.ports import ActionRequest, MediaStore
 from chat4all.service_layer.media import MIB
+from opskit.logs import MASKER
 
 __all__ = [
     "WhatsAppConnector",
@@ -178,11 +182,30 @@ class WhatsAppConnector:
         it was paused."""
         number = self._number(account)
         if token is not None:
+            MASKER.add(token)
             number.token = token
         was, number.paused = number.paused, None
         if was is not None:
-            log.warning("WhatsApp account %r resumed", account)
+            log.warning(
+                "WhatsApp account %r resumed%s; its waiting messages go out again",
+                account,
+                " with a new access token" if token is not None else "",
+            )
         return was is not None
+
+    def reload(self, settings: ChannelSettings) -> dict[str, str]:
+        """Each configured number's changed access token swapped in (a paused one resumes with
+        it); what changed, by account."""
+        assert isinstance(settings, WhatsAppSettings)
+        changed: dict[str, str] = {}
+        for name, config in settings.accounts().items():
+            number = self.numbers.get(name)
+            token = config.access_token.get_secret_value()
+            if number is None or token == number.token:
+                continue
+            was_paused = self.resume(name, token)
+            changed[name] = "resumed with its new token" if was_paused else "new token in use"
+        return changed
 
     def _pause(self, account: str, why: str) -> None:
         number = self.numbers[account]
@@ -235,13 +258,14 @@ class WhatsAppConnector:
             body[kind]["id"] = await self._upload(account, number, message.tenant, attachment)
         for attempt in range(1 + self._absorb):
             await self._wait_turn(account, number, to)
+            token = number.token
             try:
                 answer = await self.client.call(
-                    "POST", f"{number.phone_number_id}/messages", number.token, json=body
+                    "POST", f"{number.phone_number_id}/messages", token, json=body
                 )
                 break
             except GraphFailure as failure:
-                error = self._failed(account, number, to, failure)
+                error = self._failed(account, number, to, failure, token)
                 # the number's throughput (130429): it holds (the next turn waits that out) and
                 # this send tries again within the call, a few times, before the dispatcher's
                 # backoff; the account's and the app's rates (80007, 4) go to the dispatcher
@@ -280,10 +304,14 @@ class WhatsAppConnector:
             await asyncio.sleep(slot - now)
 
     def _failed(
-        self, account: str, number: Number, to: str, failure: GraphFailure
+        self, account: str, number: Number, to: str, failure: GraphFailure, token: str = ""
     ) -> RetryableDelivery | PermanentDelivery:
+        """The delivery error of ``failure``; ``token``: the one the call was made with (a 190
+        for a token replaced meanwhile does not pause the account again: tried again now)."""
         rule = failure.rule
         if rule.action is Action.PAUSE:
+            if token and token != number.token:
+                return RetryableDelivery("the access token was replaced during the call", 0.0)
             self._pause(account, f"{failure.error.describe()}")
             return AccountPaused(str(failure), account, self._pause_retry)
         if rule.action is Action.PACE:

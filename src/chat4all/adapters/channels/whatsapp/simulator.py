@@ -68,6 +68,8 @@ class Sent:
     body: dict[str, Any]
     wamid: str
     at: float
+    token: str = ""
+    """The Bearer token it came with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +298,8 @@ class WhatsAppSimulator:
         if problem:
             return _error(Fault(131009, f"Parameter value is not valid: {problem}", 400))
         wamid = f"wamid.HBgN{next(self._ids):012d}{secrets.token_hex(6).upper()}"
-        self.sent.append(Sent(number, body, wamid, time.time()))
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        self.sent.append(Sent(number, body, wamid, time.time(), token))
         to = str(body["to"])
         return JSONResponse(
             {
