@@ -57,7 +57,8 @@ class PlaylistTracks:
         return self.catalog.reload_if_changed()
 
     async def resolve(self, item: Item) -> Track | Expansion:
-        if self.scan_next_with_probe and item.kind != "url":
+        # Files only: a stream's scan window depends on whether it is live (the probe says).
+        if self.scan_next_with_probe and item.kind == "file":
             self.scan_next_with_probe = False
             await self._drop_early_scan()
             self._early_scan = (item.source, scan_keyframes(self.prober, item.source))

@@ -137,3 +137,24 @@ async def test_without_the_flag_nothing_is_scanned_ahead(tmp_path: Path) -> None
     assert isinstance(track, Track)
     await tracks.plan_remux(track)
     assert prober.calls == ["probe a.mp4"]
+
+
+async def test_a_stream_is_not_scanned_before_its_probe_says_it_is_live(tmp_path: Path) -> None:
+    # A live stream's scan window is shorter, and only the probe tells a stream is live.
+    (tmp_path / "list.txt").write_text("rtmp://example.test/live/x\n")
+    catalog = Catalog(tmp_path / "list.txt")
+    catalog.load()
+    prober = GatedProber(replace(FITS, width=1920, height=1080))
+    tracks = PlaylistTracks(catalog, Resolver(Children(), prober, Q), prober, Q, FfmpegArgs())
+    tracks.scan_next_with_probe = True
+    item = tracks.next()
+    assert item is not None and item.kind == "stream"
+    resolving = asyncio.create_task(tracks.resolve(item))
+    await _until(lambda: prober.calls)
+    await asyncio.sleep(0)  # a scan started with the probe would have run by now (FIFO loop)
+    assert prober.calls == ["probe x"]
+    prober.probe_gate.set()
+    track = await resolving
+    assert isinstance(track, Track)
+    await tracks.plan_remux(track)
+    assert prober.calls == ["probe x"]
