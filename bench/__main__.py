@@ -87,12 +87,17 @@ def main() -> int:
     if sys.argv[1:] == ["raw"]:
         # Only the raw path's CPU (ours beside py-tgcalls', per part): ~3 minutes.
         tgstream_bench.prepare_media(root)
-        table = tgstream_bench.raw_split_table(tgstream_bench.cpu_raw_vs_pytgcalls(root))
+        before = os.environ.get("TGSTREAM_BENCH_BEFORE")  # another tree's src, run beside
+        table = tgstream_bench.raw_split_table(
+            tgstream_bench.cpu_raw_vs_pytgcalls(root, before=before)
+        )
         print(table)
+        command = "`python -m bench raw`"
+        if before:
+            command += f", `TGSTREAM_BENCH_BEFORE={before}` run beside this tree in turns"
         write_section(
             "tgstream raw path (telegram)",
-            f"{provenance('`python -m bench raw`', machine())}\n\n{table}\n\n"
-            f"{tgstream_bench.RAW_NOTES}",
+            f"{provenance(command, machine())}\n\n{table}\n\n{tgstream_bench.RAW_NOTES}",
         )
         return 0
     results = tgstream_bench.run_all(root)
