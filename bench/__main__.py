@@ -32,7 +32,8 @@ def machine() -> str:
 
 
 def write_section(title: str, body: str) -> None:
-    """Replace the ``## title`` section of docs/benchmarks.md (or add it), keep the others."""
+    """Replace the ``## title`` section of docs/benchmarks.md in place (or add it at the end),
+    keep the others."""
     header = (
         "# Benchmarks\n\nFigures are rewritten by `make bench`; each section says "
         "when and how it was produced.\n\n"
@@ -40,9 +41,14 @@ def write_section(title: str, body: str) -> None:
     text = DOC.read_text() if DOC.exists() else header
     sections = text.split("\n## ")
     head, rest = sections[0], sections[1:]
-    kept = [sec for sec in rest if not sec.startswith(f"{title}\n")]
     new = f"{title}\n\n{body.strip()}\n"
-    ordered = sorted([*kept, new], key=lambda sec: sec.split("\n", 1)[0] != "tgstream")
+    # A rewritten section keeps its place (a smaller diff); a new one goes last.
+    titles = [sec.split("\n", 1)[0] for sec in rest]
+    if title in titles:
+        rest[titles.index(title)] = new
+    else:
+        rest.append(new)
+    ordered = sorted(rest, key=lambda sec: sec.split("\n", 1)[0] != "tgstream")
     DOC.parent.mkdir(exist_ok=True)
     DOC.write_text(head.rstrip() + "\n\n" + "\n## ".join(["", *ordered]).lstrip("\n") + "\n")
     print(f"wrote the {title!r} section of {DOC}", file=sys.stderr)
