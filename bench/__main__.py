@@ -32,7 +32,8 @@ def machine() -> str:
 
 
 def write_section(title: str, body: str) -> None:
-    """Replace the ``## title`` section of docs/benchmarks.md (or add it), keep the others."""
+    """Replace the ``## title`` section of docs/benchmarks.md in place (or add it at the end),
+    keep the others."""
     header = (
         "# Benchmarks\n\nFigures are rewritten by `make bench`; each section says "
         "when and how it was produced.\n\n"
@@ -40,9 +41,14 @@ def write_section(title: str, body: str) -> None:
     text = DOC.read_text() if DOC.exists() else header
     sections = text.split("\n## ")
     head, rest = sections[0], sections[1:]
-    kept = [sec for sec in rest if not sec.startswith(f"{title}\n")]
     new = f"{title}\n\n{body.strip()}\n"
-    ordered = sorted([*kept, new], key=lambda sec: sec.split("\n", 1)[0] != "tgstream")
+    # A rewritten section keeps its place (a smaller diff); a new one goes last.
+    titles = [sec.split("\n", 1)[0] for sec in rest]
+    if title in titles:
+        rest[titles.index(title)] = new
+    else:
+        rest.append(new)
+    ordered = sorted(rest, key=lambda sec: sec.split("\n", 1)[0] != "tgstream")
     DOC.parent.mkdir(exist_ok=True)
     DOC.write_text(head.rstrip() + "\n\n" + "\n## ".join(["", *ordered]).lstrip("\n") + "\n")
     print(f"wrote the {title!r} section of {DOC}", file=sys.stderr)
@@ -87,12 +93,17 @@ def main() -> int:
     if sys.argv[1:] == ["raw"]:
         # Only the raw path's CPU (ours beside py-tgcalls', per part): ~3 minutes.
         tgstream_bench.prepare_media(root)
-        table = tgstream_bench.raw_split_table(tgstream_bench.cpu_raw_vs_pytgcalls(root))
+        before = os.environ.get("TGSTREAM_BENCH_BEFORE")  # another tree's src, run beside
+        table = tgstream_bench.raw_split_table(
+            tgstream_bench.cpu_raw_vs_pytgcalls(root, before=before)
+        )
         print(table)
+        command = "`python -m bench raw`"
+        if before:
+            command += f", `TGSTREAM_BENCH_BEFORE={before}` run beside this tree in turns"
         write_section(
             "tgstream raw path (telegram)",
-            f"{provenance('`python -m bench raw`', machine())}\n\n{table}\n\n"
-            f"{tgstream_bench.RAW_NOTES}",
+            f"{provenance(command, machine())}\n\n{table}\n\n{tgstream_bench.RAW_NOTES}",
         )
         return 0
     results = tgstream_bench.run_all(root)

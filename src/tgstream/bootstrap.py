@@ -116,6 +116,7 @@ class Parts:
         """A new engine on ``output``: the shared tracks, its own ffmpeg feeds."""
         on_hole = self.events.source_hole if self.events is not None else None
         feeds = FfmpegFeeds(self.options.quality, self.options.ffargs, output.recipe, on_hole)
+        self.tracks.scan_next_with_probe = output.recipe == "ts"
         return Engine(
             self.tracks,
             output,

@@ -9,7 +9,10 @@ defaults for ``-map`` order), so sources can be spliced by :mod:`tgstream.adapte
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Final, Literal
@@ -149,17 +152,37 @@ def can_remux(info: MediaInfo, q: Quality, ffargs: FfmpegArgs) -> bool:
 
 
 async def plan_remux(
-    track: Track, q: Quality, ffargs: FfmpegArgs, prober: Prober
+    track: Track,
+    q: Quality,
+    ffargs: FfmpegArgs,
+    prober: Prober,
+    scan: asyncio.Task[float | None] | None = None,
 ) -> tuple[Track, bool]:
     """Whether ``track`` can be copied as it is; measures its keyframe interval only when
-    everything else already fits (it costs a scan of the first seconds)."""
+    everything else already fits (it costs a scan of the first seconds). ``scan``: that
+    measure started earlier (beside the probe, see :func:`scan_keyframes`); cancelled when
+    not needed."""
     if not can_remux(replace(track.info, max_keyframe_interval=0.0), q, ffargs):
+        if scan is not None:
+            scan.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scan  # its ffprobe is killed and reaped
         return track, False
-    # A live stream is scanned in real time: a shorter window still spans two 2 s GOPs.
-    window = _LIVE_GOP_WINDOW if track.info.live else _FILE_GOP_WINDOW
-    gop = await prober.max_keyframe_interval(track.url, track.headers, window)
+    gop = await (scan or scan_keyframes(prober, track.url, track.headers, track.info.live))
     track = replace(track, info=replace(track.info, max_keyframe_interval=gop))
     return track, can_remux(track.info, q, ffargs)
+
+
+def scan_keyframes(
+    prober: Prober, url: str, headers: Sequence[tuple[str, str]] = (), live: bool = False
+) -> asyncio.Task[float | None]:
+    """The keyframe scan :func:`plan_remux` needs, as a task (it may start before the probe
+    has answered). A live stream is scanned in real time: a shorter window still spans two
+    2 s GOPs."""
+    window = _LIVE_GOP_WINDOW if live else _FILE_GOP_WINDOW
+    return asyncio.create_task(
+        prober.max_keyframe_interval(url, headers, window), name=f"keyframes:{url}"
+    )
 
 
 def _inputs(track: Track, q: Quality, start: float) -> tuple[list[str], str | None, str | None]:

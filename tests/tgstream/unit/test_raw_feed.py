@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 
 from opskit.procs import Children
-from tgstream.adapters.feeds import _VIDEO_QUEUE_FRAMES, RawFeed, Unit
+from tgstream.adapters.feeds import _VIDEO_BURST_FRAMES, _VIDEO_QUEUE_FRAMES, RawFeed, Unit
 from tgstream.config import QUALITY_PRESETS, Quality
 
 Q = QUALITY_PRESETS["720p"]
@@ -26,8 +26,8 @@ AUDIO_TICK = Q.sample_rate * Q.channels * 2 // Q.fps  # 6400 bytes
 WRITER = r"""
 import os, sys
 video, audio = (int(a.split(":")[1]) for a in sys.argv[1:3])
-frames, frame_bytes, tick, torn = (int(a) for a in sys.argv[3:7])
-header = sys.argv[7].encode()
+frames, frame_bytes, tick, torn, lag = (int(a) for a in sys.argv[3:8])
+header = sys.argv[8].encode()
 sizes = [4093, 65537, 300001, 1 << 20, 12345, 777777]
 
 def write(fd, data):
@@ -47,16 +47,19 @@ for i in range(frames):
             size = sizes[i % len(sizes)]
             write(video, pending[:size])
             pending = pending[size:]
-    sound = pattern(i, tick)
-    write(audio, sound[:1000])
-    write(audio, sound[1000:])
+    # ffmpeg holds some audio back (a file's PCM goes out in 32 KiB writes): ``lag`` frames.
+    last = i if i == frames - 1 else i - lag
+    for j in range(max(0, i - lag), last + 1):
+        sound = pattern(j, tick)
+        write(audio, sound[:1000])
+        write(audio, sound[1000:])
 if video >= 0 and torn:
     write(video, b"FRAME\n" + pattern(frames, frame_bytes)[: frame_bytes // 2])
 """
 
 
 def _writer_argv(
-    frames: int, q: Quality, torn: bool = False, size: str = "W1280 H720"
+    frames: int, q: Quality, torn: bool = False, size: str = "W1280 H720", lag: int = 0
 ) -> list[str]:
     """What ffmpeg writes for the raw recipe: YUV4MPEG2 frames on fd 3, PCM on fd 4."""
     return [
@@ -69,6 +72,7 @@ def _writer_argv(
         str(q.frame_bytes),
         str(AUDIO_TICK),
         str(int(torn)),
+        str(lag),
         f"YUV4MPEG2 {size} F30:1 Ip A1:1 C420mpeg2 XYSCSS=420MPEG2\n",
     ]
 
@@ -167,9 +171,31 @@ async def test_read_ahead_is_bounded_and_close_ends_a_blocked_reader() -> None:
     unit = feed.take()
     assert unit is not None and _index(unit.data) == 0
     # The reader fills its queue, then waits for room with the writer blocked on the pipe.
+    await _until(lambda: feed.frames_ahead >= _VIDEO_QUEUE_FRAMES - 1)
+    # It reads again only once a burst fits, and then fills the queue to its depth exactly.
+    for n in range(1, _VIDEO_BURST_FRAMES):
+        await asyncio.wait_for(feed.pending(), 30)
+        unit = feed.take()
+        assert unit is not None and _index(unit.data) == n
     await _until(lambda: feed.frames_ahead >= _VIDEO_QUEUE_FRAMES)
     assert feed.frames_ahead == _VIDEO_QUEUE_FRAMES
     assert _reader_threads() == 1
     await asyncio.wait_for(feed.close(children), 15)
     assert _reader_threads() == 0
     assert _open_fds() <= before_fds
+
+
+async def test_audio_held_back_longer_than_the_read_ahead_does_not_stall_the_feed() -> None:
+    # ffmpeg writes a frame's audio only after more frames of video than the reader keeps
+    # between bursts: the consumer waiting for that audio makes the reader read what fits.
+    lag = _VIDEO_QUEUE_FRAMES - _VIDEO_BURST_FRAMES + 3
+    children = Children()
+    feed = RawFeed("test", _writer_argv(60, Q, lag=lag), Q)
+    await feed.spawn(children)
+    feed.activate(0.0)
+    try:
+        units = await asyncio.wait_for(_read_all(feed), 60)
+    finally:
+        await feed.close(children)
+    assert [_index(u.data) for u in units] == list(range(60))
+    assert [_index(u.audio) for u in units] == list(range(60))
