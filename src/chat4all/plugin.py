@@ -22,17 +22,19 @@ The core names no channel: it reads all of this through the registry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, Protocol, TypeVar, runtime_checkable
+from typing import BinaryIO, Final, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.types import ASGIApp
 
 from chat4all.domain.model import Content, ContentKind, Conversation, DeliveryStatus, Media
+from chat4all.errors import NotFound, PermanentDelivery, RetryableDelivery, StoreUnavailable
 from chat4all.ports import ActionRequest, Connector, MediaStore, WebhookReply, WebhookRequest
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "Received",
     "OK",
     "Deliver",
+    "upload_of",
     "ChannelConnector",
     "ActionConnector",
     "MediaConnector",
@@ -372,3 +375,21 @@ class ChannelPlugin(Protocol[S]):
     def pollers(self, settings: S, deliver: Deliver) -> Sequence[Poller]:
         """What fetches updates instead of a webhook (as settings ask; usually none)."""
         ...
+
+
+@contextlib.asynccontextmanager
+async def upload_of(
+    store: MediaStore | None, tenant: str, media_id: str, what: str
+) -> AsyncIterator[tuple[Media, BinaryIO]]:
+    """An uploaded file opened for a connector to send (``what``: the provider's call, for the
+    reason): a file gone, or no media store here, fails the message for good; a store that
+    cannot answer now (a bucket unreachable) is a retry, not an adapter's crash."""
+    if store is None:
+        raise PermanentDelivery(f"{what}: this hub has no media store to read uploads from")
+    try:
+        async with store.open(tenant, media_id) as opened:
+            yield opened
+    except NotFound as exc:
+        raise PermanentDelivery(f"{what}: {exc}") from None
+    except StoreUnavailable as exc:
+        raise RetryableDelivery(f"{what}: {exc}", exc.retry_after) from None

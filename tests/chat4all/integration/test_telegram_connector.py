@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
@@ -22,9 +24,10 @@ from chat4all.domain.model import (
     Conversation,
     DeliveryStatus,
     Location,
+    Media,
     Message,
 )
-from chat4all.errors import PermanentDelivery, RetryableDelivery
+from chat4all.errors import PermanentDelivery, RetryableDelivery, StoreUnavailable
 
 TOKEN = "123456:test-token"
 CONVERSATION = Conversation("c1", "t1", "telegram", "bot", "42")
@@ -246,3 +249,39 @@ async def test_a_caller_gone_mid_request_is_not_served_and_leaves_no_traceback(
             await asyncio.sleep(0.01)
     assert simulator.sent == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+class UnreachableBucket:
+    """A media store whose backend cannot answer now (an S3 bucket unreachable)."""
+
+    async def put(self, *args: object, **kwargs: object) -> Media:
+        raise StoreUnavailable("the media bucket cannot be reached")
+
+    async def get(self, tenant: str, media_id: str) -> Media:
+        raise StoreUnavailable("the media bucket cannot be reached")
+
+    @contextlib.asynccontextmanager
+    async def open(self, tenant: str, media_id: str) -> AsyncIterator[tuple[Media, BinaryIO]]:
+        raise StoreUnavailable("the media bucket cannot be reached")
+        yield  # an async generator (never reached)
+
+
+async def test_a_media_store_that_cannot_answer_is_a_retry_after_the_parts_sent() -> None:
+    """The bucket is down while a message's file is read: the message is retried later from
+    its file (the text that went out is not sent again), not failed and not an adapter crash."""
+    simulator = TelegramSimulator(tokens={TOKEN})
+    async with simulator.running() as url:
+        connector = TelegramConnector({"bot": TOKEN}, api_url=url, media=UnreachableBucket())
+        try:
+            content = Content(
+                text="first", attachments=(Attachment(kind="document", media_id="md_1"),)
+            )
+            with pytest.raises(RetryableDelivery) as caught:
+                await connector.send(CONVERSATION, message(content))
+        finally:
+            await connector.close()
+    [text] = simulator.sent
+    assert (text.method, text.body["text"]) == ("sendMessage", "first")
+    assert caught.value.done == (str(text.message_id),)
+    assert "the media bucket cannot be reached" in str(caught.value)
+    assert caught.value.retry_after == StoreUnavailable.retry_after

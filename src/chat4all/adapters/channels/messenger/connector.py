@@ -34,11 +34,10 @@ from chat4all.errors import (
     AccountPaused,
     DeliveryError,
     InvalidRequest,
-    NotFound,
     PermanentDelivery,
     RetryableDelivery,
 )
-from chat4all.plugin import ChannelSettings
+from chat4all.plugin import ChannelSettings, upload_of
 from chat4all.ports import Action, ActionRequest, MediaStore
 from opskit.logs import MASKER
 
@@ -237,23 +236,19 @@ class SendApiConnector:
         key = (name, tenant, attachment.media_id)
         if key in self._uploaded:
             return self._uploaded[key]
-        if self._media is None:
-            raise PermanentDelivery("this hub has no media store to read uploads from")
         kind = part.body["message"]["attachment"]["type"]
         described = {"attachment": {"type": kind, "payload": {"is_reusable": True}}}
-        try:
-            async with self._media.open(tenant, attachment.media_id) as (media, data):
-                filename = attachment.filename or media.filename
-                mime = attachment.mime_type or media.mime_type
-                doc = await self._post(
-                    account,
-                    "message_attachments",
-                    data={"message": json.dumps(described, separators=(",", ":"))},
-                    files={"filedata": (filename, data, mime)},
-                    timeout=self._upload_timeout,
-                )
-        except NotFound as exc:
-            raise PermanentDelivery(f"{self.platform.title} message_attachments: {exc}") from None
+        what = f"{self.platform.title} message_attachments"
+        async with upload_of(self._media, tenant, attachment.media_id, what) as (media, data):
+            filename = attachment.filename or media.filename
+            mime = attachment.mime_type or media.mime_type
+            doc = await self._post(
+                account,
+                "message_attachments",
+                data={"message": json.dumps(described, separators=(",", ":"))},
+                files={"filedata": (filename, data, mime)},
+                timeout=self._upload_timeout,
+            )
         attachment_id = doc.get("attachment_id")
         if not isinstance(attachment_id, str) or not attachment_id:
             raise PermanentDelivery(

@@ -24,7 +24,8 @@ from typing import Any, Final
 import aiohttp
 
 from chat4all.domain.model import Attachment, Conversation, Message, Reaction
-from chat4all.errors import NotFound, PermanentDelivery, RetryableDelivery
+from chat4all.errors import PermanentDelivery, RetryableDelivery
+from chat4all.plugin import upload_of
 from chat4all.ports import Action, ActionRequest, MediaStore
 
 __all__ = ["TelegramConnector", "DEFAULT_API", "NAME"]
@@ -181,21 +182,17 @@ class TelegramConnector:
         file in the method's field and every other parameter a form field (JSON-serialised
         where it is an object)."""
         assert attachment.media_id is not None
-        if self._media is None:
-            raise PermanentDelivery("this hub has no media store to read uploads from")
         method, field = _MEDIA.get(attachment.kind or "document", _MEDIA["document"])
         form = {"chat_id": chat}
         if attachment.caption:
             form["caption"] = attachment.caption
         if markup:
             form["reply_markup"] = json.dumps(markup, separators=(",", ":"))
-        try:
-            async with self._media.open(tenant, attachment.media_id) as (media, data):
-                name = attachment.filename or media.filename
-                mime = attachment.mime_type or media.mime_type
-                return await self._call(token, method, form, files={field: (name, data, mime)})
-        except NotFound as exc:
-            raise PermanentDelivery(f"Telegram {method}: {exc}") from None
+        opened = upload_of(self._media, tenant, attachment.media_id, f"Telegram {method}")
+        async with opened as (media, data):
+            name = attachment.filename or media.filename
+            mime = attachment.mime_type or media.mime_type
+            return await self._call(token, method, form, files={field: (name, data, mime)})
 
     async def _call(
         self,

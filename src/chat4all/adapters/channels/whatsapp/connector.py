@@ -54,8 +54,8 @@ from chat4all.domain.model import (
     Menu,
     Message,
 )
-from chat4all.errors import NotFound, PermanentDelivery, RetryableDelivery
-from chat4all.plugin import ChannelSettings
+from chat4all.errors import PermanentDelivery, RetryableDelivery
+from chat4all.plugin import ChannelSettings, upload_of
 from chat4all.ports import Action as Action_
 from chat4all.ports import ActionRequest, MediaStore
 from chat4all.service_layer.media import MIB
@@ -331,32 +331,28 @@ class WhatsAppConnector:
     ) -> str:
         assert attachment.media_id is not None
         kind = attachment.kind or "document"
-        if self.media is None:
-            raise PermanentDelivery("this hub has no media store to read uploads from")
-        try:
-            async with self.media.open(tenant, attachment.media_id) as (media, data):
-                limit = MAX_BYTES.get(kind, MAX_BYTES["document"])
-                if media.size > limit:
-                    raise PermanentDelivery(
-                        f"WhatsApp takes a {kind} of at most {limit // KIB} KB; this one is "
-                        f"{media.size // KIB} KB: send it as a document or a link"
-                    )
-                mime = attachment.mime_type or media.mime_type
-                name = attachment.filename or media.filename
-                await self._wait_turn(account, number, "")
-                try:
-                    answer = await self.client.call(
-                        "POST",
-                        f"{number.phone_number_id}/media",
-                        number.token,
-                        data={"messaging_product": "whatsapp", "type": mime},
-                        files={"file": (name, data, mime)},
-                        timeout=self._upload_timeout,
-                    )
-                except GraphFailure as failure:
-                    raise self._failed(account, number, "", failure) from None
-        except NotFound as exc:
-            raise PermanentDelivery(f"WhatsApp media upload: {exc}") from None
+        opened = upload_of(self.media, tenant, attachment.media_id, "WhatsApp media upload")
+        async with opened as (media, data):
+            limit = MAX_BYTES.get(kind, MAX_BYTES["document"])
+            if media.size > limit:
+                raise PermanentDelivery(
+                    f"WhatsApp takes a {kind} of at most {limit // KIB} KB; this one is "
+                    f"{media.size // KIB} KB: send it as a document or a link"
+                )
+            mime = attachment.mime_type or media.mime_type
+            name = attachment.filename or media.filename
+            await self._wait_turn(account, number, "")
+            try:
+                answer = await self.client.call(
+                    "POST",
+                    f"{number.phone_number_id}/media",
+                    number.token,
+                    data={"messaging_product": "whatsapp", "type": mime},
+                    files={"file": (name, data, mime)},
+                    timeout=self._upload_timeout,
+                )
+            except GraphFailure as failure:
+                raise self._failed(account, number, "", failure) from None
         media_id = answer.get("id")
         if not isinstance(media_id, str):
             raise RetryableDelivery("WhatsApp media upload answered without an id")
