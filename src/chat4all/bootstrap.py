@@ -224,7 +224,7 @@ async def open_store(settings: Settings) -> SqlStore:
     try:
         if url.get_backend_name() == "sqlite":
             settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
-        return await SqlStore.open(settings.database_url)
+        return await SqlStore.open(settings.database_url, sqlite_busy_ms=settings.SQLITE_BUSY_MS)
     except (sa.exc.SQLAlchemyError, OSError, ImportError) as exc:  # ImportError: no driver
         raise StoreUnavailable(
             f"cannot open or migrate the database {settings.database_shown}: "

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
 
     DATABASE_URL: str = ""
     """SQLAlchemy URL; empty: SQLite in DATA_DIR (the embedded default)."""
+    SQLITE_BUSY_MS: int = Field(default=5000, ge=100, le=600_000)
+    """SQLite only: how long a write waits for another writer's lock before the request is
+    answered 503 (retry) instead."""
     DATA_DIR: Path = Path(".chat4all")
     HOST: str = "127.0.0.1"
     PORT: int = Field(default=8000, ge=0, le=65535)

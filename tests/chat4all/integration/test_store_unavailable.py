@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import httpx
@@ -16,10 +17,19 @@ import pytest
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
+from tests.chat4all.conftest import hub_running
 
 from .test_rest_e2e import body
 
-pytestmark = pytest.mark.slow  # the hub's writers each wait out SQLite's 5 s busy timeout
+pytestmark = pytest.mark.slow  # the hub's writers each wait out SQLite's busy timeout
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    """The default hub, with a 1 s busy timeout (5 s by default): each writer queued behind
+    the lock waits it out in turn."""
+    async with hub_running(tmp_path, SQLITE_BUSY_MS=1000) as running:
+        yield running
 
 
 @contextmanager

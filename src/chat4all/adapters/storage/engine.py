@@ -13,10 +13,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -26,9 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from chat4all.adapters.storage import migrate
 from chat4all.errors import StoreUnavailable
 
-__all__ = ["Database", "sqlite_url", "upsert"]
+__all__ = ["Database", "SQLITE_BUSY_MS", "sqlite_url", "upsert"]
 
 log = logging.getLogger(__name__)
+
+SQLITE_BUSY_MS: Final = 5000
+"""Milliseconds a SQLite write waits for another writer's lock, by default
+(``CHAT4ALL_SQLITE_BUSY_MS``)."""
 
 _T = TypeVar("_T")
 
@@ -71,17 +76,19 @@ class Database:
         """Schema revisions before and after :meth:`open` migrated."""
 
     @classmethod
-    async def open(cls, url: str) -> Database:
-        """Connect and migrate to the newest schema."""
+    async def open(cls, url: str, *, sqlite_busy_ms: int = SQLITE_BUSY_MS) -> Database:
+        """Connect and migrate to the newest schema. ``sqlite_busy_ms``: how long a SQLite
+        write waits for another writer's lock before it is :class:`StoreUnavailable`."""
         engine = create_async_engine(url, hide_parameters=True)  # values stay out of errors
         writer = None
         if engine.dialect.name == "sqlite":
-            sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            pragmas = functools.partial(_sqlite_pragmas, busy_ms=sqlite_busy_ms)
+            sa.event.listen(engine.sync_engine, "connect", pragmas)
             if engine.url.database not in (None, "", ":memory:"):  # a file both engines share
                 writer = sa.create_engine(
                     engine.url.set(drivername="sqlite+pysqlite"), hide_parameters=True
                 )
-                sa.event.listen(writer, "connect", _sqlite_pragmas)
+                sa.event.listen(writer, "connect", pragmas)
                 sa.event.listen(writer, "connect", _no_autocheckpoint)
         try:
             before, after = await migrate.upgrade(engine)
@@ -200,10 +207,10 @@ def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, busy_ms: int) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # an accepted message survives power loss
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from chat4all.adapters.storage.engine import Database, sqlite_url
+from chat4all.adapters.storage.engine import SQLITE_BUSY_MS, Database, sqlite_url
 from chat4all.adapters.storage.group_commit import GroupCommitter
 from chat4all.adapters.storage.inbound import InboundLog, Outcome
 from chat4all.adapters.storage.messages import ConversationKey, Job, MessageLog
@@ -58,8 +58,8 @@ class SqlStore:
         )
 
     @classmethod
-    async def open(cls, url: str) -> SqlStore:
-        return cls(await Database.open(url))
+    async def open(cls, url: str, *, sqlite_busy_ms: int = SQLITE_BUSY_MS) -> SqlStore:
+        return cls(await Database.open(url, sqlite_busy_ms=sqlite_busy_ms))
 
     async def close(self) -> None:
         await self._commits.close()
