@@ -145,6 +145,15 @@ def test_the_dashboard_is_valid_json_with_queries() -> None:
     assert any("streams_played_total" in e for e in exprs)
 
 
+def preview_port(metrics: int) -> str:
+    """A free port for the preview that is none of those the exporter may move to from
+    ``metrics`` (PROMETHEUS_PORT_SPAN, 10, above it): the kernel hands out free ports close
+    together, and the preview's failing to bind would end the service."""
+    while (found := free_port()) in range(metrics, metrics + 11):
+        pass
+    return str(found)
+
+
 def test_the_service_moves_to_the_next_port_or_to_the_textfile(tmp_path: Path, media: Path) -> None:
     playlist = tmp_path / "playlist.txt"
     playlist.write_text(f"{media}/long-green.mp4\n")
@@ -154,7 +163,7 @@ def test_the_service_moves_to_the_next_port_or_to_the_textfile(tmp_path: Path, m
         port = held.getsockname()[1]
         base = {"PLAYLIST_FILE": str(playlist), "PROMETHEUS_PORT": str(port)}
 
-        service = start_service(tmp_path, {**base, "PREVIEW_PORT": str(free_port())})
+        service = start_service(tmp_path, {**base, "PREVIEW_PORT": preview_port(port)})
         try:
             error = service.wait_for(rf"ERROR .*metrics port {port} .* is taken", 30)
             moved = service.wait_for(r"metrics served on port (\d+) instead", 10)
@@ -169,7 +178,7 @@ def test_the_service_moves_to_the_next_port_or_to_the_textfile(tmp_path: Path, m
             tmp_path,
             {
                 **base,
-                "PREVIEW_PORT": str(free_port()),
+                "PREVIEW_PORT": preview_port(port),
                 "PROMETHEUS_PORT_SPAN": "0",
                 "METRICS_FILE": str(textfile),
                 "METRICS_FILE_INTERVAL": "0.2",
