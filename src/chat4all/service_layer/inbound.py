@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Final, Literal, Protocol
 
 from chat4all.domain.model import Attachment, Content, DeliveryStatus, Media, Message
-from chat4all.errors import InvalidRequest, NotFound, RetryableDelivery
+from chat4all.errors import InvalidRequest, NotFound, RetryableDelivery, StoreUnavailable
 from chat4all.plugin import Receipt, Received, Receiver
 from chat4all.ports import MediaStore, Pending, SendRequest, WebhookReply, WebhookRequest
 from chat4all.service_layer.accounts import Accounts
@@ -189,7 +189,12 @@ class Inbound:
         """Download ``pending``'s files and announce it (unless another process did first)."""
         try:
             message = await self._fetched(pending)
-        except Exception:  # the store failing now: the sweep tries again
+        except StoreUnavailable as exc:  # the database cannot answer now: the sweep tries again
+            log.warning(
+                "inbound %s not announced yet (tried again later): %s", pending.message.id, exc
+            )
+            return
+        except Exception:  # a bug: logged whole, and the sweep tries again
             log.exception("inbound %s not announced yet (tried again later)", pending.message.id)
             return
         if message is not None:
