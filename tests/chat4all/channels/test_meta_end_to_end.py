@@ -596,56 +596,62 @@ async def test_an_attachment_the_cdn_will_not_serve_keeps_the_message(
     assert [m["id"] for m in items] == [announced["id"]]
 
 
+@pytest.fixture
+async def held_cdn(hub: Hub) -> AsyncIterator[tuple[SendApiSimulator, asyncio.Event]]:
+    """Messenger's simulator with its CDN holding every download until the event is set."""
+    sim = simulator_of(hub, "messenger")
+    sim.cdn_hold = asyncio.Event()
+    try:
+        yield sim, sim.cdn_hold
+    finally:
+        sim.cdn_hold.set()
+        sim.cdn_hold = None
+
+
 async def test_the_provider_is_answered_before_the_files_are_fetched(
-    hub: Hub, client: httpx.AsyncClient, user: str
+    hub: Hub,
+    client: httpx.AsyncClient,
+    user: str,
+    held_cdn: tuple[SendApiSimulator, asyncio.Event],
 ) -> None:
     """Meta wants its answer fast: a message with a file is stored, the webhook answered 200
     while the CDN still holds the download, and the message announced once the file is ours."""
-    sim = simulator_of(hub, "messenger")
+    sim, release = held_cdn
     url = sim.cdn_file(PNG, "image/png", hub.channels.simulator_urls["messenger"])
-    sim.cdn_hold = asyncio.Event()
-    try:
-        async with live_events(hub, client) as live:
-            event = sim.attachment_event(user, "image", url)
-            assert await push(client, sim, "messenger", _json(sim.delivery(event))) == 200
-            [conversation] = await conversations_with(client, "messenger", user)
-            path = f"/v1/conversations/{conversation['id']}/messages"
-            [stored] = (await client.get(path)).json()["items"]
-            assert stored["content"]["attachments"][0]["media_id"] is None  # not fetched yet
-            assert live == []  # and not announced yet
-            sim.cdn_hold.set()
-            await until(lambda: live)
-        [(kind, announced)] = live
-        assert (kind, announced["id"]) == ("message.inbound", stored["id"])
-        assert announced["content"]["attachments"][0]["media_id"]
-    finally:
-        sim.cdn_hold.set()
-        sim.cdn_hold = None
+    async with live_events(hub, client) as live:
+        event = sim.attachment_event(user, "image", url)
+        assert await push(client, sim, "messenger", _json(sim.delivery(event))) == 200
+        [conversation] = await conversations_with(client, "messenger", user)
+        path = f"/v1/conversations/{conversation['id']}/messages"
+        [stored] = (await client.get(path)).json()["items"]
+        assert stored["content"]["attachments"][0]["media_id"] is None  # not fetched yet
+        assert live == []  # and not announced yet
+        release.set()
+        await until(lambda: live)
+    [(kind, announced)] = live
+    assert (kind, announced["id"]) == ("message.inbound", stored["id"])
+    assert announced["content"]["attachments"][0]["media_id"]
 
 
 async def test_a_message_left_unannounced_by_a_dead_process_is_completed_by_the_sweep(
-    hub: Hub, client: httpx.AsyncClient, user: str
+    hub: Hub,
+    client: httpx.AsyncClient,
+    user: str,
+    held_cdn: tuple[SendApiSimulator, asyncio.Event],
 ) -> None:
     """The process fetching a message's file stops (its downloads are cancelled): the message
     stays stored and unannounced, and the next sweep fetches the file and announces it, once."""
-    sim = simulator_of(hub, "messenger")
+    sim, release = held_cdn
     url = sim.cdn_file(PNG, "image/png", hub.channels.simulator_urls["messenger"])
-    sim.cdn_hold = asyncio.Event()
-    try:
-        async with live_events(hub, client) as live:
-            event = sim.attachment_event(user, "image", url)
-            assert await push(client, sim, "messenger", _json(sim.delivery(event))) == 200
-            await hub.inbound.close()  # what a process stopped mid-download leaves
-            sim.cdn_hold.set()
-            assert await hub.inbound.announce_pending(older_than=0) == 1
-            await until(lambda: live)
-            assert await hub.inbound.announce_pending(older_than=0) == 0
-        [(kind, announced)] = live
-        assert kind == "message.inbound"
-        download = await client.get(
-            f"/v1/media/{announced['content']['attachments'][0]['media_id']}"
-        )
-        assert hashlib.sha256(download.content).digest() == hashlib.sha256(PNG).digest()
-    finally:
-        sim.cdn_hold.set()
-        sim.cdn_hold = None
+    async with live_events(hub, client) as live:
+        event = sim.attachment_event(user, "image", url)
+        assert await push(client, sim, "messenger", _json(sim.delivery(event))) == 200
+        await hub.inbound.close()  # what a process stopped mid-download leaves
+        release.set()
+        assert await hub.inbound.announce_pending(older_than=0) == 1
+        await until(lambda: live)
+        assert await hub.inbound.announce_pending(older_than=0) == 0
+    [(kind, announced)] = live
+    assert kind == "message.inbound"
+    download = await client.get(f"/v1/media/{announced['content']['attachments'][0]['media_id']}")
+    assert hashlib.sha256(download.content).digest() == hashlib.sha256(PNG).digest()
