@@ -279,9 +279,9 @@ async def shared_state(
             "pip install 'tgstream-chat4all[chat4all]', or leave CHAT4ALL_REDIS_URL empty",
             field="CHAT4ALL_REDIS_URL",
         ) from None
-    client = redis_state.redis_client(settings.REDIS_URL, settings.REDIS_TIMEOUT)
-    stack.push_async_callback(client.aclose)
     prefix = settings.REDIS_PREFIX
+    client = redis_state.redis_client(settings.REDIS_URL, settings.REDIS_TIMEOUT, name=prefix)
+    stack.push_async_callback(client.aclose)
     limiter = redis_state.RedisRateLimiter(
         client,
         prefix,

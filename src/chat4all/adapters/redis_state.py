@@ -82,11 +82,13 @@ return {0, "0"}
 _LIMITS: Final = ("key", "tenant", "global")
 
 
-def redis_client(url: str, timeout: float) -> redis.Redis:
+def redis_client(url: str, timeout: float, name: str | None = None) -> redis.Redis:
     """A client of the Redis at ``url``: at most :data:`POOL_SIZE` connections, ``timeout``
-    seconds to connect, to answer, or to wait for a free connection."""
+    seconds to connect, to answer, or to wait for a free connection; its connections named
+    ``name`` (Redis's ``CLIENT LIST``)."""
     pool = redis.BlockingConnectionPool.from_url(
         url,
+        client_name=name,
         max_connections=POOL_SIZE,
         timeout=timeout,
         socket_timeout=timeout,

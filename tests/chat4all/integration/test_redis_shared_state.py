@@ -70,7 +70,12 @@ async def two_hubs(tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[Hub, 
 async def test_one_key_gets_its_limit_across_two_api_processes(
     tmp_path: Path, postgres_url: str, redis_url: str, prefix: str
 ) -> None:
-    shared = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    shared = {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": prefix,
+        "REDIS_TIMEOUT": 5,  # a busy test box is no outage
+    }
     async with two_hubs(tmp_path, RATE_PER_KEY=LIMIT, **shared) as (a, b):
         key, _ = await a.keys.create("default", Role.SENDER)
         auth = {"Authorization": f"Bearer {key}"}
@@ -101,7 +106,12 @@ async def test_one_key_gets_its_limit_across_two_api_processes(
 async def test_a_send_through_one_process_is_replayed_by_the_other_from_redis(
     tmp_path: Path, postgres_url: str, redis_url: str, prefix: str
 ) -> None:
-    shared = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    shared = {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": prefix,
+        "REDIS_TIMEOUT": 5,  # a busy test box is no outage
+    }
     async with two_hubs(tmp_path, **shared) as (a, b):
         auth = {"Authorization": f"Bearer {a.admin_key}", "Idempotency-Key": "order-1"}
         async with (
@@ -116,6 +126,15 @@ async def test_a_send_through_one_process_is_replayed_by_the_other_from_redis(
                 await cached.aclose()
             again = await to_b.post("/v1/messages", json=body("once"))
             other = await to_b.post("/v1/messages", json=body("twice"))
+    # both hubs closed their clients (named after the prefix) on the way out
+    peek = redis_client(redis_url, timeout=5.0)
+    try:
+        deadline = time.monotonic() + 10
+        while [c for c in await peek.client_list() if c["name"] == prefix]:
+            assert time.monotonic() < deadline, "a hub left its Redis connections open"
+            await asyncio.sleep(0.05)
+    finally:
+        await peek.aclose()
     assert first.status_code == again.status_code == 202
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == first.json()
