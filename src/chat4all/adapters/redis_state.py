@@ -121,11 +121,6 @@ class Outage:
         self._since: float | None = None
         self._retry_at = 0.0
 
-    @property
-    def down(self) -> bool:
-        """Whether the last call failed."""
-        return self._since is not None
-
     def ask(self, count: bool = True) -> bool:
         """Whether to ask Redis now; when not, the request is counted (``count``) as decided
         without it."""
