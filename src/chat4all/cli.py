@@ -35,7 +35,13 @@ from chat4all import __version__
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.adapters.storage.transfer import Copied, HubInUse, TargetNotEmpty, copy_database
+from chat4all.adapters.storage.transfer import (
+    Copied,
+    CopyFailed,
+    HubInUse,
+    TargetNotEmpty,
+    copy_database,
+)
 from chat4all.bootstrap import (
     SIMULATOR_ACCOUNT,
     Hub,
@@ -325,10 +331,10 @@ def _copy_to(settings: Settings, to: str) -> int:
     except (TargetNotEmpty, HubInUse) as exc:
         err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         return TARGET_IN_USE
-    except (StoreUnavailable, sa.exc.SQLAlchemyError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else ""
+    except (CopyFailed, StoreUnavailable, sa.exc.SQLAlchemyError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         err.print(
-            f"[bold red]error:[/] the copy failed ({type(exc).__name__}: {reason}); nothing was "
+            f"[bold red]error:[/] the copy failed ({reason}); nothing was "
             f"written to {shown} (one transaction): fix the cause and run it again",
             soft_wrap=True,
         )

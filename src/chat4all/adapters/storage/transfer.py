@@ -33,7 +33,7 @@ from chat4all.adapters.storage.schema import metadata
 from chat4all.domain.lease import holder_gone
 from chat4all.errors import Chat4AllError
 
-__all__ = ["BATCH", "Copied", "HubInUse", "TargetNotEmpty", "copy_database"]
+__all__ = ["BATCH", "Copied", "CopyFailed", "HubInUse", "TargetNotEmpty", "copy_database"]
 
 BATCH: Final = 1000
 """Rows read and written at a time."""
@@ -58,6 +58,11 @@ class HubInUse(Chat4AllError):
     """A process of this host still holds rows of the source in flight: the hub is running."""
 
 
+class CopyFailed(Chat4AllError):
+    """The target refused a row (a value PostgreSQL checks and SQLite did not: a string longer
+    than its column); the message names the table. Nothing was written."""
+
+
 @dataclass(slots=True)
 class Copied:
     """What a copy did."""
@@ -73,7 +78,8 @@ async def copy_database(
 ) -> Copied:
     """Copy every row of ``source`` into ``target``, in one transaction of ``target``.
     :class:`TargetNotEmpty` when ``target`` holds any row, :class:`HubInUse` when a live process
-    of this host holds rows of ``source`` in flight; then nothing is written."""
+    of this host holds rows of ``source`` in flight, :class:`CopyFailed` when ``target`` refuses
+    a row; then nothing is written."""
     tables = metadata.sorted_tables
     copied = Copied()
     async with _snapshot(source) as reading, target.engine.begin() as writing:
@@ -85,7 +91,13 @@ async def copy_database(
             count = 0
             rows = await reading.stream(sa.select(table).order_by(*table.primary_key.columns))
             async for part in rows.partitions(batch):
-                await writing.execute(table.insert(), [dict(r._mapping) for r in part])
+                try:
+                    await writing.execute(table.insert(), [dict(r._mapping) for r in part])
+                except sa.exc.DBAPIError as exc:
+                    raise CopyFailed(
+                        f"the target refused a row of {table.name} (after {count} rows): "
+                        f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0]}"
+                    ) from exc
                 count += len(part)
                 if progress is not None:
                     progress(table.name, count, False)
