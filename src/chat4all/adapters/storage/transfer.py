@@ -31,7 +31,6 @@ from chat4all.adapters.storage.engine import Database
 from chat4all.adapters.storage.leases import expire_leases
 from chat4all.adapters.storage.schema import metadata
 from chat4all.domain.lease import holder_gone
-from chat4all.errors import Chat4AllError
 
 __all__ = ["BATCH", "Copied", "CopyFailed", "HubInUse", "TargetNotEmpty", "copy_database"]
 
@@ -43,7 +42,11 @@ Progress = Callable[[str, int, bool], None]
 each batch, and once at the end of each table."""
 
 
-class TargetNotEmpty(Chat4AllError):
+# Operator errors of the copy (the command line shows them), not chat4all.errors' classes:
+# those are what an API client can be answered.
+
+
+class TargetNotEmpty(Exception):
     """The target database already holds rows (``tables`` names where): it is another hub."""
 
     def __init__(self, tables: list[str]) -> None:
@@ -54,11 +57,11 @@ class TargetNotEmpty(Chat4AllError):
         self.tables = tables
 
 
-class HubInUse(Chat4AllError):
+class HubInUse(Exception):
     """A process of this host still holds rows of the source in flight: the hub is running."""
 
 
-class CopyFailed(Chat4AllError):
+class CopyFailed(Exception):
     """The target refused a row (a value PostgreSQL checks and SQLite did not: a string longer
     than its column); the message names the table. Nothing was written."""
 
