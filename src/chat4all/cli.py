@@ -296,6 +296,13 @@ def _copy_to(settings: Settings, to: str) -> int:
             soft_wrap=True,
         )
         return 2
+    if not url.database:
+        err.print(
+            f"[bold red]error:[/] --to {url.render_as_string(hide_password=True)} names no "
+            "database; add it at the end of the URL (.../chat4all): a new, empty one",
+            soft_wrap=True,
+        )
+        return 2
     url = url.set(drivername="postgresql+asyncpg")
     target = settings.model_copy(update={"DATABASE_URL": url.render_as_string(False)})
     if target.database_url == settings.database_url:

@@ -220,6 +220,7 @@ async def test_a_running_hub_or_a_bad_url_is_refused(tmp_path: Path, postgres_ur
     for url, code, says in (
         ("not a url", 2, "not a database URL"),
         ("mysql://u:s3cr3t-pw@127.0.0.1/hub", 2, "into PostgreSQL"),
+        ("postgresql://u:s3cr3t-pw@127.0.0.1:5432", 2, "names no database"),
         ("postgresql://u:s3cr3t-pw@127.0.0.1:1/hub", 3, "cannot open or migrate"),
     ):
         refused = await asyncio.to_thread(cli, tmp_path, "migrate", "--to", url)
