@@ -97,9 +97,10 @@ async def copy_database(
                 try:
                     await writing.execute(table.insert(), [dict(r._mapping) for r in part])
                 except sa.exc.DBAPIError as exc:
+                    why = (str(exc.orig).splitlines() or [""])[0]
                     raise CopyFailed(
                         f"the target refused a row of {table.name} (after {count} rows): "
-                        f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0]}"
+                        f"{type(exc.orig).__name__}: {why}"
                     ) from exc
                 count += len(part)
                 if progress is not None:
