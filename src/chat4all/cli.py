@@ -20,6 +20,7 @@ import contextlib
 import gc
 import logging
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +41,7 @@ from chat4all.adapters.storage.transfer import (
     CopyFailed,
     HubInUse,
     TargetNotEmpty,
+    check_stopped,
     copy_database,
 )
 from chat4all.bootstrap import (
@@ -312,6 +314,24 @@ def _copy_to(settings: Settings, to: str) -> int:
         )
         return 2
     shown = target.database_shown
+    source = sa.make_url(settings.database_url)
+    if source.get_backend_name() == "sqlite" and source.database:
+        path = Path(source.database)
+        if not path.is_file():
+            err.print(
+                f"[bold red]error:[/] no hub database at {path}: run this with the hub's "
+                "settings (its .env, CHAT4ALL_DATA_DIR)",
+                soft_wrap=True,
+            )
+            return 3
+        try:
+            check_stopped(path)
+        except HubInUse as exc:
+            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            return TARGET_IN_USE
+        except sqlite3.Error as exc:
+            err.print(f"[bold red]error:[/] cannot open {path}: {exc}", soft_wrap=True)
+            return 3
     err.print(f"copying {settings.database_shown} into {shown}", soft_wrap=True)
     last = [time.monotonic()]
 
@@ -323,19 +343,19 @@ def _copy_to(settings: Settings, to: str) -> int:
             err.print(f"  {table}: {rows} rows so far", soft_wrap=True)
 
     async def run() -> Copied:
-        source = await _open_store(settings)
+        old = await _open_store(settings)
         try:
-            into = await _open_store(target)
+            new = await _open_store(target)
             try:
-                return await copy_database(source.db, into.db, progress=progress)
+                return await copy_database(old.db, new.db, progress=progress)
             finally:
-                await into.close()
+                await new.close()
         finally:
-            await source.close()
+            await old.close()
 
     try:
         copied = asyncio.run(run())
-    except (TargetNotEmpty, HubInUse) as exc:
+    except TargetNotEmpty as exc:
         err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         return TARGET_IN_USE
     except (CopyFailed, StoreUnavailable, sa.exc.SQLAlchemyError) as exc:

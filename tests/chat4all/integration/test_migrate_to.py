@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +61,15 @@ async def _rows(url: str) -> dict[str, list[dict[str, Any]]]:
         await engine.dispose()
 
 
+async def _tables(url: str) -> list[str]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+    finally:
+        await engine.dispose()
+
+
 def _released(table: str, row: dict[str, Any]) -> dict[str, Any]:
     """``row`` as the copy writes it: a row in flight under the old process is pending."""
     if "leased_by" in row and row["state"] == "inflight":
@@ -109,8 +116,8 @@ async def _old_hub(data: Path) -> dict[str, Any]:
             await until(settled)
     store = await SqlStore.open(sqlite_url(data / "chat4all.db"))
     try:
-        # the old hub ran in this test's process, which still runs: what it left in flight
-        # is released as its restart would (a stopped hub's pid no longer runs)
+        # what the old hub may have left in flight when it stopped is released as its restart
+        # would, so that the one row below is the only one in flight
         for table in (metadata.tables["outbox"], metadata.tables["webhook_outbox"]):
             key = next(iter(table.primary_key.columns))
             await store.db.write(expire_leases, table, key, math.inf)
@@ -202,20 +209,19 @@ async def test_a_hub_moves_to_postgresql_and_keeps_serving(
     assert verified.returncode == 0, verified.stderr
 
 
-async def test_a_running_hub_or_a_bad_url_is_refused(tmp_path: Path, postgres_url: str) -> None:
-    store = await SqlStore.open(sqlite_url(tmp_path / "chat4all.db"))
-    try:
-        request = SendRequest("telegram", SIMULATOR_ACCOUNT, "42", Content(text="x"))
-        await store.accept("default", request, None, time.time())
-        here = f"{socket.gethostname()}:{os.getpid()}:abcd"  # this process: it runs
-        assert await store.claim(time.time(), 10, worker=here, lease=3600.0)
-    finally:
-        await store.close()
-    running = await asyncio.to_thread(cli, tmp_path, "migrate", "--to", postgres_url)
+async def test_a_running_hub_a_missing_one_or_a_bad_url_is_refused(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    nothing = await asyncio.to_thread(cli, tmp_path / "nowhere", "migrate", "--to", postgres_url)
+    assert nothing.returncode == 3, nothing.stderr
+    assert "no hub database at" in nothing.stderr
+    async with hub_running(tmp_path):  # running, idle
+        running = await asyncio.to_thread(cli, tmp_path, "migrate", "--to", postgres_url)
     assert running.returncode == TARGET_IN_USE, running.stderr
-    assert f"process {os.getpid()} of this host" in running.stderr
     assert "stop the hub first" in running.stderr
-    assert all(not rows for rows in (await _rows(postgres_url)).values())
+    assert await _tables(postgres_url) == []  # refused before anything was written
+    stopped = await asyncio.to_thread(cli, tmp_path, "migrate", "--to", postgres_url)
+    assert stopped.returncode == 0, stopped.stderr
 
     for url, code, says in (
         ("not a url", 2, "not a database URL"),

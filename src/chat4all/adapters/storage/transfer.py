@@ -11,7 +11,8 @@ Both databases are opened (and so migrated to this release's newest schema) by t
 source is read in one read transaction (one snapshot of every table). The target must be empty:
 two hubs are never merged. After the rows, the target's id sequences are moved past the copied
 ids (new rows do not collide), and the rows the old process had in flight are pending again (the
-old process is stopped; its leases mean nothing on the new deployment). Media bytes are not in
+old process is stopped, :func:`check_stopped`; its leases mean nothing on the new deployment).
+Media bytes are not in
 the database: they stay in the media directory or bucket, which the new deployment must use.
 """
 
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import socket
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -30,9 +32,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from chat4all.adapters.storage.engine import Database
 from chat4all.adapters.storage.leases import expire_leases
 from chat4all.adapters.storage.schema import metadata
-from chat4all.domain.lease import holder_gone
 
-__all__ = ["BATCH", "Copied", "CopyFailed", "HubInUse", "TargetNotEmpty", "copy_database"]
+__all__ = [
+    "BATCH",
+    "Copied",
+    "CopyFailed",
+    "HubInUse",
+    "TargetNotEmpty",
+    "check_stopped",
+    "copy_database",
+]
 
 BATCH: Final = 1000
 """Rows read and written at a time."""
@@ -58,7 +67,7 @@ class TargetNotEmpty(Exception):
 
 
 class HubInUse(Exception):
-    """A process of this host still holds rows of the source in flight: the hub is running."""
+    """Another process has the source open: the hub (or another command) still runs."""
 
 
 class CopyFailed(Exception):
@@ -80,13 +89,11 @@ async def copy_database(
     source: Database, target: Database, *, batch: int = BATCH, progress: Progress | None = None
 ) -> Copied:
     """Copy every row of ``source`` into ``target``, in one transaction of ``target``.
-    :class:`TargetNotEmpty` when ``target`` holds any row, :class:`HubInUse` when a live process
-    of this host holds rows of ``source`` in flight, :class:`CopyFailed` when ``target`` refuses
-    a row; then nothing is written."""
+    :class:`TargetNotEmpty` when ``target`` holds any row, :class:`CopyFailed` when ``target``
+    refuses a row; then nothing is written. The hub must be stopped (:func:`check_stopped`)."""
     tables = metadata.sorted_tables
     copied = Copied()
     async with _snapshot(source) as reading, target.engine.begin() as writing:
-        await _check_not_running(reading)
         full = [t.name for t in tables if await _has_rows(writing, t)]
         if full:
             raise TargetNotEmpty(full)
@@ -114,6 +121,30 @@ async def copy_database(
     return copied
 
 
+def check_stopped(path: Path) -> None:
+    """:class:`HubInUse` when another process has the SQLite database at ``path`` open (a
+    running hub always does: its connections stay open, and in WAL mode each holds a shared
+    lock on the file while it is open, even idle), found by asking for an exclusive lock
+    without waiting. The file must exist."""
+    probe = sqlite3.connect(
+        path.resolve().as_uri() + "?mode=rw", uri=True, timeout=0, isolation_level=None
+    )
+    try:
+        probe.execute("PRAGMA locking_mode=EXCLUSIVE")
+        try:
+            probe.execute("BEGIN EXCLUSIVE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            raise HubInUse(
+                f"another process has {path} open (the hub, or another chat4all command): "
+                "stop the hub first, then copy"
+            ) from None
+        probe.execute("ROLLBACK")
+    finally:
+        probe.close()
+
+
 @contextlib.asynccontextmanager
 async def _snapshot(db: Database) -> AsyncIterator[AsyncConnection]:
     """A connection reading ``db`` as of one moment, for the whole block."""
@@ -137,27 +168,6 @@ def _leased(table: sa.Table) -> bool:
     return {"state", "leased_by", "lease_until"} <= set(table.c.keys()) and len(
         table.primary_key.columns
     ) == 1
-
-
-async def _check_not_running(conn: AsyncConnection) -> None:
-    """:class:`HubInUse` when a process of this host that still runs holds a lease (a stopped
-    hub holds none it can still use; an idle running hub holds none either, so this catches a
-    busy hub only: stopping it first is the operator's part)."""
-    here = socket.gethostname()
-    for table in filter(_leased, metadata.sorted_tables):
-        holders = await conn.execute(
-            sa.select(table.c.leased_by)
-            .where(table.c.state == "inflight", table.c.leased_by.is_not(None))
-            .distinct()
-        )
-        for holder in holders.scalars():
-            host, _, rest = holder.partition(":")
-            if host == here and not holder_gone(holder):
-                pid = rest.partition(":")[0]
-                raise HubInUse(
-                    f"process {pid} of this host is delivering from this database (it holds "
-                    f"rows of {table.name} in flight): stop the hub first, then copy"
-                )
 
 
 async def _release_leases(conn: AsyncConnection, table: sa.Table) -> int:
