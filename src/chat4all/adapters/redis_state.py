@@ -13,8 +13,8 @@ several hubs:
 Redis being away takes no request down (see :class:`Outage`): the rate limits are then kept by
 a :class:`~chat4all.service_layer.access.LocalRateLimiter` in each process (so each process
 grants the full limits until Redis is back), and every replay is answered by the store. The
-client has short timeouts, a bounded pool, and one immediate retry (a pooled connection that
-a restarted Redis closed).
+client has short timeouts, a bounded pool, and one immediate retry after a closed connection (a
+pooled connection that a restarted Redis closed), none after a timeout.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Final
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from chat4all.adapters.storage.rows import dump_message, undump_message
@@ -93,7 +94,9 @@ def redis_client(url: str, timeout: float, name: str | None = None) -> redis.Red
         timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
+        # once more at once after a closed connection (a restarted Redis), never after a
+        # timeout: a frozen Redis costs a request one timeout, not two
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
     return redis.Redis.from_pool(pool)  # closing the client closes its pool
 

@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import logging
 import re
-import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from chat4all.adapters.redis_state import redis_client
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.domain.access import Role
 from tests.chat4all.conftest import hub_running
-from tests.services import answers, free_port
+from tests.services import Redis, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -176,59 +174,48 @@ def counter(scrape: str, name: str) -> float:
     return float(found.group(1))
 
 
-@contextlib.contextmanager
-def redis_server(port: int, data: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A private ``redis-server`` on ``port`` (never the machine's), stopped after."""
-    binary = shutil.which("redis-server")
-    assert binary is not None, "redis-server is not installed (apt-get install redis-server)"
-    data.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=data,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not answers("127.0.0.1", port, timeout=0.2):
-            assert proc.poll() is None, "redis-server exited"
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
+async def test_a_redis_stopped_restarted_or_frozen_takes_no_request_down(tmp_path: Path) -> None:
+    with Redis.from_environment().server() as server:  # a private one: never the shared one
+        async with hub_running(tmp_path, REDIS_URL=server.url, RATE_PER_KEY=1000) as hub:
+            key, info = await hub.keys.create("default", Role.SENDER)
+            counted = f"chat4all:rate:key:{info.id}"
+            auth = {"Authorization": f"Bearer {key}"}
+            peek = redis_client(server.url, timeout=5.0)
+            async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
 
+                async def send(n: int) -> float:
+                    """Seconds the send took (202, whatever Redis does)."""
+                    started = time.monotonic()
+                    answer = await client.post("/v1/messages", json=body(f"m{n}"))
+                    assert answer.status_code == 202, answer.text
+                    return time.monotonic() - started
 
-async def test_a_redis_restart_takes_no_request_down(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    async with hub_running(tmp_path, REDIS_URL=url, RATE_PER_KEY=1000) as hub:
-        key, info = await hub.keys.create("default", Role.SENDER)
-        counted = f"chat4all:rate:key:{info.id}"
-        auth = {"Authorization": f"Bearer {key}"}
-        async with httpx.AsyncClient(base_url=hub.url, headers=auth) as client:
-
-            async def send(n: int) -> None:
-                answer = await client.post("/v1/messages", json=body(f"m{n}"))
-                assert answer.status_code == 202, answer.text
-
-            with redis_server(port, tmp_path / "redis-1"):
                 await send(0)
-                peek = redis_client(url, timeout=5.0)
-                assert await peek.exists(counted)
-                await peek.aclose()
-            for n in range(1, 6):  # Redis is down: answered all the same
-                await send(n)
-            with redis_server(port, tmp_path / "redis-2"):  # back, empty
-                peek = redis_client(url, timeout=5.0)
-                try:
-                    deadline = time.monotonic() + 20
-                    n = 6
-                    while not await peek.exists(counted):  # the limits are shared again
-                        assert time.monotonic() < deadline, "never back on Redis"
-                        await send(n)
-                        n += 1
-                        await asyncio.sleep(0.05)
+                assert await peek.exists(counted)  # the limits are in Redis
+                await asyncio.to_thread(server.stop)
+                for n in range(1, 6):  # Redis is down: answered all the same
+                    await send(n)
+                await asyncio.to_thread(server.start)  # back, empty
+                deadline = time.monotonic() + 20
+                n = 6
+                while not await _exists(peek, counted):  # the limits are shared again
+                    assert time.monotonic() < deadline, "never back on Redis"
+                    await send(n)
+                    n += 1
+                    await asyncio.sleep(0.05)
+                await asyncio.to_thread(server.freeze)
+                try:  # nothing answers, nothing refuses: each send waits one timeout at most
+                    took = [await send(100 + n) for n in range(5)]
                 finally:
-                    await peek.aclose()
+                    await asyncio.to_thread(server.thaw)
+                await peek.aclose()
+    print(f"sends while Redis was frozen took {', '.join(f'{t:.2f}' for t in took)} s")
+    assert max(took) < 5.0
+
+
+async def _exists(client: redis.Redis, key: str) -> bool:
+    """Whether ``key`` is there; ``False`` while the server does not answer yet."""
+    try:
+        return bool(await client.exists(key))
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
