@@ -10,6 +10,8 @@ opens the database. :func:`run_roles` starts some of its roles under the hub's
 - ``workers``: the dispatcher, the webhook dispatcher and the sweep of received messages left
   unannounced (``inbound-files``; and any worker a test injects);
 - ``pollers``: the channels' pollers (those their settings ask for);
+- ``relay``: with ``CHAT4ALL_NATS_URL``, the outbox relayed to the partitioned log
+  (:class:`~chat4all.service_layer.relay.Relay`; nothing to do without it);
 - ``housekeeping``: the hourly purge of old idempotency keys and update ids, and of unfinished
   uploads past their time to live (:func:`housekeep`).
 
@@ -36,14 +38,17 @@ from prometheus_client import CollectorRegistry
 from typing_extensions import Unpack
 
 from chat4all.adapters.channels.runtime import Channels, build_channels
+from chat4all.adapters.log.jetstream import JetStreamLog, NatsWakeup, connect
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
+from chat4all.adapters.storage.partitions import SqlPartitionLeases
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.tenants import SqlTenantSettings
 from chat4all.adapters.storage.uploads import FileUploads
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout_many
 from chat4all.config import Settings
+from chat4all.domain.lease import worker_id
 from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
 from chat4all.entrypoints.services import Services
@@ -51,7 +56,7 @@ from chat4all.entrypoints.tls import Tls
 from chat4all.errors import InvalidRequest, StoreUnavailable
 from chat4all.metrics import HubMetrics
 from chat4all.plugin import SIMULATOR_ACCOUNT
-from chat4all.ports import Connector, MediaStore
+from chat4all.ports import Connector, MediaStore, MessageLog, Outbox
 from chat4all.service_layer.access import Access, LocalRateLimiter, RateLimiter
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.actions import Actions
@@ -60,9 +65,11 @@ from chat4all.service_layer.dead_letters import DeadLetters
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus, LiveEvents
 from chat4all.service_layer.inbound import Inbound
+from chat4all.service_layer.log_dispatch import LogQueue, PartitionOwner
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.media_links import MediaLinks
 from chat4all.service_layer.messages import Messages
+from chat4all.service_layer.relay import Relay
 from chat4all.service_layer.status import StatusPublisher
 from chat4all.service_layer.subscriptions import Subscriptions
 from chat4all.service_layer.supervisor import Supervisor
@@ -92,7 +99,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _HOUSEKEEPING_EVERY: Final = 3600.0
-ROLES: Final = ("simulator", "api", "workers", "pollers", "housekeeping")
+ROLES: Final = ("simulator", "api", "workers", "pollers", "relay", "housekeeping")
 
 Worker = Callable[[asyncio.Event], Awaitable[None]]
 """A long-running job: runs until the event is set (a worker's ``run``)."""
@@ -155,6 +162,10 @@ class Hub:
     """The REST API's root, once the ``api`` role runs."""
     grpc_target: str = ""
     """``host:port`` of the gRPC API, once the ``api`` role runs."""
+    relay: Relay | None = None
+    """The ``relay`` role's job, with ``CHAT4ALL_NATS_URL`` (else ``None``)."""
+    message_log: MessageLog | None = None
+    """The partitioned log, with ``CHAT4ALL_NATS_URL``."""
 
     async def ready(self) -> str | None:
         """Why this process is not ready (a worker down, since when; the database), or
@@ -173,6 +184,11 @@ class Hub:
         self.metrics.outbox_depth.set(await self.store.depth())
         self.metrics.dead_letters.set(await self.store.dead_count())
         self.metrics.webhook_dead_letters.set(await self.webhooks.dead_count())
+        if self.message_log is not None:
+            try:
+                self.metrics.log_lag.set(await self.message_log.lag())
+            except Exception as exc:  # the gauge keeps its last value
+                log.warning("could not read the log's lag: %s: %s", type(exc).__name__, exc)
 
     async def reload(self, settings: Settings) -> dict[tuple[str, str], str]:
         """Apply ``settings`` (re-read from the environment and the settings file) where that
@@ -330,18 +346,64 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         metrics = HubMetrics(CollectorRegistry())
         bus = EventBus()
         publisher = StatusPublisher(bus)
-        wakeup = LocalWakeup()
+        wakeup: Wakeup = LocalWakeup()
+        worker_wakeup: Wakeup = wakeup
+        outbox: Outbox = store
+        worker = worker_id()
+        relay: Relay | None = None
+        message_log: JetStreamLog | None = None
+        log_workers: dict[str, Worker] = {}
+        if settings.NATS_URL:
+            nc = await connect(settings.NATS_URL)
+            stack.push_async_callback(nc.close)
+            stream = settings.NATS_STREAM
+            message_log = JetStreamLog(
+                nc,
+                stream,
+                settings.PARTITIONS,
+                replicas=settings.NATS_REPLICAS,
+                duplicate_window=settings.NATS_DUPLICATE_WINDOW,
+                ack_wait=settings.NATS_ACK_WAIT,
+                max_deliver=settings.NATS_MAX_DELIVER,
+            )
+            await message_log.ensure()
+            relay_wakeup = NatsWakeup(nc, f"{stream}.wakeup.relay")
+            workers_wakeup = NatsWakeup(nc, f"{stream}.wakeup.workers")
+            await relay_wakeup.start()
+            await workers_wakeup.start()
+            wakeup, worker_wakeup = relay_wakeup, workers_wakeup
+            owner = PartitionOwner(
+                SqlPartitionLeases(store.db, stream),
+                settings.PARTITIONS,
+                settings.PARTITION_LEASE,
+                worker,
+                clock,
+                metrics,
+                on_gained=worker_wakeup.wake,
+            )
+            outbox = LogQueue(store, message_log, owner, wakeup.wake, metrics)
+            relay = Relay(
+                store.outbox,
+                message_log,
+                wakeup,
+                worker_wakeup.wake,
+                horizon=settings.NATS_DUPLICATE_WINDOW,
+                events=metrics,
+                clock=clock,
+            )
+            log_workers["partitions"] = owner.run
         limiter = LocalRateLimiter(settings.RATE_PER_KEY, settings.RATE_GLOBAL)
         targets = TargetPolicy(settings.WEBHOOK_ALLOW_PRIVATE, overrides.get("resolver", resolve))
         dispatcher = Dispatcher(
-            store,
+            outbox,
             connectors,
             DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS, lease=settings.OUTBOX_LEASE),
             events=metrics,
             clock=clock,
             publisher=publisher,
             tracer=tracer,
-            wakeup=wakeup,
+            wakeup=worker_wakeup,
+            worker=worker,
         )
         webhook_dispatcher = WebhookDispatcher(
             webhooks,
@@ -378,6 +440,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             "dispatcher": dispatcher.run,
             "webhooks": webhook_dispatcher.run,
             "inbound-files": inbound.run,
+            **log_workers,
             **overrides.get("workers", {}),
         }
         yield Hub(
@@ -420,6 +483,8 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             supervisor=Supervisor(overrides.get("stop") or asyncio.Event(), clock),
             channels=channels,
             admin_key=admin_key,
+            relay=relay,
+            message_log=message_log,
         )
 
 
@@ -496,6 +561,12 @@ async def _pollers(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
         )
 
 
+async def _relay(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
+    if hub.relay is None:
+        return  # no partitioned log: the workers claim from the database
+    hub.supervisor.start("relay", hub.relay.run(hub.supervisor.stop))
+
+
 async def _housekeeping_role(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
     hub.supervisor.start("housekeeping", _housekeeping(hub, hub.supervisor.stop))
 
@@ -509,6 +580,7 @@ _START: Final[dict[str, Callable[[Hub, contextlib.AsyncExitStack], Awaitable[Non
     "api": _api,
     "workers": _workers,
     "pollers": _pollers,
+    "relay": _relay,
     "housekeeping": _housekeeping_role,
 }
 
