@@ -22,7 +22,6 @@ from chat4all.adapters.channels.telegram import TelegramSimulator
 from chat4all.adapters.log.jetstream import JetStreamLog
 from chat4all.adapters.storage.partitions import SqlPartitionLeases
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.bootstrap import Hub
 from chat4all.domain.model import Content
 from chat4all.ports import Publishable, SendRequest
 from chat4all.service_layer.log_dispatch import LogQueue
@@ -124,11 +123,7 @@ async def test_one_hub_delivers_every_message_once_in_conversation_order(
         )
         await until(lambda: len(simulator.sent) >= total(expected), what="all delivered")
         await until(lambda: hub.metrics.relay_published._value.get() >= total(expected))
-        lag = hub.message_log
-        deadline = time.monotonic() + 10
-        while await lag.lag() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert await lag.lag() == 0  # every entry acknowledged
+        await until_async(hub.message_log.lag, 0)  # every entry acknowledged
     delivered_once_in_order(simulator, expected)
     assert len(simulator.sent) == total(expected)
 
@@ -231,7 +226,7 @@ async def test_a_relay_that_died_between_publishing_and_marking_causes_no_duplic
         await until(lambda: len(simulator.sent) >= 6, what="all delivered")
         assert hub.metrics.relay_published._value.get() >= 3
         assert hub.message_log is not None
-        await until_async(lambda: hub.message_log.lag(), 0)  # type: ignore[union-attr]
+        await until_async(hub.message_log.lag, 0)
     assert sorted(simulator.texts()) == [f"m{n}" for n in range(6)]
     nc = await nats.connect(nats_url)
     try:
