@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 _SECRET: Final = re.compile(r"^([a-z]+://)[^@/]*@")
 """A server URL's credentials (``nats://user:password@host``), masked in errors."""
+_START_TRIES: Final = 3
+"""Connection attempts per server at start, a second apart."""
 _MIN_FETCH_WAIT: Final = 0.01
 """nats-py refuses a fetch without a timeout; below this a no-wait probe answers anyway."""
 
@@ -212,9 +214,27 @@ async def connect(url: str) -> Client:
     """A connection to the NATS server(s) ``url`` (comma-separated), reconnecting for ever
     once up; :class:`~chat4all.errors.StoreUnavailable` says why there is none."""
     servers = [u.strip() for u in url.split(",") if u.strip()]
+
+    async def error(exc: Exception) -> None:  # one line, no traceback: it reconnects
+        log.warning("NATS: %s: %s", type(exc).__name__, exc)
+
+    async def disconnected() -> None:
+        log.warning("NATS: disconnected; reconnecting")
+
+    async def reconnected() -> None:
+        log.info("NATS: reconnected")
+
     try:
-        return await nats.connect(
-            servers, name="chat4all", connect_timeout=5, max_reconnect_attempts=-1
+        nc = await nats.connect(
+            servers,
+            name="chat4all",
+            connect_timeout=5,
+            reconnect_time_wait=1,
+            # at start: give up after a few tries (exit 3, says why); once up: never
+            max_reconnect_attempts=_START_TRIES,
+            error_cb=error,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
         )
     except Exception as exc:
         shown = ", ".join(_SECRET.sub(r"\1***@", s) for s in servers)
@@ -222,3 +242,5 @@ async def connect(url: str) -> Client:
             f"cannot connect to NATS at {shown}: {type(exc).__name__}: {exc}; check "
             "CHAT4ALL_NATS_URL and that the server runs (with JetStream: nats-server -js)"
         ) from None
+    nc.options["max_reconnect_attempts"] = -1
+    return nc
