@@ -65,7 +65,3 @@ async def eventually(
             return got
         assert time.monotonic() < deadline, f"still {got!r} after {within} s"
 
-
-@pytest.fixture(scope="session")
-def nats_url() -> str:  # TEMP until tests/conftest.py has it on main
-    return "nats://127.0.0.1:4222"
