@@ -381,7 +381,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
                 metrics,
                 on_gained=worker_wakeup.wake,
             )
-            outbox = LogQueue(store, message_log, owner, wakeup.wake, metrics)
+            outbox = LogQueue(store, message_log, owner, wakeup.wake, metrics, publisher)
             relay = Relay(
                 store.outbox,
                 message_log,

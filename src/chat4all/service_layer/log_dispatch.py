@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chat4all.domain.lease import worker_id
+from chat4all.domain.model import Message
 from chat4all.ports import LogEntry, MessageLog, OutboxItem, PartitionLeases
 from chat4all.service_layer.relay import LogEvents, NullLogEvents
+from chat4all.service_layer.status import StatusPublisher
 from opskit.lifecycle import sleep_or_stop
 
 __all__ = ["PartitionOwner", "LogQueue", "LogOutbox"]
@@ -94,7 +96,7 @@ class LogOutbox(Protocol):
         self, now: float, ids: Sequence[str], *, worker: str, lease: float
     ) -> tuple[list[OutboxItem], dict[str, float]]: ...
 
-    async def dead_heads(self, ids: Sequence[str], reason: str, now: float) -> list[str]: ...
+    async def dead_heads(self, ids: Sequence[str], reason: str, now: float) -> list[Message]: ...
 
     async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None: ...
 
@@ -128,6 +130,8 @@ class LogQueue:
     relay_wake: Callable[[], None]
     """Rung after each recorded outcome: the conversation's next message is a head now."""
     events: LogEvents = field(default_factory=NullLogEvents)
+    publisher: StatusPublisher | None = None
+    """Told of each message dead-lettered here (``failed``), once committed."""
     _entries: dict[str, LogEntry] = field(default_factory=dict)
 
     async def recover(self, now: float) -> int:
@@ -158,15 +162,21 @@ class LogQueue:
         if not entries and not copies:
             return []
         last = [i for i, e in entries.items() if e.deliveries >= self.log.max_deliver]
-        dead = await self.store.dead_heads(
-            last,
+        reason = (
             f"handed out {self.log.max_deliver} times by the log without an outcome "
-            "(did a worker crash on it each time?)",
-            now,
+            "(did a worker crash on it each time?)"
         )
+        dead = await self.store.dead_heads(last, reason, now)
         if dead:
             self.events.log_dead_lettered(len(dead))
-            log.error("dead-lettered %d message(s) the workers never finished: %s", len(dead), dead)
+            log.error(
+                "dead-lettered %d message(s) the workers never finished: %s",
+                len(dead),
+                [m.id for m in dead],
+            )
+            for message in dead:
+                if self.publisher is not None:
+                    self.publisher.status(message, "failed", reason)
             self.relay_wake()
         wanted = [i for i in entries if i not in last]
         items, later = await self.store.claim_ids(now, wanted, worker=worker, lease=lease)

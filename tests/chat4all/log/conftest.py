@@ -64,4 +64,3 @@ async def eventually(
         if ok(got):
             return got
         assert time.monotonic() < deadline, f"still {got!r} after {within} s"
-

@@ -120,7 +120,7 @@ async def test_a_head_handed_out_for_the_last_time_is_dead_lettered(store: SqlSt
     [item] = (await store.claim_ids(100.0, [m.id], worker="w1", lease=LEASE))[0]
     # w1 crashed on it: while its lease runs it is not a head; then it is, and dies
     assert await store.dead_heads([m.id], "handed out 5 times", 110.0) == []
-    assert await store.dead_heads([m.id], "handed out 5 times", 131.0) == [m.id]
+    assert [d.id for d in await store.dead_heads([m.id], "handed out 5 times", 131.0)] == [m.id]
     failed = await store.get("t1", m.id)
     assert failed.status is DeliveryStatus.FAILED
     page = await store.dead_letters("t1", None, 10)

@@ -169,9 +169,9 @@ PG = "postgresql+asyncpg://u@db/chat4all"
 def test_the_partitioned_log_needs_postgresql_and_consistent_timings() -> None:
     with pytest.raises(InvalidRequest, match="CHAT4ALL_NATS_URL needs PostgreSQL"):
         load_settings(None, NATS_URL="nats://127.0.0.1:4222")
-    with pytest.raises(InvalidRequest, match="NATS_DUPLICATE_WINDOW .* must exceed"):
+    with pytest.raises(InvalidRequest, match=r"NATS_DUPLICATE_WINDOW .* must exceed"):
         load_settings(None, NATS_URL="nats://n:4222", DATABASE_URL=PG, NATS_DUPLICATE_WINDOW=30)
-    with pytest.raises(InvalidRequest, match="NATS_ACK_WAIT .* must exceed a third"):
+    with pytest.raises(InvalidRequest, match=r"NATS_ACK_WAIT .* must exceed a third"):
         load_settings(None, NATS_URL="nats://n:4222", DATABASE_URL=PG, NATS_ACK_WAIT=5)
     with pytest.raises(InvalidRequest, match="CHAT4ALL_PARTITIONS"):
         load_settings(None, PARTITIONS=5000)

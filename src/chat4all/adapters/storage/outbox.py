@@ -237,11 +237,11 @@ class SqlOutbox:
                 )
             return done
 
-    async def dead_heads(self, ids: Sequence[str], reason: str, now: float) -> list[str]:
+    async def dead_heads(self, ids: Sequence[str], reason: str, now: float) -> list[Message]:
         """Dead-letter those of ``ids`` that are due heads with nothing in flight (rows under a
         lease that ran out are pending again first): the log handed them out its last time
         without an outcome, the workers that took them presumably crashed on them. Their
-        messages are ``failed`` with ``reason``; which ids died."""
+        messages are ``failed`` with ``reason``; those messages."""
         if not ids:
             return []
         async with self._db.transaction() as conn:
@@ -266,7 +266,7 @@ class SqlOutbox:
             for message in dead:
                 await set_status(conn, message.id, DeliveryStatus.FAILED, now, reason)
             await conn.run_sync(self._announcer.status, dead, "failed", reason, now)
-            return found
+            return dead
 
     # ---- outcomes ------------------------------------------------------------------------------
 

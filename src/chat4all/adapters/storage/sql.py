@@ -161,7 +161,7 @@ class SqlStore:
     ) -> tuple[list[OutboxItem], dict[str, float]]:
         return await self.outbox.claim_ids(now, ids, worker=worker, lease=lease)
 
-    async def dead_heads(self, ids: Sequence[str], reason: str, now: float) -> list[str]:
+    async def dead_heads(self, ids: Sequence[str], reason: str, now: float) -> list[Message]:
         return await self.outbox.dead_heads(ids, reason, now)
 
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
