@@ -137,7 +137,7 @@ class JetStreamLog:
             self._subs[partition] = sub
         try:
             msgs = await sub.fetch(limit, timeout=max(wait, _MIN_FETCH_WAIT))
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nothing due: nats-py raises either
             return []
         return [
             LogEntry(
