@@ -230,6 +230,7 @@ async def connect(url: str) -> Client:
             name="chat4all",
             connect_timeout=5,
             reconnect_time_wait=1,
+            no_echo=True,  # our own wake-ups are rung locally already (NatsWakeup.wake)
             # at start: give up after a few tries (exit 3, says why); once up: never
             max_reconnect_attempts=_START_TRIES,
             error_cb=error,
