@@ -124,6 +124,11 @@ async def test_one_hub_delivers_every_message_once_in_conversation_order(
         await until(lambda: len(simulator.sent) >= total(expected), what="all delivered")
         await until(lambda: hub.metrics.relay_published._value.get() >= total(expected))
         await until_async(hub.message_log.lag, 0)  # every entry acknowledged
+        async with httpx.AsyncClient(base_url=hub.url) as client:
+            scraped = (await client.get("/metrics")).text
+        assert "chat4all_log_lag 0.0" in scraped
+        assert "chat4all_log_partitions_owned 4.0" in scraped  # alone: every partition
+        assert f"chat4all_relay_published_total {float(total(expected))}" in scraped
     delivered_once_in_order(simulator, expected)
     assert len(simulator.sent) == total(expected)
 
@@ -159,12 +164,14 @@ async def test_a_worker_that_stops_has_its_partitions_taken_over_and_its_message
                     break
                 await asyncio.sleep(0.1)
             assert sorted(Counter(holders.values()).values()) == [2, 2], holders
+            assert a.metrics.partitions_owned._value.get() == 2
             await send(b.url, a.admin_key, plan[:40])
             await until(lambda: len(simulator.sent) >= 10, what="some delivered")
         # b stopped (its roles cancelled): a takes every partition and delivers the rest
         await send(a.url, a.admin_key, plan[40:])
         await until(lambda: len(simulator.sent) >= total(expected), what="all delivered")
         assert set((await leases.holders()).values()) == {a.dispatcher.worker}
+        assert a.metrics.partitions_owned._value.get() == 4
     delivered_once_in_order(simulator, expected)
 
 

@@ -218,8 +218,11 @@ async def connect(url: str) -> Client:
     async def error(exc: Exception) -> None:  # one line, no traceback: it reconnects
         log.warning("NATS: %s: %s", type(exc).__name__, exc)
 
+    opened: list[Client] = []
+
     async def disconnected() -> None:
-        log.warning("NATS: disconnected; reconnecting")
+        if not (opened and opened[0].is_closed):  # not our own close
+            log.warning("NATS: disconnected; reconnecting")
 
     async def reconnected() -> None:
         log.info("NATS: reconnected")
@@ -243,5 +246,6 @@ async def connect(url: str) -> Client:
             f"cannot connect to NATS at {shown}: {type(exc).__name__}: {exc}; check "
             "CHAT4ALL_NATS_URL and that the server runs (with JetStream: nats-server -js)"
         ) from None
+    opened.append(nc)
     nc.options["max_reconnect_attempts"] = -1
     return nc
