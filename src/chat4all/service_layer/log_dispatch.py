@@ -147,6 +147,7 @@ class LogQueue:
         )
         entries: dict[str, LogEntry] = {}
         copies: list[LogEntry] = []
+        progress: list[Any] = []
         for partition, got in zip(partitions, fetched, strict=True):
             if isinstance(got, BaseException):
                 log.warning(
@@ -155,10 +156,16 @@ class LogQueue:
                 continue
             for entry in got:
                 message_id = entry.payload.decode()
-                if message_id in entries or message_id in self._entries:
+                held = self._entries.get(message_id)
+                if held is not None and held.msg_id == entry.msg_id:
+                    # ours, handed out again (its ack wait ran out): keep the newer handle
+                    self._entries[message_id] = entry
+                    progress.append(self.log.progress(entry))
+                elif held is not None or message_id in entries:
                     copies.append(entry)  # another generation of one row: its twin decides
                 else:
                     entries[message_id] = entry
+        await _quietly("progress", progress)
         if not entries and not copies:
             return []
         last = [i for i, e in entries.items() if e.deliveries >= self.log.max_deliver]

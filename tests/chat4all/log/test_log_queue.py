@@ -164,3 +164,18 @@ async def test_a_copy_of_a_row_in_flight_elsewhere_is_handed_back_until_that_lea
     rig.clock.now += LEASE
     assert await claim(second, rig, "w2") == []  # sent meanwhile: settled
     assert await rig.log.lag() == 0
+
+
+async def test_its_own_entry_handed_out_again_stays_held_and_is_acked_with_the_outcome(
+    store: SqlStore,
+) -> None:
+    rig = Rig(store)
+    await rig.accept("slow")
+    await rig.relay.round()
+    queue = await rig.queue("w1")
+    [item] = await queue.claim(rig.clock.now, 64, worker="w1", lease=LEASE)
+    rig.clock.now += ACK_WAIT + 1  # no renewal came in time: the log hands it out again
+    assert await claim(queue, rig, "w1") == []
+    assert await rig.log.lag() == 1  # still held, not acked as a copy
+    await queue.sent(item, "p", rig.clock.now)
+    assert await rig.log.lag() == 0
