@@ -56,7 +56,7 @@ from chat4all.entrypoints.tls import Tls
 from chat4all.errors import InvalidRequest, StoreUnavailable
 from chat4all.metrics import HubMetrics
 from chat4all.plugin import SIMULATOR_ACCOUNT
-from chat4all.ports import Connector, MediaStore, MessageLog, Outbox
+from chat4all.ports import Connector, MediaStore, MessageLog
 from chat4all.service_layer.access import Access, LocalRateLimiter, RateLimiter
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.actions import Actions
@@ -272,6 +272,72 @@ async def open_media_store(
     return bucket
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionedLog:
+    """The parts of ``CHAT4ALL_NATS_URL``'s partitioned log in one process."""
+
+    log: JetStreamLog
+    relay: Relay
+    queue: LogQueue
+    """The dispatcher's outbox: claims through the log."""
+    owner: PartitionOwner
+    relay_wakeup: Wakeup
+    workers_wakeup: Wakeup
+
+
+async def open_log(
+    settings: Settings,
+    store: SqlStore,
+    stack: contextlib.AsyncExitStack,
+    worker: str,
+    clock: Callable[[], float],
+    metrics: HubMetrics,
+    publisher: StatusPublisher,
+) -> PartitionedLog | None:
+    """The partitioned log of ``settings`` (``None`` without ``CHAT4ALL_NATS_URL``): the NATS
+    connection (closed with ``stack``), the stream and its consumers made ready, the wake-ups
+    subscribed; :class:`StoreUnavailable` says why not."""
+    if not settings.NATS_URL:
+        return None
+    nc = await connect(settings.NATS_URL)
+    stack.push_async_callback(nc.close)
+    stream = settings.NATS_STREAM
+    log_ = JetStreamLog(
+        nc,
+        stream,
+        settings.PARTITIONS,
+        replicas=settings.NATS_REPLICAS,
+        duplicate_window=settings.NATS_DUPLICATE_WINDOW,
+        ack_wait=settings.NATS_ACK_WAIT,
+        max_deliver=settings.NATS_MAX_DELIVER,
+    )
+    await log_.ensure()
+    relay_wakeup = NatsWakeup(nc, f"{stream}.wakeup.relay")
+    workers_wakeup = NatsWakeup(nc, f"{stream}.wakeup.workers")
+    await relay_wakeup.start()
+    await workers_wakeup.start()
+    owner = PartitionOwner(
+        SqlPartitionLeases(store.db, stream),
+        settings.PARTITIONS,
+        settings.PARTITION_LEASE,
+        worker,
+        clock,
+        metrics,
+        on_gained=workers_wakeup.wake,
+    )
+    relay = Relay(
+        store.outbox,
+        log_,
+        relay_wakeup,
+        workers_wakeup.wake,
+        horizon=settings.NATS_DUPLICATE_WINDOW,
+        events=metrics,
+        clock=clock,
+    )
+    queue = LogQueue(store, log_, owner, relay_wakeup.wake, metrics, publisher)
+    return PartitionedLog(log_, relay, queue, owner, relay_wakeup, workers_wakeup)
+
+
 async def housekeep(hub: Hub) -> None:
     """One round of the ``housekeeping`` role: forget idempotency keys and provider update ids
     older than ``CHAT4ALL_IDEMPOTENCY_HOURS``, and delete the unfinished uploads without a write
@@ -346,63 +412,21 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         metrics = HubMetrics(CollectorRegistry())
         bus = EventBus()
         publisher = StatusPublisher(bus)
-        wakeup: Wakeup = LocalWakeup()
-        worker_wakeup: Wakeup = wakeup
-        outbox: Outbox = store
         worker = worker_id()
-        relay: Relay | None = None
-        message_log: JetStreamLog | None = None
-        log_workers: dict[str, Worker] = {}
-        if settings.NATS_URL:
-            nc = await connect(settings.NATS_URL)
-            stack.push_async_callback(nc.close)
-            stream = settings.NATS_STREAM
-            message_log = JetStreamLog(
-                nc,
-                stream,
-                settings.PARTITIONS,
-                replicas=settings.NATS_REPLICAS,
-                duplicate_window=settings.NATS_DUPLICATE_WINDOW,
-                ack_wait=settings.NATS_ACK_WAIT,
-                max_deliver=settings.NATS_MAX_DELIVER,
-            )
-            await message_log.ensure()
-            relay_wakeup = NatsWakeup(nc, f"{stream}.wakeup.relay")
-            workers_wakeup = NatsWakeup(nc, f"{stream}.wakeup.workers")
-            await relay_wakeup.start()
-            await workers_wakeup.start()
-            wakeup, worker_wakeup = relay_wakeup, workers_wakeup
-            owner = PartitionOwner(
-                SqlPartitionLeases(store.db, stream),
-                settings.PARTITIONS,
-                settings.PARTITION_LEASE,
-                worker,
-                clock,
-                metrics,
-                on_gained=worker_wakeup.wake,
-            )
-            outbox = LogQueue(store, message_log, owner, wakeup.wake, metrics, publisher)
-            relay = Relay(
-                store.outbox,
-                message_log,
-                wakeup,
-                worker_wakeup.wake,
-                horizon=settings.NATS_DUPLICATE_WINDOW,
-                events=metrics,
-                clock=clock,
-            )
-            log_workers["partitions"] = owner.run
+        log_ = await open_log(settings, store, stack, worker, clock, metrics, publisher)
+        # with the log: accepts wake the relay, the relay wakes the workers
+        wakeup: Wakeup = log_.relay_wakeup if log_ is not None else LocalWakeup()
         limiter = LocalRateLimiter(settings.RATE_PER_KEY, settings.RATE_GLOBAL)
         targets = TargetPolicy(settings.WEBHOOK_ALLOW_PRIVATE, overrides.get("resolver", resolve))
         dispatcher = Dispatcher(
-            outbox,
+            log_.queue if log_ is not None else store,
             connectors,
             DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS, lease=settings.OUTBOX_LEASE),
             events=metrics,
             clock=clock,
             publisher=publisher,
             tracer=tracer,
-            wakeup=worker_wakeup,
+            wakeup=log_.workers_wakeup if log_ is not None else wakeup,
             worker=worker,
         )
         webhook_dispatcher = WebhookDispatcher(
@@ -440,7 +464,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             "dispatcher": dispatcher.run,
             "webhooks": webhook_dispatcher.run,
             "inbound-files": inbound.run,
-            **log_workers,
+            **({"partitions": log_.owner.run} if log_ is not None else {}),
             **overrides.get("workers", {}),
         }
         yield Hub(
@@ -483,8 +507,8 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             supervisor=Supervisor(overrides.get("stop") or asyncio.Event(), clock),
             channels=channels,
             admin_key=admin_key,
-            relay=relay,
-            message_log=message_log,
+            relay=log_.relay if log_ is not None else None,
+            message_log=log_.log if log_ is not None else None,
         )
 
 
