@@ -10,7 +10,8 @@ keeps those rows locked meanwhile (several relays publish different rows). So:
 - a relay that dies between publishing and marking publishes the same ids again: the log's
   duplicate window drops them;
 - a row published longer ago than ``horizon`` and still pending unclaimed (the log lost it, or
-  was reset) is published again under the next generation;
+  was reset) is published again under the next generation (looked for every quarter of the
+  horizon: that walk reads the whole published backlog, the others only what is unpublished);
 - a message that goes back to pending (a retry, a replay, a head the worker could not claim)
   is unpublished under a new generation by the store, and published again once it is a due
   head: a conversation that must wait is scheduled by ``available_at``, never held in the log.
@@ -46,6 +47,7 @@ class RelaySource(Protocol):
         limit: int,
         horizon: float,
         publish: Callable[[list[Publishable]], Awaitable[Sequence[Publishable]]],
+        lost: bool = True,
     ) -> list[Publishable]: ...
 
 
@@ -87,6 +89,9 @@ class Relay:
     poll_interval: float = 0.5
     error_backoff: float = 1.0
     clock: Callable[[], float] = time.time
+    _lost_at: float = field(default=float("-inf"), init=False)
+    """When a round last looked for rows lost past the horizon (every quarter of it: that walk
+    reads everything published and pending)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``: rounds, at once after a full one; a failed round is logged and
@@ -108,7 +113,11 @@ class Relay:
 
     async def round(self) -> int:
         """Publish one batch; how many rows were published (and marked)."""
-        done = await self.outbox.relay(self.clock(), self.batch, self.horizon, self._publish)
+        now = self.clock()
+        lost = now - self._lost_at >= self.horizon / 4
+        if lost:
+            self._lost_at = now
+        done = await self.outbox.relay(now, self.batch, self.horizon, self._publish, lost)
         if done:
             again = sum(p.again for p in done)
             self.events.published(len(done) - again, again)

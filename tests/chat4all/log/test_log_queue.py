@@ -179,3 +179,17 @@ async def test_its_own_entry_handed_out_again_stays_held_and_is_acked_with_the_o
     assert await rig.log.lag() == 1  # still held, not acked as a copy
     await queue.sent(item, "p", rig.clock.now)
     assert await rig.log.lag() == 0
+
+
+async def test_the_relay_looks_for_lost_rows_every_quarter_of_its_horizon(
+    store: SqlStore,
+) -> None:
+    rig = Rig(store)  # horizon 120 s: looks every 30 s
+    await rig.accept("lost")
+    assert await rig.relay.round() == 1  # published at 1000 (and looked: nothing lost)
+    rig.clock.now = 1120.0
+    assert await rig.relay.round() == 0  # looked: not lost yet
+    rig.clock.now = 1125.0
+    assert await rig.relay.round() == 0  # lost now, but the last look was 5 s ago
+    rig.clock.now = 1150.0
+    assert await rig.relay.round() == 1  # looked again: published again

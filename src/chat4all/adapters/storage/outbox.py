@@ -200,21 +200,26 @@ class SqlOutbox:
         limit: int,
         horizon: float,
         publish: Callable[[list[Publishable]], Awaitable[Sequence[Publishable]]],
+        lost: bool = True,
     ) -> list[Publishable]:
         """One round of the relay: the due heads of conversations with nothing in flight that
         are not published for their present attempt (or were published more than ``horizon``
         seconds ago and are still pending), handed to ``publish``; those it returns are marked
-        published, in the same transaction. On PostgreSQL the rows stay locked meanwhile
+        published, in the same transaction. ``lost``: look for the rows past the horizon too
+        (a walk over everything published and pending: the relay does it now and then; the
+        unpublished are found through their own index). On PostgreSQL the rows stay locked meanwhile
         (``FOR UPDATE SKIP LOCKED``): relays running at once publish different rows. A crash
         before the commit publishes the same rows again under the same ids (the log's
         duplicate window drops them)."""
-        query = _heads(now, limit).where(
-            sa.or_(outbox.c.published_at.is_(None), outbox.c.published_at < now - horizon)
-        )
+        fresh = _heads(now, limit).where(outbox.c.published_at.is_(None))
+        again = _heads(now, limit).where(outbox.c.published_at < now - horizon)
         async with self._db.transaction() as conn:
             if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True, of=outbox)
-            rows = (await conn.execute(query)).all()
+                fresh = fresh.with_for_update(skip_locked=True, of=outbox)
+                again = again.with_for_update(skip_locked=True, of=outbox)
+            rows = list((await conn.execute(fresh)).all())
+            if lost and len(rows) < limit:
+                rows += (await conn.execute(again.limit(limit - len(rows)))).all()
             if not rows:
                 return []
             batch = [

@@ -99,6 +99,13 @@ outbox = sa.Table(
     sa.Column("published_gen", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Index("outbox_due", "state", "conversation_id", "seq"),
     sa.Index("outbox_ready", "state", "available_at"),  # the claim's walk
+    # the relay's walk: only what is still to publish (a backlog already published is skipped)
+    sa.Index(
+        "outbox_unpublished",
+        "available_at",
+        postgresql_where=sa.text("state = 'pending' AND published_at IS NULL"),
+        sqlite_where=sa.text("state = 'pending' AND published_at IS NULL"),
+    ),
 )
 inbound_updates = sa.Table(
     "inbound_updates",

@@ -41,9 +41,18 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("published_gen", sa.Integer(), server_default="0", nullable=False)
         )
+    where = sa.text("state = 'pending' AND published_at IS NULL")
+    op.create_index(
+        "outbox_unpublished",
+        "outbox",
+        ["available_at"],
+        postgresql_where=where,
+        sqlite_where=where,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("outbox_unpublished", table_name="outbox")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_column("published_gen")
         batch_op.drop_column("published_at")
