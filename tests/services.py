@@ -437,6 +437,26 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` has a socket listening on TCP ``port`` of 127.0.0.1."""
+    try:
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    wanted = f"0100007F:{port:04X}"
+    inodes = {
+        f"socket:[{fields[9]}]"
+        for fields in (line.split() for line in table)
+        if fields[1] == wanted and fields[3] == "0A"  # LISTEN
+    }
+    with suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return True
+    return False
+
+
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float = START_TIMEOUT) -> None:
     """Polls ``condition`` until it holds; :class:`ServiceUnavailable` naming ``what`` when it
     still does not after ``timeout`` seconds."""
@@ -565,7 +585,8 @@ class _Daemon:
                 raise ServiceUnavailable(f"{self._name}: cannot run the server: {exc}") from exc
         child = self._child
         deadline = time.monotonic() + START_TIMEOUT
-        while not self._ready(self.port):
+        # the port must be our server's: another one may have taken it since free_port()
+        while not (_listens(child.pid, self.port) and self._ready(self.port)):
             if child.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 tail = log.read_bytes()[-2000:].decode(errors="replace")
@@ -783,7 +804,7 @@ def nats_binary() -> Path | None:
         return None
     for file in files:
         if file.name == "nats-server":
-            located = Path(str(file.locate()))
+            located = Path(str(file.locate())).resolve()
             if os.access(located, os.X_OK):
                 return located
     return None

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from pydantic import (
@@ -65,8 +66,21 @@ class Settings(BaseSettings):
     """Where the simulators are served, each under /<channel>."""
     RATE_PER_KEY: int = Field(default=100, ge=0, le=1_000_000)
     """Requests a minute per API key (token bucket, bursts up to that); 0 turns it off."""
+    RATE_PER_TENANT: int = Field(default=0, ge=0, le=100_000_000)
+    """Requests a minute for all keys of one tenant together (bursts up to that); 0 turns it
+    off."""
     RATE_GLOBAL: int = Field(default=0, ge=0, le=100_000_000)
     """Requests a minute for all keys together; 0 turns it off."""
+    REDIS_URL: str = ""
+    """The Redis every API process shares (``redis://[:password@]host:6379/0``, ``rediss://``
+    for TLS, ``unix:///path``): the rate limits are kept there (across processes, not per
+    process), and completed Idempotency-Keys' answers are cached there. Empty: neither (each
+    process limits on its own; the embedded default)."""
+    REDIS_PREFIX: str = "chat4all:"
+    """The start of every key the hub keeps in Redis (several hubs can share one Redis)."""
+    REDIS_TIMEOUT: float = Field(default=0.5, gt=0, le=30)
+    """Seconds to connect to Redis, for it to answer, or to wait for a free connection; past
+    it the request goes on without Redis (see the operations manual, "Rate limits")."""
     IDEMPOTENCY_HOURS: int = Field(default=24, ge=24, le=24 * 366)
     """How long an Idempotency-Key (and a provider's update id) is remembered; at least 24."""
     MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
@@ -169,6 +183,26 @@ class Settings(BaseSettings):
     def _unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                "not a Redis URL: give redis://host:6379/0 (rediss:// for TLS, unix:///path for "
+                "a socket), or leave it empty for no Redis"
+            )
+        return value
+
+    @field_validator("REDIS_PREFIX")
+    @classmethod
+    def _redis_prefix(cls, value: str) -> str:
+        if not 1 <= len(value) <= 64 or any(ord(c) <= 32 or ord(c) == 127 for c in value):
+            raise ValueError(
+                "a key prefix is 1 to 64 printable characters without spaces (e.g. chat4all:)"
+            )
+        return value
+
     @field_validator("MEDIA_LINK_SECRET")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
@@ -264,6 +298,15 @@ class Settings(BaseSettings):
         return sa.make_url(self.database_url).render_as_string(hide_password=True)
 
     @property
+    def redis_shown(self) -> str:
+        """The Redis URL without its password, for logs and errors."""
+        parts = urlsplit(self.REDIS_URL)
+        if parts.password is None:
+            return self.REDIS_URL
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+
+    @property
     def media_dir(self) -> Path:
         """Where uploads are kept (``MEDIA_DIR``, else DATA_DIR/media)."""
         return self.MEDIA_DIR if self.MEDIA_DIR is not None else self.DATA_DIR / "media"
@@ -287,6 +330,9 @@ class Settings(BaseSettings):
             for secret in (self.MEDIA_LINK_SECRET, self.S3_SECRET_ACCESS_KEY)
             if secret is not None
         ]
+        redis_password = urlsplit(self.REDIS_URL).password
+        if redis_password:
+            own.append(redis_password)
         return own + [s for c in self._channels.values() for s in c.settings.secrets()]
 
 
