@@ -249,3 +249,25 @@ async def until_async(probe: Callable[[], Any], want: object, timeout: float = 1
     while (got := await probe()) != want:
         assert time.monotonic() < deadline, f"still {got!r}"
         await asyncio.sleep(0.05)
+
+
+async def test_a_stream_deleted_under_a_running_hub_is_created_again_and_delivery_goes_on(
+    tmp_path: Path,
+    postgres_url: str,
+    nats_url: str,
+    stream: str,
+    telegram: tuple[TelegramSimulator, str],
+) -> None:
+    simulator, api_url = telegram
+    async with hub_running(tmp_path, **settings(postgres_url, nats_url, stream, api_url)) as hub:
+        assert hub.admin_key is not None
+        await send(hub.url, hub.admin_key, [("501", "before")])
+        await until(lambda: simulator.texts("501") == ["before"])
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().delete_stream(stream)  # an operator's mistake, a reset server
+        finally:
+            await nc.close()
+        await send(hub.url, hub.admin_key, [("501", "after"), ("502", "after")])
+        await until(lambda: len(simulator.sent) == 3, what="delivered after the reset")
+    assert simulator.texts("501") == ["before", "after"]

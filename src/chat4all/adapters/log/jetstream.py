@@ -71,6 +71,7 @@ class JetStreamLog:
         self._window = duplicate_window
         self._ack_wait = ack_wait
         self._subs: dict[int, JetStreamContext.PullSubscription] = {}
+        self._recreating = asyncio.Lock()
 
     def subject(self, partition: int) -> str:
         return f"{self.stream}.outbox.{partition}"
@@ -122,13 +123,31 @@ class JetStreamLog:
         )
 
     async def publish(self, key: str, msg_id: str, payload: bytes) -> bool:
-        ack = await self._js.publish(
-            self.subject(partition_of(key, self.partitions)),
-            payload,
-            stream=self.stream,
-            headers={"Nats-Msg-Id": msg_id},
-        )
+        subject = self.subject(partition_of(key, self.partitions))
+        headers = {"Nats-Msg-Id": msg_id}
+        try:
+            ack = await self._js.publish(subject, payload, stream=self.stream, headers=headers)
+        except nats.js.errors.NoStreamResponseError:  # the stream is gone (deleted, reset)
+            await self._recreate()
+            ack = await self._js.publish(subject, payload, stream=self.stream, headers=headers)
         return not ack.duplicate
+
+    async def _recreate(self) -> None:
+        """The stream is gone: create it and its consumers again (once for concurrent
+        publishers). What it held is published again by the relay past its horizon."""
+        async with self._recreating:
+            try:
+                await self._js.stream_info(self.stream)
+            except nats.js.errors.NotFoundError:
+                pass
+            else:
+                return  # another publisher was first
+            log.warning(
+                "the JetStream stream %s is gone: creating it again (what it held is "
+                "published again after CHAT4ALL_NATS_DUPLICATE_WINDOW)",
+                self.stream,
+            )
+            await self.ensure()
 
     async def fetch(self, partition: int, limit: int, wait: float = 0.0) -> list[LogEntry]:
         sub = self._subs.get(partition)
