@@ -4,6 +4,7 @@ same ids after a crash before marking), and claims of exactly the ids the log ha
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import pytest
@@ -126,3 +127,29 @@ async def test_a_head_handed_out_for_the_last_time_is_dead_lettered(store: SqlSt
     page = await store.dead_letters("t1", None, 10)
     assert [(msg.id, why) for msg, why in page.items] == [(m.id, "handed out 5 times")]
     assert item.attempts == 0
+
+
+async def test_relays_running_at_once_publish_different_rows(postgres_url: str) -> None:
+    store = await SqlStore.open(postgres_url)
+    try:
+        for n in range(40):
+            await store.accept("t1", req(f"m{n}", recipient=str(n)), None, 100.0)
+        inside = asyncio.Event()
+        both = asyncio.Event()
+
+        async def slow(batch: list[Publishable]) -> Sequence[Publishable]:
+            if inside.is_set():
+                both.set()
+            inside.set()
+            await asyncio.wait_for(both.wait(), 10)  # both relays hold their rows at once
+            return batch
+
+        first, second = await asyncio.gather(
+            store.outbox.relay(100.0, 25, HORIZON, slow),
+            store.outbox.relay(100.0, 25, HORIZON, slow),
+        )
+        assert sorted([len(first), len(second)]) == [15, 25]
+        assert not {p.message_id for p in first} & {p.message_id for p in second}
+        assert await relayed(store, 101.0) == []
+    finally:
+        await store.close()
