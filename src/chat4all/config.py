@@ -134,6 +134,33 @@ class Settings(BaseSettings):
     """Seconds a worker holds a claimed message (or webhook delivery) without renewing it (it
     renews every third of it while delivering). A process that dies leaves its in-flight
     messages to the others after this long; they may reach the provider twice."""
+    NATS_URL: str = ""
+    """NATS server(s) with JetStream (``nats://host:4222``, several comma-separated): the
+    outbox is relayed to a partitioned log and the workers claim through it; needs PostgreSQL.
+    Empty: the workers claim straight from the database (the embedded default)."""
+    NATS_STREAM: str = Field(default="chat4all", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    """The JetStream stream's name, also its subjects' prefix (``<name>.outbox.<partition>``)
+    and the name of its partition leases; hubs sharing a NATS server need one each."""
+    PARTITIONS: int = Field(default=16, ge=1, le=4096)
+    """Partitions of the log (a conversation always lands on one); at most this many workers
+    consume at once. Changing it moves conversations between partitions: change it with the
+    outbox drained."""
+    NATS_REPLICAS: int = Field(default=1, ge=1, le=5)
+    """Copies of the stream in the JetStream cluster (3 in production, across three nodes)."""
+    NATS_DUPLICATE_WINDOW: float = Field(default=120.0, ge=1.0, le=3600.0)
+    """Seconds the stream remembers a publication's id (a relay that died between publishing
+    and recording publishes again; the copy is dropped). It is also the relay's republish
+    horizon: a row published longer ago and still unclaimed is published again under a new id.
+    Must exceed NATS_ACK_WAIT + PARTITION_LEASE."""
+    NATS_ACK_WAIT: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """Seconds a worker holds an entry of the log without acknowledging it (renewed with its
+    outbox lease while it delivers); then the log hands it out again."""
+    NATS_MAX_DELIVER: int = Field(default=5, ge=1, le=100)
+    """How many times the log hands out one entry; one handed out this often without an
+    outcome is dead-lettered (a message that crashes the workers)."""
+    PARTITION_LEASE: float = Field(default=10.0, ge=1.0, le=600.0)
+    """Seconds a worker holds its partitions without renewing (it renews every third): a dead
+    worker's partitions are taken over after this long."""
     WEBHOOK_ALLOW_PRIVATE: bool = False
     """Allow client webhooks to loopback, private and link-local addresses (receivers on the
     internal network, tests). Off: such URLs are refused at subscription, and a delivery whose
@@ -231,6 +258,31 @@ class Settings(BaseSettings):
         if (self.TLS_CERT_FILE is None) != (self.TLS_KEY_FILE is None):
             raise ValueError(
                 "set both CHAT4ALL_TLS_CERT_FILE and CHAT4ALL_TLS_KEY_FILE, or neither"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _log(self) -> Settings:
+        if not self.NATS_URL:
+            return self
+        if sa.make_url(self.database_url).get_backend_name() != "postgresql":
+            raise ValueError(
+                "CHAT4ALL_NATS_URL needs PostgreSQL: set CHAT4ALL_DATABASE_URL to a "
+                "postgresql+asyncpg:// URL, or leave CHAT4ALL_NATS_URL empty for the embedded "
+                "dispatch from SQLite"
+            )
+        if self.NATS_DUPLICATE_WINDOW <= self.NATS_ACK_WAIT + self.PARTITION_LEASE:
+            raise ValueError(
+                f"CHAT4ALL_NATS_DUPLICATE_WINDOW ({self.NATS_DUPLICATE_WINDOW:g} s) must exceed "
+                f"CHAT4ALL_NATS_ACK_WAIT + CHAT4ALL_PARTITION_LEASE "
+                f"({self.NATS_ACK_WAIT + self.PARTITION_LEASE:g} s): it is the relay's republish "
+                "horizon, and an entry may wait that long for a worker"
+            )
+        if self.NATS_ACK_WAIT <= self.OUTBOX_LEASE / 3:
+            raise ValueError(
+                f"CHAT4ALL_NATS_ACK_WAIT ({self.NATS_ACK_WAIT:g} s) must exceed a third of "
+                f"CHAT4ALL_OUTBOX_LEASE ({self.OUTBOX_LEASE / 3:g} s), how often a worker "
+                "renews what it delivers"
             )
         return self
 

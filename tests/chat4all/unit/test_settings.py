@@ -163,6 +163,25 @@ def test_the_s3_media_backend_is_checked_at_load_naming_the_setting() -> None:
             load_settings(None, **values)
 
 
+PG = "postgresql+asyncpg://u@db/chat4all"
+
+
+def test_the_partitioned_log_needs_postgresql_and_consistent_timings() -> None:
+    with pytest.raises(InvalidRequest, match="CHAT4ALL_NATS_URL needs PostgreSQL"):
+        load_settings(None, NATS_URL="nats://127.0.0.1:4222")
+    with pytest.raises(InvalidRequest, match=r"NATS_DUPLICATE_WINDOW .* must exceed"):
+        load_settings(None, NATS_URL="nats://n:4222", DATABASE_URL=PG, NATS_DUPLICATE_WINDOW=30)
+    with pytest.raises(InvalidRequest, match=r"NATS_ACK_WAIT .* must exceed a third"):
+        load_settings(None, NATS_URL="nats://n:4222", DATABASE_URL=PG, NATS_ACK_WAIT=5)
+    with pytest.raises(InvalidRequest, match="CHAT4ALL_PARTITIONS"):
+        load_settings(None, PARTITIONS=5000)
+    with pytest.raises(InvalidRequest, match="CHAT4ALL_NATS_STREAM"):
+        load_settings(None, NATS_STREAM="a.b")
+    settings = load_settings(None, NATS_URL="nats://n:4222", DATABASE_URL=PG)
+    assert (settings.PARTITIONS, settings.NATS_DUPLICATE_WINDOW) == (16, 120.0)
+    assert load_settings(None).NATS_URL == ""  # the embedded default: no log
+
+
 @pytest.mark.parametrize(
     ("key", "value", "says"),
     [
