@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry
 from typing_extensions import Unpack
 
 from chat4all.adapters.channels.runtime import Channels, build_channels
+from chat4all.adapters.redis_events import RedisEventBus
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
@@ -58,7 +59,7 @@ from chat4all.service_layer.actions import Actions
 from chat4all.service_layer.channel_accounts import ChannelAccounts
 from chat4all.service_layer.dead_letters import DeadLetters
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
-from chat4all.service_layer.events import EventBus, LiveEvents
+from chat4all.service_layer.events import EventBus, LiveEvents, LiveStreams
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.media_links import MediaLinks
@@ -328,8 +329,14 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         connectors = overrides.get("connectors", channels.connectors)
 
         metrics = HubMetrics(CollectorRegistry())
-        bus = EventBus()
+        bus: LiveEvents = EventBus()
+        if settings.REDIS_URL:
+            bus = redis_bus = RedisEventBus(
+                settings.REDIS_URL, channel=f"{settings.REDIS_PREFIX}events"
+            )
+            stack.push_async_callback(redis_bus.close)
         publisher = StatusPublisher(bus)
+        store.announcer.live = publisher.committed  # stored events, after their commit
         wakeup = LocalWakeup()
         limiter = LocalRateLimiter(settings.RATE_PER_KEY, settings.RATE_GLOBAL)
         targets = TargetPolicy(settings.WEBHOOK_ALLOW_PRIVATE, overrides.get("resolver", resolve))
@@ -339,7 +346,6 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS, lease=settings.OUTBOX_LEASE),
             events=metrics,
             clock=clock,
-            publisher=publisher,
             tracer=tracer,
             wakeup=wakeup,
         )
@@ -364,7 +370,6 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         )
         inbound = Inbound(
             store,
-            publisher,
             accounts,
             channels.receivers,
             clock=clock,
@@ -402,7 +407,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
                 dead_letters=DeadLetters(store, wakeup.wake),
                 subscriptions=subscriptions,
                 inbound=inbound,
-                bus=bus,
+                events=LiveStreams(bus, store),
                 media=media,
                 actions=Actions(store, connectors, channels.limits),
                 tenants=tenants,

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
 
     DATABASE_URL: str = ""
     """SQLAlchemy URL; empty: SQLite in DATA_DIR (the embedded default)."""
+    REDIS_URL: str = ""
+    """Redis URL (empty: off), e.g. ``redis://redis:6379/0``: live events reach the SSE and gRPC
+    streams of every API process through it (one subscription per process)."""
+    REDIS_PREFIX: str = Field(default="chat4all:", pattern=r"^[A-Za-z0-9:_.-]{0,64}$")
+    """What every Redis key and channel of this hub starts with (hubs sharing one Redis each
+    have their own)."""
     SQLITE_BUSY_MS: int = Field(default=5000, ge=100, le=600_000)
     """SQLite only: how long a write waits for another writer's lock before the request is
     answered 503 (retry) instead."""
@@ -147,6 +153,17 @@ class Settings(BaseSettings):
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("the media link secret must be at least 16 characters")
+        return value
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"(rediss?|unix)://\S+", value):
+            raise ValueError(
+                f"{value.split('@')[-1]!r} is not a Redis URL (redis://host:6379/0, rediss:// "
+                "for TLS, unix:///path); leave it empty to keep live events in this process"
+            )
         return value
 
     @field_validator("S3_ENDPOINT_URL")

@@ -1,0 +1,150 @@
+"""Live events across processes over Redis pub/sub (``CHAT4ALL_REDIS_URL``).
+
+:class:`RedisEventBus` is the :class:`~chat4all.service_layer.events.LiveEvents` of a hub with
+several API processes. Every process publishes its stored events on one Redis channel and holds
+ONE subscription to it, fanned out locally (an :class:`EventBus`) to its streams: 10,000
+streams cost one Redis connection, not 10,000. A message is ``tenant`` NUL ``json``, so an
+event of a tenant nobody here listens to is dropped without being decoded.
+
+Redis pub/sub keeps nothing: what is published while a subscriber is disconnected is lost to
+it. So the bus reconnects by itself, and each time its subscription is (re)confirmed it tells
+its streams (a ``gap`` event): they replay from the store after the last id they sent
+(:func:`~chat4all.service_layer.events.follow`). Publishing waits in a bounded queue while
+Redis is away and goes out once it is back (``QUEUE`` events; older ones are dropped, and
+recovered by the same replay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+from typing import Any, Final
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from chat4all.service_layer.events import Event, EventBus, Subscription
+
+__all__ = ["RedisEventBus"]
+
+log = logging.getLogger(__name__)
+
+OUTGOING: Final = 10_000
+"""Events waiting to be published while Redis is away, at most."""
+
+
+class RedisEventBus:
+    def __init__(
+        self,
+        url: str,
+        *,
+        channel: str = "chat4all:events",
+        retry: float = 0.5,
+        local: EventBus | None = None,
+    ) -> None:
+        """``channel``: the Redis channel (one per hub; tests give each their own);
+        ``retry``: seconds between attempts to reach Redis again."""
+        self._url = url
+        self._channel = channel
+        self._retry = retry
+        self._local = local if local is not None else EventBus()
+        self._client: redis.Redis | None = None
+        self._outgoing: collections.deque[bytes] = collections.deque(maxlen=OUTGOING)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.subscribed = asyncio.Event()
+        """Set while the subscription is confirmed (tests wait for it)."""
+        self.gaps = 0
+        """How many times the subscription was (re)confirmed."""
+
+    # ---- the port ------------------------------------------------------------------------------
+
+    def publish(self, event: Event) -> None:
+        self._start()
+        payload = json.dumps(
+            {"id": event.id, "type": event.type, "data": event.data, "at": event.at},
+            separators=(",", ":"),
+        )
+        if len(self._outgoing) == self._outgoing.maxlen:
+            log.warning("Redis unreachable for long: live event %d not published", event.id)
+        self._outgoing.append(event.tenant.encode() + b"\0" + payload.encode())
+        self._wake.set()
+
+    def subscribe(self, tenant: str) -> Subscription:
+        self._start()
+        return self._local.subscribe(tenant)
+
+    def subscribers(self, tenant: str) -> int:
+        return self._local.subscribers(tenant)
+
+    # ---- the connection ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _start(self) -> None:
+        if self._tasks:
+            return
+        self._client = redis.Redis.from_url(self._url)
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="redis-events-listen"),
+            asyncio.create_task(self._send(), name="redis-events-send"),
+        ]
+
+    async def _listen(self) -> None:
+        assert self._client is not None
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                async for message in pubsub.listen():
+                    self._received(message)
+            except (RedisError, OSError) as exc:
+                if self.subscribed.is_set():
+                    log.warning("live events: Redis subscription lost (%s); reconnecting", exc)
+                self.subscribed.clear()
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(self._retry)
+
+    def _received(self, message: dict[str, Any]) -> None:
+        if message["type"] == "subscribe":
+            # (re)subscribed, perhaps silently by the client: what came meanwhile is lost here
+            self.gaps += 1
+            self.subscribed.set()
+            self._local.gap()
+            return
+        if message["type"] != "message":
+            return
+        tenant, _, payload = bytes(message["data"]).partition(b"\0")
+        name = tenant.decode()
+        if not self._local.subscribers(name):
+            return
+        body = json.loads(payload)
+        self._local.publish(Event(body["id"], name, body["type"], body["data"], body["at"]))
+
+    async def _send(self) -> None:
+        assert self._client is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outgoing:
+                payload = self._outgoing.popleft()
+                try:
+                    await self._client.publish(self._channel, payload)
+                except (RedisError, OSError) as exc:
+                    self._outgoing.appendleft(payload)
+                    log.warning("live events: cannot publish to Redis (%s); trying again", exc)
+                    await asyncio.sleep(self._retry)
