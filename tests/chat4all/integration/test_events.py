@@ -13,7 +13,6 @@ import grpc
 import httpx
 
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
-from chat4all.service_layer.events import QUEUE, EventBus
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.channels.telegram_hub import telegram_of, webhook_secret
@@ -96,21 +95,6 @@ async def test_status_events_reach_sse_and_grpc_streams(hub: Hub) -> None:
     [event] = streamed
     assert event.type == "message.status"
     assert json.loads(event.data_json)["id"] == message_id
-
-
-async def test_a_slow_subscriber_is_dropped_with_one_overflow_event() -> None:
-    bus = EventBus()
-    stream = bus.subscribe("t")
-    first = asyncio.ensure_future(anext(stream))
-    await asyncio.sleep(0)  # subscribed
-    bus.publish("t", "message.status", {"n": 0})
-    assert (await first).data == {"n": 0}
-    for n in range(1, QUEUE + 2):  # the subscriber reads nothing meanwhile
-        bus.publish("t", "message.status", {"n": n})
-    assert bus.subscribers("t") == 0  # dropped at once: the hub is never held up
-    rest = [event async for event in stream]
-    assert [e.type for e in rest] == ["overflow"]
-    assert rest[0].data == {"dropped_from": QUEUE + 2}  # ids: 1 was read, 2..QUEUE+1 queued
 
 
 async def test_long_polling_receives_updates_once_each(tmp_path: Path) -> None:
