@@ -107,16 +107,20 @@ class Announcer:
     def _store(
         self, conn: sa.Connection, events: Sequence[tuple[str, str, dict[str, Any], float]]
     ) -> None:
-        """``events`` as ``live_events`` rows, published with their ids after the commit."""
+        """``events`` as ``live_events`` rows, published with their ids after the commit (their
+        data as stored: what a replay reads back)."""
         if not events:
             return
+        rows = [
+            {"tenant": t, "type": kind, "data": json.dumps(data, separators=_COMPACT), "at": at}
+            for t, kind, data, at in events
+        ]
         ids = conn.execute(
-            live_events.insert().returning(live_events.c.id, sort_by_parameter_order=True),
-            [
-                {"tenant": t, "type": kind, "data": json.dumps(data, separators=_COMPACT), "at": at}
-                for t, kind, data, at in events
-            ],
+            live_events.insert().returning(live_events.c.id, sort_by_parameter_order=True), rows
         ).scalars()
         if self.live is not None:
-            stored = [Event(i, *event) for i, event in zip(ids, events, strict=True)]
+            stored = [
+                Event(i, row["tenant"], row["type"], json.loads(row["data"]), row["at"])
+                for i, row in zip(ids, rows, strict=True)
+            ]
             after_commit(conn, functools.partial(self.live, stored))
