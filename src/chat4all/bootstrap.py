@@ -10,8 +10,8 @@ opens the database. :func:`run_roles` starts some of its roles under the hub's
 - ``workers``: the dispatcher, the webhook dispatcher and the sweep of received messages left
   unannounced (``inbound-files``; and any worker a test injects);
 - ``pollers``: the channels' pollers (those their settings ask for);
-- ``housekeeping``: the hourly purge of old idempotency keys and update ids, and of unfinished
-  uploads past their time to live (:func:`housekeep`).
+- ``housekeeping``: the hourly purge of old idempotency keys, update ids and live events, and of
+  unfinished uploads past their time to live (:func:`housekeep`).
 
 :func:`running_hub` is ``chat4all serve``: all of them in one process. Tests inject fakes through
 the overrides of :func:`build_hub` (a tracer, a clock, connectors, an httpx transport for
@@ -258,8 +258,8 @@ async def open_media_store(
 
 
 async def housekeep(hub: Hub) -> None:
-    """One round of the ``housekeeping`` role: forget idempotency keys and provider update ids
-    older than ``CHAT4ALL_IDEMPOTENCY_HOURS``, and delete the unfinished uploads without a write
+    """One round of the ``housekeeping`` role: forget idempotency keys, provider update ids and
+    stored live events older than ``CHAT4ALL_IDEMPOTENCY_HOURS``, and delete the unfinished uploads without a write
     for ``CHAT4ALL_UPLOAD_TTL_HOURS`` (counted in ``chat4all_uploads_expired_total``). A failure
     is logged and tried again next round."""
     keep = hub.settings.IDEMPOTENCY_HOURS * 3600.0

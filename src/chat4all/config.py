@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     RATE_GLOBAL: int = Field(default=0, ge=0, le=100_000_000)
     """Requests a minute for all keys together; 0 turns it off."""
     IDEMPOTENCY_HOURS: int = Field(default=24, ge=24, le=24 * 366)
-    """How long an Idempotency-Key (and a provider's update id) is remembered; at least 24."""
+    """How long an Idempotency-Key (and a provider's update id, and a stored live event a stream
+    can resume from) is remembered; at least 24."""
     MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
     TLS_CERT_FILE: FilePath | None = None
     """PEM certificate chain: with TLS_KEY_FILE, both APIs serve TLS (REST: 1.3 only). Off by
