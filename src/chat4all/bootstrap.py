@@ -259,9 +259,9 @@ async def open_media_store(
 
 async def housekeep(hub: Hub) -> None:
     """One round of the ``housekeeping`` role: forget idempotency keys, provider update ids and
-    stored live events older than ``CHAT4ALL_IDEMPOTENCY_HOURS``, and delete the unfinished uploads without a write
-    for ``CHAT4ALL_UPLOAD_TTL_HOURS`` (counted in ``chat4all_uploads_expired_total``). A failure
-    is logged and tried again next round."""
+    stored live events older than ``CHAT4ALL_IDEMPOTENCY_HOURS``, and delete the unfinished
+    uploads without a write for ``CHAT4ALL_UPLOAD_TTL_HOURS`` (counted in
+    ``chat4all_uploads_expired_total``). A failure is logged and tried again next round."""
     keep = hub.settings.IDEMPOTENCY_HOURS * 3600.0
     try:
         keys, updates = await hub.store.purge(time.time() - keep)
