@@ -123,9 +123,7 @@ async def test_a_telegram_webhook_call_is_checked_parsed_and_recorded(store: Sql
 
 
 async def test_without_a_secret_every_telegram_webhook_call_is_refused(store: SqlStore) -> None:
-    inbound = Inbound(
-        store, ACCOUNTS, {"telegram": TelegramReceiver("")}
-    )
+    inbound = Inbound(store, ACCOUNTS, {"telegram": TelegramReceiver("")})
     with pytest.raises(AuthError):
         await inbound.webhook("telegram", "bot", call(update(1, "x"), presented=""))
     # unset in the settings, the secret is a random one: no guess passes

@@ -111,16 +111,21 @@ class Announcer:
         data as stored: what a replay reads back)."""
         if not events:
             return
-        rows = [
-            {"tenant": t, "type": kind, "data": json.dumps(data, separators=_COMPACT), "at": at}
-            for t, kind, data, at in events
-        ]
-        ids = conn.execute(
-            live_events.insert().returning(live_events.c.id, sort_by_parameter_order=True), rows
-        ).scalars()
+        encoded = [json.dumps(data, separators=_COMPACT) for _, _, data, _ in events]
+        ids = (
+            conn.execute(
+                live_events.insert().returning(live_events.c.id, sort_by_parameter_order=True),
+                [
+                    {"tenant": t, "type": kind, "data": text, "at": at}
+                    for (t, kind, _, at), text in zip(events, encoded, strict=True)
+                ],
+            )
+            .scalars()
+            .all()
+        )
         if self.live is not None:
             stored = [
-                Event(i, row["tenant"], row["type"], json.loads(row["data"]), row["at"])
-                for i, row in zip(ids, rows, strict=True)
+                Event(i, t, kind, json.loads(text), at)
+                for i, (t, kind, _, at), text in zip(ids, events, encoded, strict=True)
             ]
             after_commit(conn, functools.partial(self.live, stored))
