@@ -118,3 +118,33 @@ async def test_long_polling_receives_updates_once_each(tmp_path: Path) -> None:
             page = await client.get(f"/v1/conversations/{items[0]['id']}/messages")
         assert [m["content"]["text"] for m in page.json()["items"]] == ["polled one", "polled two"]
         assert telegram_of(hub).updates == []  # the offset confirmed everything it stored
+
+
+async def test_sse_resumes_from_the_query_parameter_and_refuses_a_bad_last_event_id(
+    hub: Hub,
+) -> None:
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    webhook = f"{hub.url}/v1/channels/telegram/{SIMULATOR_ACCOUNT}/webhook"
+    for n in range(3):  # three stored events, nobody streaming
+        update = telegram_of(hub).update(900 + n, f"m{n}")
+        assert await telegram_of(hub).push(webhook, webhook_secret(hub), update) == 200
+    stored = await hub.store.events_after("default", 0, 10)
+    assert len(stored) == 3
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth, timeout=20) as client:
+        bad = await client.get("/v1/events", headers={"Last-Event-ID": "yesterday"})
+        assert bad.status_code == 422, bad.text
+        assert "Last-Event-ID" in bad.text
+        got: list[tuple[str, str]] = []
+        async with client.stream("GET", f"/v1/events?last_event_id={stored[0].id}") as stream:
+            assert stream.status_code == 200
+            async for line in stream.aiter_lines():
+                if line.startswith(("id: ", "event: ")):
+                    got.append((line.split(": ")[0], line.split(": ", 1)[1]))
+                if len(got) == 4:
+                    break
+    assert got == [
+        ("id", str(stored[1].id)),
+        ("event", "message.inbound"),
+        ("id", str(stored[2].id)),
+        ("event", "message.inbound"),
+    ]
