@@ -55,6 +55,7 @@ class RedisEventBus:
         self._outgoing: collections.deque[bytes] = collections.deque(maxlen=OUTGOING)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
         self.subscribed = asyncio.Event()
         """Set while the subscription is confirmed (tests wait for it)."""
         self.gaps = 0
@@ -63,6 +64,9 @@ class RedisEventBus:
     # ---- the port ------------------------------------------------------------------------------
 
     def publish(self, event: Event) -> None:
+        if self._closed:  # a commit during shutdown: its event is in the store
+            log.debug("live event %d not published: the bus is closed", event.id)
+            return
         self._start()
         payload = json.dumps(
             {"id": event.id, "type": event.type, "data": event.data, "at": event.at},
@@ -83,6 +87,9 @@ class RedisEventBus:
     # ---- the connection ------------------------------------------------------------------------
 
     async def close(self) -> None:
+        """Stop listening and publishing (what still waits to be published is dropped: it is
+        stored, and a stream that resumes from an earlier id replays it)."""
+        self._closed = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -94,7 +101,7 @@ class RedisEventBus:
             self._client = None
 
     def _start(self) -> None:
-        if self._tasks:
+        if self._tasks or self._closed:
             return
         self._client = redis.Redis.from_url(self._url)
         self._tasks = [
