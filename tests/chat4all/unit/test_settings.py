@@ -161,3 +161,13 @@ def test_the_s3_media_backend_is_checked_at_load_naming_the_setting() -> None:
     for said, values in refused.items():
         with pytest.raises(InvalidRequest, match=re.escape(said)):
             load_settings(None, **values)
+
+
+def test_a_redis_url_is_checked_at_load_without_showing_its_password() -> None:
+    assert load_settings(None, None, REDIS_URL=" redis://r:6379/0 ").REDIS_URL == "redis://r:6379/0"
+    assert load_settings(None, None).REDIS_URL == ""  # off: live events stay in the process
+    with pytest.raises(InvalidRequest, match="CHAT4ALL_REDIS_URL") as caught:
+        load_settings(None, None, REDIS_URL="http://user:s3cret@r:6379")
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(InvalidRequest, match="CHAT4ALL_REDIS_PREFIX"):
+        load_settings(None, None, REDIS_PREFIX="has space")
