@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -28,7 +26,7 @@ from chat4all.service_layer.events import (
     follow,
 )
 from tests.chat4all.live import Log, take
-from tests.services import answers, free_port
+from tests.services import Redis
 
 Pair = tuple[LiveEvents, LiveEvents]
 
@@ -125,35 +123,10 @@ async def test_a_slow_subscriber_is_dropped_with_one_overflow_event(pair: Pair) 
 # ---- Redis comes and goes -----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def private_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A Redis server of this test's own on ``port`` (stopped at the end)."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not answers("127.0.0.1", port):
-            assert process.poll() is None, "redis-server exited at start"
-            assert time.monotonic() < deadline, "redis-server did not answer in 10 s"
-            time.sleep(0.02)
-        yield process
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
 async def test_a_stream_misses_nothing_while_redis_restarts() -> None:
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}"
     log = Log()
-    with private_redis(port) as server:
-        async with redis_bus(url, "c:events") as a, redis_bus(url, "c:events") as b:
+    with Redis("unused://").server() as server:  # this test's own: it is stopped
+        async with redis_bus(server.url, "c:events") as a, redis_bus(server.url, "c:events") as b:
             stream = follow(a, log, "t", None)
             pending = asyncio.ensure_future(anext(stream))
             while not a.subscribers("t"):
@@ -161,16 +134,15 @@ async def test_a_stream_misses_nothing_while_redis_restarts() -> None:
             [first] = log.add(b, "t")
             assert await asyncio.wait_for(pending, 10) == first
             gaps = a.gaps
-            server.terminate()
-            server.wait(10)
+            await asyncio.to_thread(server.kill)
             while a.subscribed.is_set():  # the bus noticed
                 await asyncio.sleep(0.01)
             during = log.add(b, "t", 2)  # stored; their publication waits for Redis
             lost = log.add(None, "t", 2)  # stored by a process killed before it published
-            with private_redis(port):
-                got = await take(stream, 4)  # by the replay after the gap, or live: once each
-                assert sorted(e.id for e in got) == [e.id for e in during + lost]
-                assert a.gaps > gaps  # it resubscribed by itself, and said so
-                [after] = log.add(b, "t")
-                assert await take(stream, 1) == [after]
-                await stream.aclose()
+            await asyncio.to_thread(server.start)
+            got = await take(stream, 4)  # by the replay after the gap, or live: once each
+            assert sorted(e.id for e in got) == [e.id for e in during + lost]
+            assert a.gaps > gaps  # it resubscribed by itself, and said so
+            [after] = log.add(b, "t")
+            assert await take(stream, 1) == [after]
+            await stream.aclose()
