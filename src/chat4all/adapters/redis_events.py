@@ -24,6 +24,7 @@ import logging
 from typing import Any, Final
 
 import redis.asyncio as redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from chat4all.service_layer.events import Event, EventBus, Subscription
@@ -43,13 +44,17 @@ class RedisEventBus:
         *,
         channel: str = "chat4all:events",
         retry: float = 0.5,
+        ping: float = 5.0,
         local: EventBus | None = None,
     ) -> None:
         """``channel``: the Redis channel (one per hub; tests give each their own);
-        ``retry``: seconds between attempts to reach Redis again."""
+        ``retry``: seconds between attempts to reach Redis again; ``ping``: after that many
+        quiet seconds the subscription pings Redis, and one that has heard nothing (not even
+        the answer) for three times as long is taken as lost (a frozen server, a dead link)."""
         self._url = url
         self._channel = channel
         self._retry = retry
+        self._ping = ping
         self._local = local if local is not None else EventBus()
         self._client: redis.Redis | None = None
         self._outgoing: collections.deque[bytes] = collections.deque(maxlen=OUTGOING)
@@ -115,9 +120,8 @@ class RedisEventBus:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
-                async for message in pubsub.listen():
-                    self._received(message)
-            except (RedisError, OSError) as exc:
+                await self._read(pubsub)
+            except (RedisError, OSError, TimeoutError) as exc:
                 if self.subscribed.is_set():
                     log.warning("live events: Redis subscription lost (%s); reconnecting", exc)
                 self.subscribed.clear()
@@ -125,6 +129,19 @@ class RedisEventBus:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(self._retry)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=self._ping)
+            if message is not None:
+                heard = loop.time()
+                self._received(message)
+            elif loop.time() - heard > 3 * self._ping:
+                raise TimeoutError(f"nothing heard from Redis for {loop.time() - heard:.0f} s")
+            else:
+                await asyncio.wait_for(pubsub.ping(), self._ping)  # its answer is a message
 
     def _received(self, message: dict[str, Any]) -> None:
         if message["type"] == "subscribe":

@@ -40,8 +40,8 @@ async def ready(bus: LiveEvents) -> None:
 
 
 @contextlib.asynccontextmanager
-async def redis_bus(url: str, channel: str) -> AsyncIterator[RedisEventBus]:
-    bus = RedisEventBus(url, channel=channel, retry=0.05)
+async def redis_bus(url: str, channel: str, ping: float = 5.0) -> AsyncIterator[RedisEventBus]:
+    bus = RedisEventBus(url, channel=channel, retry=0.05, ping=ping)
     try:
         await ready(bus)
         yield bus
@@ -143,6 +143,34 @@ async def test_a_stream_misses_nothing_while_redis_restarts() -> None:
             got = await take(stream, 4)  # by the replay after the gap, or live: once each
             assert sorted(e.id for e in got) == [e.id for e in during + lost]
             assert a.gaps > gaps  # it resubscribed by itself, and said so
+            [after] = log.add(b, "t")
+            assert await take(stream, 1) == [after]
+            await stream.aclose()
+
+
+async def test_a_frozen_redis_is_noticed_and_the_stream_catches_up() -> None:
+    log = Log()
+    with Redis("unused://").server() as server:  # this test's own: it is frozen
+        async with (
+            redis_bus(server.url, "f:events", ping=0.1) as a,
+            redis_bus(server.url, "f:events", ping=0.1) as b,
+        ):
+            stream = follow(a, log, "t", None)
+            pending = asyncio.ensure_future(anext(stream))
+            while not a.subscribers("t"):
+                await asyncio.sleep(0.01)
+            [first] = log.add(b, "t")
+            assert await asyncio.wait_for(pending, 10) == first
+            server.freeze()  # no error, no closed socket: only silence
+            try:
+                deadline = time.monotonic() + 10
+                while a.subscribed.is_set():  # its pings go unanswered
+                    assert time.monotonic() < deadline, "a frozen Redis went unnoticed"
+                    await asyncio.sleep(0.01)
+                lost = log.add(None, "t", 2)  # stored meanwhile, never published
+            finally:
+                server.thaw()
+            assert await take(stream, 2) == lost
             [after] = log.add(b, "t")
             assert await take(stream, 1) == [after]
             await stream.aclose()
