@@ -7,7 +7,8 @@ streams cost one Redis connection, not 10,000. A message is ``tenant`` NUL ``jso
 event of a tenant nobody here listens to is dropped without being decoded.
 
 Redis pub/sub keeps nothing: what is published while a subscriber is disconnected is lost to
-it. So the bus reconnects by itself, and each time its subscription is (re)confirmed it tells
+it. So the bus reconnects by itself (it pings a quiet Redis: silence counts as a loss too), and
+each time its subscription is (re)confirmed it tells
 its streams (a ``gap`` event): they replay from the store after the last id they sent
 (:func:`~chat4all.service_layer.events.follow`). Publishing waits in a bounded queue while
 Redis is away and goes out once it is back (``QUEUE`` events; older ones are dropped, and
