@@ -8,11 +8,11 @@ event of a tenant nobody here listens to is dropped without being decoded.
 
 Redis pub/sub keeps nothing: what is published while a subscriber is disconnected is lost to
 it. So the bus reconnects by itself (it pings a quiet Redis: silence counts as a loss too), and
-each time its subscription is (re)confirmed it tells
-its streams (a ``gap`` event): they replay from the store after the last id they sent
-(:func:`~chat4all.service_layer.events.follow`). Publishing waits in a bounded queue while
-Redis is away and goes out once it is back (``QUEUE`` events; older ones are dropped, and
-recovered by the same replay).
+each time its subscription is (re)confirmed it tells its streams (a ``gap`` event): they replay
+from the store after the last id they sent (:func:`~chat4all.service_layer.events.follow`).
+Publishing waits in a bounded queue while Redis is away and goes out once it is back (at most
+:data:`OUTGOING` events; past that the oldest are dropped, with a warning: they stay in the
+store, for a stream that resumes from an earlier id).
 """
 
 from __future__ import annotations
