@@ -274,7 +274,11 @@ class SqlStore:
 
     async def events_kept(self) -> tuple[int, int]:
         """The oldest and newest stored live event ids (``(0, 0)``: none)."""
-        query = sa.select(sa.func.min(live_events.c.id), sa.func.max(live_events.c.id))
+        # two subqueries: SQLite reads one end of the index for a lone min() or max() only
+        query = sa.select(
+            sa.select(sa.func.min(live_events.c.id)).scalar_subquery(),
+            sa.select(sa.func.max(live_events.c.id)).scalar_subquery(),
+        )
         async with self.db.engine.connect() as conn:
             first, last = (await conn.execute(query)).one()
         return int(first or 0), int(last or 0)
