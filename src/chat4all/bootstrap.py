@@ -1,8 +1,9 @@
 """The composition root: settings in, a wired hub out (:func:`build_hub`), and its roles run.
 
-:func:`build_hub` wires everything (store, use cases, connectors, bus, rate limiter, wake-up,
-status publisher, metrics, tracer, workers) and opens no socket and starts no task: it only
-opens the database. :func:`run_roles` starts some of its roles under the hub's
+:func:`build_hub` wires everything (store, use cases, connectors, bus, rate limiter and
+idempotency cache (:func:`shared_state`), wake-up, status publisher, metrics, tracer, workers)
+and opens no socket and starts no task: it only opens the database (and a Redis client, which
+connects on first use). :func:`run_roles` starts some of its roles under the hub's
 :class:`~chat4all.service_layer.supervisor.Supervisor`:
 
 - ``simulator``: the channels' simulators (on the embedded default: no account configured);
@@ -36,7 +37,6 @@ from prometheus_client import CollectorRegistry
 from typing_extensions import Unpack
 
 from chat4all.adapters.channels.runtime import Channels, build_channels
-from chat4all.adapters.redis_events import RedisEventBus
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
@@ -60,6 +60,7 @@ from chat4all.service_layer.channel_accounts import ChannelAccounts
 from chat4all.service_layer.dead_letters import DeadLetters
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
 from chat4all.service_layer.events import EventBus, LiveEvents, LiveStreams
+from chat4all.service_layer.idempotency import CachedReplays, IdempotencyCache, NoIdempotencyCache
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.media_links import MediaLinks
@@ -86,6 +87,7 @@ __all__ = [
     "running_hub",
     "open_store",
     "open_media_store",
+    "shared_state",
     "reload_settings",
     "SIMULATOR_ACCOUNT",
 ]
@@ -257,6 +259,66 @@ async def open_media_store(
     return bucket
 
 
+async def shared_state(
+    settings: Settings, metrics: HubMetrics, stack: contextlib.AsyncExitStack
+) -> tuple[RateLimiter, IdempotencyCache]:
+    """The rate limiter and the idempotency replays' cache: in this process alone on the
+    embedded default, shared by every process through Redis with ``CHAT4ALL_REDIS_URL`` (its
+    client closed with ``stack``). :class:`InvalidRequest` when the ``redis`` package is
+    missing."""
+    if not settings.REDIS_URL:
+        local = LocalRateLimiter(
+            settings.RATE_PER_KEY, settings.RATE_GLOBAL, per_tenant=settings.RATE_PER_TENANT
+        )
+        return local, NoIdempotencyCache()
+    try:
+        from chat4all.adapters import redis_state  # noqa: PLC0415 - only with REDIS_URL
+    except ImportError:
+        raise InvalidRequest(
+            "CHAT4ALL_REDIS_URL needs the redis package, not installed here: "
+            "pip install 'tgstream-chat4all[chat4all]', or leave CHAT4ALL_REDIS_URL empty",
+            field="CHAT4ALL_REDIS_URL",
+        ) from None
+    prefix = settings.REDIS_PREFIX
+    client = redis_state.redis_client(settings.REDIS_URL, settings.REDIS_TIMEOUT, name=prefix)
+    stack.push_async_callback(client.aclose)
+    limiter = redis_state.RedisRateLimiter(
+        client,
+        prefix,
+        per_key=settings.RATE_PER_KEY,
+        per_tenant=settings.RATE_PER_TENANT,
+        global_=settings.RATE_GLOBAL,
+        unavailable=metrics.rate_limiter_unavailable.inc,
+    )
+    cache = redis_state.RedisIdempotencyCache(
+        client, prefix, unavailable=metrics.idempotency_cache_unavailable.inc
+    )
+    log.info(
+        "rate limits and idempotent replays are shared through Redis at %s (keys under %r)",
+        settings.redis_shown,
+        prefix,
+    )
+    return limiter, cache
+
+
+def live_events(settings: Settings, stack: contextlib.AsyncExitStack) -> LiveEvents:
+    """The live event bus: in this process on the embedded default, across every process
+    through Redis pub/sub with ``CHAT4ALL_REDIS_URL`` (channel ``<CHAT4ALL_REDIS_PREFIX>events``,
+    closed with ``stack``; it connects at its first use)."""
+    if not settings.REDIS_URL:
+        return EventBus()
+    from chat4all.adapters.redis_events import RedisEventBus  # noqa: PLC0415 - only with Redis
+
+    bus = RedisEventBus(
+        settings.REDIS_URL,
+        channel=f"{settings.REDIS_PREFIX}events",
+        name=f"{settings.REDIS_PREFIX}events",
+        connect_timeout=settings.REDIS_TIMEOUT,
+    )
+    stack.push_async_callback(bus.close)
+    return bus
+
+
 async def housekeep(hub: Hub) -> None:
     """One round of the ``housekeeping`` role: forget idempotency keys, provider update ids and
     stored live events older than ``CHAT4ALL_IDEMPOTENCY_HOURS``, and delete the unfinished
@@ -329,16 +391,11 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         connectors = overrides.get("connectors", channels.connectors)
 
         metrics = HubMetrics(CollectorRegistry())
-        bus: LiveEvents = EventBus()
-        if settings.REDIS_URL:
-            bus = redis_bus = RedisEventBus(
-                settings.REDIS_URL, channel=f"{settings.REDIS_PREFIX}events"
-            )
-            stack.push_async_callback(redis_bus.close)
+        bus = live_events(settings, stack)
         publisher = StatusPublisher(bus)
         store.announcer.live = publisher.committed  # stored events, after their commit
         wakeup = LocalWakeup()
-        limiter = LocalRateLimiter(settings.RATE_PER_KEY, settings.RATE_GLOBAL)
+        limiter, replays = await shared_state(settings, metrics, stack)
         targets = TargetPolicy(settings.WEBHOOK_ALLOW_PRIVATE, overrides.get("resolver", resolve))
         dispatcher = Dispatcher(
             store,
@@ -360,7 +417,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         access = Access(keys, audit, limiter=limiter)
         tenants = Tenants(SqlTenantSettings(store), media.links, audit=audit)
         messages = Messages(
-            store,
+            CachedReplays(store, replays, settings.IDEMPOTENCY_HOURS * 3600.0),
             tracer=tracer,
             accounts=accounts,
             media=media_store,

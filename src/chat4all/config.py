@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from pydantic import (
@@ -49,12 +50,6 @@ class Settings(BaseSettings):
 
     DATABASE_URL: str = ""
     """SQLAlchemy URL; empty: SQLite in DATA_DIR (the embedded default)."""
-    REDIS_URL: str = ""
-    """Redis URL (empty: off), e.g. ``redis://redis:6379/0``: live events reach the SSE and gRPC
-    streams of every API process through it (one subscription per process)."""
-    REDIS_PREFIX: str = Field(default="chat4all:", pattern=r"^[A-Za-z0-9:_.-]{0,64}$")
-    """What every Redis key and channel of this hub starts with (hubs sharing one Redis each
-    have their own)."""
     SQLITE_BUSY_MS: int = Field(default=5000, ge=100, le=600_000)
     """SQLite only: how long a write waits for another writer's lock before the request is
     answered 503 (retry) instead."""
@@ -71,8 +66,24 @@ class Settings(BaseSettings):
     """Where the simulators are served, each under /<channel>."""
     RATE_PER_KEY: int = Field(default=100, ge=0, le=1_000_000)
     """Requests a minute per API key (token bucket, bursts up to that); 0 turns it off."""
+    RATE_PER_TENANT: int = Field(default=0, ge=0, le=100_000_000)
+    """Requests a minute for all keys of one tenant together (bursts up to that); 0 turns it
+    off."""
     RATE_GLOBAL: int = Field(default=0, ge=0, le=100_000_000)
     """Requests a minute for all keys together; 0 turns it off."""
+    REDIS_URL: str = ""
+    """The Redis every API process shares (``redis://[:password@]host:6379/0``, ``rediss://``
+    for TLS, ``unix:///path``): the rate limits are kept there (across processes, not per
+    process), completed Idempotency-Keys' answers are cached there, and live events reach the
+    SSE and gRPC streams of every API process through it (one subscription per process).
+    Empty: none of these (each process limits on its own, and its streams see only the events
+    of the changes it made; the embedded default)."""
+    REDIS_PREFIX: str = "chat4all:"
+    """The start of every key the hub keeps in Redis, and of its live events' channel (several
+    hubs can share one Redis)."""
+    REDIS_TIMEOUT: float = Field(default=0.5, gt=0, le=30)
+    """Seconds to connect to Redis, for it to answer, or to wait for a free connection; past
+    it the request goes on without Redis (see the operations manual, "Rate limits")."""
     IDEMPOTENCY_HOURS: int = Field(default=24, ge=24, le=24 * 366)
     """How long an Idempotency-Key (and a provider's update id, and a stored live event a stream
     can resume from) is remembered; at least 24."""
@@ -149,22 +160,31 @@ class Settings(BaseSettings):
     def _unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                "not a Redis URL: give redis://host:6379/0 (rediss:// for TLS, unix:///path for "
+                "a socket), or leave it empty for no Redis"
+            )
+        return value
+
+    @field_validator("REDIS_PREFIX")
+    @classmethod
+    def _redis_prefix(cls, value: str) -> str:
+        if not 1 <= len(value) <= 64 or any(ord(c) <= 32 or ord(c) == 127 for c in value):
+            raise ValueError(
+                "a key prefix is 1 to 64 printable characters without spaces (e.g. chat4all:)"
+            )
+        return value
+
     @field_validator("MEDIA_LINK_SECRET")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("the media link secret must be at least 16 characters")
-        return value
-
-    @field_validator("REDIS_URL")
-    @classmethod
-    def _redis(cls, value: str) -> str:
-        value = value.strip()
-        if value and not re.fullmatch(r"(rediss?|unix)://\S+", value):
-            raise ValueError(
-                f"{value.split('@')[-1]!r} is not a Redis URL (redis://host:6379/0, rediss:// "
-                "for TLS, unix:///path); leave it empty to keep live events in this process"
-            )
         return value
 
     @field_validator("S3_ENDPOINT_URL")
@@ -230,6 +250,15 @@ class Settings(BaseSettings):
         return sa.make_url(self.database_url).render_as_string(hide_password=True)
 
     @property
+    def redis_shown(self) -> str:
+        """The Redis URL without its password, for logs and errors."""
+        parts = urlsplit(self.REDIS_URL)
+        if parts.password is None:
+            return self.REDIS_URL
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+
+    @property
     def media_dir(self) -> Path:
         """Where uploads are kept (``MEDIA_DIR``, else DATA_DIR/media)."""
         return self.MEDIA_DIR if self.MEDIA_DIR is not None else self.DATA_DIR / "media"
@@ -253,6 +282,9 @@ class Settings(BaseSettings):
             for secret in (self.MEDIA_LINK_SECRET, self.S3_SECRET_ACCESS_KEY)
             if secret is not None
         ]
+        redis_password = urlsplit(self.REDIS_URL).password
+        if redis_password:
+            own.append(redis_password)
         return own + [s for c in self._channels.values() for s in c.settings.secrets()]
 
 

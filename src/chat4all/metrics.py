@@ -105,6 +105,17 @@ class HubMetrics:
             ["channel", "account"],
             registry=registry,
         )
+        self.rate_limiter_unavailable = Counter(
+            "chat4all_rate_limiter_unavailable",
+            "Requests whose rate limits this process decided alone because Redis did not answer "
+            "(CHAT4ALL_REDIS_URL): meanwhile each process grants the full limits.",
+            registry=registry,
+        )
+        self.idempotency_cache_unavailable = Counter(
+            "chat4all_idempotency_cache_unavailable",
+            "Idempotency-Key lookups the database answered because Redis did not.",
+            registry=registry,
+        )
         self._open: set[str] = set()
 
     # ---- DispatchEvents ----

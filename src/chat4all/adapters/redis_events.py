@@ -44,15 +44,20 @@ class RedisEventBus:
         url: str,
         *,
         channel: str = "chat4all:events",
+        name: str | None = None,
+        connect_timeout: float = 5.0,
         retry: float = 0.5,
         ping: float = 5.0,
         local: EventBus | None = None,
     ) -> None:
-        """``channel``: the Redis channel (one per hub; tests give each their own);
+        """``channel``: the Redis channel (one per hub; tests give each their own); ``name``:
+        its connections' name (``CLIENT LIST``); ``connect_timeout``: seconds to connect;
         ``retry``: seconds between attempts to reach Redis again; ``ping``: after that many
         quiet seconds the subscription pings Redis, and one that has heard nothing (not even
         the answer) for three times as long is taken as lost (a frozen server, a dead link)."""
         self._url = url
+        self._name = name
+        self._connect_timeout = connect_timeout
         self._channel = channel
         self._retry = retry
         self._ping = ping
@@ -109,7 +114,11 @@ class RedisEventBus:
     def _start(self) -> None:
         if self._tasks or self._closed:
             return
-        self._client = redis.Redis.from_url(self._url)
+        # a client of its own, not the rate limiter's: the subscription waits on its socket for
+        # as long as nothing is published (no read timeout; the pings find a silent Redis)
+        self._client = redis.Redis.from_url(
+            self._url, client_name=self._name, socket_connect_timeout=self._connect_timeout
+        )
         self._tasks = [
             asyncio.create_task(self._listen(), name="redis-events-listen"),
             asyncio.create_task(self._send(), name="redis-events-send"),
@@ -167,9 +176,9 @@ class RedisEventBus:
             self._wake.clear()
             while self._outgoing:
                 payload = self._outgoing.popleft()
-                try:
-                    await self._client.publish(self._channel, payload)
-                except (RedisError, OSError) as exc:
+                try:  # a silent Redis holds no publication longer than a ping's wait
+                    await asyncio.wait_for(self._client.publish(self._channel, payload), self._ping)
+                except (RedisError, OSError, TimeoutError) as exc:
                     self._outgoing.appendleft(payload)
                     log.warning("live events: cannot publish to Redis (%s); trying again", exc)
                     await asyncio.sleep(self._retry)

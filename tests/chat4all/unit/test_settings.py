@@ -163,11 +163,27 @@ def test_the_s3_media_backend_is_checked_at_load_naming_the_setting() -> None:
             load_settings(None, **values)
 
 
-def test_a_redis_url_is_checked_at_load_without_showing_its_password() -> None:
-    assert load_settings(None, None, REDIS_URL=" redis://r:6379/0 ").REDIS_URL == "redis://r:6379/0"
-    assert load_settings(None, None).REDIS_URL == ""  # off: live events stay in the process
-    with pytest.raises(InvalidRequest, match="CHAT4ALL_REDIS_URL") as caught:
-        load_settings(None, None, REDIS_URL="http://user:s3cret@r:6379")
-    assert "s3cret" not in str(caught.value)
-    with pytest.raises(InvalidRequest, match="CHAT4ALL_REDIS_PREFIX"):
-        load_settings(None, None, REDIS_PREFIX="has space")
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("REDIS_URL", "http://redis:6379", "not a Redis URL"),
+        ("REDIS_URL", "127.0.0.1:6379", "not a Redis URL"),
+        ("REDIS_PREFIX", "", "1 to 64 printable characters"),
+        ("REDIS_PREFIX", "chat 4all:", "without spaces"),
+        ("REDIS_TIMEOUT", "0", "greater than 0"),
+        ("RATE_PER_TENANT", "-1", "greater than or equal to 0"),
+    ],
+)
+def test_a_bad_redis_or_rate_setting_names_its_key(key: str, value: str, says: str) -> None:
+    with pytest.raises(InvalidRequest, match=says) as caught:
+        load_settings(None, **{key: value})
+    assert caught.value.field == f"CHAT4ALL_{key}"
+
+
+def test_the_redis_password_is_a_secret_never_shown() -> None:
+    settings = load_settings(None, REDIS_URL="redis://:s3cr3t-pass@redis.internal:6379/2")
+    assert settings.redis_shown == "redis://:***@redis.internal:6379/2"
+    assert "s3cr3t-pass" in settings.secrets()
+    plain = load_settings(None, REDIS_URL="rediss://redis.internal:6380/0")
+    assert plain.redis_shown == "rediss://redis.internal:6380/0"
+    assert load_settings(None).REDIS_URL == ""  # off by default: the embedded hub needs none
