@@ -13,8 +13,8 @@ connects on first use). :func:`run_roles` starts some of its roles under the hub
 - ``pollers``: the channels' pollers (those their settings ask for);
 - ``relay``: with ``CHAT4ALL_NATS_URL``, the outbox relayed to the partitioned log
   (:class:`~chat4all.service_layer.relay.Relay`; nothing to do without it);
-- ``housekeeping``: the hourly purge of old idempotency keys and update ids, and of unfinished
-  uploads past their time to live (:func:`housekeep`).
+- ``housekeeping``: the hourly purge of old idempotency keys, update ids and live events, and of
+  unfinished uploads past their time to live (:func:`housekeep`).
 
 :func:`running_hub` is ``chat4all serve``: all of them in one process. Tests inject fakes through
 the overrides of :func:`build_hub` (a tracer, a clock, connectors, an httpx transport for
@@ -64,7 +64,7 @@ from chat4all.service_layer.actions import Actions
 from chat4all.service_layer.channel_accounts import ChannelAccounts
 from chat4all.service_layer.dead_letters import DeadLetters
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
-from chat4all.service_layer.events import EventBus, LiveEvents
+from chat4all.service_layer.events import EventBus, LiveEvents, LiveStreams
 from chat4all.service_layer.idempotency import CachedReplays, IdempotencyCache, NoIdempotencyCache
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.log_dispatch import LogQueue, PartitionOwner
@@ -295,7 +295,6 @@ async def open_log(
     worker: str,
     clock: Callable[[], float],
     metrics: HubMetrics,
-    publisher: StatusPublisher,
 ) -> PartitionedLog | None:
     """The partitioned log of ``settings`` (``None`` without ``CHAT4ALL_NATS_URL``): the NATS
     connection (closed with ``stack``), the stream and its consumers made ready, the wake-ups
@@ -337,7 +336,7 @@ async def open_log(
         events=metrics,
         clock=clock,
     )
-    queue = LogQueue(store, log_, owner, relay_wakeup.wake, metrics, publisher)
+    queue = LogQueue(store, log_, owner, relay_wakeup.wake, metrics)
     return PartitionedLog(log_, relay, queue, owner, relay_wakeup, workers_wakeup)
 
 
@@ -383,11 +382,29 @@ async def shared_state(
     return limiter, cache
 
 
+def live_events(settings: Settings, stack: contextlib.AsyncExitStack) -> LiveEvents:
+    """The live event bus: in this process on the embedded default, across every process
+    through Redis pub/sub with ``CHAT4ALL_REDIS_URL`` (channel ``<CHAT4ALL_REDIS_PREFIX>events``,
+    closed with ``stack``; it connects at its first use)."""
+    if not settings.REDIS_URL:
+        return EventBus()
+    from chat4all.adapters.redis_events import RedisEventBus  # noqa: PLC0415 - only with Redis
+
+    bus = RedisEventBus(
+        settings.REDIS_URL,
+        channel=f"{settings.REDIS_PREFIX}events",
+        name=f"{settings.REDIS_PREFIX}events",
+        connect_timeout=settings.REDIS_TIMEOUT,
+    )
+    stack.push_async_callback(bus.close)
+    return bus
+
+
 async def housekeep(hub: Hub) -> None:
-    """One round of the ``housekeeping`` role: forget idempotency keys and provider update ids
-    older than ``CHAT4ALL_IDEMPOTENCY_HOURS``, and delete the unfinished uploads without a write
-    for ``CHAT4ALL_UPLOAD_TTL_HOURS`` (counted in ``chat4all_uploads_expired_total``). A failure
-    is logged and tried again next round."""
+    """One round of the ``housekeeping`` role: forget idempotency keys, provider update ids and
+    stored live events older than ``CHAT4ALL_IDEMPOTENCY_HOURS``, and delete the unfinished
+    uploads without a write for ``CHAT4ALL_UPLOAD_TTL_HOURS`` (counted in
+    ``chat4all_uploads_expired_total``). A failure is logged and tried again next round."""
     keep = hub.settings.IDEMPOTENCY_HOURS * 3600.0
     try:
         keys, updates = await hub.store.purge(time.time() - keep)
@@ -455,10 +472,11 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         connectors = overrides.get("connectors", channels.connectors)
 
         metrics = HubMetrics(CollectorRegistry())
-        bus = EventBus()
+        bus = live_events(settings, stack)
         publisher = StatusPublisher(bus)
+        store.announcer.live = publisher.committed  # stored events, after their commit
         worker = worker_id()
-        log_ = await open_log(settings, store, stack, worker, clock, metrics, publisher)
+        log_ = await open_log(settings, store, stack, worker, clock, metrics)
         # with the log: accepts wake the relay, the relay wakes the workers
         wakeup: Wakeup = log_.relay_wakeup if log_ is not None else LocalWakeup()
         limiter, replays = await shared_state(settings, metrics, stack)
@@ -469,7 +487,6 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS, lease=settings.OUTBOX_LEASE),
             events=metrics,
             clock=clock,
-            publisher=publisher,
             tracer=tracer,
             wakeup=log_.workers_wakeup if log_ is not None else wakeup,
             worker=worker,
@@ -495,7 +512,6 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         )
         inbound = Inbound(
             store,
-            publisher,
             accounts,
             channels.receivers,
             clock=clock,
@@ -534,7 +550,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
                 dead_letters=DeadLetters(store, wakeup.wake),
                 subscriptions=subscriptions,
                 inbound=inbound,
-                bus=bus,
+                events=LiveStreams(bus, store),
                 media=media,
                 actions=Actions(store, connectors, channels.limits),
                 tenants=tenants,

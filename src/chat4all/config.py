@@ -74,15 +74,19 @@ class Settings(BaseSettings):
     REDIS_URL: str = ""
     """The Redis every API process shares (``redis://[:password@]host:6379/0``, ``rediss://``
     for TLS, ``unix:///path``): the rate limits are kept there (across processes, not per
-    process), and completed Idempotency-Keys' answers are cached there. Empty: neither (each
-    process limits on its own; the embedded default)."""
+    process), completed Idempotency-Keys' answers are cached there, and live events reach the
+    SSE and gRPC streams of every API process through it (one subscription per process).
+    Empty: none of these (each process limits on its own, and its streams see only the events
+    of the changes it made; the embedded default)."""
     REDIS_PREFIX: str = "chat4all:"
-    """The start of every key the hub keeps in Redis (several hubs can share one Redis)."""
+    """The start of every key the hub keeps in Redis, and of its live events' channel (several
+    hubs can share one Redis)."""
     REDIS_TIMEOUT: float = Field(default=0.5, gt=0, le=30)
     """Seconds to connect to Redis, for it to answer, or to wait for a free connection; past
     it the request goes on without Redis (see the operations manual, "Rate limits")."""
     IDEMPOTENCY_HOURS: int = Field(default=24, ge=24, le=24 * 366)
-    """How long an Idempotency-Key (and a provider's update id) is remembered; at least 24."""
+    """How long an Idempotency-Key (and a provider's update id, and a stored live event a stream
+    can resume from) is remembered; at least 24."""
     MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
     TLS_CERT_FILE: FilePath | None = None
     """PEM certificate chain: with TLS_KEY_FILE, both APIs serve TLS (REST: 1.3 only). Off by

@@ -30,7 +30,6 @@ from chat4all.domain.lease import worker_id
 from chat4all.domain.model import Message
 from chat4all.ports import LogEntry, MessageLog, OutboxItem, PartitionLeases
 from chat4all.service_layer.relay import LogEvents, NullLogEvents
-from chat4all.service_layer.status import StatusPublisher
 from opskit.lifecycle import sleep_or_stop
 
 __all__ = ["PartitionOwner", "LogQueue", "LogOutbox"]
@@ -130,8 +129,8 @@ class LogQueue:
     relay_wake: Callable[[], None]
     """Rung after each recorded outcome: the conversation's next message is a head now."""
     events: LogEvents = field(default_factory=NullLogEvents)
-    publisher: StatusPublisher | None = None
-    """Told of each message dead-lettered here (``failed``), once committed."""
+    """Told how many messages were dead-lettered here (their ``failed`` is announced by the
+    store, with the change)."""
     _entries: dict[str, LogEntry] = field(default_factory=dict)
 
     async def recover(self, now: float) -> int:
@@ -181,9 +180,6 @@ class LogQueue:
                 len(dead),
                 [m.id for m in dead],
             )
-            for message in dead:
-                if self.publisher is not None:
-                    self.publisher.status(message, "failed", reason)
             self.relay_wake()
         wanted = [i for i in entries if i not in last]
         items, later = await self.store.claim_ids(now, wanted, worker=worker, lease=lease)

@@ -11,6 +11,7 @@ from chat4all.adapters.log.memory import MemoryLog
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.model import Content, DeliveryStatus, Message
 from chat4all.ports import SendRequest
+from chat4all.service_layer.events import Event
 from chat4all.service_layer.log_dispatch import LogQueue, PartitionOwner
 from chat4all.service_layer.relay import Relay
 from chat4all.service_layer.status import StatusPublisher
@@ -35,8 +36,8 @@ class Bus:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, dict[str, Any]]] = []
 
-    def publish(self, tenant: str, type_: str, data: dict[str, Any]) -> None:
-        self.events.append((tenant, type_, data))
+    def publish(self, event: Event) -> None:
+        self.events.append((event.tenant, event.type, event.data))
 
 
 class AllPartitions:
@@ -66,6 +67,7 @@ class Rig:
             clock=self.clock,
         )
         self.bus = Bus()
+        self.store.announcer.live = StatusPublisher(self.bus).committed  # type: ignore[arg-type]
 
     async def queue(self, worker: str) -> LogQueue:
         owner = PartitionOwner(AllPartitions(), 2, lease=1e9, worker=worker, clock=self.clock)
@@ -75,7 +77,6 @@ class Rig:
             self.log,
             owner,
             lambda: self.wakes.append("relay"),
-            publisher=StatusPublisher(self.bus),  # type: ignore[arg-type]
         )
 
     async def accept(self, text: str, recipient: str = "42") -> Message:

@@ -14,6 +14,7 @@ __all__ = [
     "conversations",
     "messages",
     "status_events",
+    "live_events",
     "outbox",
     "inbound_updates",
     "idempotency",
@@ -70,6 +71,24 @@ status_events = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("detail", sa.Text),
+)
+live_events = sa.Table(
+    "live_events",
+    metadata,
+    # the event's id on every process (SSE ``id:``, gRPC resume token): ordered, durable;
+    # 64 bits on PostgreSQL (billions of events), SQLite's rowid there
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("live_events_replay", "tenant", "id"),  # a tenant's events after a given id
+    sa.Index("live_events_at", "at"),  # retention
 )
 outbox = sa.Table(
     "outbox",

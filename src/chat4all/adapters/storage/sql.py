@@ -5,8 +5,8 @@ processes): one object composed of the parts, each a module of its own.
   thread and checkpointer); :mod:`.group_commit`: concurrent writes in one transaction;
 - :mod:`.messages`: accepting and reading messages, idempotency; :mod:`.outbox`: claims with
   leases, outcomes, dead letters; :mod:`.inbound`: received messages and receipts;
-  :mod:`.status`: status events and their announcement; :mod:`.retention`: purging old records;
-  :mod:`.rows`: rows <-> value objects.
+  :mod:`.status`: status events and their announcement (stored live events);
+  :mod:`.retention`: purging old records; :mod:`.rows`: rows <-> value objects.
 
 Accepts and delivery records share a group commit: concurrent ones are written in one
 transaction (one fsync for many), and each caller returns only after its own commit, so once
@@ -16,6 +16,7 @@ transaction (one fsync for many), and each caller returns only after its own com
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -27,7 +28,7 @@ from chat4all.adapters.storage.inbound import InboundLog, Outcome
 from chat4all.adapters.storage.messages import ConversationKey, Job, MessageLog
 from chat4all.adapters.storage.outbox import Sent, SqlOutbox
 from chat4all.adapters.storage.retention import Retention
-from chat4all.adapters.storage.schema import metadata
+from chat4all.adapters.storage.schema import live_events, metadata
 from chat4all.adapters.storage.status import Announcer, Fanout
 from chat4all.domain.model import Content, Conversation, DeliveryStatus, Message
 from chat4all.ports import (
@@ -39,6 +40,7 @@ from chat4all.ports import (
     Pending,
     SendRequest,
 )
+from chat4all.service_layer.events import Event
 
 __all__ = ["SqlStore", "Fanout", "metadata", "sqlite_url"]
 
@@ -263,3 +265,28 @@ class SqlStore:
 
     async def purge(self, older_than: float, batch: int = 1000) -> tuple[int, int]:
         return await self.retention.purge(older_than, batch)
+
+    # ---- live events ---------------------------------------------------------------------------
+
+    async def events_after(self, tenant: str, after: int, limit: int) -> list[Event]:
+        """``tenant``'s stored live events with an id above ``after``, in id order."""
+        query = (
+            sa.select(live_events)
+            .where(live_events.c.tenant == tenant, live_events.c.id > after)
+            .order_by(live_events.c.id)
+            .limit(limit)
+        )
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Event(r.id, r.tenant, r.type, json.loads(r.data), r.at) for r in rows]
+
+    async def events_kept(self) -> tuple[int, int]:
+        """The oldest and newest stored live event ids (``(0, 0)``: none)."""
+        # two subqueries: SQLite reads one end of the index for a lone min() or max() only
+        query = sa.select(
+            sa.select(sa.func.min(live_events.c.id)).scalar_subquery(),
+            sa.select(sa.func.max(live_events.c.id)).scalar_subquery(),
+        )
+        async with self.db.engine.connect() as conn:
+            first, last = (await conn.execute(query)).one()
+        return int(first or 0), int(last or 0)
