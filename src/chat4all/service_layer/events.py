@@ -12,6 +12,11 @@ A stream is :func:`follow`: it subscribes first, then replays from the store wha
 missed (the events after the id it names: SSE ``Last-Event-ID``, gRPC ``resume_token``), then
 goes live, skipping what the replay already gave (no gap and no duplicate at the seam). When the
 bus may have lost events (Redis came back) the stream replays again from the last id it sent.
+On PostgreSQL ids are taken before their transactions commit, so a lower id may commit after a
+higher one a client already has: a replay there starts at the events stored up to ``SETTLE``
+seconds (:mod:`chat4all.adapters.storage.sql`) before the id it resumes from
+(:meth:`EventLog.replay_from`). A stream skips what it sent itself; a client that reconnects
+may get events it has (same ids) and drops them, as it drops a webhook delivered twice.
 An id older than the store keeps (retention) gets a ``reset`` event: re-read through the list
 endpoints. Each subscriber has a bounded queue; one that falls behind by more than ``QUEUE``
 events gets an ``overflow`` event and the stream ends (reconnecting with the last id replays
@@ -121,6 +126,12 @@ class EventLog(Protocol):
         """``(first, last)``: the oldest and newest stored event ids (``(0, 0)``: none)."""
         ...
 
+    async def replay_from(self, tenant: str, after: int) -> int:
+        """Where a replay after the id ``after`` starts so that it misses nothing: ``after``
+        itself where ids are given in commit order; lower where a transaction may commit after
+        one that took a higher id (the events in between are sent again)."""
+        ...
+
 
 @dataclass
 class EventBus:
@@ -204,12 +215,14 @@ async def follow(
         while True:
             if replay:
                 replay = False
+                cursor = await store.replay_from(tenant, last)
                 while True:
-                    batch = await store.events_after(tenant, last, REPLAY_BATCH)
+                    batch = await store.events_after(tenant, cursor, REPLAY_BATCH)
                     for event in batch:
                         if event.id not in remembered:
                             _remember(sent, remembered, event.id)
                             yield event
+                        cursor = event.id
                         last = max(last, event.id)
                     if len(batch) < REPLAY_BATCH:
                         break

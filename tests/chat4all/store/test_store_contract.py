@@ -626,6 +626,45 @@ async def test_each_announced_change_is_a_stored_event_published_after_its_commi
     assert await store.events_kept() == (min(e.id for e in published), max(e.id for e in published))
 
 
+async def test_a_replay_sends_an_event_whose_transaction_committed_after_a_higher_id(
+    store: SqlStore,
+) -> None:
+    """On PostgreSQL a transaction takes its event's id when it writes it and may commit after
+    another that took a higher id: a client that has that higher id and resumes from it still
+    gets the late one. (SQLite writes one transaction at a time: ids commit in order.)"""
+    published: list[Event] = []
+    store.announcer.live = published.extend
+    message = await store.get("t1", (await store.accept("t1", req("one"), None, 100.0)).message.id)
+    written, commit = asyncio.Event(), asyncio.Event()
+
+    async def late() -> None:
+        async with store.transaction() as conn:
+            await conn.run_sync(store.announcer.status, [message], "sent", None, 101.0)
+            written.set()
+            await commit.wait()
+
+    holding = asyncio.create_task(late())
+    postgres = store.db.engine.dialect.name == "postgresql"
+    if postgres:  # SQLite's second writer would wait for the first
+        await written.wait()
+    else:
+        commit.set()
+        await holding
+    async with store.transaction() as conn:
+        await conn.run_sync(store.announcer.status, [message], "read", None, 102.0)
+    commit.set()
+    await holding
+    late_id = next(e.id for e in published if e.data["status"] == "sent")
+    seen = next(e.id for e in published if e.data["status"] == "read")
+    assert (late_id < seen) is True  # ids in the order taken, whatever the commit order
+
+    start = await store.replay_from("t1", seen)
+    replayed = [e.id for e in await store.events_after("t1", start, 100)]
+    assert late_id in replayed if postgres else replayed == []
+    assert start == seen or postgres
+    assert await store.replay_from("t1", 0) == 0
+
+
 async def test_a_rolled_back_change_publishes_nothing(store: SqlStore) -> None:
     published: list[Event] = []
     store.announcer.live = published.extend
