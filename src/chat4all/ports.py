@@ -124,6 +124,18 @@ class OutboxItem:
     may have it already, and sees it again (the one case of a duplicate send)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """How far behind the workers are (what the API's load shedding watches)."""
+
+    oldest_due_age: float
+    """Seconds the oldest message the workers could send now (the due head of a conversation
+    with nothing in flight) has waited since it came due; 0: none waits."""
+    depth: int
+    """Messages waiting for delivery (pending or in flight), counted up to the bound asked
+    for (one more than it means "over")."""
+
+
 class MessageStore(Protocol):
     async def accept(
         self,
@@ -190,6 +202,11 @@ class Outbox(Protocol):
     ) -> None: ...
 
     async def depth(self) -> int: ...
+
+    async def backlog(self, now: float, count_up_to: int = 0) -> Backlog:
+        """How far behind the workers are at ``now``, in one cheap query; the depth counted
+        up to ``count_up_to + 1`` rows (0: not counted)."""
+        ...
 
 
 class Connector(Protocol):
