@@ -12,7 +12,13 @@ from pathlib import Path
 def cli(data: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "chat4all", *args],
-        env={"PATH": os.environ["PATH"], "CHAT4ALL_DATA_DIR": str(data), **env},
+        env={
+            "PATH": os.environ["PATH"],
+            # the code under test, not another installed copy
+            **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
+            "CHAT4ALL_DATA_DIR": str(data),
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=60,

@@ -24,7 +24,7 @@ from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout
 from chat4all.domain.model import Attachment, Content, DeliveryStatus
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, NotFound
-from chat4all.ports import NO_ORIGIN, SendRequest
+from chat4all.ports import NO_ORIGIN, Backlog, SendRequest
 
 LEASE = 30.0
 
@@ -587,3 +587,23 @@ async def test_postgresql_claims_skip_what_another_claim_is_taking(pg_store: Sql
         assert [i.message.id for i in claimed] == [m3.id]
     claimed = await store.claim(2.0, 10, worker="w1", lease=LEASE)
     assert sorted(i.message.id for i in claimed) == sorted([m1.id, m2.id])
+
+
+async def test_the_backlog_is_the_oldest_due_head_and_a_bounded_depth(store: SqlStore) -> None:
+    assert await store.backlog(100.0, 10) == Backlog(0.0, 0)
+    a1 = await store.accept("t1", req("a1", recipient="1"), None, 100.0)
+    await store.accept("t1", req("a2", recipient="1"), None, 101.0)
+    await store.accept("t1", req("b1", recipient="2"), None, 105.0)
+    assert await store.backlog(100.0) == Backlog(0.0, 0)  # depth not asked for
+    assert await store.backlog(110.0, 10) == Backlog(10.0, 3)
+    assert (await store.backlog(110.0, 1)).depth == 2  # counted up to one over the bound
+    [claimed] = await store.claim(110.0, 1, worker="w1", lease=LEASE)
+    assert claimed.message.id == a1.message.id
+    # a2 waits behind a1 in flight: not the workers' to take, so not counted as due
+    assert await store.backlog(120.0, 10) == Backlog(15.0, 3)
+    # a retry later: its conversation is not due until then
+    await store.retry(claimed, 200.0, "provider busy", 120.0)
+    [b1] = await store.claim(120.0, 1, worker="w1", lease=LEASE)
+    await store.sent(b1, "p-b1", 121.0)
+    assert await store.backlog(150.0, 10) == Backlog(0.0, 2)
+    assert await store.backlog(230.0, 10) == Backlog(30.0, 2)

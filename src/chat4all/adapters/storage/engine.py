@@ -89,8 +89,9 @@ class Database:
     ) -> Database:
         """Connect and migrate to the newest schema. ``sqlite_busy_ms``: how long a SQLite
         write waits for another writer's lock before it is :class:`StoreUnavailable`.
-        ``read_url``: a read replica of ``url`` for :meth:`read` (never migrated nor written;
-        empty or equal to ``url``: ``url`` itself)."""
+        ``read_url``: a read replica of ``url`` for :meth:`read`, a pool of its own (never
+        migrated nor written; empty: ``url`` itself); one that cannot be reached is
+        :class:`StoreUnavailable`, saying so."""
         engine = create_async_engine(url, hide_parameters=True)  # values stay out of errors
         writer = None
         if engine.dialect.name == "sqlite":
@@ -102,16 +103,11 @@ class Database:
                 )
                 sa.event.listen(writer, "connect", pragmas)
                 sa.event.listen(writer, "connect", _no_autocheckpoint)
-        reader = (
-            create_async_engine(read_url, hide_parameters=True)
-            if read_url and read_url != url
-            else None
-        )
+        reader = create_async_engine(read_url, hide_parameters=True) if read_url else None
         try:
             before, after = await migrate.upgrade(engine)
             if reader is not None:  # a wrong replica URL stops the start, as a wrong URL does
-                async with reader.connect() as conn:
-                    await conn.execute(sa.text("SELECT 1"))
+                await _reachable(reader)
         except BaseException:
             await engine.dispose()
             if reader is not None:
@@ -216,6 +212,19 @@ class Database:
                     await loop.run_in_executor(threads, checkpoint)
             except StoreUnavailable:  # busy: next time
                 continue
+
+
+async def _reachable(replica: AsyncEngine) -> None:
+    try:
+        async with replica.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        shown = replica.url.render_as_string(hide_password=True)
+        raise StoreUnavailable(
+            f"cannot reach the read replica {shown}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}; check CHAT4ALL_DATABASE_READ_URL "
+            "(empty: the reads go to CHAT4ALL_DATABASE_URL)"
+        ) from None
 
 
 def _unavailable(context: sa.engine.ExceptionContext) -> None:
