@@ -170,6 +170,7 @@ async def serve_hub(
     ``overrides`` as :func:`chat4all.bootstrap.build_hub`'s."""
     async with contextlib.AsyncExitStack() as stack:
         try:
+            roles = tuple(roles)
             hub = await stack.enter_async_context(running_hub(settings, stop, roles, **overrides))
         except StoreUnavailable as exc:
             err.print(f"[bold red]error:[/] {exc}")
@@ -186,7 +187,7 @@ async def serve_hub(
         gc.freeze()
         if hub.admin_key is not None:
             err.print("[bold]admin API key (shown once, store it now):[/]\n  " + hub.admin_key)
-            for channel in hub.channels.simulators if hub.grpc_target else ():
+            for channel in hub.channels.simulators if "api" in roles else ():  # a hint to try
                 err.print(
                     f"try: curl -s -X POST {hub.url}/v1/messages -H 'Authorization: "
                     "Bearer <key>' -H 'Content-Type: application/json' -d "
