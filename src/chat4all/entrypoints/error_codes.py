@@ -83,6 +83,6 @@ def answer_for(exc: Chat4AllError) -> ErrorAnswer:
 def retry_after_of(exc: Chat4AllError) -> int | None:
     """Whole seconds (at least 1) after which the caller may try again, for the errors that
     tell it (REST's ``Retry-After`` header, gRPC's ``retry-after`` trailer); else ``None``."""
-    if isinstance(exc, RateLimited | StoreUnavailable | Overloaded):
+    if isinstance(exc, RateLimited | StoreUnavailable | Overloaded | ChannelUnavailable):
         return max(1, math.ceil(exc.retry_after))
     return None
