@@ -17,7 +17,7 @@ import grpc
 import httpx
 import pytest
 
-from chat4all.bootstrap import SIMULATOR_ACCOUNT
+from chat4all.bootstrap import API_ROLES, SIMULATOR_ACCOUNT, WORKER_ROLES
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.conftest import hub_running
@@ -51,7 +51,7 @@ async def test_sends_are_shed_while_the_workers_are_behind_and_accepted_once_the
     tmp_path: Path, database: dict[str, Any]
 ) -> None:
     settings = {"SHED_OUTBOX_AGE": 1, "RATE_PER_KEY": 0, **database}
-    async with hub_running(tmp_path, roles=("simulator", "api"), **settings) as hub:
+    async with hub_running(tmp_path, roles=API_ROLES, **settings) as hub:
         assert hub.admin_key is not None
         auth = {"Authorization": f"Bearer {hub.admin_key}"}
         async with (
@@ -108,7 +108,7 @@ async def test_sends_are_shed_while_the_workers_are_behind_and_accepted_once_the
             assert sample(scraped, "chat4all_outbox_depth") is None
 
             # the workers start: a hub of their own on the same database, as `chat4all worker`
-            async with hub_running(tmp_path, roles=("simulator", "workers"), **settings):
+            async with hub_running(tmp_path, roles=WORKER_ROLES, **settings) as workers:
 
                 async def drained() -> bool:
                     return await hub.store.depth() == 0
@@ -123,6 +123,8 @@ async def test_sends_are_shed_while_the_workers_are_behind_and_accepted_once_the
                 await eventually(accepted_again, "sends accepted again")
                 scraped = (await client.get("/metrics")).text
                 assert sample(scraped, "chat4all_load_shedding") == 0
+                at_workers = (await client.get(f"{workers.url}/metrics")).text
+                assert sample(at_workers, "chat4all_outbox_depth") is not None  # reported there
             for message_id in accepted:
                 status = (await client.get(f"/v1/messages/{message_id}")).json()["status"]
                 assert status != "queued", message_id
