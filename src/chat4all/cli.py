@@ -28,7 +28,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -51,14 +51,16 @@ from chat4all.adapters.storage.transfer import (
 )
 from chat4all.bootstrap import (
     API_ROLES,
+    RELAY_ROLES,
     ROLES,
     SIMULATOR_ACCOUNT,
     WORKER_ROLES,
     Hub,
     Injected,
+    build_hub,
     open_store,
     reload_settings,
-    running_hub,
+    run_roles,
 )
 from chat4all.config import Settings, load_settings
 from chat4all.errors import Chat4AllError, InvalidRequest, StoreUnavailable
@@ -131,17 +133,13 @@ def worker(env_file: EnvFile = Path(".env")) -> None:
     _run("worker", WORKER_ROLES, env_file)
 
 
-def _run(command: str, roles: Iterable[str], env_file: Path) -> None:
-    """The life of ``serve``, ``api`` or ``worker``: ``roles`` until a signal stops them."""
+def _run(command: str, roles: Sequence[str], env_file: Path) -> None:
+    """The life of ``serve``, ``api``, ``worker`` or ``relay``: ``roles`` until a signal stops
+    them."""
     settings = _settings(env_file)
-    if command != "serve" and sa.make_url(settings.database_url).get_backend_name() == "sqlite":
-        err.print(
-            f"[bold red]error:[/] invalid settings: CHAT4ALL_DATABASE_URL: `chat4all {command}` "
-            "runs beside other processes, which the embedded SQLite database cannot serve "
-            "safely (its claims and its audit chain rely on one process); set "
-            "CHAT4ALL_DATABASE_URL to a PostgreSQL database (postgresql+asyncpg://...), or run "
-            "the whole hub in one process with `chat4all serve`"
-        )
+    refused = _refused(command, settings)
+    if refused is not None:
+        err.print(f"[bold red]error:[/] invalid settings: {refused}")
         raise typer.Exit(2)
     setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     log.info("chat4all %s %s starting; database %s", command, __version__, settings.database_shown)
@@ -156,11 +154,36 @@ def _run(command: str, roles: Iterable[str], env_file: Path) -> None:
     )
 
 
+@app.command(epilog=_RUN_EXITS)
+def relay(env_file: EnvFile = Path(".env")) -> None:
+    """Run only the relay: the outbox's due messages published to the partitioned log
+    (CHAT4ALL_NATS_URL must be set; ``serve`` runs a relay too). Any number may run."""
+    _run("relay", RELAY_ROLES, env_file)
+
+
+def _refused(command: str, settings: Settings) -> str | None:
+    """Why ``command`` cannot run with ``settings`` (exit 2), or ``None``."""
+    if command == "relay" and not settings.NATS_URL:
+        return (
+            "CHAT4ALL_NATS_URL is empty: the relay publishes to NATS JetStream; set it (and "
+            "CHAT4ALL_DATABASE_URL to PostgreSQL)"
+        )
+    if command != "serve" and sa.make_url(settings.database_url).get_backend_name() == "sqlite":
+        return (
+            f"CHAT4ALL_DATABASE_URL: `chat4all {command}` runs beside other processes, which the "
+            "embedded SQLite database cannot serve safely (its claims and its audit chain rely "
+            "on one process); set CHAT4ALL_DATABASE_URL to a PostgreSQL database "
+            "(postgresql+asyncpg://...), or run the whole hub in one process with `chat4all "
+            "serve`"
+        )
+    return None
+
+
 async def serve_hub(
     settings: Settings,
     stop: asyncio.Event,
     reload: Callable[[], Settings] | None = None,
-    roles: Iterable[str] = ROLES,
+    roles: Sequence[str] = ROLES,
     **overrides: Unpack[Injected],
 ) -> int:
     """The life of ``roles`` (``serve``'s: every role) until ``stop`` is set (0) or a task
@@ -170,8 +193,8 @@ async def serve_hub(
     ``overrides`` as :func:`chat4all.bootstrap.build_hub`'s."""
     async with contextlib.AsyncExitStack() as stack:
         try:
-            roles = tuple(roles)
-            hub = await stack.enter_async_context(running_hub(settings, stop, roles, **overrides))
+            built = await stack.enter_async_context(build_hub(settings, stop=stop, **overrides))
+            hub = await stack.enter_async_context(run_roles(built, roles))
         except StoreUnavailable as exc:
             err.print(f"[bold red]error:[/] {exc}")
             return 3

@@ -63,7 +63,12 @@ class ShedPolicy:
 
 
 class BacklogSource(Protocol):
-    async def backlog(self, now: float, count_up_to: int = 0) -> Backlog: ...
+    """Where the backlog is measured (the store's outbox: :meth:`SqlStore.backlog`)."""
+
+    async def backlog(self, now: float, count_up_to: int = 0) -> Backlog:
+        """How far behind the workers are at ``now``, in one cheap query; the depth counted
+        up to ``count_up_to + 1`` rows (0: not counted)."""
+        ...
 
 
 class ShedEvents(Protocol):
