@@ -133,6 +133,13 @@ def worker(env_file: EnvFile = Path(".env")) -> None:
     _run("worker", WORKER_ROLES, env_file)
 
 
+@app.command(epilog=_RUN_EXITS)
+def relay(env_file: EnvFile = Path(".env")) -> None:
+    """Run only the relay: the outbox's due messages published to the partitioned log
+    (CHAT4ALL_NATS_URL must be set; ``serve`` runs a relay too). Any number may run."""
+    _run("relay", RELAY_ROLES, env_file)
+
+
 def _run(command: str, roles: Sequence[str], env_file: Path) -> None:
     """The life of ``serve``, ``api``, ``worker`` or ``relay``: ``roles`` until a signal stops
     them."""
@@ -152,13 +159,6 @@ def _run(command: str, roles: Sequence[str], env_file: Path) -> None:
             lambda stop: serve_hub(settings, stop, reload=again, roles=roles), _fast_loop()
         )
     )
-
-
-@app.command(epilog=_RUN_EXITS)
-def relay(env_file: EnvFile = Path(".env")) -> None:
-    """Run only the relay: the outbox's due messages published to the partitioned log
-    (CHAT4ALL_NATS_URL must be set; ``serve`` runs a relay too). Any number may run."""
-    _run("relay", RELAY_ROLES, env_file)
 
 
 def _refused(command: str, settings: Settings) -> str | None:
