@@ -24,7 +24,7 @@ from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout
 from chat4all.domain.model import Attachment, Content, DeliveryStatus
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, NotFound
-from chat4all.ports import NO_ORIGIN, SendRequest
+from chat4all.ports import NO_ORIGIN, Backlog, SendRequest
 from chat4all.service_layer.events import Event
 
 LEASE = 30.0
@@ -692,3 +692,23 @@ async def test_retention_forgets_old_events_but_the_newest(store: SqlStore) -> N
     assert [e.id for e in await store.events_after("t1", 0, 10)] == ids[2:]
     await store.purge(1000.0)  # all are older: the newest stays (a stream compares with it)
     assert await store.events_kept() == (ids[2], ids[2])
+
+
+async def test_the_backlog_is_the_oldest_due_head_and_a_bounded_depth(store: SqlStore) -> None:
+    assert await store.backlog(100.0, 10) == Backlog(0.0, 0)
+    a1 = await store.accept("t1", req("a1", recipient="1"), None, 100.0)
+    await store.accept("t1", req("a2", recipient="1"), None, 101.0)
+    await store.accept("t1", req("b1", recipient="2"), None, 105.0)
+    assert await store.backlog(100.0) == Backlog(0.0, 0)  # depth not asked for
+    assert await store.backlog(110.0, 10) == Backlog(10.0, 3)
+    assert (await store.backlog(110.0, 1)).depth == 2  # counted up to one over the bound
+    [claimed] = await store.claim(110.0, 1, worker="w1", lease=LEASE)
+    assert claimed.message.id == a1.message.id
+    # a2 waits behind a1 in flight: not the workers' to take, so not counted as due
+    assert await store.backlog(120.0, 10) == Backlog(15.0, 3)
+    # a retry later: its conversation is not due until then
+    await store.retry(claimed, 200.0, "provider busy", 120.0)
+    [b1] = await store.claim(120.0, 1, worker="w1", lease=LEASE)
+    await store.sent(b1, "p-b1", 121.0)
+    assert await store.backlog(150.0, 10) == Backlog(0.0, 2)
+    assert await store.backlog(230.0, 10) == Backlog(30.0, 2)

@@ -269,7 +269,7 @@ class MessageLog:
     # ---- reading -------------------------------------------------------------------------------
 
     async def get(self, tenant: str, message_id: str) -> Message:
-        async with self._db.engine.connect() as conn:
+        async with self._db.read() as conn:
             return await load_message(conn, tenant, message_id)
 
     async def conversations(
@@ -278,7 +278,7 @@ class MessageLog:
         query = sa.select(conversations).where(conversations.c.tenant == tenant)
         if cursor is not None:
             query = query.where(conversations.c.id > decode_cursor(cursor))
-        async with self._db.engine.connect() as conn:
+        async with self._db.read() as conn:
             rows = (await conn.execute(query.order_by(conversations.c.id).limit(limit + 1))).all()
         items = tuple(to_conversation(r) for r in rows[:limit])
         more = len(rows) > limit
@@ -287,7 +287,7 @@ class MessageLog:
     async def messages(
         self, tenant: str, conversation_id: str, cursor: str | None, limit: int
     ) -> Page[Message]:
-        async with self._db.engine.connect() as conn:
+        async with self._db.read() as conn:
             owner = (
                 await conn.execute(
                     sa.select(conversations.c.id).where(
@@ -311,7 +311,7 @@ class MessageLog:
     ) -> tuple[Conversation, str | None]:
         """``tenant``'s conversation and the provider's id of the latest message received in
         it (``None``: none yet); ``NotFound`` for anyone else's."""
-        async with self._db.engine.connect() as conn:
+        async with self._db.read() as conn:
             row = (
                 await conn.execute(
                     sa.select(conversations).where(

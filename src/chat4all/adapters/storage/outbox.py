@@ -37,7 +37,7 @@ from chat4all.adapters.storage.status import Announcer, set_status
 from chat4all.domain.lease import holder_gone
 from chat4all.domain.model import DeliveryStatus, Message, advances
 from chat4all.errors import NotFound
-from chat4all.ports import Origin, OutboxItem, Page, Publishable
+from chat4all.ports import Backlog, Origin, OutboxItem, Page, Publishable
 
 __all__ = ["SqlOutbox", "Sent", "CLAIM_LOCK_SPACE"]
 
@@ -462,6 +462,28 @@ class SqlOutbox:
                 sa.select(sa.func.count()).select_from(outbox).where(outbox.c.state != "dead")
             )
             return int(count.scalar_one())
+
+    async def backlog(self, now: float, count_up_to: int = 0) -> Backlog:
+        """One statement: the oldest due head's ``available_at`` (the claim's own walk, limit
+        1) and, when asked, the waiting rows counted up to ``count_up_to + 1`` (so its cost is
+        bounded by the bound, not by the backlog)."""
+        oldest = _heads(now, 1).with_only_columns(outbox.c.available_at).scalar_subquery()
+        columns: list[Any] = [oldest]
+        if count_up_to > 0:
+            waiting = (
+                sa.select(outbox.c.message_id)
+                .where(outbox.c.state.in_(("pending", "inflight")))
+                .limit(count_up_to + 1)
+                .subquery()
+            )
+            columns.append(sa.select(sa.func.count()).select_from(waiting).scalar_subquery())
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(*columns))).one()
+        due = row[0]
+        return Backlog(
+            max(0.0, now - float(due)) if due is not None else 0.0,
+            int(row[1]) if count_up_to > 0 else 0,
+        )
 
 
 def _heads(now: float, limit: int) -> sa.Select[Any]:

@@ -35,6 +35,7 @@ from chat4all.domain.model import Content, Conversation, DeliveryStatus, Message
 from chat4all.ports import (
     NO_ORIGIN,
     Accepted,
+    Backlog,
     Origin,
     OutboxItem,
     Page,
@@ -65,8 +66,12 @@ class SqlStore:
         )
 
     @classmethod
-    async def open(cls, url: str, *, sqlite_busy_ms: int = SQLITE_BUSY_MS) -> SqlStore:
-        return cls(await Database.open(url, sqlite_busy_ms=sqlite_busy_ms))
+    async def open(
+        cls, url: str, *, sqlite_busy_ms: int = SQLITE_BUSY_MS, read_url: str = ""
+    ) -> SqlStore:
+        """The store at ``url``, migrated; ``read_url``: its read replica (see
+        :meth:`Database.open`)."""
+        return cls(await Database.open(url, sqlite_busy_ms=sqlite_busy_ms, read_url=read_url))
 
     async def close(self) -> None:
         await self._commits.close()
@@ -209,6 +214,9 @@ class SqlStore:
 
     async def depth(self) -> int:
         return await self.outbox.depth()
+
+    async def backlog(self, now: float, count_up_to: int = 0) -> Backlog:
+        return await self.outbox.backlog(now, count_up_to)
 
     # ---- inbound, receipts, retention ----------------------------------------------------------
 

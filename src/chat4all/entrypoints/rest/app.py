@@ -39,7 +39,7 @@ from chat4all.plugin import ChannelPlugin
 from chat4all.registry import Registry
 from chat4all.telemetry import NO_TRACER
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_probes_app"]
 
 
 def _document_channel_options(app: FastAPI, plugins: Iterable[ChannelPlugin[Any]] | None) -> None:
@@ -135,4 +135,17 @@ def create_app(
         where = ".".join(str(p) for p in first["loc"] if p != "body")
         return error_response(422, "invalid_argument", f"{where}: {first['msg']}", where)
 
+    return app
+
+
+def create_probes_app(
+    *,
+    ready: Callable[[], Awaitable[str | None]],
+    metrics: HubMetrics | None = None,
+    refresh_gauges: Callable[[], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """Only ``/health``, ``/ready`` and ``/metrics`` (as :func:`create_app` serves them), for
+    a process that runs the workers without the API (``chat4all worker``)."""
+    app = FastAPI(title="chat4all probes", version=__version__, openapi_url=None)
+    app.include_router(operations_router(ready, metrics, refresh_gauges))
     return app
