@@ -4,12 +4,13 @@
 tokens take effect without a restart).
 
 Exit codes: 0 ok (stopped by SIGTERM/SIGINT for ``serve``); 1 a key to revoke was not found, or
-``audit verify`` found a broken chain; 2 invalid settings (the message names the key); 3 the
-database cannot be opened or migrated, or the media bucket does not answer (the message says
-why); 4 ``serve`` stopped because one
-of its workers died (logged with its traceback): its service manager should start it again;
-5 the ``[chat4all]`` extra is not installed (checked by ``chat4all.__main__`` before this
-module is imported).
+``audit verify`` found a broken chain; 2 invalid settings (the message names the key), or a
+``migrate --to`` URL that is not PostgreSQL's; 3 the database cannot be opened or migrated, the
+media bucket does not answer, or a ``migrate --to`` copy failed (the message says why); 4
+``serve`` stopped because one of its workers died (logged with its traceback): its service
+manager should start it again; 5 the ``[chat4all]`` extra is not installed (checked by
+``chat4all.__main__`` before this module is imported); 6 ``migrate --to`` refused: the target
+database is not empty, or the hub is still running.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ import contextlib
 import gc
 import logging
 import signal
+import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Final
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from typing_extensions import Unpack
@@ -32,13 +36,23 @@ from chat4all import __version__
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.sql import SqlStore
+from chat4all.adapters.storage.transfer import (
+    Copied,
+    CopyFailed,
+    HubInUse,
+    TargetNotEmpty,
+    check_stopped,
+    copy_database,
+)
 from chat4all.bootstrap import (
+    ROLES,
     SIMULATOR_ACCOUNT,
     Hub,
     Injected,
+    build_hub,
     open_store,
     reload_settings,
-    running_hub,
+    run_roles,
 )
 from chat4all.config import Settings, load_settings
 from chat4all.errors import Chat4AllError, InvalidRequest, StoreUnavailable
@@ -47,10 +61,12 @@ from chat4all.simulator.host import running_simulators
 from opskit.lifecycle import run_until_stopped
 from opskit.logs import MASKER, setup_logging
 
-__all__ = ["app", "main", "serve_hub", "WORKER_DIED"]
+__all__ = ["app", "main", "serve_hub", "WORKER_DIED", "TARGET_IN_USE"]
 
 WORKER_DIED: Final = 4
 """``serve``'s exit code when one of its workers died."""
+TARGET_IN_USE: Final = 6
+"""``migrate --to``'s exit code when the target database is not empty or the hub still runs."""
 
 log = logging.getLogger("chat4all.cli")
 app = typer.Typer(
@@ -59,8 +75,9 @@ app = typer.Typer(
     help="chat4all: one API for many messaging channels.",
     epilog=(
         "Exit codes: 0 ok; 1 not found or audit log tampered; 2 invalid settings; "
-        "3 database or media bucket unavailable; 4 a worker died (serve; restart it); "
-        "5 the chat4all extra is not installed."
+        "3 database or media bucket unavailable, or the copy failed; 4 a worker died (serve; "
+        "restart it); 5 the chat4all extra is not installed; 6 migrate --to: the target is not "
+        "empty or the hub still runs."
     ),
 )
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
@@ -96,19 +113,40 @@ def serve(env_file: EnvFile = Path(".env")) -> None:
     )
 
 
+@app.command()
+def relay(env_file: EnvFile = Path(".env")) -> None:
+    """Run only the relay: the outbox's due messages published to the partitioned log
+    (CHAT4ALL_NATS_URL must be set; ``serve`` runs a relay too). Any number may run."""
+    settings = _settings(env_file)
+    if not settings.NATS_URL:
+        err.print(
+            "[bold red]error:[/] invalid settings: CHAT4ALL_NATS_URL is empty: the relay "
+            "publishes to NATS JetStream; set it (and CHAT4ALL_DATABASE_URL to PostgreSQL)"
+        )
+        raise typer.Exit(2)
+    setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    log.info("chat4all %s relay starting; database %s", __version__, settings.database_shown)
+    raise typer.Exit(
+        run_until_stopped(lambda stop: serve_hub(settings, stop, roles=("relay",)), _fast_loop())
+    )
+
+
 async def serve_hub(
     settings: Settings,
     stop: asyncio.Event,
     reload: Callable[[], Settings] | None = None,
+    roles: Sequence[str] = ROLES,
     **overrides: Unpack[Injected],
 ) -> int:
     """``serve``'s life until ``stop`` is set (0) or a worker dies (:data:`WORKER_DIED`), or
     the start fails (2, 3). With ``reload`` (how to read the settings again), SIGHUP applies
     the settings read again (:func:`chat4all.bootstrap.reload_settings`: replaced channel
-    tokens, without a restart). ``overrides`` as :func:`chat4all.bootstrap.build_hub`'s."""
+    tokens, without a restart). ``roles``: which to run (``relay`` runs only the relay);
+    ``overrides`` as :func:`chat4all.bootstrap.build_hub`'s."""
     async with contextlib.AsyncExitStack() as stack:
         try:
-            hub = await stack.enter_async_context(running_hub(settings, stop, **overrides))
+            built = await stack.enter_async_context(build_hub(settings, stop=stop, **overrides))
+            hub = await stack.enter_async_context(run_roles(built, roles))
         except StoreUnavailable as exc:
             err.print(f"[bold red]error:[/] {exc}")
             return 3
@@ -227,9 +265,25 @@ async def _open_store(settings: Settings) -> SqlStore:
 
 
 @app.command()
-def migrate(env_file: EnvFile = Path(".env")) -> None:
-    """Bring the database schema to this release's newest revision (serve does it at start)."""
+def migrate(
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help=(
+                "Copy this hub's whole database into the empty PostgreSQL database at this "
+                "URL (postgresql+asyncpg://user:password@host:port/db). Stop the hub first."
+            ),
+        ),
+    ] = None,
+    env_file: EnvFile = Path(".env"),
+) -> None:
+    """Bring the database schema to this release's newest revision (serve does it at start);
+    with --to, copy the hub into PostgreSQL (docs/chat4all-operations.md, "Moving to
+    PostgreSQL")."""
     settings = _settings(env_file)
+    if to is not None:
+        raise typer.Exit(_copy_to(settings, to))
 
     async def run() -> tuple[str | None, str | None]:
         store = await _open_store(settings)
@@ -241,6 +295,120 @@ def migrate(env_file: EnvFile = Path(".env")) -> None:
         err.print(f"database schema is current (revision {after})")
     else:
         err.print(f"database schema migrated from {before or 'empty'} to revision {after}")
+
+
+def _copy_to(settings: Settings, to: str) -> int:
+    """``migrate --to``: 0 copied, 2 a bad URL, 3 a database unavailable or the copy failed
+    (nothing written), :data:`TARGET_IN_USE` the target not empty or the hub still running."""
+    try:
+        url = sa.make_url(to)
+    except sa.exc.ArgumentError:
+        err.print(
+            "[bold red]error:[/] --to is not a database URL; expected "
+            "postgresql+asyncpg://user:password@host:port/database",
+            soft_wrap=True,
+        )
+        return 2
+    MASKER.add(url.password if isinstance(url.password, str) else None)
+    if url.get_backend_name() != "postgresql" or url.drivername not in (
+        "postgresql",
+        "postgresql+asyncpg",
+    ):
+        err.print(
+            f"[bold red]error:[/] --to {url.render_as_string(hide_password=True)}: the copy goes "
+            "into PostgreSQL through asyncpg; expected postgresql+asyncpg://user:password@host:"
+            "port/database",
+            soft_wrap=True,
+        )
+        return 2
+    if not url.database:
+        err.print(
+            f"[bold red]error:[/] --to {url.render_as_string(hide_password=True)} names no "
+            "database; add it at the end of the URL (.../chat4all): a new, empty one",
+            soft_wrap=True,
+        )
+        return 2
+    url = url.set(drivername="postgresql+asyncpg")
+    target = settings.model_copy(update={"DATABASE_URL": url.render_as_string(False)})
+    if target.database_url == settings.database_url:
+        err.print(
+            "[bold red]error:[/] --to names the hub's own database (CHAT4ALL_DATABASE_URL)",
+            soft_wrap=True,
+        )
+        return 2
+    shown = target.database_shown
+    source = sa.make_url(settings.database_url)
+    if source.get_backend_name() == "sqlite" and source.database:
+        path = Path(source.database)
+        if not path.is_file():
+            err.print(
+                f"[bold red]error:[/] no hub database at {path}: run this with the hub's "
+                "settings (its .env, CHAT4ALL_DATA_DIR)",
+                soft_wrap=True,
+            )
+            return 3
+        try:
+            check_stopped(path)
+        except HubInUse as exc:
+            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            return TARGET_IN_USE
+        except sqlite3.Error as exc:
+            err.print(f"[bold red]error:[/] cannot open {path}: {exc}", soft_wrap=True)
+            return 3
+    err.print(f"copying {settings.database_shown} into {shown}", soft_wrap=True)
+    last = [time.monotonic()]
+
+    def progress(table: str, rows: int, done: bool) -> None:
+        if done:
+            err.print(f"  {table}: {rows} rows", soft_wrap=True)
+        elif time.monotonic() - last[0] >= 2:
+            last[0] = time.monotonic()
+            err.print(f"  {table}: {rows} rows so far", soft_wrap=True)
+
+    async def run() -> Copied:
+        old = await _open_store(settings)
+        try:
+            new = await _open_store(target)
+            try:
+                return await copy_database(old.db, new.db, progress=progress)
+            finally:
+                await new.close()
+        finally:
+            await old.close()
+
+    try:
+        copied = asyncio.run(run())
+    except TargetNotEmpty as exc:
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        return TARGET_IN_USE
+    except (CopyFailed, StoreUnavailable, sa.exc.SQLAlchemyError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        err.print(
+            f"[bold red]error:[/] the copy failed ({reason}); nothing was "
+            f"written to {shown} (one transaction): fix the cause and run it again",
+            soft_wrap=True,
+        )
+        return 3
+    err.print(
+        f"copied {sum(copied.rows.values())} rows of {len(copied.rows)} tables into {shown}"
+        + (
+            f"; {copied.released} in-flight deliveries (messages, webhooks) are pending again"
+            if copied.released
+            else ""
+        ),
+        soft_wrap=True,
+    )
+    where = (
+        f"the bucket {settings.S3_BUCKET}" if settings.MEDIA_BACKEND == "s3" else settings.media_dir
+    )
+    err.print(
+        f"media files were not copied: they stay in {where}. Next: set CHAT4ALL_DATABASE_URL to "
+        f"{shown} (with its password) and point the new deployment at the same media "
+        f"({'CHAT4ALL_S3_*' if settings.MEDIA_BACKEND == 's3' else 'CHAT4ALL_MEDIA_DIR'}); "
+        f"{settings.database_shown} is left as it was",
+        soft_wrap=True,
+    )
+    return 0
 
 
 @keys_app.command("create")

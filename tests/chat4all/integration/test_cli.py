@@ -10,9 +10,12 @@ from pathlib import Path
 
 
 def cli(data: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``chat4all *args`` run as an operator runs it, on the hub in ``data`` (``env``: more
+    variables); the code under test (``PYTHONPATH``), not another installed copy."""
+    code = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
     return subprocess.run(
         [sys.executable, "-m", "chat4all", *args],
-        env={"PATH": os.environ["PATH"], "CHAT4ALL_DATA_DIR": str(data), **env},
+        env={"PATH": os.environ["PATH"], "CHAT4ALL_DATA_DIR": str(data), **code, **env},
         capture_output=True,
         text=True,
         timeout=60,

@@ -176,6 +176,14 @@ class SqlStore:
     async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None:
         await self.outbox.renew(items, worker=worker, until=until)
 
+    async def claim_ids(
+        self, now: float, ids: Sequence[str], *, worker: str, lease: float
+    ) -> tuple[list[OutboxItem], dict[str, float]]:
+        return await self.outbox.claim_ids(now, ids, worker=worker, lease=lease)
+
+    async def dead_heads(self, ids: Sequence[str], reason: str, now: float) -> list[Message]:
+        return await self.outbox.dead_heads(ids, reason, now)
+
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
         """Record a delivery; concurrent ones (a dispatcher round) share a transaction with
         each other and with concurrent accepts."""
