@@ -419,6 +419,8 @@ class Messages:
         limit for its kind is refused, or (policy ``link``: the request's ``oversize``, else the
         tenant's) taken out of the attachments and sent in the text as its caption and a
         signed, expiring link to the file."""
+        if not request.content.attachments:
+            return request  # nothing to resolve (and two dataclass copies saved per message)
         attachments = []
         links: list[str] = []
         for n, attachment in enumerate(request.content.attachments):

@@ -102,6 +102,25 @@ async def test_concurrent_accepts_share_a_commit_and_keep_each_conversations_ord
         assert [e.status for e in sent.history][-1] is DeliveryStatus.SENT
 
 
+async def test_a_claim_shares_the_group_commit_of_the_accepts_and_records_beside_it(
+    store: SqlStore,
+) -> None:
+    first = (await store.accept("t1", req("first"), None, 100.0)).message
+    [held] = await store.claim(100.0, 10, worker="w1", lease=LEASE)
+    assert held.message.id == first.id
+    # submitted together: one batch, written in order (accepts, records, then the claim)
+    _, second, other, claimed = await asyncio.gather(
+        store.sent(held, "p-1", 101.0),
+        store.accept("t1", req("second"), None, 101.0),
+        store.accept("t1", req("elsewhere", recipient="43"), None, 101.0),
+        store.claim(101.0, 10, worker="w1", lease=LEASE),
+    )
+    # the claim saw the conversation freed and both messages accepted in its own transaction
+    assert {i.message.id for i in claimed} == {second.message.id, other.message.id}
+    assert (await store.get("t1", first.id)).status is DeliveryStatus.SENT
+    assert await store.claim(102.0, 10, worker="w2", lease=LEASE) == []  # held by w1
+
+
 async def test_idempotency_replays_refuses_other_bodies_and_reports_in_flight(
     store: SqlStore,
 ) -> None:

@@ -87,7 +87,14 @@ def create_app(
     ``refresh_gauges`` run before each scrape) are served at ``/metrics`` when given.
     ``plugins``: the channels whose options the OpenAPI document shows (``None``: the
     installed ones)."""
-    app = FastAPI(title="chat4all", version=__version__, openapi_url="/v1/openapi.json")
+    app = FastAPI(
+        title="chat4all",
+        version=__version__,
+        openapi_url="/v1/openapi.json",
+        # Our own server spans and metrics (Observe); FastAPI's native OpenTelemetry would only
+        # look up the global providers on every request (os.environ reads) to find them unset.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.services = services
     app.add_middleware(Observe, metrics=metrics, tracer=tracer)
     for router in (
