@@ -453,7 +453,7 @@ class SqlOutbox:
         """One statement: the oldest due head's ``available_at`` (the claim's own walk, limit
         1) and, when asked, the waiting rows counted up to ``count_up_to + 1`` (so its cost is
         bounded by the bound, not by the backlog)."""
-        oldest = _heads(now, 1).with_only_columns(outbox.c.available_at).scalar_subquery()
+        oldest = _heads_of(now, 1).with_only_columns(outbox.c.available_at).scalar_subquery()
         columns: list[Any] = [oldest]
         if count_up_to > 0:
             waiting = (
