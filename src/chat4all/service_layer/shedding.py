@@ -7,7 +7,9 @@ first (:meth:`LoadShedder.check`, a flag read): while it sheds, a send is refuse
 anything is stored. Reads and every other request go on.
 
 It starts shedding when the oldest message the workers could send now has waited longer than
-``outbox_age`` seconds, or when more than ``outbox_depth`` messages wait; it stops once every
+``outbox_age`` seconds while this process watched (a backlog left from before a restart, which
+the workers starting beside it drain at once, is not a reason to refuse sends the moment the
+process starts), or when more than ``outbox_depth`` messages wait; it stops once every
 bound it watches is back under ``release`` (half) of it: the gap between the two is the
 hysteresis that keeps it from flapping at the edge. A measurement that fails (the database
 cannot answer) changes nothing: sends meet the database's own 503 meanwhile.
@@ -100,6 +102,8 @@ class LoadShedder:
         self.backlog = Backlog(0.0, 0)
         """The latest measurement."""
         self._failing = False
+        self._watching_since: float | None = None
+        """When the first measurement succeeded."""
         events.shedding(False)
 
     def check(self) -> None:
@@ -132,6 +136,12 @@ class LoadShedder:
             self._failing = True
             return
         self._failing = False
+        now = self._clock()
+        if self._watching_since is None:
+            self._watching_since = now
+        # waited while this process watched: not since before it started
+        age = min(backlog.oldest_due_age, max(0.0, now - self._watching_since))
+        backlog = Backlog(age, backlog.depth)
         self.backlog = backlog
         over = self._over(backlog, 1.0)
         if self.reason is None and over is not None:

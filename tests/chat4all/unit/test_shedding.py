@@ -42,16 +42,36 @@ class Events:
         self.refused.append(reason)
 
 
-def shedder(policy: ShedPolicy) -> tuple[LoadShedder, Source, Events]:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def shedder(policy: ShedPolicy, clock: Clock | None = None) -> tuple[LoadShedder, Source, Events]:
+    """A shedder that has watched for an hour already (its first measurement was at 1000)."""
     source, events = Source(), Events()
-    return LoadShedder(source, policy, events, clock=lambda: 1000.0), source, events
+    clock = clock or Clock()
+    shed = LoadShedder(source, policy, events, clock=clock)
+    return shed, source, events
+
+
+async def watched(shed: LoadShedder, source: Source, clock: Clock) -> None:
+    """The first measurement, an hour ago (nothing waited then)."""
+    await shed.refresh()
+    source.asked.clear()
+    clock.now += 3600
 
 
 async def test_sheds_past_the_age_bound_and_stops_only_under_half_of_it() -> None:
-    shed, source, events = shedder(ShedPolicy(outbox_age=60))
+    clock = Clock()
+    shed, source, events = shedder(ShedPolicy(outbox_age=60), clock)
+    await watched(shed, source, clock)
     await shed.refresh()
     shed.check()  # nothing waits: admitted
-    assert source.asked == [(1000.0, 0)]  # the depth is not counted when not watched
+    assert source.asked == [(4600.0, 0)]  # the depth is not counted when not watched
     source.value = Backlog(60.0, 5000)
     await shed.refresh()
     shed.check()  # at the bound, not over it
@@ -92,7 +112,9 @@ async def test_the_depth_bound_counts_only_up_to_it() -> None:
 
 
 async def test_a_failed_measurement_changes_nothing() -> None:
-    shed, source, _ = shedder(ShedPolicy(outbox_age=10))
+    clock = Clock()
+    shed, source, _ = shedder(ShedPolicy(outbox_age=10), clock)
+    await watched(shed, source, clock)
     source.value = Backlog(11.0, 0)
     await shed.refresh()
     source.failing = True
@@ -101,6 +123,26 @@ async def test_a_failed_measurement_changes_nothing() -> None:
     source.failing, source.value = False, Backlog(0.0, 0)
     await shed.refresh()
     assert shed.reason is None
+
+
+async def test_a_backlog_older_than_the_process_sheds_only_once_watched_past_the_bound() -> None:
+    """A restarted process finds messages due since before it started (the workers starting
+    beside it drain them at once): it sheds only if they still wait ``outbox_age`` later."""
+    clock = Clock()
+    shed, source, _ = shedder(ShedPolicy(outbox_age=60), clock)
+    source.value = Backlog(3600.0, 10)  # due for an hour: the hub was down
+    await shed.refresh()
+    shed.check()
+    clock.now += 60
+    source.value = Backlog(3660.0, 10)
+    await shed.refresh()
+    shed.check()  # watched 60 s: at the bound, not over it
+    clock.now += 1
+    source.value = Backlog(3661.0, 10)
+    await shed.refresh()
+    assert shed.reason == OUTBOX_AGE
+    with pytest.raises(Overloaded, match="61 s"):
+        shed.check()
 
 
 def test_off_when_no_bound_is_set() -> None:

@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 metadata = sa.MetaData()
+"""Every table. One whose ``info`` says ``runtime`` holds the coordination of the processes
+running now (partition leases), not the hub's data: a copy to another database skips it."""
 
 conversations = sa.Table(
     "conversations",
@@ -231,6 +233,7 @@ partition_leases = sa.Table(
     # the worker that consumes it (``host:pid:random``) until ``lease_until``; NULL: free
     sa.Column("holder", sa.String(128)),
     sa.Column("lease_until", sa.Float, nullable=False),
+    info={"runtime": True},
 )
 partition_workers = sa.Table(
     "partition_workers",
@@ -240,4 +243,5 @@ partition_workers = sa.Table(
     sa.Column("log", sa.String(64), primary_key=True),
     sa.Column("worker", sa.String(128), primary_key=True),
     sa.Column("alive_until", sa.Float, nullable=False),
+    info={"runtime": True},
 )

@@ -2,7 +2,8 @@
 SQLite file into PostgreSQL, when one machine is no longer enough.
 
 Every table of :data:`~chat4all.adapters.storage.schema.metadata` is copied, parents before
-children (``metadata.sorted_tables``), so a table added later is copied with no change here.
+children (``metadata.sorted_tables``), so a table added later is copied with no change here;
+only the ``runtime`` ones (the running processes' partition leases) are not.
 Rows are streamed from the source in batches of :data:`BATCH` and written in batches, so memory
 stays bounded whatever the hub's size. The whole copy is one transaction of the target: a copy
 that fails leaves the target as empty as it found it, and can simply be run again.
@@ -91,7 +92,7 @@ async def copy_database(
     """Copy every row of ``source`` into ``target``, in one transaction of ``target``.
     :class:`TargetNotEmpty` when ``target`` holds any row, :class:`CopyFailed` when ``target``
     refuses a row; then nothing is written. The hub must be stopped (:func:`check_stopped`)."""
-    tables = metadata.sorted_tables
+    tables = [t for t in metadata.sorted_tables if not t.info.get("runtime")]
     copied = Copied()
     async with _snapshot(source) as reading, target.engine.begin() as writing:
         full = [t.name for t in tables if await _has_rows(writing, t)]
