@@ -7,6 +7,7 @@ partition; a relay that died between publishing and marking causes no duplicate.
 from __future__ import annotations
 
 import asyncio
+import re
 import contextlib
 import time
 from collections import Counter
@@ -128,7 +129,10 @@ async def test_one_hub_delivers_every_message_once_in_conversation_order(
             scraped = (await client.get("/metrics")).text
         assert "chat4all_log_lag 0.0" in scraped
         assert "chat4all_log_partitions_owned 4.0" in scraped  # alone: every partition
-        assert f"chat4all_relay_published_total {float(total(expected))}" in scraped
+        published = re.search(r"^chat4all_relay_published_total (\S+)$", scraped, re.M)
+        # each message at least once; again when a worker found it no longer claimable (a race
+        # with the conversation's previous outcome): the log carries work, not deliveries
+        assert published is not None and float(published.group(1)) >= total(expected)
     delivered_once_in_order(simulator, expected)
     assert len(simulator.sent) == total(expected)
 
