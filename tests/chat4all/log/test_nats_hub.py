@@ -7,8 +7,8 @@ partition; a relay that died between publishing and marking causes no duplicate.
 from __future__ import annotations
 
 import asyncio
-import re
 import contextlib
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
