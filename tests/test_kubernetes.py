@@ -30,16 +30,9 @@ KUBERNETES: Final = "1.33"
 NOT_APPLIED: Final = {"secret.example.yaml", "migrate-job.yaml"}
 """Manifests kustomization.yaml leaves out: an example of the Secret, and the migration Job
 each release runs by hand before it rolls."""
-SERVES_HTTP: Final = {"api", "serve", "worker"}
+SERVES_HTTP: Final = {"api", "serve", "worker", "relay"}
 """The ``chat4all`` commands whose process serves HTTP: the REST app (the ``api`` role), or the
-probes' app alone (``worker``): only those can be probed over HTTP or scraped."""
-PENDING_SETTINGS: Final = {
-    "CHAT4ALL_NATS_URL",
-    "CHAT4ALL_PARTITIONS",
-    "CHAT4ALL_NATS_REPLICAS",
-}
-"""Settings of the scale-out engines being added beside these manifests (issue 15): to be
-removed from here as they land in :class:`Settings`."""
+probes' app alone (``worker``, ``relay``): only those can be probed over HTTP or scraped."""
 
 
 def _files() -> list[Path]:
@@ -263,7 +256,7 @@ def test_the_settings_name_keys_the_hub_reads_and_are_valid(
         known |= {
             f"CHAT4ALL_{name}_{field}".upper() for field in type(config.settings).model_fields
         }
-    unknown = set(values) - known - PENDING_SETTINGS
+    unknown = set(values) - known
     assert not unknown, f"keys chat4all does not read: {sorted(unknown)}"
     assert settings.HOST == "0.0.0.0"  # in a pod: the Service and the probes reach it there
     assert settings.DATABASE_URL.startswith("postgresql+asyncpg://")

@@ -118,8 +118,9 @@ API_ROLES: Final = ("api",)
 WORKER_ROLES: Final = ("simulator", "workers", "pollers", "housekeeping", "probes")
 """``chat4all worker``: everything but the APIs and the relay, with the probes' HTTP server
 (the simulators, on a hub with no channel account, are what its workers deliver to)."""
-RELAY_ROLES: Final = ("relay",)
-"""``chat4all relay``: the relay alone (with ``CHAT4ALL_NATS_URL``)."""
+RELAY_ROLES: Final = ("relay", "probes")
+"""``chat4all relay``: the relay alone (with ``CHAT4ALL_NATS_URL``), with the probes' HTTP
+server (its published and republished counters are scraped there)."""
 
 Worker = Callable[[asyncio.Event], Awaitable[None]]
 """A long-running job: runs until the event is set (a worker's ``run``)."""
