@@ -1,29 +1,23 @@
-"""A scale-out chat4all cluster for tests and benchmarks: ``chat4all api``, ``worker`` and
-``relay`` processes on one PostgreSQL database, NATS JetStream and Redis, each restartable, and
-the engines themselves as private servers a test may stop, freeze or restart (never the machine's
-shared ones).
-
-:class:`Proc` is one process of the cluster; :class:`Engine` a private engine server with a fixed
-port and data directory, so it can be stopped and started again where it was.
+"""The processes of a scale-out chat4all cluster, for tests and benchmarks: ``chat4all api``,
+``worker`` and ``relay`` (or ``serve``), each restartable, its log kept across its starts. The
+engines they share are the private servers of :mod:`tests.services` (``server()``), which a test
+may freeze, kill and restart.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tests.services import answers, free_port
 
-__all__ = ["Proc", "Engine", "frozen", "process_tree", "reclaimed_in"]
+__all__ = ["Proc", "first_key", "reclaimed_in"]
 
 START_TIMEOUT = 60.0
 
@@ -89,10 +83,14 @@ class Proc:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} was not ready in {START_TIMEOUT:g} s:\n{self.tail()}")
+                raise AssertionError(
+                    f"{self.name} was not ready in {START_TIMEOUT:g} s:\n{self.tail()}"
+                )
             seen.wait(0.05)
 
-    def _drain(self, proc: subprocess.Popen[str], seen: threading.Event, pattern: str | None) -> None:
+    def _drain(
+        self, proc: subprocess.Popen[str], seen: threading.Event, pattern: str | None
+    ) -> None:
         assert proc.stderr is not None
         with proc.stderr:
             for line in proc.stderr:
@@ -135,103 +133,3 @@ class Proc:
 def first_key(log: str) -> str | None:
     found = _KEY.search(log)
     return found.group(1) if found else None
-
-
-class Engine:
-    """A private engine server (NATS, Redis) on a fixed port with a fixed data directory: it can
-    be stopped (``stop``), killed, frozen and started again (``start``) where it was."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: Callable[[int, Path], Sequence[str]],
-        data: Path,
-        url: Callable[[int], str],
-    ) -> None:
-        self.name = name
-        self._argv = argv
-        self.data = data
-        self.port = free_port()
-        self.url = url(self.port)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-
-    def start(self) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            list(self._argv(self.port, self.data)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.data / "server.log").open("ab"),
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not answers("127.0.0.1", self.port, 0.2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                log = (self.data / "server.log").read_text(errors="replace")[-2000:]
-                raise AssertionError(f"private {self.name} did not start:\n{log}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def restart(self, down: float = 0.0, wait: Callable[[float], object] = time.sleep) -> None:
-        """Stop it, leave it down ``down`` seconds, and start it again on its port and data."""
-        self.stop()
-        if down:
-            wait(down)
-        self.start()
-        self.restarts += 1
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Engine]:
-        self.start()
-        try:
-            yield self
-        finally:
-            self.stop()
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and every process under it (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, ()))
-    return found
-
-
-def parent_of(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-@contextlib.contextmanager
-def frozen(root: int) -> Iterator[list[int]]:
-    """Every process under ``root`` stopped (SIGSTOP) for the block, then continued: a server
-    that hangs without closing its connections."""
-    pids = process_tree(root)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-    try:
-        yield pids
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)

@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -28,16 +27,14 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat4all.adapters.channels.telegram import TelegramSimulator
 from chat4all.simulator.host import QuietServer
-from tests.chat4all.cluster import Engine, Proc, frozen, parent_of
+from tests.chat4all.cluster import Proc
 from tests.postgres import server_url
-from tests.services import PostgreSQL
+from tests.services import Nats, PostgreSQL, Redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -49,20 +46,9 @@ PACE = 1.0
 half a minute, while the faults happen."""
 KILL_EVERY = 3.0
 LEASE = 8.0
+FROZEN = 3.0
+"""Seconds PostgreSQL stays frozen and Redis stopped."""
 DELIVERED_WITHIN = 120.0
-
-
-def nats_argv(port: int, data: Path) -> list[str]:
-    binary = shutil.which("nats-server")
-    assert binary, "nats-server is not installed (apt-get install nats-server)"
-    return [binary, "-js", "-sd", str(data), "-a", "127.0.0.1", "-p", str(port)]
-
-
-def redis_argv(port: int, data: Path) -> list[str]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed (apt-get install redis-server)"
-    return [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-            "--appendonly", "no", "--dir", str(data)]  # fmt: skip
 
 
 class Hooks:
@@ -144,16 +130,6 @@ class Follower:
                     self.last_id = event_id
 
 
-async def postmaster(database_url: str) -> int:
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            backend = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
-    finally:
-        await engine.dispose()
-    return parent_of(int(backend))
-
-
 def cli(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "chat4all", *args],
@@ -172,15 +148,13 @@ async def test_scale_out_delivers_everything_in_order_through_kills_and_engine_f
 ) -> None:
     began = time.monotonic()
     simulator = TelegramSimulator(tokens={TOKEN}, latency=0.02)
-    nats = Engine("NATS", nats_argv, tmp_path / "nats", lambda p: f"nats://127.0.0.1:{p}")
-    redis = Engine("Redis", redis_argv, tmp_path / "redis", lambda p: f"redis://127.0.0.1:{p}")
     hooks = Hooks()
-    with (
-        PostgreSQL(server_url()).private() as pg_server,
-        nats.running(),
-        redis.running(),
+    with (  # private engines, never the machine's shared ones: these are frozen and stopped
+        PostgreSQL(server_url()).server() as postgres,
+        Nats.from_environment().server() as nats,
+        Redis.from_environment().server() as redis,
     ):
-        database_url = f"{pg_server}/postgres"
+        database_url = f"{postgres.url}/postgres"
         async with simulator.running() as api_url, serving(hooks.app()) as hook_root:
             env = {
                 "PATH": os.environ["PATH"],
@@ -262,7 +236,6 @@ async def test_scale_out_delivers_everything_in_order_through_kills_and_engine_f
             async def chaos() -> None:
                 """A kill every KILL_EVERY seconds; the engines' faults at set turns."""
                 turn = 0
-                pg_root = await postmaster(database_url)
                 while not stop_faults.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop_faults.wait(), KILL_EVERY)
@@ -275,15 +248,22 @@ async def test_scale_out_delivers_everything_in_order_through_kills_and_engine_f
                     await asyncio.to_thread(victim.start)
                     restarting.discard(victim.name)
                     if turn in (2, 8):
-                        await asyncio.to_thread(nats.restart, 1.0)
-                        faults.append(f"NATS restarted at {time.monotonic() - began:.0f}s")
+                        await asyncio.to_thread(nats.restart)
+                        faults.append(f"NATS restarted at {time.monotonic() - began:.0f} s")
                     elif turn == 4:
-                        with frozen(pg_root) as pids:
-                            await asyncio.sleep(3.0)
-                        faults.append(f"PostgreSQL frozen 3 s ({len(pids)} processes)")
+                        postgres.freeze()
+                        try:
+                            await asyncio.sleep(FROZEN)  # the fault lasts this long
+                        finally:
+                            postgres.thaw()
+                        faults.append(f"PostgreSQL frozen {FROZEN:g} s")
                     elif turn == 6:
-                        await asyncio.to_thread(redis.restart, 3.0)
-                        faults.append("Redis stopped 3 s")
+                        await asyncio.to_thread(redis.stop)
+                        try:
+                            await asyncio.sleep(FROZEN)
+                        finally:
+                            await asyncio.to_thread(redis.start)
+                        faults.append(f"Redis stopped {FROZEN:g} s")
 
             try:
                 following = asyncio.create_task(follower.run(stop_follow))
