@@ -62,7 +62,6 @@ class Proc:
             **self.env,
             "CHAT4ALL_PORT": str(port),
             "CHAT4ALL_GRPC_PORT": str(grpc_port),
-            "CHAT4ALL_HEALTH_PORT": str(port),
         }
         self.url = f"http://127.0.0.1:{port}"
         self.grpc_target = f"127.0.0.1:{grpc_port}"
