@@ -11,12 +11,17 @@ processes): one object composed of the parts, each a module of its own.
 Accepts and delivery records share a group commit: concurrent ones are written in one
 transaction (one fsync for many), and each caller returns only after its own commit, so once
 ``accept`` returns the message survives ``kill -9``.
+
+The hot calls (``accept``, ``claim``, ``record``: a delivery recorded) are timed as their callers
+wait for them, group commit included, and told to :attr:`SqlStore.observe` (the hub's
+``chat4all_store_seconds`` histogram).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -56,6 +61,9 @@ class SqlStore:
         self._commits: GroupCommitter[Job | Sent, Message | None] = GroupCommitter(
             self._write_batch
         )
+        self.observe: Callable[[str, float], None] = _unobserved
+        """Told each hot call's operation (``accept``, ``claim``, ``record``) and its seconds;
+        ``build_hub`` gives the hub's metrics (nothing by default)."""
 
     @classmethod
     async def open(cls, url: str, *, sqlite_busy_ms: int = SQLITE_BUSY_MS) -> SqlStore:
@@ -118,13 +126,16 @@ class SqlStore:
         now: float,
         origin: Origin = NO_ORIGIN,
     ) -> Accepted:
+        began = time.perf_counter()
         if idempotency_key is not None:
             first = await self.message_log.reserve(tenant, *idempotency_key, now)
             if first is not None:
+                self.observe("accept", time.perf_counter() - began)
                 return Accepted(first, replayed=True)
         job = Job(tenant, request, idempotency_key[0] if idempotency_key else None, now, origin)
         message = await self._commits.submit(job)
         assert message is not None
+        self.observe("accept", time.perf_counter() - began)
         return Accepted(message, replayed=False)
 
     async def get(self, tenant: str, message_id: str) -> Message:
@@ -151,7 +162,10 @@ class SqlStore:
         return await self.outbox.recover(now)
 
     async def claim(self, now: float, limit: int, *, worker: str, lease: float) -> list[OutboxItem]:
-        return await self.outbox.claim(now, limit, worker=worker, lease=lease)
+        began = time.perf_counter()
+        claimed = await self.outbox.claim(now, limit, worker=worker, lease=lease)
+        self.observe("claim", time.perf_counter() - began)
+        return claimed
 
     async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None:
         await self.outbox.renew(items, worker=worker, until=until)
@@ -159,7 +173,9 @@ class SqlStore:
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
         """Record a delivery; concurrent ones (a dispatcher round) share a transaction with
         each other and with concurrent accepts."""
+        began = time.perf_counter()
         await self._commits.submit(Sent(item, provider_id, now))
+        self.observe("record", time.perf_counter() - began)
 
     async def retry(
         self,
@@ -255,3 +271,7 @@ class SqlStore:
 
     async def purge(self, older_than: float, batch: int = 1000) -> tuple[int, int]:
         return await self.retention.purge(older_than, batch)
+
+
+def _unobserved(operation: str, seconds: float) -> None:
+    """:attr:`SqlStore.observe` until the hub gives its metrics."""
