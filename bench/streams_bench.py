@@ -29,6 +29,7 @@ operation comes from the difference of two scrapes of ``/metrics``, around the l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -59,7 +60,7 @@ STEPS: Final = (1000, 2500, 5000, 10_000, 20_000, 40_000, 80_000)
 RSS_LIMIT: Final = 1 << 30
 FANOUT_LIMIT: Final = 1.0
 ROUNDS: Final = 3
-STREAMS_PER_CHANNEL: Final = 1000
+STREAMS_PER_CHANNEL: Final = 250
 OPENING: Final = 256
 """SSE connections being opened at once."""
 SPARE_FILES: Final = 150
@@ -77,6 +78,8 @@ class Board:
     wanted: int = 0
     complete: asyncio.Event = field(default_factory=asyncio.Event)
     lost: int = 0
+    endings: dict[str, int] = field(default_factory=dict)
+    """Why streams ended, and how many of each."""
     heads: int = 0
     refused: int = 0
 
@@ -92,7 +95,7 @@ class SseStream(asyncio.Protocol):
     """One ``GET /v1/events``: the head's status, then the message ids of ``message.status``
     frames (a frame cut between two reads is kept from its start)."""
 
-    __slots__ = ("board", "index", "head", "buffer")
+    __slots__ = ("board", "buffer", "head", "index")
 
     def __init__(self, board: Board, index: int) -> None:
         self.board, self.index = board, index
@@ -158,8 +161,9 @@ class Hub:
         self.provider.stop()
 
 
-def _hub() -> Hub:
-    """A hub and its provider, each a process, and a sender and a reader key of its tenant."""
+def _hub(serve: list[str] | None = None) -> Hub:
+    """A hub and its provider, each a process, and a sender and a reader key of its tenant;
+    ``serve``: the hub's command (``python -m chat4all serve`` by default)."""
     data = tempfile.mkdtemp(prefix="chat4all-streams-")
     port, grpc_port, sim_port = free_port(), free_port(), free_port()
     provider = Served(
@@ -176,12 +180,16 @@ def _hub() -> Hub:
         "CHAT4ALL_RATE_PER_KEY": "0",
         "CHAT4ALL_LOG_LEVEL": "WARNING",
     }
-    served = Served([sys.executable, "-m", "chat4all", "serve"], env, r"c4a_[A-Za-z0-9_-]+")
+    served = Served(
+        serve or [sys.executable, "-m", "chat4all", "serve"], env, r"c4a_[A-Za-z0-9_-]+"
+    )
     keys = {}
     for role in ("sender", "reader"):
         created = subprocess.run(
-            [sys.executable, "-m", "chat4all", "keys", "create", "--tenant", "default"]
-            + ["--role", role, "--name", f"streams bench {role}"],
+            [
+                *(sys.executable, "-m", "chat4all", "keys", "create", "--tenant", "default"),
+                *("--role", role, "--name", f"streams bench {role}"),
+            ],
             env={**os.environ, **env},
             cwd=data,
             capture_output=True,
@@ -217,10 +225,11 @@ async def _until_everyone(
         message_id, _ = await _send(pool, head)
         try:
             await asyncio.wait_for(board.complete.wait(), 20 + streams / 1000)
-            return True
         except TimeoutError:
             got = len(board.arrivals.get(message_id, {}))
             print(f"  warm-up reached {got}/{streams} streams", file=sys.stderr)
+        else:
+            return True
     return False
 
 
@@ -231,10 +240,8 @@ async def _fan_out(board: Board, pool: Pool, head: bytes, streams: int) -> list[
     for _ in range(ROUNDS):
         board.complete.clear()
         message_id, began = await _send(pool, head)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(board.complete.wait(), 30 + streams / 500)
-        except TimeoutError:
-            pass
         seen = board.arrivals.get(message_id, {})
         delays += [at - began for at in seen.values()]
         delays += [math.inf] * (streams - len(seen))  # never arrived
@@ -267,11 +274,10 @@ async def _steps(hub: Hub, open_more: Opener, cap: int | None) -> tuple[list[Ste
     have = 0
     why = f"the last step ({STEPS[-1]:,} streams) passed"
     try:
-        for want in STEPS:
-            if cap is not None and want > cap:
-                want = cap
-                if want <= have:
-                    break
+        for step in STEPS:
+            want = step if cap is None else min(step, cap)
+            if want <= have:
+                break
             began = time.perf_counter()
             await open_more(board, have, want)
             have = want
@@ -279,7 +285,8 @@ async def _steps(hub: Hub, open_more: Opener, cap: int | None) -> tuple[list[Ste
                 why = f"{board.refused} refused, {board.lost} closed by the hub at {want:,}"
                 break
             if not await _until_everyone(board, pool, head, want):
-                why = f"not every one of {want:,} streams subscribed"
+                why = f"not every one of {want:,} streams subscribed ({board.lost} ended: "
+                why += f"{board.endings or 'no error seen'})"
                 break
             rss = _rss(hub.served.proc.pid)
             delays = await _fan_out(board, pool, head, want)
@@ -307,77 +314,91 @@ async def _steps(hub: Hub, open_more: Opener, cap: int | None) -> tuple[list[Ste
         pool.close()
 
 
-async def _sse(hub: Hub, cap: int) -> tuple[list[Step], str]:
-    host, port = hub.url.removeprefix("http://").rsplit(":", 1)
-    request = (
-        f"GET /v1/events HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Authorization: Bearer {hub.reader}\r\nAccept: text/event-stream\r\n\r\n"
-    ).encode()
-    transports: list[asyncio.BaseTransport] = []
-    gate = asyncio.Semaphore(OPENING)
-    loop = asyncio.get_running_loop()
+class SseStreams:
+    """Opens SSE streams on a hub (an :data:`Opener`); :meth:`close` closes them all."""
 
-    async def one(board: Board, index: int) -> None:
-        async with gate:
+    def __init__(self, hub: Hub) -> None:
+        self.host, port = hub.url.removeprefix("http://").rsplit(":", 1)
+        self.port = int(port)
+        self.request = (
+            f"GET /v1/events HTTP/1.1\r\nHost: {self.host}:{port}\r\n"
+            f"Authorization: Bearer {hub.reader}\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
+        self.transports: list[asyncio.BaseTransport] = []
+        self.gate = asyncio.Semaphore(OPENING)
+
+    async def _one(self, board: Board, index: int) -> None:
+        async with self.gate:
             try:
-                transport, _ = await loop.create_connection(
-                    lambda: SseStream(board, index), host, int(port)
+                transport, _ = await asyncio.get_running_loop().create_connection(
+                    lambda: SseStream(board, index), self.host, self.port
                 )
             except OSError as exc:
                 print(f"  stream {index}: {exc!r}", file=sys.stderr)
                 board.refused += 1
                 return
-            transport.write(request)  # type: ignore[attr-defined]
-            transports.append(transport)
+            transport.write(self.request)
+            self.transports.append(transport)
 
-    async def open_more(board: Board, have: int, want: int) -> None:
-        await asyncio.gather(*(one(board, i) for i in range(have, want)))
+    async def __call__(self, board: Board, have: int, want: int) -> None:
+        await asyncio.gather(*(self._one(board, i) for i in range(have, want)))
         deadline = time.monotonic() + 60 + want / 200
         while board.heads + board.refused + board.lost < want and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
 
-    try:
-        return await _steps(hub, open_more, cap)
-    finally:
-        for transport in transports:
+    async def close(self) -> None:
+        for transport in self.transports:
             transport.close()
 
 
-async def _grpc(hub: Hub) -> tuple[list[Step], str]:
-    channels: list[grpc.aio.Channel] = []
-    readers: list[asyncio.Task[None]] = []
-    metadata = (("authorization", f"Bearer {hub.reader}"),)
+class GrpcStreams:
+    """Opens gRPC ``StreamEvents`` calls on a hub, ``STREAMS_PER_CHANNEL`` per channel (an
+    :data:`Opener`); :meth:`close` ends them all."""
 
-    async def read(board: Board, stub: pb_grpc.Chat4AllServiceStub, index: int) -> None:
+    def __init__(self, hub: Hub) -> None:
+        self.target = hub.grpc_target
+        self.metadata = (("authorization", f"Bearer {hub.reader}"),)
+        self.channels: list[grpc.aio.Channel] = []
+        self.readers: list[asyncio.Task[None]] = []
+
+    async def _read(self, board: Board, stub: pb_grpc.Chat4AllServiceStub, index: int) -> None:
         try:
-            async for answer in stub.StreamEvents(pb.StreamEventsRequest(), metadata=metadata):
+            async for answer in stub.StreamEvents(pb.StreamEventsRequest(), metadata=self.metadata):
                 if answer.event.type == "message.status":
                     board.arrived(json.loads(answer.event.data_json)["id"], index)
-        except grpc.aio.AioRpcError:
+        except grpc.aio.AioRpcError as exc:
             board.lost += 1
+            why = f"{exc.code().name}: {exc.details()}"
+            board.endings[why] = board.endings.get(why, 0) + 1
 
-    async def open_more(board: Board, have: int, want: int) -> None:
+    async def __call__(self, board: Board, have: int, want: int) -> None:
         for index in range(have, want):
             if index % STREAMS_PER_CHANNEL == 0:
                 # its own TCP connection (grpc shares one between equal channels otherwise)
-                channels.append(
+                self.channels.append(
                     grpc.aio.insecure_channel(
-                        hub.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)]
+                        self.target, options=[("grpc.use_local_subchannel_pool", 1)]
                     )
                 )
-            stub = pb_grpc.Chat4AllServiceStub(channels[-1])
-            readers.append(asyncio.create_task(read(board, stub, index)))
+            stub = pb_grpc.Chat4AllServiceStub(self.channels[-1])
+            self.readers.append(asyncio.create_task(self._read(board, stub, index)))
             if index % 500 == 0:
                 await asyncio.sleep(0)  # let the calls start
 
-    try:
-        return await _steps(hub, open_more, None)
-    finally:
-        for task in readers:
+    async def close(self) -> None:
+        for task in self.readers:
             task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        for channel in channels:
+        await asyncio.gather(*self.readers, return_exceptions=True)
+        for channel in self.channels:
             await channel.close()
+
+
+async def _measured(hub: Hub, kind: str, cap: int | None) -> tuple[list[Step], str]:
+    streams = SseStreams(hub) if kind == "SSE" else GrpcStreams(hub)
+    try:
+        return await _steps(hub, streams, cap)
+    finally:
+        await streams.close()
 
 
 def _histogram(scrape: str, name: str) -> dict[str, dict[float, float]]:
@@ -469,10 +490,8 @@ def run(machine: str) -> str:
             limit = _open_files_limit(hub.served.proc.pid)
             idle = _rss(hub.served.proc.pid)
             print(f"{kind}: hub pid {hub.served.proc.pid}, open files {limit:,}", file=sys.stderr)
-            if kind == "SSE":
-                steps, why = asyncio.run(_sse(hub, min(limit, hard) - SPARE_FILES))
-            else:
-                steps, why = asyncio.run(_grpc(hub))
+            cap = min(limit, hard) - SPARE_FILES if kind == "SSE" else None
+            steps, why = asyncio.run(_measured(hub, kind, cap))
             results[kind] = (steps, why, idle, limit)
         finally:
             hub.stop()
@@ -523,7 +542,7 @@ def run(machine: str) -> str:
             f"{op} p95 {p95 * 1000:.1f} ms ({count:,} calls)"
             for op, (p95, count) in sorted(store.items())
         )
-        + f" (target p95 < 50 ms: "
+        + " (target p95 < 50 ms: "
         + ("met" if store and max(p for p, _ in store.values()) < 0.05 else "**missed**")
         + f"); accept latency seen by the client p50 {statistics.median(accepts) * 1000:.1f} ms,"
         f" p99 {_percentile(accepts, 0.99) * 1000:.1f} ms.",
