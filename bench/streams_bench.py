@@ -21,8 +21,9 @@ own reading of every stream on the same 2 cores. The steps stop at the first of:
 open-files limit (one file per SSE stream on both sides; ``RLIMIT_NOFILE``'s hard limit cannot
 be raised in this container). SSE and gRPC each get a fresh hub.
 
-Then, on a fresh hub without streams, an open loop sends ``LOAD_RATE`` msg/s for
-``LOAD_SECONDS`` s (the lean client of ``bench.http_load``), and the store latency's p95 per
+Then, on a fresh hub without streams, an open loop sends each of ``LOAD_RATES`` msg/s for
+``LOAD_SECONDS`` s (the issue's 1,000, and 500 as ``bench.chat4all_bench`` does: below the
+hub's saturation on this machine) (the lean client of ``bench.http_load``), and the store latency's p95 per
 operation comes from the difference of two scrapes of ``/metrics``, around the load.
 """
 
@@ -63,9 +64,11 @@ ROUNDS: Final = 3
 STREAMS_PER_CHANNEL: Final = 250
 OPENING: Final = 256
 """SSE connections being opened at once."""
+LOST_SHARE: Final = 0.01
+"""Streams that may end early (counted and shown, cause unknown) before a step counts as failed."""
 SPARE_FILES: Final = 150
 """Open files the hub (and this client) need besides the SSE sockets."""
-LOAD_RATE: Final = 1000
+LOAD_RATES: Final = (500, 1000)
 LOAD_SECONDS: Final = 10.0
 _STATUS: Final = b'event: message.status\ndata: {"id":"'
 
@@ -218,9 +221,9 @@ async def _send(pool: Pool, head: bytes) -> tuple[str, float]:
 async def _until_everyone(
     board: Board, pool: Pool, head: bytes, streams: int, tries: int = 5
 ) -> bool:
-    """Warm-up messages until one reaches all ``streams`` (every stream subscribed)."""
-    board.wanted = streams
+    """Warm-up messages until one reaches every one of ``streams`` still open (each subscribed)."""
     for _ in range(tries):
+        board.wanted = streams - board.lost
         board.complete.clear()
         message_id, _ = await _send(pool, head)
         try:
@@ -236,15 +239,15 @@ async def _until_everyone(
 async def _fan_out(board: Board, pool: Pool, head: bytes, streams: int) -> list[float]:
     """``ROUNDS`` messages, one after the other: each stream's delay for each (seconds)."""
     delays: list[float] = []
-    board.wanted = streams
     for _ in range(ROUNDS):
+        board.wanted = streams - board.lost
         board.complete.clear()
         message_id, began = await _send(pool, head)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(board.complete.wait(), 30 + streams / 500)
         seen = board.arrivals.get(message_id, {})
         delays += [at - began for at in seen.values()]
-        delays += [math.inf] * (streams - len(seen))  # never arrived
+        delays += [math.inf] * (board.wanted - len(seen))  # never arrived
         await asyncio.sleep(0.2)  # the delivered receipts of this round pass first
     return delays
 
@@ -254,6 +257,8 @@ class Step:
     streams: int
     rss: int
     delays: list[float]
+    lost: int
+    """Streams that ended before or during the step (not in ``delays``)."""
 
     @property
     def worst(self) -> float:
@@ -281,8 +286,8 @@ async def _steps(hub: Hub, open_more: Opener, cap: int | None) -> tuple[list[Ste
             began = time.perf_counter()
             await open_more(board, have, want)
             have = want
-            if board.refused or board.lost:
-                why = f"{board.refused} refused, {board.lost} closed by the hub at {want:,}"
+            if board.refused or board.lost > want * LOST_SHARE:
+                why = f"{board.refused} refused, {board.lost} ended ({board.endings}) at {want:,}"
                 break
             if not await _until_everyone(board, pool, head, want):
                 why = f"not every one of {want:,} streams subscribed ({board.lost} ended: "
@@ -290,7 +295,7 @@ async def _steps(hub: Hub, open_more: Opener, cap: int | None) -> tuple[list[Ste
                 break
             rss = _rss(hub.served.proc.pid)
             delays = await _fan_out(board, pool, head, want)
-            steps.append(Step(want, rss, delays))
+            steps.append(Step(want, rss, delays, board.lost))
             print(
                 f"  {want:,} streams open in {time.perf_counter() - began:.1f} s; RSS "
                 f"{rss / 2**20:.0f} MiB; fan-out p50 {statistics.median(delays) * 1000:.0f} ms, "
@@ -309,6 +314,8 @@ async def _steps(hub: Hub, open_more: Opener, cap: int | None) -> tuple[list[Ste
                     "both sides) reached"
                 )
                 break
+        if board.endings:
+            why += f"; streams that ended early: {board.endings}"
         return steps, why
     finally:
         pool.close()
@@ -426,9 +433,9 @@ def _quantile(buckets: dict[float, float], q: float) -> tuple[float, int]:
     return lower, int(total)
 
 
-async def _store_latency(hub: Hub) -> tuple[dict[str, tuple[float, int]], list[float]]:
-    """p95 of ``chat4all_store_seconds`` per operation over an open loop at ``LOAD_RATE``
-    msg/s, and the accept latencies this client saw."""
+async def _store_latency(hub: Hub, rate: int) -> tuple[dict[str, tuple[float, int]], list[float]]:
+    """p95 of ``chat4all_store_seconds`` per operation over an open loop at ``rate`` msg/s,
+    and the accept latencies this client saw."""
     host, port = hub.url.removeprefix("http://").rsplit(":", 1)
     pool = Pool(host, int(port), 128)
     head = post_head(f"{host}:{port}", "/v1/messages", {"Authorization": f"Bearer {hub.sender}"})
@@ -445,8 +452,8 @@ async def _store_latency(hub: Hub) -> tuple[dict[str, tuple[float, int]], list[f
         before = _histogram((await client.get("/metrics")).text, "chat4all_store_seconds")
         start = time.perf_counter()
         tasks = []
-        for n in range(int(LOAD_RATE * LOAD_SECONDS)):
-            due = start + n / LOAD_RATE
+        for n in range(int(rate * LOAD_SECONDS)):
+            due = start + n / rate
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -463,20 +470,38 @@ async def _store_latency(hub: Hub) -> tuple[dict[str, tuple[float, int]], list[f
     return result, latencies
 
 
-def _table(kind: str, steps: list[Step], why: str) -> list[str]:
+def _table(kind: str, steps: list[Step], why: str, idle: int) -> list[str]:
     lines = [
         f"| {kind} streams | hub RSS (MiB) | RSS per stream over the idle hub (KiB) "
-        "| fan-out p50 / p99 / max (ms) |",
-        "|---|---|---|---|",
+        "| fan-out p50 / p99 / max (ms) | streams ended early |",
+        "|---|---|---|---|---|",
     ]
     for step in steps:
         ms = [d * 1000 for d in step.delays]
         lines.append(
-            f"| {step.streams:,} | {step.rss / 2**20:.0f} | {{per_stream_{kind}_{step.streams}}} "
-            f"| {statistics.median(ms):.0f} / {_percentile(ms, 0.99):.0f} / {max(ms):.0f} |"
+            f"| {step.streams:,} | {step.rss / 2**20:.0f} "
+            f"| {(step.rss - idle) / step.streams / 1024:.1f} "
+            f"| {statistics.median(ms):.0f} / {_percentile(ms, 0.99):.0f} / {max(ms):.0f} "
+            f"| {step.lost} |"
         )
     lines += ["", f"{kind}: stopped because {why}."]
     return lines
+
+
+def _store_line(rate: int, store: dict[str, tuple[float, int]], accepts: list[float]) -> str:
+    worst = max((p95 for p95, _ in store.values()), default=math.inf)
+    return (
+        f"- Store latency under an open loop of {rate:,} msg/s for {LOAD_SECONDS:.0f} s "
+        "(`chat4all_store_seconds`, the difference of two scrapes; p95 interpolated within its "
+        "bucket): "
+        + "; ".join(
+            f"{op} p95 {p95 * 1000:.1f} ms ({count:,} calls)"
+            for op, (p95, count) in sorted(store.items())
+        )
+        + f" (target p95 < 50 ms: {'met' if worst < 0.05 else '**missed**'}); accept latency "
+        f"seen by the client p50 {statistics.median(accepts) * 1000:.1f} ms, p99 "
+        f"{_percentile(accepts, 0.99) * 1000:.1f} ms."
+    )
 
 
 def run(machine: str) -> str:
@@ -497,7 +522,7 @@ def run(machine: str) -> str:
             hub.stop()
     hub = _hub()
     try:
-        store, accepts = asyncio.run(_store_latency(hub))
+        stores = {rate: asyncio.run(_store_latency(hub, rate)) for rate in LOAD_RATES}
     finally:
         hub.stop()
     load_after = os.getloadavg()
@@ -512,14 +537,10 @@ def run(machine: str) -> str:
     ]
     held = []
     for kind, (steps, why, idle, limit) in results.items():
-        table = "\n".join(_table(kind, steps, why))
-        for step in steps:
-            per = (step.rss - idle) / step.streams / 1024
-            table = table.replace(f"{{per_stream_{kind}_{step.streams}}}", f"{per:.1f}")
         lines += [
             f"{kind} (hub idle: {idle / 2**20:.0f} MiB RSS, open files {limit:,}):",
             "",
-            table,
+            *_table(kind, steps, why, idle),
             "",
         ]
         good = [s for s in steps if s.rss <= RSS_LIMIT and s.worst <= FANOUT_LIMIT]
@@ -535,17 +556,7 @@ def run(machine: str) -> str:
     lines += [
         "Streams held with every event within 1 s: " + "; ".join(held) + " (target ≥ 10,000).",
         "",
-        f"Store latency under an open loop of {LOAD_RATE:,} msg/s for {LOAD_SECONDS:.0f} s "
-        "(`chat4all_store_seconds`, the difference of two scrapes; p95 interpolated within its "
-        "bucket): "
-        + "; ".join(
-            f"{op} p95 {p95 * 1000:.1f} ms ({count:,} calls)"
-            for op, (p95, count) in sorted(store.items())
-        )
-        + " (target p95 < 50 ms: "
-        + ("met" if store and max(p for p, _ in store.values()) < 0.05 else "**missed**")
-        + f"); accept latency seen by the client p50 {statistics.median(accepts) * 1000:.1f} ms,"
-        f" p99 {_percentile(accepts, 0.99) * 1000:.1f} ms.",
+        *(_store_line(rate, *stores[rate]) for rate in LOAD_RATES),
         "",
         __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
     ]
