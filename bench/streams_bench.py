@@ -73,6 +73,54 @@ LOAD_SECONDS: Final = 10.0
 _STATUS: Final = b'event: message.status\ndata: {"id":"'
 
 
+NOTES: Final = """\
+What limits the streams (found on 2026-12-01 with tracemalloc, py-spy and `gc.callbacks` on the
+hub, each at 2,000 to 10,000 SSE streams):
+
+- **Memory is not the limit.** ~40 KiB of RSS per idle SSE stream and ~29 KiB per gRPC stream,
+  so 1 GiB holds ~22,000 SSE and ~30,000 gRPC streams; SSE stops first at the open-files limit
+  (one socket per stream on each side). tracemalloc at 2,000 SSE streams: ~37 KiB of Python
+  heap per stream in ~200 tracked objects, spread over every layer with no dominant one: the
+  subscriber's `asyncio.Queue(1000)` ~3.3 KiB (four deques of 64 slots; the bound allocates
+  nothing ahead), uvicorn's protocol and request cycle ~3-4 KiB, FastAPI's dependency solving
+  and its `AsyncExitStack` ~3 KiB, the request's OpenTelemetry span (open for the stream's
+  life) ~2 KiB, Starlette's `StreamingResponse` with an anyio task group of two tasks (uvicorn
+  announces ASGI spec 2.3, so Starlette watches for the disconnect in a second task) ~3 KiB, the
+  rest coroutine frames and tasks.
+- **The garbage collector was the limit.** At 10,000 SSE streams (2 million tracked objects)
+  each full collection stopped the event loop 1.5-2.2 s and freed nothing; with CPython's young
+  generation of 700 objects, a fan-out (one wake-up per stream alive at once) promoted its
+  short-lived objects to the oldest generation and caused one every few seconds, so an event
+  landing in one reached its streams 2-3 s late (fan-out max 2.0-3.1 s at 10,000 in two runs).
+  `chat4all serve` now sets the thresholds to 50,000 / 20 / 100 after its startup freeze
+  (`chat4all.cli.GC_THRESHOLDS`): no full collection during 15 fan-outs at 10,000 streams.
+- **Then the fan-out's CPU.** py-spy (`--gil`) at 10,000 SSE streams, with the change above:
+  ~49% of the hub's GIL time in uvicorn's `transport.write` (one `send()` per stream and
+  event, the floor of one socket per stream), ~11% in `EventBus.publish`'s synchronous loop of
+  `put_nowait` (no stream is served before it ends), the rest each stream's wake-up through ~8
+  frames of generators and ASGI send wrappers (Starlette's two, our `Observe`, anyio's task).
+  Before it, the full collections showed as 60% of the GIL time inside that loop (the
+  `set_result` allocations that triggered them). Each event's SSE frame and gRPC answer are
+  now built once for all its streams (not once per stream), and the SSE stream no longer asks
+  `request.is_disconnected()` per event (`StreamingResponse` watches for the disconnect
+  itself): SSE fan-out at 5,000 streams went from p50 370 / max 1,306 ms to 232 / 536 ms in the
+  same busy hour, before the GC change.
+- **gRPC** costs more per event than SSE (its fan-out is ~2x SSE's at 10,000 streams) and is
+  the first to pass 1 s, at 20,000. With 1,000 streams per HTTP/2 connection 0.2-1% of the
+  streams ended with `CANCELLED` soon after they opened; with 250 per connection 0.1% did at
+  10,000 and 1.75% at 20,000 (cause not found; counted as "ended early", not in the fan-out
+  figures).
+
+Proposed, not done here (service_layer/events.py is being rewritten for the Redis fan-out):
+`EventBus` subscribers as a deque and one waiter future instead of an `asyncio.Queue` (~3 KiB
+and ~10 tracked objects less per stream), and `publish` handing a large tenant's fan-out to a
+task that yields to the loop every few hundred streams; `/v1/events` as a plain ASGI route
+below FastAPI's dependency machinery and the per-stream task group (fewer objects per stream,
+less CPU per event). Past ~20,000 streams per process, more API processes behind the Redis
+fan-out.
+"""
+
+
 @dataclass
 class Board:
     """Which stream received which message's first ``message.status`` event, and when."""
@@ -558,6 +606,7 @@ def run(machine: str) -> str:
         "",
         *(_store_line(rate, *stores[rate]) for rate in LOAD_RATES),
         "",
+        NOTES,
         __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
     ]
     return "\n".join(lines)
