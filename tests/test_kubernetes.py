@@ -35,7 +35,6 @@ SERVES_HTTP: Final = {"api", "serve"}
 can be probed over HTTP or scraped."""
 PENDING_SETTINGS: Final = {
     "CHAT4ALL_NATS_URL",
-    "CHAT4ALL_REDIS_URL",
     "CHAT4ALL_PARTITIONS",
     "CHAT4ALL_NATS_REPLICAS",
 }

@@ -1,8 +1,9 @@
 """The composition root: settings in, a wired hub out (:func:`build_hub`), and its roles run.
 
-:func:`build_hub` wires everything (store, use cases, connectors, bus, rate limiter, wake-up,
-status publisher, metrics, tracer, workers) and opens no socket and starts no task: it only
-opens the database. :func:`run_roles` starts some of its roles under the hub's
+:func:`build_hub` wires everything (store, use cases, connectors, bus, rate limiter and
+idempotency cache (:func:`shared_state`), wake-up, status publisher, metrics, tracer, workers)
+and opens no socket and starts no task: it only opens the database (and a Redis client, which
+connects on first use). :func:`run_roles` starts some of its roles under the hub's
 :class:`~chat4all.service_layer.supervisor.Supervisor`:
 
 - ``simulator``: the channels' simulators (on the embedded default: no account configured);
@@ -10,8 +11,10 @@ opens the database. :func:`run_roles` starts some of its roles under the hub's
 - ``workers``: the dispatcher, the webhook dispatcher and the sweep of received messages left
   unannounced (``inbound-files``; and any worker a test injects);
 - ``pollers``: the channels' pollers (those their settings ask for);
-- ``housekeeping``: the hourly purge of old idempotency keys and update ids, and of unfinished
-  uploads past their time to live (:func:`housekeep`).
+- ``relay``: with ``CHAT4ALL_NATS_URL``, the outbox relayed to the partitioned log
+  (:class:`~chat4all.service_layer.relay.Relay`; nothing to do without it);
+- ``housekeeping``: the hourly purge of old idempotency keys, update ids and live events, and of
+  unfinished uploads past their time to live (:func:`housekeep`).
 
 :func:`running_hub` is ``chat4all serve``: all of them in one process. Tests inject fakes through
 the overrides of :func:`build_hub` (a tracer, a clock, connectors, an httpx transport for
@@ -36,14 +39,17 @@ from prometheus_client import CollectorRegistry
 from typing_extensions import Unpack
 
 from chat4all.adapters.channels.runtime import Channels, build_channels
+from chat4all.adapters.log.jetstream import JetStreamLog, NatsWakeup, connect
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
+from chat4all.adapters.storage.partitions import SqlPartitionLeases
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.tenants import SqlTenantSettings
 from chat4all.adapters.storage.uploads import FileUploads
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout_many
 from chat4all.config import Settings
+from chat4all.domain.lease import worker_id
 from chat4all.entrypoints.grpc_server import start_grpc
 from chat4all.entrypoints.rest import create_app
 from chat4all.entrypoints.services import Services
@@ -51,18 +57,21 @@ from chat4all.entrypoints.tls import Tls
 from chat4all.errors import InvalidRequest, StoreUnavailable
 from chat4all.metrics import HubMetrics
 from chat4all.plugin import SIMULATOR_ACCOUNT
-from chat4all.ports import Connector, MediaStore
+from chat4all.ports import Connector, MediaStore, MessageLog
 from chat4all.service_layer.access import Access, LocalRateLimiter, RateLimiter
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.actions import Actions
 from chat4all.service_layer.channel_accounts import ChannelAccounts
 from chat4all.service_layer.dead_letters import DeadLetters
 from chat4all.service_layer.dispatcher import Dispatcher, DispatchPolicy
-from chat4all.service_layer.events import EventBus, LiveEvents
+from chat4all.service_layer.events import EventBus, LiveEvents, LiveStreams
+from chat4all.service_layer.idempotency import CachedReplays, IdempotencyCache, NoIdempotencyCache
 from chat4all.service_layer.inbound import Inbound
+from chat4all.service_layer.log_dispatch import LogQueue, PartitionOwner
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.media_links import MediaLinks
 from chat4all.service_layer.messages import Messages
+from chat4all.service_layer.relay import Relay
 from chat4all.service_layer.status import StatusPublisher
 from chat4all.service_layer.subscriptions import Subscriptions
 from chat4all.service_layer.supervisor import Supervisor
@@ -85,6 +94,7 @@ __all__ = [
     "running_hub",
     "open_store",
     "open_media_store",
+    "shared_state",
     "reload_settings",
     "SIMULATOR_ACCOUNT",
 ]
@@ -92,7 +102,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _HOUSEKEEPING_EVERY: Final = 3600.0
-ROLES: Final = ("simulator", "api", "workers", "pollers", "housekeeping")
+ROLES: Final = ("simulator", "api", "workers", "pollers", "relay", "housekeeping")
 
 Worker = Callable[[asyncio.Event], Awaitable[None]]
 """A long-running job: runs until the event is set (a worker's ``run``)."""
@@ -155,6 +165,10 @@ class Hub:
     """The REST API's root, once the ``api`` role runs."""
     grpc_target: str = ""
     """``host:port`` of the gRPC API, once the ``api`` role runs."""
+    relay: Relay | None = None
+    """The ``relay`` role's job, with ``CHAT4ALL_NATS_URL`` (else ``None``)."""
+    message_log: MessageLog | None = None
+    """The partitioned log, with ``CHAT4ALL_NATS_URL``."""
 
     async def ready(self) -> str | None:
         """Why this process is not ready (a worker down, since when; the database), or
@@ -173,6 +187,11 @@ class Hub:
         self.metrics.outbox_depth.set(await self.store.depth())
         self.metrics.dead_letters.set(await self.store.dead_count())
         self.metrics.webhook_dead_letters.set(await self.webhooks.dead_count())
+        if self.message_log is not None:
+            try:
+                self.metrics.log_lag.set(await self.message_log.lag())
+            except Exception as exc:  # the gauge keeps its last value
+                log.warning("could not read the log's lag: %s: %s", type(exc).__name__, exc)
 
     async def reload(self, settings: Settings) -> dict[tuple[str, str], str]:
         """Apply ``settings`` (re-read from the environment and the settings file) where that
@@ -256,11 +275,136 @@ async def open_media_store(
     return bucket
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionedLog:
+    """The parts of ``CHAT4ALL_NATS_URL``'s partitioned log in one process."""
+
+    log: JetStreamLog
+    relay: Relay
+    queue: LogQueue
+    """The dispatcher's outbox: claims through the log."""
+    owner: PartitionOwner
+    relay_wakeup: Wakeup
+    workers_wakeup: Wakeup
+
+
+async def open_log(
+    settings: Settings,
+    store: SqlStore,
+    stack: contextlib.AsyncExitStack,
+    worker: str,
+    clock: Callable[[], float],
+    metrics: HubMetrics,
+) -> PartitionedLog | None:
+    """The partitioned log of ``settings`` (``None`` without ``CHAT4ALL_NATS_URL``): the NATS
+    connection (closed with ``stack``), the stream and its consumers made ready, the wake-ups
+    subscribed; :class:`StoreUnavailable` says why not."""
+    if not settings.NATS_URL:
+        return None
+    nc = await connect(settings.NATS_URL)
+    stack.push_async_callback(nc.close)
+    stream = settings.NATS_STREAM
+    log_ = JetStreamLog(
+        nc,
+        stream,
+        settings.PARTITIONS,
+        replicas=settings.NATS_REPLICAS,
+        duplicate_window=settings.NATS_DUPLICATE_WINDOW,
+        ack_wait=settings.NATS_ACK_WAIT,
+        max_deliver=settings.NATS_MAX_DELIVER,
+    )
+    await log_.ensure()
+    relay_wakeup = NatsWakeup(nc, f"{stream}.wakeup.relay")
+    workers_wakeup = NatsWakeup(nc, f"{stream}.wakeup.workers")
+    await relay_wakeup.start()
+    await workers_wakeup.start()
+    owner = PartitionOwner(
+        SqlPartitionLeases(store.db, stream),
+        settings.PARTITIONS,
+        settings.PARTITION_LEASE,
+        worker,
+        clock,
+        metrics,
+        on_gained=workers_wakeup.wake,
+    )
+    relay = Relay(
+        store.outbox,
+        log_,
+        relay_wakeup,
+        workers_wakeup.wake,
+        horizon=settings.NATS_DUPLICATE_WINDOW,
+        events=metrics,
+        clock=clock,
+    )
+    queue = LogQueue(store, log_, owner, relay_wakeup.wake, metrics)
+    return PartitionedLog(log_, relay, queue, owner, relay_wakeup, workers_wakeup)
+
+
+async def shared_state(
+    settings: Settings, metrics: HubMetrics, stack: contextlib.AsyncExitStack
+) -> tuple[RateLimiter, IdempotencyCache]:
+    """The rate limiter and the idempotency replays' cache: in this process alone on the
+    embedded default, shared by every process through Redis with ``CHAT4ALL_REDIS_URL`` (its
+    client closed with ``stack``). :class:`InvalidRequest` when the ``redis`` package is
+    missing."""
+    if not settings.REDIS_URL:
+        local = LocalRateLimiter(
+            settings.RATE_PER_KEY, settings.RATE_GLOBAL, per_tenant=settings.RATE_PER_TENANT
+        )
+        return local, NoIdempotencyCache()
+    try:
+        from chat4all.adapters import redis_state  # noqa: PLC0415 - only with REDIS_URL
+    except ImportError:
+        raise InvalidRequest(
+            "CHAT4ALL_REDIS_URL needs the redis package, not installed here: "
+            "pip install 'tgstream-chat4all[chat4all]', or leave CHAT4ALL_REDIS_URL empty",
+            field="CHAT4ALL_REDIS_URL",
+        ) from None
+    prefix = settings.REDIS_PREFIX
+    client = redis_state.redis_client(settings.REDIS_URL, settings.REDIS_TIMEOUT, name=prefix)
+    stack.push_async_callback(client.aclose)
+    limiter = redis_state.RedisRateLimiter(
+        client,
+        prefix,
+        per_key=settings.RATE_PER_KEY,
+        per_tenant=settings.RATE_PER_TENANT,
+        global_=settings.RATE_GLOBAL,
+        unavailable=metrics.rate_limiter_unavailable.inc,
+    )
+    cache = redis_state.RedisIdempotencyCache(
+        client, prefix, unavailable=metrics.idempotency_cache_unavailable.inc
+    )
+    log.info(
+        "rate limits and idempotent replays are shared through Redis at %s (keys under %r)",
+        settings.redis_shown,
+        prefix,
+    )
+    return limiter, cache
+
+
+def live_events(settings: Settings, stack: contextlib.AsyncExitStack) -> LiveEvents:
+    """The live event bus: in this process on the embedded default, across every process
+    through Redis pub/sub with ``CHAT4ALL_REDIS_URL`` (channel ``<CHAT4ALL_REDIS_PREFIX>events``,
+    closed with ``stack``; it connects at its first use)."""
+    if not settings.REDIS_URL:
+        return EventBus()
+    from chat4all.adapters.redis_events import RedisEventBus  # noqa: PLC0415 - only with Redis
+
+    bus = RedisEventBus(
+        settings.REDIS_URL,
+        channel=f"{settings.REDIS_PREFIX}events",
+        name=f"{settings.REDIS_PREFIX}events",
+        connect_timeout=settings.REDIS_TIMEOUT,
+    )
+    stack.push_async_callback(bus.close)
+    return bus
+
+
 async def housekeep(hub: Hub) -> None:
-    """One round of the ``housekeeping`` role: forget idempotency keys and provider update ids
-    older than ``CHAT4ALL_IDEMPOTENCY_HOURS``, and delete the unfinished uploads without a write
-    for ``CHAT4ALL_UPLOAD_TTL_HOURS`` (counted in ``chat4all_uploads_expired_total``). A failure
-    is logged and tried again next round."""
+    """One round of the ``housekeeping`` role: forget idempotency keys, provider update ids and
+    stored live events older than ``CHAT4ALL_IDEMPOTENCY_HOURS``, and delete the unfinished
+    uploads without a write for ``CHAT4ALL_UPLOAD_TTL_HOURS`` (counted in
+    ``chat4all_uploads_expired_total``). A failure is logged and tried again next round."""
     keep = hub.settings.IDEMPOTENCY_HOURS * 3600.0
     try:
         keys, updates = await hub.store.purge(time.time() - keep)
@@ -329,20 +473,24 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
 
         metrics = HubMetrics(CollectorRegistry())
         store.observe = metrics.stored
-        bus = EventBus()
+        bus = live_events(settings, stack)
         publisher = StatusPublisher(bus)
-        wakeup = LocalWakeup()
-        limiter = LocalRateLimiter(settings.RATE_PER_KEY, settings.RATE_GLOBAL)
+        store.announcer.live = publisher.committed  # stored events, after their commit
+        worker = worker_id()
+        log_ = await open_log(settings, store, stack, worker, clock, metrics)
+        # with the log: accepts wake the relay, the relay wakes the workers
+        wakeup: Wakeup = log_.relay_wakeup if log_ is not None else LocalWakeup()
+        limiter, replays = await shared_state(settings, metrics, stack)
         targets = TargetPolicy(settings.WEBHOOK_ALLOW_PRIVATE, overrides.get("resolver", resolve))
         dispatcher = Dispatcher(
-            store,
+            log_.queue if log_ is not None else store,
             connectors,
             DispatchPolicy(max_attempts=settings.MAX_ATTEMPTS, lease=settings.OUTBOX_LEASE),
             events=metrics,
             clock=clock,
-            publisher=publisher,
             tracer=tracer,
-            wakeup=wakeup,
+            wakeup=log_.workers_wakeup if log_ is not None else wakeup,
+            worker=worker,
         )
         webhook_dispatcher = WebhookDispatcher(
             webhooks,
@@ -355,7 +503,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         access = Access(keys, audit, limiter=limiter)
         tenants = Tenants(SqlTenantSettings(store), media.links, audit=audit)
         messages = Messages(
-            store,
+            CachedReplays(store, replays, settings.IDEMPOTENCY_HOURS * 3600.0),
             tracer=tracer,
             accounts=accounts,
             media=media_store,
@@ -365,7 +513,6 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         )
         inbound = Inbound(
             store,
-            publisher,
             accounts,
             channels.receivers,
             clock=clock,
@@ -379,6 +526,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             "dispatcher": dispatcher.run,
             "webhooks": webhook_dispatcher.run,
             "inbound-files": inbound.run,
+            **({"partitions": log_.owner.run} if log_ is not None else {}),
             **overrides.get("workers", {}),
         }
         yield Hub(
@@ -403,7 +551,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
                 dead_letters=DeadLetters(store, wakeup.wake),
                 subscriptions=subscriptions,
                 inbound=inbound,
-                bus=bus,
+                events=LiveStreams(bus, store),
                 media=media,
                 actions=Actions(store, connectors, channels.limits),
                 tenants=tenants,
@@ -421,6 +569,8 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             supervisor=Supervisor(overrides.get("stop") or asyncio.Event(), clock),
             channels=channels,
             admin_key=admin_key,
+            relay=log_.relay if log_ is not None else None,
+            message_log=log_.log if log_ is not None else None,
         )
 
 
@@ -497,6 +647,12 @@ async def _pollers(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
         )
 
 
+async def _relay(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
+    if hub.relay is None:
+        return  # no partitioned log: the workers claim from the database
+    hub.supervisor.start("relay", hub.relay.run(hub.supervisor.stop))
+
+
 async def _housekeeping_role(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
     hub.supervisor.start("housekeeping", _housekeeping(hub, hub.supervisor.stop))
 
@@ -510,6 +666,7 @@ _START: Final[dict[str, Callable[[Hub, contextlib.AsyncExitStack], Awaitable[Non
     "api": _api,
     "workers": _workers,
     "pollers": _pollers,
+    "relay": _relay,
     "housekeeping": _housekeeping_role,
 }
 

@@ -23,7 +23,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -45,12 +45,14 @@ from chat4all.adapters.storage.transfer import (
     copy_database,
 )
 from chat4all.bootstrap import (
+    ROLES,
     SIMULATOR_ACCOUNT,
     Hub,
     Injected,
+    build_hub,
     open_store,
     reload_settings,
-    running_hub,
+    run_roles,
 )
 from chat4all.config import Settings, load_settings
 from chat4all.errors import Chat4AllError, InvalidRequest, StoreUnavailable
@@ -117,19 +119,40 @@ def serve(env_file: EnvFile = Path(".env")) -> None:
     )
 
 
+@app.command()
+def relay(env_file: EnvFile = Path(".env")) -> None:
+    """Run only the relay: the outbox's due messages published to the partitioned log
+    (CHAT4ALL_NATS_URL must be set; ``serve`` runs a relay too). Any number may run."""
+    settings = _settings(env_file)
+    if not settings.NATS_URL:
+        err.print(
+            "[bold red]error:[/] invalid settings: CHAT4ALL_NATS_URL is empty: the relay "
+            "publishes to NATS JetStream; set it (and CHAT4ALL_DATABASE_URL to PostgreSQL)"
+        )
+        raise typer.Exit(2)
+    setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    log.info("chat4all %s relay starting; database %s", __version__, settings.database_shown)
+    raise typer.Exit(
+        run_until_stopped(lambda stop: serve_hub(settings, stop, roles=("relay",)), _fast_loop())
+    )
+
+
 async def serve_hub(
     settings: Settings,
     stop: asyncio.Event,
     reload: Callable[[], Settings] | None = None,
+    roles: Sequence[str] = ROLES,
     **overrides: Unpack[Injected],
 ) -> int:
     """``serve``'s life until ``stop`` is set (0) or a worker dies (:data:`WORKER_DIED`), or
     the start fails (2, 3). With ``reload`` (how to read the settings again), SIGHUP applies
     the settings read again (:func:`chat4all.bootstrap.reload_settings`: replaced channel
-    tokens, without a restart). ``overrides`` as :func:`chat4all.bootstrap.build_hub`'s."""
+    tokens, without a restart). ``roles``: which to run (``relay`` runs only the relay);
+    ``overrides`` as :func:`chat4all.bootstrap.build_hub`'s."""
     async with contextlib.AsyncExitStack() as stack:
         try:
-            hub = await stack.enter_async_context(running_hub(settings, stop, **overrides))
+            built = await stack.enter_async_context(build_hub(settings, stop=stop, **overrides))
+            hub = await stack.enter_async_context(run_roles(built, roles))
         except StoreUnavailable as exc:
             err.print(f"[bold red]error:[/] {exc}")
             return 3

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from pydantic import (
@@ -65,10 +66,27 @@ class Settings(BaseSettings):
     """Where the simulators are served, each under /<channel>."""
     RATE_PER_KEY: int = Field(default=100, ge=0, le=1_000_000)
     """Requests a minute per API key (token bucket, bursts up to that); 0 turns it off."""
+    RATE_PER_TENANT: int = Field(default=0, ge=0, le=100_000_000)
+    """Requests a minute for all keys of one tenant together (bursts up to that); 0 turns it
+    off."""
     RATE_GLOBAL: int = Field(default=0, ge=0, le=100_000_000)
     """Requests a minute for all keys together; 0 turns it off."""
+    REDIS_URL: str = ""
+    """The Redis every API process shares (``redis://[:password@]host:6379/0``, ``rediss://``
+    for TLS, ``unix:///path``): the rate limits are kept there (across processes, not per
+    process), completed Idempotency-Keys' answers are cached there, and live events reach the
+    SSE and gRPC streams of every API process through it (one subscription per process).
+    Empty: none of these (each process limits on its own, and its streams see only the events
+    of the changes it made; the embedded default)."""
+    REDIS_PREFIX: str = "chat4all:"
+    """The start of every key the hub keeps in Redis, and of its live events' channel (several
+    hubs can share one Redis)."""
+    REDIS_TIMEOUT: float = Field(default=0.5, gt=0, le=30)
+    """Seconds to connect to Redis, for it to answer, or to wait for a free connection; past
+    it the request goes on without Redis (see the operations manual, "Rate limits")."""
     IDEMPOTENCY_HOURS: int = Field(default=24, ge=24, le=24 * 366)
-    """How long an Idempotency-Key (and a provider's update id) is remembered; at least 24."""
+    """How long an Idempotency-Key (and a provider's update id, and a stored live event a stream
+    can resume from) is remembered; at least 24."""
     MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
     TLS_CERT_FILE: FilePath | None = None
     """PEM certificate chain: with TLS_KEY_FILE, both APIs serve TLS (REST: 1.3 only). Off by
@@ -120,6 +138,33 @@ class Settings(BaseSettings):
     """Seconds a worker holds a claimed message (or webhook delivery) without renewing it (it
     renews every third of it while delivering). A process that dies leaves its in-flight
     messages to the others after this long; they may reach the provider twice."""
+    NATS_URL: str = ""
+    """NATS server(s) with JetStream (``nats://host:4222``, several comma-separated): the
+    outbox is relayed to a partitioned log and the workers claim through it; needs PostgreSQL.
+    Empty: the workers claim straight from the database (the embedded default)."""
+    NATS_STREAM: str = Field(default="chat4all", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    """The JetStream stream's name, also its subjects' prefix (``<name>.outbox.<partition>``)
+    and the name of its partition leases; hubs sharing a NATS server need one each."""
+    PARTITIONS: int = Field(default=16, ge=1, le=4096)
+    """Partitions of the log (a conversation always lands on one); at most this many workers
+    consume at once. Changing it moves conversations between partitions: change it with the
+    outbox drained."""
+    NATS_REPLICAS: int = Field(default=1, ge=1, le=5)
+    """Copies of the stream in the JetStream cluster (3 in production, across three nodes)."""
+    NATS_DUPLICATE_WINDOW: float = Field(default=120.0, ge=1.0, le=3600.0)
+    """Seconds the stream remembers a publication's id (a relay that died between publishing
+    and recording publishes again; the copy is dropped). It is also the relay's republish
+    horizon: a row published longer ago and still unclaimed is published again under a new id.
+    Must exceed NATS_ACK_WAIT + PARTITION_LEASE."""
+    NATS_ACK_WAIT: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """Seconds a worker holds an entry of the log without acknowledging it (renewed with its
+    outbox lease while it delivers); then the log hands it out again."""
+    NATS_MAX_DELIVER: int = Field(default=5, ge=1, le=100)
+    """How many times the log hands out one entry; one handed out this often without an
+    outcome is dead-lettered (a message that crashes the workers)."""
+    PARTITION_LEASE: float = Field(default=10.0, ge=1.0, le=600.0)
+    """Seconds a worker holds its partitions without renewing (it renews every third): a dead
+    worker's partitions are taken over after this long."""
     WEBHOOK_ALLOW_PRIVATE: bool = False
     """Allow client webhooks to loopback, private and link-local addresses (receivers on the
     internal network, tests). Off: such URLs are refused at subscription, and a delivery whose
@@ -141,6 +186,26 @@ class Settings(BaseSettings):
     @classmethod
     def _unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                "not a Redis URL: give redis://host:6379/0 (rediss:// for TLS, unix:///path for "
+                "a socket), or leave it empty for no Redis"
+            )
+        return value
+
+    @field_validator("REDIS_PREFIX")
+    @classmethod
+    def _redis_prefix(cls, value: str) -> str:
+        if not 1 <= len(value) <= 64 or any(ord(c) <= 32 or ord(c) == 127 for c in value):
+            raise ValueError(
+                "a key prefix is 1 to 64 printable characters without spaces (e.g. chat4all:)"
+            )
+        return value
 
     @field_validator("MEDIA_LINK_SECRET")
     @classmethod
@@ -200,6 +265,31 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _log(self) -> Settings:
+        if not self.NATS_URL:
+            return self
+        if sa.make_url(self.database_url).get_backend_name() != "postgresql":
+            raise ValueError(
+                "CHAT4ALL_NATS_URL needs PostgreSQL: set CHAT4ALL_DATABASE_URL to a "
+                "postgresql+asyncpg:// URL, or leave CHAT4ALL_NATS_URL empty for the embedded "
+                "dispatch from SQLite"
+            )
+        if self.NATS_DUPLICATE_WINDOW <= self.NATS_ACK_WAIT + self.PARTITION_LEASE:
+            raise ValueError(
+                f"CHAT4ALL_NATS_DUPLICATE_WINDOW ({self.NATS_DUPLICATE_WINDOW:g} s) must exceed "
+                f"CHAT4ALL_NATS_ACK_WAIT + CHAT4ALL_PARTITION_LEASE "
+                f"({self.NATS_ACK_WAIT + self.PARTITION_LEASE:g} s): it is the relay's republish "
+                "horizon, and an entry may wait that long for a worker"
+            )
+        if self.NATS_ACK_WAIT <= self.OUTBOX_LEASE / 3:
+            raise ValueError(
+                f"CHAT4ALL_NATS_ACK_WAIT ({self.NATS_ACK_WAIT:g} s) must exceed a third of "
+                f"CHAT4ALL_OUTBOX_LEASE ({self.OUTBOX_LEASE / 3:g} s), how often a worker "
+                "renews what it delivers"
+            )
+        return self
+
     @property
     def database_url(self) -> str:
         if self.DATABASE_URL:
@@ -210,6 +300,15 @@ class Settings(BaseSettings):
     def database_shown(self) -> str:
         """The database URL without its password, for logs and errors."""
         return sa.make_url(self.database_url).render_as_string(hide_password=True)
+
+    @property
+    def redis_shown(self) -> str:
+        """The Redis URL without its password, for logs and errors."""
+        parts = urlsplit(self.REDIS_URL)
+        if parts.password is None:
+            return self.REDIS_URL
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
 
     @property
     def media_dir(self) -> Path:
@@ -235,6 +334,9 @@ class Settings(BaseSettings):
             for secret in (self.MEDIA_LINK_SECRET, self.S3_SECRET_ACCESS_KEY)
             if secret is not None
         ]
+        redis_password = urlsplit(self.REDIS_URL).password
+        if redis_password:
+            own.append(redis_password)
         return own + [s for c in self._channels.values() for s in c.settings.secrets()]
 
 

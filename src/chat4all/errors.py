@@ -56,6 +56,13 @@ class InvalidRequest(Chat4AllError):
 class IdempotencyConflict(Chat4AllError):
     """The same Idempotency-Key with a different body."""
 
+    def __init__(
+        self,
+        message: str = "this Idempotency-Key was used with a different request body; use a new "
+        "key for a new message",
+    ) -> None:
+        super().__init__(message)
+
 
 class IdempotencyInFlight(Chat4AllError):
     """The first request with this Idempotency-Key is still running."""

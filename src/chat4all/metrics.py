@@ -105,6 +105,45 @@ class HubMetrics:
             ["channel", "account"],
             registry=registry,
         )
+        self.relay_published = Counter(
+            "chat4all_relay_published",
+            "Outbox rows the relay published to the partitioned log for their present attempt.",
+            registry=registry,
+        )
+        self.relay_republished = Counter(
+            "chat4all_relay_republished",
+            "Outbox rows published again after the relay's horizon, still unclaimed (the log "
+            "lost them, or was reset).",
+            registry=registry,
+        )
+        self.partitions_owned = Gauge(
+            "chat4all_log_partitions_owned",
+            "Partitions of the log this process's worker consumes (sum() over processes: all).",
+            registry=registry,
+        )
+        self.log_dead_letters = Counter(
+            "chat4all_log_dead_lettered",
+            "Messages dead-lettered after the log handed them out NATS_MAX_DELIVER times "
+            "without an outcome (workers crashed on them).",
+            registry=registry,
+        )
+        self.log_lag = Gauge(
+            "chat4all_log_lag",
+            "Entries of the partitioned log not yet acknowledged by a worker (the same for "
+            "every process: do not sum).",
+            registry=registry,
+        )
+        self.rate_limiter_unavailable = Counter(
+            "chat4all_rate_limiter_unavailable",
+            "Requests whose rate limits this process decided alone because Redis did not answer "
+            "(CHAT4ALL_REDIS_URL): meanwhile each process grants the full limits.",
+            registry=registry,
+        )
+        self.idempotency_cache_unavailable = Counter(
+            "chat4all_idempotency_cache_unavailable",
+            "Idempotency-Key lookups the database answered because Redis did not.",
+            registry=registry,
+        )
         self.store_latency = Histogram(
             "chat4all_store_seconds",
             "Store calls as their callers wait for them, by operation: accept (a message "
@@ -135,6 +174,18 @@ class HubMetrics:
 
     def unrecorded(self, count: int) -> None:
         self.unrecorded_outcomes.set(count)
+
+    # ---- LogEvents ----
+
+    def published(self, fresh: int, again: int) -> None:
+        self.relay_published.inc(fresh)
+        self.relay_republished.inc(again)
+
+    def partitions_owned_now(self, count: int) -> None:
+        self.partitions_owned.set(count)
+
+    def log_dead_lettered(self, count: int) -> None:
+        self.log_dead_letters.inc(count)
 
     def receipt(self, channel: str, outcome: str) -> None:
         self.receipts.labels(channel, outcome).inc()

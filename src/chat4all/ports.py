@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import BinaryIO, Final, Generic, Protocol, TypeVar
+from typing import Any, BinaryIO, Final, Generic, Protocol, TypeVar
 
 from chat4all.domain.model import Content, Conversation, Media, Message, Oversize
 
@@ -30,6 +30,10 @@ __all__ = [
     "OutboxItem",
     "MessageStore",
     "Outbox",
+    "Publishable",
+    "LogEntry",
+    "MessageLog",
+    "PartitionLeases",
     "Connector",
     "MediaStore",
     "TenantSettingsStore",
@@ -190,6 +194,93 @@ class Outbox(Protocol):
     ) -> None: ...
 
     async def depth(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Publishable:
+    """A due head the relay publishes to the log."""
+
+    message_id: str
+    conversation_id: str
+    attempts: int
+    generation: int
+    again: bool
+    """Published before, longer ago than the relay's horizon and still not claimed (the log
+    lost it, or was reset): published again under a new generation."""
+
+    @property
+    def msg_id(self) -> str:
+        """The log's deduplication id: ``<message_id>:<attempts>:<generation>``."""
+        return f"{self.message_id}:{self.attempts}:{self.generation}"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One entry handed out by a :class:`MessageLog`."""
+
+    partition: int
+    msg_id: str
+    payload: bytes
+    deliveries: int
+    """How many times the log has handed it out, this time included (1 the first time)."""
+    handle: Any = field(default=None, compare=False, repr=False)
+    """The adapter's own (what ``ack`` and the others need)."""
+
+
+class MessageLog(Protocol):
+    """A partitioned log with deduplicated publication and acknowledged consumption (NATS
+    JetStream; Kafka would be another adapter). An entry published with a key lands on one
+    partition (a stable hash of the key modulo ``partitions``); an entry published again with
+    the same id within the duplicate window is dropped. A fetched entry is the fetcher's until
+    it acks it or the ack wait passes (then it is handed out again), at most ``max_deliver``
+    times in all."""
+
+    partitions: int
+    max_deliver: int
+
+    async def publish(self, key: str, msg_id: str, payload: bytes) -> bool:
+        """Append; ``False`` when the log dropped it as a duplicate of ``msg_id``."""
+        ...
+
+    async def fetch(self, partition: int, limit: int, wait: float = 0.0) -> list[LogEntry]:
+        """Up to ``limit`` entries of ``partition`` that are due, waiting up to ``wait``
+        seconds for the first."""
+        ...
+
+    async def ack(self, entry: LogEntry) -> None:
+        """Done with it: never handed out again."""
+        ...
+
+    async def nak(self, entry: LogEntry, delay: float) -> None:
+        """Hand it out again after ``delay`` seconds (counts as a delivery)."""
+        ...
+
+    async def term(self, entry: LogEntry) -> None:
+        """Given up on: never handed out again (whatever its deliveries)."""
+        ...
+
+    async def progress(self, entry: LogEntry) -> None:
+        """Still working on it: its ack wait starts again."""
+        ...
+
+    async def lag(self) -> int:
+        """Entries not yet acknowledged, over all partitions."""
+        ...
+
+
+class PartitionLeases(Protocol):
+    """Who consumes which partition of a log: each partition has one holder at a time, and the
+    workers share them fairly."""
+
+    async def rebalance(self, worker: str, now: float, lease: float, partitions: int) -> list[int]:
+        """``worker`` is alive until ``now + lease``: its leases are renewed, free or expired
+        partitions taken up to its fair share (``ceil(partitions / live workers)``), the
+        surplus given back; the partitions it holds until ``now + lease``."""
+        ...
+
+    async def release(self, worker: str) -> None:
+        """``worker`` stops: its partitions are free at once."""
+        ...
 
 
 class Connector(Protocol):

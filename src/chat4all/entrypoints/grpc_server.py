@@ -310,7 +310,8 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
     ) -> AsyncIterator[pb.StreamEventsResponse]:
         async with self._rpc(context, "StreamEvents"):
             who = await self._who(context, "read")
-        async for event in self._use.bus.subscribe(who.tenant):
+        after = request.resume_token if request.HasField("resume_token") else None
+        async for event in self._use.events.follow(who.tenant, after):
             yield _answer(event)
 
     async def ListDeadLetters(

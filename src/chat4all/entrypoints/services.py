@@ -12,7 +12,7 @@ from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.actions import Actions
 from chat4all.service_layer.channel_accounts import ChannelAccounts
 from chat4all.service_layer.dead_letters import DeadLetters
-from chat4all.service_layer.events import LiveEvents
+from chat4all.service_layer.events import LiveStreams
 from chat4all.service_layer.inbound import Inbound
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.messages import Messages
@@ -45,7 +45,7 @@ class Services:
     dead_letters: DeadLetters
     subscriptions: SubscriptionBook
     inbound: Inbound
-    bus: LiveEvents
+    events: LiveStreams
     media: MediaLibrary
     actions: Actions
     tenants: Tenants

@@ -43,7 +43,6 @@ from chat4all.domain.lease import worker_id
 from chat4all.errors import AccountPaused, PermanentDelivery, RetryableDelivery
 from chat4all.ports import Connector, Outbox, OutboxItem
 from chat4all.service_layer.outbox_worker import OutboxWorker
-from chat4all.service_layer.status import StatusPublisher
 from chat4all.service_layer.wakeup import LocalWakeup, Wakeup
 from chat4all.telemetry import NO_TRACER, continued, failed
 from opskit.lifecycle import jittered_backoff
@@ -117,8 +116,6 @@ class Dispatcher:
     events: DispatchEvents = field(default_factory=NullDispatchEvents)
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
-    publisher: StatusPublisher | None = None
-    """Told of each status change once it committed (``sent`` or ``failed``)."""
     tracer: Tracer = NO_TRACER
     wakeup: Wakeup = field(default_factory=LocalWakeup)
     """Rung when a message is accepted (or replayed), so it goes out before the next poll."""
@@ -231,7 +228,6 @@ class Dispatcher:
             failed(span, str(exc))
             breaker.failures = 0
             await self._record("dead", item, self.outbox.dead, str(exc), self.clock(), exc.done)
-            self._notify(item, "failed", str(exc))
             self.events.dispatched(conversation.channel, "failed", time.monotonic() - began)
             log.warning("message %s failed for good: %s", item.message.id, exc)
         except Exception as exc:  # an adapter bug must not kill the dispatcher: retry it
@@ -247,7 +243,6 @@ class Dispatcher:
             await self._record("sent", item, self.outbox.sent, provider_id, self.clock())
             span.set_attribute("chat4all.provider_message_id", provider_id)
             log.debug("message %s sent (provider id %s)", item.message.id, provider_id)
-            self._notify(item, "sent", None)
             self.events.dispatched(conversation.channel, "sent", time.monotonic() - began)
 
     async def _retryable(
@@ -284,7 +279,6 @@ class Dispatcher:
         if item.attempts + 1 >= self.policy.max_attempts:
             reason = f"gave up after {item.attempts + 1} attempts: {exc}"
             await self._record("dead", item, self.outbox.dead, reason, now, exc.done)
-            self._notify(item, "failed", reason)
             self.events.dispatched(channel, "dead", time.monotonic() - began)
             return
         await self._record(
@@ -335,13 +329,6 @@ class Dispatcher:
                 self._loop.release(item)
                 self.events.unrecorded(len(self._unrecorded))
                 log.info("recorded %s for message %s at last", what, item.message.id)
-
-    def _notify(self, item: OutboxItem, status: str, detail: str | None) -> None:
-        if self.publisher is not None:
-            try:
-                self.publisher.status(item.message, status, detail)
-            except Exception:  # a listener must never undo a recorded delivery
-                log.exception("status listener failed for message %s", item.message.id)
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
         """Seconds before the next attempt: the provider's word, else capped full jitter."""

@@ -15,7 +15,6 @@ from chat4all.errors import InvalidRequest, NotFound, RetryableDelivery, StoreUn
 from chat4all.plugin import Receipt, Received, Receiver
 from chat4all.ports import MediaStore, Pending, SendRequest, WebhookReply, WebhookRequest
 from chat4all.service_layer.accounts import Accounts
-from chat4all.service_layer.status import StatusPublisher
 from opskit.lifecycle import sleep_or_stop
 
 __all__ = [
@@ -102,7 +101,6 @@ class Inbound:
     def __init__(
         self,
         store: InboundStore,
-        publisher: StatusPublisher,
         accounts: Accounts,
         receivers: Mapping[str, Receiver] | None = None,
         clock: Callable[[], float] = time.time,
@@ -125,7 +123,6 @@ class Inbound:
         self._tasks: set[asyncio.Task[None]] = set()
         """The downloads under way, each of a message stored and not yet announced."""
         self._store = store
-        self._publisher = publisher
         self._accounts = accounts
         self._receivers = dict(receivers or {})
         self._clock = clock
@@ -174,8 +171,6 @@ class Inbound:
             if fetch:
                 # stored: the provider gets its answer now; the files come after it
                 self._later(Pending(channel, account, message))
-            else:
-                self._publisher.inbound(message)
         for receipt in received.receipts:
             await self.apply(channel, account, receipt)
         return stored
@@ -188,7 +183,7 @@ class Inbound:
     async def _complete(self, pending: Pending) -> None:
         """Download ``pending``'s files and announce it (unless another process did first)."""
         try:
-            message = await self._fetched(pending)
+            await self._fetched(pending)
         except StoreUnavailable as exc:  # the database cannot answer now: the sweep tries again
             log.warning(
                 "inbound %s not announced yet (tried again later): %s", pending.message.id, exc
@@ -196,9 +191,6 @@ class Inbound:
             return
         except Exception:  # a bug: logged whole, and the sweep tries again
             log.exception("inbound %s not announced yet (tried again later)", pending.message.id)
-            return
-        if message is not None:
-            self._publisher.inbound(message)
 
     async def announce_pending(self, older_than: float = PENDING_AFTER) -> int:
         """Complete the received messages stored more than ``older_than`` s ago and still not
@@ -287,15 +279,13 @@ class Inbound:
     async def _echo_of_ours(self, channel: str, account: str, provider_message_id: str) -> bool:
         """An echo of a message we sent: it reached the provider (``sent``, if nothing later
         was reported already); not stored again."""
-        changed, outcome = await self._store.apply_receipt(
+        _, outcome = await self._store.apply_receipt(
             channel,
             account,
             DeliveryStatus.SENT,
             self._clock(),
             provider_message_id=provider_message_id,
         )
-        for message in changed:
-            self._publisher.status(message, DeliveryStatus.SENT.value, None)
         return outcome != "unknown"
 
     async def apply(self, channel: str, account: str, receipt: Receipt) -> list[Message]:
@@ -322,8 +312,6 @@ class Inbound:
         )
         if self._counted is not None:
             self._counted(channel, outcome)
-        for message in changed:
-            self._publisher.status(message, receipt.status.value, receipt.detail)
         return changed
 
     async def receipt(

@@ -29,7 +29,7 @@ from chat4all.domain.lease import worker_id
 from chat4all.service_layer.wakeup import LocalWakeup, Wakeup
 from opskit.lifecycle import sleep_or_stop
 
-__all__ = ["OutboxWorker", "LeasedQueue"]
+__all__ = ["OutboxWorker", "LeasedQueue", "first_of"]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class OutboxWorker(Generic[T]):
                     await sleep_or_stop(stop, self.error_backoff)
                     continue
                 if not busy:
-                    await _first(stop.wait(), self.wakeup.wait(self.poll_interval))
+                    await first_of(stop.wait(), self.wakeup.wait(self.poll_interval))
         finally:
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
@@ -163,7 +163,8 @@ class OutboxWorker(Generic[T]):
                 )
 
 
-async def _first(*waits: Awaitable[object]) -> None:
+async def first_of(*waits: Awaitable[object]) -> None:
+    """Until the first of ``waits`` ends; the others are cancelled."""
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -343,8 +343,10 @@ class ListConversationMessagesResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
 class StreamEventsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("resume_token",)
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    resume_token: int
+    def __init__(self, resume_token: _Optional[int] = ...) -> None: ...
 
 class StreamEventsResponse(_message.Message):
     __slots__ = ("event",)

@@ -174,7 +174,8 @@ class Chat4AllServiceServicer:
 
     def StreamEvents(self, request, context):
         """Live events of the tenant (the REST /v1/events stream): message.status, message.inbound;
-        a subscriber that falls too far behind gets one "overflow" event and the stream ends.
+        resumable from an event's id (resume_token), on any API process. A subscriber that falls
+        too far behind gets one "overflow" event and the stream ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

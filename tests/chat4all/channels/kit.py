@@ -51,9 +51,7 @@ from chat4all.plugin import (
 )
 from chat4all.registry import Registry
 from chat4all.service_layer.accounts import Accounts
-from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
-from chat4all.service_layer.status import StatusPublisher
 from chat4all.simulator.host import running_simulators
 
 __all__ = ["ChannelKit", "Running", "FIXTURES"]
@@ -206,7 +204,6 @@ class ChannelKit:
         name = self.plugin.name
         inbound = Inbound(
             store,
-            StatusPublisher(EventBus()),
             Accounts({(name, SIMULATOR_ACCOUNT): "t-kit"}, [name]),
             {name: running.receiver},
         )

@@ -15,7 +15,7 @@ import httpx
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
 from chat4all.entrypoints.grpc_server import _answer as grpc_answer
 from chat4all.entrypoints.rest.events import _frame as sse_frame
-from chat4all.service_layer.events import QUEUE, Event, EventBus
+from chat4all.service_layer.events import OVERFLOW, Event
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.channels.telegram_hub import telegram_of, webhook_secret
@@ -121,21 +121,8 @@ def test_each_event_gets_its_own_frame_and_answer_shared_by_its_streams() -> Non
     assert json.loads(grpc_answer(second).event.data_json) == {"id": "m2"}
     assert grpc_answer(second).event.id == 2
     assert json.loads(grpc_answer(first).event.data_json) == {"id": "m1"}
-
-
-async def test_a_slow_subscriber_is_dropped_with_one_overflow_event() -> None:
-    bus = EventBus()
-    stream = bus.subscribe("t")
-    first = asyncio.ensure_future(anext(stream))
-    await asyncio.sleep(0)  # subscribed
-    bus.publish("t", "message.status", {"n": 0})
-    assert (await first).data == {"n": 0}
-    for n in range(1, QUEUE + 2):  # the subscriber reads nothing meanwhile
-        bus.publish("t", "message.status", {"n": n})
-    assert bus.subscribers("t") == 0  # dropped at once: the hub is never held up
-    rest = [event async for event in stream]
-    assert [e.type for e in rest] == ["overflow"]
-    assert rest[0].data == {"dropped_from": QUEUE + 2}  # ids: 1 was read, 2..QUEUE+1 queued
+    dropped = Event(3, "t", OVERFLOW, {"dropped_from": 3}, 3.0)
+    assert sse_frame(dropped) == b'event: overflow\ndata: {"dropped_from":3}\n\n'  # no id
 
 
 async def test_long_polling_receives_updates_once_each(tmp_path: Path) -> None:
@@ -159,3 +146,33 @@ async def test_long_polling_receives_updates_once_each(tmp_path: Path) -> None:
             page = await client.get(f"/v1/conversations/{items[0]['id']}/messages")
         assert [m["content"]["text"] for m in page.json()["items"]] == ["polled one", "polled two"]
         assert telegram_of(hub).updates == []  # the offset confirmed everything it stored
+
+
+async def test_sse_resumes_from_the_query_parameter_and_refuses_a_bad_last_event_id(
+    hub: Hub,
+) -> None:
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    webhook = f"{hub.url}/v1/channels/telegram/{SIMULATOR_ACCOUNT}/webhook"
+    for n in range(3):  # three stored events, nobody streaming
+        update = telegram_of(hub).update(900 + n, f"m{n}")
+        assert await telegram_of(hub).push(webhook, webhook_secret(hub), update) == 200
+    stored = await hub.store.events_after("default", 0, 10)
+    assert len(stored) == 3
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth, timeout=20) as client:
+        bad = await client.get("/v1/events", headers={"Last-Event-ID": "yesterday"})
+        assert bad.status_code == 422, bad.text
+        assert "Last-Event-ID" in bad.text
+        got: list[tuple[str, str]] = []
+        async with client.stream("GET", f"/v1/events?last_event_id={stored[0].id}") as stream:
+            assert stream.status_code == 200
+            async for line in stream.aiter_lines():
+                if line.startswith(("id: ", "event: ")):
+                    got.append((line.split(": ")[0], line.split(": ", 1)[1]))
+                if len(got) == 4:
+                    break
+    assert got == [
+        ("id", str(stored[1].id)),
+        ("event", "message.inbound"),
+        ("id", str(stored[2].id)),
+        ("event", "message.inbound"),
+    ]

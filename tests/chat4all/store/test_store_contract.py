@@ -25,6 +25,7 @@ from chat4all.adapters.storage.webhooks import WebhookStore, fanout
 from chat4all.domain.model import Attachment, Content, DeliveryStatus
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, NotFound
 from chat4all.ports import NO_ORIGIN, SendRequest
+from chat4all.service_layer.events import Event
 
 LEASE = 30.0
 
@@ -587,3 +588,107 @@ async def test_postgresql_claims_skip_what_another_claim_is_taking(pg_store: Sql
         assert [i.message.id for i in claimed] == [m3.id]
     claimed = await store.claim(2.0, 10, worker="w1", lease=LEASE)
     assert sorted(i.message.id for i in claimed) == sorted([m1.id, m2.id])
+
+
+async def test_each_announced_change_is_a_stored_event_published_after_its_commit(
+    store: SqlStore,
+) -> None:
+    published: list[Event] = []
+    store.announcer.live = published.extend
+    first = await store.accept("t1", req("one"), None, 100.0)
+    second = await store.accept("t1", req("two", recipient="43"), None, 100.0)
+    other = await store.accept("t2", req("theirs"), None, 100.0)
+    assert published == []  # accepting is no live event
+    items = await store.claim(101.0, 10, worker="w", lease=LEASE)
+    await asyncio.gather(*(store.sent(i, f"p-{i.message.id}", 102.0) for i in items))
+    await store.record_receipt(
+        "telegram", "bot", f"p-{first.message.id}", DeliveryStatus.READ, 103.0
+    )
+    inbound = SendRequest("telegram", "bot", "44", Content(text="hi"))
+    await store.record_inbound("t1", inbound, "u-1", "p-in", 104.0)
+
+    mine = await store.events_after("t1", 0, 100)
+    assert [(e.type, e.data.get("status")) for e in mine] == [
+        ("message.status", "sent"),
+        ("message.status", "sent"),
+        ("message.status", "read"),
+        ("message.inbound", "delivered"),
+    ]
+    assert {e.data["id"] for e in mine[:2]} == {first.message.id, second.message.id}
+    assert all(e.tenant == "t1" for e in mine)
+    assert [e.id for e in mine] == sorted(e.id for e in mine)
+    theirs = await store.events_after("t2", 0, 100)
+    assert [e.data["id"] for e in theirs] == [other.message.id]
+    # what the bus was given is what a replay reads: the same ids, data and order per tenant
+    assert [e for e in published if e.tenant == "t1"] == mine
+    assert await store.events_after("t1", mine[1].id, 100) == mine[2:]
+    assert await store.events_after("t1", mine[1].id, 1) == mine[2:3]
+    assert await store.events_kept() == (min(e.id for e in published), max(e.id for e in published))
+
+
+async def test_a_replay_sends_an_event_whose_transaction_committed_after_a_higher_id(
+    store: SqlStore,
+) -> None:
+    """On PostgreSQL a transaction takes its event's id when it writes it and may commit after
+    another that took a higher id: a client that has that higher id and resumes from it still
+    gets the late one. (SQLite writes one transaction at a time: ids commit in order.)"""
+    published: list[Event] = []
+    store.announcer.live = published.extend
+    message = await store.get("t1", (await store.accept("t1", req("one"), None, 100.0)).message.id)
+    written, commit = asyncio.Event(), asyncio.Event()
+
+    async def late() -> None:
+        async with store.transaction() as conn:
+            await conn.run_sync(store.announcer.status, [message], "sent", None, 101.0)
+            written.set()
+            await commit.wait()
+
+    holding = asyncio.create_task(late())
+    postgres = store.db.engine.dialect.name == "postgresql"
+    if postgres:  # SQLite's second writer would wait for the first
+        await written.wait()
+    else:
+        commit.set()
+        await holding
+    async with store.transaction() as conn:
+        await conn.run_sync(store.announcer.status, [message], "read", None, 102.0)
+    commit.set()
+    await holding
+    late_id = next(e.id for e in published if e.data["status"] == "sent")
+    seen = next(e.id for e in published if e.data["status"] == "read")
+    assert (late_id < seen) is True  # ids in the order taken, whatever the commit order
+
+    start = await store.replay_from("t1", seen)
+    replayed = [e.id for e in await store.events_after("t1", start, 100)]
+    assert late_id in replayed if postgres else replayed == []
+    assert start == seen or postgres
+    assert await store.replay_from("t1", 0) == 0
+
+
+async def test_a_rolled_back_change_publishes_nothing(store: SqlStore) -> None:
+    published: list[Event] = []
+    store.announcer.live = published.extend
+    accepted = await store.accept("t1", req("one"), None, 100.0)
+    message = await store.get("t1", accepted.message.id)
+
+    async def failing_change() -> None:
+        async with store.transaction() as conn:
+            await conn.run_sync(store.announcer.status, [message], "sent", None, 101.0)
+            raise RuntimeError("the change fails after its event was written")
+
+    with pytest.raises(RuntimeError):
+        await failing_change()
+    assert published == []
+    assert await store.events_after("t1", 0, 10) == []
+
+
+async def test_retention_forgets_old_events_but_the_newest(store: SqlStore) -> None:
+    store.announcer.live = None
+    for n in range(3):
+        inbound = SendRequest("telegram", "bot", "44", Content(text=f"hi {n}"))
+        await store.record_inbound("t1", inbound, f"u-{n}", f"p-{n}", 100.0 + n)
+    ids = [e.id for e in await store.events_after("t1", 0, 10)]
+    await store.purge(101.5)  # the first two are older
+    assert [e.id for e in await store.events_after("t1", 0, 10)] == ids[2:]
+    await store.purge(1000.0)  # all are older: the newest stays (a stream compares with it)
+    assert await store.events_kept() == (ids[2], ids[2])

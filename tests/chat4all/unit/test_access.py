@@ -57,6 +57,21 @@ async def test_the_global_limit_covers_all_keys(store: SqlStore) -> None:
         await access.authorize(a, "send")
 
 
+async def test_the_tenant_limit_covers_the_keys_of_the_principals_tenant(
+    store: SqlStore,
+) -> None:
+    keys = KeyRing(store)
+    a, _ = await keys.create("t1", Role.SENDER)
+    b, _ = await keys.create("t1", Role.SENDER)
+    other, _ = await keys.create("t2", Role.SENDER)
+    access = Access(keys, limiter=LocalRateLimiter(per_key=0, per_tenant=2, clock=Clock()))
+    await access.authorize(a, "send")
+    await access.authorize(b, "send")
+    with pytest.raises(RateLimited, match="for this tenant"):
+        await access.authorize(a, "send")
+    await access.authorize(other, "send")
+
+
 async def test_failures_are_audited_and_the_chain_verifies(store: SqlStore) -> None:
     keys, audit = KeyRing(store), AuditLog(store)
     reader, info = await keys.create("t1", Role.READER)

@@ -17,9 +17,7 @@ from chat4all.errors import AuthError, InvalidRequest, NotFound
 from chat4all.ports import SendRequest, WebhookReply, WebhookRequest
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.dead_letters import DeadLetters
-from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
-from chat4all.service_layer.status import StatusPublisher
 
 ACCOUNTS = Accounts(
     {
@@ -97,7 +95,7 @@ def update(update_id: int, text: str) -> bytes:
 
 async def test_a_telegram_webhook_call_is_checked_parsed_and_recorded(store: SqlStore) -> None:
     receivers = {"telegram": TelegramReceiver(SECRET)}
-    inbound = Inbound(store, StatusPublisher(EventBus()), ACCOUNTS, receivers, clock=lambda: 5.0)
+    inbound = Inbound(store, ACCOUNTS, receivers, clock=lambda: 5.0)
     reply = await inbound.webhook("telegram", "bot", call(update(1, "hello")))
     assert reply == WebhookReply(200, b'{"ok":true}')
     assert await inbound.webhook("telegram", "bot", call(update(1, "hello"))) == reply  # again
@@ -125,15 +123,13 @@ async def test_a_telegram_webhook_call_is_checked_parsed_and_recorded(store: Sql
 
 
 async def test_without_a_secret_every_telegram_webhook_call_is_refused(store: SqlStore) -> None:
-    inbound = Inbound(
-        store, StatusPublisher(EventBus()), ACCOUNTS, {"telegram": TelegramReceiver("")}
-    )
+    inbound = Inbound(store, ACCOUNTS, {"telegram": TelegramReceiver("")})
     with pytest.raises(AuthError):
         await inbound.webhook("telegram", "bot", call(update(1, "x"), presented=""))
     # unset in the settings, the secret is a random one: no guess passes
     unset = load_settings(None).channels["telegram"]
     receiver = unset.plugin.receiver(unset.settings)
-    inbound = Inbound(store, StatusPublisher(EventBus()), ACCOUNTS, {"telegram": receiver})
+    inbound = Inbound(store, ACCOUNTS, {"telegram": receiver})
     for guess in ("", "None", "null"):
         with pytest.raises(AuthError):
             await inbound.webhook("telegram", "bot", call(update(1, "x"), presented=guess))

@@ -31,7 +31,8 @@ async def sent_message(store: SqlStore, provider_id: str) -> str:
 async def test_receipts_advance_the_status_and_are_announced_once(store: SqlStore) -> None:
     message_id = await sent_message(store, "p-1")
     bus = EventBus()
-    inbound = Inbound(store, StatusPublisher(bus), ACCOUNTS, clock=lambda: 10.0)
+    store.announcer.live = StatusPublisher(bus).committed
+    inbound = Inbound(store, ACCOUNTS, clock=lambda: 10.0)
     events = bus.subscribe("t1")
     pending = asyncio.ensure_future(anext(events))
     await asyncio.sleep(0)  # subscribed
@@ -58,7 +59,7 @@ async def test_receipts_advance_the_status_and_are_announced_once(store: SqlStor
 
 async def test_a_receipt_must_name_our_message_on_that_account(store: SqlStore) -> None:
     await sent_message(store, "p-2")
-    inbound = Inbound(store, StatusPublisher(EventBus()), ACCOUNTS)
+    inbound = Inbound(store, ACCOUNTS)
     assert await inbound.receipt("telegram", "bot", "nope", DeliveryStatus.READ) is None
     # the same provider id on another account is not this message
     assert await inbound.receipt("telegram", "other", "p-2", DeliveryStatus.READ) is None

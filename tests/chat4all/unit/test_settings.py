@@ -161,3 +161,48 @@ def test_the_s3_media_backend_is_checked_at_load_naming_the_setting() -> None:
     for said, values in refused.items():
         with pytest.raises(InvalidRequest, match=re.escape(said)):
             load_settings(None, **values)
+
+
+PG = "postgresql+asyncpg://u@db/chat4all"
+
+
+def test_the_partitioned_log_needs_postgresql_and_consistent_timings() -> None:
+    with pytest.raises(InvalidRequest, match="CHAT4ALL_NATS_URL needs PostgreSQL"):
+        load_settings(None, NATS_URL="nats://127.0.0.1:4222")
+    with pytest.raises(InvalidRequest, match=r"NATS_DUPLICATE_WINDOW .* must exceed"):
+        load_settings(None, NATS_URL="nats://n:4222", DATABASE_URL=PG, NATS_DUPLICATE_WINDOW=30)
+    with pytest.raises(InvalidRequest, match=r"NATS_ACK_WAIT .* must exceed a third"):
+        load_settings(None, NATS_URL="nats://n:4222", DATABASE_URL=PG, NATS_ACK_WAIT=5)
+    with pytest.raises(InvalidRequest, match="CHAT4ALL_PARTITIONS"):
+        load_settings(None, PARTITIONS=5000)
+    with pytest.raises(InvalidRequest, match="CHAT4ALL_NATS_STREAM"):
+        load_settings(None, NATS_STREAM="a.b")
+    settings = load_settings(None, NATS_URL="nats://n:4222", DATABASE_URL=PG)
+    assert (settings.PARTITIONS, settings.NATS_DUPLICATE_WINDOW) == (16, 120.0)
+    assert load_settings(None).NATS_URL == ""  # the embedded default: no log
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("REDIS_URL", "http://redis:6379", "not a Redis URL"),
+        ("REDIS_URL", "127.0.0.1:6379", "not a Redis URL"),
+        ("REDIS_PREFIX", "", "1 to 64 printable characters"),
+        ("REDIS_PREFIX", "chat 4all:", "without spaces"),
+        ("REDIS_TIMEOUT", "0", "greater than 0"),
+        ("RATE_PER_TENANT", "-1", "greater than or equal to 0"),
+    ],
+)
+def test_a_bad_redis_or_rate_setting_names_its_key(key: str, value: str, says: str) -> None:
+    with pytest.raises(InvalidRequest, match=says) as caught:
+        load_settings(None, **{key: value})
+    assert caught.value.field == f"CHAT4ALL_{key}"
+
+
+def test_the_redis_password_is_a_secret_never_shown() -> None:
+    settings = load_settings(None, REDIS_URL="redis://:s3cr3t-pass@redis.internal:6379/2")
+    assert settings.redis_shown == "redis://:***@redis.internal:6379/2"
+    assert "s3cr3t-pass" in settings.secrets()
+    plain = load_settings(None, REDIS_URL="rediss://redis.internal:6380/0")
+    assert plain.redis_shown == "rediss://redis.internal:6380/0"
+    assert load_settings(None).REDIS_URL == ""  # off by default: the embedded hub needs none

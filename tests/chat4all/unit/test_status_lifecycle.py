@@ -10,9 +10,7 @@ from chat4all.domain.model import Content, DeliveryStatus, Reaction
 from chat4all.plugin import InboundMessage, Receipt, Received
 from chat4all.ports import SendRequest
 from chat4all.service_layer.accounts import Accounts
-from chat4all.service_layer.events import EventBus
 from chat4all.service_layer.inbound import Inbound
-from chat4all.service_layer.status import StatusPublisher
 
 ACCOUNTS = Accounts({("meta", "page"): "t1"})
 
@@ -21,7 +19,6 @@ def hub(store: SqlStore) -> tuple[Inbound, list[tuple[str, str]]]:
     counted: list[tuple[str, str]] = []
     inbound = Inbound(
         store,
-        StatusPublisher(EventBus()),
         ACCOUNTS,
         clock=lambda: 100.0,
         counted=lambda channel, outcome: counted.append((channel, outcome)),

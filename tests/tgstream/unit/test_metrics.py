@@ -92,8 +92,8 @@ def taken() -> Iterator[list[int]]:
         try:
             for port in (base + 1, base + 2):
                 sock = socket.socket()
+                socks.append(sock)  # closed below even when its bind fails
                 sock.bind(("127.0.0.1", port))
-                socks.append(sock)
         except OSError:
             for sock in socks:
                 sock.close()

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from chat4all.adapters.storage import migrate
 from chat4all.errors import StoreUnavailable
 
-__all__ = ["Database", "SQLITE_BUSY_MS", "sqlite_url", "upsert"]
+__all__ = ["Database", "SQLITE_BUSY_MS", "after_commit", "sqlite_url", "upsert"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,31 @@ SQLITE_BUSY_MS: Final = 5000
 (``CHAT4ALL_SQLITE_BUSY_MS``)."""
 
 _T = TypeVar("_T")
+
+_AFTER_COMMIT: Final = "chat4all.after_commit"
+
+
+def after_commit(conn: AsyncConnection | sa.Connection, call: Callable[[], None]) -> None:
+    """Have ``call()`` run on the event loop once the transaction of ``conn`` (one that
+    :class:`Database` opened) committed; never when it rolls back. A failing ``call`` is logged:
+    what committed stays committed."""
+    sync = conn.sync_connection if isinstance(conn, AsyncConnection) else conn
+    assert sync is not None
+    sync.info[_AFTER_COMMIT].append(call)
+
+
+def _begun(conn: sa.Connection) -> list[Callable[[], None]]:
+    calls: list[Callable[[], None]] = []
+    conn.info[_AFTER_COMMIT] = calls  # the pooled connection's info outlives the transaction
+    return calls
+
+
+def _run(calls: list[Callable[[], None]]) -> None:
+    for call in calls:
+        try:
+            call()
+        except Exception:
+            log.exception("a call after a commit failed (the commit stands)")
 
 
 def sqlite_url(path: Path) -> str:
@@ -123,10 +148,15 @@ class Database:
         """The one way to write (SQLite: one writer of this process at a time)."""
         if self._writer is None:
             async with self.engine.begin() as conn:
+                calls = _begun(conn.sync_connection)  # type: ignore[arg-type]
                 yield conn
+            _run(calls)
             return
-        async with self._writer, self.engine.begin() as conn:
-            yield conn
+        async with self._writer:
+            async with self.engine.begin() as conn:
+                calls = _begun(conn.sync_connection)  # type: ignore[arg-type]
+                yield conn
+            _run(calls)
 
     async def ready(self) -> bool:
         async with self.engine.connect() as conn:
@@ -147,14 +177,20 @@ class Database:
         assert self._writer is not None
         self._written += 1
         async with self._writer:
-            return await asyncio.get_running_loop().run_in_executor(
+            result, calls = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._in_writer_thread, work, args
             )
+        _run(calls)
+        return result
 
-    def _in_writer_thread(self, work: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+    def _in_writer_thread(
+        self, work: Callable[..., _T], args: tuple[Any, ...]
+    ) -> tuple[_T, list[Callable[[], None]]]:
         assert self._sync_writer is not None
         with self._sync_writer.begin() as conn:
-            return work(conn, *args)
+            calls = _begun(conn)
+            result = work(conn, *args)
+        return result, calls
 
     async def _checkpoint_often(self) -> None:
         """The writer thread's connection does not checkpoint on commit (a checkpoint writes

@@ -105,10 +105,7 @@ class MessageLog:
                 )
             ).one()
             if row.body_hash != body_hash:
-                raise IdempotencyConflict(
-                    "this Idempotency-Key was used with a different request body; use a new key "
-                    "for a new message"
-                )
+                raise IdempotencyConflict()
             if row.response is not None:
                 return undump_message(row.response)
             if row.message_id is not None:  # completed by a release that kept no answer

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -37,7 +37,7 @@ from chat4all.adapters.storage.status import Announcer, set_status
 from chat4all.domain.lease import holder_gone
 from chat4all.domain.model import DeliveryStatus, Message, advances
 from chat4all.errors import NotFound
-from chat4all.ports import Origin, OutboxItem, Page
+from chat4all.ports import Origin, OutboxItem, Page, Publishable
 
 __all__ = ["SqlOutbox", "Sent", "CLAIM_LOCK_SPACE"]
 
@@ -79,11 +79,65 @@ class SqlOutbox:
                     {"worker": worker, "until": until},
                 )
 
+    async def claim_ids(
+        self, now: float, ids: Sequence[str], *, worker: str, lease: float
+    ) -> tuple[list[OutboxItem], dict[str, float]]:
+        """Claim exactly ``ids`` (as the partitioned log handed them out) under the rules of
+        :meth:`claim`: those that are due heads of conversations with nothing in flight. The
+        claimed items, and the rest that may become claimable without a new publication: by id,
+        the seconds after which to look again (a row in flight under another worker's lease:
+        until it runs out; a conversation another claim held this instant: 1). Every other id is
+        settled: gone (sent), dead, or pending but not a due head, which is marked unpublished
+        so the relay publishes it again once it is one."""
+        return await self._db.write(self._claim_ids, now, list(ids), worker, lease)
+
+    def _claim_ids(
+        self, conn: sa.Connection, now: float, ids: list[str], worker: str, lease: float
+    ) -> tuple[list[OutboxItem], dict[str, float]]:
+        if not ids:
+            return [], {}
+        claimed = self._claim(conn, now, len(ids), worker, lease, ids)
+        mine = {item.message.id for item in claimed}
+        rest = [i for i in ids if i not in mine]
+        later: dict[str, float] = {}
+        unpublished: list[str] = []
+        for row in conn.execute(
+            sa.select(outbox.c.message_id, outbox.c.state, outbox.c.lease_until).where(
+                outbox.c.message_id.in_(rest)
+            )
+        ).all():
+            if row.state == "inflight":
+                later[row.message_id] = max(1.0, (row.lease_until or now) - now)
+            elif row.state == "pending":
+                unpublished.append(row.message_id)
+        if unpublished:
+            heads = set(
+                conn.execute(
+                    _heads(now, len(unpublished))
+                    .where(outbox.c.message_id.in_(unpublished))
+                    .with_only_columns(outbox.c.message_id)
+                ).scalars()
+            )
+            # a due head left unclaimed: another claim held its conversation this instant
+            later.update((i, 1.0) for i in heads)
+            gone = [i for i in unpublished if i not in heads]
+            if gone:
+                conn.execute(_unpublish(outbox.update().where(outbox.c.message_id.in_(gone))))
+        return claimed, later
+
     def _claim(
-        self, conn: sa.Connection, now: float, limit: int, worker: str, lease: float
+        self,
+        conn: sa.Connection,
+        now: float,
+        limit: int,
+        worker: str,
+        lease: float,
+        ids: Sequence[str] | None = None,
     ) -> list[OutboxItem]:
         expired = expire_leases(conn, outbox, outbox.c.message_id, now)
         heads = _heads(now, limit)
+        if ids is not None:
+            heads = heads.where(outbox.c.message_id.in_(list(ids)))
         if conn.dialect.name == "postgresql":
             candidates = set(
                 conn.execute(heads.with_only_columns(outbox.c.conversation_id)).scalars()
@@ -137,6 +191,87 @@ class SqlOutbox:
             )
             for r in rows
         ]
+
+    # ---- the partitioned log's relay and dead letters ----------------------------------------
+
+    async def relay(
+        self,
+        now: float,
+        limit: int,
+        horizon: float,
+        publish: Callable[[list[Publishable]], Awaitable[Sequence[Publishable]]],
+        lost: bool = True,
+    ) -> list[Publishable]:
+        """One round of the relay: the due heads of conversations with nothing in flight that
+        are not published for their present attempt (or were published more than ``horizon``
+        seconds ago and are still pending), handed to ``publish``; those it returns are marked
+        published, in the same transaction. ``lost``: look for the rows past the horizon too
+        (a walk over everything published and pending: the relay does it now and then; the
+        unpublished are found through their own index). On PostgreSQL the rows stay locked meanwhile
+        (``FOR UPDATE SKIP LOCKED``): relays running at once publish different rows. A crash
+        before the commit publishes the same rows again under the same ids (the log's
+        duplicate window drops them)."""
+        fresh = _heads(now, limit).where(outbox.c.published_at.is_(None))
+        again = _heads(now, limit).where(outbox.c.published_at < now - horizon)
+        async with self._db.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                fresh = fresh.with_for_update(skip_locked=True, of=outbox)
+                again = again.with_for_update(skip_locked=True, of=outbox)
+            rows = list((await conn.execute(fresh)).all())
+            if lost and len(rows) < limit:
+                rows += (await conn.execute(again.limit(limit - len(rows)))).all()
+            if not rows:
+                return []
+            batch = [
+                Publishable(
+                    r.message_id,
+                    r.conversation_id,
+                    int(r.attempts),
+                    int(r.published_gen) + (r.published_at is not None),
+                    r.published_at is not None,
+                )
+                for r in rows
+            ]
+            done = list(await publish(batch))
+            if done:
+                await conn.execute(
+                    outbox.update()
+                    .where(outbox.c.message_id == sa.bindparam("i"))
+                    .values(published_at=now, published_gen=sa.bindparam("g")),
+                    [{"i": p.message_id, "g": p.generation} for p in done],
+                )
+            return done
+
+    async def dead_heads(self, ids: Sequence[str], reason: str, now: float) -> list[Message]:
+        """Dead-letter those of ``ids`` that are due heads with nothing in flight (rows under a
+        lease that ran out are pending again first): the log handed them out its last time
+        without an outcome, the workers that took them presumably crashed on them. Their
+        messages are ``failed`` with ``reason``; those messages."""
+        if not ids:
+            return []
+        async with self._db.transaction() as conn:
+            await conn.run_sync(lambda c: expire_leases(c, outbox, outbox.c.message_id, now))
+            query = (
+                _heads(now, len(ids))
+                .where(outbox.c.message_id.in_(list(ids)))
+                .with_only_columns(outbox.c.message_id)
+            )
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True, of=outbox)
+            found = list((await conn.execute(query)).scalars())
+            if not found:
+                return []
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.message_id.in_(found))
+                .values(state="dead", last_error=reason, leased_by=None, lease_until=None)
+            )
+            rows = (await conn.execute(sa.select(messages).where(messages.c.id.in_(found)))).all()
+            dead = [to_message(r, ()) for r in rows]
+            for message in dead:
+                await set_status(conn, message.id, DeliveryStatus.FAILED, now, reason)
+            await conn.run_sync(self._announcer.status, dead, "failed", reason, now)
+            return dead
 
     # ---- outcomes ------------------------------------------------------------------------------
 
@@ -290,7 +425,14 @@ class SqlOutbox:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.message_id == message_id)
-                .values(state="pending", attempts=0, available_at=now, last_error=None)
+                .values(
+                    state="pending",
+                    attempts=0,
+                    available_at=now,
+                    last_error=None,
+                    published_at=None,
+                    published_gen=outbox.c.published_gen + 1,
+                )
             )
             await conn.execute(
                 messages.update()
@@ -363,8 +505,16 @@ def _outcome(
         parts_done=json.dumps(list(parts)) if parts else None,
         leased_by=None,
         lease_until=None,
+        published_at=None,
+        published_gen=outbox.c.published_gen + 1,
         **more,
     )
+
+
+def _unpublish(update: Any) -> Any:
+    """``update`` marking its rows not published (for their next state), under a new
+    generation: the relay publishes them again with a message id the log has not seen."""
+    return update.values(published_at=None, published_gen=outbox.c.published_gen + 1)
 
 
 def _with_targets(conn: sa.Connection, message: Message) -> Message:

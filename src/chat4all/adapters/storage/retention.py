@@ -1,4 +1,5 @@
-"""Retention: idempotency keys and seen provider update ids are forgotten after a while.
+"""Retention: idempotency keys, seen provider update ids and stored live events are forgotten
+after a while (the newest live event is kept, so a stream can tell an id it names was purged).
 
 Safe with several processes purging at once: each batch is chosen ``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL (a batch another purger holds is left to it), and a delete of rows already gone
@@ -12,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from chat4all.adapters.storage.engine import Database
-from chat4all.adapters.storage.schema import idempotency, inbound_updates
+from chat4all.adapters.storage.schema import idempotency, inbound_updates, live_events
 
 __all__ = ["Retention"]
 
@@ -23,7 +24,8 @@ class Retention:
 
     async def purge(self, older_than: float, batch: int = 1000) -> tuple[int, int]:
         """Forget idempotency keys and seen provider update ids recorded before
-        ``older_than``, a batch per transaction (short write locks); ``(keys, updates)``."""
+        ``older_than``, a batch per transaction (short write locks); ``(keys, updates)``. Live
+        events recorded before then go too, but for the newest."""
         keys = await self._purge(
             idempotency,
             (idempotency.c.tenant, idempotency.c.key),
@@ -34,6 +36,13 @@ class Retention:
             inbound_updates,
             (inbound_updates.c.channel, inbound_updates.c.account, inbound_updates.c.update_id),
             inbound_updates.c.received_at < older_than,
+            batch,
+        )
+        newest = sa.select(sa.func.max(live_events.c.id)).scalar_subquery()
+        await self._purge(
+            live_events,
+            (live_events.c.id,),
+            sa.and_(live_events.c.at < older_than, live_events.c.id < newest),
             batch,
         )
         return keys, updates

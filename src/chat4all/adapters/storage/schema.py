@@ -14,6 +14,7 @@ __all__ = [
     "conversations",
     "messages",
     "status_events",
+    "live_events",
     "outbox",
     "inbound_updates",
     "idempotency",
@@ -23,6 +24,8 @@ __all__ = [
     "audit_log",
     "media",
     "tenant_settings",
+    "partition_leases",
+    "partition_workers",
 ]
 
 metadata = sa.MetaData()
@@ -69,6 +72,24 @@ status_events = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("detail", sa.Text),
 )
+live_events = sa.Table(
+    "live_events",
+    metadata,
+    # the event's id on every process (SSE ``id:``, gRPC resume token): ordered, durable;
+    # 64 bits on PostgreSQL (billions of events), SQLite's rowid there
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("live_events_replay", "tenant", "id"),  # a tenant's events after a given id
+    sa.Index("live_events_at", "at"),  # retention
+)
 outbox = sa.Table(
     "outbox",
     metadata,
@@ -90,8 +111,20 @@ outbox = sa.Table(
     # other worker takes it; after that any worker may (its holder is presumed dead)
     sa.Column("leased_by", sa.String(128)),
     sa.Column("lease_until", sa.Float),
+    # With a partitioned log (CHAT4ALL_NATS_URL): when the relay last published the row and
+    # the generation it published (the ``Nats-Msg-Id`` is ``<message_id>:<attempts>:<gen>``).
+    # ``NULL``: not published for its present attempt; back to pending bumps the generation.
+    sa.Column("published_at", sa.Float),
+    sa.Column("published_gen", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Index("outbox_due", "state", "conversation_id", "seq"),
     sa.Index("outbox_ready", "state", "available_at"),  # the claim's walk
+    # the relay's walk: only what is still to publish (a backlog already published is skipped)
+    sa.Index(
+        "outbox_unpublished",
+        "available_at",
+        postgresql_where=sa.text("state = 'pending' AND published_at IS NULL"),
+        sqlite_where=sa.text("state = 'pending' AND published_at IS NULL"),
+    ),
 )
 inbound_updates = sa.Table(
     "inbound_updates",
@@ -188,4 +221,23 @@ tenant_settings = sa.Table(
     # what an upload over a channel's limit becomes: ``reject`` (a 422) or ``link``
     sa.Column("oversize", sa.String(8), nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+partition_leases = sa.Table(
+    "partition_leases",
+    metadata,
+    # which log (the stream's name) and which of its partitions
+    sa.Column("log", sa.String(64), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
+    # the worker that consumes it (``host:pid:random``) until ``lease_until``; NULL: free
+    sa.Column("holder", sa.String(128)),
+    sa.Column("lease_until", sa.Float, nullable=False),
+)
+partition_workers = sa.Table(
+    "partition_workers",
+    metadata,
+    # the workers sharing a log's partitions, alive while ``alive_until`` is ahead: the fair
+    # share is the partitions divided among them
+    sa.Column("log", sa.String(64), primary_key=True),
+    sa.Column("worker", sa.String(128), primary_key=True),
+    sa.Column("alive_until", sa.Float, nullable=False),
 )

@@ -5,8 +5,8 @@ processes): one object composed of the parts, each a module of its own.
   thread and checkpointer); :mod:`.group_commit`: concurrent writes in one transaction;
 - :mod:`.messages`: accepting and reading messages, idempotency; :mod:`.outbox`: claims with
   leases, outcomes, dead letters; :mod:`.inbound`: received messages and receipts;
-  :mod:`.status`: status events and their announcement; :mod:`.retention`: purging old records;
-  :mod:`.rows`: rows <-> value objects.
+  :mod:`.status`: status events and their announcement (stored live events);
+  :mod:`.retention`: purging old records; :mod:`.rows`: rows <-> value objects.
 
 Accepts and delivery records share a group commit: concurrent ones are written in one
 transaction (one fsync for many), and each caller returns only after its own commit, so once
@@ -20,8 +20,10 @@ wait for them, group commit included, and told to :attr:`SqlStore.observe` (the 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Sequence
+from typing import Final
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -32,7 +34,7 @@ from chat4all.adapters.storage.inbound import InboundLog, Outcome
 from chat4all.adapters.storage.messages import ConversationKey, Job, MessageLog
 from chat4all.adapters.storage.outbox import Sent, SqlOutbox
 from chat4all.adapters.storage.retention import Retention
-from chat4all.adapters.storage.schema import metadata
+from chat4all.adapters.storage.schema import live_events, metadata
 from chat4all.adapters.storage.status import Announcer, Fanout
 from chat4all.domain.model import Content, Conversation, DeliveryStatus, Message
 from chat4all.ports import (
@@ -44,8 +46,13 @@ from chat4all.ports import (
     Pending,
     SendRequest,
 )
+from chat4all.service_layer.events import Event
 
-__all__ = ["SqlStore", "Fanout", "metadata", "sqlite_url"]
+__all__ = ["SqlStore", "Fanout", "metadata", "sqlite_url", "SETTLE"]
+
+SETTLE: Final = 10.0
+"""Seconds a PostgreSQL transaction may hold a live event's id before it commits (and the
+clocks of two hosts differ), at most: a replay starts that far before the id it resumes from."""
 
 
 class SqlStore:
@@ -170,6 +177,14 @@ class SqlStore:
     async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None:
         await self.outbox.renew(items, worker=worker, until=until)
 
+    async def claim_ids(
+        self, now: float, ids: Sequence[str], *, worker: str, lease: float
+    ) -> tuple[list[OutboxItem], dict[str, float]]:
+        return await self.outbox.claim_ids(now, ids, worker=worker, lease=lease)
+
+    async def dead_heads(self, ids: Sequence[str], reason: str, now: float) -> list[Message]:
+        return await self.outbox.dead_heads(ids, reason, now)
+
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
         """Record a delivery; concurrent ones (a dispatcher round) share a transaction with
         each other and with concurrent accepts."""
@@ -271,6 +286,49 @@ class SqlStore:
 
     async def purge(self, older_than: float, batch: int = 1000) -> tuple[int, int]:
         return await self.retention.purge(older_than, batch)
+
+    # ---- live events ---------------------------------------------------------------------------
+
+    async def events_after(self, tenant: str, after: int, limit: int) -> list[Event]:
+        """``tenant``'s stored live events with an id above ``after``, in id order."""
+        query = (
+            sa.select(live_events)
+            .where(live_events.c.tenant == tenant, live_events.c.id > after)
+            .order_by(live_events.c.id)
+            .limit(limit)
+        )
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Event(r.id, r.tenant, r.type, json.loads(r.data), r.at) for r in rows]
+
+    async def replay_from(self, tenant: str, after: int) -> int:
+        """SQLite: ``after`` (one writer: ids commit in order). PostgreSQL: just below the
+        tenant's first event stored within :data:`SETTLE` seconds before the event ``after``
+        (its transaction may have committed after ``after``'s: a transaction holds its ids
+        until it commits)."""
+        if after <= 0 or self.db.engine.dialect.name == "sqlite":
+            return after
+        anchor = sa.select(live_events.c.at).where(live_events.c.id == after).scalar_subquery()
+        query = sa.select(sa.func.min(live_events.c.id)).where(
+            # bounded on both sides: the index on ``at`` reads about 2 x SETTLE s of events
+            live_events.c.at.between(anchor - SETTLE, anchor + SETTLE),
+            live_events.c.tenant == tenant,
+            live_events.c.id <= after,
+        )
+        async with self.db.engine.connect() as conn:
+            first = (await conn.execute(query)).scalar()
+        return after if first is None else min(after, int(first) - 1)
+
+    async def events_kept(self) -> tuple[int, int]:
+        """The oldest and newest stored live event ids (``(0, 0)``: none)."""
+        # two subqueries: SQLite reads one end of the index for a lone min() or max() only
+        query = sa.select(
+            sa.select(sa.func.min(live_events.c.id)).scalar_subquery(),
+            sa.select(sa.func.max(live_events.c.id)).scalar_subquery(),
+        )
+        async with self.db.engine.connect() as conn:
+            first, last = (await conn.execute(query)).one()
+        return int(first or 0), int(last or 0)
 
 
 def _unobserved(operation: str, seconds: float) -> None:
