@@ -8,13 +8,19 @@ the load comes from this process, over REST (ours and the ceilings' alike) with 
 keep-alive HTTP/1.1 client of ``bench.http_load`` (httpx cost more CPU per request than the
 servers, on the same cores), over gRPC with grpc.aio:
 
-- **throughput**: 32 concurrent senders for ``SECONDS`` s, closed loop (send, await, send);
-- **latency at a fixed rate**: an open loop at ``RATE`` msg/s for ``SECONDS`` s, each request
-  timed from its scheduled start, so a slow server shows as latency, not as a lower rate. It
-  starts once the hub's dispatcher has delivered the closed loop's backlog (and gRPC once REST's
-  is delivered), so it measures the hub at that rate, delivering as it accepts.
+- **throughput**: 32 concurrent senders, closed loop (send, await, send), in windows of
+  ``WINDOW`` s taken by every side in turns (REST, gRPC, the two ceilings, then backward, twice),
+  all four servers up at once: a change of the shared machine's load over the run hits every
+  side alike, so the shares of the ceilings hold; a side's figure is its windows' median. A
+  hub's window starts once its dispatcher has delivered what came before, and its CPU per
+  message (the server process's, from /proc) counts until it has delivered that window's too;
+- **latency at fixed rates**: an open loop at each of ``RATES`` msg/s for ``SECONDS`` s, each
+  request timed from its scheduled start, so a slow server shows as latency, not as a lower
+  rate. Each starts once the hub's dispatcher has delivered what came before (the closed loop's
+  backlog, the previous rate's, and for gRPC REST's), so it measures the hub at that rate,
+  delivering as it accepts.
 
-Sides run one after the other in the same run; compare ratios, not absolute figures. With
+Compare ratios from one run, not absolute figures. With
 ``CHAT4ALL_BENCH_BEFORE`` (``make bench-chat4all BEFORE=<revision>``), that release's hub and
 this one serve at once and take closed-loop windows in turns (before, now, now, before, before,
 now), each window's msg/s and the server's CPU per message recorded: the medians' ratio is what
@@ -27,6 +33,7 @@ between two versions of the hub.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -37,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +59,16 @@ from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 
 SECONDS = 10.0
-WINDOW = 6.0
-"""Seconds of each closed-loop window of the side-by-side comparison with the release before."""
-RATE = 500
+"""Seconds of each open loop."""
+WINDOW = 5.0
+"""Seconds of each closed-loop window (of the sides in turns, and of the side-by-side
+comparison with the release before)."""
+ROUNDS = 2
+"""Closed-loop windows of each side: twice ``ROUNDS`` (the sides in turns forward, then
+backward); its throughput is their median."""
+RATES = (500, 1000)
+"""The open loops' rates (msg/s); the last one is the target's (p99 ≤ 50 ms)."""
+RATE = RATES[-1]
 CONCURRENCY = 32
 
 
@@ -113,7 +128,7 @@ async def _closed_loop(
     return done, latencies
 
 
-async def _open_loop(send: Callable[[int], Awaitable[None]]) -> list[float]:
+async def _open_loop(send: Callable[[int], Awaitable[None]], rate: int) -> list[float]:
     latencies: list[float] = []
     start = time.perf_counter()
     tasks = []
@@ -122,8 +137,8 @@ async def _open_loop(send: Callable[[int], Awaitable[None]]) -> list[float]:
         await send(n)
         latencies.append(time.perf_counter() - due)
 
-    for n in range(int(RATE * SECONDS)):
-        due = start + n / RATE
+    for n in range(int(rate * SECONDS)):
+        due = start + n / rate
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -149,24 +164,10 @@ def _json(n: int) -> bytes:
     )
 
 
-async def _measure(
-    send: Callable[[int], Awaitable[None]], settle: Callable[[], Awaitable[None]] | None = None
-) -> dict[str, float]:
-    await asyncio.gather(*(send(-n - 1) for n in range(50)))  # warm-up
-    count, _ = await _closed_loop(send)
-    if settle is not None:  # the open loop measures 500 msg/s, not the closed loop's backlog
-        await settle()
-    fixed = await _open_loop(send)
-    return {
-        "throughput": count / SECONDS,
-        "p50_ms": statistics.median(fixed) * 1000,
-        "p99_ms": _percentile(fixed, 0.99) * 1000,
-    }
-
-
 def _hub(before: str | None = None) -> tuple[Served, Served, str, str]:
     """A hub and its provider, each a process; ``before``: the ``src/`` of another release to
-    run instead of this one (its Bot API simulator serves at the root, ours under /telegram)."""
+    run instead of this one (a release from before the channel packages serves its Bot API
+    simulator at the root, ours under /telegram)."""
     data = tempfile.mkdtemp(prefix="chat4all-bench-")
     port, grpc_port, sim_port = free_port(), free_port(), free_port()
     release = {"PYTHONPATH": before} if before else {}
@@ -176,7 +177,8 @@ def _hub(before: str | None = None) -> tuple[Served, Served, str, str]:
         release,
         r"simulator on",
     )
-    root = "" if before else "/telegram"
+    packaged = before is None or (Path(before) / "chat4all/adapters/channels/telegram").is_dir()
+    root = "/telegram" if packaged else ""
     served = Served(
         [sys.executable, "-m", "chat4all", "serve"],
         {
@@ -206,12 +208,10 @@ async def _drained(url: str) -> None:
     raise RuntimeError("the hub's outbox did not drain in 120 s")
 
 
-async def _http(
-    url: str,
-    path: str,
-    headers: dict[str, str],
-    settle: Callable[[], Awaitable[None]] | None = None,
-) -> dict[str, float]:
+Send = Callable[[int], Awaitable[None]]
+
+
+def _rest_sender(url: str, path: str, headers: dict[str, str]) -> tuple[Send, Pool]:
     """REST load with the lean client of :mod:`bench.http_load` (httpx spent more CPU per
     request than the servers, on the same 2 cores)."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
@@ -222,37 +222,72 @@ async def _http(
         status, answer = await pool.post(head, _json(n))
         assert status == 202, answer
 
-    try:
-        return await _measure(send, settle)
-    finally:
-        pool.close()
+    return send, pool
 
 
-async def _rest(url: str, key: str) -> dict[str, float]:
-    return await _http(
-        url, "/v1/messages", {"Authorization": f"Bearer {key}"}, lambda: _drained(url)
-    )
+def _grpc_sender(channel: grpc.aio.Channel, key: str) -> Send:
+    stub = pb_grpc.Chat4AllServiceStub(channel)
+    metadata = (("authorization", f"Bearer {key}"),)
+
+    async def send(n: int) -> None:
+        b = _body(n)
+        await stub.SendMessage(
+            pb.SendMessageRequest(
+                channel="telegram",
+                account=b["account"],
+                recipient=b["recipient"],
+                content=pb.Content(text=b["content"]["text"]),
+            ),
+            metadata=metadata,
+        )
+
+    return send
 
 
-async def _grpc(target: str, key: str, url: str) -> dict[str, float]:
-    await _drained(url)  # what REST left is not gRPC's to carry
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.Chat4AllServiceStub(channel)
-        metadata = (("authorization", f"Bearer {key}"),)
+@dataclass
+class _Side:
+    """One side of the run: how to send to it, which process serves it (for its CPU), and
+    what to wait for before a window (the hub's dispatcher delivering what came before)."""
 
-        async def send(n: int) -> None:
-            b = _body(n)
-            await stub.SendMessage(
-                pb.SendMessageRequest(
-                    channel="telegram",
-                    account=b["account"],
-                    recipient=b["recipient"],
-                    content=pb.Content(text=b["content"]["text"]),
-                ),
-                metadata=metadata,
-            )
+    send: Send
+    served: Served
+    settle: Callable[[], Awaitable[None]] | None = None
+    rates: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
 
-        return await _measure(send, lambda: _drained(url))
+
+async def _sides(sides: dict[str, _Side]) -> dict[str, dict[str, Any]]:
+    """Closed-loop windows of every side in turns (forward, then backward, ``ROUNDS`` times:
+    a drift of the machine's load hits every side alike), then each side's open loops."""
+    for side in sides.values():  # warm-up
+        await asyncio.gather(*(side.send(-n - 1) for n in range(50)))
+    names = list(sides)
+    for _ in range(ROUNDS):
+        for name in names + names[::-1]:
+            side = sides[name]
+            if side.settle is not None:
+                await side.settle()
+            cpu = _server_cpu(side.served)
+            count, _ = await _closed_loop(side.send, WINDOW)
+            if side.settle is not None:  # the hub's CPU counts until it has delivered them too
+                await side.settle()
+            side.rates.append(count / WINDOW)
+            side.cpu.append((_server_cpu(side.served) - cpu) / count * 1e6)
+    results = {}
+    for name, side in sides.items():
+        measured: dict[str, Any] = {
+            "throughput": statistics.median(side.rates),
+            "cpu_us": statistics.median(side.cpu),
+        }
+        for rate in RATES:
+            if side.settle is not None:  # an open loop measures its rate, not what came before
+                await side.settle()
+            fixed = await _open_loop(side.send, rate)
+            measured[f"p50_ms@{rate}"] = statistics.median(fixed) * 1000
+            measured[f"p99_ms@{rate}"] = _percentile(fixed, 0.99) * 1000
+        measured["windows"] = side.rates
+        results[name] = measured
+    return results
 
 
 INSERT = "ceiling (one SQLite insert)"
@@ -271,14 +306,12 @@ def _listening(served: Served, port: int) -> None:
         time.sleep(0.05)
 
 
-def _ceiling(path: str, *args: str) -> dict[str, float]:
+def _ceiling(*args: str) -> tuple[Served, str]:
+    """A ceiling's server (``bench.ceiling``), listening; its URL."""
     port = free_port()
     served = Served([sys.executable, "-m", "bench.ceiling", str(port), *args], {}, None)
-    try:
-        _listening(served, port)
-        return asyncio.run(_http(f"http://127.0.0.1:{port}", path, {}))
-    finally:
-        served.stop()
+    _listening(served, port)
+    return served, f"http://127.0.0.1:{port}"
 
 
 def _server_cpu(served: Served) -> float:
@@ -365,56 +398,87 @@ def _comparison(windows: list[tuple[str, float, float]], revision: str) -> list[
 
 
 def run(machine: str) -> str:
-    results: dict[str, dict[str, float]] = {}
+    load = ", ".join(f"{n:.2f}" for n in os.getloadavg())
     before = os.environ.get("CHAT4ALL_BENCH_BEFORE")
     windows = _side_by_side(before) if before else []
     provider, served, url, target_key = _hub()
     target, key = target_key.split("|")
+    ceilings = [_ceiling("/insert", str(Path(tempfile.mkdtemp()) / "c.db")), _ceiling()]
     try:
-        results["REST"] = asyncio.run(_rest(url, key))
-        results["gRPC"] = asyncio.run(_grpc(target, key, url))
+
+        async def sides() -> dict[str, dict[str, Any]]:
+            rest, rest_pool = _rest_sender(url, "/v1/messages", {"Authorization": f"Bearer {key}"})
+            insert, insert_pool = _rest_sender(ceilings[0][1], "/insert", {})
+            noop, noop_pool = _rest_sender(ceilings[1][1], "/noop", {})
+            settle = functools.partial(_drained, url)
+            try:
+                async with grpc.aio.insecure_channel(target) as channel:
+                    return await _sides(
+                        {
+                            "REST": _Side(rest, served, settle),
+                            "gRPC": _Side(_grpc_sender(channel, key), served, settle),
+                            INSERT: _Side(insert, ceilings[0][0]),
+                            NOOP: _Side(noop, ceilings[1][0]),
+                        }
+                    )
+            finally:
+                for pool in (rest_pool, insert_pool, noop_pool):
+                    pool.close()
+
+        results = asyncio.run(sides())
     finally:
+        for server, _ in ceilings:
+            server.stop()
         served.stop()
         provider.stop()
-    results[INSERT] = _ceiling("/insert", str(Path(tempfile.mkdtemp()) / "c.db"))
-    results[NOOP] = _ceiling("/noop")
+    load += " (start); " + ", ".join(f"{n:.2f}" for n in os.getloadavg()) + " (end)"
     top = results[INSERT]["throughput"]
     noop = results[NOOP]["throughput"]
     revision = os.environ.get("CHAT4ALL_BENCH_BEFORE_REV")
     compared = f" BEFORE={revision}" if before and revision else ""
+    latency = " | ".join(f"p50 / p99 at {rate} msg/s (ms)" for rate in RATES)
     lines = [
         provenance(f"`make bench-chat4all{compared}` (`python -m bench chat4all`)", machine),
+        f"Load average (1, 5, 15 min): {load}.",
         "",
-        f"| side | throughput, {CONCURRENCY} senders (msg/s) | share of the no-op ceiling | share of the one-insert ceiling | accept latency at {RATE} msg/s: p50 / p99 (ms) |",
-        "|---|---|---|---|---|",
+        f"| side | throughput, {CONCURRENCY} senders: median (each window), msg/s | share of the no-op ceiling | share of the one-insert ceiling | server CPU per message (µs) | {latency} |",
+        "|---|---|---|---|---|" + "---|" * len(RATES),
     ]
     for name, r in results.items():
+        points = " | ".join(
+            f"{r[f'p50_ms@{rate}']:.1f} / {r[f'p99_ms@{rate}']:.1f}" for rate in RATES
+        )
+        each = ", ".join(f"{w:.0f}" for w in r["windows"])
         lines.append(
-            f"| {name} | {r['throughput']:.0f} | {r['throughput'] / noop:.1%} "
-            f"| {r['throughput'] / top:.0%} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} |"
+            f"| {name} | {r['throughput']:.0f} ({each}) | {r['throughput'] / noop:.1%} "
+            f"| {r['throughput'] / top:.0%} | {r['cpu_us']:.0f} | {points} |"
         )
     rest = results["REST"]
-    saturated = [n for n, r in results.items() if r["throughput"] < RATE]
-    if saturated:
-        lines += [
-            "",
-            f"Saturated at {RATE} msg/s (closed-loop throughput below it): {', '.join(saturated)}. "
-            "An open loop above a side's capacity queues without bound, so those latencies grow "
-            "with the run's length: read them as 'over capacity', not as a per-request cost.",
-        ]
+    saturated = {rate: [n for n, r in results.items() if r["throughput"] < rate] for rate in RATES}
+    for rate, over in saturated.items():
+        if over:
+            lines += [
+                "",
+                f"Saturated at {rate} msg/s (closed-loop throughput below it): "
+                f"{', '.join(over)}. An open loop above a side's capacity queues without "
+                "bound, so those latencies grow with the run's length: read them as 'over "
+                "capacity', not as a per-request cost.",
+            ]
+    share = rest["throughput"] / noop
     lines += [
         "",
         "Targets: "
         + "; ".join(
             f"p99 accept latency ≤ 50 ms at {RATE} msg/s over {side}: "
-            f"{'met' if results[side]['p99_ms'] <= 50 else '**missed**'} "
-            f"({results[side]['p99_ms']:.1f} ms)"
+            f"{'met' if results[side][f'p99_ms@{RATE}'] <= 50 else '**missed**'} "
+            f"({results[side][f'p99_ms@{RATE}']:.1f} ms)"
             for side in ("REST", "gRPC")
         )
-        + f"; ≥ 50% of the one-insert ceiling: "
+        + f"; REST send ≥ 20% of the no-op ceiling: {'met' if share >= 0.2 else '**missed**'} "
+        f"({share:.1%}; stretch 30%: {'met' if share >= 0.3 else 'not met'}); gRPC send "
+        f"{results['gRPC']['throughput'] / noop:.1%} of it; ≥ 50% of the one-insert ceiling: "
         f"{'met' if rest['throughput'] >= 0.5 * top else '**missed**'} "
-        f"({rest['throughput'] / top:.0%}). REST send is {rest['throughput'] / noop:.1%} of the "
-        "no-op ceiling" + ".",
+        f"({rest['throughput'] / top:.0%}).",
         *_comparison(windows, revision or "the release before"),
         "",
         __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",

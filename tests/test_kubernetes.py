@@ -19,7 +19,7 @@ from kubernetes_validate.utils import SchemaNotFoundError  # type: ignore[import
 from prometheus_client import CollectorRegistry
 
 from chat4all.config import Settings, load_settings
-from chat4all.entrypoints.rest import create_app
+from chat4all.entrypoints.rest import create_app, create_probes_app
 from chat4all.entrypoints.services import Services
 from chat4all.metrics import HubMetrics
 
@@ -30,9 +30,9 @@ KUBERNETES: Final = "1.33"
 NOT_APPLIED: Final = {"secret.example.yaml", "migrate-job.yaml"}
 """Manifests kustomization.yaml leaves out: an example of the Secret, and the migration Job
 each release runs by hand before it rolls."""
-SERVES_HTTP: Final = {"api", "serve"}
-"""The ``chat4all`` commands whose process serves the REST app (the ``api`` role): only those
-can be probed over HTTP or scraped."""
+SERVES_HTTP: Final = {"api", "serve", "worker"}
+"""The ``chat4all`` commands whose process serves HTTP: the REST app (the ``api`` role), or the
+probes' app alone (``worker``): only those can be probed over HTTP or scraped."""
 PENDING_SETTINGS: Final = {
     "CHAT4ALL_NATS_URL",
     "CHAT4ALL_PARTITIONS",
@@ -65,15 +65,21 @@ def _validate(document: dict[str, Any]) -> None:
     kubernetes_validate.validate(document, KUBERNETES, strict=True)
 
 
-async def _statuses(paths: set[str]) -> dict[str, int]:
-    """The status the REST app (as ``chat4all api`` serves it) answers a GET of each path with;
-    a ready process, no request reaching a use case."""
+async def _statuses(command: str, paths: set[str]) -> dict[str, int]:
+    """The status ``command``'s HTTP app (the REST app as ``chat4all api`` serves it, or the
+    probes' app of ``chat4all worker``) answers a GET of each path with; a ready process, no
+    request reaching a use case."""
 
     async def ready() -> str | None:
         return None
 
     registry = CollectorRegistry(auto_describe=True)
-    app = create_app(cast(Services, None), ready=ready, metrics=HubMetrics(registry))
+    metrics = HubMetrics(registry)
+    app = (
+        create_probes_app(ready=ready, metrics=metrics)
+        if command == "worker"
+        else create_app(cast(Services, None), ready=ready, metrics=metrics)
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://pod") as client:
         return {path: (await client.get(path)).status_code for path in paths}
@@ -136,7 +142,7 @@ def test_kustomization_applies_every_manifest_but_the_example_and_the_job() -> N
 async def test_the_probes_and_the_scrape_name_routes_the_process_serves() -> None:
     port = int(_configmap()["CHAT4ALL_PORT"])
     probed = set()
-    paths: set[str] = set()
+    paths: dict[str, set[str]] = {}
     for name, template in _pod_templates():
         containers = template["spec"]["containers"]
         annotations = template["metadata"].get("annotations", {})
@@ -149,18 +155,25 @@ async def test_the_probes_and_the_scrape_name_routes_the_process_serves() -> Non
                     continue
                 http = container[kind]["httpGet"]
                 assert command[1] in SERVES_HTTP, f"{name}: {command} serves no HTTP to probe"
-                paths.add(http["path"])
+                paths.setdefault(command[1], set()).add(http["path"])
                 assert ports.get(http["port"], http["port"]) == port, f"{name} {kind}: port"
                 probed.add((command[1], kind, http["path"]))
             if annotations.get("prometheus.io/scrape") == "true":
                 assert command[1] in SERVES_HTTP, f"{name}: {command} serves no /metrics"
-                paths.add(annotations["prometheus.io/path"])
+                paths.setdefault(command[1], set()).add(annotations["prometheus.io/path"])
                 assert int(annotations["prometheus.io/port"]) == port
-    assert {("api", "livenessProbe", "/health"), ("api", "readinessProbe", "/ready")} <= probed
-    assert "/metrics" in paths
-    statuses = await _statuses(paths | {"/no-such-route"})
-    assert statuses.pop("/no-such-route") == 404  # the check can fail
-    assert statuses == dict.fromkeys(paths, 200)
+    for command in ("api", "worker"):
+        assert {
+            (command, "livenessProbe", "/health"),
+            (command, "readinessProbe", "/ready"),
+        } <= probed
+        assert "/metrics" in paths[command]
+    for command, served in paths.items():
+        statuses = await _statuses(command, served | {"/no-such-route", "/v1/openapi.json"})
+        assert statuses.pop("/no-such-route") == 404  # the check can fail
+        api = statuses.pop("/v1/openapi.json")
+        assert api == (404 if command == "worker" else 200)  # the worker serves no API
+        assert statuses == dict.fromkeys(served, 200), command
 
 
 def test_the_services_reach_ports_the_pods_open() -> None:

@@ -14,11 +14,16 @@ connects on first use). :func:`run_roles` starts some of its roles under the hub
 - ``relay``: with ``CHAT4ALL_NATS_URL``, the outbox relayed to the partitioned log
   (:class:`~chat4all.service_layer.relay.Relay`; nothing to do without it);
 - ``housekeeping``: the hourly purge of old idempotency keys, update ids and live events, and of
-  unfinished uploads past their time to live (:func:`housekeep`).
+  unfinished uploads past their time to live (:func:`housekeep`);
+- ``probes``: ``/health``, ``/ready`` and ``/metrics`` alone on ``CHAT4ALL_PORT``, for a process
+  without the ``api`` role (whose REST server has them already).
 
-:func:`running_hub` is ``chat4all serve``: all of them in one process. Tests inject fakes through
-the overrides of :func:`build_hub` (a tracer, a clock, connectors, an httpx transport for
-webhooks, a resolver, extra workers).
+:func:`running_hub` runs some of them in this process: :data:`ROLES` (all but ``probes``) is
+``chat4all serve``, :data:`API_ROLES` ``chat4all api`` and :data:`WORKER_ROLES` ``chat4all
+worker``. The ``api`` role also measures the backlog for load shedding
+(:mod:`chat4all.service_layer.shedding`); the ``workers`` role exports the database-wide
+gauges. Tests inject fakes through the overrides of :func:`build_hub` (a tracer, a clock,
+connectors, an httpx transport for webhooks, a resolver, extra workers).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, TypedDict
+from typing import Any, Final, TypedDict
 
 import httpx
 import sqlalchemy as sa
@@ -51,7 +56,7 @@ from chat4all.adapters.storage.webhooks import WebhookStore, fanout_many
 from chat4all.config import Settings
 from chat4all.domain.lease import worker_id
 from chat4all.entrypoints.grpc_server import start_grpc
-from chat4all.entrypoints.rest import create_app
+from chat4all.entrypoints.rest import create_app, create_probes_app
 from chat4all.entrypoints.services import Services
 from chat4all.entrypoints.tls import Tls
 from chat4all.errors import InvalidRequest, StoreUnavailable
@@ -72,6 +77,7 @@ from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.media_links import MediaLinks
 from chat4all.service_layer.messages import Messages
 from chat4all.service_layer.relay import Relay
+from chat4all.service_layer.shedding import LoadShedder, ShedPolicy
 from chat4all.service_layer.status import StatusPublisher
 from chat4all.service_layer.subscriptions import Subscriptions
 from chat4all.service_layer.supervisor import Supervisor
@@ -89,6 +95,9 @@ __all__ = [
     "Injected",
     "Worker",
     "ROLES",
+    "API_ROLES",
+    "WORKER_ROLES",
+    "RELAY_ROLES",
     "build_hub",
     "run_roles",
     "running_hub",
@@ -103,6 +112,14 @@ log = logging.getLogger(__name__)
 
 _HOUSEKEEPING_EVERY: Final = 3600.0
 ROLES: Final = ("simulator", "api", "workers", "pollers", "relay", "housekeeping")
+"""``chat4all serve``: everything in one process."""
+API_ROLES: Final = ("api",)
+"""``chat4all api``: REST and gRPC only (and the load shedding's measurement)."""
+WORKER_ROLES: Final = ("simulator", "workers", "pollers", "housekeeping", "probes")
+"""``chat4all worker``: everything but the APIs and the relay, with the probes' HTTP server
+(the simulators, on a hub with no channel account, are what its workers deliver to)."""
+RELAY_ROLES: Final = ("relay",)
+"""``chat4all relay``: the relay alone (with ``CHAT4ALL_NATS_URL``)."""
 
 Worker = Callable[[asyncio.Event], Awaitable[None]]
 """A long-running job: runs until the event is set (a worker's ``run``)."""
@@ -161,8 +178,11 @@ class Hub:
     ``simulator`` role)."""
     admin_key: str | None
     """Created on first start of an empty database; shown once."""
+    shedder: LoadShedder
+    """Load shedding: measured by the ``api`` role, asked by every send."""
     url: str = ""
-    """The REST API's root, once the ``api`` role runs."""
+    """The REST API's root, once the ``api`` role runs (or the probes' root, once the
+    ``probes`` role runs)."""
     grpc_target: str = ""
     """``host:port`` of the gRPC API, once the ``api`` role runs."""
     relay: Relay | None = None
@@ -183,7 +203,11 @@ class Hub:
         return None
 
     async def refresh_gauges(self) -> None:
+        """Before each scrape: this process's paused accounts and, when it exports them (it
+        runs the workers), the database-wide gauges."""
         self.metrics.paused(self.channels.paused())
+        if not self.metrics.database_wide:
+            return
         self.metrics.outbox_depth.set(await self.store.depth())
         self.metrics.dead_letters.set(await self.store.dead_count())
         self.metrics.webhook_dead_letters.set(await self.webhooks.dead_count())
@@ -243,7 +267,11 @@ async def open_store(settings: Settings) -> SqlStore:
     try:
         if url.get_backend_name() == "sqlite":
             settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
-        return await SqlStore.open(settings.database_url, sqlite_busy_ms=settings.SQLITE_BUSY_MS)
+        return await SqlStore.open(
+            settings.database_url,
+            sqlite_busy_ms=settings.SQLITE_BUSY_MS,
+            read_url=settings.DATABASE_READ_URL,
+        )
     except (sa.exc.SQLAlchemyError, OSError, ImportError) as exc:  # ImportError: no driver
         raise StoreUnavailable(
             f"cannot open or migrate the database {settings.database_shown}: "
@@ -473,6 +501,14 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
 
         metrics = HubMetrics(CollectorRegistry())
         store.observe = metrics.stored
+        shedder = LoadShedder(
+            store,
+            ShedPolicy(
+                outbox_age=settings.SHED_OUTBOX_AGE, outbox_depth=settings.SHED_OUTBOX_DEPTH
+            ),
+            metrics,
+            clock,
+        )
         bus = live_events(settings, stack)
         publisher = StatusPublisher(bus)
         store.announcer.live = publisher.committed  # stored events, after their commit
@@ -510,6 +546,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             limits=channels.limits,
             links=media.links,
             tenants=tenants,
+            admit=shedder.check,
         )
         inbound = Inbound(
             store,
@@ -569,6 +606,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             supervisor=Supervisor(overrides.get("stop") or asyncio.Event(), clock),
             channels=channels,
             admin_key=admin_key,
+            shedder=shedder,
             relay=log_.relay if log_ is not None else None,
             message_log=log_.log if log_ is not None else None,
         )
@@ -580,21 +618,20 @@ async def _simulator(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
     )
 
 
-async def _api(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
+def _tls(settings: Settings) -> Tls | None:
+    """The certificate both APIs (and the probes) serve, when set; a bad one stops the start
+    before anything listens."""
+    if settings.TLS_CERT_FILE is not None and settings.TLS_KEY_FILE is not None:
+        return Tls(settings.TLS_CERT_FILE, settings.TLS_KEY_FILE)
+    return None
+
+
+async def _serve_http(
+    hub: Hub, stack: contextlib.AsyncExitStack, app: Any, tls: Tls | None, name: str
+) -> str:
+    """Serve ``app`` on ``CHAT4ALL_HOST:CHAT4ALL_PORT`` under the supervisor (as ``name``)
+    until the roles stop; its root URL once it listens."""
     settings = hub.settings
-    # a bad certificate stops the start before anything listens
-    tls = (
-        Tls(settings.TLS_CERT_FILE, settings.TLS_KEY_FILE)
-        if settings.TLS_CERT_FILE is not None and settings.TLS_KEY_FILE is not None
-        else None
-    )
-    app = create_app(
-        hub.services,
-        ready=hub.ready,
-        metrics=hub.metrics,
-        refresh_gauges=hub.refresh_gauges,
-        tracer=hub.tracer,
-    )
     server = QuietServer(
         uvicorn.Config(
             app,
@@ -606,6 +643,27 @@ async def _api(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
             ssl_context_factory=tls.rest if tls is not None else None,
         )
     )
+    task = hub.supervisor.start(name, server.serve())
+    stack.callback(setattr, server, "should_exit", True)
+    while not server.started:
+        if task.done():
+            await task
+            raise RuntimeError(f"the {name} server ended before it started")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return f"{'https' if tls else 'http'}://{settings.HOST}:{port}"
+
+
+async def _api(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
+    settings = hub.settings
+    tls = _tls(settings)
+    app = create_app(
+        hub.services,
+        ready=hub.ready,
+        metrics=hub.metrics,
+        refresh_gauges=hub.refresh_gauges,
+        tracer=hub.tracer,
+    )
     grpc_server, grpc_port = await start_grpc(
         hub.services,
         f"{settings.HOST}:{settings.GRPC_PORT}",
@@ -615,16 +673,10 @@ async def _api(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
         credentials=tls.grpc() if tls is not None else None,
     )
     stack.push_async_callback(grpc_server.stop, 5)
-    api = hub.supervisor.start("rest", server.serve())
-    stack.callback(setattr, server, "should_exit", True)
-    while not server.started:
-        if api.done():
-            await api
-            raise RuntimeError("the REST server ended before it started")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    hub.url = f"{'https' if tls else 'http'}://{settings.HOST}:{port}"
+    hub.url = await _serve_http(hub, stack, app, tls, "rest")
     hub.grpc_target = f"{settings.HOST}:{grpc_port}"
+    if hub.shedder.policy.on:
+        hub.supervisor.start("load-shedding", hub.shedder.run(hub.supervisor.stop))
     log.info(
         "chat4all API on %s/v1 (OpenAPI: %s/v1/openapi.json), gRPC on %s",
         hub.url,
@@ -633,7 +685,14 @@ async def _api(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
     )
 
 
+async def _probes(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
+    app = create_probes_app(ready=hub.ready, metrics=hub.metrics, refresh_gauges=hub.refresh_gauges)
+    hub.url = await _serve_http(hub, stack, app, _tls(hub.settings), "probes")
+    log.info("chat4all probes on %s/health, /ready and /metrics", hub.url)
+
+
 async def _workers(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
+    hub.metrics.export_database_gauges()
     stop = hub.supervisor.stop
     for name, work in hub.workers.items():
         hub.supervisor.start(name, _as_coroutine(work, stop))
@@ -668,17 +727,19 @@ _START: Final[dict[str, Callable[[Hub, contextlib.AsyncExitStack], Awaitable[Non
     "pollers": _pollers,
     "relay": _relay,
     "housekeeping": _housekeeping_role,
+    "probes": _probes,
 }
 
 
 @contextlib.asynccontextmanager
 async def run_roles(hub: Hub, roles: Iterable[str] = ROLES) -> AsyncIterator[Hub]:
-    """Run ``roles`` of ``hub`` (names from :data:`ROLES`) under its supervisor until the block
-    ends; then stop them and wait for them. ``hub.supervisor.wait()`` says when to end."""
+    """Run ``roles`` of ``hub`` (names from :data:`ROLES`, and ``probes``) under its supervisor
+    until the block ends; then stop them and wait for them. ``hub.supervisor.wait()`` says when
+    to end."""
     wanted = list(dict.fromkeys(roles))
     unknown = [r for r in wanted if r not in _START]
     if unknown:
-        raise ValueError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
+        raise ValueError(f"unknown role(s) {unknown}; roles are {', '.join(_START)}")
     async with contextlib.AsyncExitStack() as stack:
         if "simulator" in wanted:  # first up, last down: the workers talk to it to the end
             await _simulator(hub, stack)
@@ -692,9 +753,16 @@ async def run_roles(hub: Hub, roles: Iterable[str] = ROLES) -> AsyncIterator[Hub
 
 @contextlib.asynccontextmanager
 async def running_hub(
-    settings: Settings, stop: asyncio.Event, **overrides: Unpack[Injected]
+    settings: Settings,
+    stop: asyncio.Event,
+    roles: Iterable[str] = ROLES,
+    **overrides: Unpack[Injected],
 ) -> AsyncIterator[Hub]:
-    """``chat4all serve``: every role of the hub of ``settings`` in this process, until the
-    block ends (``stop`` set on the way out, or by a signal before)."""
-    async with build_hub(settings, stop=stop, **overrides) as hub, run_roles(hub) as running:
+    """The hub of ``settings`` running ``roles`` in this process (every role but ``probes``:
+    ``chat4all serve``), until the block ends (``stop`` set on the way out, or by a signal
+    before)."""
+    async with (
+        build_hub(settings, stop=stop, **overrides) as hub,
+        run_roles(hub, roles) as running,
+    ):
         yield running

@@ -1,13 +1,18 @@
 """``chat4all``: run the hub, manage API keys.
 
-``serve`` stops on SIGTERM/SIGINT and reloads its settings on SIGHUP (replaced channel
-tokens take effect without a restart).
+``serve`` runs the whole hub in one process; ``api`` (REST and gRPC) and ``worker`` (the
+dispatchers, pollers and housekeeping) run its halves as separate processes, any number of
+each, on one PostgreSQL database. The three differ only by the roles they run
+(:data:`~chat4all.bootstrap.ROLES`, ``API_ROLES``, ``WORKER_ROLES``); each stops on
+SIGTERM/SIGINT and reloads its settings on SIGHUP (replaced channel tokens take effect without
+a restart).
 
-Exit codes: 0 ok (stopped by SIGTERM/SIGINT for ``serve``); 1 a key to revoke was not found, or
-``audit verify`` found a broken chain; 2 invalid settings (the message names the key), or a
-``migrate --to`` URL that is not PostgreSQL's; 3 the database cannot be opened or migrated, the
-media bucket does not answer, or a ``migrate --to`` copy failed (the message says why); 4
-``serve`` stopped because one of its workers died (logged with its traceback): its service
+Exit codes: 0 ok (stopped by SIGTERM/SIGINT for ``serve``, ``api``, ``worker``); 1 a key to
+revoke was not found, or ``audit verify`` found a broken chain; 2 invalid settings (the message
+names the key; ``api`` and ``worker`` on the embedded SQLite database), or a ``migrate --to``
+URL that is not PostgreSQL's; 3 the database cannot be opened or migrated, the media bucket does
+not answer, or a ``migrate --to`` copy failed (the message says why); 4 ``serve``, ``api`` or
+``worker`` stopped because one of its tasks died (logged with its traceback): its service
 manager should start it again; 5 the ``[chat4all]`` extra is not installed (checked by
 ``chat4all.__main__`` before this module is imported); 6 ``migrate --to`` refused: the target
 database is not empty, or the hub is still running.
@@ -45,8 +50,11 @@ from chat4all.adapters.storage.transfer import (
     copy_database,
 )
 from chat4all.bootstrap import (
+    API_ROLES,
+    RELAY_ROLES,
     ROLES,
     SIMULATOR_ACCOUNT,
+    WORKER_ROLES,
     Hub,
     Injected,
     build_hub,
@@ -64,11 +72,16 @@ from opskit.logs import MASKER, setup_logging
 __all__ = ["app", "main", "serve_hub", "WORKER_DIED", "TARGET_IN_USE"]
 
 WORKER_DIED: Final = 4
-"""``serve``'s exit code when one of its workers died."""
+"""``serve``'s (``api``'s, ``worker``'s) exit code when one of its tasks died."""
 TARGET_IN_USE: Final = 6
 """``migrate --to``'s exit code when the target database is not empty or the hub still runs."""
+_RUN_EXITS: Final = (
+    "Exit codes: 0 stopped by SIGTERM/SIGINT; 2 invalid settings; 3 database or media bucket "
+    "unavailable; 4 a task died (restart it)."
+)
 GC_THRESHOLDS: Final = (50_000, 20, 100)
-"""The collector's thresholds once ``serve`` runs (CPython's are 700, 10, 10). With thousands of
+"""The collector's thresholds once a hub runs (``serve``, ``api``, ``worker``; CPython's are 700,
+10, 10). With thousands of
 live streams, an event's fan-out keeps one wake-up per stream alive at once: at 700 its
 short-lived objects were promoted to the oldest generation, whose full collections (~200
 tracked objects per idle stream, nothing to free) then stopped the event loop 1.5-2.2 s at
@@ -81,9 +94,9 @@ app = typer.Typer(
     help="chat4all: one API for many messaging channels.",
     epilog=(
         "Exit codes: 0 ok; 1 not found or audit log tampered; 2 invalid settings; "
-        "3 database or media bucket unavailable, or the copy failed; 4 a worker died (serve; "
-        "restart it); 5 the chat4all extra is not installed; 6 migrate --to: the target is not "
-        "empty or the hub still runs."
+        "3 database or media bucket unavailable, or the copy failed; 4 a task died (serve, "
+        "api, worker; restart it); 5 the chat4all extra is not installed; 6 migrate --to: the "
+        "target is not empty or the hub still runs."
     ),
 )
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
@@ -104,37 +117,73 @@ def _settings(env_file: Path) -> Settings:
     return settings
 
 
-@app.command()
+@app.command(epilog=_RUN_EXITS)
 def serve(env_file: EnvFile = Path(".env")) -> None:
-    """Run the API, the dispatcher and (with no channel account configured) the simulators."""
+    """Run the whole hub in one process: the APIs, the dispatchers, pollers and housekeeping,
+    and (with no channel account configured) the simulators."""
+    _run("serve", ROLES, env_file)
+
+
+@app.command(epilog=_RUN_EXITS)
+def api(env_file: EnvFile = Path(".env")) -> None:
+    """Run the REST and gRPC APIs only (any number of them, beside `chat4all worker`
+    processes, on one PostgreSQL database); sends are refused (503) while the workers are
+    behind (CHAT4ALL_SHED_*)."""
+    _run("api", API_ROLES, env_file)
+
+
+@app.command(epilog=_RUN_EXITS)
+def worker(env_file: EnvFile = Path(".env")) -> None:
+    """Run the dispatchers (messages, client webhooks, inbound files), the pollers and the
+    housekeeping, without the APIs, on one PostgreSQL database shared with `chat4all api`;
+    /health, /ready and /metrics on CHAT4ALL_PORT."""
+    _run("worker", WORKER_ROLES, env_file)
+
+
+@app.command(epilog=_RUN_EXITS)
+def relay(env_file: EnvFile = Path(".env")) -> None:
+    """Run only the relay: the outbox's due messages published to the partitioned log
+    (CHAT4ALL_NATS_URL must be set; ``serve`` runs a relay too). Any number may run."""
+    _run("relay", RELAY_ROLES, env_file)
+
+
+def _run(command: str, roles: Sequence[str], env_file: Path) -> None:
+    """The life of ``serve``, ``api``, ``worker`` or ``relay``: ``roles`` until a signal stops
+    them."""
     settings = _settings(env_file)
+    refused = _refused(command, settings)
+    if refused is not None:
+        err.print(f"[bold red]error:[/] invalid settings: {refused}")
+        raise typer.Exit(2)
     setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
-    log.info("chat4all %s starting; database %s", __version__, settings.database_shown)
+    log.info("chat4all %s %s starting; database %s", command, __version__, settings.database_shown)
 
     def again() -> Settings:
         return load_settings(env_file if env_file.exists() else None)
 
     raise typer.Exit(
-        run_until_stopped(lambda stop: serve_hub(settings, stop, reload=again), _fast_loop())
-    )
-
-
-@app.command()
-def relay(env_file: EnvFile = Path(".env")) -> None:
-    """Run only the relay: the outbox's due messages published to the partitioned log
-    (CHAT4ALL_NATS_URL must be set; ``serve`` runs a relay too). Any number may run."""
-    settings = _settings(env_file)
-    if not settings.NATS_URL:
-        err.print(
-            "[bold red]error:[/] invalid settings: CHAT4ALL_NATS_URL is empty: the relay "
-            "publishes to NATS JetStream; set it (and CHAT4ALL_DATABASE_URL to PostgreSQL)"
+        run_until_stopped(
+            lambda stop: serve_hub(settings, stop, reload=again, roles=roles), _fast_loop()
         )
-        raise typer.Exit(2)
-    setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
-    log.info("chat4all %s relay starting; database %s", __version__, settings.database_shown)
-    raise typer.Exit(
-        run_until_stopped(lambda stop: serve_hub(settings, stop, roles=("relay",)), _fast_loop())
     )
+
+
+def _refused(command: str, settings: Settings) -> str | None:
+    """Why ``command`` cannot run with ``settings`` (exit 2), or ``None``."""
+    if command == "relay" and not settings.NATS_URL:
+        return (
+            "CHAT4ALL_NATS_URL is empty: the relay publishes to NATS JetStream; set it (and "
+            "CHAT4ALL_DATABASE_URL to PostgreSQL)"
+        )
+    if command != "serve" and sa.make_url(settings.database_url).get_backend_name() == "sqlite":
+        return (
+            f"CHAT4ALL_DATABASE_URL: `chat4all {command}` runs beside other processes, which the "
+            "embedded SQLite database cannot serve safely (its claims and its audit chain rely "
+            "on one process); set CHAT4ALL_DATABASE_URL to a PostgreSQL database "
+            "(postgresql+asyncpg://...), or run the whole hub in one process with `chat4all "
+            "serve`"
+        )
+    return None
 
 
 async def serve_hub(
@@ -144,10 +193,10 @@ async def serve_hub(
     roles: Sequence[str] = ROLES,
     **overrides: Unpack[Injected],
 ) -> int:
-    """``serve``'s life until ``stop`` is set (0) or a worker dies (:data:`WORKER_DIED`), or
-    the start fails (2, 3). With ``reload`` (how to read the settings again), SIGHUP applies
-    the settings read again (:func:`chat4all.bootstrap.reload_settings`: replaced channel
-    tokens, without a restart). ``roles``: which to run (``relay`` runs only the relay);
+    """The life of ``roles`` (``serve``'s: every role) until ``stop`` is set (0) or a task
+    dies (:data:`WORKER_DIED`), or the start fails (2, 3). With ``reload`` (how to read the
+    settings again), SIGHUP applies the settings read again
+    (:func:`chat4all.bootstrap.reload_settings`: replaced channel tokens, without a restart).
     ``overrides`` as :func:`chat4all.bootstrap.build_hub`'s."""
     async with contextlib.AsyncExitStack() as stack:
         try:
@@ -169,7 +218,7 @@ async def serve_hub(
         gc.set_threshold(*GC_THRESHOLDS)
         if hub.admin_key is not None:
             err.print("[bold]admin API key (shown once, store it now):[/]\n  " + hub.admin_key)
-            for channel in hub.channels.simulators:
+            for channel in hub.channels.simulators if "api" in roles else ():  # a hint to try
                 err.print(
                     f"try: curl -s -X POST {hub.url}/v1/messages -H 'Authorization: "
                     "Bearer <key>' -H 'Content-Type: application/json' -d "

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
 
     DATABASE_URL: str = ""
     """SQLAlchemy URL; empty: SQLite in DATA_DIR (the embedded default)."""
+    DATABASE_READ_URL: str = ""
+    """SQLAlchemy URL of a read replica of DATABASE_URL (PostgreSQL): the read-only queries
+    (a message, listing conversations and their messages) go there; empty: to DATABASE_URL.
+    It is never migrated nor written."""
     SQLITE_BUSY_MS: int = Field(default=5000, ge=100, le=600_000)
     """SQLite only: how long a write waits for another writer's lock before the request is
     answered 503 (retry) instead."""
@@ -138,6 +142,13 @@ class Settings(BaseSettings):
     """Seconds a worker holds a claimed message (or webhook delivery) without renewing it (it
     renews every third of it while delivering). A process that dies leaves its in-flight
     messages to the others after this long; they may reach the provider twice."""
+    SHED_OUTBOX_AGE: float = Field(default=60.0, ge=0, le=86_400)
+    """Load shedding: once the oldest message the workers could send now has waited longer
+    than this many seconds, sends are refused (503 with Retry-After, gRPC UNAVAILABLE) until
+    it is back under half of it; 0 turns it off."""
+    SHED_OUTBOX_DEPTH: int = Field(default=0, ge=0, le=100_000_000)
+    """Load shedding: once more than this many messages wait for delivery, sends are refused
+    until fewer than half of it wait; 0 (the default) turns it off."""
     NATS_URL: str = ""
     """NATS server(s) with JetStream (``nats://host:4222``, several comma-separated): the
     outbox is relayed to a partitioned log and the workers claim through it; needs PostgreSQL.
@@ -266,6 +277,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _read_url(self) -> Settings:
+        if self.DATABASE_READ_URL and not self.DATABASE_URL:
+            raise ValueError(
+                "CHAT4ALL_DATABASE_READ_URL is a replica of CHAT4ALL_DATABASE_URL: set "
+                "CHAT4ALL_DATABASE_URL too (the embedded SQLite database has no replica), or "
+                "leave CHAT4ALL_DATABASE_READ_URL empty"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _log(self) -> Settings:
         if not self.NATS_URL:
             return self
@@ -300,6 +321,11 @@ class Settings(BaseSettings):
     def database_shown(self) -> str:
         """The database URL without its password, for logs and errors."""
         return sa.make_url(self.database_url).render_as_string(hide_password=True)
+
+    @property
+    def database_read_url(self) -> str:
+        """Where read-only queries go: DATABASE_READ_URL, else the database itself."""
+        return self.DATABASE_READ_URL or self.database_url
 
     @property
     def redis_shown(self) -> str:

@@ -13,6 +13,7 @@ table, :mod:`chat4all.entrypoints.error_codes`.
     ├── PermissionDenied       the key's role may not do this
     ├── RateLimited            over the key's (or the global) rate; ``retry_after`` seconds
     ├── StoreUnavailable       the database (or the media bucket) cannot answer
+    ├── Overloaded             the workers are behind: sends are shed for ``retry_after`` s
     └── DeliveryError          a connector failed to deliver (never reaches a client)
         ├── RetryableDelivery  try again (after ``retry_after`` when the provider says)
         │   └── AccountPaused  the account cannot send until an operator acts (a dead token):
@@ -33,6 +34,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "StoreUnavailable",
+    "Overloaded",
     "ChannelUnavailable",
     "DeliveryError",
     "RetryableDelivery",
@@ -100,6 +102,17 @@ class StoreUnavailable(Chat4AllError):
     request that meets it may be retried after ``retry_after`` seconds."""
 
     retry_after: float = 1.0
+
+
+class Overloaded(Chat4AllError):
+    """The hub sheds load: its workers are behind past the bound set (``reason``: which one),
+    so no send is accepted now; the caller may retry after ``retry_after`` seconds. Reads and
+    every other request keep working."""
+
+    def __init__(self, message: str, reason: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class ChannelUnavailable(Chat4AllError):

@@ -67,15 +67,32 @@ class HubMetrics:
             "Channel accounts whose circuit breaker is open.",
             registry=registry,
         )
+        # database-wide: in the registry only once export_database_gauges() says so
         self.outbox_depth = Gauge(
-            "chat4all_outbox_depth", "Messages waiting for delivery (not dead).", registry=registry
+            "chat4all_outbox_depth", "Messages waiting for delivery (not dead).", registry=None
         )
         self.dead_letters = Gauge(
-            "chat4all_dead_letters", "Messages in the dead-letter store.", registry=registry
+            "chat4all_dead_letters", "Messages in the dead-letter store.", registry=None
         )
         self.webhook_dead_letters = Gauge(
             "chat4all_webhook_dead_letters",
             "Webhook deliveries given up on after 24 hours.",
+            registry=None,
+        )
+        self.database_wide = False
+        """Whether this process exports the database-wide gauges (it runs the workers)."""
+        self.load_shed = Counter(
+            "chat4all_load_shed",
+            "Sends refused (503, gRPC UNAVAILABLE) because the workers are behind, by reason: "
+            "outbox_age (the oldest due message waited too long), outbox_depth (too many wait).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("outbox_age", "outbox_depth"):
+            self.load_shed.labels(reason)  # shown at 0 from the start
+        self.load_shedding = Gauge(
+            "chat4all_load_shedding",
+            "1 while this API process refuses sends because the workers are behind, else 0.",
             registry=registry,
         )
         self.unrecorded_outcomes = Gauge(
@@ -156,12 +173,30 @@ class HubMetrics:
         )
         self._open: set[str] = set()
 
+    def export_database_gauges(self) -> None:
+        """Export the gauges that describe the whole database (outbox depth, dead letters,
+        webhook dead letters): done by the process that runs the workers, so that an API-only
+        process never reports them and a ``sum()`` over processes does not count them once per
+        API replica. Idempotent."""
+        if not self.database_wide:
+            for gauge in (self.outbox_depth, self.dead_letters, self.webhook_dead_letters):
+                self.registry.register(gauge)
+            self.database_wide = True
+
     # ---- the store ----
 
     def stored(self, operation: str, seconds: float) -> None:
         """A store call of ``operation`` took ``seconds`` (:attr:`SqlStore.observe
         <chat4all.adapters.storage.sql.SqlStore.observe>`)."""
         self.store_latency.labels(operation).observe(seconds)
+
+    # ---- ShedEvents ----
+
+    def shedding(self, on: bool) -> None:
+        self.load_shedding.set(1 if on else 0)
+
+    def shed(self, reason: str) -> None:
+        self.load_shed.labels(reason).inc()
 
     # ---- DispatchEvents ----
 

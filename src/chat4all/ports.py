@@ -128,6 +128,18 @@ class OutboxItem:
     may have it already, and sees it again (the one case of a duplicate send)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """How far behind the workers are (what the API's load shedding watches)."""
+
+    oldest_due_age: float
+    """Seconds the oldest message the workers could send now (the due head of a conversation
+    with nothing in flight) has waited since it came due; 0: none waits."""
+    depth: int
+    """Messages waiting for delivery (pending or in flight), counted up to the bound asked
+    for (one more than it means "over")."""
+
+
 class MessageStore(Protocol):
     async def accept(
         self,

@@ -8,6 +8,11 @@
   its logs carry the same request id.
 - Spans go to the tracer given at start-up: OTLP over HTTP when ``CHAT4ALL_OTLP_ENDPOINT`` is set,
   an in-memory exporter in tests, nowhere (a no-op tracer) otherwise.
+
+Without tracing, a span costs nothing measurable: :data:`NO_TRACER` hands back the current
+(non-recording) span instead of attaching a new context when that is all OpenTelemetry's no-op
+tracer would do, and a call that carries no trace context skips extracting one. A caller's
+``traceparent`` is still continued (stored with the message, in the dispatcher's logs) as before.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import contextvars
 import re
 import secrets
 from collections.abc import Iterator, Mapping
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode, Tracer
 
 from chat4all import __version__
 from chat4all.ports import Origin
@@ -44,7 +50,42 @@ _SANE_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _REQUEST_ID: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar(
     "chat4all_request_id", default=None
 )
-NO_TRACER: Final[Tracer] = trace.NoOpTracer()
+
+
+class _NoOpTracer(trace.NoOpTracer):
+    """OpenTelemetry's no-op tracer, without its cost where it changes nothing.
+
+    The no-op tracer's span is the parent's own non-recording span (or the invalid span), which
+    ``start_as_current_span`` then attaches as the current context: when that span already is
+    the current one, attaching it again changes nothing a caller can see, and costs a context
+    switch, a generator and two context managers per span. Then the span is handed back as it
+    is; in every other case the library's own path runs."""
+
+    def start_as_current_span(  # type: ignore[override]
+        self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
+    ) -> contextlib.AbstractContextManager[trace.Span]:
+        current = trace.get_current_span()
+        span = current if context is None else trace.get_current_span(context)
+        if span is current and isinstance(span, NonRecordingSpan):
+            return contextlib.nullcontext(span)
+        return super().start_as_current_span(name, context, *args, **kwargs)
+
+
+NO_TRACER: Final[Tracer] = _NoOpTracer()
+_NO_CONTEXT: Final = Context()
+_fields: tuple[object, frozenset[str]] = (None, frozenset())
+
+
+def _extract(carrier: Mapping[str, str]) -> Context:
+    """``propagate.extract(carrier)``, skipped (an empty context, as it would give) when the
+    carrier has none of the global propagator's fields (no ``traceparent``, no ``baggage``)."""
+    global _fields  # noqa: PLW0603 - a cache of the global propagator's fields
+    textmap = propagate.get_global_textmap()
+    if _fields[0] is not textmap:
+        _fields = (textmap, frozenset(textmap.fields))
+    if any(field in carrier for field in _fields[1]):
+        return propagate.extract(carrier)
+    return _NO_CONTEXT
 
 
 def request_id_from(header: str | None) -> str:
@@ -66,7 +107,7 @@ def request_scope(
 ) -> Iterator[trace.Span]:
     """A server span for one API call, continuing ``carrier``'s trace context, with the request
     id bound for logs and for :func:`current_origin`."""
-    parent = propagate.extract(carrier)
+    parent = _extract(carrier)
     with tracer.start_as_current_span(
         name, context=parent, kind=SpanKind.SERVER, attributes=attributes
     ) as span:
@@ -81,6 +122,8 @@ def request_scope(
 
 def current_origin() -> Origin:
     """The trace context and request id of the running call, to store with what it creates."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return Origin(None, _REQUEST_ID.get())  # no trace: no propagator writes a traceparent
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return Origin(carrier.get("traceparent"), _REQUEST_ID.get())
@@ -90,7 +133,7 @@ def current_origin() -> Origin:
 def continued(tracer: Tracer, name: str, origin: Origin, **attributes: str) -> Iterator[trace.Span]:
     """A span that continues a stored :class:`Origin` (the dispatcher's, for one delivery), with
     its request id bound for logs."""
-    parent = propagate.extract({"traceparent": origin.traceparent} if origin.traceparent else {})
+    parent = _extract({"traceparent": origin.traceparent} if origin.traceparent else {})
     with tracer.start_as_current_span(
         name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
     ) as s:

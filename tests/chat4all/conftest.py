@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from chat4all.adapters.storage.sql import SqlStore, sqlite_url
-from chat4all.bootstrap import Hub, Injected, running_hub
+from chat4all.bootstrap import ROLES, Hub, Injected, running_hub
 from chat4all.config import load_settings
 from chat4all.registry import Registry
 from tests.postgres import fresh_database
@@ -64,13 +64,15 @@ async def hub_running(
     stop: asyncio.Event | None = None,
     overrides: Injected | None = None,
     channels: Registry | None = None,
+    roles: Iterable[str] = ROLES,
     **settings: Any,
 ) -> AsyncIterator[Hub]:
     """A whole hub as ``chat4all serve`` runs it (SQLite in ``data_dir``, the Bot API
     simulator, both APIs on free loopback ports), until the block ends. ``settings``: more
     ``CHAT4ALL_*`` settings by name (``RATE_PER_KEY=30``); ``overrides``: fakes for
     :func:`chat4all.bootstrap.build_hub` (a tracer, connectors, a failing worker ...);
-    ``channels``: the channel plugins (default: the installed ones).
+    ``channels``: the channel plugins (default: the installed ones); ``roles``: the roles it
+    runs (default: ``serve``'s, all of them).
     Webhooks may go to loopback (the tests' receivers) unless ``WEBHOOK_ALLOW_PRIVATE=False``."""
     config = load_settings(
         None,
@@ -84,7 +86,7 @@ async def hub_running(
             **settings,
         },
     )
-    async with running_hub(config, stop or asyncio.Event(), **(overrides or {})) as hub:
+    async with running_hub(config, stop or asyncio.Event(), roles, **(overrides or {})) as hub:
         yield hub
 
 

@@ -5,6 +5,7 @@ when an error class has no row (each class has its own row: a new error is a dec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -21,6 +22,7 @@ from chat4all.errors import (
     IdempotencyInFlight,
     InvalidRequest,
     NotFound,
+    Overloaded,
     PermanentDelivery,
     PermissionDenied,
     RateLimited,
@@ -29,7 +31,7 @@ from chat4all.errors import (
     UploadConflict,
 )
 
-__all__ = ["ErrorAnswer", "ERROR_ANSWERS", "answer_for"]
+__all__ = ["ErrorAnswer", "ERROR_ANSWERS", "answer_for", "retry_after_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ ERROR_ANSWERS: Final[Mapping[type[Chat4AllError], ErrorAnswer]] = {
     PermissionDenied: ErrorAnswer(403, "permission_denied", grpc.StatusCode.PERMISSION_DENIED),
     RateLimited: ErrorAnswer(429, "rate_limited", grpc.StatusCode.RESOURCE_EXHAUSTED),
     StoreUnavailable: ErrorAnswer(503, "unavailable", grpc.StatusCode.UNAVAILABLE),
+    Overloaded: ErrorAnswer(503, "overloaded", grpc.StatusCode.UNAVAILABLE),
     ChannelUnavailable: ErrorAnswer(503, "channel_unavailable", grpc.StatusCode.UNAVAILABLE),
     # A connector's failure is the dispatcher's business and never reaches a caller; if one
     # ever did, it is our fault, not the caller's.
@@ -75,3 +78,11 @@ def answer_for(exc: Chat4AllError) -> ErrorAnswer:
         if answer is not None:
             return answer
     return _INTERNAL
+
+
+def retry_after_of(exc: Chat4AllError) -> int | None:
+    """Whole seconds (at least 1) after which the caller may try again, for the errors that
+    tell it (REST's ``Retry-After`` header, gRPC's ``retry-after`` trailer); else ``None``."""
+    if isinstance(exc, RateLimited | StoreUnavailable | Overloaded | ChannelUnavailable):
+        return max(1, math.ceil(exc.retry_after))
+    return None

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Tracer
 
 from chat4all.domain.access import Principal
-from chat4all.entrypoints.error_codes import answer_for
+from chat4all.entrypoints.error_codes import answer_for, retry_after_of
 from chat4all.entrypoints.grpc_codec import (
     chunks_of,
     content_of,
@@ -147,7 +147,13 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
                 if code is grpc.StatusCode.INTERNAL:
                     failed(span, str(exc))
                 field = getattr(exc, "field", None)
-                await context.abort(code, f"{field}: {exc}" if field else str(exc), trailers)
+                retry_after = retry_after_of(exc)
+                told = (
+                    trailers
+                    if retry_after is None
+                    else (*trailers, ("retry-after", str(retry_after)))
+                )
+                await context.abort(code, f"{field}: {exc}" if field else str(exc), told)
             except asyncio.CancelledError:  # the client went away (or cancelled the call)
                 code = grpc.StatusCode.CANCELLED
                 raise

@@ -342,8 +342,11 @@ class Messages:
         limits: Mapping[str, Limits] | None = None,
         links: MediaLinks | None = None,
         tenants: Tenants | None = None,
+        admit: Callable[[], None] | None = None,
     ) -> None:
-        """``accounts``: who owns which channel account; a send through another tenant's
+        """``admit`` is asked first by every send and raises to refuse it (load shedding:
+        :meth:`~chat4all.service_layer.shedding.LoadShedder.check`; ``None``: every send is
+        admitted). ``accounts``: who owns which channel account; a send through another tenant's
         account is refused (``None``: no check, for tests of the store alone). ``limits``:
         each channel's (from its plugin); ``None``: only the bounds every channel shares.
         ``links``: signs the links an upload over a channel's limit is sent as (``None``: no
@@ -356,11 +359,14 @@ class Messages:
         self._clock = clock
         self._tracer = tracer
         self._media = media
+        self._admit = admit
 
     async def send(
         self, tenant: str, request: SendRequest, idempotency_key: str | None = None
     ) -> Accepted:
         """Validate and persist; the message is durable when this returns (HTTP 202)."""
+        if self._admit is not None:
+            self._admit()
         with self._tracer.start_as_current_span(
             "accept message",
             attributes={"chat4all.channel": request.channel, "chat4all.tenant": tenant},
@@ -413,6 +419,8 @@ class Messages:
         limit for its kind is refused, or (policy ``link``: the request's ``oversize``, else the
         tenant's) taken out of the attachments and sent in the text as its caption and a
         signed, expiring link to the file."""
+        if not request.content.attachments:
+            return request  # nothing to resolve (and two dataclass copies saved per message)
         attachments = []
         links: list[str] = []
         for n, attachment in enumerate(request.content.attachments):

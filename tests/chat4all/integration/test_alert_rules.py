@@ -21,4 +21,4 @@ def test_alert_rules_are_valid_and_each_alert_has_a_unit_test() -> None:
     tested = set(
         re.findall(r"alertname: (\w+)", (MONITORING / "chat4all-alerts.test.yml").read_text())
     )
-    assert alerts == tested == {"Chat4allChannelAccountPaused"}
+    assert alerts == tested == {"Chat4allChannelAccountPaused", "Chat4allLoadShedding"}

@@ -1,7 +1,8 @@
 """Live streams across API processes: two hubs on one PostgreSQL and one Redis. A client
 streaming from one hub disconnects while events keep coming, reconnects to the OTHER hub with
 the last id it got (SSE ``Last-Event-ID``, gRPC ``resume_token``), and has then received every
-stored event of its tenant exactly once, in id order, those of the other hub's sends included."""
+stored event of its tenant, those of the other hub's sends included; none twice in one stream,
+and again only what it had before its id (PostgreSQL's replay starts a few seconds early)."""
 
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ async def grpc_stream(
 
 
 @pytest.mark.parametrize("stream", [sse, grpc_stream], ids=["sse", "grpc"])
-async def test_a_client_that_moves_to_another_process_misses_nothing_and_gets_nothing_twice(
+async def test_a_client_that_moves_to_another_process_misses_nothing(
     hubs: list[Hub], stream: Callable[..., contextlib.AbstractAsyncContextManager[None]]
 ) -> None:
     a, b = hubs
@@ -166,8 +167,13 @@ async def test_a_client_that_moves_to_another_process_misses_nothing_and_gets_no
 
             await until(all_sent)
             stored = await a.store.events_after("default", 0, 1000)
-            await until(lambda: len(first) + len(second) >= len(stored))
-    got = [i for i, _, _ in first + second]
-    assert len(got) == len(set(got)), "an event came twice"
-    assert sorted(got) == [e.id for e in stored], "an event was missed"
+            await until(lambda: len({i for i, _, _ in first + second}) >= len(stored))
+    for one in (first, second):
+        ids = [i for i, _, _ in one]
+        assert len(ids) == len(set(ids)), "an event came twice in one stream"
+    again = {i for i, _, _ in first} & {i for i, _, _ in second}
+    # a resumed stream on PostgreSQL starts a few seconds before its id (a lower id may commit
+    # late): what comes again is at most what the client had, and it drops those by id
+    assert all(i <= last for i in again), again
+    assert sorted({i for i, _, _ in first + second}) == [e.id for e in stored], "one was missed"
     assert {t for _, t, _ in first + second} == {"message.status"}

@@ -123,15 +123,17 @@ def test_serve_exits_non_zero_promptly_when_a_worker_dies(tmp_path: Path) -> Non
     assert took < 30, f"took {took:.1f}s to exit"
 
 
-def test_the_exit_code_is_documented() -> None:
+@pytest.mark.parametrize("command", [[], ["serve"], ["api"], ["worker"]])
+def test_the_exit_code_is_documented(command: list[str]) -> None:
     shown = subprocess.run(
-        [sys.executable, "-m", "chat4all", "--help"],
+        [sys.executable, "-m", "chat4all", *command, "--help"],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
+        env={**os.environ, "COLUMNS": "200"},  # the epilog on one line
     ).stdout
-    assert "4 a worker died" in shown
+    assert "4 a task died" in shown
 
 
 GC_SCRIPT = """

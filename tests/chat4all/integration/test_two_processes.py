@@ -36,13 +36,19 @@ LEASE = 15.0  # a starved live process keeps its rows; the restart takes the dea
 
 
 class Hub:
-    """One ``chat4all serve`` process (restartable) on the shared database."""
+    """One ``chat4all serve`` process (restartable) on the shared database; ``command``:
+    ``api`` or ``worker`` instead (``url``: its API's root, or its probes')."""
 
-    def __init__(self, name: str, data: Path, database_url: str, api_url: str) -> None:
+    def __init__(
+        self, name: str, data: Path, database_url: str, api_url: str, command: str = "serve"
+    ) -> None:
         self.name = name
+        self.command = command
         self.url = ""
         self.env = {
             "PATH": os.environ["PATH"],
+            # the code under test, not another installed copy
+            **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
             "CHAT4ALL_DATABASE_URL": database_url,
             "CHAT4ALL_DATA_DIR": str(data / name),
             "CHAT4ALL_MEDIA_DIR": str(data / "media"),
@@ -62,7 +68,7 @@ class Hub:
         self.url = f"http://127.0.0.1:{port}"
         env = {**self.env, "CHAT4ALL_PORT": str(port), "CHAT4ALL_GRPC_PORT": str(free_port())}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chat4all", "serve"],
+            [sys.executable, "-m", "chat4all", self.command],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -83,7 +89,7 @@ class Hub:
                 if found := re.search(r"(c4a_[A-Za-z0-9_-]+)", line):
                     self.key = found.group(1)
                     ready.set()
-                if "chat4all API on" in line and not expect_key:
+                if ("chat4all API on" in line or "chat4all probes on" in line) and not expect_key:
                     ready.set()
 
     def kill(self) -> int:
@@ -92,14 +98,16 @@ class Hub:
         self.proc.wait(10)
         return self.proc.pid
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 20 s; its exit code (``None``: it was not running)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(20)
+                return self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        return None
 
     def reclaimed(self) -> int:
         """Messages this process's dispatcher took over from a dead worker (its own log)."""

@@ -24,7 +24,7 @@ from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout
 from chat4all.domain.model import Attachment, Content, DeliveryStatus
 from chat4all.errors import IdempotencyConflict, IdempotencyInFlight, NotFound
-from chat4all.ports import NO_ORIGIN, SendRequest
+from chat4all.ports import NO_ORIGIN, Backlog, SendRequest
 from chat4all.service_layer.events import Event
 
 LEASE = 30.0
@@ -100,6 +100,25 @@ async def test_concurrent_accepts_share_a_commit_and_keep_each_conversations_ord
         assert sent.status is DeliveryStatus.SENT
         assert sent.provider_message_id == f"p-{item.message.id}"
         assert [e.status for e in sent.history][-1] is DeliveryStatus.SENT
+
+
+async def test_a_claim_shares_the_group_commit_of_the_accepts_and_records_beside_it(
+    store: SqlStore,
+) -> None:
+    first = (await store.accept("t1", req("first"), None, 100.0)).message
+    [held] = await store.claim(100.0, 10, worker="w1", lease=LEASE)
+    assert held.message.id == first.id
+    # submitted together: one batch, written in order (accepts, records, then the claim)
+    _, second, other, claimed = await asyncio.gather(
+        store.sent(held, "p-1", 101.0),
+        store.accept("t1", req("second"), None, 101.0),
+        store.accept("t1", req("elsewhere", recipient="43"), None, 101.0),
+        store.claim(101.0, 10, worker="w1", lease=LEASE),
+    )
+    # the claim saw the conversation freed and both messages accepted in its own transaction
+    assert {i.message.id for i in claimed} == {second.message.id, other.message.id}
+    assert (await store.get("t1", first.id)).status is DeliveryStatus.SENT
+    assert await store.claim(102.0, 10, worker="w2", lease=LEASE) == []  # held by w1
 
 
 async def test_idempotency_replays_refuses_other_bodies_and_reports_in_flight(
@@ -692,3 +711,23 @@ async def test_retention_forgets_old_events_but_the_newest(store: SqlStore) -> N
     assert [e.id for e in await store.events_after("t1", 0, 10)] == ids[2:]
     await store.purge(1000.0)  # all are older: the newest stays (a stream compares with it)
     assert await store.events_kept() == (ids[2], ids[2])
+
+
+async def test_the_backlog_is_the_oldest_due_head_and_a_bounded_depth(store: SqlStore) -> None:
+    assert await store.backlog(100.0, 10) == Backlog(0.0, 0)
+    a1 = await store.accept("t1", req("a1", recipient="1"), None, 100.0)
+    await store.accept("t1", req("a2", recipient="1"), None, 101.0)
+    await store.accept("t1", req("b1", recipient="2"), None, 105.0)
+    assert await store.backlog(100.0) == Backlog(0.0, 0)  # depth not asked for
+    assert await store.backlog(110.0, 10) == Backlog(10.0, 3)
+    assert (await store.backlog(110.0, 1)).depth == 2  # counted up to one over the bound
+    [claimed] = await store.claim(110.0, 1, worker="w1", lease=LEASE)
+    assert claimed.message.id == a1.message.id
+    # a2 waits behind a1 in flight: not the workers' to take, so not counted as due
+    assert await store.backlog(120.0, 10) == Backlog(15.0, 3)
+    # a retry later: its conversation is not due until then
+    await store.retry(claimed, 200.0, "provider busy", 120.0)
+    [b1] = await store.claim(120.0, 1, worker="w1", lease=LEASE)
+    await store.sent(b1, "p-b1", 121.0)
+    assert await store.backlog(150.0, 10) == Backlog(0.0, 2)
+    assert await store.backlog(230.0, 10) == Backlog(30.0, 2)

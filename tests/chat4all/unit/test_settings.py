@@ -163,6 +163,24 @@ def test_the_s3_media_backend_is_checked_at_load_naming_the_setting() -> None:
             load_settings(None, **values)
 
 
+def test_the_read_replica_and_load_shedding_settings_are_checked_naming_the_key() -> None:
+    default = load_settings(None)
+    assert (default.SHED_OUTBOX_AGE, default.SHED_OUTBOX_DEPTH) == (60.0, 0)
+    assert default.database_read_url == default.database_url  # no replica: the database itself
+    primary = "postgresql+asyncpg://hub@db-primary/hub"
+    replica = "postgresql+asyncpg://hub@db-replica/hub"
+    both = load_settings(None, DATABASE_URL=primary, DATABASE_READ_URL=replica)
+    assert both.database_read_url == replica
+    with pytest.raises(InvalidRequest) as alone:
+        load_settings(None, DATABASE_READ_URL=replica)
+    assert "CHAT4ALL_DATABASE_READ_URL" in str(alone.value)
+    assert "CHAT4ALL_DATABASE_URL" in str(alone.value)
+    for key, value in (("SHED_OUTBOX_AGE", -1), ("SHED_OUTBOX_DEPTH", "many")):
+        with pytest.raises(InvalidRequest) as refused:
+            load_settings(None, **{key: value})
+        assert refused.value.field == f"CHAT4ALL_{key}"
+
+
 PG = "postgresql+asyncpg://u@db/chat4all"
 
 

@@ -75,10 +75,18 @@ def upsert(conn: AsyncConnection | sa.Connection, table: sa.Table) -> Any:
 
 
 class Database:
-    """An async engine and, on a SQLite file, the writer thread's synchronous engine."""
+    """An async engine and, on a SQLite file, the writer thread's synchronous engine; and the
+    engine the read-only queries use (:meth:`read`): a replica's, or the same one."""
 
-    def __init__(self, engine: AsyncEngine, writer: sa.Engine | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        writer: sa.Engine | None = None,
+        reader: AsyncEngine | None = None,
+    ) -> None:
         self.engine = engine
+        self.read_engine = reader if reader is not None else engine
+        """Where :meth:`read` connects: a read replica, or :attr:`engine` itself."""
         self._sync_writer = writer
         """SQLite: a synchronous engine batch writes use, from one thread, so a batch costs the
         event loop one hand-off instead of one per statement (each of which waited for a turn
@@ -101,9 +109,14 @@ class Database:
         """Schema revisions before and after :meth:`open` migrated."""
 
     @classmethod
-    async def open(cls, url: str, *, sqlite_busy_ms: int = SQLITE_BUSY_MS) -> Database:
+    async def open(
+        cls, url: str, *, sqlite_busy_ms: int = SQLITE_BUSY_MS, read_url: str = ""
+    ) -> Database:
         """Connect and migrate to the newest schema. ``sqlite_busy_ms``: how long a SQLite
-        write waits for another writer's lock before it is :class:`StoreUnavailable`."""
+        write waits for another writer's lock before it is :class:`StoreUnavailable`.
+        ``read_url``: a read replica of ``url`` for :meth:`read`, a pool of its own (never
+        migrated nor written; empty: ``url`` itself); one that cannot be reached is
+        :class:`StoreUnavailable`, saying so."""
         engine = create_async_engine(url, hide_parameters=True)  # values stay out of errors
         writer = None
         if engine.dialect.name == "sqlite":
@@ -115,19 +128,24 @@ class Database:
                 )
                 sa.event.listen(writer, "connect", pragmas)
                 sa.event.listen(writer, "connect", _no_autocheckpoint)
+        reader = create_async_engine(read_url, hide_parameters=True) if read_url else None
         try:
             before, after = await migrate.upgrade(engine)
+            if reader is not None:  # a wrong replica URL stops the start, as a wrong URL does
+                await _reachable(reader)
         except BaseException:
             await engine.dispose()
+            if reader is not None:
+                await reader.dispose()
             if writer is not None:
                 writer.dispose()
             raise
         if before != after:
             log.info("database schema migrated from %s to %s", before or "empty", after)
-        for sync in (engine.sync_engine, writer):  # from now on: migrations report their own
-            if sync is not None:
+        for sync in (engine.sync_engine, writer, reader and reader.sync_engine):
+            if sync is not None:  # from now on: migrations report their own
                 sa.event.listen(sync, "handle_error", _unavailable)
-        database = cls(engine, writer)
+        database = cls(engine, writer, reader)
         database.migrated = (before, after)
         return database
 
@@ -137,6 +155,8 @@ class Database:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpointer
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
         if self._sync_writer is not None and self._executor is not None:
             self._executor.shutdown(wait=True)
             if self._checkpoints is not None:
@@ -158,9 +178,15 @@ class Database:
                 yield conn
             _run(calls)
 
+    def read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for read-only queries that may lag a moment behind the writes (the
+        replica's, when there is one): the one switch between the primary and a replica."""
+        return self.read_engine.connect()
+
     async def ready(self) -> bool:
-        async with self.engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        for engine in dict.fromkeys((self.engine, self.read_engine)):
+            async with engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
         return True
 
     async def write(self, work: Callable[..., _T], *args: Any) -> _T:
@@ -222,6 +248,19 @@ class Database:
                     await loop.run_in_executor(threads, checkpoint)
             except StoreUnavailable:  # busy: next time
                 continue
+
+
+async def _reachable(replica: AsyncEngine) -> None:
+    try:
+        async with replica.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        shown = replica.url.render_as_string(hide_password=True)
+        raise StoreUnavailable(
+            f"cannot reach the read replica {shown}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}; check CHAT4ALL_DATABASE_READ_URL "
+            "(empty: the reads go to CHAT4ALL_DATABASE_URL)"
+        ) from None
 
 
 def _unavailable(context: sa.engine.ExceptionContext) -> None:

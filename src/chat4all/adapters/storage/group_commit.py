@@ -43,7 +43,9 @@ class GroupCommitter(Generic[J, R]):
             )
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.put_nowait((job, future))
-        return await asyncio.shield(future)
+        # The future is this caller's alone: a cancelled caller cancels it, and its job is
+        # committed with the batch all the same (the grouper skips a done future's result).
+        return await future
 
     async def close(self) -> None:
         if self._grouper is not None:

@@ -24,26 +24,44 @@ def expire_leases(
     :func:`~chat4all.domain.lease.holder_gone`), lease or not. On PostgreSQL rows another
     transaction has locked are left to it (``SKIP LOCKED``): two claims expiring leases at once
     never wait for each other, so they never deadlock."""
+    postgresql = conn.dialect.name == "postgresql"
+    if gone is None:  # every claim's: built once per table and dialect
+        statement = _EXPIRE.get((table.name, postgresql))
+        if statement is None:
+            lapsed = sa.or_(
+                table.c.lease_until < sa.bindparam("now", type_=sa.Float),
+                table.c.lease_until.is_(None),
+            )
+            statement = _EXPIRE[table.name, postgresql] = _expire(table, key, lapsed, postgresql)
+        return set(conn.execute(statement, {"now": now}).scalars().all())
     lapsed = sa.or_(table.c.lease_until < now, table.c.lease_until.is_(None))
-    if gone is not None:
-        holders = conn.execute(
-            sa.select(table.c.leased_by)
-            .where(table.c.state == "inflight", table.c.leased_by.is_not(None))
-            .distinct()
-        ).scalars()
-        orphans = [h for h in holders if gone(h)]
-        if orphans:
-            lapsed = sa.or_(lapsed, table.c.leased_by.in_(orphans))
+    holders = conn.execute(
+        sa.select(table.c.leased_by)
+        .where(table.c.state == "inflight", table.c.leased_by.is_not(None))
+        .distinct()
+    ).scalars()
+    orphans = [h for h in holders if gone(h)]
+    if orphans:
+        lapsed = sa.or_(lapsed, table.c.leased_by.in_(orphans))
+    return set(conn.execute(_expire(table, key, lapsed, postgresql)).scalars().all())
+
+
+_EXPIRE: dict[tuple[str, bool], Any] = {}
+"""Each table's lease expiry with ``:now`` bound, per dialect (building it cost more than
+running it, on every claim)."""
+
+
+def _expire(table: sa.Table, key: sa.Column[Any], lapsed: Any, postgresql: bool) -> Any:
+    """Rows of ``table`` in flight and ``lapsed``, back to pending, returning their keys."""
     expired = sa.select(key).where(table.c.state == "inflight", lapsed)
-    if conn.dialect.name == "postgresql":
+    if postgresql:
         expired = expired.with_for_update(skip_locked=True)
-    done = conn.execute(
+    return (
         table.update()
         .where(key.in_(expired.scalar_subquery()))
         .values(state="pending", leased_by=None, lease_until=None)
         .returning(key)
     )
-    return set(done.scalars().all())
 
 
 def renew_leases(table: sa.Table, key: sa.Column[Any], ids: Sequence[Any]) -> Any:

@@ -37,9 +37,9 @@ from chat4all.adapters.storage.status import Announcer, set_status
 from chat4all.domain.lease import holder_gone
 from chat4all.domain.model import DeliveryStatus, Message, advances
 from chat4all.errors import NotFound
-from chat4all.ports import Origin, OutboxItem, Page, Publishable
+from chat4all.ports import Backlog, Origin, OutboxItem, Page, Publishable
 
-__all__ = ["SqlOutbox", "Sent", "CLAIM_LOCK_SPACE"]
+__all__ = ["SqlOutbox", "Sent", "Claim", "CLAIM_LOCK_SPACE"]
 
 CLAIM_LOCK_SPACE: Final = 0x0C4A
 """First key of the conversations' advisory locks (the second: the id's ``hashtext``)."""
@@ -52,6 +52,16 @@ class Sent:
     item: OutboxItem
     provider_id: str
     now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One claim waiting for its group commit (:meth:`SqlOutbox.claim_in`'s arguments)."""
+
+    now: float
+    limit: int
+    worker: str
+    lease: float
 
 
 class SqlOutbox:
@@ -69,7 +79,14 @@ class SqlOutbox:
         )
 
     async def claim(self, now: float, limit: int, *, worker: str, lease: float) -> list[OutboxItem]:
+        """A claim in a write transaction of its own (the store's group commit runs
+        :meth:`claim_in` inside its batches instead)."""
         return await self._db.write(self._claim, now, limit, worker, lease)
+
+    def claim_in(self, conn: sa.Connection, claims: Sequence[Claim]) -> list[list[OutboxItem]]:
+        """``claims`` in the transaction of ``conn``, one after the other (each sees what the
+        ones before it took); each one's items."""
+        return [self._claim(conn, c.now, c.limit, c.worker, c.lease) for c in claims]
 
     async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None:
         if items:
@@ -113,9 +130,10 @@ class SqlOutbox:
         if unpublished:
             heads = set(
                 conn.execute(
-                    _heads(now, len(unpublished))
-                    .where(outbox.c.message_id.in_(unpublished))
-                    .with_only_columns(outbox.c.message_id)
+                    _HEADS.where(outbox.c.message_id.in_(unpublished)).with_only_columns(
+                        outbox.c.message_id
+                    ),
+                    {"now": now, "limit": len(unpublished)},
                 ).scalars()
             )
             # a due head left unclaimed: another claim held its conversation this instant
@@ -135,12 +153,13 @@ class SqlOutbox:
         ids: Sequence[str] | None = None,
     ) -> list[OutboxItem]:
         expired = expire_leases(conn, outbox, outbox.c.message_id, now)
-        heads = _heads(now, limit)
+        heads = _HEADS
+        bound = {"now": now, "limit": limit}
         if ids is not None:
             heads = heads.where(outbox.c.message_id.in_(list(ids)))
         if conn.dialect.name == "postgresql":
             candidates = set(
-                conn.execute(heads.with_only_columns(outbox.c.conversation_id)).scalars()
+                conn.execute(heads.with_only_columns(outbox.c.conversation_id), bound).scalars()
             )
             if not candidates:
                 return []
@@ -159,24 +178,16 @@ class SqlOutbox:
             heads = heads.where(outbox.c.conversation_id.in_(locked)).with_for_update(
                 skip_locked=True, of=outbox
             )
-        rows = conn.execute(heads).all()
+        rows = conn.execute(heads, bound).all()
         if not rows:
             return []
         ids = [r.message_id for r in rows]
-        conn.execute(
-            outbox.update()
-            .where(outbox.c.message_id.in_(ids))
-            .values(state="inflight", leased_by=worker, lease_until=now + lease)
-        )
-        found = {
-            m.id: m for m in conn.execute(sa.select(messages).where(messages.c.id.in_(ids))).all()
-        }
+        conn.execute(_TAKE, {"ids": ids, "worker": worker, "until": now + lease})
+        found = {m.id: m for m in conn.execute(_MESSAGES, {"ids": ids}).all()}
         threads = {
             c.id: c
             for c in conn.execute(
-                sa.select(conversations).where(
-                    conversations.c.id.in_({r.conversation_id for r in rows})
-                )
+                _CONVERSATIONS, {"ids": list({r.conversation_id for r in rows})}
             ).all()
         }
         return [
@@ -211,8 +222,8 @@ class SqlOutbox:
         (``FOR UPDATE SKIP LOCKED``): relays running at once publish different rows. A crash
         before the commit publishes the same rows again under the same ids (the log's
         duplicate window drops them)."""
-        fresh = _heads(now, limit).where(outbox.c.published_at.is_(None))
-        again = _heads(now, limit).where(outbox.c.published_at < now - horizon)
+        fresh = _heads_of(now, limit).where(outbox.c.published_at.is_(None))
+        again = _heads_of(now, limit).where(outbox.c.published_at < now - horizon)
         async with self._db.transaction() as conn:
             if conn.dialect.name == "postgresql":
                 fresh = fresh.with_for_update(skip_locked=True, of=outbox)
@@ -252,7 +263,7 @@ class SqlOutbox:
         async with self._db.transaction() as conn:
             await conn.run_sync(lambda c: expire_leases(c, outbox, outbox.c.message_id, now))
             query = (
-                _heads(now, len(ids))
+                _heads_of(now, len(ids))
                 .where(outbox.c.message_id.in_(list(ids)))
                 .with_only_columns(outbox.c.message_id)
             )
@@ -285,39 +296,14 @@ class SqlOutbox:
         if not done:
             return
         ids = [d.item.message.id for d in done]
-        conn.execute(
-            outbox.delete().where(
-                outbox.c.message_id == sa.bindparam("i"),
-                sa.or_(
-                    outbox.c.state != "inflight",
-                    outbox.c.leased_by.is_(None),
-                    outbox.c.leased_by == sa.bindparam("h", type_=sa.String),
-                    sa.bindparam("h", type_=sa.String) == "",
-                ),
-            ),
-            [{"i": d.item.message.id, "h": d.item.holder} for d in done],
-        )
+        conn.execute(_DELIVERED, [{"i": d.item.message.id, "h": d.item.holder} for d in done])
         current = {
-            row[0]: DeliveryStatus(row[1])
-            for row in conn.execute(
-                sa.select(messages.c.id, messages.c.status).where(messages.c.id.in_(ids))
-            ).all()
+            row[0]: DeliveryStatus(row[1]) for row in conn.execute(_STATUSES, {"ids": ids}).all()
         }
         sent = DeliveryStatus.SENT
         advanced = [d for d in done if advances(current[d.item.message.id], sent)]
         conn.execute(
-            messages.update()
-            .where(messages.c.id == sa.bindparam("i"))
-            .values(
-                provider_message_id=sa.func.coalesce(
-                    messages.c.provider_message_id, sa.bindparam("p")
-                ),
-                status=sa.case(
-                    (sa.bindparam("a", type_=sa.Boolean), sent.value), else_=messages.c.status
-                ),
-                # when it reached the provider: what a watermark receipt is compared with
-                sent_at=sa.func.coalesce(messages.c.sent_at, sa.bindparam("t", type_=sa.Float)),
-            ),
+            _SENT,
             [
                 {
                     "i": d.item.message.id,
@@ -463,12 +449,40 @@ class SqlOutbox:
             )
             return int(count.scalar_one())
 
+    async def backlog(self, now: float, count_up_to: int = 0) -> Backlog:
+        """One statement: the oldest due head's ``available_at`` (the claim's own walk, limit
+        1) and, when asked, the waiting rows counted up to ``count_up_to + 1`` (so its cost is
+        bounded by the bound, not by the backlog)."""
+        oldest = _heads_of(now, 1).with_only_columns(outbox.c.available_at).scalar_subquery()
+        columns: list[Any] = [oldest]
+        if count_up_to > 0:
+            waiting = (
+                sa.select(outbox.c.message_id)
+                .where(outbox.c.state.in_(("pending", "inflight")))
+                .limit(count_up_to + 1)
+                .subquery()
+            )
+            columns.append(sa.select(sa.func.count()).select_from(waiting).scalar_subquery())
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(*columns))).one()
+        due = row[0]
+        return Backlog(
+            max(0.0, now - float(due)) if due is not None else 0.0,
+            int(row[1]) if count_up_to > 0 else 0,
+        )
 
-def _heads(now: float, limit: int) -> sa.Select[Any]:
-    """The due heads, oldest first: a pending row is a head when its conversation has nothing
-    in flight and nothing pending before it. Walked in (state, available_at) order, the scan
-    stops after ``limit`` heads; a GROUP BY over every pending row cost ~10 ms per round with a
-    backlog of thousands, the writer lock held meanwhile."""
+
+def _heads_of(now: float, limit: int) -> sa.Select[Any]:
+    """:data:`_HEADS` with ``now`` and ``limit`` bound (for the statements built on it)."""
+    return _HEADS.params(now=now, limit=limit)
+
+
+def _heads() -> sa.Select[Any]:
+    """The due heads at ``:now``, oldest first, ``:limit`` of them: a pending row is a head
+    when its conversation has nothing in flight and nothing pending before it. Walked in
+    (state, available_at) order, the scan stops after ``limit`` heads; a GROUP BY over every
+    pending row cost ~10 ms per round with a backlog of thousands, the writer lock held
+    meanwhile."""
     other = outbox.alias("other")
     inflight = sa.exists().where(
         other.c.state == "inflight", other.c.conversation_id == outbox.c.conversation_id
@@ -480,10 +494,57 @@ def _heads(now: float, limit: int) -> sa.Select[Any]:
     )
     return (
         sa.select(outbox)
-        .where(outbox.c.state == "pending", outbox.c.available_at <= now, ~inflight, ~before)
+        .where(
+            outbox.c.state == "pending",
+            outbox.c.available_at <= sa.bindparam("now", type_=sa.Float),
+            ~inflight,
+            ~before,
+        )
         .order_by(outbox.c.available_at)
-        .limit(limit)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
     )
+
+
+# The statements of every claim and delivery record, built once: building one costs more than
+# running it (~50 µs of SQLAlchemy per statement, several per dispatcher round).
+_HEADS: Final = _heads()
+_IDS: Final[sa.BindParameter[Any]] = sa.bindparam("ids", expanding=True)
+_TAKE: Final = (
+    outbox.update()
+    .where(outbox.c.message_id.in_(_IDS))
+    .values(
+        state="inflight",
+        leased_by=sa.bindparam("worker", type_=sa.String),
+        lease_until=sa.bindparam("until", type_=sa.Float),
+    )
+)
+_MESSAGES: Final = sa.select(messages).where(messages.c.id.in_(_IDS))
+_CONVERSATIONS: Final = sa.select(conversations).where(conversations.c.id.in_(_IDS))
+_DELIVERED: Final = outbox.delete().where(
+    outbox.c.message_id == sa.bindparam("i"),
+    sa.or_(
+        outbox.c.state != "inflight",
+        outbox.c.leased_by.is_(None),
+        outbox.c.leased_by == sa.bindparam("h", type_=sa.String),
+        sa.bindparam("h", type_=sa.String) == "",
+    ),
+)
+"""A delivered row goes, unless another worker has taken it over since (``:h``: the holder
+that delivered it)."""
+_STATUSES: Final = sa.select(messages.c.id, messages.c.status).where(messages.c.id.in_(_IDS))
+_SENT: Final = (
+    messages.update()
+    .where(messages.c.id == sa.bindparam("i"))
+    .values(
+        provider_message_id=sa.func.coalesce(messages.c.provider_message_id, sa.bindparam("p")),
+        status=sa.case(
+            (sa.bindparam("a", type_=sa.Boolean), DeliveryStatus.SENT.value),
+            else_=messages.c.status,
+        ),
+        # when it reached the provider: what a watermark receipt is compared with
+        sent_at=sa.func.coalesce(messages.c.sent_at, sa.bindparam("t", type_=sa.Float)),
+    )
+)
 
 
 def _outcome(

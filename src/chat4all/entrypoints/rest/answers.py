@@ -4,15 +4,14 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Final
 
 from fastapi import Query
 from fastapi.responses import JSONResponse
 
-from chat4all.entrypoints.error_codes import answer_for
+from chat4all.entrypoints.error_codes import answer_for, retry_after_of
 from chat4all.entrypoints.rest.models import ErrorBody
-from chat4all.errors import Chat4AllError, RateLimited, StoreUnavailable
+from chat4all.errors import Chat4AllError
 
 __all__ = [
     "error_response",
@@ -46,12 +45,21 @@ CURSOR: Final = Query(
 LIMIT: Final = Query(ge=1, le=200, description="Items per page")
 
 
-def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+_SHED: Final = (
+    "The database cannot answer now, or the hub sheds load (code `overloaded`: its workers "
+    "are behind, no send is accepted until they catch up); `Retry-After` says when to try again"
+)
+
+
+def documented(*statuses: int, sheds: bool = False) -> dict[int | str, dict[str, Any]]:
     """The documented error answers of a route, all with the one error body (and 503: every
-    route that takes a key reads the database)."""
+    route that takes a key reads the database; ``sheds``: the route is refused while the hub
+    sheds load, :class:`~chat4all.errors.Overloaded`)."""
     answers: dict[int | str, dict[str, Any]] = {
         s: {"model": ErrorBody, "description": _WHY[s]} for s in (*statuses, 503)
     }
+    if sheds:
+        answers[503]["description"] = _SHED
     for status in (429, 503):
         if status in answers:
             answers[status]["headers"] = {
@@ -70,6 +78,7 @@ def domain_error_response(exc: Chat4AllError) -> JSONResponse:
     """The answer to a domain error, from the one table."""
     answer = answer_for(exc)
     response = error_response(answer.status, answer.code, str(exc), getattr(exc, "field", None))
-    if isinstance(exc, RateLimited | StoreUnavailable):
-        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    retry_after = retry_after_of(exc)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response

@@ -39,7 +39,7 @@ from chat4all.plugin import ChannelPlugin
 from chat4all.registry import Registry
 from chat4all.telemetry import NO_TRACER
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_probes_app"]
 
 
 def _document_channel_options(app: FastAPI, plugins: Iterable[ChannelPlugin[Any]] | None) -> None:
@@ -87,7 +87,14 @@ def create_app(
     ``refresh_gauges`` run before each scrape) are served at ``/metrics`` when given.
     ``plugins``: the channels whose options the OpenAPI document shows (``None``: the
     installed ones)."""
-    app = FastAPI(title="chat4all", version=__version__, openapi_url="/v1/openapi.json")
+    app = FastAPI(
+        title="chat4all",
+        version=__version__,
+        openapi_url="/v1/openapi.json",
+        # Our own server spans and metrics (Observe); FastAPI's native OpenTelemetry would only
+        # look up the global providers on every request (os.environ reads) to find them unset.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.services = services
     app.add_middleware(Observe, metrics=metrics, tracer=tracer)
     for router in (
@@ -135,4 +142,17 @@ def create_app(
         where = ".".join(str(p) for p in first["loc"] if p != "body")
         return error_response(422, "invalid_argument", f"{where}: {first['msg']}", where)
 
+    return app
+
+
+def create_probes_app(
+    *,
+    ready: Callable[[], Awaitable[str | None]],
+    metrics: HubMetrics | None = None,
+    refresh_gauges: Callable[[], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """Only ``/health``, ``/ready`` and ``/metrics`` (as :func:`create_app` serves them), for
+    a process that runs the workers without the API (``chat4all worker``)."""
+    app = FastAPI(title="chat4all probes", version=__version__, openapi_url=None)
+    app.include_router(operations_router(ready, metrics, refresh_gauges))
     return app

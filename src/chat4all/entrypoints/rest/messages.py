@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1/messages", tags=["messages"])
                 }
             }
         },
-        **documented(401, 403, 409, 422, 429),
+        **documented(401, 403, 409, 422, 429, sheds=True),
     },
 )
 async def send_message(
