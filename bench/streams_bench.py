@@ -105,11 +105,12 @@ hub, each at 2,000 to 10,000 SSE streams):
   `request.is_disconnected()` per event (`StreamingResponse` watches for the disconnect
   itself): SSE fan-out at 5,000 streams went from p50 370 / max 1,306 ms to 232 / 536 ms in the
   same busy hour, before the GC change.
-- **gRPC** costs more per event than SSE (its fan-out is ~2x SSE's at 10,000 streams) and is
-  the first to pass 1 s, at 20,000. With 1,000 streams per HTTP/2 connection 0.2-1% of the
-  streams ended with `CANCELLED` soon after they opened; with 250 per connection 0.1% did at
-  10,000 and 1.75% at 20,000 (cause not found; counted as "ended early", not in the fan-out
-  figures).
+- **gRPC** costs more per event than SSE, and some of its streams end by themselves: with 1,000
+  streams per HTTP/2 connection 0.2-1% of them ended with `CANCELLED` soon after they opened;
+  with 250 per connection 0.1% at 10,000 and 1.75% at 20,000 before the resumable live events
+  were merged, 0.8% at 5,000 and 3.2% by 20,000 after (the 20,000 step then stops on it). Cause
+  not found (this client's or the hub's side); counted as "ended early", not in the fan-out
+  figures.
 
 Proposed, not done here (service_layer/events.py is being rewritten for the Redis fan-out):
 `EventBus` subscribers as a deque and one waiter future instead of an `asyncio.Queue` (~3 KiB
