@@ -108,9 +108,12 @@ hub, each at 2,000 to 10,000 SSE streams):
 - **gRPC** costs more per event than SSE, and some of its streams end by themselves: with 1,000
   streams per HTTP/2 connection 0.2-1% of them ended with `CANCELLED` soon after they opened;
   with 250 per connection 0.1% at 10,000 and 1.75% at 20,000 before the resumable live events
-  were merged, 0.8% at 5,000 and 3.2% by 20,000 after (the 20,000 step then stops on it). Cause
-  not found (this client's or the hub's side); counted as "ended early", not in the fan-out
-  figures.
+  were merged, 0.8% at 5,000 and 3.2% by 20,000 after (the 20,000 step then stops on it). They
+  never reached the hub's handler (its `chat4all_grpc_requests_total{method="StreamEvents"}` is
+  the streams opened minus those), they are the ones opened while the first channels were still
+  being set up, and raising grpc-core's limits on calls not yet taken by the server
+  (`grpc.server_max_unrequested_time_in_server`, `grpc.server_max_pending_requests`) changed
+  nothing; cause not found. Counted as "ended early", not in the fan-out figures.
 
 Proposed, not done here (service_layer/events.py is being rewritten for the Redis fan-out):
 `EventBus` subscribers as a deque and one waiter future instead of an `asyncio.Queue` (~3 KiB
