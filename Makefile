@@ -29,7 +29,7 @@ COVERAGE ?= --cov --cov-report=term-missing
 # The slowest tests, listed at the end of each run: the suite's budget is 15 min in CI.
 DURATIONS ?= --durations=25
 
-.PHONY: run test check unit lint typecheck pytest constraints bench bench-chat4all bench-channels bench-systemd test-loaded contracts contracts-check contracts-baseline deps system-deps demo clean help
+.PHONY: run test check unit lint typecheck pytest constraints bench bench-chat4all bench-channels bench-streams bench-systemd test-loaded contracts contracts-check contracts-baseline deps system-deps demo clean help
 
 help:
 	@echo "make run    - install what is missing, then run tgstream (preview) and chat4all side by side"
@@ -41,6 +41,8 @@ help:
 	@echo "make test-loaded - the tgstream integration suite 3 times beside two x264 encodes"
 	@echo "make bench-systemd - (root) kill -9 restart times on a real systemd, 20 rounds"
 	@echo "make bench-chat4all - chat4all send throughput and latency, REST and gRPC, against two ceilings"
+	@echo "make bench-streams  - idle SSE and gRPC event streams one API process holds (1 GiB, 1 s),"
+	@echo "                      and the store's latency at 1,000 msg/s; ~10 min"
 	@echo "make bench-channels - each chat4all channel's send throughput through its simulator, in one run"
 	@echo "                      (BEFORE=<revision>: that release's REST send too, in the same run)"
 
@@ -150,6 +152,11 @@ bench-chat4all: deps
 # Each channel's send throughput through its simulator, side by side in one run (~40 s).
 bench-channels: deps
 	$(BIN)/python -m bench channels
+
+# Idle SSE and gRPC event streams one API process holds, stepping up to 1 GiB of RSS or 1 s of
+# fan-out, and the store's latency under a steady 1,000 msg/s (~10 min).
+bench-streams: deps
+	$(BIN)/python -m bench streams
 
 # The tgstream integration suite 3 times in a row beside two endless x264 encodes (issue 12's
 # proof that the end-to-end tests hold on a busy machine); ~20 min.

@@ -60,6 +60,11 @@ def main() -> int:
 
         write_section("chat4all", chat4all_bench.run(machine()))
         return 0
+    if sys.argv[1:] == ["streams"]:
+        from bench import streams_bench
+
+        write_section("chat4all: live streams per API process", streams_bench.run(machine()))
+        return 0
     if sys.argv[1:] == ["channels"]:
         from bench import channels_bench
 

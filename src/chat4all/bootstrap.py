@@ -501,6 +501,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         connectors = overrides.get("connectors", channels.connectors)
 
         metrics = HubMetrics(CollectorRegistry())
+        store.observe = metrics.stored
         shedder = LoadShedder(
             store,
             ShedPolicy(

@@ -79,6 +79,13 @@ _RUN_EXITS: Final = (
     "Exit codes: 0 stopped by SIGTERM/SIGINT; 2 invalid settings; 3 database or media bucket "
     "unavailable; 4 a task died (restart it)."
 )
+GC_THRESHOLDS: Final = (50_000, 20, 100)
+"""The collector's thresholds once a hub runs (``serve``, ``api``, ``worker``; CPython's are 700,
+10, 10). With thousands of
+live streams, an event's fan-out keeps one wake-up per stream alive at once: at 700 its
+short-lived objects were promoted to the oldest generation, whose full collections (~200
+tracked objects per idle stream, nothing to free) then stopped the event loop 1.5-2.2 s at
+10,000 SSE streams; at 50,000 they die young (docs/benchmarks.md, live streams)."""
 
 log = logging.getLogger("chat4all.cli")
 app = typer.Typer(
@@ -208,6 +215,7 @@ async def serve_hub(
         # requests allocate (it took ~100 ms under load, the accept latency's p99 spikes).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         if hub.admin_key is not None:
             err.print("[bold]admin API key (shown once, store it now):[/]\n  " + hub.admin_key)
             for channel in hub.channels.simulators if "api" in roles else ():  # a hint to try

@@ -161,6 +161,16 @@ class HubMetrics:
             "Idempotency-Key lookups the database answered because Redis did not.",
             registry=registry,
         )
+        self.store_latency = Histogram(
+            "chat4all_store_seconds",
+            "Store calls as their callers wait for them, by operation: accept (a message "
+            "accepted: its idempotency key reserved and its group commit), claim (the "
+            "dispatcher's claim of due messages), record (a delivery recorded, in a group "
+            "commit).",
+            ["operation"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
         self._open: set[str] = set()
 
     def export_database_gauges(self) -> None:
@@ -172,6 +182,13 @@ class HubMetrics:
             for gauge in (self.outbox_depth, self.dead_letters, self.webhook_dead_letters):
                 self.registry.register(gauge)
             self.database_wide = True
+
+    # ---- the store ----
+
+    def stored(self, operation: str, seconds: float) -> None:
+        """A store call of ``operation`` took ``seconds`` (:attr:`SqlStore.observe
+        <chat4all.adapters.storage.sql.SqlStore.observe>`)."""
+        self.store_latency.labels(operation).observe(seconds)
 
     # ---- ShedEvents ----
 

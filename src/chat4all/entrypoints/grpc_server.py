@@ -36,6 +36,7 @@ from chat4all.errors import Chat4AllError, InvalidRequest, NotFound
 from chat4all.metrics import HubMetrics
 from chat4all.ports import SendRequest
 from chat4all.service_layer.channel_accounts import ChannelAccounts
+from chat4all.service_layer.events import Event
 from chat4all.service_layer.media import MIB
 from chat4all.service_layer.tenants import oversize_of
 from chat4all.telemetry import NO_TRACER, failed, request_id_from, request_scope
@@ -45,6 +46,34 @@ from chat4all.v1 import api_pb2_grpc as pb_grpc
 __all__ = ["start_grpc", "SERVICE_NAME"]
 
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Chat4AllService"].full_name
+
+
+class _Answers:
+    """The ``StreamEvents`` answer of the event last built: the bus hands the same
+    :class:`Event` object to every stream of the tenant, so it is built once, not once per
+    stream."""
+
+    __slots__ = ("answer", "event")
+
+    def __init__(self) -> None:
+        self.event: Event | None = None
+        self.answer = pb.StreamEventsResponse()
+
+    def __call__(self, event: Event) -> pb.StreamEventsResponse:
+        if event is not self.event:
+            self.answer = pb.StreamEventsResponse(
+                event=pb.Event(
+                    id=event.id,
+                    type=event.type,
+                    data_json=json.dumps(event.data, separators=(",", ":")),
+                    at=event.at,
+                )
+            )
+            self.event = event
+        return self.answer
+
+
+_answer = _Answers()
 HEALTH_REFRESH: Final = 5.0
 """Seconds between readiness checks for ``grpc.health.v1`` watchers (a Check asks at once)."""
 
@@ -289,14 +318,7 @@ class _Servicer(pb_grpc.Chat4AllServiceServicer):
             who = await self._who(context, "read")
         after = request.resume_token if request.HasField("resume_token") else None
         async for event in self._use.events.follow(who.tenant, after):
-            yield pb.StreamEventsResponse(
-                event=pb.Event(
-                    id=event.id,
-                    type=event.type,
-                    data_json=json.dumps(event.data, separators=(",", ":")),
-                    at=event.at,
-                )
-            )
+            yield _answer(event)
 
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: grpc.aio.ServicerContext

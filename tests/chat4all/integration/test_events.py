@@ -13,6 +13,9 @@ import grpc
 import httpx
 
 from chat4all.bootstrap import SIMULATOR_ACCOUNT, Hub
+from chat4all.entrypoints.grpc_server import _answer as grpc_answer
+from chat4all.entrypoints.rest.events import _frame as sse_frame
+from chat4all.service_layer.events import OVERFLOW, Event
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.channels.telegram_hub import telegram_of, webhook_secret
@@ -95,6 +98,31 @@ async def test_status_events_reach_sse_and_grpc_streams(hub: Hub) -> None:
     [event] = streamed
     assert event.type == "message.status"
     assert json.loads(event.data_json)["id"] == message_id
+
+
+async def test_a_closed_sse_stream_is_let_go_while_no_event_comes(hub: Hub) -> None:
+    auth = {"Authorization": f"Bearer {hub.admin_key}"}
+    async with httpx.AsyncClient(base_url=hub.url, headers=auth, timeout=20) as client:
+        async with client.stream("GET", "/v1/events") as stream:
+            assert stream.status_code == 200
+            await until(lambda: hub.bus.subscribers("default") == 1)
+        # the response closed unread: its connection is closed, and nothing is published
+        await until(lambda: hub.bus.subscribers("default") == 0)
+
+
+def test_each_event_gets_its_own_frame_and_answer_shared_by_its_streams() -> None:
+    first = Event(1, "t", "message.status", {"id": "m1"}, 1.0)
+    second = Event(2, "t", "message.status", {"id": "m2"}, 2.0)
+
+    assert sse_frame(first) == b'id: 1\nevent: message.status\ndata: {"id":"m1"}\n\n'
+    assert sse_frame(first) is sse_frame(first)  # encoded once for all its streams
+    assert sse_frame(second) == b'id: 2\nevent: message.status\ndata: {"id":"m2"}\n\n'
+    assert grpc_answer(first) is grpc_answer(first)
+    assert json.loads(grpc_answer(second).event.data_json) == {"id": "m2"}
+    assert grpc_answer(second).event.id == 2
+    assert json.loads(grpc_answer(first).event.data_json) == {"id": "m1"}
+    dropped = Event(3, "t", OVERFLOW, {"dropped_from": 3}, 3.0)
+    assert sse_frame(dropped) == b'event: overflow\ndata: {"dropped_from":3}\n\n'  # no id
 
 
 async def test_long_polling_receives_updates_once_each(tmp_path: Path) -> None:

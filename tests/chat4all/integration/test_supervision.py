@@ -20,7 +20,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chat4all.cli import WORKER_DIED
+from chat4all.cli import GC_THRESHOLDS, WORKER_DIED
 from chat4all.entrypoints.grpc_server import SERVICE_NAME
 from tests.chat4all.conftest import hub_running
 
@@ -134,3 +134,40 @@ def test_the_exit_code_is_documented(command: list[str]) -> None:
         env={**os.environ, "COLUMNS": "200"},  # the epilog on one line
     ).stdout
     assert "4 a task died" in shown
+
+
+GC_SCRIPT = """
+import asyncio, gc, sys
+from chat4all.cli import serve_hub
+from chat4all.config import load_settings
+from opskit.lifecycle import run_until_stopped
+
+async def report(stop: asyncio.Event) -> None:
+    while gc.get_freeze_count() == 0:  # until serve has frozen what startup built
+        await asyncio.sleep(0.01)
+    print("thresholds", *gc.get_threshold(), flush=True)
+    stop.set()
+
+settings = load_settings(None, PORT=0, GRPC_PORT=0, SIMULATOR_PORT=0)
+sys.exit(run_until_stopped(lambda stop: serve_hub(settings, stop, workers={"report": report})))
+"""
+
+
+def test_serve_keeps_fan_out_wake_ups_out_of_full_collections(tmp_path: Path) -> None:
+    script = tmp_path / "serve_and_report_the_collector.py"
+    script.write_text(textwrap.dedent(GC_SCRIPT))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env={
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": os.pathsep.join(sys.path),
+            "CHAT4ALL_DATA_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"thresholds {' '.join(map(str, GC_THRESHOLDS))}" in done.stdout, done.stdout
+    assert GC_THRESHOLDS[0] > 700  # CPython's default young generation, which the streams outgrew

@@ -14,13 +14,18 @@ commit, so once ``accept`` returns the message survives ``kill -9``. A claim rid
 accepts and records waiting beside it rather than paying a commit of its own: with the disk's
 flush the dearest part of a write, a claim per dispatcher round in its own transaction took
 commits, hence throughput, from the accepts.
+
+The hot calls (``accept``, ``claim``, ``record``: a delivery recorded) are timed as their callers
+wait for them, group commit included, and told to :attr:`SqlStore.observe` (the hub's
+``chat4all_store_seconds`` histogram).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import sqlalchemy as sa
@@ -67,6 +72,9 @@ class SqlStore:
         self._commits: GroupCommitter[Job | Sent | Claim, Message | list[OutboxItem] | None] = (
             GroupCommitter(self._write_batch)
         )
+        self.observe: Callable[[str, float], None] = _unobserved
+        """Told each hot call's operation (``accept``, ``claim``, ``record``) and its seconds;
+        ``build_hub`` gives the hub's metrics (nothing by default)."""
 
     @classmethod
     async def open(
@@ -146,13 +154,16 @@ class SqlStore:
         now: float,
         origin: Origin = NO_ORIGIN,
     ) -> Accepted:
+        began = time.perf_counter()
         if idempotency_key is not None:
             first = await self.message_log.reserve(tenant, *idempotency_key, now)
             if first is not None:
+                self.observe("accept", time.perf_counter() - began)
                 return Accepted(first, replayed=True)
         job = Job(tenant, request, idempotency_key[0] if idempotency_key else None, now, origin)
         message = await self._commits.submit(job)
         assert isinstance(message, Message)
+        self.observe("accept", time.perf_counter() - began)
         return Accepted(message, replayed=False)
 
     async def get(self, tenant: str, message_id: str) -> Message:
@@ -181,8 +192,10 @@ class SqlStore:
     async def claim(self, now: float, limit: int, *, worker: str, lease: float) -> list[OutboxItem]:
         """Due items, in the group commit (the transaction and fsync of the accepts and
         delivery records waiting beside it)."""
+        began = time.perf_counter()
         items = await self._commits.submit(Claim(now, limit, worker, lease))
         assert isinstance(items, list)
+        self.observe("claim", time.perf_counter() - began)
         return items
 
     async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None:
@@ -199,7 +212,9 @@ class SqlStore:
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
         """Record a delivery; concurrent ones (a dispatcher round) share a transaction with
         each other and with concurrent accepts."""
+        began = time.perf_counter()
         await self._commits.submit(Sent(item, provider_id, now))
+        self.observe("record", time.perf_counter() - began)
 
     async def retry(
         self,
@@ -341,3 +356,7 @@ class SqlStore:
         async with self.db.engine.connect() as conn:
             first, last = (await conn.execute(query)).one()
         return int(first or 0), int(last or 0)
+
+
+def _unobserved(operation: str, seconds: float) -> None:
+    """:attr:`SqlStore.observe` until the hub gives its metrics."""

@@ -7,17 +7,39 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from chat4all.entrypoints.rest.answers import READ, documented
 from chat4all.entrypoints.rest.auth import Reader, Use
 from chat4all.errors import InvalidRequest
-from chat4all.service_layer.events import OVERFLOW
+from chat4all.service_layer.events import OVERFLOW, Event
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
+
+
+class _Frames:
+    """The SSE frame of the event last encoded: the bus hands the same :class:`Event` object
+    to every live stream of the tenant, so it is encoded once, not once per stream."""
+
+    __slots__ = ("event", "frame")
+
+    def __init__(self) -> None:
+        self.event: Event | None = None
+        self.frame = b""
+
+    def __call__(self, event: Event) -> bytes:
+        if event is not self.event:
+            payload = json.dumps(event.data, separators=(",", ":"))
+            ident = "" if event.type == OVERFLOW else f"id: {event.id}\n"
+            self.frame = f"{ident}event: {event.type}\ndata: {payload}\n\n".encode()
+            self.event = event
+        return self.frame
+
+
+_frame = _Frames()
 
 
 @router.get(
@@ -35,7 +57,6 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 async def stream_events(
     who: Reader,
     use: Use,
-    request: Request,
     last_event_id: Annotated[
         str | None,
         Header(
@@ -71,14 +92,12 @@ async def stream_events(
         if after < 0:
             raise InvalidRequest("Last-Event-ID is not negative", field="Last-Event-ID")
 
+    # A client that goes away ends the stream through StreamingResponse's own watch for the
+    # disconnect (or its failed send), even while no event comes: no check per event here.
     async def stream() -> AsyncIterator[bytes]:
         yield b": connected\n\n"
         async for event in use.events.follow(who.tenant, after):
-            if await request.is_disconnected():
-                return
-            payload = json.dumps(event.data, separators=(",", ":"))
-            ident = "" if event.type == OVERFLOW else f"id: {event.id}\n"
-            yield f"{ident}event: {event.type}\ndata: {payload}\n\n".encode()
+            yield _frame(event)
 
     return StreamingResponse(
         stream(),
