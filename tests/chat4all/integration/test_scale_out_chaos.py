@@ -63,10 +63,10 @@ class Hooks:
 
         @app.post("/hook")
         async def hook(request: Request) -> Response:
-            body = json.loads(await request.body())
+            event = json.loads(await request.body())  # {"type", "at", "data"}
             self.calls += 1
-            if body.get("status") == "sent":
-                self.sent.add(body["id"])
+            if event["type"] == "message.status" and event["data"]["status"] == "sent":
+                self.sent.add(event["data"]["id"])
             return Response(status_code=204)
 
         return app
