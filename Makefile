@@ -29,7 +29,7 @@ COVERAGE ?= --cov --cov-report=term-missing
 # The slowest tests, listed at the end of each run: the suite's budget is 15 min in CI.
 DURATIONS ?= --durations=25
 
-.PHONY: run test check unit lint typecheck pytest constraints bench bench-chat4all bench-channels bench-streams bench-systemd test-loaded contracts contracts-check contracts-baseline deps system-deps demo clean help
+.PHONY: run test check unit lint typecheck pytest constraints bench bench-chat4all bench-channels bench-streams bench-scale-out bench-systemd test-loaded contracts contracts-check contracts-baseline deps system-deps demo clean help
 
 help:
 	@echo "make run    - install what is missing, then run tgstream (preview) and chat4all side by side"
@@ -43,6 +43,8 @@ help:
 	@echo "make bench-chat4all - chat4all send throughput and latency, REST and gRPC, against two ceilings"
 	@echo "make bench-streams  - idle SSE and gRPC event streams one API process holds (1 GiB, 1 s),"
 	@echo "                      and the store's latency at 1,000 msg/s; ~10 min"
+	@echo "make bench-scale-out - chat4all embedded against scale-out (PostgreSQL, NATS, Redis): msg/s,"
+	@echo "                      accept latency, CPU per 1,000 messages by process and engine; ~5 min"
 	@echo "make bench-channels - each chat4all channel's send throughput through its simulator, in one run"
 	@echo "                      (BEFORE=<revision>: that release's REST send too, in the same run)"
 
@@ -157,6 +159,9 @@ bench-channels: deps
 # fan-out, and the store's latency under a steady 1,000 msg/s (~10 min).
 bench-streams: deps
 	$(BIN)/python -m bench streams
+
+bench-scale-out: deps
+	$(BIN)/python -m bench scale-out
 
 # The tgstream integration suite 3 times in a row beside two endless x264 encodes (issue 12's
 # proof that the end-to-end tests hold on a busy machine); ~20 min.

@@ -65,6 +65,11 @@ def main() -> int:
 
         write_section("chat4all: live streams per API process", streams_bench.run(machine()))
         return 0
+    if sys.argv[1:] == ["scale-out"]:
+        from bench import scale_out_bench
+
+        write_section("chat4all: scale-out against embedded", scale_out_bench.run(machine()))
+        return 0
     if sys.argv[1:] == ["channels"]:
         from bench import channels_bench
 

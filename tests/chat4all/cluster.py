@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from tests.services import answers, free_port
 
-__all__ = ["Proc", "first_key", "reclaimed_in"]
+__all__ = ["Proc", "cli", "first_key", "reclaimed_in"]
 
 START_TIMEOUT = 60.0
 
@@ -132,3 +132,17 @@ class Proc:
 def first_key(log: str) -> str | None:
     found = _KEY.search(log)
     return found.group(1) if found else None
+
+
+def cli(env: Mapping[str, str], *args: str) -> str:
+    """``chat4all <args>`` with ``env`` (a migration, a key): its stdout; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "chat4all", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"chat4all {' '.join(args)}: {done.stderr}"
+    return done.stdout

@@ -17,8 +17,6 @@ import contextlib
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -31,7 +29,7 @@ from fastapi import FastAPI, Request, Response
 
 from chat4all.adapters.channels.telegram import TelegramSimulator
 from chat4all.simulator.host import QuietServer
-from tests.chat4all.cluster import Proc
+from tests.chat4all.cluster import Proc, cli
 from tests.postgres import server_url
 from tests.services import Nats, PostgreSQL, Redis
 
@@ -128,19 +126,6 @@ class Follower:
                     self.sent.add(data["id"])
                 if event_id:
                     self.last_id = event_id
-
-
-def cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "chat4all", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"chat4all {' '.join(args)}: {done.stderr}"
-    return done.stdout
 
 
 async def test_scale_out_delivers_everything_in_order_through_kills_and_engine_faults(
