@@ -529,6 +529,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             wakeup=log_.workers_wakeup if log_ is not None else wakeup,
             worker=worker,
         )
+        store.outbox.lapsed = dispatcher.lapsed  # counted where a lapsed lease is reset
         webhook_dispatcher = WebhookDispatcher(
             webhooks,
             lease=settings.OUTBOX_LEASE,

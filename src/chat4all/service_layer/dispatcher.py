@@ -141,7 +141,6 @@ class Dispatcher:
             worker=self.worker,
             before_round=self._record_again,
             on_recovered=self._recovered,
-            on_claimed=self._claimed,
         )
 
     def wake(self) -> None:
@@ -166,10 +165,16 @@ class Dispatcher:
             )
         self.events.recovered(count)
 
-    def _claimed(self, items: list[OutboxItem]) -> None:
-        reclaimed = sum(item.reclaimed for item in items)
-        if reclaimed:
-            self._recovered(reclaimed)
+    def lapsed(self, count: int) -> None:
+        """``count`` rows of a worker whose lease ran out were put back to pending by a claim
+        (the store tells, once per lapsed lease: ``SqlOutbox.lapsed``)."""
+        if count:
+            log.warning(
+                "%d message(s) were in flight when their worker's lease ran out; sending them "
+                "again (a provider may see each twice)",
+                count,
+            )
+        self.events.recovered(count)
 
     async def _deliver(self, item: OutboxItem) -> bool:
         """One attempt, in a span that continues the trace of the request that accepted it;

@@ -74,8 +74,6 @@ class OutboxWorker(Generic[T]):
     """Called first in every round (the dispatcher records again what the store refused)."""
     on_recovered: Callable[[int], None] | None = None
     """Told how many rows ``recover`` handed back at start."""
-    on_claimed: Callable[[list[T]], None] | None = None
-    """Told of each claimed batch (before its delivery)."""
     _held: dict[Hashable, T] = field(default_factory=dict)
 
     def held(self) -> list[T]:
@@ -122,8 +120,6 @@ class OutboxWorker(Generic[T]):
             self.clock(), self.batch, worker=self.worker, lease=self.lease
         )
         self._held.update((self.key(item), item) for item in items)
-        if self.on_claimed is not None and items:
-            self.on_claimed(items)
         if items:
             await asyncio.gather(*(self._one(item) for item in items))
         return len(items)

@@ -331,6 +331,26 @@ async def test_an_expired_lease_is_recovered_and_claimed_again(store: SqlStore) 
     assert (again.message.id, again.holder) == (m.id, "survivor")
 
 
+async def test_every_lapsed_lease_is_counted_once_whichever_claim_sends_it_again(
+    store: SqlStore,
+) -> None:
+    """A claim resets every lapsed lease but returns at most ``limit`` rows: the others go out
+    in a later claim, unflagged. Each is counted where its lease is reset, once."""
+    lapsed: list[int] = []
+    store.outbox.lapsed = lapsed.append
+    for recipient in ("42", "43", "44"):
+        await store.accept("t1", req("one", recipient=recipient), None, 100.0)
+    assert len(await store.claim(100.0, 10, worker="dead", lease=LEASE)) == 3
+    later = 100.0 + LEASE + 1
+    first = await store.claim(later, 1, worker="heir", lease=LEASE)
+    rest = await store.claim(later, 10, worker="other", lease=LEASE)
+    assert len(first) + len(rest) == 3
+    assert sum(lapsed) == 3  # though the flag reached only the first claim's row
+    assert sum(item.reclaimed for item in rest) == 0
+    assert await store.claim(later, 10, worker="third", lease=LEASE) == []
+    assert sum(lapsed) == 3
+
+
 async def test_a_dead_local_processs_live_lease_is_recovered_at_start(store: SqlStore) -> None:
     """A restart on the same host takes its predecessor's rows back at once (that pid no
     longer runs), not after the lease; a running process's rows stay its own."""

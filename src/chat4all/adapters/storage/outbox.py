@@ -70,6 +70,11 @@ class SqlOutbox:
     def __init__(self, db: Database, announcer: Announcer) -> None:
         self._db = db
         self._announcer = announcer
+        self.lapsed: Callable[[int], None] = lambda count: None
+        """Told how many rows a claim put back to pending because their worker's lease ran out
+        (each may have reached the provider already). Counted where the lease is reset: exactly
+        once per lapsed lease, whichever claim, of whichever worker, later sends the row (the
+        row's ``reclaimed`` flag reaches only the claim that reset it)."""
 
     # ---- claims and leases ---------------------------------------------------------------------
 
@@ -153,6 +158,8 @@ class SqlOutbox:
         ids: Sequence[str] | None = None,
     ) -> list[OutboxItem]:
         expired = expire_leases(conn, outbox, outbox.c.message_id, now)
+        if expired:
+            self.lapsed(len(expired))
         heads = _HEADS
         bound = {"now": now, "limit": limit}
         if ids is not None:
@@ -261,7 +268,11 @@ class SqlOutbox:
         if not ids:
             return []
         async with self._db.transaction() as conn:
-            await conn.run_sync(lambda c: expire_leases(c, outbox, outbox.c.message_id, now))
+            expired = await conn.run_sync(
+                lambda c: expire_leases(c, outbox, outbox.c.message_id, now)
+            )
+            if expired:
+                self.lapsed(len(expired))
             query = (
                 _heads_of(now, len(ids))
                 .where(outbox.c.message_id.in_(list(ids)))
