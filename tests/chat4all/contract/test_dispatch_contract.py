@@ -166,6 +166,7 @@ class Rig:
         return made
 
     def outbox(self, name: str) -> Outbox:
+        """The outbox of the worker ``name`` (made by :meth:`worker` or a claim before)."""
         return self.workers[name].outbox
 
     async def claim(
@@ -215,12 +216,30 @@ def texts(items: Iterable[OutboxItem]) -> list[str]:
     return sorted(i.message.content.text or "" for i in items)
 
 
+@dataclass(frozen=True)
+class Variant:
+    kind: str
+    database: str
+    nats: str = ""
+
+
 @pytest.fixture(params=["sqlite", "postgresql", "memory-log", "jetstream"])
-async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+def variant(request: pytest.FixtureRequest, tmp_path: Path) -> Variant:
+    """Which way of dispatching, and the servers it needs."""
+    if request.param == "sqlite":
+        return Variant("sqlite", sqlite_url(tmp_path / "chat4all.db"))
+    database: str = request.getfixturevalue("postgres_url")
+    nats_url: str = request.getfixturevalue("nats_url") if request.param == "jetstream" else ""
+    return Variant(request.param, database, nats_url)
+
+
+@pytest.fixture
+async def rig(variant: Variant) -> AsyncIterator[Rig]:
     """The contract runs over each way of dispatching (see the module's documentation)."""
     async with contextlib.AsyncExitStack() as stack:
-        if request.param == "sqlite":
-            store = await SqlStore.open(sqlite_url(tmp_path / "chat4all.db"))
+        url = variant.database
+        if variant.kind == "sqlite":
+            store = await SqlStore.open(url)
             stack.push_async_callback(store.close)
 
             async def same() -> SqlStore:
@@ -228,7 +247,6 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
 
             yield Rig(store, same)
             return
-        url: str = request.getfixturevalue("postgres_url")
         store = await SqlStore.open(url)
         stack.push_async_callback(store.close)
 
@@ -237,13 +255,13 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
             stack.push_async_callback(opened.close)
             return opened
 
-        if request.param == "postgresql":
+        if variant.kind == "postgresql":
             yield Rig(store, own)
             return
         clock = Clock()
         stream = stream_name()
         worker_log: Callable[[], Awaitable[MessageLog]]
-        if request.param == "memory-log":
+        if variant.kind == "memory-log":
             shared = MemoryLog(
                 1,
                 duplicate_window=HORIZON,
@@ -258,8 +276,8 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
             publisher: MessageLog = shared
             worker_log = memory
         else:
-            assert request.param == "jetstream"
-            nc = await nats.connect(request.getfixturevalue("nats_url"))
+            assert variant.kind == "jetstream"
+            nc = await nats.connect(variant.nats)
             stack.push_async_callback(nc.close)
 
             async def drop() -> None:
@@ -394,9 +412,10 @@ async def test_a_lapsed_lease_is_taken_over_and_flagged_and_a_renewed_one_is_nev
     await rig.outbox("dies").renew(alive, worker="dies", until=rig.clock.now + LEASE)
     rig.clock.now = start + LEASE + 1  # "lapsed" ran out unrenewed: its worker presumed dead
     taken = await rig.claim("heir", 1, offered=renewed.id)
-    assert ids(taken) == [lapsed.id]  # "renewed" was looked at, and left to its live worker
+    shown = [(i.message.content.text, i.holder, i.reclaimed) for i in taken]
+    assert ids(taken) == [lapsed.id], shown  # "renewed" was looked at, left to its live worker
     [item] = taken
-    assert item.reclaimed and item.holder == "heir" and item.attempts == 0
+    assert item.reclaimed and item.holder == "heir" and item.attempts == 0, shown
     assert await rig.outbox("heir").recover(rig.clock.now) == 0  # the renewed lease stays
     await rig.sent("heir", item)
     assert (await rig.store.get(TENANT, lapsed.id)).status is DeliveryStatus.SENT
@@ -408,6 +427,7 @@ async def test_recover_returns_only_the_lapsed_leases_and_they_are_claimable_aga
 ) -> None:
     m = await rig.accept("m", "alice")
     [item] = await rig.claim("dies", 1)
+    await rig.worker("heir")
     assert await rig.outbox("heir").recover(rig.clock.now + LEASE - 1) == 0  # still live
     rig.clock.now += LEASE + 1
     assert await rig.outbox("heir").recover(rig.clock.now) == 1
