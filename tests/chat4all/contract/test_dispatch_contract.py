@@ -465,7 +465,7 @@ async def test_depth_counts_what_waits_pending_or_in_flight(rig: Rig) -> None:
     await rig.accept("a1", "alice")
     await rig.accept("b0", "bob")
     assert await depth() == 3
-    heads = {i.message.content.text: i for i in await rig.claim("w", 2)}
+    heads = {i.message.content.text or "": i for i in await rig.claim("w", 2)}
     assert sorted(heads) == ["a0", "b0"]
     assert await depth() == 3  # in flight still waits
     await rig.sent("w", heads["a0"])
