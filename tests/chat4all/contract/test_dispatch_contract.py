@@ -19,8 +19,9 @@ times, partition leases; the in-memory log's ack wait too); JetStream's ack wait
 server's real clock, so a log variant claims again until what a test waits for has come (or
 fails after :data:`PATIENCE` seconds), never after a fixed sleep.
 
-A Kafka adapter joins with its module and one parameter: a ``kafka`` case in :func:`rig`
-giving :class:`Rig` its :class:`~chat4all.ports.MessageLog` for each worker.
+A Kafka adapter joins with its module and one parameter: ``kafka`` in :func:`variant`'s
+parameters, whose case in :func:`rig` gives each worker a client of it (a
+:class:`~chat4all.ports.MessageLog`) as the ``jetstream`` case does.
 """
 
 from __future__ import annotations
