@@ -126,7 +126,7 @@ async def measure(side: Side) -> dict[str, Any]:
         spent = {k: v - before.get(k, 0.0) for k, v in side.cpu().items()}
         result: dict[str, Any] = {
             "throughput": count / SECONDS,
-            "delivered_in": time.monotonic() - began,
+            "delivered": count / (time.monotonic() - began),
             "cpu_per_1000": {k: v / count * 1000 for k, v in spent.items()},
         }
         for rate in RATES:
@@ -155,7 +155,7 @@ def base_env(simulator_port: int, data: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def embedded(simulator_port: int, root: Path) -> Iterator[Side]:
-    serve = Proc("serve", "serve", base_env(simulator_port, root / "embedded"))
+    serve = Proc("serve", "serve", base_env(simulator_port, root / "embedded"), ready="c4a_")
     serve.start()
     side = Side("embedded (SQLite, one process)", [serve], serve, [serve])
     side.key = first_key(serve.log) or ""
@@ -208,12 +208,12 @@ def scaled_out(
 def _table(results: dict[str, dict[str, Any]]) -> list[str]:
     kinds = ["serve", "api", "worker", "relay", "PostgreSQL", "NATS", "Redis"]
     lines = [
-        "| side | msg/s (32 senders) | "
+        "| side | msg/s accepted (32 senders) | msg/s delivered | "
         + " | ".join(f"p50 / p99 at {r} msg/s (ms)" for r in RATES)
         + " | CPU-s per 1,000 messages: "
         + ", ".join(kinds)
         + " | total | x embedded |",
-        "|---" * (5 + len(RATES)) + "|",
+        "|---" * (6 + len(RATES)) + "|",
     ]
     embedded_total = sum(next(iter(results.values()))["cpu_per_1000"].values())
     for name, r in results.items():
@@ -224,7 +224,8 @@ def _table(results: dict[str, dict[str, Any]]) -> list[str]:
             f"{r[f'p50_ms@{rate}']:.1f} / {r[f'p99_ms@{rate}']:.1f}" for rate in RATES
         )
         lines.append(
-            f"| {name} | {r['throughput']:.0f} | {latency} | {split} | {total:.2f} | "
+            f"| {name} | {r['throughput']:.0f} | {r['delivered']:.0f} | {latency} | {split} | "
+            f"{total:.2f} | "
             f"{total / embedded_total:.2f} |"
         )
     return lines
