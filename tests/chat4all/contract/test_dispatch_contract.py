@@ -121,6 +121,8 @@ class Worker:
     """What this worker's dispatcher is given."""
     owner: PartitionOwner | None = None
     offers: Offers | None = None
+    store: SqlStore | None = None
+    """The store its claims go to (where a lapsed lease it resets is counted)."""
 
 
 @dataclass
@@ -156,13 +158,13 @@ class Rig:
             return found
         store = await self.worker_store()
         if self.worker_log is None or self.leases is None:
-            made = Worker(name, store)
+            made = Worker(name, store, store=store)
         else:
             offers = Offers(await self.worker_log())
             leases = self.leases(f"{self.stream}-{name}" if every_partition else self.stream)
             owner = PartitionOwner(leases, 1, PARTITION_LEASE, name, self.clock)
             queue = LogQueue(store, offers, owner, lambda: None)
-            made = Worker(name, queue, owner, offers)
+            made = Worker(name, queue, owner, offers, store)
         self.workers[name] = made
         return made
 
@@ -412,11 +414,18 @@ async def test_a_lapsed_lease_is_taken_over_and_flagged_and_a_renewed_one_is_nev
     alive = [i for i in held if i.message.id == renewed.id]
     await rig.outbox("dies").renew(alive, worker="dies", until=rig.clock.now + LEASE)
     rig.clock.now = start + LEASE + 1  # "lapsed" ran out unrenewed: its worker presumed dead
+    heir = await rig.worker("heir")
+    assert heir.store is not None
+    counted: list[int] = []
+    heir.store.outbox.lapsed = counted.append
     taken = await rig.claim("heir", 1, offered=renewed.id)
     shown = [(i.message.content.text, i.holder, i.reclaimed) for i in taken]
     assert ids(taken) == [lapsed.id], shown  # "renewed" was looked at, left to its live worker
     [item] = taken
-    assert item.reclaimed and item.holder == "heir" and item.attempts == 0, shown
+    assert item.holder == "heir" and item.attempts == 0, shown
+    # counted once where its lease was reset (on a log the claim that reset it may not be the
+    # one the log handed the entry to: the item's own flag is then not set)
+    assert sum(counted) == 1, (counted, shown)
     assert await rig.outbox("heir").recover(rig.clock.now) == 0  # the renewed lease stays
     await rig.sent("heir", item)
     assert (await rig.store.get(TENANT, lapsed.id)).status is DeliveryStatus.SENT

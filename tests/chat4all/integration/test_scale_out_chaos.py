@@ -40,9 +40,10 @@ CHATS = 24
 PACE = 1.0
 """Seconds between two sends of one conversation: about 24 messages a second in all, for as
 long as the faults go on."""
-KILL_EVERY = 2.5
-TURNS = 6
-"""Kills (one every KILL_EVERY seconds); the engines' faults come after the 1st to the 4th."""
+KILL_EVERY = 2.0
+TURNS = 5
+"""Kills (one every KILL_EVERY seconds, each restarted); the engines' faults come after the 1st
+to the 4th."""
 LEASE = 8.0
 FROZEN = 3.0
 """Seconds PostgreSQL stays frozen and Redis stopped."""
