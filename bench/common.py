@@ -14,31 +14,36 @@ from tgstream.adapters.feeds import Unit
 from tgstream.adapters.ffmpeg import Recipe
 
 
-def _live_children_cpu() -> float:
-    """CPU seconds so far of every live descendant of this process, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
+def proc_cpu(pid: int, *, reaped: bool = False) -> float:
+    """CPU seconds so far of one live process (0 once it is gone); ``reaped``: with the
+    children it has waited for (a PostgreSQL server's ended backends)."""
+    with contextlib.suppress(OSError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])
+        if reaped:
+            ticks += int(fields[13]) + int(fields[14])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def descendants_cpu(root: int) -> float:
+    """CPU seconds so far of every live descendant of ``root``, from /proc."""
     total = 0.0
-    todo = [os.getpid()]
+    todo = [root]
     while todo:
         pid = todo.pop()
-        kids: list[int] = []
         for task in Path(f"/proc/{pid}/task").glob("*"):
             with contextlib.suppress(OSError):
-                kids += [int(k) for k in (task / "children").read_text().split()]
-        for kid in kids:
-            with contextlib.suppress(OSError, IndexError):
-                fields = Path(f"/proc/{kid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / tick
-            todo.append(kid)
+                for kid in (int(k) for k in (task / "children").read_text().split()):
+                    total += proc_cpu(kid)
+                    todo.append(kid)
     return total
 
 
-def proc_cpu(pid: int) -> float:
-    """CPU seconds so far of one live process (0 once it is gone)."""
-    with contextlib.suppress(OSError, IndexError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return 0.0
+def tree_cpu(root: int) -> float:
+    """CPU seconds of ``root`` and everything under it: the live descendants, and the children
+    it reaped."""
+    return proc_cpu(root, reaped=True) + descendants_cpu(root)
 
 
 @dataclass
@@ -55,7 +60,7 @@ class CpuClock:
     def _now() -> tuple[float, float, float]:
         me = resource.getrusage(resource.RUSAGE_SELF)
         reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-        children = reaped.ru_utime + reaped.ru_stime + _live_children_cpu()
+        children = reaped.ru_utime + reaped.ru_stime + descendants_cpu(os.getpid())
         return time.monotonic(), me.ru_utime + me.ru_stime, children
 
     def start(self) -> CpuClock:

@@ -38,31 +38,12 @@ from tests.services import Nats, PostgreSQL, PrivateServer, Redis, free_port
 
 from bench.chat4all_bench import CONCURRENCY, RATES, Served, _closed_loop, _json, _open_loop
 from bench.chat4all_bench import _percentile as percentile
-from bench.common import proc_cpu, provenance
+from bench.common import proc_cpu, provenance, tree_cpu
 from bench.http_load import Pool, post_head
 from chat4all.adapters.channels.telegram import SIMULATOR_TOKEN
 
 SECONDS = 10.0
 DRAINED_WITHIN = 180.0
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds of ``root`` and everything under it: live descendants from /proc, and those
-    it reaped (its ``cutime`` and ``cstime``: a PostgreSQL server's ended backends)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        with contextlib.suppress(OSError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            if pid == root:
-                total += (int(fields[13]) + int(fields[14])) / tick
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                with contextlib.suppress(OSError):
-                    todo += [int(k) for k in (task / "children").read_text().split()]
-    return total
 
 
 @dataclass

@@ -19,16 +19,14 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request, Response
 
 from chat4all.adapters.channels.telegram import TelegramSimulator
-from chat4all.simulator.host import QuietServer
+from chat4all.simulator.host import serving
 from tests.chat4all.cluster import Proc, cli
 from tests.postgres import server_url
 from tests.services import Nats, PostgreSQL, Redis
@@ -69,20 +67,6 @@ class Hooks:
             return Response(status_code=204)
 
         return app
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    server = QuietServer(uvicorn.Config(app, port=0, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the receiver did not start"
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 class Follower:
