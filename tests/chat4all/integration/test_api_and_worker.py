@@ -14,10 +14,11 @@ import httpx
 import pytest
 
 from chat4all.adapters.channels.telegram import TelegramSimulator
+from tests.chat4all.cluster import first_key
 
 from .test_cli import cli
 from .test_load_shedding import sample
-from .test_two_processes import TOKEN, Hub
+from .test_two_processes import TOKEN, hub
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -30,13 +31,14 @@ async def test_the_api_process_accepts_and_the_worker_process_delivers(
 ) -> None:
     simulator = TelegramSimulator(tokens={TOKEN})
     async with simulator.running() as api_url:
-        api = Hub("api", tmp_path, postgres_url, api_url, command="api")
-        worker = Hub("worker", tmp_path, postgres_url, api_url, command="worker")
+        api = hub("api", tmp_path, postgres_url, api_url, command="api", first=True)
+        worker = hub("worker", tmp_path, postgres_url, api_url, command="worker")
         try:
-            await asyncio.to_thread(api.start, True)  # the first start creates the admin key
-            assert api.key, api.stderr
+            await asyncio.to_thread(api.start)  # the first start creates the admin key
+            key = first_key(api.log)
+            assert key, api.log
             await asyncio.to_thread(worker.start)
-            auth = {"Authorization": f"Bearer {api.key}"}
+            auth = {"Authorization": f"Bearer {key}"}
             async with httpx.AsyncClient(headers=auth, timeout=30) as client:
                 for n in range(PER_CHAT):
                     for chat in range(CHATS):
@@ -53,8 +55,7 @@ async def test_the_api_process_accepts_and_the_worker_process_delivers(
                 deadline = time.monotonic() + 60
                 while len(simulator.texts()) < CHATS * PER_CHAT:
                     assert time.monotonic() < deadline, (
-                        f"delivered {len(simulator.texts())} of {CHATS * PER_CHAT}:\n"
-                        f"{worker.stderr}"
+                        f"delivered {len(simulator.texts())} of {CHATS * PER_CHAT}:\n{worker.log}"
                     )
                     await asyncio.sleep(0.05)
                 for chat in range(CHATS):
@@ -71,9 +72,9 @@ async def test_the_api_process_accepts_and_the_worker_process_delivers(
             assert sample(at_api, "chat4all_outbox_depth") is None
             assert sample(at_api, "chat4all_load_shedding") == 0
         finally:
-            stopped = [await asyncio.to_thread(hub.stop) for hub in (api, worker)]
-        assert stopped == [0, 0], api.stderr + worker.stderr
-        assert "Traceback" not in api.stderr + worker.stderr
+            stopped = [await asyncio.to_thread(proc.stop) for proc in (api, worker)]
+        assert stopped == [0, 0], api.log + worker.log
+        assert "Traceback" not in api.log + worker.log
 
 
 @pytest.mark.parametrize("command", ["api", "worker"])

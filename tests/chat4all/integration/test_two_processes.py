@@ -9,11 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat4all.adapters.channels.telegram import TelegramSimulator
-from tests.services import free_port
+from tests.chat4all.cluster import Proc, first_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -35,84 +30,31 @@ LEASE = 15.0  # a starved live process keeps its rows; the restart takes the dea
 """Seconds: the killed process's messages wait this long before a survivor takes them."""
 
 
-class Hub:
+def hub(
+    name: str,
+    data: Path,
+    database_url: str,
+    api_url: str,
+    command: str = "serve",
+    *,
+    first: bool = False,
+) -> Proc:
     """One ``chat4all serve`` process (restartable) on the shared database; ``command``:
-    ``api`` or ``worker`` instead (``url``: its API's root, or its probes')."""
-
-    def __init__(
-        self, name: str, data: Path, database_url: str, api_url: str, command: str = "serve"
-    ) -> None:
-        self.name = name
-        self.command = command
-        self.url = ""
-        self.env = {
-            "PATH": os.environ["PATH"],
-            # the code under test, not another installed copy
-            **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
-            "CHAT4ALL_DATABASE_URL": database_url,
-            "CHAT4ALL_DATA_DIR": str(data / name),
-            "CHAT4ALL_MEDIA_DIR": str(data / "media"),
-            "CHAT4ALL_RATE_PER_KEY": "0",
-            "CHAT4ALL_TELEGRAM_BOTS": json.dumps({"bot": TOKEN}),
-            "CHAT4ALL_TELEGRAM_API_URL": api_url,
-            "CHAT4ALL_OUTBOX_LEASE": str(LEASE),
-        }
-        self.proc: subprocess.Popen[str] | None = None
-        self.stderr = ""
-        self.key = ""
-
-    def start(self, expect_key: bool = False) -> None:
-        """Start and wait until the API answers (and, on the first start on an empty database,
-        until it printed the first admin key)."""
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**self.env, "CHAT4ALL_PORT": str(port), "CHAT4ALL_GRPC_PORT": str(free_port())}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chat4all", self.command],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        ready = threading.Event()
-        threading.Thread(
-            target=self._drain, args=(self.proc, ready, expect_key), daemon=True
-        ).start()
-        assert ready.wait(60), f"{self.name} did not start:\n{self.stderr}"
-
-    def _drain(self, proc: subprocess.Popen[str], ready: threading.Event, expect_key: bool) -> None:
-        assert proc.stderr is not None
-        with proc.stderr:
-            for line in proc.stderr:
-                self.stderr += line
-                if found := re.search(r"(c4a_[A-Za-z0-9_-]+)", line):
-                    self.key = found.group(1)
-                    ready.set()
-                if ("chat4all API on" in line or "chat4all probes on" in line) and not expect_key:
-                    ready.set()
-
-    def kill(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        return self.proc.pid
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after 20 s; its exit code (``None``: it was not running)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                return self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return None
-
-    def reclaimed(self) -> int:
-        """Messages this process's dispatcher took over from a dead worker (its own log)."""
-        found = re.findall(r"(\d+) message\(s\) were in flight when", self.stderr)
-        return sum(int(n) for n in found)
+    ``api`` or ``worker`` instead (``url``: its API's root, or its probes'). ``first``: the
+    first start on an empty database, ready once it printed the first admin key."""
+    env = {
+        "PATH": os.environ["PATH"],
+        # the code under test, not another installed copy
+        **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
+        "CHAT4ALL_DATABASE_URL": database_url,
+        "CHAT4ALL_DATA_DIR": str(data / name),
+        "CHAT4ALL_MEDIA_DIR": str(data / "media"),
+        "CHAT4ALL_RATE_PER_KEY": "0",
+        "CHAT4ALL_TELEGRAM_BOTS": json.dumps({"bot": TOKEN}),
+        "CHAT4ALL_TELEGRAM_API_URL": api_url,
+        "CHAT4ALL_OUTBOX_LEASE": str(LEASE),
+    }
+    return Proc(name, command, env, ready="c4a_" if first else None)
 
 
 async def held_by(database_url: str, pid: int) -> set[str]:
@@ -137,7 +79,10 @@ async def test_two_processes_deliver_everything_in_order_across_a_kill(
     began = time.monotonic()
     simulator = TelegramSimulator(tokens={TOKEN}, latency=0.3)  # long enough to die mid-call
     async with simulator.running() as api_url:
-        hubs = [Hub(name, tmp_path, postgres_url, api_url) for name in ("a", "b")]
+        hubs = [
+            hub("a", tmp_path, postgres_url, api_url, first=True),
+            hub("b", tmp_path, postgres_url, api_url),
+        ]
         accepted: dict[str, str] = {}  # text -> message id
         killed_pid = 0
         held: set[str] = set()
@@ -145,9 +90,9 @@ async def test_two_processes_deliver_everything_in_order_across_a_kill(
         kill_at = CHATS * PER_CHAT // 2
         killing = asyncio.Lock()
         try:
-            await asyncio.to_thread(hubs[0].start, True)
-            key = hubs[0].key
-            assert key, hubs[0].stderr
+            await asyncio.to_thread(hubs[0].start)
+            key = first_key(hubs[0].log)
+            assert key, hubs[0].log
             await asyncio.to_thread(hubs[1].start)
 
             async def kill_and_restart() -> None:
@@ -162,7 +107,8 @@ async def test_two_processes_deliver_everything_in_order_across_a_kill(
                         assert time.monotonic() < waited, "process b never held a message"
                         await asyncio.sleep(0.02)
                     backlog = len(accepted) - len(set(simulator.texts()))
-                    killed_pid = await asyncio.to_thread(hubs[1].kill)
+                    await asyncio.to_thread(hubs[1].kill)
+                    killed_pid = victim.pid
                     held = await held_by(postgres_url, killed_pid)  # before any lease runs out
                     await asyncio.to_thread(hubs[1].start)
                     if held:
@@ -182,10 +128,10 @@ async def test_two_processes_deliver_everything_in_order_across_a_kill(
                     while True:
                         assert time.monotonic() < deadline, f"{text} never accepted"
                         async with killing:  # not while the process is being restarted
-                            hub = hubs[turn]
+                            target = hubs[turn]
                         try:
                             answer = await client.post(
-                                f"{hub.url}/v1/messages",
+                                f"{target.url}/v1/messages",
                                 json=body,
                                 headers={"Idempotency-Key": text},  # a retry is the same send
                                 timeout=10,
@@ -216,8 +162,8 @@ async def test_two_processes_deliver_everything_in_order_across_a_kill(
                 )
                 await asyncio.sleep(0.1)
         finally:
-            for hub in hubs:
-                await asyncio.to_thread(hub.stop)
+            for proc in hubs:
+                await asyncio.to_thread(proc.stop)
     texts = simulator.texts()
     copies = Counter(texts)
     duplicated = {t for t, n in copies.items() if n > 1}
