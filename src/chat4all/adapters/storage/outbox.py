@@ -72,9 +72,11 @@ class SqlOutbox:
         self._announcer = announcer
         self.lapsed: Callable[[int], None] = lambda count: None
         """Told how many rows a claim put back to pending because their worker's lease ran out
-        (each may have reached the provider already). Counted where the lease is reset: exactly
-        once per lapsed lease, whichever claim, of whichever worker, later sends the row (the
-        row's ``reclaimed`` flag reaches only the claim that reset it)."""
+        (each may have reached the provider already). Counted where the lease is reset, once
+        per lapsed lease whichever claim, of whichever worker, later sends the row (the row's
+        ``reclaimed`` flag reaches only the claim that reset it); called before the claim's
+        commit, so a claim that then fails counts its resets again in the next one: an upper
+        bound, never an undercount."""
 
     # ---- claims and leases ---------------------------------------------------------------------
 
