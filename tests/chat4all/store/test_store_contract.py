@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from chat4all.adapters.storage import migrate
 from chat4all.adapters.storage.audit import AuditLog
 from chat4all.adapters.storage.messages import IDEMPOTENCY_LEASE, Job
-from chat4all.adapters.storage.outbox import CLAIM_LOCK_SPACE
 from chat4all.adapters.storage.schema import messages, outbox
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.webhooks import WebhookStore, fanout
@@ -243,14 +242,20 @@ async def test_claims_match_the_fifo_rule_through_retries_deaths_and_deliveries(
     store: SqlStore,
 ) -> None:
     """The claim query against the rule it implements, over a random history: the due heads
-    (lowest pending seq of a conversation with nothing in flight) and nothing else."""
+    (lowest pending seq of a conversation with nothing in flight) and nothing else. The history
+    accepts, delivers, retries, dead-letters and replays dead letters as it goes."""
     rng = random.Random(7)
     now = 1000.0
     for n in range(120):
         await store.accept("t1", req(f"m{n}", recipient=str(rng.randrange(12))), None, now)
         now += 0.01
+    dead: list[str] = []
     for _round in range(40):
         now += rng.choice((0.0, 1.0, 5.0))
+        for _ in range(rng.randrange(4)):
+            await store.accept("t1", req("more", recipient=str(rng.randrange(12))), None, now)
+        if dead and rng.random() < 0.3:
+            await store.replay("t1", dead.pop(rng.randrange(len(dead))), now)
         async with store.engine.connect() as conn:
             rows = (await conn.execute(sa.select(outbox))).all()
         busy = {r.conversation_id for r in rows if r.state == "inflight"}
@@ -271,6 +276,7 @@ async def test_claims_match_the_fifo_rule_through_retries_deaths_and_deliveries(
                 await store.retry(item, now + rng.choice((0.0, 3.0, 30.0)), "later", now)
             elif fate < 0.9:
                 await store.dead(item, "gone", now)
+                dead.append(item.message.id)
             # else: left in flight, blocking its conversation
 
 
@@ -359,9 +365,9 @@ async def test_a_dead_local_processs_live_lease_is_recovered_at_start(store: Sql
     host = socket.gethostname()
     dead, alive = f"{host}:{gone.stdout.strip()}:0", f"{host}:{os.getpid()}:0"
     orphan = (await store.accept("t1", req("orphan"), None, 100.0)).message
-    await store.accept("t1", req("kept", recipient="43"), None, 100.0)
-    [first] = await store.claim(100.0, 1, worker=dead, lease=LEASE)
-    [second] = await store.claim(100.0, 1, worker=alive, lease=LEASE)
+    await store.accept("t1", req("kept", recipient="43"), None, 100.5)  # due after the orphan
+    [first] = await store.claim(100.5, 1, worker=dead, lease=LEASE)
+    [second] = await store.claim(100.5, 1, worker=alive, lease=LEASE)
     assert (first.message.id, second.message.content.text) == (orphan.id, "kept")
     assert await store.recover(101.0) == 1  # long before the lease ends; "kept" stays held
     [again] = await store.claim(101.0, 10, worker="survivor", lease=LEASE)
@@ -509,6 +515,48 @@ async def test_concurrent_claimers_never_hold_two_messages_of_one_conversation(
             await opened.close()
 
 
+async def test_accepts_racing_deliveries_never_strand_a_conversation(store_url: str) -> None:
+    """Accepts (two "processes") append to a few conversations while workers deliver their
+    heads: each delivery passes the turn while an accept may be committing the next row beside
+    it. Every message is delivered, in each conversation's order; nothing is left waiting
+    without a head."""
+    stores = [await SqlStore.open(store_url) for _ in range(2)]
+    try:
+        expected: dict[str, list[int]] = {}
+        sent_order: dict[str, list[int]] = {}
+        accepting = True
+
+        async def producer(n: int) -> None:
+            for k in range(60):
+                accepted = await stores[n].accept("t1", req(f"m{n}.{k}", str(k % 3)), None, 1.0)
+                expected.setdefault(accepted.message.conversation_id, []).append(
+                    accepted.message.seq
+                )
+
+        async def worker(name: str, store: SqlStore) -> None:
+            idle = 0
+            while accepting or idle < 20:
+                items = await store.claim(2.0, 5, worker=name, lease=LEASE)
+                idle = 0 if items else idle + 1
+                if not items:
+                    await asyncio.sleep(0.005)
+                for item in items:
+                    sent_order.setdefault(item.message.conversation_id, []).append(
+                        item.message.seq
+                    )
+                    await store.sent(item, "p", 2.0)
+
+        workers = [asyncio.create_task(worker(f"w{n}", stores[n % 2])) for n in range(4)]
+        await asyncio.gather(producer(0), producer(1))
+        accepting = False
+        await asyncio.gather(*workers)
+        assert sent_order == expected
+        assert await stores[0].depth() == 0
+    finally:
+        for opened in stores:
+            await opened.close()
+
+
 # ---- idempotent replay: the first answer -------------------------------------------------------
 
 
@@ -608,25 +656,25 @@ async def test_two_processes_appending_to_the_audit_log_keep_one_chain(store_url
             await opened.close()
 
 
-async def test_postgresql_claims_skip_what_another_claim_is_taking(pg_store: SqlStore) -> None:
-    """The two locks a PostgreSQL claim relies on: a conversation another claim holds (its
-    advisory lock) and an outbox row another transaction locked are skipped, not waited for."""
+async def test_postgresql_claims_skip_what_another_transaction_holds(pg_store: SqlStore) -> None:
+    """A PostgreSQL claim never waits: a head another transaction locked (another claim taking
+    it) is skipped; a conversation whose turn another transaction holds (an accept, a delivery
+    record) is still claimed."""
     store = pg_store
     m1 = (await store.accept("t1", req("one", "41"), None, 1.0)).message
     m2 = (await store.accept("t1", req("two", "42"), None, 1.0)).message
-    m3 = (await store.accept("t1", req("three", "43"), None, 1.0)).message
     async with store.engine.connect() as other, other.begin():
-        await other.execute(
-            sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:c))"),
-            {"space": CLAIM_LOCK_SPACE, "c": m1.conversation_id},
-        )
         await other.execute(
             sa.select(outbox.c.message_id).where(outbox.c.message_id == m2.id).with_for_update()
         )
+        await other.execute(
+            sa.text("SELECT id FROM conversations WHERE id = :c FOR NO KEY UPDATE"),
+            {"c": m1.conversation_id},
+        )
         claimed = await asyncio.wait_for(store.claim(2.0, 10, worker="w1", lease=LEASE), 10)
-        assert [i.message.id for i in claimed] == [m3.id]
+        assert [i.message.id for i in claimed] == [m1.id]
     claimed = await store.claim(2.0, 10, worker="w1", lease=LEASE)
-    assert sorted(i.message.id for i in claimed) == sorted([m1.id, m2.id])
+    assert [i.message.id for i in claimed] == [m2.id]
 
 
 async def test_each_announced_change_is_a_stored_event_published_after_its_commit(

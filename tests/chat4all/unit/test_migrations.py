@@ -76,3 +76,70 @@ async def test_a_first_release_database_is_adopted_and_keeps_its_messages(tmp_pa
         assert version == migrate.revisions()[-1]
     finally:
         await store.close()
+
+
+async def test_an_outbox_from_before_the_heads_gets_one_head_per_conversation(
+    tmp_path: Path,
+) -> None:
+    """A backlog written before ``outbox.head`` (0011): after the upgrade each conversation's
+    turn is where the old rule put it (its row in flight, else its lowest pending seq), so
+    claims and deliveries go on in order."""
+    path = tmp_path / "backlog.db"
+    old = sa.create_engine(f"sqlite:///{path}")
+    rows = [  # conversation, seq, state
+        ("c_busy", 1, "inflight"),
+        ("c_busy", 2, "pending"),
+        ("c_idle", 3, "dead"),
+        ("c_idle", 4, "pending"),
+        ("c_idle", 5, "pending"),
+        ("c_back", 1, "pending"),  # a replayed dead letter behind the one in flight
+        ("c_back", 2, "inflight"),
+    ]
+    with old.begin() as conn:
+        command.upgrade(migrate.alembic_config(conn), "0011")
+        for conversation in {r[0] for r in rows}:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO conversations (id, tenant, channel, account, recipient, "
+                    "next_seq) VALUES (:c, 't1', 'telegram', 'bot', :c, 9)"
+                ),
+                {"c": conversation},
+            )
+        for conversation, seq, state in rows:
+            message = f"m_{conversation}_{seq}"
+            conn.execute(
+                sa.text(
+                    "INSERT INTO messages (id, tenant, conversation_id, seq, direction, "
+                    "content, status, created_at) VALUES (:m, 't1', :c, :s, 'outbound', "
+                    ":content, 'queued', 1.0)"
+                ),
+                {"m": message, "c": conversation, "s": seq, "content": '{"text": "x"}'},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO outbox (message_id, conversation_id, seq, state, attempts, "
+                    "available_at, leased_by, lease_until) VALUES (:m, :c, :s, :state, 0, 1.0, "
+                    ":holder, :until)"
+                ),
+                {
+                    "m": message,
+                    "c": conversation,
+                    "s": seq,
+                    "state": state,
+                    "holder": "w:1:0" if state == "inflight" else None,
+                    "until": 1e12 if state == "inflight" else None,
+                },
+            )
+    old.dispose()
+
+    store = await SqlStore.open(sqlite_url(path))
+    try:
+        async with store.engine.connect() as conn:
+            heads = (
+                await conn.execute(sa.text("SELECT message_id FROM outbox WHERE head ORDER BY 1"))
+            ).scalars()
+            assert list(heads) == ["m_c_back_2", "m_c_busy_1", "m_c_idle_4"]
+        claimed = await store.claim(2.0, 10, worker="w2", lease=30.0)
+        assert [i.message.id for i in claimed] == ["m_c_idle_4"]
+    finally:
+        await store.close()

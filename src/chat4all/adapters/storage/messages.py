@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chat4all.adapters.storage.engine import Database, upsert
+from chat4all.adapters.storage.outbox import crown_new
 from chat4all.adapters.storage.rows import (
     decode_cursor,
     decode_seq_cursor,
@@ -161,15 +162,22 @@ class MessageLog:
 
     # ---- accepting ---------------------------------------------------------------------------
 
-    def insert_outbound(
+    def threads(
         self, conn: sa.Connection, jobs: list[Job], learned: dict[ConversationKey, str]
+    ) -> list[str]:
+        """The conversation of each of ``jobs`` (created when new; not locked). Conversations
+        created here go to ``learned`` (cached once committed)."""
+        return [self._conversation_id(conn, job, learned) for job in jobs]
+
+    def insert_outbound(
+        self, conn: sa.Connection, jobs: list[Job], ids: list[str]
     ) -> list[Message]:
-        """Append ``jobs`` to their conversations, in order, with a few statements for all:
-        one UPDATE ... RETURNING reserves each conversation's seqs, then one executemany per
-        table. Conversations created here go to ``learned`` (cached once committed)."""
+        """Append ``jobs`` to their conversations ``ids`` (:meth:`threads`), in order, with a
+        few statements for all: one UPDATE ... RETURNING reserves each conversation's seqs
+        (which locks them till the commit, on PostgreSQL), then one executemany per table.
+        Each new outbox row is its conversation's head when nothing of it waits before."""
         if not jobs:
             return []
-        ids = [self._conversation_id(conn, job, learned) for job in jobs]
         counts: dict[str, int] = {}
         last_at: dict[str, float] = {}
         for job, conversation in zip(jobs, ids, strict=True):
@@ -259,6 +267,7 @@ class MessageLog:
         conn.execute(_INSERT_MESSAGES, message_rows)
         conn.execute(_INSERT_EVENTS, event_rows)
         conn.execute(_INSERT_OUTBOX, outbox_rows)
+        crown_new(conn, [row["message_id"] for row in outbox_rows])
         for row in keyed:  # one by one: each must find its key still open
             if conn.execute(_COMPLETE, row).rowcount != 1:
                 # Another request took this key over while this one was slow (past the
@@ -353,7 +362,9 @@ class MessageLog:
 
 
 def conversation_of(conn: sa.Connection, tenant: str, request: SendRequest, now: float) -> str:
-    """The id of the conversation ``request`` belongs to, created when new."""
+    """The id of the conversation ``request`` belongs to, created when new. An existing one is
+    only read (not locked: the caller locks it when it reserves its seqs, which also sets its
+    ``last_message_at``)."""
     where = (
         (conversations.c.tenant == tenant)
         & (conversations.c.channel == request.channel)
@@ -362,9 +373,6 @@ def conversation_of(conn: sa.Connection, tenant: str, request: SendRequest, now:
     )
     found = conn.execute(sa.select(conversations.c.id).where(where)).scalar()
     if found is not None:
-        conn.execute(
-            conversations.update().where(conversations.c.id == found).values(last_message_at=now)
-        )
         return str(found)
     # insert-or-nothing: a concurrent first message (inbound and outbound at once, on
     # PostgreSQL) may create it first; then its id is the one
@@ -399,7 +407,7 @@ async def append(
         await conn.execute(
             conversations.update()
             .where(conversations.c.id == conversation)
-            .values(next_seq=conversations.c.next_seq + 1)
+            .values(next_seq=conversations.c.next_seq + 1, last_message_at=now)
             .returning(conversations.c.next_seq)
         )
     ).scalar_one()

@@ -5,19 +5,25 @@
   worker's no more: any claim (and :meth:`SqlOutbox.recover` at start) puts it back to pending
   and hands it out again (its first holder is presumed dead; if it was only slow, the provider
   sees the message twice: the one case of a duplicate send). A live lease is never taken.
-- **Per-conversation FIFO, any number of workers.** A claim hands out only the lowest pending
-  ``seq`` of a conversation that has nothing in flight. On PostgreSQL two claimers never take
-  two messages of one conversation: a claim first takes a transaction-scoped advisory lock per
-  candidate conversation (``pg_try_advisory_xact_lock``: a conversation another claim holds is
-  skipped this round), then re-reads the heads of the conversations it locked, in a statement
-  whose snapshot follows every earlier claim's commit, and locks those rows ``FOR UPDATE SKIP
-  LOCKED``. SQLite has one writer at a time: its claims are serial anyway.
+- **Per-conversation FIFO, any number of workers.** Each conversation's turn is one row, its
+  *head* (``outbox.head``): the row in flight, or else its lowest pending ``seq``. A claim
+  hands out pending heads only, so a conversation has at most one message in flight and they
+  leave in order. The flag is kept where the turn passes: an accepted row is the head when
+  nothing of its conversation is waiting (:func:`crown_new`); a delivery or a dead letter
+  passes the turn to the next row (:func:`pass_turn`). Claims walk an index of the due heads:
+  their cost follows the number of conversations, not the backlog.
+- **Concurrency (PostgreSQL).** The turn passes under the conversation's row lock, the one an
+  accept takes to reserve its seqs (:func:`hold_turns`): an accept appending meanwhile either
+  commits first, and its row is seen when the turn passes, or waits, and then sees the turn
+  passed. Claims lock the heads they take ``FOR UPDATE SKIP LOCKED``: one head per
+  conversation, so two claimers never take two messages of one conversation. SQLite has one
+  writer at a time: its writes are serial anyway.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -39,10 +45,7 @@ from chat4all.domain.model import DeliveryStatus, Message, advances
 from chat4all.errors import NotFound
 from chat4all.ports import Backlog, Origin, OutboxItem, Page, Publishable
 
-__all__ = ["SqlOutbox", "Sent", "Claim", "CLAIM_LOCK_SPACE"]
-
-CLAIM_LOCK_SPACE: Final = 0x0C4A
-"""First key of the conversations' advisory locks (the second: the id's ``hashtext``)."""
+__all__ = ["SqlOutbox", "Sent", "Claim", "crown_new", "hold_turns", "pass_turn"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,32 +165,11 @@ class SqlOutbox:
         expired = expire_leases(conn, outbox, outbox.c.message_id, now)
         if expired:
             self.lapsed(len(expired))
-        heads = _HEADS
-        bound = {"now": now, "limit": limit}
-        if ids is not None:
-            heads = heads.where(outbox.c.message_id.in_(list(ids)))
+        heads = _HEADS if ids is None else _HEADS.where(outbox.c.message_id.in_(list(ids)))
         if conn.dialect.name == "postgresql":
-            candidates = set(
-                conn.execute(heads.with_only_columns(outbox.c.conversation_id), bound).scalars()
-            )
-            if not candidates:
-                return []
-            locked = list(
-                conn.execute(
-                    sa.text(
-                        "SELECT c FROM unnest(CAST(:ids AS text[])) AS c "
-                        "WHERE pg_try_advisory_xact_lock(:space, hashtext(c))"
-                    ),
-                    {"ids": sorted(candidates), "space": CLAIM_LOCK_SPACE},
-                ).scalars()
-            )
-            if not locked:
-                return []
-            # a new statement: its snapshot sees every claim committed before our locks
-            heads = heads.where(outbox.c.conversation_id.in_(locked)).with_for_update(
-                skip_locked=True, of=outbox
-            )
-        rows = conn.execute(heads, bound).all()
+            # a head another claim holds is skipped; one it took meanwhile is re-read, in flight
+            heads = heads.with_for_update(skip_locked=True, of=outbox)
+        rows = conn.execute(heads, {"now": now, "limit": limit}).all()
         if not rows:
             return []
         ids = [r.message_id for r in rows]
@@ -270,6 +252,14 @@ class SqlOutbox:
         if not ids:
             return []
         async with self._db.transaction() as conn:
+            # the turns first, as every change that passes one (rows locked before them could
+            # deadlock with a delivery record, which holds its turns, then deletes its rows)
+            threads = (
+                await conn.execute(
+                    sa.select(outbox.c.conversation_id).where(outbox.c.message_id.in_(list(ids)))
+                )
+            ).scalars()
+            await conn.run_sync(hold_turns, list(threads))
             expired = await conn.run_sync(
                 lambda c: expire_leases(c, outbox, outbox.c.message_id, now)
             )
@@ -288,10 +278,13 @@ class SqlOutbox:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.message_id.in_(found))
-                .values(state="dead", last_error=reason, leased_by=None, lease_until=None)
+                .values(
+                    state="dead", head=False, last_error=reason, leased_by=None, lease_until=None
+                )
             )
             rows = (await conn.execute(sa.select(messages).where(messages.c.id.in_(found)))).all()
             dead = [to_message(r, ()) for r in rows]
+            await conn.run_sync(pass_turn, [m.conversation_id for m in dead])
             for message in dead:
                 await set_status(conn, message.id, DeliveryStatus.FAILED, now, reason)
             await conn.run_sync(self._announcer.status, dead, "failed", reason, now)
@@ -300,7 +293,8 @@ class SqlOutbox:
     # ---- outcomes ------------------------------------------------------------------------------
 
     def record_sent(self, conn: sa.Connection, done: Sequence[Sent]) -> None:
-        """Deliveries: the rows go, the messages are ``sent`` (a batch in one transaction).
+        """Deliveries: the rows go, the turn passes, the messages are ``sent`` (a batch in one
+        transaction, which holds their conversations' turns: :func:`hold_turns`).
 
         A worker whose lease ran out may report late, after another took the row over: the
         message is ``sent`` all the same (the provider has it), but the row stays the new
@@ -310,6 +304,7 @@ class SqlOutbox:
             return
         ids = [d.item.message.id for d in done]
         conn.execute(_DELIVERED, [{"i": d.item.message.id, "h": d.item.holder} for d in done])
+        pass_turn(conn, [d.item.conversation.id for d in done])
         current = {
             row[0]: DeliveryStatus(row[1]) for row in conn.execute(_STATUSES, {"ids": ids}).all()
         }
@@ -376,8 +371,10 @@ class SqlOutbox:
     ) -> None:
         """Dead-lettered; ``done`` as for :meth:`retry` (a replay sends only the rest)."""
         async with self._db.transaction() as conn:
+            await conn.run_sync(hold_turns, [item.conversation.id])
             if (await conn.execute(_outcome(item, "dead", reason, done))).rowcount == 0:
                 return  # another worker holds it now (this one's lease ran out)
+            await conn.run_sync(pass_turn, [item.conversation.id])
             await set_status(conn, item.message.id, DeliveryStatus.FAILED, now, reason)
             await conn.run_sync(self._announcer.status, [item.message], "failed", reason, now)
 
@@ -406,11 +403,13 @@ class SqlOutbox:
         return Page(items, encode_cursor(items[-1][0].id) if more and items else None)
 
     async def replay(self, tenant: str, message_id: str, now: float) -> Message:
-        """Put a dead letter back in the outbox, from attempt zero; its status is queued again."""
+        """Put a dead letter back in the outbox, from attempt zero; its status is queued again.
+        It takes its conversation's turn unless a message of it is in flight (then it follows
+        that one): it is older than the rows waiting."""
         async with self._db.transaction() as conn:
             owned = (
                 await conn.execute(
-                    sa.select(outbox.c.message_id)
+                    sa.select(outbox.c.conversation_id)
                     .join(messages, messages.c.id == outbox.c.message_id)
                     .where(
                         outbox.c.message_id == message_id,
@@ -421,6 +420,7 @@ class SqlOutbox:
             ).scalar()
             if owned is None:
                 raise NotFound(f"no dead letter {message_id!r}")
+            await conn.run_sync(hold_turns, [owned])
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.message_id == message_id)
@@ -433,6 +433,16 @@ class SqlOutbox:
                     published_gen=outbox.c.published_gen + 1,
                 )
             )
+            await conn.execute(  # a waiting head of the conversation waits behind it again
+                outbox.update()
+                .where(
+                    outbox.c.conversation_id == owned,
+                    outbox.c.state == "pending",
+                    outbox.c.head,
+                )
+                .values(head=False)
+            )
+            await conn.run_sync(pass_turn, [owned])
             await conn.execute(
                 messages.update()
                 .where(messages.c.id == message_id)
@@ -490,31 +500,61 @@ def _heads_of(now: float, limit: int) -> sa.Select[Any]:
     return _HEADS.params(now=now, limit=limit)
 
 
+def crown_new(conn: sa.Connection, message_ids: Sequence[str]) -> None:
+    """Accepted rows ``message_ids``: each is its conversation's head when nothing of its
+    conversation waits before it. Run after their conversations' seqs were reserved (which
+    holds their turns, as :func:`hold_turns` does)."""
+    if message_ids:
+        conn.execute(_CROWN_NEW, {"ids": list(message_ids)})
+
+
+def hold_turns(conn: sa.Connection, conversation_ids: Iterable[str]) -> None:
+    """PostgreSQL: lock the rows of ``conversation_ids`` (in id order, so transactions that
+    hold several never deadlock) until the commit, as an accept reserving their seqs does; a
+    change that passes a turn holds it first (else an accept committing beside it might be
+    crowned by neither). SQLite: nothing (one writer at a time)."""
+    if conn.dialect.name == "postgresql":
+        ids = sorted(set(conversation_ids))
+        if ids:
+            conn.execute(_HOLD, {"ids": ids})
+
+
+def pass_turn(conn: sa.Connection, conversation_ids: Iterable[str]) -> None:
+    """The turn of each of ``conversation_ids`` whose head has gone (sent, dead) to its lowest
+    waiting row; a conversation that still has a head keeps it. Under :func:`hold_turns`."""
+    ids = sorted(set(conversation_ids))
+    if ids:
+        conn.execute(_CROWN_NEXT, {"ids": ids})
+
+
 def _heads() -> sa.Select[Any]:
-    """The due heads at ``:now``, oldest first, ``:limit`` of them: a pending row is a head
-    when its conversation has nothing in flight and nothing pending before it. Walked in
-    (state, available_at) order, the scan stops after ``limit`` heads; a GROUP BY over every
-    pending row cost ~10 ms per round with a backlog of thousands, the writer lock held
-    meanwhile."""
-    other = outbox.alias("other")
-    inflight = sa.exists().where(
-        other.c.state == "inflight", other.c.conversation_id == outbox.c.conversation_id
-    )
-    before = sa.exists().where(
-        other.c.state == "pending",
-        other.c.conversation_id == outbox.c.conversation_id,
-        other.c.seq < outbox.c.seq,
-    )
+    """The due heads at ``:now``, oldest first, ``:limit`` of them (from their own index: the
+    cost follows the heads, not the backlog)."""
     return (
         sa.select(outbox)
         .where(
             outbox.c.state == "pending",
+            outbox.c.head,
             outbox.c.available_at <= sa.bindparam("now", type_=sa.Float),
-            ~inflight,
-            ~before,
         )
         .order_by(outbox.c.available_at)
         .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+
+
+def _crowned(rows: sa.ColumnElement[bool]) -> sa.Update:
+    """Mark heads those of ``rows`` that are pending with nothing of their conversation in
+    flight or waiting before them (one statement for many conversations)."""
+    other = outbox.alias("other")
+    before = sa.exists().where(
+        other.c.conversation_id == outbox.c.conversation_id,
+        other.c.state.in_(("pending", "inflight")),
+        sa.or_(other.c.head, other.c.seq < outbox.c.seq),
+    )
+    return (
+        outbox.update()
+        .where(rows, outbox.c.state == "pending", ~outbox.c.head, ~before)
+        .values(head=True)
     )
 
 
@@ -522,6 +562,15 @@ def _heads() -> sa.Select[Any]:
 # running it (~50 µs of SQLAlchemy per statement, several per dispatcher round).
 _HEADS: Final = _heads()
 _IDS: Final[sa.BindParameter[Any]] = sa.bindparam("ids", expanding=True)
+_CROWN_NEW: Final = _crowned(outbox.c.message_id.in_(_IDS))
+_CROWN_NEXT: Final = _crowned(outbox.c.conversation_id.in_(_IDS))
+_HOLD: Final = (
+    sa.select(conversations.c.id)
+    .where(conversations.c.id.in_(_IDS))
+    .order_by(conversations.c.id)
+    .with_for_update(key_share=True)
+)
+"""The conversations' rows ``FOR NO KEY UPDATE``: the lock of an accept's seq reservation."""
 _TAKE: Final = (
     outbox.update()
     .where(outbox.c.message_id.in_(_IDS))
@@ -577,6 +626,7 @@ def _outcome(
         attempts=item.attempts + 1 if counted else item.attempts,
         last_error=reason,
         parts_done=json.dumps(list(parts)) if parts else None,
+        head=state != "dead",
         leased_by=None,
         lease_until=None,
         published_at=None,

@@ -118,14 +118,24 @@ outbox = sa.Table(
     # ``NULL``: not published for its present attempt; back to pending bumps the generation.
     sa.Column("published_at", sa.Float),
     sa.Column("published_gen", sa.Integer, nullable=False, default=0, server_default="0"),
+    # The conversation's turn: its one row that is in flight, or else may be claimed next (its
+    # lowest pending seq). Kept by the writes that change it (accept, delivery, dead letter,
+    # replay), so a claim walks the conversations' heads, never their backlogs.
+    sa.Column("head", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.Index("outbox_due", "state", "conversation_id", "seq"),
-    sa.Index("outbox_ready", "state", "available_at"),  # the claim's walk
-    # the relay's walk: only what is still to publish (a backlog already published is skipped)
+    # the claim's walk: the due heads, oldest first
+    sa.Index(
+        "outbox_heads",
+        "available_at",
+        postgresql_where=sa.text("state = 'pending' AND head"),
+        sqlite_where=sa.text("state = 'pending' AND head"),
+    ),
+    # the relay's walk: the heads still to publish (a head already published is skipped)
     sa.Index(
         "outbox_unpublished",
         "available_at",
-        postgresql_where=sa.text("state = 'pending' AND published_at IS NULL"),
-        sqlite_where=sa.text("state = 'pending' AND published_at IS NULL"),
+        postgresql_where=sa.text("state = 'pending' AND head AND published_at IS NULL"),
+        sqlite_where=sa.text("state = 'pending' AND head AND published_at IS NULL"),
     ),
 )
 inbound_updates = sa.Table(

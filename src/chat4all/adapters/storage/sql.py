@@ -35,7 +35,7 @@ from chat4all.adapters.storage.engine import SQLITE_BUSY_MS, Database, sqlite_ur
 from chat4all.adapters.storage.group_commit import GroupCommitter
 from chat4all.adapters.storage.inbound import InboundLog, Outcome
 from chat4all.adapters.storage.messages import ConversationKey, Job, MessageLog
-from chat4all.adapters.storage.outbox import Claim, Sent, SqlOutbox
+from chat4all.adapters.storage.outbox import Claim, Sent, SqlOutbox, hold_turns
 from chat4all.adapters.storage.retention import Retention
 from chat4all.adapters.storage.schema import live_events, metadata
 from chat4all.adapters.storage.status import Announcer, Fanout
@@ -139,8 +139,12 @@ class SqlStore:
         learned: dict[ConversationKey, str],
     ) -> tuple[list[Message], list[list[OutboxItem]]]:
         """Accepts, then deliveries, then claims: a claim sees the messages accepted and the
-        conversations freed in its own transaction."""
-        written = self.message_log.insert_outbound(conn, jobs, learned)
+        conversations freed in its own transaction. The conversations of the accepts and the
+        deliveries are locked first, all at once in id order (:func:`hold_turns`): two such
+        transactions never wait for each other in a cycle."""
+        threads = self.message_log.threads(conn, jobs, learned)
+        hold_turns(conn, [*threads, *(s.item.conversation.id for s in sents)])
+        written = self.message_log.insert_outbound(conn, jobs, threads)
         self.outbox.record_sent(conn, sents)
         return written, self.outbox.claim_in(conn, claims)
 
