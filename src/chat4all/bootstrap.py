@@ -365,7 +365,7 @@ async def open_log(
         events=metrics,
         clock=clock,
     )
-    queue = LogQueue(store, log_, owner, relay_wakeup.wake, metrics)
+    queue = LogQueue(store, log_, owner, relay_wakeup.wake, metrics, clock)
     return PartitionedLog(log_, relay, queue, owner, relay_wakeup, workers_wakeup)
 
 
@@ -562,7 +562,9 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         stack.push_async_callback(inbound.close)
         subscriptions = Subscriptions(webhooks, targets)
         workers: dict[str, Worker] = {
-            "dispatcher": dispatcher.run,
+            "dispatcher": log_.queue.serving(dispatcher.run)
+            if log_ is not None
+            else dispatcher.run,
             "webhooks": webhook_dispatcher.run,
             "inbound-files": inbound.run,
             **({"partitions": log_.owner.run} if log_ is not None else {}),

@@ -144,6 +144,13 @@ class HubMetrics:
             "without an outcome (workers crashed on them).",
             registry=registry,
         )
+        self.log_followed_messages = Counter(
+            "chat4all_log_followed",
+            "Messages a worker claimed with the delivery of their conversation's previous one, "
+            "in its transaction, without the partitioned log (a busy conversation stays with "
+            "its worker); with chat4all_relay_published_total: every message claimed once.",
+            registry=registry,
+        )
         self.log_lag = Gauge(
             "chat4all_log_lag",
             "Entries of the partitioned log not yet acknowledged by a worker (the same for "
@@ -221,6 +228,9 @@ class HubMetrics:
 
     def log_dead_lettered(self, count: int) -> None:
         self.log_dead_letters.inc(count)
+
+    def log_followed(self, count: int) -> None:
+        self.log_followed_messages.inc(count)
 
     def receipt(self, channel: str, outcome: str) -> None:
         self.receipts.labels(channel, outcome).inc()

@@ -15,6 +15,14 @@
   handed back with a delay when its row is in flight under another worker's live lease. An
   entry handed out for the log's last time (``max_deliver``) whose row is still a due head is
   dead-lettered: the workers that took it before presumably crashed on it.
+- **A busy conversation stays with its worker.** A delivery of a conversation on a partition
+  this worker owns is recorded together with the claim of the conversation's next due head,
+  for this worker, in the same transaction (:meth:`LogQueue.sent`); that item is handed out by
+  the next claim. So the log carries the first message of a burst (and those of partitions
+  that moved), not every message: no relay round, publication, fetch and ack per message. The
+  store decides as for any claim (one head per conversation, leases); a worker that stops
+  hands back what it claimed this way and did not start (:meth:`LogQueue.serving`), and one
+  that dies leaves it to its lease, then the relay publishes it as any unclaimed head.
 """
 
 from __future__ import annotations
@@ -22,12 +30,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chat4all.domain.lease import worker_id
 from chat4all.domain.model import Message
+from chat4all.domain.partition import partition_of
 from chat4all.ports import LogEntry, MessageLog, OutboxItem, PartitionLeases
 from chat4all.service_layer.relay import LogEvents, NullLogEvents
 from opskit.lifecycle import sleep_or_stop
@@ -101,6 +110,10 @@ class LogOutbox(Protocol):
 
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None: ...
 
+    async def sent_then_next(
+        self, item: OutboxItem, provider_id: str, now: float, follow: float | None = None
+    ) -> list[OutboxItem]: ...
+
     async def retry(
         self,
         item: OutboxItem,
@@ -131,15 +144,28 @@ class LogQueue:
     events: LogEvents = field(default_factory=NullLogEvents)
     """Told how many messages were dead-lettered here (their ``failed`` is announced by the
     store, with the change)."""
+    clock: Callable[[], float] = time.time
     _entries: dict[str, LogEntry] = field(default_factory=dict)
+    _next: list[OutboxItem] = field(default_factory=list)
+    """Claimed with a delivery of their conversation, handed out by the next claim."""
+    _lease: float | None = None
+    """The dispatcher's lease (its claims say it)."""
 
     async def recover(self, now: float) -> int:
         return await self.store.recover(now)
 
     async def claim(self, now: float, limit: int, *, worker: str, lease: float) -> list[OutboxItem]:
+        self._lease = lease
+        ready, self._next = self._next[:limit], self._next[limit:]
         partitions = self.owner.owned(now)
-        if not partitions:
-            return []
+        if not partitions or len(ready) >= limit:
+            return ready
+        return ready + await self._fetched(now, limit - len(ready), partitions, worker, lease)
+
+    async def _fetched(
+        self, now: float, limit: int, partitions: list[int], worker: str, lease: float
+    ) -> list[OutboxItem]:
+        """Up to ``limit`` items the log hands ``partitions``, claimed in the store."""
         each = max(1, limit // len(partitions))
         fetched = await asyncio.gather(
             *(self.log.fetch(p, each) for p in partitions), return_exceptions=True
@@ -206,8 +232,49 @@ class LogQueue:
         )
 
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
-        await self.store.sent(item, provider_id, now)
-        await self._done(item)
+        """Recorded; on a partition this worker owns, with the claim of the conversation's
+        next due head (then the relay has nothing to publish for it: not woken)."""
+        partitions = self.owner.owned(now)
+        if (
+            self._lease is None
+            or partition_of(item.conversation.id, self.log.partitions) not in partitions
+        ):
+            await self.store.sent(item, provider_id, now)
+            await self._done(item)
+            return
+        following = await self.store.sent_then_next(item, provider_id, now, self._lease)
+        if following:
+            self._next += following
+            self.events.log_followed(len(following))
+        await self._done(item, wake=False)
+
+    def serving(
+        self, run: Callable[[asyncio.Event], Awaitable[None]]
+    ) -> Callable[[asyncio.Event], Awaitable[None]]:
+        """``run`` (the dispatcher's loop), then what it claimed with deliveries and did not
+        start is handed back (pending at once, its attempt not counted): a worker that stops
+        leaves no conversation waiting for a lease to run out."""
+
+        async def running(stop: asyncio.Event) -> None:
+            try:
+                await run(stop)
+            finally:
+                left, self._next = self._next, []
+                now = self.clock()
+                for item in left:
+                    try:
+                        await self.store.retry(
+                            item, now, "handed back: the worker stopped", now, counted=False
+                        )
+                    except Exception as exc:  # its lease runs out, then the relay has it
+                        log.warning(
+                            "could not hand back %s: %s: %s",
+                            item.message.id,
+                            type(exc).__name__,
+                            exc,
+                        )
+
+        return running
 
     async def retry(
         self,
@@ -230,12 +297,14 @@ class LogQueue:
     async def depth(self) -> int:
         return await self.store.depth()
 
-    async def _done(self, item: OutboxItem) -> None:
-        """``item``'s outcome is recorded: its entry is acked, the relay woken."""
+    async def _done(self, item: OutboxItem, wake: bool = True) -> None:
+        """``item``'s outcome is recorded: its entry (if the log handed it out) is acked, the
+        relay woken unless told otherwise."""
         entry = self._entries.pop(item.message.id, None)
         if entry is not None:
             await _quietly("ack", [self.log.ack(entry)])
-        self.relay_wake()
+        if wake:
+            self.relay_wake()
 
 
 async def _quietly(what: str, calls: list[Any]) -> None:

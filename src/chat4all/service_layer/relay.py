@@ -62,6 +62,10 @@ class LogEvents(Protocol):
         """Messages dead-lettered after the log's last delivery without an outcome."""
         ...
 
+    def log_followed(self, count: int) -> None:
+        """Messages claimed with their conversation's previous delivery (not through the log)."""
+        ...
+
 
 class NullLogEvents:
     def published(self, fresh: int, again: int) -> None:
@@ -71,6 +75,9 @@ class NullLogEvents:
         pass
 
     def log_dead_lettered(self, count: int) -> None:
+        pass
+
+    def log_followed(self, count: int) -> None:
         pass
 
 

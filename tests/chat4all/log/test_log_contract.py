@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from chat4all.adapters.log import partition_of
+from chat4all.domain.partition import partition_of
 from chat4all.ports import LogEntry, MessageLog
 from tests.chat4all.log.conftest import ACK_WAIT, MAX_DELIVER, PARTITIONS, eventually
 

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from chat4all.adapters.log import partition_of
 from chat4all.adapters.log.memory import MemoryLog
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.model import Content, DeliveryStatus
+from chat4all.domain.partition import partition_of
 from chat4all.ports import Publishable, SendRequest
 
 LEASE = 30.0

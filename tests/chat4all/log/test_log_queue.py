@@ -4,12 +4,14 @@ not held, and a message the workers keep crashing on dead-lettered after the las
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 from chat4all.adapters.log.memory import MemoryLog
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.domain.model import Content, DeliveryStatus, Message
+from chat4all.domain.partition import partition_of
 from chat4all.ports import SendRequest
 from chat4all.service_layer.events import Event
 from chat4all.service_layer.log_dispatch import LogQueue, PartitionOwner
@@ -40,11 +42,14 @@ class Bus:
         self.events.append((event.tenant, event.type, event.data))
 
 
+@dataclass
 class AllPartitions:
-    """Leases of a worker alone: it holds every partition."""
+    """Leases of a worker alone: it holds every partition (but ``lost``)."""
+
+    lost: set[int] = field(default_factory=set)
 
     async def rebalance(self, worker: str, now: float, lease: float, partitions: int) -> list[int]:
-        return list(range(partitions))
+        return [p for p in range(partitions) if p not in self.lost]
 
     async def release(self, worker: str) -> None:
         pass
@@ -77,6 +82,7 @@ class Rig:
             self.log,
             owner,
             lambda: self.wakes.append("relay"),
+            clock=self.clock,
         )
 
     async def accept(self, text: str, recipient: str = "42") -> Message:
@@ -105,9 +111,54 @@ async def test_claims_follow_the_log_and_an_entry_is_acked_once_its_outcome_is_r
     for item in items:
         await queue.sent(item, "p", rig.clock.now)
     assert await rig.log.lag() == 0
-    assert rig.wakes.count("relay") == 2
-    assert await rig.relay.round() == 1  # a1 is a head now
+    # a1 was claimed with a0's delivery: nothing for the relay to publish, no wake-up
+    assert rig.wakes.count("relay") == 0
+    assert await rig.relay.round() == 0
     assert await claim(queue, rig, "w1") == ["a1"]
+    assert await claim(queue, rig, "w1") == []  # handed out once
+
+
+async def test_a_conversation_on_a_partition_not_owned_goes_back_through_the_log(
+    store: SqlStore,
+) -> None:
+    """A worker that lost a conversation's partition records its delivery alone: the next
+    message is published by the relay, for the partition's owner."""
+    rig = Rig(store)
+    first = await rig.accept("a0")
+    await rig.accept("a1")
+    assert await rig.relay.round() == 1
+    queue = await rig.queue("w1")
+    [item] = await queue.claim(rig.clock.now, 64, worker="w1", lease=LEASE)
+    leases = queue.owner.leases
+    assert isinstance(leases, AllPartitions)
+    leases.lost.add(partition_of(first.conversation_id, 2))  # a rebalance took it
+    await queue.owner.rebalance()
+    await queue.sent(item, "p", rig.clock.now)
+    assert rig.wakes.count("relay") == 1
+    assert await rig.relay.round() == 1  # a1, for whoever owns its partition
+    assert await claim(queue, rig, "w1") == []
+
+
+async def test_a_stopping_worker_hands_back_what_it_claimed_with_a_delivery(
+    store: SqlStore,
+) -> None:
+    rig = Rig(store)
+    await rig.accept("a0")
+    second = await rig.accept("a1")
+    await rig.relay.round()
+    queue = await rig.queue("w1")
+    stop = asyncio.Event()
+
+    async def dispatcher(stop: asyncio.Event) -> None:  # one round, then stopped
+        [item] = await queue.claim(rig.clock.now, 64, worker="w1", lease=LEASE)
+        await queue.sent(item, "p", rig.clock.now)
+        stop.set()
+
+    await queue.serving(dispatcher)(stop)
+    assert (await store.get("t1", second.id)).status is DeliveryStatus.QUEUED
+    assert await rig.relay.round() == 1  # pending again at once, not after its lease
+    other = await rig.queue("w2")
+    assert await claim(other, rig, "w2") == ["a1"]
 
 
 async def test_a_retry_is_scheduled_not_held_and_published_again_once_due(

@@ -123,16 +123,26 @@ async def test_one_hub_delivers_every_message_once_in_conversation_order(
             [(c, t) for n in range(10) for c in chats for t in [expected[c][n]]],
         )
         await until(lambda: len(simulator.sent) >= total(expected), what="all delivered")
-        await until(lambda: hub.metrics.relay_published._value.get() >= total(expected))
+        await until(
+            lambda: (
+                hub.metrics.relay_published._value.get()
+                + hub.metrics.log_followed_messages._value.get()
+                >= total(expected)
+            )
+        )
         await until_async(hub.message_log.lag, 0)  # every entry acknowledged
         async with httpx.AsyncClient(base_url=hub.url) as client:
             scraped = (await client.get("/metrics")).text
         assert "chat4all_log_lag 0.0" in scraped
         assert "chat4all_log_partitions_owned 4.0" in scraped  # alone: every partition
         published = re.search(r"^chat4all_relay_published_total (\S+)$", scraped, re.M)
-        # each message at least once; again when a worker found it no longer claimable (a race
-        # with the conversation's previous outcome): the log carries work, not deliveries
-        assert published is not None and float(published.group(1)) >= total(expected)
+        followed = re.search(r"^chat4all_log_followed_total (\S+)$", scraped, re.M)
+        assert published is not None and followed is not None
+        # each message claimed once, through the log or with its conversation's previous
+        # delivery; published again when a worker found it no longer claimable (a race with
+        # the conversation's previous outcome): the log carries work, not deliveries
+        assert float(published.group(1)) + float(followed.group(1)) >= total(expected)
+        assert float(published.group(1)) >= len(chats)  # a burst's first goes through the log
     delivered_once_in_order(simulator, expected)
     assert len(simulator.sent) == total(expected)
 
@@ -238,14 +248,16 @@ async def test_a_relay_that_died_between_publishing_and_marking_causes_no_duplic
         assert hub.metrics.relay_published._value.get() >= 3
         assert hub.message_log is not None
         await until_async(hub.message_log.lag, 0)
+        followed = hub.metrics.log_followed_messages._value.get()
     assert sorted(simulator.texts()) == [f"m{n}" for n in range(6)]
     nc = await nats.connect(nats_url)
     try:
         info = await nc.jetstream().stream_info(stream)
     finally:
         await nc.close()
-    # three heads published twice (dropped the second time), then the three next heads
-    assert info.state.last_seq == 6
+    # three heads published twice (dropped the second time); the three next ones claimed
+    # with their conversations' first deliveries (a worker alone owns every partition)
+    assert (info.state.last_seq, followed) == (3, 3)
 
 
 async def until_async(probe: Callable[[], Any], want: object, timeout: float = 15.0) -> None:

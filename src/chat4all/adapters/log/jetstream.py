@@ -1,7 +1,7 @@
 """The partitioned log on NATS JetStream, and the wake-up carried by core NATS.
 
 One stream ``<name>`` takes the subjects ``<name>.outbox.<partition>``; the publisher computes
-the partition (:func:`~chat4all.adapters.log.partition_of`) and sets the ``Nats-Msg-Id``
+the partition (:func:`~chat4all.domain.partition.partition_of`) and sets the ``Nats-Msg-Id``
 header (nats-py has no ``msg_id`` keyword), so the stream's duplicate window drops a second
 publication of one id. Retention is *work queue*: an entry acknowledged is removed, so the
 stream holds only what is still to do (the database keeps the history) and its size is the
@@ -31,7 +31,7 @@ from nats.js.api import (
 )
 from nats.js.client import JetStreamContext
 
-from chat4all.adapters.log import partition_of
+from chat4all.domain.partition import partition_of
 from chat4all.errors import StoreUnavailable
 from chat4all.ports import LogEntry
 from chat4all.service_layer.wakeup import LocalWakeup

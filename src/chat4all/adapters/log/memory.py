@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chat4all.adapters.log import partition_of
+from chat4all.domain.partition import partition_of
 from chat4all.ports import LogEntry
 
 __all__ = ["MemoryLog"]

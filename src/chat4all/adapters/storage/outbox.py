@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -55,6 +55,9 @@ class Sent:
     item: OutboxItem
     provider_id: str
     now: float
+    follow: float | None = None
+    """A lease: claim the conversation's next due head for the same worker, in the same
+    transaction (:meth:`SqlOutbox.follow_in`); ``None``: leave it to be claimed otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,31 @@ class SqlOutbox:
         """``claims`` in the transaction of ``conn``, one after the other (each sees what the
         ones before it took); each one's items."""
         return [self._claim(conn, c.now, c.limit, c.worker, c.lease) for c in claims]
+
+    def follow_in(self, conn: sa.Connection, done: Sequence[Sent]) -> list[list[OutboxItem]]:
+        """After :meth:`record_sent` of ``done``, in its transaction: for each delivery with a
+        ``follow`` lease, its conversation's next due head, claimed for the delivery's worker
+        (the turn just passed to it; a head another claim holds is left to it); each one's
+        items (none or one). A worker that keeps a busy conversation this way claims its
+        messages one after the other without another round trip through the log."""
+        wanted = [d for d in done if d.follow is not None]
+        if not wanted:
+            return [[] for _ in done]
+        groups: dict[tuple[str, float], list[Sent]] = {}  # one claim per worker and lease
+        for d in wanted:
+            groups.setdefault((d.item.holder, d.follow or 0.0), []).append(d)
+        claimed: dict[str, OutboxItem] = {}
+        for (worker, lease), group in groups.items():
+            now = max(d.now for d in group)
+            threads = [d.item.conversation.id for d in group]
+            for item in self._claim(conn, now, len(threads), worker, lease, threads=threads):
+                claimed[item.conversation.id] = item
+        return [
+            [found]
+            if d.follow is not None and (found := claimed.pop(d.item.conversation.id, None))
+            else []
+            for d in done
+        ]
 
     async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None:
         if items:
@@ -161,21 +189,31 @@ class SqlOutbox:
         worker: str,
         lease: float,
         ids: Sequence[str] | None = None,
+        threads: Sequence[str] | None = None,
     ) -> list[OutboxItem]:
-        expired = expire_leases(conn, outbox, outbox.c.message_id, now)
-        if expired:
-            self.lapsed(len(expired))
-        heads = _HEADS if ids is None else _HEADS.where(outbox.c.message_id.in_(list(ids)))
+        """The due heads (of ``ids``, or of the conversations ``threads``, when given), up to
+        ``limit``, marked in flight for ``worker``. A claim of given conversations leaves the
+        expired leases to the next claim of any (it comes from a delivery record)."""
+        expired: Collection[str] = ()
+        if threads is None:
+            expired = expire_leases(conn, outbox, outbox.c.message_id, now)
+            if expired:
+                self.lapsed(len(expired))
+        heads = _HEADS
+        if ids is not None:
+            heads = heads.where(outbox.c.message_id.in_(list(ids)))
+        if threads is not None:
+            heads = heads.where(outbox.c.conversation_id.in_(list(threads)))
         if conn.dialect.name == "postgresql":
             # a head another claim holds is skipped; one it took meanwhile is re-read, in flight
             heads = heads.with_for_update(skip_locked=True, of=outbox)
         rows = conn.execute(heads, {"now": now, "limit": limit}).all()
         if not rows:
             return []
-        ids = [r.message_id for r in rows]
-        conn.execute(_TAKE, {"ids": ids, "worker": worker, "until": now + lease})
-        found = {m.id: m for m in conn.execute(_MESSAGES, {"ids": ids}).all()}
-        threads = {
+        taken = [r.message_id for r in rows]
+        conn.execute(_TAKE, {"ids": taken, "worker": worker, "until": now + lease})
+        found = {m.id: m for m in conn.execute(_MESSAGES, {"ids": taken}).all()}
+        of = {
             c.id: c
             for c in conn.execute(
                 _CONVERSATIONS, {"ids": list({r.conversation_id for r in rows})}
@@ -184,7 +222,7 @@ class SqlOutbox:
         return [
             OutboxItem(
                 _with_targets(conn, to_message(found[r.message_id], ())),
-                to_conversation(threads[r.conversation_id]),
+                to_conversation(of[r.conversation_id]),
                 int(r.attempts),
                 Origin(r.trace_context, r.request_id),
                 tuple(json.loads(r.parts_done)) if r.parts_done else (),

@@ -69,7 +69,7 @@ class SqlStore:
         self.outbox = SqlOutbox(db, self.announcer)
         self.inbound = InboundLog(db, self.announcer)
         self.retention = Retention(db)
-        self._commits: GroupCommitter[Job | Sent | Claim, Message | list[OutboxItem] | None] = (
+        self._commits: GroupCommitter[Job | Sent | Claim, Message | list[OutboxItem]] = (
             GroupCommitter(self._write_batch)
         )
         self.observe: Callable[[str, float], None] = _unobserved
@@ -114,20 +114,20 @@ class SqlStore:
 
     async def _write_batch(
         self, batch: Sequence[Job | Sent | Claim]
-    ) -> list[Message | list[OutboxItem] | None]:
+    ) -> list[Message | list[OutboxItem]]:
         jobs = [job for job in batch if isinstance(job, Job)]
         sents = [job for job in batch if isinstance(job, Sent)]
         claims = [job for job in batch if isinstance(job, Claim)]
         learned: dict[ConversationKey, str] = {}
-        written, claimed = await self.db.write(self._write, jobs, sents, claims, learned)
+        written, followed, claimed = await self.db.write(self._write, jobs, sents, claims, learned)
         self.message_log.learn(learned)
-        accepted, items = iter(written), iter(claimed)
-        results: list[Message | list[OutboxItem] | None] = []
+        accepted, follows, items = iter(written), iter(followed), iter(claimed)
+        results: list[Message | list[OutboxItem]] = []
         for job in batch:
             if isinstance(job, Job):
                 results.append(next(accepted))
             else:
-                results.append(next(items) if isinstance(job, Claim) else None)
+                results.append(next(items) if isinstance(job, Claim) else next(follows))
         return results
 
     def _write(
@@ -137,16 +137,18 @@ class SqlStore:
         sents: list[Sent],
         claims: list[Claim],
         learned: dict[ConversationKey, str],
-    ) -> tuple[list[Message], list[list[OutboxItem]]]:
-        """Accepts, then deliveries, then claims: a claim sees the messages accepted and the
-        conversations freed in its own transaction. The conversations of the accepts and the
-        deliveries are locked first, all at once in id order (:func:`hold_turns`): two such
-        transactions never wait for each other in a cycle."""
+    ) -> tuple[list[Message], list[list[OutboxItem]], list[list[OutboxItem]]]:
+        """Accepts, then deliveries (and the next heads they follow with), then claims: a
+        claim sees the messages accepted and the conversations freed in its own transaction.
+        The conversations of the accepts and the deliveries are locked first, all at once in
+        id order (:func:`hold_turns`): two such transactions never wait for each other in a
+        cycle."""
         threads = self.message_log.threads(conn, jobs, learned)
         hold_turns(conn, [*threads, *(s.item.conversation.id for s in sents)])
         written = self.message_log.insert_outbound(conn, jobs, threads)
         self.outbox.record_sent(conn, sents)
-        return written, self.outbox.claim_in(conn, claims)
+        followed = self.outbox.follow_in(conn, sents)
+        return written, followed, self.outbox.claim_in(conn, claims)
 
     # ---- messages ------------------------------------------------------------------------------
 
@@ -216,9 +218,18 @@ class SqlStore:
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
         """Record a delivery; concurrent ones (a dispatcher round) share a transaction with
         each other and with concurrent accepts."""
+        await self.sent_then_next(item, provider_id, now)
+
+    async def sent_then_next(
+        self, item: OutboxItem, provider_id: str, now: float, follow: float | None = None
+    ) -> list[OutboxItem]:
+        """:meth:`sent`; with ``follow`` (a lease), the conversation's next due head is
+        claimed for ``item``'s worker in the same transaction: none or that one item."""
         began = time.perf_counter()
-        await self._commits.submit(Sent(item, provider_id, now))
+        following = await self._commits.submit(Sent(item, provider_id, now, follow))
         self.observe("record", time.perf_counter() - began)
+        assert isinstance(following, list)
+        return following
 
     async def retry(
         self,
