@@ -8,10 +8,9 @@
 - **Per-conversation FIFO, any number of workers.** Each conversation's turn is one row, its
   *head* (``outbox.head``): the row in flight, or else its lowest pending ``seq``. A claim
   hands out pending heads only, so a conversation has at most one message in flight and they
-  leave in order. The flag is kept where the turn passes: an accepted row is the head when
-  nothing of its conversation is waiting (:func:`crown_new`); a delivery or a dead letter
-  passes the turn to the next row (:func:`pass_turn`). Claims walk an index of the due heads:
-  their cost follows the number of conversations, not the backlog.
+  leave in order. The flag is kept where the turn passes (:func:`pass_turn`): an accept into
+  a conversation with nothing waiting, a delivery, a dead letter, a replay. Claims walk an
+  index of the due heads: their cost follows the number of conversations, not the backlog.
 - **Concurrency (PostgreSQL).** The turn passes under the conversation's row lock, the one an
   accept takes to reserve its seqs (:func:`hold_turns`): an accept appending meanwhile either
   commits first, and its row is seen when the turn passes, or waits, and then sees the turn
@@ -30,6 +29,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from chat4all.adapters.storage.engine import Database
+from chat4all.adapters.storage.expressions import one_of
 from chat4all.adapters.storage.leases import expire_leases, held, renew_leases
 from chat4all.adapters.storage.rows import (
     decode_cursor,
@@ -45,7 +45,7 @@ from chat4all.domain.model import DeliveryStatus, Message, advances
 from chat4all.errors import NotFound
 from chat4all.ports import Backlog, Origin, OutboxItem, Page, Publishable
 
-__all__ = ["SqlOutbox", "Sent", "Claim", "crown_new", "hold_turns", "pass_turn"]
+__all__ = ["SqlOutbox", "Sent", "Claim", "hold_turns", "pass_turn"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,15 +199,18 @@ class SqlOutbox:
             expired = expire_leases(conn, outbox, outbox.c.message_id, now)
             if expired:
                 self.lapsed(len(expired))
-        heads = _HEADS
-        if ids is not None:
-            heads = heads.where(outbox.c.message_id.in_(list(ids)))
-        if threads is not None:
-            heads = heads.where(outbox.c.conversation_id.in_(list(threads)))
+        heads = _HEADS if ids is None else _HEADS_OF_IDS
+        heads = heads if threads is None else _HEADS_OF_THREADS
         if conn.dialect.name == "postgresql":
             # a head another claim holds is skipped; one it took meanwhile is re-read, in flight
             heads = heads.with_for_update(skip_locked=True, of=outbox)
-        rows = conn.execute(heads, {"now": now, "limit": limit}).all()
+        bound = {
+            "now": now,
+            "limit": limit,
+            "only": list(ids or ()),
+            "threads": list(threads or ()),
+        }
+        rows = conn.execute(heads, bound).all()
         if not rows:
             return []
         taken = [r.message_id for r in rows]
@@ -538,14 +541,6 @@ def _heads_of(now: float, limit: int) -> sa.Select[Any]:
     return _HEADS.params(now=now, limit=limit)
 
 
-def crown_new(conn: sa.Connection, message_ids: Sequence[str]) -> None:
-    """Accepted rows ``message_ids``: each is its conversation's head when nothing of its
-    conversation waits before it. Run after their conversations' seqs were reserved (which
-    holds their turns, as :func:`hold_turns` does)."""
-    if message_ids:
-        conn.execute(_CROWN_NEW, {"ids": list(message_ids)})
-
-
 def hold_turns(conn: sa.Connection, conversation_ids: Iterable[str]) -> None:
     """PostgreSQL: lock the rows of ``conversation_ids`` (in id order, so transactions that
     hold several never deadlock) until the commit, as an accept reserving their seqs does; a
@@ -558,20 +553,24 @@ def hold_turns(conn: sa.Connection, conversation_ids: Iterable[str]) -> None:
 
 
 def pass_turn(conn: sa.Connection, conversation_ids: Iterable[str]) -> None:
-    """The turn of each of ``conversation_ids`` whose head has gone (sent, dead) to its lowest
-    waiting row; a conversation that still has a head keeps it. Under :func:`hold_turns`."""
+    """Each of ``conversation_ids`` without a head gets one, its lowest pending row: after its
+    head went (sent, dead), or when an accept gave it the first row waiting. A conversation
+    that has a head keeps it. Under :func:`hold_turns` (an accept holds its conversations by
+    reserving their seqs)."""
     ids = sorted(set(conversation_ids))
     if ids:
-        conn.execute(_CROWN_NEXT, {"ids": ids})
+        conn.execute(_TURNS, {"ids": ids})
 
 
 def _heads() -> sa.Select[Any]:
     """The due heads at ``:now``, oldest first, ``:limit`` of them (from their own index: the
-    cost follows the heads, not the backlog)."""
+    cost follows the heads, not the backlog). The state is written in the statement, not bound:
+    a partial index serves a prepared statement's generic plan only when the statement itself
+    implies the index's condition."""
     return (
         sa.select(outbox)
         .where(
-            outbox.c.state == "pending",
+            outbox.c.state == sa.literal_column("'pending'"),
             outbox.c.head,
             outbox.c.available_at <= sa.bindparam("now", type_=sa.Float),
         )
@@ -580,18 +579,37 @@ def _heads() -> sa.Select[Any]:
     )
 
 
-def _crowned(rows: sa.ColumnElement[bool]) -> sa.Update:
-    """Mark heads those of ``rows`` that are pending with nothing of their conversation in
-    flight or waiting before them (one statement for many conversations)."""
-    other = outbox.alias("other")
-    before = sa.exists().where(
-        other.c.conversation_id == outbox.c.conversation_id,
-        other.c.state.in_(("pending", "inflight")),
-        sa.or_(other.c.head, other.c.seq < outbox.c.seq),
+def _turns() -> sa.Update:
+    """Each conversation of ``:ids`` without a head gets one: its lowest pending row. (A row
+    in flight is always its conversation's head, so a conversation without one has none in
+    flight.) One index probe per conversation: its head (``outbox_turns``), its lowest pending
+    row (``outbox_due``)."""
+    turn = outbox.alias("turn")
+    lowest = (
+        sa.select(turn.c.message_id)
+        .where(
+            turn.c.state == sa.literal_column("'pending'"),
+            turn.c.conversation_id == conversations.c.id,
+        )
+        .order_by(turn.c.seq)
+        .limit(1)
+        .correlate(conversations)
+        .scalar_subquery()
+    )
+    headless = ~(
+        sa.exists()
+        .where(turn.c.conversation_id == conversations.c.id, turn.c.head)
+        .correlate(conversations)
     )
     return (
         outbox.update()
-        .where(rows, outbox.c.state == "pending", ~outbox.c.head, ~before)
+        .where(
+            outbox.c.message_id.in_(
+                sa.select(lowest)
+                .select_from(conversations)
+                .where(one_of(conversations.c.id, "ids"), headless)
+            )
+        )
         .values(head=True)
     )
 
@@ -599,27 +617,27 @@ def _crowned(rows: sa.ColumnElement[bool]) -> sa.Update:
 # The statements of every claim and delivery record, built once: building one costs more than
 # running it (~50 µs of SQLAlchemy per statement, several per dispatcher round).
 _HEADS: Final = _heads()
-_IDS: Final[sa.BindParameter[Any]] = sa.bindparam("ids", expanding=True)
-_CROWN_NEW: Final = _crowned(outbox.c.message_id.in_(_IDS))
-_CROWN_NEXT: Final = _crowned(outbox.c.conversation_id.in_(_IDS))
+_HEADS_OF_IDS: Final = _HEADS.where(one_of(outbox.c.message_id, "only"))
+_HEADS_OF_THREADS: Final = _HEADS.where(one_of(outbox.c.conversation_id, "threads"))
+_TURNS: Final = _turns()
 _HOLD: Final = (
     sa.select(conversations.c.id)
-    .where(conversations.c.id.in_(_IDS))
+    .where(one_of(conversations.c.id, "ids"))
     .order_by(conversations.c.id)
     .with_for_update(key_share=True)
 )
 """The conversations' rows ``FOR NO KEY UPDATE``: the lock of an accept's seq reservation."""
 _TAKE: Final = (
     outbox.update()
-    .where(outbox.c.message_id.in_(_IDS))
+    .where(one_of(outbox.c.message_id, "ids"))
     .values(
         state="inflight",
         leased_by=sa.bindparam("worker", type_=sa.String),
         lease_until=sa.bindparam("until", type_=sa.Float),
     )
 )
-_MESSAGES: Final = sa.select(messages).where(messages.c.id.in_(_IDS))
-_CONVERSATIONS: Final = sa.select(conversations).where(conversations.c.id.in_(_IDS))
+_MESSAGES: Final = sa.select(messages).where(one_of(messages.c.id, "ids"))
+_CONVERSATIONS: Final = sa.select(conversations).where(one_of(conversations.c.id, "ids"))
 _DELIVERED: Final = outbox.delete().where(
     outbox.c.message_id == sa.bindparam("i"),
     sa.or_(
@@ -631,7 +649,7 @@ _DELIVERED: Final = outbox.delete().where(
 )
 """A delivered row goes, unless another worker has taken it over since (``:h``: the holder
 that delivered it)."""
-_STATUSES: Final = sa.select(messages.c.id, messages.c.status).where(messages.c.id.in_(_IDS))
+_STATUSES: Final = sa.select(messages.c.id, messages.c.status).where(one_of(messages.c.id, "ids"))
 _SENT: Final = (
     messages.update()
     .where(messages.c.id == sa.bindparam("i"))

@@ -123,19 +123,27 @@ outbox = sa.Table(
     # replay), so a claim walks the conversations' heads, never their backlogs.
     sa.Column("head", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.Index("outbox_due", "state", "conversation_id", "seq"),
-    # the claim's walk: the due heads, oldest first
+    # the claim's walk: the due heads, oldest first (each engine's condition as its queries
+    # spell it, so that they imply it: SQLite compares a boolean with 1)
     sa.Index(
         "outbox_heads",
         "available_at",
         postgresql_where=sa.text("state = 'pending' AND head"),
-        sqlite_where=sa.text("state = 'pending' AND head"),
+        sqlite_where=sa.text("state = 'pending' AND head = 1"),
+    ),
+    # a conversation's head, if it has one (when its turn passes)
+    sa.Index(
+        "outbox_turns",
+        "conversation_id",
+        postgresql_where=sa.text("head"),
+        sqlite_where=sa.text("head = 1"),
     ),
     # the relay's walk: the heads still to publish (a head already published is skipped)
     sa.Index(
         "outbox_unpublished",
         "available_at",
         postgresql_where=sa.text("state = 'pending' AND head AND published_at IS NULL"),
-        sqlite_where=sa.text("state = 'pending' AND head AND published_at IS NULL"),
+        sqlite_where=sa.text("state = 'pending' AND head = 1 AND published_at IS NULL"),
     ),
 )
 inbound_updates = sa.Table(

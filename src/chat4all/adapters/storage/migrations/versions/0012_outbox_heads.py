@@ -25,8 +25,13 @@ down_revision: str | None = "0011"
 branch_labels: str | None = None
 depends_on: str | None = None
 
-_HEADS = sa.text("state = 'pending' AND head")
-_UNPUBLISHED = sa.text("state = 'pending' AND head AND published_at IS NULL")
+_HEADS = "state = 'pending' AND head"
+_UNPUBLISHED = "state = 'pending' AND head AND published_at IS NULL"
+# SQLite compares a boolean with 1: its queries imply the index's condition so spelled
+_SQLITE = {
+    _HEADS: "state = 'pending' AND head = 1",
+    _UNPUBLISHED: "state = 'pending' AND head = 1 AND published_at IS NULL",
+}
 
 
 def upgrade() -> None:
@@ -45,11 +50,23 @@ def upgrade() -> None:
     )
     for name, where in (("outbox_heads", _HEADS), ("outbox_unpublished", _UNPUBLISHED)):
         op.create_index(
-            name, "outbox", ["available_at"], postgresql_where=where, sqlite_where=where
+            name,
+            "outbox",
+            ["available_at"],
+            postgresql_where=sa.text(where),
+            sqlite_where=sa.text(_SQLITE[where]),
         )
+    op.create_index(
+        "outbox_turns",
+        "outbox",
+        ["conversation_id"],
+        postgresql_where=sa.text("head"),
+        sqlite_where=sa.text("head = 1"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("outbox_turns", table_name="outbox")
     op.drop_index("outbox_unpublished", table_name="outbox")
     op.drop_index("outbox_heads", table_name="outbox")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
