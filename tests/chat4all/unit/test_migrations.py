@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from chat4all.adapters.storage import migrate
+from chat4all.adapters.storage.outbox import _HEADS
 from chat4all.adapters.storage.sql import SqlStore, sqlite_url
 from chat4all.domain.model import Content
 from chat4all.ports import SendRequest
@@ -141,5 +142,24 @@ async def test_an_outbox_from_before_the_heads_gets_one_head_per_conversation(
             assert list(heads) == ["m_c_back_2", "m_c_busy_1", "m_c_idle_4"]
         claimed = await store.claim(2.0, 10, worker="w2", lease=30.0)
         assert [i.message.id for i in claimed] == ["m_c_idle_4"]
+    finally:
+        await store.close()
+
+
+async def test_a_sqlite_claim_walks_the_heads_not_the_backlog(tmp_path: Path) -> None:
+    """On a fresh SQLite hub (no ANALYZE ever ran) the claim's statement reads the heads'
+    index, not every pending row through the state's: in the writer thread, where claims
+    run, and on the engine's other connections."""
+    store = await SqlStore.open(sqlite_url(tmp_path / "plan.db"))
+    wanted = ["SEARCH outbox USING INDEX outbox_heads (available_at<?)"]
+
+    def plan(conn: sa.Connection) -> list[str]:
+        sql = f"EXPLAIN QUERY PLAN {_HEADS.compile(dialect=conn.dialect)}"
+        return [row[3] for row in conn.exec_driver_sql(sql, (1.0, 64, 0)).all()]
+
+    try:
+        assert await store.db.write(plan) == wanted
+        async with store.engine.connect() as conn:
+            assert await conn.run_sync(plan) == wanted
     finally:
         await store.close()

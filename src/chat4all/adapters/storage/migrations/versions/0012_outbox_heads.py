@@ -56,6 +56,19 @@ def upgrade() -> None:
             postgresql_where=sa.text(where),
             sqlite_where=sa.text(_SQLITE[where]),
         )
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite plans without statistics (no ANALYZE has run) and then takes an equality on
+        # outbox_due's first column, the state, as selective: the claim would walk every
+        # pending row instead of the heads' index. One row of statistics says what is true
+        # of any backlog, few states for many rows (sqlite.org/optoverview.html#manctrl); a
+        # later ANALYZE replaces it with the measured one.
+        op.execute("ANALYZE sqlite_schema")  # creates sqlite_stat1
+        op.execute("DELETE FROM sqlite_stat1 WHERE tbl = 'outbox' AND idx = 'outbox_due'")
+        op.execute(
+            "INSERT INTO sqlite_stat1 (tbl, idx, stat) "
+            "VALUES ('outbox', 'outbox_due', '1000000 250000 10 1')"
+        )
+        op.execute("ANALYZE sqlite_schema")  # this connection reads the statistics again
     op.create_index(
         "outbox_turns",
         "outbox",
