@@ -46,6 +46,7 @@ from typing_extensions import Unpack
 from chat4all.adapters.channels.runtime import Channels, build_channels
 from chat4all.adapters.log.jetstream import JetStreamLog, NatsWakeup, connect
 from chat4all.adapters.storage.audit import AuditLog
+from chat4all.adapters.storage.engine import PostgresLimits
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.partitions import SqlPartitionLeases
@@ -272,6 +273,13 @@ async def open_store(settings: Settings) -> SqlStore:
             settings.database_url,
             sqlite_busy_ms=settings.SQLITE_BUSY_MS,
             read_url=settings.DATABASE_READ_URL,
+            postgres=PostgresLimits(
+                pool_size=settings.DATABASE_POOL_SIZE,
+                max_overflow=settings.DATABASE_MAX_OVERFLOW,
+                pool_timeout=settings.DATABASE_POOL_TIMEOUT,
+                connect_timeout=settings.DATABASE_CONNECT_TIMEOUT,
+                statement_timeout=settings.DATABASE_STATEMENT_TIMEOUT,
+            ),
         )
     except (sa.exc.SQLAlchemyError, OSError, ImportError) as exc:  # ImportError: no driver
         raise StoreUnavailable(
