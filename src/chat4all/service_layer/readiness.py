@@ -78,6 +78,8 @@ class Readiness:
     def __init__(self, timeout: float = READY_TIMEOUT) -> None:
         self._timeout = timeout
         self._checks: dict[str, tuple[Probe, bool]] = {}
+        self._ending: set[asyncio.Future[str | None]] = set()
+        """Probes cut off at the timeout, still unwinding."""
 
     def add(self, name: str, probe: Probe, *, required: bool = True) -> None:
         if name in self._checks:
@@ -104,10 +106,23 @@ class Readiness:
         )
 
     async def _ask(self, probe: Probe) -> str | None:
+        task = asyncio.ensure_future(probe())
         try:
-            return await asyncio.wait_for(probe(), self._timeout)
-        except TimeoutError:
+            done, _ = await asyncio.wait({task}, timeout=self._timeout)
+        finally:
+            if not task.done():  # past the timeout, or this request cancelled
+                task.cancel()  # its unwinding (closing a connection in doubt) is not waited for
+                self._ending.add(task)
+                task.add_done_callback(self._ended)
+        if not done:
             return f"no answer within {self._timeout:g} s"
+        try:
+            return task.result()
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else ""
             return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+    def _ended(self, task: asyncio.Future[str | None]) -> None:
+        self._ending.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a probe cut off may end in an error, as expected

@@ -20,6 +20,7 @@ from chat4all.adapters.storage.migrate import MIGRATION_LOCK
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.bootstrap import API_ROLES
 from chat4all.errors import StoreUnavailable
+from chat4all.service_layer.readiness import READY_TIMEOUT, Readiness
 from tests.chat4all.conftest import hub_running
 from tests.chat4all.integration.test_rest_e2e import body
 from tests.postgres import fresh_database, server_url
@@ -161,5 +162,40 @@ async def test_a_frozen_server_is_store_unavailable_within_the_timeouts_then_rec
                     return False
 
             await until(answers, "answering after the thaw")
+        finally:
+            await store.close()
+
+
+async def test_the_readiness_check_of_a_frozen_server_answers_within_its_timeout(
+    frozen_server: PrivateServer,
+) -> None:
+    """``/ready``'s database check on a frozen server (the default timeouts: a statement would
+    wait 32 s) says so within its 2 s, each time, leaving nothing checked out of the pool."""
+    async with fresh_database(frozen_server.url) as url:
+        store = await SqlStore.open(url, postgres=PostgresLimits())
+        try:
+
+            async def database() -> None:
+                await store.ready()
+
+            readiness = Readiness()
+            readiness.add("database", database)
+            assert (await readiness()).ready
+            frozen_server.freeze()
+            try:
+                for _ in range(2):
+                    started = time.monotonic()
+                    report = await readiness()
+                    took = time.monotonic() - started
+                    assert report.reason == f"database: no answer within {READY_TIMEOUT:g} s"
+                    assert took < READY_TIMEOUT + 1, took
+            finally:
+                frozen_server.thaw()
+
+            async def ready_again() -> bool:
+                return (await readiness()).ready
+
+            await until(ready_again, "ready after the thaw")
+            assert store.db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
         finally:
             await store.close()

@@ -401,6 +401,8 @@ def _unavailable(context: sa.engine.ExceptionContext) -> None:
     values)."""
     error = context.sqlalchemy_exception
     original = context.original_exception
+    if not isinstance(original, Exception):  # a cancellation (an exit) stays what it is
+        return
     if isinstance(original, TimeoutError):
         context.is_disconnect = True
     sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None) or ""
