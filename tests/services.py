@@ -400,11 +400,20 @@ class PrivateServer:
             return False
 
     def freeze(self) -> None:
-        """SIGSTOP to the server's process group: connections hang, nothing answers."""
-        os.killpg(self.pid, signal.SIGSTOP)
+        """SIGSTOP to the server's process group, then to its other descendants (PostgreSQL's
+        backends each lead a process group of their own): connections hang, open ones too,
+        nothing answers."""
+        os.killpg(self.pid, signal.SIGSTOP)  # first: it forks no more
+        for pid in _descendants(self.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
-        """SIGCONT to the server's process group: it goes on where it stopped."""
+        """SIGCONT to the server's process group and its other descendants: it goes on where
+        it stopped."""
+        for pid in _descendants(self.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         os.killpg(self.pid, signal.SIGCONT)
 
     def kill(self) -> None:
@@ -426,6 +435,27 @@ class PrivateServer:
         """:meth:`stop`, then :meth:`start`."""
         self.stop()
         self.start()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, theirs ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])  # after the command's parentheses
+        children.setdefault(parent, []).append(int(entry.name))
+    found: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
 
 
 def _alive(pid: int) -> bool:

@@ -22,6 +22,7 @@ from chat4all.config import Settings, load_settings
 from chat4all.entrypoints.rest import create_app, create_probes_app
 from chat4all.entrypoints.services import Services
 from chat4all.metrics import HubMetrics
+from chat4all.service_layer.readiness import Readiness
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 MANIFESTS: Final = ROOT / "deploy" / "kubernetes"
@@ -63,9 +64,7 @@ async def _statuses(command: str, paths: set[str]) -> dict[str, int]:
     probes' app of ``chat4all worker``) answers a GET of each path with; a ready process, no
     request reaching a use case."""
 
-    async def ready() -> str | None:
-        return None
-
+    ready = Readiness()  # no check: ready
     registry = CollectorRegistry(auto_describe=True)
     metrics = HubMetrics(registry)
     app = (

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypedDict
 
 import httpx
@@ -46,6 +47,7 @@ from typing_extensions import Unpack
 from chat4all.adapters.channels.runtime import Channels, build_channels
 from chat4all.adapters.log.jetstream import JetStreamLog, NatsWakeup, connect
 from chat4all.adapters.storage.audit import AuditLog
+from chat4all.adapters.storage.engine import PostgresLimits
 from chat4all.adapters.storage.keys import KeyRing, Role
 from chat4all.adapters.storage.media import FileMediaStore
 from chat4all.adapters.storage.partitions import SqlPartitionLeases
@@ -76,6 +78,7 @@ from chat4all.service_layer.log_dispatch import LogQueue, PartitionOwner
 from chat4all.service_layer.media import MediaLibrary
 from chat4all.service_layer.media_links import MediaLinks
 from chat4all.service_layer.messages import Messages
+from chat4all.service_layer.readiness import Readiness, Report
 from chat4all.service_layer.relay import Relay
 from chat4all.service_layer.shedding import LoadShedder, ShedPolicy
 from chat4all.service_layer.status import StatusPublisher
@@ -190,18 +193,16 @@ class Hub:
     """The ``relay`` role's job, with ``CHAT4ALL_NATS_URL`` (else ``None``)."""
     message_log: MessageLog | None = None
     """The partitioned log, with ``CHAT4ALL_NATS_URL``."""
+    readiness: Readiness = field(default_factory=Readiness)
+    """``/ready``'s checks: ``database`` and ``tasks`` (the supervisor's: a worker down, since
+    when), required; ``nats`` (with ``CHAT4ALL_NATS_URL``) and ``redis`` (with
+    ``CHAT4ALL_REDIS_URL``), optional until a role that needs them requires them (the
+    ``workers`` and ``relay`` roles require ``nats``; nothing requires ``redis``, whose users
+    have a fallback)."""
 
-    async def ready(self) -> str | None:
-        """Why this process is not ready (a worker down, since when; the database), or
-        ``None`` when it is."""
-        down = self.supervisor.down()
-        if down is not None:
-            return down.reason
-        try:
-            await self.store.ready()
-        except Exception as exc:
-            return f"database: {type(exc).__name__}: {exc}"
-        return None
+    async def ready(self) -> Report:
+        """Every readiness check's answer (:attr:`readiness`)."""
+        return await self.readiness()
 
     async def refresh_gauges(self) -> None:
         """Before each scrape: this process's paused accounts and, when it exports them (it
@@ -272,6 +273,13 @@ async def open_store(settings: Settings) -> SqlStore:
             settings.database_url,
             sqlite_busy_ms=settings.SQLITE_BUSY_MS,
             read_url=settings.DATABASE_READ_URL,
+            postgres=PostgresLimits(
+                pool_size=settings.DATABASE_POOL_SIZE,
+                max_overflow=settings.DATABASE_MAX_OVERFLOW,
+                pool_timeout=settings.DATABASE_POOL_TIMEOUT,
+                connect_timeout=settings.DATABASE_CONNECT_TIMEOUT,
+                statement_timeout=settings.DATABASE_STATEMENT_TIMEOUT,
+            ),
         )
     except (sa.exc.SQLAlchemyError, OSError, ImportError) as exc:  # ImportError: no driver
         raise StoreUnavailable(
@@ -370,12 +378,15 @@ async def open_log(
 
 
 async def shared_state(
-    settings: Settings, metrics: HubMetrics, stack: contextlib.AsyncExitStack
+    settings: Settings,
+    metrics: HubMetrics,
+    stack: contextlib.AsyncExitStack,
+    readiness: Readiness,
 ) -> tuple[RateLimiter, IdempotencyCache]:
     """The rate limiter and the idempotency replays' cache: in this process alone on the
     embedded default, shared by every process through Redis with ``CHAT4ALL_REDIS_URL`` (its
-    client closed with ``stack``). :class:`InvalidRequest` when the ``redis`` package is
-    missing."""
+    client closed with ``stack``; whether Redis answers is the optional readiness check
+    ``redis``). :class:`InvalidRequest` when the ``redis`` package is missing."""
     if not settings.REDIS_URL:
         local = LocalRateLimiter(
             settings.RATE_PER_KEY, settings.RATE_GLOBAL, per_tenant=settings.RATE_PER_TENANT
@@ -392,6 +403,11 @@ async def shared_state(
     prefix = settings.REDIS_PREFIX
     client = redis_state.redis_client(settings.REDIS_URL, settings.REDIS_TIMEOUT, name=prefix)
     stack.push_async_callback(client.aclose)
+
+    async def pong() -> None:
+        await client.ping()
+
+    readiness.add("redis", pong, required=False)
     limiter = redis_state.RedisRateLimiter(
         client,
         prefix,
@@ -514,10 +530,16 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
         publisher = StatusPublisher(bus)
         store.announcer.live = publisher.committed  # stored events, after their commit
         worker = worker_id()
+        supervisor = Supervisor(overrides.get("stop") or asyncio.Event(), clock)
+        readiness = Readiness()
+        readiness.add("database", functools.partial(_database_answers, store))
+        readiness.add("tasks", functools.partial(_tasks_run, supervisor))
         log_ = await open_log(settings, store, stack, worker, clock, metrics)
+        if log_ is not None:  # the API's wake-ups only: required by the workers and the relay
+            readiness.add("nats", log_.log.check, required=False)
         # with the log: accepts wake the relay, the relay wakes the workers
         wakeup: Wakeup = log_.relay_wakeup if log_ is not None else LocalWakeup()
-        limiter, replays = await shared_state(settings, metrics, stack)
+        limiter, replays = await shared_state(settings, metrics, stack, readiness)
         targets = TargetPolicy(settings.WEBHOOK_ALLOW_PRIVATE, overrides.get("resolver", resolve))
         dispatcher = Dispatcher(
             log_.queue if log_ is not None else store,
@@ -607,13 +629,23 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             dispatcher=dispatcher,
             webhook_dispatcher=webhook_dispatcher,
             workers=workers,
-            supervisor=Supervisor(overrides.get("stop") or asyncio.Event(), clock),
+            supervisor=supervisor,
             channels=channels,
             admin_key=admin_key,
             shedder=shedder,
             relay=log_.relay if log_ is not None else None,
             message_log=log_.log if log_ is not None else None,
+            readiness=readiness,
         )
+
+
+async def _database_answers(store: SqlStore) -> None:
+    await store.ready()
+
+
+async def _tasks_run(supervisor: Supervisor) -> str | None:
+    down = supervisor.down()
+    return down.reason if down is not None else None
 
 
 async def _simulator(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
@@ -696,6 +728,8 @@ async def _probes(hub: Hub, stack: contextlib.AsyncExitStack) -> None:
 
 
 async def _workers(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
+    if "nats" in hub.readiness:  # they claim through the log
+        hub.readiness.require("nats")
     hub.metrics.export_database_gauges()
     stop = hub.supervisor.stop
     for name, work in hub.workers.items():
@@ -713,6 +747,7 @@ async def _pollers(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
 async def _relay(hub: Hub, _stack: contextlib.AsyncExitStack) -> None:
     if hub.relay is None:
         return  # no partitioned log: the workers claim from the database
+    hub.readiness.require("nats")
     hub.supervisor.start("relay", hub.relay.run(hub.supervisor.stop))
 
 

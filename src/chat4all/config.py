@@ -54,6 +54,22 @@ class Settings(BaseSettings):
     """SQLAlchemy URL of a read replica of DATABASE_URL (PostgreSQL): the read-only queries
     (a message, listing conversations and their messages) go there; empty: to DATABASE_URL.
     It is never migrated nor written."""
+    DATABASE_POOL_SIZE: int = Field(default=5, ge=1, le=1000)
+    """PostgreSQL: connections each process keeps open to the database (and as many to the
+    read replica)."""
+    DATABASE_MAX_OVERFLOW: int = Field(default=10, ge=0, le=1000)
+    """PostgreSQL: connections a process opens beyond DATABASE_POOL_SIZE under load, closed
+    once given back; a process holds at most the sum of both."""
+    DATABASE_POOL_TIMEOUT: float = Field(default=10.0, gt=0, le=600)
+    """PostgreSQL: seconds a request waits for a free connection while all are in use; past it
+    the request is answered 503 (retry)."""
+    DATABASE_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0, le=600)
+    """PostgreSQL: seconds to open a connection (TCP, TLS, authentication); past it: 503."""
+    DATABASE_STATEMENT_TIMEOUT: float = Field(default=30.0, ge=0, le=86_400)
+    """PostgreSQL: seconds one statement may run, waiting for locks included (the server's
+    ``statement_timeout``; the client itself gives up 2 s later, for a server that cannot
+    answer at all); past it the request is answered 503 (retry). 0: no limit. Migrations run
+    without it."""
     SQLITE_BUSY_MS: int = Field(default=5000, ge=100, le=600_000)
     """SQLite only: how long a write waits for another writer's lock before the request is
     answered 503 (retry) instead."""
@@ -285,6 +301,16 @@ class Settings(BaseSettings):
                 "leave CHAT4ALL_DATABASE_READ_URL empty"
             )
         return self
+
+    @field_validator("DATABASE_STATEMENT_TIMEOUT")
+    @classmethod
+    def _statement_timeout(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError(
+                f"{value:g} s would cut the hub's own batches mid-way: give at least 1 second "
+                "(30 by default), or 0 for no limit"
+            )
+        return value
 
     @model_validator(mode="after")
     def _log(self) -> Settings:

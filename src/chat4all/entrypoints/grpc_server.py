@@ -38,6 +38,7 @@ from chat4all.ports import SendRequest
 from chat4all.service_layer.channel_accounts import ChannelAccounts
 from chat4all.service_layer.events import Event
 from chat4all.service_layer.media import MIB
+from chat4all.service_layer.readiness import Report
 from chat4all.service_layer.tenants import oversize_of
 from chat4all.telemetry import NO_TRACER, failed, request_id_from, request_scope
 from chat4all.v1 import api_pb2 as pb
@@ -79,20 +80,21 @@ HEALTH_REFRESH: Final = 5.0
 
 
 class _ReadinessHealth(health.aio.HealthServicer):  # type: ignore[misc]
-    """``grpc.health.v1`` that answers what ``/ready`` answers: NOT_SERVING while a worker is
-    down or the database does not answer, for the whole server (``""``) and the API alike.
+    """``grpc.health.v1`` that answers what ``/ready`` answers: NOT_SERVING while a required
+    readiness check fails (a task down, the database), for the whole server (``""``) and the
+    API alike.
 
     A Check asks ``ready`` there and then; Watch streams see a change within
     ``HEALTH_REFRESH`` seconds (or at once, when a Check saw it first)."""
 
-    def __init__(self, ready: Callable[[], Awaitable[str | None]]) -> None:
+    def __init__(self, ready: Callable[[], Awaitable[Report]]) -> None:
         super().__init__()
         self._ready = ready
 
     async def refresh(self) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if await self._ready() is None
+            if (await self._ready()).ready
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for service in ("", SERVICE_NAME):
@@ -461,7 +463,7 @@ async def start_grpc(
     services: Services,
     address: str,
     *,
-    ready: Callable[[], Awaitable[str | None]],
+    ready: Callable[[], Awaitable[Report]],
     metrics: HubMetrics | None = None,
     tracer: Tracer = NO_TRACER,
     credentials: grpc.ServerCredentials | None = None,

@@ -224,3 +224,22 @@ def test_the_redis_password_is_a_secret_never_shown() -> None:
     plain = load_settings(None, REDIS_URL="rediss://redis.internal:6380/0")
     assert plain.redis_shown == "rediss://redis.internal:6380/0"
     assert load_settings(None).REDIS_URL == ""  # off by default: the embedded hub needs none
+
+
+def test_the_postgresql_pool_and_timeouts_have_production_defaults_and_name_a_bad_key() -> None:
+    default = load_settings(None)
+    assert (default.DATABASE_POOL_SIZE, default.DATABASE_MAX_OVERFLOW) == (5, 10)
+    assert (default.DATABASE_POOL_TIMEOUT, default.DATABASE_CONNECT_TIMEOUT) == (10.0, 5.0)
+    assert default.DATABASE_STATEMENT_TIMEOUT == 30.0
+    assert load_settings(None, DATABASE_STATEMENT_TIMEOUT="0").DATABASE_STATEMENT_TIMEOUT == 0
+    refused = {
+        "DATABASE_POOL_SIZE": ("0", "greater than or equal to 1"),
+        "DATABASE_MAX_OVERFLOW": ("-1", "greater than or equal to 0"),
+        "DATABASE_POOL_TIMEOUT": ("0", "greater than 0"),
+        "DATABASE_CONNECT_TIMEOUT": ("soon", "valid number"),
+        "DATABASE_STATEMENT_TIMEOUT": ("0.2", "at least 1 second"),
+    }
+    for key, (value, says) in refused.items():
+        with pytest.raises(InvalidRequest, match=says) as caught:
+            load_settings(None, **{key: value})
+        assert caught.value.field == f"CHAT4ALL_{key}"

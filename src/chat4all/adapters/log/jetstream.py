@@ -185,6 +185,14 @@ class JetStreamLog:
         info = await self._js.stream_info(self.stream)
         return int(info.state.messages)
 
+    async def check(self) -> str | None:
+        """Why the log cannot be used now (``None``: it can): the connection is down (it
+        reconnects), or JetStream does not answer for the stream (raises)."""
+        if not self._nc.is_connected:
+            return "not connected to NATS (reconnecting)"
+        await self._js.stream_info(self.stream)
+        return None
+
     async def close(self) -> None:
         for sub in self._subs.values():
             await sub.unsubscribe()

@@ -4,7 +4,8 @@
 take turns on an asyncio lock, so a transaction never fails upgrading its read lock ("database
 is locked"); batch writes run in one writer thread on a synchronous engine (one hand-off to the
 event loop per batch), and a checkpointer keeps the WAL short beside them. On PostgreSQL none of
-that exists: every write is a plain transaction of the async engine.
+that exists: every write is a plain transaction of the async engine, and :class:`PostgresLimits`
+bounds the pool and how long a connection, a free connection or a statement may take.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -23,11 +25,20 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 
 from chat4all.adapters.storage import migrate
 from chat4all.errors import StoreUnavailable
 
-__all__ = ["Database", "SQLITE_BUSY_MS", "after_commit", "sqlite_url", "upsert"]
+__all__ = [
+    "Database",
+    "PostgresLimits",
+    "SQLITE_BUSY_MS",
+    "CLIENT_MARGIN",
+    "after_commit",
+    "sqlite_url",
+    "upsert",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +46,76 @@ SQLITE_BUSY_MS: Final = 5000
 """Milliseconds a SQLite write waits for another writer's lock, by default
 (``CHAT4ALL_SQLITE_BUSY_MS``)."""
 
+CLIENT_MARGIN: Final = 2.0
+"""Seconds past the statement timeout after which the client gives up on a statement itself
+(asyncpg's ``command_timeout``): a server that answers cancels the statement at its
+``statement_timeout`` and says so; this one is for a server that cannot answer at all (frozen,
+cut off)."""
+
 _T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PostgresLimits:
+    """PostgreSQL only (asyncpg): the pool of each engine, and how long things may take
+    (``CHAT4ALL_DATABASE_*``). Past any of them the caller gets :class:`StoreUnavailable`
+    (a 503 with Retry-After), never a hang."""
+
+    pool_size: int = 5
+    """Connections each engine keeps open."""
+    max_overflow: int = 10
+    """Connections opened beyond ``pool_size`` under load, closed once given back."""
+    pool_timeout: float = 10.0
+    """Seconds to wait for a free connection when all ``pool_size + max_overflow`` are busy."""
+    connect_timeout: float = 5.0
+    """Seconds to open a connection (TCP, TLS, authentication)."""
+    statement_timeout: float = 30.0
+    """Seconds one statement may run, waiting for locks included (the server's
+    ``statement_timeout``; the client gives up :data:`CLIENT_MARGIN` seconds later on a
+    server that does not answer); ``0``: no limit."""
+
+    def engine_options(self, url: sa.URL) -> dict[str, Any]:
+        """``create_async_engine``'s keywords for ``url`` (none but PostgreSQL's)."""
+        if url.get_backend_name() != "postgresql":
+            return {}
+        return {
+            "poolclass": _Pool,
+            "pool_size": self.pool_size,
+            "max_overflow": self.max_overflow,
+            "pool_timeout": self.pool_timeout,
+            "connect_args": self.connect_args(url),
+        }
+
+    def connect_args(self, url: sa.URL) -> dict[str, Any]:
+        """The driver's connection keywords (asyncpg's; none for another driver)."""
+        if url.get_driver_name() != "asyncpg":
+            return {}
+        args: dict[str, Any] = {"timeout": self.connect_timeout}
+        if self.statement_timeout > 0:
+            milliseconds = max(1, round(self.statement_timeout * 1000))
+            args["server_settings"] = {"statement_timeout": str(milliseconds)}
+            args["command_timeout"] = self.statement_timeout + CLIENT_MARGIN
+        return args
+
+
+class _Pool(AsyncAdaptedQueuePool):
+    """The async queue pool, whose wait for a free connection past ``pool_timeout`` is
+    :class:`StoreUnavailable` (SQLAlchemy raises its own ``TimeoutError`` there, outside the
+    ``handle_error`` hook that maps every other such failure)."""
+
+    def connect(self) -> Any:
+        try:
+            return super().connect()
+        except sa.exc.TimeoutError:
+            raise StoreUnavailable(
+                f"no free database connection within {self.timeout():g} s (all "
+                f"{self.size() + self._max_overflow} in use); retry in a moment"
+            ) from None
+        except OSError as exc:  # TimeoutError among them: asyncpg's own, not the driver's Error
+            raise StoreUnavailable(
+                f"cannot connect to the database ({type(exc).__name__}); retry in a moment"
+            ) from exc
+
 
 _AFTER_COMMIT: Final = "chat4all.after_commit"
 
@@ -110,14 +190,26 @@ class Database:
 
     @classmethod
     async def open(
-        cls, url: str, *, sqlite_busy_ms: int = SQLITE_BUSY_MS, read_url: str = ""
+        cls,
+        url: str,
+        *,
+        sqlite_busy_ms: int = SQLITE_BUSY_MS,
+        read_url: str = "",
+        postgres: PostgresLimits | None = None,
     ) -> Database:
         """Connect and migrate to the newest schema. ``sqlite_busy_ms``: how long a SQLite
         write waits for another writer's lock before it is :class:`StoreUnavailable`.
         ``read_url``: a read replica of ``url`` for :meth:`read`, a pool of its own (never
         migrated nor written; empty: ``url`` itself); one that cannot be reached is
-        :class:`StoreUnavailable`, saying so."""
-        engine = create_async_engine(url, hide_parameters=True)  # values stay out of errors
+        :class:`StoreUnavailable`, saying so. ``postgres``: the pools' sizes and the timeouts
+        on PostgreSQL (``None``: SQLAlchemy's and asyncpg's defaults, no statement timeout);
+        the migration runs on a connection of its own without a statement timeout (a
+        migration may build an index, or wait for another process's migration)."""
+        limits = postgres or _DRIVER_DEFAULTS
+        parsed = sa.make_url(url)
+        engine = create_async_engine(  # values stay out of errors
+            parsed, hide_parameters=True, **limits.engine_options(parsed)
+        )
         writer = None
         if engine.dialect.name == "sqlite":
             pragmas = functools.partial(_sqlite_pragmas, busy_ms=sqlite_busy_ms)
@@ -128,9 +220,14 @@ class Database:
                 )
                 sa.event.listen(writer, "connect", pragmas)
                 sa.event.listen(writer, "connect", _no_autocheckpoint)
-        reader = create_async_engine(read_url, hide_parameters=True) if read_url else None
+        reader = None
+        if read_url:
+            parsed_read = sa.make_url(read_url)
+            reader = create_async_engine(
+                parsed_read, hide_parameters=True, **limits.engine_options(parsed_read)
+            )
         try:
-            before, after = await migrate.upgrade(engine)
+            before, after = await _migrated(engine, limits)
             if reader is not None:  # a wrong replica URL stops the start, as a wrong URL does
                 await _reachable(reader)
         except BaseException:
@@ -250,11 +347,36 @@ class Database:
                 continue
 
 
+_DRIVER_DEFAULTS: Final = PostgresLimits(
+    pool_size=5, max_overflow=10, pool_timeout=30.0, connect_timeout=60.0, statement_timeout=0
+)
+"""What :meth:`Database.open` does without ``postgres``: SQLAlchemy's pool and asyncpg's own
+connect timeout, no statement timeout."""
+
+
+async def _migrated(engine: AsyncEngine, limits: PostgresLimits) -> tuple[str | None, str | None]:
+    """:func:`migrate.upgrade` on ``engine``; on PostgreSQL on a connection of its own without
+    a statement timeout (then closed), whose failure to connect is the driver's own error (the
+    caller words it)."""
+    if engine.dialect.name != "postgresql":
+        return await migrate.upgrade(engine)
+    migrating = create_async_engine(
+        engine.url,
+        hide_parameters=True,
+        poolclass=NullPool,
+        connect_args=dataclasses.replace(limits, statement_timeout=0).connect_args(engine.url),
+    )
+    try:
+        return await migrate.upgrade(migrating)
+    finally:
+        await migrating.dispose()
+
+
 async def _reachable(replica: AsyncEngine) -> None:
     try:
         async with replica.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
-    except (sa.exc.SQLAlchemyError, OSError) as exc:
+    except (sa.exc.SQLAlchemyError, OSError, StoreUnavailable) as exc:
         shown = replica.url.render_as_string(hide_password=True)
         raise StoreUnavailable(
             f"cannot reach the read replica {shown}: {type(exc).__name__}: "
@@ -263,17 +385,36 @@ async def _reachable(replica: AsyncEngine) -> None:
         ) from None
 
 
+_RETRYABLE: Final = ("08", "53", "57P", "57014", "55P03")
+"""SQLSTATEs (classes, or codes) of a database that cannot answer now: a connection exception,
+insufficient resources (too many connections), the server shutting down or starting, a
+statement cancelled (``statement_timeout``), a lock not granted in time."""
+
+
 def _unavailable(context: sa.engine.ExceptionContext) -> None:
     """A database that cannot answer now (unreachable, the connection cut, a failover, locked
-    past ``busy_timeout``) is :class:`StoreUnavailable`: a 503 / UNAVAILABLE telling the caller
-    to retry, not an internal error. Other errors (a constraint, bad data) stay what they are;
-    the driver's message stays out (it may quote values)."""
+    past ``busy_timeout``, a statement past the statement timeout, the server or the client's
+    side of it) is :class:`StoreUnavailable`: a 503 / UNAVAILABLE telling the caller to retry,
+    not an internal error. A statement the client gave up on (asyncpg's ``TimeoutError``)
+    leaves its connection in doubt: it is dropped, with the rest of the pool. Other errors (a
+    constraint, bad data) stay what they are; the driver's message stays out (it may quote
+    values)."""
     error = context.sqlalchemy_exception
-    if context.is_disconnect or isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError):
-        raise StoreUnavailable(
-            f"the database cannot answer now ({type(context.original_exception).__name__}); "
-            "retry in a moment"
-        ) from error
+    original = context.original_exception
+    if not isinstance(original, Exception):  # a cancellation (an exit) stays what it is
+        return
+    if isinstance(original, TimeoutError):
+        context.is_disconnect = True
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None) or ""
+    if (
+        context.is_disconnect
+        or isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError)
+        or sqlstate.startswith(_RETRYABLE)
+    ):
+        why = "statement timeout" if sqlstate == "57014" else type(original).__name__
+        raise StoreUnavailable(f"the database cannot answer now ({why}); retry in a moment") from (
+            error or original
+        )
 
 
 def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:

@@ -31,7 +31,12 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from chat4all.adapters.storage.engine import SQLITE_BUSY_MS, Database, sqlite_url
+from chat4all.adapters.storage.engine import (
+    SQLITE_BUSY_MS,
+    Database,
+    PostgresLimits,
+    sqlite_url,
+)
 from chat4all.adapters.storage.group_commit import GroupCommitter
 from chat4all.adapters.storage.inbound import InboundLog, Outcome
 from chat4all.adapters.storage.messages import ConversationKey, Job, MessageLog
@@ -78,11 +83,20 @@ class SqlStore:
 
     @classmethod
     async def open(
-        cls, url: str, *, sqlite_busy_ms: int = SQLITE_BUSY_MS, read_url: str = ""
+        cls,
+        url: str,
+        *,
+        sqlite_busy_ms: int = SQLITE_BUSY_MS,
+        read_url: str = "",
+        postgres: PostgresLimits | None = None,
     ) -> SqlStore:
-        """The store at ``url``, migrated; ``read_url``: its read replica (see
-        :meth:`Database.open`)."""
-        return cls(await Database.open(url, sqlite_busy_ms=sqlite_busy_ms, read_url=read_url))
+        """The store at ``url``, migrated; ``read_url``: its read replica, ``postgres``: the
+        pools and timeouts on PostgreSQL (see :meth:`Database.open`)."""
+        return cls(
+            await Database.open(
+                url, sqlite_busy_ms=sqlite_busy_ms, read_url=read_url, postgres=postgres
+            )
+        )
 
     async def close(self) -> None:
         await self._commits.close()

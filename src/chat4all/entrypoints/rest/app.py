@@ -37,6 +37,7 @@ from chat4all.errors import Chat4AllError
 from chat4all.metrics import HubMetrics
 from chat4all.plugin import ChannelPlugin
 from chat4all.registry import Registry
+from chat4all.service_layer.readiness import Report
 from chat4all.telemetry import NO_TRACER
 
 __all__ = ["create_app", "create_probes_app"]
@@ -76,14 +77,14 @@ def _document_channel_options(app: FastAPI, plugins: Iterable[ChannelPlugin[Any]
 def create_app(
     services: Services,
     *,
-    ready: Callable[[], Awaitable[str | None]],
+    ready: Callable[[], Awaitable[Report]],
     metrics: HubMetrics | None = None,
     refresh_gauges: Callable[[], Awaitable[None]] | None = None,
     tracer: Tracer = NO_TRACER,
     plugins: Iterable[ChannelPlugin[Any]] | None = None,
 ) -> FastAPI:
-    """The API over ``services``. ``ready`` answers ``/ready`` (why the process is not ready,
-    ``None`` when it is); ``metrics`` (with
+    """The API over ``services``. ``ready`` answers ``/ready`` (the process's readiness
+    checks); ``metrics`` (with
     ``refresh_gauges`` run before each scrape) are served at ``/metrics`` when given.
     ``plugins``: the channels whose options the OpenAPI document shows (``None``: the
     installed ones)."""
@@ -147,7 +148,7 @@ def create_app(
 
 def create_probes_app(
     *,
-    ready: Callable[[], Awaitable[str | None]],
+    ready: Callable[[], Awaitable[Report]],
     metrics: HubMetrics | None = None,
     refresh_gauges: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:

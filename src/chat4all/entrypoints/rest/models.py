@@ -453,9 +453,27 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class ReadinessCheck(BaseModel):
+    ok: bool
+    required: bool = Field(
+        description="Whether the process is not ready without it (else only degraded)"
+    )
+    detail: str | None = Field(default=None, description="Why not, when not ok")
+
+
 class Readiness(BaseModel):
     ready: bool
-    reason: str | None = None
+    reason: str | None = Field(
+        default=None, description="Each failing required check, `name: why`, when not ready"
+    )
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="The optional checks that fail: the process works on without them",
+    )
+    checks: dict[str, ReadinessCheck] = Field(
+        default_factory=dict,
+        description="Every check by name: database, tasks, nats, redis (those configured)",
+    )
 
 
 class ErrorDetail(BaseModel):

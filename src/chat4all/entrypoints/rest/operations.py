@@ -10,16 +10,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chat4all.entrypoints.rest.models import Health, Readiness
 from chat4all.metrics import HubMetrics
+from chat4all.service_layer.readiness import Report
 
 __all__ = ["operations_router"]
 
 
 def operations_router(
-    ready: Callable[[], Awaitable[str | None]],
+    ready: Callable[[], Awaitable[Report]],
     metrics: HubMetrics | None,
     refresh_gauges: Callable[[], Awaitable[None]] | None,
 ) -> APIRouter:
-    """``ready`` says why the process is not ready (``None``: it is)."""
+    """``ready`` asks the process's readiness checks."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/health", operation_id="getHealth", response_model=Health)
@@ -34,17 +35,19 @@ def operations_router(
         responses={
             503: {
                 "model": Readiness,
-                "description": "Not ready: `reason` says why (the database, or which worker "
-                "is down and since when)",
+                "description": "Not ready: `reason` names each required check that fails and "
+                "why (the database, NATS for a worker or relay, or which task is down and "
+                "since when)",
             }
         },
     )
     async def get_readiness() -> JSONResponse:
-        """Ready to take requests: the database answers and every worker runs."""
-        reason = await ready()
-        if reason is None:
-            return JSONResponse({"ready": True})
-        return JSONResponse({"ready": False, "reason": reason}, 503)
+        """Ready to take requests (or to work, for a worker or relay): every required check
+        passes (the database answers, every task of the process runs, and for a worker or a
+        relay the partitioned log answers). `checks` has each check's answer; `degraded`
+        names the optional ones that fail (Redis: the process works on without it)."""
+        report = await ready()
+        return JSONResponse(report.body(), 200 if report.ready else 503)
 
     if metrics is not None:
 
