@@ -63,9 +63,16 @@ async def test_the_api_process_accepts_and_the_worker_process_delivers(
 
                 assert (await client.get(f"{worker.url}/ready")).json()["ready"] is True
                 assert (await client.get(f"{worker.url}/v1/messages")).status_code == 404
-                at_worker = (await client.get(f"{worker.url}/metrics")).text
+                # the provider has them all; the worker counts each once its outcome is
+                # recorded, and its depth gauge follows on its next refresh
+                sent = 'chat4all_dispatch_total{channel="telegram",outcome="sent"}'
+                while True:
+                    at_worker = (await client.get(f"{worker.url}/metrics")).text
+                    counted = sample(at_worker, sent), sample(at_worker, "chat4all_outbox_depth")
+                    if counted == (CHATS * PER_CHAT, 0) or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.1)
                 at_api = (await client.get(f"{api.url}/metrics")).text
-            sent = 'chat4all_dispatch_total{channel="telegram",outcome="sent"}'
             assert sample(at_worker, sent) == CHATS * PER_CHAT
             assert sample(at_api, sent) is None  # the API process dispatched nothing
             assert sample(at_worker, "chat4all_outbox_depth") == 0
