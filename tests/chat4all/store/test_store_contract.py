@@ -541,9 +541,7 @@ async def test_accepts_racing_deliveries_never_strand_a_conversation(store_url: 
                 if not items:
                     await asyncio.sleep(0.005)
                 for item in items:
-                    sent_order.setdefault(item.message.conversation_id, []).append(
-                        item.message.seq
-                    )
+                    sent_order.setdefault(item.message.conversation_id, []).append(item.message.seq)
                     await store.sent(item, "p", 2.0)
 
         workers = [asyncio.create_task(worker(f"w{n}", stores[n % 2])) for n in range(4)]

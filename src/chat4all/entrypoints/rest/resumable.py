@@ -21,12 +21,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from chat4all.adapters.storage.uploads import Chunk, Staged
 from chat4all.entrypoints.rest.answers import documented
 from chat4all.entrypoints.rest.auth import Sender, Use
 from chat4all.entrypoints.rest.media import media_document
 from chat4all.entrypoints.rest.models import AttachmentKind, ErrorBody, MediaOut
 from chat4all.errors import InvalidRequest
+from chat4all.ports import Chunk, Staged
 
 __all__ = ["router"]
 
