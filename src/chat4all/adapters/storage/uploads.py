@@ -78,9 +78,16 @@ def expired(upload_id: str, ttl: float) -> NotFound:
     )
 
 
-def busy(upload_id: str) -> UploadConflict:
+def busy(upload_id: str, lease: float | None = None) -> UploadConflict:
+    """Another request is writing; with ``lease``, the seconds until a dead writer's hold
+    lapses."""
+    lapses = (
+        f" (or the process receiving it stopped: it is free again within {lease:g} s)"
+        if lease is not None
+        else ""
+    )
     return UploadConflict(
-        f"upload {upload_id} is receiving another chunk now; ask its offset once that "
+        f"upload {upload_id} is receiving another chunk now{lapses}; ask its offset once that "
         "request ends and send from there"
     )
 

@@ -286,7 +286,7 @@ class S3Uploads:
                     sa.select(staged_uploads.c.id).where(staged_uploads.c.id == upload_id)
                 )
             ).scalar()
-        raise busy(upload_id) if there is not None else gone(upload_id, self.ttl)
+        raise busy(upload_id, self.lease) if there is not None else gone(upload_id, self.ttl)
 
     @contextlib.asynccontextmanager
     async def _renewed(self, upload_id: str, token: str) -> AsyncIterator[None]:
