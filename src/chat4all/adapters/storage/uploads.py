@@ -1,4 +1,7 @@
-"""Resumable uploads staged on the local disk, until they are finished into the media store.
+"""Resumable uploads staged on the local disk, until they are finished into the media store
+(:class:`~chat4all.ports.UploadStaging` with ``CHAT4ALL_MEDIA_BACKEND=file``;
+:class:`~chat4all.adapters.storage.uploads_s3.S3Uploads` stages them in the bucket). The error
+messages both give are made here, once.
 
 An upload is ``<root>/<id>.json`` (what was declared: tenant, size, name, type, sha256),
 ``<root>/<id>.part`` (the bytes received) and ``<root>/<id>.offset`` (how many of them are kept:

@@ -7,7 +7,7 @@ The same contract as :class:`~chat4all.adapters.storage.uploads.FileUploads` (th
 
 - the bucket holds the bytes: each kept chunk is one or more objects
   ``<S3_PREFIX>.uploads/<id>/<start:020d>.<random>`` (a chunk larger than ``segment_size``,
-  the S3 part size, is cut as it streams in, so a request holds at most one segment in memory);
+  the S3 part size, is cut as it streams in, so a request holds about one segment in memory);
 - the database holds the rest (``staged_uploads``: what was declared, the offset kept, when the
   last chunk was kept; ``staged_segments``: which object holds which bytes). A chunk is kept
   when its objects are written and its row moves the offset, in one transaction with its
@@ -344,20 +344,23 @@ class S3Uploads:
 
     # ---- the bucket ------------------------------------------------------------------------
 
-    async def _put(self, upload_id: str, start: int, pieces: list[bytes]) -> tuple[int, int, str]:
-        """``pieces`` (emptied) as a new object holding the bytes from ``start``: its segment."""
-        name = f"{start:020d}.{secrets.token_hex(8)}"
-        body = bytearray().join(pieces)
-        pieces.clear()
+    async def _put(
+        self, upload_id: str, start: int, body: bytes | bytearray
+    ) -> tuple[int, int, str]:
+        """``body`` (a bytearray emptied once sent) as a new object holding the bytes from
+        ``start``: its segment."""
+        name, size = f"{start:020d}.{secrets.token_hex(8)}", len(body)
         media = self._media
         await media.call(
             "store a chunk of an upload",
             media.client.put_object,
             Bucket=media.bucket,
             Key=self._folder(upload_id) + name,
-            Body=body,
+            Body=body,  # a bytearray is sent as is (bytes get copied)
         )
-        return start, len(body), name
+        if isinstance(body, bytearray):  # the HTTP client keeps its last request until its next
+            body.clear()
+        return start, size, name
 
     async def _keys(self, prefix: str) -> list[str]:
         media = self._media
@@ -417,17 +420,17 @@ class _Writing:
                 digest = await asyncio.to_thread(hashlib.sha256, chunk.data)
                 check_sha256(digest.hexdigest(), chunk.sha256, start)
                 if chunk.data:
-                    written.append(await uploads._put(upload_id, start, [chunk.data]))
+                    written.append(await uploads._put(upload_id, start, chunk.data))
                 end = start + len(chunk.data)
             else:
                 digest = hashlib.sha256()
                 end = at = start
-                pending: list[bytes] = []
+                pending = bytearray()  # the next segment, gathered
                 async for piece in chunk.data:
                     end += len(piece)
                     check_size(end, limit, start)
                     digest.update(piece)
-                    pending.append(piece)
+                    pending += piece
                     if end - at >= uploads.segment_size:
                         written.append(await uploads._put(upload_id, at, pending))
                         at = end

@@ -3,7 +3,8 @@
 Create it with its size (and optionally its sha256), ``PATCH`` the bytes at ``Upload-Offset``
 in as many requests as needed (each may carry ``Upload-Checksum: sha256 <base64>``), ask
 ``HEAD`` (or ``GET``) where it stands after a disconnect, then ``POST .../complete``: it becomes
-a media like ``POST /v1/media``. The bytes are streamed to disk, never held whole in memory.
+a media like ``POST /v1/media``. The bytes are streamed to the upload staging (the disk, or the
+S3 bucket: :class:`~chat4all.ports.UploadStaging`), never held whole in memory.
 A ``PATCH`` at a stale offset, or while another one of the same upload is arriving, is 409.
 gRPC's ``CreateUpload`` ... call the same :class:`~chat4all.service_layer.media.MediaLibrary`
 methods.
