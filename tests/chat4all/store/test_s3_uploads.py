@@ -3,7 +3,8 @@ every staging keeps (tests/chat4all/contract/test_upload_staging_contract.py): a
 cut into segments as it streams in, never whole in memory, and read back as one stream; a
 writer that stalled past its lease loses the upload to the next one and keeps nothing, its late
 objects landing beside the kept ones; a part S3 refuses leaves the offset and no lease behind;
-the sweep deletes staged objects no upload has."""
+the sweep deletes staged objects no upload has; a finish whose chunks went meanwhile is not
+found."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from botocore.exceptions import ClientError
 from chat4all.adapters.storage.media_s3 import MIN_PART_SIZE, S3MediaStore
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.uploads_s3 import STAGING, S3Uploads
-from chat4all.errors import StoreUnavailable, UploadConflict
+from chat4all.errors import NotFound, StoreUnavailable, UploadConflict
 from chat4all.ports import Chunk
 from chat4all.service_layer.media import MediaLibrary
 from tests.chat4all.store.test_s3_media import Generated, keys, open_uploads
@@ -166,3 +167,16 @@ async def test_the_sweep_deletes_staged_objects_no_upload_has(
     done = await media.finish("t1", kept.id)
     assert done.sha256 == hashlib.sha256(b"12345abcde").hexdigest(), "the stray is never read"
     assert staged(s3, bucket) == []
+
+
+async def test_a_finish_whose_chunks_went_meanwhile_is_not_found_and_stores_nothing(
+    store: SqlStore, s3: S3Client, bucket: str
+) -> None:
+    media, _ = library(store, s3, bucket)
+    upload = await media.create_upload("t1", 10, "a.bin")
+    await media.append("t1", upload.id, 0, Chunk(b"0123456789"))
+    for key in staged(s3, bucket):  # as another request's finish deletes them, last
+        s3.delete_object(Bucket=bucket, Key=key)
+    with pytest.raises(NotFound, match="completed or dropped meanwhile"):
+        await media.finish("t1", upload.id)
+    assert keys(s3, bucket) == [] and open_uploads(s3, bucket) == []

@@ -521,7 +521,15 @@ class _Objects(io.RawIOBase):
         media = self._media
         try:
             answer = media.client.get_object(Bucket=media.bucket, Key=self._key)
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                # completed or dropped by another request meanwhile (its objects go last)
+                raise NotFound(
+                    "the upload was completed or dropped meanwhile; look for its media, or "
+                    "create a new upload and send the file again"
+                ) from None
+            raise media.unavailable("read a staged upload", exc) from None
+        except BotoCoreError as exc:
             raise media.unavailable("read a staged upload", exc) from None
         self._body = answer["Body"]
         return True
