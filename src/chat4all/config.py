@@ -131,7 +131,8 @@ class Settings(BaseSettings):
     S3_PART_SIZE: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)
     """Bytes per part of a multipart upload (S3's minimum is 5 MiB); an upload holds at most
     two parts in memory. A file smaller than one part goes in one PUT. A resumable upload's
-    chunk larger than this is staged as objects of this size (one in memory)."""
+    chunk larger than this is staged as objects of this size, smaller ones of one gRPC call
+    gathered into one (at most two in memory)."""
     MEDIA_PUBLIC_URL: str = ""
     """The public base URL under which this hub's ``/v1/public/media/...`` route is reachable
     by providers (e.g. ``https://hub.example.org``); empty: an attachment over a channel's limit

@@ -1,10 +1,11 @@
 """Resumable uploads staged in the bucket (moto's server) and the database, beyond the contract
 every staging keeps (tests/chat4all/contract/test_upload_staging_contract.py): a large chunk is
-cut into segments as it streams in, never whole in memory, and read back as one stream; a
-writer that stalled past its lease loses the upload to the next one and keeps nothing, its late
-objects landing beside the kept ones; a part S3 refuses leaves the offset and no lease behind;
-the sweep deletes staged objects no upload has; a finish whose chunks went meanwhile is not
-found."""
+cut into segments as it streams in, never whole in memory, and read back as one stream; small
+chunks of one call (gRPC's messages) are gathered into segments, those before a refused one
+kept; a writer that stalled past its lease loses the upload to the next one and keeps nothing,
+its late objects landing beside the kept ones; a part S3 refuses leaves the offset and no lease
+behind; the sweep deletes staged objects no upload has; a finish whose chunks went meanwhile is
+not found."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from botocore.exceptions import ClientError
 from chat4all.adapters.storage.media_s3 import MIN_PART_SIZE, S3MediaStore
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.adapters.storage.uploads_s3 import STAGING, S3Uploads
-from chat4all.errors import NotFound, StoreUnavailable, UploadConflict
+from chat4all.errors import InvalidRequest, NotFound, StoreUnavailable, UploadConflict
 from chat4all.ports import Chunk
 from chat4all.service_layer.media import MediaLibrary
 from tests.chat4all.store.test_s3_media import Generated, keys, open_uploads
@@ -48,6 +49,10 @@ def library(
     media = S3MediaStore(store, client, bucket, prefix="hub/", part_size=MIN_PART_SIZE)
     uploads = S3Uploads(store, media, **options)
     return MediaLibrary(media, max_bytes=64 * MIB, clock=Clock(), uploads=uploads), uploads
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def staged(s3: S3Client, bucket: str) -> list[str]:
@@ -180,3 +185,30 @@ async def test_a_finish_whose_chunks_went_meanwhile_is_not_found_and_stores_noth
     with pytest.raises(NotFound, match="completed or dropped meanwhile"):
         await media.finish("t1", upload.id)
     assert keys(s3, bucket) == [] and open_uploads(s3, bucket) == []
+
+
+async def messages(data: bytes, size: int, bad: int | None = None) -> AsyncIterator[Chunk]:
+    """``data`` as gRPC's AppendUpload gives it: chunks of ``size`` with their sha256, chunk
+    ``bad`` with a wrong one."""
+    for n, start in enumerate(range(0, len(data), size)):
+        piece = data[start : start + size]
+        yield Chunk(piece, hashlib.sha256(b"not it" if n == bad else piece).hexdigest())
+
+
+async def test_small_chunks_of_one_call_are_gathered_into_segments(
+    store: SqlStore, s3: S3Client, bucket: str
+) -> None:
+    media, _ = library(store, s3, bucket, segment_size=10_000)
+    data = os.urandom(100_000)
+    upload = await media.create_upload("t1", len(data), "a.bin", sha256=sha(data))
+    assert await media.append("t1", upload.id, 0, messages(data[:95_000], 1_000)) == 95_000
+    sizes = [s3.head_object(Bucket=bucket, Key=k)["ContentLength"] for k in staged(s3, bucket)]
+    assert sizes == [10_000] * 9 + [5_000], "95 chunks in 10 objects"
+    # the whole chunks before a refused one are kept, in an object of their own
+    with pytest.raises(InvalidRequest, match="chunk at offset 98000 does not match"):
+        await media.append("t1", upload.id, 95_000, messages(data[95_000:], 1_000, bad=3))
+    assert (await media.upload_offset("t1", upload.id))[1] == 98_000
+    assert len(staged(s3, bucket)) == 11
+    assert await media.append("t1", upload.id, 98_000, messages(data[98_000:], 1_000)) == len(data)
+    assert (await media.finish("t1", upload.id)).sha256 == sha(data)
+    assert staged(s3, bucket) == []

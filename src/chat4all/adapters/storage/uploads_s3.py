@@ -7,7 +7,8 @@ The same contract as :class:`~chat4all.adapters.storage.uploads.FileUploads` (th
 
 - the bucket holds the bytes: each kept chunk is one or more objects
   ``<S3_PREFIX>.uploads/<id>/<start:020d>.<random>`` (a chunk larger than ``segment_size``,
-  the S3 part size, is cut as it streams in, so a request holds about one segment in memory);
+  the S3 part size, is cut as it streams in, and the small chunks of one call are gathered
+  into one, so a request holds about two segments in memory at most);
 - the database holds the rest (``staged_uploads``: what was declared, the offset kept, when the
   last chunk was kept; ``staged_segments``: which object holds which bytes). A chunk is kept
   when its objects are written and its row moves the offset, in one transaction with its
@@ -159,8 +160,13 @@ class S3Uploads:
                 raise stale_offset(upload_id, kept, offset)
             async with self._renewed(upload_id, token):
                 writing = _Writing(self, staged, token, kept, clock)
-                async for chunk in chunks:
-                    await writing.receive(chunk)
+                try:
+                    async for chunk in chunks:
+                        await writing.receive(chunk)
+                except BaseException:
+                    await asyncio.shield(writing.settle())
+                    raise
+                await writing.flush()
                 return writing.kept
         finally:
             # shielded: a cancelled request still lets the next one in at once
@@ -392,7 +398,12 @@ class S3Uploads:
 
 
 class _Writing:
-    """One append's chunks, each written as objects and kept by moving the offset."""
+    """One append's chunks, written as objects and kept by moving the offset. Small chunks of
+    one call (gRPC's messages) are gathered whole, up to a segment, and kept together: once
+    they fill one, before a larger chunk's first segment is written, and when the call ends (or
+    fails: the whole chunks before a refused or cut one stay). A segment never mixes the bytes
+    of a chunk not yet whole with others, so a refused chunk is dropped alone; at most a
+    segment gathered and one of the chunk arriving are in memory."""
 
     def __init__(
         self,
@@ -407,41 +418,80 @@ class _Writing:
         self._token = token
         self._clock = clock
         self.kept = kept
+        self._whole = bytearray()
+        """Whole chunks after ``kept``, not written yet (less than a segment)."""
 
     async def receive(self, chunk: Chunk) -> None:
-        """Write ``chunk`` after the kept bytes and keep it, or raise having deleted what it
-        wrote."""
-        uploads, start, limit = self._uploads, self.kept, self._staged.size
+        """Take ``chunk`` after the others, or raise having dropped what it wrote (the whole
+        chunks before it are the caller's to :meth:`settle`)."""
+        uploads, limit = self._uploads, self._staged.size
         upload_id = self._staged.id
+        start = end = at = self.kept + len(self._whole)
+        digest = hashlib.sha256()
+        if isinstance(chunk.data, bytes):  # checked before anything is written
+            check_size(start + len(chunk.data), limit, start)
+            digest = await asyncio.to_thread(hashlib.sha256, chunk.data)
+            check_sha256(digest.hexdigest(), chunk.sha256, start)
         written: list[tuple[int, int, str]] = []
+        buffer = bytearray()  # the chunk's bytes not written yet
         try:
-            if isinstance(chunk.data, bytes):
-                check_size(start + len(chunk.data), limit, start)
-                digest = await asyncio.to_thread(hashlib.sha256, chunk.data)
-                check_sha256(digest.hexdigest(), chunk.sha256, start)
-                if chunk.data:
-                    written.append(await uploads._put(upload_id, start, chunk.data))
-                end = start + len(chunk.data)
-            else:
-                digest = hashlib.sha256()
-                end = at = start
-                pending = bytearray()  # the next segment, gathered
-                async for piece in chunk.data:
-                    end += len(piece)
+            async for piece in _pieces(chunk.data):
+                end += len(piece)
+                if not isinstance(chunk.data, bytes):
                     check_size(end, limit, start)
                     digest.update(piece)
-                    pending += piece
-                    if end - at >= uploads.segment_size:
-                        written.append(await uploads._put(upload_id, at, pending))
-                        at = end
+                if end - at < uploads.segment_size:
+                    buffer += piece
+                    continue
+                if self._whole:  # the chunks before keep a segment of their own
+                    await self.flush()
+                if not buffer and len(piece) >= uploads.segment_size:
+                    written.append(await uploads._put(upload_id, at, piece))  # not copied
+                else:
+                    buffer += piece
+                    if len(buffer) >= uploads.segment_size:
+                        written.append(await uploads._put(upload_id, at, buffer))
+                    else:
+                        continue
+                at = end
+            if not isinstance(chunk.data, bytes):
                 check_sha256(digest.hexdigest(), chunk.sha256, start)
-                if end > at:
-                    written.append(await uploads._put(upload_id, at, pending))
-            await self._keep(written, end)
+            if written:  # a large chunk: kept at once, whole
+                if buffer:
+                    written.append(await uploads._put(upload_id, at, buffer))
+                await self._keep(written, end)
+            else:
+                self._whole += buffer
+                if len(self._whole) >= uploads.segment_size:
+                    await self.flush()
         except BaseException:
             if written:  # shielded: a second cancellation does not stop it half-way
                 await asyncio.shield(self._drop(written))
             raise
+
+    async def flush(self) -> None:
+        """Write and keep the whole chunks gathered."""
+        if self._whole:
+            segment = await self._uploads._put(self._staged.id, self.kept, self._whole)
+            try:
+                await self._keep([segment], self.kept + segment[1])
+            except BaseException:
+                await asyncio.shield(self._drop([segment]))
+                raise
+
+    async def settle(self) -> None:
+        """:meth:`flush` on the way out of a failed call: a failure is logged (the call's own
+        error goes on; the client asks the offset)."""
+        try:
+            await self.flush()
+        except Exception as exc:
+            log.warning(
+                "upload %s: the whole chunks from offset %d could not be kept: %s: %s",
+                self._staged.id,
+                self.kept,
+                type(exc).__name__,
+                exc,
+            )
 
     async def _keep(self, written: list[tuple[int, int, str]], end: int) -> None:
         upload_id = self._staged.id
@@ -539,6 +589,14 @@ class _Objects(io.RawIOBase):
             self._body.close()
             self._body = None
         super().close()
+
+
+async def _pieces(data: bytes | AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    if isinstance(data, bytes):
+        yield data
+    else:
+        async for piece in data:
+            yield piece
 
 
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
