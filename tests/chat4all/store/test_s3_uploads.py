@@ -212,3 +212,29 @@ async def test_small_chunks_of_one_call_are_gathered_into_segments(
     assert await media.append("t1", upload.id, 98_000, messages(data[98_000:], 1_000)) == len(data)
     assert (await media.finish("t1", upload.id)).sha256 == sha(data)
     assert staged(s3, bucket) == []
+
+
+async def test_chunks_gathered_are_kept_once_the_next_one_is_late(
+    store: SqlStore, s3: S3Client, bucket: str
+) -> None:
+    media, _ = library(store, s3, bucket, segment_size=10_000, gather=0.05)
+    data = os.urandom(8_000)
+    upload = await media.create_upload("t1", len(data), "a.bin")
+    go_on = asyncio.Event()
+
+    async def four_then_pause() -> AsyncIterator[Chunk]:
+        async for chunk in messages(data[:4_000], 1_000):
+            yield chunk
+        await go_on.wait()  # a client that pauses (or hangs before it goes away)
+        async for chunk in messages(data[4_000:], 1_000):
+            yield chunk
+
+    call = asyncio.create_task(media.append("t1", upload.id, 0, four_then_pause()))
+    deadline = time.monotonic() + 20
+    while (await media.upload_offset("t1", upload.id))[1] != 4_000:
+        assert time.monotonic() < deadline, "the four chunks were never kept"
+        await asyncio.sleep(0.01)
+    go_on.set()
+    assert await call == len(data)
+    assert len(staged(s3, bucket)) == 2
+    assert (await media.finish("t1", upload.id)).sha256 == sha(data)

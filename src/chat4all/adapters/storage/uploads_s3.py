@@ -74,6 +74,8 @@ STAGING: Final = ".uploads/"
 """Where the chunks are, under the prefix (no tenant's folder starts with a dot)."""
 DEFAULT_LEASE: Final = 30.0
 """Seconds a request writing an upload holds it without renewing (renewed every third)."""
+DEFAULT_GATHER: Final = 1.0
+"""Seconds the small chunks of one call wait, gathered, for the next one before they are kept."""
 
 
 class S3Uploads:
@@ -88,6 +90,7 @@ class S3Uploads:
         lease: float = DEFAULT_LEASE,
         lease_clock: Callable[[], float] = time.time,
         segment_size: int | None = None,
+        gather: float = DEFAULT_GATHER,
     ) -> None:
         self._store = store
         self._media = media
@@ -95,6 +98,7 @@ class S3Uploads:
         self.lease = lease
         self._lease_clock = lease_clock
         self.segment_size = segment_size or media.part_size
+        self.gather = gather
         self.staging = media.prefix + STAGING
 
     def _folder(self, upload_id: str) -> str:
@@ -161,8 +165,7 @@ class S3Uploads:
             async with self._renewed(upload_id, token):
                 writing = _Writing(self, staged, token, kept, clock)
                 try:
-                    async for chunk in chunks:
-                        await writing.receive(chunk)
+                    await self._receive(writing, chunks)
                 except BaseException:
                     await asyncio.shield(writing.settle())
                     raise
@@ -171,6 +174,28 @@ class S3Uploads:
         finally:
             # shielded: a cancelled request still lets the next one in at once
             await asyncio.shield(self._release(upload_id, token))
+
+    async def _receive(self, writing: _Writing, chunks: AsyncIterable[Chunk]) -> None:
+        """Each of ``chunks`` to ``writing``; the chunks it gathers are kept once the next
+        one is ``gather`` seconds late (a client that pauses, or hangs before it goes)."""
+        iterator = aiter(chunks)
+
+        async def following() -> Chunk:
+            return await anext(iterator)
+
+        while True:
+            coming = asyncio.ensure_future(following())
+            try:
+                if writing.gathered:
+                    done, _ = await asyncio.wait({coming}, timeout=self.gather)
+                    if not done:
+                        await writing.flush()
+                chunk = await coming
+            except StopAsyncIteration:
+                return
+            finally:
+                coming.cancel()  # when this call is cancelled, or failed, waiting
+            await writing.receive(chunk)
 
     @contextlib.asynccontextmanager
     async def opened(
@@ -403,7 +428,8 @@ class _Writing:
     they fill one, before a larger chunk's first segment is written, and when the call ends (or
     fails: the whole chunks before a refused or cut one stay). A segment never mixes the bytes
     of a chunk not yet whole with others, so a refused chunk is dropped alone; at most a
-    segment gathered and one of the chunk arriving are in memory."""
+    segment gathered and one of the chunk arriving are in memory. (And once the next chunk is
+    late: :meth:`S3Uploads._receive`.)"""
 
     def __init__(
         self,
@@ -468,6 +494,10 @@ class _Writing:
             if written:  # shielded: a second cancellation does not stop it half-way
                 await asyncio.shield(self._drop(written))
             raise
+
+    @property
+    def gathered(self) -> bool:
+        return bool(self._whole)
 
     async def flush(self) -> None:
         """Write and keep the whole chunks gathered."""
