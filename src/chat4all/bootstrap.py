@@ -64,7 +64,7 @@ from chat4all.entrypoints.tls import Tls
 from chat4all.errors import InvalidRequest, StoreUnavailable
 from chat4all.metrics import HubMetrics
 from chat4all.plugin import SIMULATOR_ACCOUNT
-from chat4all.ports import Connector, MediaStore, MessageLog
+from chat4all.ports import Connector, MediaStore, MessageLog, UploadStaging
 from chat4all.service_layer.access import Access, LocalRateLimiter, RateLimiter
 from chat4all.service_layer.accounts import Accounts
 from chat4all.service_layer.actions import Actions
@@ -312,6 +312,20 @@ async def open_media_store(
     return bucket
 
 
+def upload_staging(settings: Settings, store: SqlStore, media: MediaStore) -> UploadStaging:
+    """Where resumable uploads are received: in the bucket (and the database) when the media
+    are (``CHAT4ALL_MEDIA_BACKEND=s3``), so no API process needs a disk; else under
+    ``MEDIA_DIR/.uploads``."""
+    ttl = settings.UPLOAD_TTL_HOURS * 3600.0
+    if settings.MEDIA_BACKEND == "s3":
+        from chat4all.adapters.storage.media_s3 import S3MediaStore  # noqa: PLC0415 - s3 extra
+        from chat4all.adapters.storage.uploads_s3 import S3Uploads  # noqa: PLC0415 - s3 extra
+
+        if isinstance(media, S3MediaStore):
+            return S3Uploads(store, media, ttl)
+    return FileUploads(settings.media_dir / ".uploads", ttl=ttl)
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionedLog:
     """The parts of ``CHAT4ALL_NATS_URL``'s partitioned log in one process."""
@@ -460,7 +474,8 @@ async def housekeep(hub: Hub) -> None:
             log.info("forgot %d idempotency key(s) and %d update id(s)", keys, updates)
     try:
         expired = await hub.media.expire_uploads()
-    except OSError as exc:  # a full or unmounted volume now: next round
+    # a full or unmounted volume, a bucket or a database not answering now: next round
+    except Exception as exc:
         log.warning(
             "could not delete expired uploads (retrying in an hour): %s: %s",
             type(exc).__name__,
@@ -497,9 +512,7 @@ async def build_hub(settings: Settings, **overrides: Unpack[Overrides]) -> Async
             links=MediaLinks(
                 settings.MEDIA_LINK_SECRET, settings.MEDIA_PUBLIC_URL, settings.MEDIA_LINK_TTL
             ),
-            uploads=FileUploads(
-                settings.media_dir / ".uploads", ttl=settings.UPLOAD_TTL_HOURS * 3600.0
-            ),
+            uploads=upload_staging(settings, store, media_store),
         )
         admin_key = None
         if not await keys.list():

@@ -122,13 +122,15 @@ class Settings(BaseSettings):
     """Hours an unfinished resumable upload is kept after its last chunk; then the hourly
     housekeeping deletes it (its staged bytes with it) and it answers 404, saying so."""
     MEDIA_DIR: Path | None = None
-    """Where uploads are kept (by content, a directory per tenant); empty: DATA_DIR/media.
-    Processes that share one database must share this directory too (a network file system,
-    or one volume) so that media one accepted another can send. Resumable uploads are staged
-    under it (``.uploads``) whichever MEDIA_BACKEND keeps the finished files."""
+    """Where uploads are kept with MEDIA_BACKEND=file (by content, a directory per tenant), and
+    resumable uploads staged (``.uploads``); empty: DATA_DIR/media. Processes that share one
+    database must share this directory too (a network file system, or one volume) so that media
+    one accepted another can send. Unused with MEDIA_BACKEND=s3 (the bucket and the database
+    hold both)."""
     MEDIA_BACKEND: Literal["file", "s3"] = "file"
-    """Where finished uploads are kept: ``file`` (MEDIA_DIR) or ``s3`` (an S3-compatible
-    bucket, the S3_* settings; needs the ``s3`` extra)."""
+    """Where uploads are kept, finished and resumable ones being received: ``file`` (MEDIA_DIR)
+    or ``s3`` (an S3-compatible bucket, the S3_* settings, the staged uploads' state in the
+    database: no process needs a disk; needs the ``s3`` extra)."""
     S3_ENDPOINT_URL: str = ""
     """The S3-compatible service's URL (MinIO, Ceph, R2 ...: ``https://s3.example.org``);
     empty: Amazon S3 itself."""
@@ -144,7 +146,9 @@ class Settings(BaseSettings):
     """A key prefix for everything the hub stores in the bucket (``chat4all/``); empty: none."""
     S3_PART_SIZE: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)
     """Bytes per part of a multipart upload (S3's minimum is 5 MiB); an upload holds at most
-    two parts in memory. A file smaller than one part goes in one PUT."""
+    two parts in memory. A file smaller than one part goes in one PUT. A resumable upload's
+    chunk larger than this is staged as objects of this size, smaller ones of one gRPC call
+    gathered into one (at most two in memory)."""
     MEDIA_PUBLIC_URL: str = ""
     """The public base URL under which this hub's ``/v1/public/media/...`` route is reachable
     by providers (e.g. ``https://hub.example.org``); empty: an attachment over a channel's limit

@@ -7,7 +7,7 @@ is durable; :class:`Outbox` hands the dispatcher at most one message per convers
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,6 +36,9 @@ __all__ = [
     "PartitionLeases",
     "Connector",
     "MediaStore",
+    "Staged",
+    "Chunk",
+    "UploadStaging",
     "TenantSettingsStore",
     "WebhookRequest",
     "WebhookReply",
@@ -333,6 +336,88 @@ class MediaStore(Protocol):
         self, tenant: str, media_id: str
     ) -> AbstractAsyncContextManager[tuple[Media, BinaryIO]]:
         """The media and its bytes, readable from the start (``NotFound`` as :meth:`get`)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A resumable upload as declared at creation."""
+
+    id: str
+    tenant: str
+    size: int
+    filename: str
+    mime_type: str
+    kind: str | None
+    sha256: str | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Bytes to append (in one piece, or streamed), kept only whole: with ``sha256`` (hex),
+    only when they hash to it."""
+
+    data: bytes | AsyncIterable[bytes]
+    sha256: str | None = None
+
+
+class UploadStaging(Protocol):
+    """Resumable uploads being received, until they are finished into the media store: on the
+    local disk (:class:`~chat4all.adapters.storage.uploads.FileUploads`) or in the S3 bucket
+    (:class:`~chat4all.adapters.storage.uploads_s3.S3Uploads`). Nothing of an upload lives in
+    the process: any process sharing the staging resumes it. Chunks are appended at the
+    current offset only, by one request at a time; a chunk is kept only whole (and matching
+    its sha256, when given); asking the offset takes no lock. An upload without a kept chunk
+    for its time to live is gone (:class:`~chat4all.errors.NotFound`, saying it expired)."""
+
+    ttl: float
+
+    async def create(
+        self,
+        tenant: str,
+        *,
+        size: int,
+        filename: str,
+        mime_type: str,
+        kind: str | None,
+        sha256: str | None,
+        now: float,
+    ) -> Staged: ...
+
+    async def get(self, tenant: str, upload_id: str, now: float) -> tuple[Staged, int]:
+        """The upload and its offset (bytes kept); :class:`NotFound` for another tenant's,
+        like one that does not exist, and for one without a kept chunk for ``ttl``."""
+        ...
+
+    async def append(
+        self,
+        tenant: str,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterable[Chunk],
+        clock: Callable[[], float],
+    ) -> int:
+        """Append ``chunks`` at ``offset``, which must be the current one (else
+        :class:`UploadConflict` names it, as when another request is writing this upload).
+        Each chunk is kept whole or not at all: when one is refused (a wrong sha256, past the
+        declared size) or ``chunks`` fails (the client went away), the chunks before it stay.
+        Returns the new offset; ``clock`` says when each chunk was kept."""
+        ...
+
+    def opened(
+        self, tenant: str, upload_id: str, now: float
+    ) -> AbstractAsyncContextManager[tuple[Staged, BinaryIO]]:
+        """A complete upload's bytes from the start (:class:`InvalidRequest` while incomplete)."""
+        ...
+
+    async def discard(self, tenant: str, upload_id: str, now: float) -> None:
+        """Drop the upload and its staged bytes."""
+        ...
+
+    async def expire(self, now: float) -> int:
+        """Delete the uploads (of every tenant) without a kept chunk for ``ttl`` seconds, but
+        for one a request is writing now; returns how many."""
         ...
 
 

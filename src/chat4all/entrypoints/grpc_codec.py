@@ -6,7 +6,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from chat4all.adapters.storage.uploads import Chunk, Staged
 from chat4all.adapters.storage.webhooks import Subscription
 from chat4all.domain.model import (
     Attachment,
@@ -25,6 +24,7 @@ from chat4all.domain.model import (
     Template,
 )
 from chat4all.errors import InvalidRequest
+from chat4all.ports import Chunk, Staged
 from chat4all.v1 import api_pb2 as pb
 
 __all__ = [

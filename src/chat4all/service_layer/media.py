@@ -20,10 +20,9 @@ import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import BinaryIO, Final
 
-from chat4all.adapters.storage.uploads import Chunk, FileUploads, Staged
 from chat4all.domain.model import UPLOAD_KINDS, Media
 from chat4all.errors import InvalidRequest, NotFound
-from chat4all.ports import MediaStore
+from chat4all.ports import Chunk, MediaStore, Staged, UploadStaging
 from chat4all.service_layer.media_links import MediaLinks
 
 __all__ = ["MediaLibrary", "size_text", "DEFAULT_MAX_BYTES"]
@@ -60,7 +59,7 @@ class MediaLibrary:
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
         links: MediaLinks | None = None,
-        uploads: FileUploads | None = None,
+        uploads: UploadStaging | None = None,
     ) -> None:
         self.uploads = uploads
         self.store = store
@@ -106,7 +105,7 @@ class MediaLibrary:
         """One of ``tenant``'s files and its bytes (``NotFound`` for another tenant's)."""
         return self.store.open(tenant, media_id)
 
-    def _staging(self) -> FileUploads:
+    def _staging(self) -> UploadStaging:
         if self.uploads is None:
             raise InvalidRequest("resumable uploads are not enabled on this hub")
         return self.uploads

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat4all.adapters.storage.engine import sqlite_url
 from chat4all.adapters.storage.leases import expire_leases
-from chat4all.adapters.storage.schema import metadata
+from chat4all.adapters.storage.schema import metadata, staged_segments, staged_uploads
 from chat4all.adapters.storage.sql import SqlStore
 from chat4all.bootstrap import SIMULATOR_ACCOUNT
 from chat4all.cli import TARGET_IN_USE
@@ -80,8 +80,9 @@ def _released(table: str, row: dict[str, Any]) -> dict[str, Any]:
 async def _old_hub(data: Path) -> dict[str, Any]:
     """An embedded hub used for a while, then stopped, with a row in every table: messages
     sent, dead, received and pending (one of them left in flight by a worker of another host),
-    an Idempotency-Key, a subscription with deliveries waiting, keys, audit entries, an upload
-    and a tenant setting. What the test needs to know of it."""
+    an Idempotency-Key, a subscription with deliveries waiting, keys, audit entries, an upload,
+    a resumable upload staged in a bucket and a tenant setting. What the test needs to know of
+    it."""
     seen: dict[str, Any] = {}
     async with hub_running(data) as hub:
         assert hub.admin_key is not None
@@ -128,6 +129,29 @@ async def _old_hub(data: Path) -> dict[str, Any]:
         claimed = await store.claim(time.time(), 10, worker="elsewhere:1:gone", lease=3600.0)
         assert len(claimed) == 2  # both in flight under a worker of another host
         await store.retry(claimed[0], 0.0, "a provider error", time.time())  # pending, due
+        # an unfinished resumable upload as a hub with its media in S3 stages it (its chunks
+        # are objects of the bucket, which stays): its rows go with the rest
+        upload = "up_" + "0f" * 16
+        async with store.transaction() as conn:
+            await conn.execute(
+                staged_uploads.insert().values(
+                    id=upload,
+                    tenant="default",
+                    size=10,
+                    filename="big.bin",
+                    mime_type="application/octet-stream",
+                    kind=None,
+                    sha256=None,
+                    created_at=time.time(),
+                    kept=4,
+                    written_at=time.time(),
+                )
+            )
+            await conn.execute(
+                staged_segments.insert().values(
+                    upload_id=upload, start=0, size=4, name=f"{0:020d}.0123456789abcdef"
+                )
+            )
     finally:
         await store.close()
     return seen

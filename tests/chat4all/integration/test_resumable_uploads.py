@@ -2,7 +2,9 @@
 their offsets with their checksums, a chunk refused or cut off by a disconnect, where it
 stands, the rest, complete; the media then has the file's sha256 and its bytes. Two writers of
 one upload at once: the second is refused (409, ABORTED). An upload idle past
-CHAT4ALL_UPLOAD_TTL_HOURS is swept by the housekeeping and answers 404 saying it expired."""
+CHAT4ALL_UPLOAD_TTL_HOURS is swept by the housekeeping and answers 404 saying it expired. Every
+test runs with the media on the disk and in an S3 bucket (moto's server), where the uploads are
+staged too."""
 
 from __future__ import annotations
 
@@ -13,16 +15,22 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from chat4all.adapters.storage.schema import staged_uploads
+from chat4all.adapters.storage.uploads_s3 import STAGING
 from chat4all.bootstrap import Hub, housekeep
 from chat4all.domain.access import Role
 from chat4all.v1 import api_pb2 as pb
 from chat4all.v1 import api_pb2_grpc as pb_grpc
 from tests.chat4all.conftest import hub_running
+from tests.chat4all.integration.test_s3_hub import s3_settings
+from tests.s3 import client
 
 KIB = 1024
 
@@ -42,12 +50,48 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(params=["file", "s3"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The media settings: files under DATA_DIR, or a bucket of moto's server (resumable
+    uploads staged there, their state in the database)."""
+    if request.param == "file":
+        return {}
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return s3_settings(endpoint, request.getfixturevalue("bucket"))
+
+
 @pytest.fixture
-async def hub(tmp_path: Path, clock: Clock) -> AsyncIterator[Hub]:
+async def hub(tmp_path: Path, clock: Clock, backend: dict[str, Any]) -> AsyncIterator[Hub]:
     async with hub_running(
-        tmp_path, overrides={"clock": clock}, MEDIA_MAX_BYTES=4 * 1024 * KIB, RATE_PER_KEY=0
+        tmp_path,
+        overrides={"clock": clock},
+        MEDIA_MAX_BYTES=4 * 1024 * KIB,
+        RATE_PER_KEY=0,
+        **backend,
     ) as running:
         yield running
+
+
+async def holding(hub: Hub, upload_id: str) -> bool:
+    """Whether a request holds the upload now (and has begun receiving its bytes)."""
+    if hub.settings.MEDIA_BACKEND == "file":
+        part = hub.settings.media_dir / ".uploads" / f"{upload_id[3:]}.part"
+        return part.stat().st_size > 0
+    async with hub.store.engine.connect() as conn:
+        holder = await conn.execute(
+            sa.select(staged_uploads.c.holder).where(staged_uploads.c.id == upload_id)
+        )
+        return holder.scalar() is not None
+
+
+def staged_bytes(hub: Hub, upload_id: str) -> list[str]:
+    """What is staged of the upload: its files, or its objects in the bucket."""
+    if hub.settings.MEDIA_BACKEND == "file":
+        return [p.name for p in (hub.settings.media_dir / ".uploads").glob(f"{upload_id[3:]}.*")]
+    s3 = client(hub.settings.S3_ENDPOINT_URL)
+    folder = f"{hub.settings.S3_PREFIX}{STAGING}{upload_id[3:]}/"
+    listed = s3.list_objects_v2(Bucket=hub.settings.S3_BUCKET, Prefix=folder)
+    return [o["Key"] for o in listed.get("Contents", [])]
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, within: float = 20.0) -> None:
@@ -130,15 +174,14 @@ async def test_a_patch_while_another_is_receiving_gets_409(hub: Hub) -> None:
     async with httpx.AsyncClient(base_url=hub.url, headers=headers, timeout=30) as client:
         made = await client.post("/v1/uploads", json={"size": len(data), "filename": "r.bin"})
         path = f"/v1/uploads/{made.json()['id']}"
-        part = hub.settings.media_dir / ".uploads" / f"{made.json()['id'][3:]}.part"
         first = asyncio.create_task(
             client.patch(path, content=slow_body(), headers={"Upload-Offset": "0"})
         )
 
         async def receiving() -> bool:  # the first PATCH's bytes are arriving: it holds it
-            return part.stat().st_size > 0
+            return await holding(hub, made.json()["id"])
 
-        await until(receiving, "the first PATCH's bytes on disk")
+        await until(receiving, "the first PATCH holding the upload")
         assert (await client.head(path)).headers["upload-offset"] == "0", "not kept yet"
         loser = await client.patch(path, content=data, headers={"Upload-Offset": "0"})
         assert loser.status_code == 409, loser.text
@@ -173,8 +216,9 @@ async def test_an_idle_upload_expires_and_the_housekeeping_sweeps_it(
         assert "expired" in answer.json()["error"]["message"]
         assert "create a new upload" in answer.json()["error"]["message"]
 
+        assert staged_bytes(hub, idle) and staged_bytes(hub, fresh)
         await housekeep(hub)
-        assert not list((hub.settings.media_dir / ".uploads").glob(f"{idle[3:]}.*"))
+        assert not staged_bytes(hub, idle) and staged_bytes(hub, fresh)
         scrape = (await client.get("/metrics")).text
         assert "chat4all_uploads_expired_total 1.0" in scrape
         gone = await client.patch(

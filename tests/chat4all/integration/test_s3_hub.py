@@ -101,6 +101,7 @@ async def test_a_resumable_upload_lands_in_the_bucket_and_is_served_and_sent_fro
         ]
         assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
         assert not [p for p in tmp_path.rglob(whole)]
+        assert not (hub.settings.media_dir / ".uploads").exists(), "staged in the bucket"
 
         # its signed link serves it from the bucket, no key needed
         link = hub.services.media.link(tenant, media["id"]).removeprefix(PUBLIC)
@@ -126,6 +127,49 @@ async def test_a_resumable_upload_lands_in_the_bucket_and_is_served_and_sent_fro
         assert (upload.sha256, upload.size, upload.filename) == (whole, len(data), "big.bin")
     assert SECRET_ACCESS_KEY not in caplog.text
     assert SECRET_ACCESS_KEY not in repr(hub.settings)
+
+
+async def test_two_api_processes_without_a_shared_disk_take_turns_on_one_upload(
+    tmp_path: Path, s3_endpoint: str, s3: S3Client, bucket: str, postgres_url: str
+) -> None:
+    data = os.urandom(3 * MIB + 7)
+    whole = hashlib.sha256(data).hexdigest()
+    config = {**s3_settings(s3_endpoint, bucket), "DATABASE_URL": postgres_url, "RATE_PER_KEY": 0}
+    async with (
+        hub_running(tmp_path / "a", **config) as a,
+        hub_running(tmp_path / "b", **config) as b,
+    ):
+        assert a.admin_key
+        headers = {"Authorization": f"Bearer {a.admin_key}"}
+        async with (
+            httpx.AsyncClient(base_url=a.url, headers=headers, timeout=30) as to_a,
+            httpx.AsyncClient(base_url=b.url, headers=headers, timeout=30) as to_b,
+        ):
+            created = await to_a.post(
+                "/v1/uploads", json={"size": len(data), "filename": "big.bin", "sha256": whole}
+            )
+            assert created.status_code == 201, created.text
+            path = f"/v1/uploads/{created.json()['id']}"
+            first = await to_a.patch(path, content=data[: 2 * MIB], headers={"Upload-Offset": "0"})
+            assert first.status_code == 204, first.text
+            # the other process knows where it stands, and takes the rest
+            assert (await to_b.head(path)).headers["upload-offset"] == str(2 * MIB)
+            rest = await to_b.patch(
+                path,
+                content=data[2 * MIB :],
+                headers={
+                    "Upload-Offset": str(2 * MIB),
+                    "Upload-Checksum": checksum(data[2 * MIB :]),
+                },
+            )
+            assert rest.status_code == 204, rest.text
+            done = await to_a.post(f"{path}/complete")
+            assert done.status_code == 201, done.text
+            assert (done.json()["sha256"], done.json()["size"]) == (whole, len(data))
+            assert (await to_b.get(path)).status_code == 404
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert listed == [f"hub/{a.settings.DEFAULT_TENANT}/{whole[:2]}/{whole}"], "nothing staged"
+    assert not [p for p in tmp_path.rglob("*") if ".uploads" in p.parts], "nothing on a disk"
 
 
 async def test_a_missing_bucket_stops_the_start_naming_the_setting(

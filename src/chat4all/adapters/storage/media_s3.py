@@ -190,7 +190,7 @@ class S3MediaStore:
             key = self.key(tenant, sha256)
             if upload is None:
                 if not await self._exists(key):
-                    await self._run(
+                    await self.call(
                         "store a file",
                         self.client.put_object,
                         Bucket=self.bucket,
@@ -202,7 +202,7 @@ class S3MediaStore:
                     await upload.send(pending)
                 await upload.complete()
                 if not await self._exists(key):
-                    await self._run(
+                    await self.call(
                         "store a file",
                         self.client.copy_object,
                         Bucket=self.bucket,
@@ -230,12 +230,12 @@ class S3MediaStore:
             answer = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if _code(exc) not in _MISSING:
-                raise self._unavailable("read a file", exc) from None
+                raise self.unavailable("read a file", exc) from None
             # the key is the operator's to know, not the tenant's
             log.error("media %s has no object %s in the %s any more", media_id, key, self.where)
             raise NotFound(f"media {media_id!r} has no file any more; upload it again") from None
         except BotoCoreError as exc:
-            raise self._unavailable("read a file", exc) from None
+            raise self.unavailable("read a file", exc) from None
         # buffered as a file is (reads of any size); unseekable: read once, from the start.
         # The body is a raw stream in all but name (readable, readinto, close).
         handle = io.BufferedReader(cast("io.RawIOBase", answer["Body"]), buffer_size=MIB)
@@ -250,19 +250,19 @@ class S3MediaStore:
         except ClientError as exc:
             if _code(exc) in _MISSING:
                 return False
-            raise self._unavailable("look a file up", exc) from None
+            raise self.unavailable("look a file up", exc) from None
         except BotoCoreError as exc:
-            raise self._unavailable("look a file up", exc) from None
+            raise self.unavailable("look a file up", exc) from None
         return True
 
-    async def _run(self, doing: str, call: Callable[..., T], /, **kwargs: Any) -> T:
+    async def call(self, doing: str, call: Callable[..., T], /, **kwargs: Any) -> T:
         """``call(**kwargs)`` in a thread; what S3 refuses is :class:`StoreUnavailable`."""
         try:
             return await asyncio.to_thread(call, **kwargs)
         except (BotoCoreError, ClientError) as exc:
-            raise self._unavailable(doing, exc) from None
+            raise self.unavailable(doing, exc) from None
 
-    def _unavailable(self, doing: str, exc: Exception) -> StoreUnavailable:
+    def unavailable(self, doing: str, exc: Exception) -> StoreUnavailable:
         """The caller is told to retry; the operator's log says what S3 said (the caller sees
         neither the bucket nor its keys)."""
         log.warning("media store: could not %s in the %s: %s", doing, self.where, _described(exc))
@@ -310,14 +310,14 @@ class _Multipart:
         owner = self._owner
         try:
             if self._completed:
-                await owner._run(
+                await owner.call(
                     "delete a staged file",
                     owner.client.delete_object,
                     Bucket=owner.bucket,
                     Key=self.key,
                 )
             elif self._id is not None:
-                await owner._run(
+                await owner.call(
                     "abort storing a file",
                     owner.client.abort_multipart_upload,
                     Bucket=owner.bucket,
@@ -347,7 +347,7 @@ class _Multipart:
 
     async def _begin(self) -> None:
         owner = self._owner
-        answer = await owner._run(
+        answer = await owner.call(
             "start storing a file",
             owner.client.create_multipart_upload,
             Bucket=owner.bucket,
@@ -359,7 +359,7 @@ class _Multipart:
     async def _part(self, number: int, data: bytearray) -> None:
         owner = self._owner
         assert self._id is not None
-        answer = await owner._run(
+        answer = await owner.call(
             "store a part of a file",
             owner.client.upload_part,
             Bucket=owner.bucket,
@@ -375,7 +375,7 @@ class _Multipart:
     async def _complete(self) -> None:
         owner = self._owner
         assert self._id is not None
-        await owner._run(
+        await owner.call(
             "store a file",
             owner.client.complete_multipart_upload,
             Bucket=owner.bucket,

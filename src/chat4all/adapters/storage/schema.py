@@ -23,6 +23,8 @@ __all__ = [
     "api_keys",
     "audit_log",
     "media",
+    "staged_uploads",
+    "staged_segments",
     "tenant_settings",
     "partition_leases",
     "partition_workers",
@@ -233,6 +235,37 @@ media = sa.Table(
     sa.Column("mime_type", sa.String(127), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+staged_uploads = sa.Table(
+    "staged_uploads",
+    metadata,
+    # a resumable upload staged in an S3 bucket (MEDIA_BACKEND=s3; the file backend keeps this
+    # on its disk): what was declared, ...
+    sa.Column("id", sa.String(35), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("mime_type", sa.String(127), nullable=False),
+    sa.Column("kind", sa.String(16)),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    # ... the bytes kept (the offset to resume from) and when the last chunk was kept ...
+    sa.Column("kept", sa.BigInteger, nullable=False),
+    sa.Column("written_at", sa.Float, nullable=False),
+    # ... and the request writing it now (a random token) until ``held_until``; NULL: none
+    sa.Column("holder", sa.String(32)),
+    sa.Column("held_until", sa.Float),
+    sa.Index("staged_uploads_written", "written_at"),
+)
+staged_segments = sa.Table(
+    "staged_segments",
+    metadata,
+    # the kept bytes of a staged upload, in objects of the bucket: [start, start + size) is in
+    # ``<S3_PREFIX>.uploads/<upload id>/<name>``
+    sa.Column("upload_id", sa.String(35), primary_key=True),
+    sa.Column("start", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
 )
 tenant_settings = sa.Table(
     "tenant_settings",

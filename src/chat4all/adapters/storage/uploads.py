@@ -1,4 +1,7 @@
-"""Resumable uploads staged on the local disk, until they are finished into the media store.
+"""Resumable uploads staged on the local disk, until they are finished into the media store
+(:class:`~chat4all.ports.UploadStaging` with ``CHAT4ALL_MEDIA_BACKEND=file``;
+:class:`~chat4all.adapters.storage.uploads_s3.S3Uploads` stages them in the bucket). The error
+messages both give are made here, once.
 
 An upload is ``<root>/<id>.json`` (what was declared: tenant, size, name, type, sha256),
 ``<root>/<id>.part`` (the bytes received) and ``<root>/<id>.offset`` (how many of them are kept:
@@ -24,40 +27,85 @@ import os
 import secrets
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import BinaryIO, Final
 
 from chat4all.errors import InvalidRequest, NotFound, UploadConflict
+from chat4all.ports import Chunk, Staged
 
-__all__ = ["FileUploads", "Staged", "Chunk", "DEFAULT_TTL"]
+__all__ = [
+    "FileUploads",
+    "DEFAULT_TTL",
+    "new_upload_id",
+    "upload_stem",
+    "gone",
+    "expired",
+    "busy",
+    "stale_offset",
+    "incomplete",
+    "check_size",
+    "check_sha256",
+]
 
 _ID_CHARS: Final = frozenset("0123456789abcdef")
 DEFAULT_TTL: Final = 24 * 3600.0
 """Seconds an unfinished upload is kept after its last write."""
 
 
-@dataclass(frozen=True, slots=True)
-class Staged:
-    """A resumable upload as declared at creation."""
-
-    id: str
-    tenant: str
-    size: int
-    filename: str
-    mime_type: str
-    kind: str | None
-    sha256: str | None
-    created_at: float
+def new_upload_id() -> str:
+    return "up_" + secrets.token_hex(16)
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """Bytes to append (in one piece, or streamed), kept only whole: with ``sha256`` (hex),
-    only when they hash to it."""
+def upload_stem(upload_id: str) -> str:
+    """The 32 hexadecimal digits of an upload's id (:class:`NotFound` for anything else, so
+    a made-up id never reaches a path or a key)."""
+    raw = upload_id.removeprefix("up_")
+    if len(raw) != 32 or not set(raw) <= _ID_CHARS:
+        raise NotFound(f"no upload {upload_id!r}")
+    return raw
 
-    data: bytes | AsyncIterable[bytes]
-    sha256: str | None = None
+
+def gone(upload_id: str, ttl: float) -> NotFound:
+    return NotFound(
+        f"no upload {upload_id!r}: it never existed, was completed, or expired "
+        f"(an unfinished upload is dropped {_hours(ttl)} after its last chunk); "
+        "create a new upload and send the file again"
+    )
+
+
+def expired(upload_id: str, ttl: float) -> NotFound:
+    return NotFound(
+        f"upload {upload_id} expired: nothing was written to it for "
+        f"{_hours(ttl)}; create a new upload and send the file again"
+    )
+
+
+def busy(upload_id: str, lease: float | None = None) -> UploadConflict:
+    """Another request is writing; with ``lease``, the seconds until a dead writer's hold
+    lapses."""
+    lapses = (
+        f" (or the process receiving it stopped: it is free again within {lease:g} s)"
+        if lease is not None
+        else ""
+    )
+    return UploadConflict(
+        f"upload {upload_id} is receiving another chunk now{lapses}; ask its offset once that "
+        "request ends and send from there"
+    )
+
+
+def stale_offset(upload_id: str, current: int, offset: int) -> UploadConflict:
+    return UploadConflict(
+        f"upload {upload_id} is at offset {current}, not {offset}; send from {current}"
+    )
+
+
+def incomplete(staged: Staged, offset: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"the upload has {offset} of its {staged.size} bytes; send the rest first",
+        field="offset",
+    )
 
 
 class FileUploads:
@@ -66,17 +114,7 @@ class FileUploads:
         self.ttl = ttl
 
     def _paths(self, upload_id: str) -> tuple[Path, Path, Path]:
-        raw = upload_id.removeprefix("up_")
-        if len(raw) != 32 or not set(raw) <= _ID_CHARS:
-            raise NotFound(f"no upload {upload_id!r}")
-        return _files(self.root, raw)
-
-    def _gone(self, upload_id: str) -> NotFound:
-        return NotFound(
-            f"no upload {upload_id!r}: it never existed, was completed, or expired "
-            f"(an unfinished upload is dropped {_hours(self.ttl)} after its last chunk); "
-            "create a new upload and send the file again"
-        )
+        return _files(self.root, upload_stem(upload_id))
 
     async def create(
         self,
@@ -89,9 +127,7 @@ class FileUploads:
         sha256: str | None,
         now: float,
     ) -> Staged:
-        staged = Staged(
-            "up_" + secrets.token_hex(16), tenant, size, filename, mime_type, kind, sha256, now
-        )
+        staged = Staged(new_upload_id(), tenant, size, filename, mime_type, kind, sha256, now)
         meta, part, kept = self._paths(staged.id)
 
         def write() -> None:
@@ -117,16 +153,13 @@ class FileUploads:
                     stat = part.stat()
                     return staged, stat.st_size, stat.st_mtime
             except FileNotFoundError:
-                raise self._gone(upload_id) from None
+                raise gone(upload_id, self.ttl) from None
 
         staged, offset, written = await asyncio.to_thread(read)
         if staged.tenant != tenant:
             raise NotFound(f"no upload {upload_id!r}")
         if now - written > self.ttl:
-            raise NotFound(
-                f"upload {upload_id} expired: nothing was written to it for "
-                f"{_hours(self.ttl)}; create a new upload and send the file again"
-            )
+            raise expired(upload_id, self.ttl)
         return staged, offset
 
     async def append(
@@ -149,17 +182,11 @@ class FileUploads:
             await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise UploadConflict(
-                f"upload {upload_id} is receiving another chunk now; ask its offset once that "
-                "request ends and send from there"
-            ) from None
+            raise busy(upload_id) from None
         with handle:
             writing = await asyncio.to_thread(_Part, handle, kept, clock)
             if offset != writing.committed:
-                raise UploadConflict(
-                    f"upload {upload_id} is at offset {writing.committed}, not {offset}; "
-                    f"send from {writing.committed}"
-                )
+                raise stale_offset(upload_id, writing.committed, offset)
             try:
                 async for chunk in chunks:
                     await _receive(writing, chunk, staged.size)
@@ -177,10 +204,7 @@ class FileUploads:
         """A complete upload's bytes from the start (:class:`InvalidRequest` while incomplete)."""
         staged, offset = await self.get(tenant, upload_id, now)
         if offset != staged.size:
-            raise InvalidRequest(
-                f"the upload has {offset} of its {staged.size} bytes; send the rest first",
-                field="offset",
-            )
+            raise incomplete(staged, offset)
         _, part, _ = self._paths(upload_id)
         handle = await asyncio.to_thread(part.open, "rb")
         with handle:
@@ -294,23 +318,23 @@ async def _receive(part: _Part, chunk: Chunk, limit: int) -> None:
     what the chunk wrote is cut off)."""
     start = part.committed
     if isinstance(chunk.data, bytes):
-        _check_size(start + len(chunk.data), limit, start)
+        check_size(start + len(chunk.data), limit, start)
         digest = await asyncio.to_thread(hashlib.sha256, chunk.data)
-        _check_sha256(digest.hexdigest(), chunk.sha256, start)
+        check_sha256(digest.hexdigest(), chunk.sha256, start)
         await asyncio.to_thread(part.write, chunk.data, commit=True)
         return
     digest = hashlib.sha256()
     size = start
     async for piece in chunk.data:
         size += len(piece)
-        _check_size(size, limit, start)
+        check_size(size, limit, start)
         digest.update(piece)
         await asyncio.to_thread(part.write, piece)
-    _check_sha256(digest.hexdigest(), chunk.sha256, start)
+    check_sha256(digest.hexdigest(), chunk.sha256, start)
     await asyncio.to_thread(part.commit)
 
 
-def _check_size(size: int, limit: int, start: int) -> None:
+def check_size(size: int, limit: int, start: int) -> None:
     if size > limit:
         raise InvalidRequest(
             f"the chunk at offset {start} goes past the declared size ({limit} bytes); the "
@@ -319,7 +343,7 @@ def _check_size(size: int, limit: int, start: int) -> None:
         )
 
 
-def _check_sha256(actual: str, expected: str | None, start: int) -> None:
+def check_sha256(actual: str, expected: str | None, start: int) -> None:
     if expected is not None and actual != expected.lower():
         raise InvalidRequest(
             f"the sha256 of the chunk at offset {start} does not match its bytes; the upload "

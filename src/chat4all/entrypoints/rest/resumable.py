@@ -3,7 +3,8 @@
 Create it with its size (and optionally its sha256), ``PATCH`` the bytes at ``Upload-Offset``
 in as many requests as needed (each may carry ``Upload-Checksum: sha256 <base64>``), ask
 ``HEAD`` (or ``GET``) where it stands after a disconnect, then ``POST .../complete``: it becomes
-a media like ``POST /v1/media``. The bytes are streamed to disk, never held whole in memory.
+a media like ``POST /v1/media``. The bytes are streamed to the upload staging (the disk, or the
+S3 bucket: :class:`~chat4all.ports.UploadStaging`), never held whole in memory.
 A ``PATCH`` at a stale offset, or while another one of the same upload is arriving, is 409.
 gRPC's ``CreateUpload`` ... call the same :class:`~chat4all.service_layer.media.MediaLibrary`
 methods.
@@ -21,12 +22,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from chat4all.adapters.storage.uploads import Chunk, Staged
 from chat4all.entrypoints.rest.answers import documented
 from chat4all.entrypoints.rest.auth import Sender, Use
 from chat4all.entrypoints.rest.media import media_document
 from chat4all.entrypoints.rest.models import AttachmentKind, ErrorBody, MediaOut
 from chat4all.errors import InvalidRequest
+from chat4all.ports import Chunk, Staged
 
 __all__ = ["router"]
 

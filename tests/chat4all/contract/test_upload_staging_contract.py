@@ -1,25 +1,38 @@
-"""Resumable uploads through the media library: chunks at their offsets in any number of
-calls, an interrupted chunk cut back to the last whole one, the offset asked after a
-disconnect, one writer at a time, expiry after the time to live without a write, and the finish
-checking size and sha256 before the upload becomes a Media."""
+"""The upload staging contract (:class:`~chat4all.ports.UploadStaging`): every test runs through
+the media library over the local disk (:class:`FileUploads` under the media directory) and over
+the S3 bucket and the database (:class:`S3Uploads`, moto's server, chunks cut into segments of
+50 000 bytes here). Chunks at their offsets in any number of calls, an interrupted chunk cut back
+to the last whole one, the offset asked after a disconnect, one writer at a time, another process
+going on where one stopped, expiry after the time to live without a write (the staged bytes
+deleted), and the finish checking size and sha256 before the upload becomes a Media."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from chat4all.adapters.storage.media import FileMediaStore
+from chat4all.adapters.storage.media_s3 import MIN_PART_SIZE, S3MediaStore
 from chat4all.adapters.storage.sql import SqlStore
-from chat4all.adapters.storage.uploads import Chunk, FileUploads
+from chat4all.adapters.storage.uploads import FileUploads
+from chat4all.adapters.storage.uploads_s3 import STAGING, S3Uploads
 from chat4all.errors import InvalidRequest, NotFound, UploadConflict
+from chat4all.ports import Chunk
 from chat4all.service_layer.media import MediaLibrary
 
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
+
 TTL = 3600.0
+SEGMENT = 50_000
 
 
 class Clock:
@@ -35,14 +48,82 @@ def clock() -> Clock:
     return Clock()
 
 
+@dataclass
+class Backend:
+    """A media library over one staging, and what its shared places hold."""
+
+    library: Callable[[SqlStore], MediaLibrary]
+    """A library on these places, with a database connection of its own (a process's)."""
+    store: SqlStore
+    staged: Callable[[], list[str]]
+    """What the staging holds (files, objects) of every upload."""
+    stored: Callable[[], list[str]]
+    """The finished files (files, objects) of the media store."""
+
+    def __post_init__(self) -> None:
+        self.media = self.library(self.store)
+
+    @contextlib.asynccontextmanager
+    async def twin(self) -> AsyncIterator[MediaLibrary]:
+        """Another process's library on the same places (directory; bucket) and database."""
+        other = await SqlStore.open(self.store.engine.url.render_as_string(hide_password=False))
+        try:
+            yield self.library(other)
+        finally:
+            await other.close()
+
+
+def file_backend(store: SqlStore, tmp_path: Path, clock: Clock) -> Backend:
+    root = tmp_path / "media"
+
+    def library(on: SqlStore) -> MediaLibrary:
+        return MediaLibrary(
+            FileMediaStore(on, root),
+            max_bytes=1 << 20,
+            clock=clock,
+            uploads=FileUploads(root / ".uploads", ttl=TTL),
+        )
+
+    def files(staging: bool) -> list[str]:
+        return sorted(
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if p.is_file() and (".uploads" in p.parts) == staging
+        )
+
+    return Backend(library, store, lambda: files(True), lambda: files(False))
+
+
+def s3_backend(store: SqlStore, clock: Clock, s3: S3Client, bucket: str) -> Backend:
+    def library(on: SqlStore) -> MediaLibrary:
+        media = S3MediaStore(on, s3, bucket, part_size=MIN_PART_SIZE)
+        return MediaLibrary(
+            media,
+            max_bytes=1 << 20,
+            clock=clock,
+            uploads=S3Uploads(on, media, ttl=TTL, segment_size=SEGMENT),
+        )
+
+    def objects(staging: bool) -> list[str]:
+        listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+        return sorted(o["Key"] for o in listed if o["Key"].startswith(STAGING) == staging)
+
+    return Backend(library, store, lambda: objects(True), lambda: objects(False))
+
+
+@pytest.fixture(params=["file", "s3"])
+def backend(
+    request: pytest.FixtureRequest, store: SqlStore, tmp_path: Path, clock: Clock
+) -> Backend:
+    if request.param == "file":
+        return file_backend(store, tmp_path, clock)
+    s3 = request.getfixturevalue("s3")
+    return s3_backend(store, clock, s3, request.getfixturevalue("bucket"))
+
+
 @pytest.fixture
-def media(store: SqlStore, tmp_path: Path, clock: Clock) -> MediaLibrary:
-    return MediaLibrary(
-        FileMediaStore(store, tmp_path / "media"),
-        max_bytes=1 << 20,
-        clock=clock,
-        uploads=FileUploads(tmp_path / "media" / ".uploads", ttl=TTL),
-    )
+def media(backend: Backend) -> MediaLibrary:
+    return backend.media
 
 
 async def pieces(
@@ -96,7 +177,7 @@ async def test_a_chunk_with_a_wrong_checksum_is_not_kept(media: MediaLibrary) ->
 
 
 async def test_bytes_past_the_declared_size_or_a_wrong_sha256_are_refused(
-    media: MediaLibrary, tmp_path: Path
+    media: MediaLibrary, backend: Backend
 ) -> None:
     data = os.urandom(10_000)
     staged = await media.create_upload("t1", 5_000, "a.bin")
@@ -109,10 +190,7 @@ async def test_bytes_past_the_declared_size_or_a_wrong_sha256_are_refused(
     with pytest.raises(InvalidRequest, match="not the declared") as caught:
         await media.finish("t1", lying.id)
     assert caught.value.field == "sha256"
-    stored = [
-        p for p in (tmp_path / "media").rglob("*") if p.is_file() and ".uploads" not in p.parts
-    ]
-    assert stored == [], "nothing is kept of a refused finish"
+    assert backend.stored() == [], "nothing is kept of a refused finish"
 
 
 async def test_an_upload_is_its_tenants_alone_and_bad_declarations_name_the_field(
@@ -184,7 +262,7 @@ async def test_a_second_writer_meanwhile_is_a_conflict_and_the_first_finishes(
 
 
 async def test_an_upload_idle_past_its_ttl_expires_and_is_swept(
-    media: MediaLibrary, clock: Clock, tmp_path: Path
+    media: MediaLibrary, clock: Clock, backend: Backend
 ) -> None:
     idle = await media.create_upload("t1", 10, "idle.bin")
     await media.append("t1", idle.id, 0, Chunk(b"12345"))
@@ -205,7 +283,7 @@ async def test_an_upload_idle_past_its_ttl_expires_and_is_swept(
     with pytest.raises(NotFound, match="expired"):
         await media.append("t1", busy.id, 3, Chunk(b"4"))
     assert await media.expire_uploads() == 1
-    assert list((tmp_path / "media" / ".uploads").iterdir()) == []
+    assert backend.staged() == []
 
 
 async def test_an_upload_being_written_is_not_swept(media: MediaLibrary, clock: Clock) -> None:
@@ -225,3 +303,21 @@ async def test_an_upload_being_written_is_not_swept(media: MediaLibrary, clock: 
     go_on.set()
     assert await writing == 8
     assert (await media.upload_offset("t1", staged.id))[1] == 8
+
+
+async def test_another_process_goes_on_where_one_stopped(backend: Backend) -> None:
+    data = os.urandom(200_000)
+    first = backend.media
+    staged = await first.create_upload("t1", len(data), "a.bin", sha256=sha(data))
+    assert await first.append("t1", staged.id, 0, Chunk(pieces(data[:120_000]))) == 120_000
+    async with backend.twin() as second:
+        assert (await second.upload_offset("t1", staged.id))[1] == 120_000
+        with pytest.raises(UploadConflict, match="at offset 120000, not 0"):
+            await second.append("t1", staged.id, 0, Chunk(pieces(data)))
+        rest = Chunk(pieces(data[120_000:]), sha(data[120_000:]))
+        assert await second.append("t1", staged.id, 120_000, rest) == len(data)
+    done = await first.finish("t1", staged.id)
+    assert (done.size, done.sha256) == (len(data), sha(data))
+    async with first.store.open("t1", done.id) as (_, handle):
+        assert handle.read() == data
+    assert backend.staged() == [], "the staged bytes go once finished"
