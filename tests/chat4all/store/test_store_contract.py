@@ -654,6 +654,48 @@ async def test_two_processes_appending_to_the_audit_log_keep_one_chain(store_url
             await opened.close()
 
 
+async def test_postgresql_a_delivery_beside_an_accept_passes_the_turn_to_its_row(
+    pg_store: SqlStore,
+) -> None:
+    """A delivery records while an accept into the same conversation is not committed yet:
+    the delivery waits for the head the accept holds, so it sees the new row when it passes
+    the turn (else the row would be left with no head, never claimed)."""
+    store = pg_store
+    await store.accept("t1", req("one"), None, 1.0)
+    [item] = await store.claim(2.0, 10, worker="w1", lease=LEASE)
+    job = Job("t1", req("two"), None, 3.0, NO_ORIGIN)
+    async with store.engine.connect() as accepting, accepting.begin():
+
+        def insert(conn: sa.Connection) -> None:
+            store.message_log.insert_outbound(
+                conn, [job], store.message_log.threads(conn, [job], {})
+            )
+
+        await accepting.run_sync(insert)
+        recording = asyncio.create_task(store.sent(item, "p-1", 4.0))
+
+        async def blocked() -> None:  # a transaction of this database waits for a lock
+            waits = sa.text(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            async with store.engine.connect() as conn:
+                while not (await conn.execute(waits)).scalar():
+                    await asyncio.sleep(0.01)
+
+        waiting = asyncio.create_task(blocked())
+        try:
+            await asyncio.wait(
+                {recording, waiting}, timeout=30, return_when=asyncio.FIRST_COMPLETED
+            )
+            assert waiting.done() and not recording.done(), "the delivery did not wait"
+        finally:
+            waiting.cancel()
+    await asyncio.wait_for(recording, 30)
+    claimed = await store.claim(5.0, 10, worker="w1", lease=LEASE)
+    assert [i.message.content.text for i in claimed] == ["two"]
+
+
 async def test_postgresql_claims_skip_what_another_transaction_holds(pg_store: SqlStore) -> None:
     """A PostgreSQL claim never waits: a head another transaction locked (another claim taking
     it) is skipped; a conversation whose turn another transaction holds (an accept, a delivery

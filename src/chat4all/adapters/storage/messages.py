@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chat4all.adapters.storage.engine import Database, upsert
-from chat4all.adapters.storage.outbox import pass_turn
+from chat4all.adapters.storage.outbox import join_turns
 from chat4all.adapters.storage.rows import (
     decode_cursor,
     decode_seq_cursor,
@@ -267,7 +267,7 @@ class MessageLog:
         conn.execute(_INSERT_MESSAGES, message_rows)
         conn.execute(_INSERT_EVENTS, event_rows)
         conn.execute(_INSERT_OUTBOX, outbox_rows)
-        pass_turn(conn, counts)  # a conversation that had nothing waiting: its new row's turn
+        join_turns(conn, counts)  # a conversation that had nothing waiting: its new row's turn
         for row in keyed:  # one by one: each must find its key still open
             if conn.execute(_COMPLETE, row).rowcount != 1:
                 # Another request took this key over while this one was slow (past the

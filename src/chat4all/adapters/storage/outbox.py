@@ -11,12 +11,16 @@
   leave in order. The flag is kept where the turn passes (:func:`pass_turn`): an accept into
   a conversation with nothing waiting, a delivery, a dead letter, a replay. Claims walk an
   index of the due heads: their cost follows the number of conversations, not the backlog.
-- **Concurrency (PostgreSQL).** The turn passes under the conversation's row lock, the one an
-  accept takes to reserve its seqs (:func:`hold_turns`): an accept appending meanwhile either
-  commits first, and its row is seen when the turn passes, or waits, and then sees the turn
-  passed. Claims lock the heads they take ``FOR UPDATE SKIP LOCKED``: one head per
-  conversation, so two claimers never take two messages of one conversation. SQLite has one
-  writer at a time: its writes are serial anyway.
+- **Concurrency (PostgreSQL).** An accept holds its conversations' rows (reserving their
+  seqs) and share-locks their heads before it gives a head to a conversation without one
+  (:func:`join_turns`). A delivery or a dead letter changes the head row itself, so it either
+  commits first (the accept waits for the row, then sees the turn passed) or waits for the
+  accept's commit (and then sees its rows when it passes the turn): a new row is never left
+  without anyone to crown it, and deliveries never wait for the conversation's row, only for
+  an accept touching that very head at that instant. A replay takes the conversation's row
+  first (:func:`hold_turns`), as an accept does. Claims lock the heads they take ``FOR UPDATE
+  SKIP LOCKED``: one head per conversation, so two claimers never take two messages of one
+  conversation. SQLite has one writer at a time: its writes are serial anyway.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from chat4all.domain.model import DeliveryStatus, Message, advances
 from chat4all.errors import NotFound
 from chat4all.ports import Backlog, Origin, OutboxItem, Page, Publishable
 
-__all__ = ["SqlOutbox", "Sent", "Claim", "hold_turns", "pass_turn"]
+__all__ = ["SqlOutbox", "Sent", "Claim", "hold_turns", "join_turns", "pass_turn"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,8 +297,7 @@ class SqlOutbox:
         if not ids:
             return []
         async with self._db.transaction() as conn:
-            # the turns first, as every change that passes one (rows locked before them could
-            # deadlock with a delivery record, which holds its turns, then deletes its rows)
+            # the conversations first, then their rows, in the order an accept takes them
             threads = (
                 await conn.execute(
                     sa.select(outbox.c.conversation_id).where(outbox.c.message_id.in_(list(ids)))
@@ -335,7 +338,7 @@ class SqlOutbox:
 
     def record_sent(self, conn: sa.Connection, done: Sequence[Sent]) -> None:
         """Deliveries: the rows go, the turn passes, the messages are ``sent`` (a batch in one
-        transaction, which holds their conversations' turns: :func:`hold_turns`).
+        transaction).
 
         A worker whose lease ran out may report late, after another took the row over: the
         message is ``sent`` all the same (the provider has it), but the row stays the new
@@ -543,20 +546,32 @@ def _heads_of(now: float, limit: int) -> sa.Select[Any]:
 
 def hold_turns(conn: sa.Connection, conversation_ids: Iterable[str]) -> None:
     """PostgreSQL: lock the rows of ``conversation_ids`` (in id order, so transactions that
-    hold several never deadlock) until the commit, as an accept reserving their seqs does; a
-    change that passes a turn holds it first (else an accept committing beside it might be
-    crowned by neither). SQLite: nothing (one writer at a time)."""
+    hold several never deadlock) until the commit, as an accept reserving their seqs does: an
+    accept's batch, and the rare changes that must not run beside an accept of the same
+    conversation (a replay, a dead letter), take them first. SQLite: nothing (one writer at a
+    time)."""
     if conn.dialect.name == "postgresql":
         ids = sorted(set(conversation_ids))
         if ids:
             conn.execute(_HOLD, {"ids": ids})
 
 
+def join_turns(conn: sa.Connection, conversation_ids: Iterable[str]) -> None:
+    """An accept's rows are in: on PostgreSQL the heads of ``conversation_ids`` are locked
+    ``FOR SHARE`` (a head a delivery or a dead letter is changing is waited for, and one still
+    there cannot change until this commit), then each conversation without a head gets one
+    (:func:`pass_turn`). Under the conversations' row locks of the seq reservation."""
+    ids = sorted(set(conversation_ids))
+    if not ids:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(_WATCH, {"ids": ids})
+    conn.execute(_TURNS, {"ids": ids})
+
+
 def pass_turn(conn: sa.Connection, conversation_ids: Iterable[str]) -> None:
-    """Each of ``conversation_ids`` without a head gets one, its lowest pending row: after its
-    head went (sent, dead), or when an accept gave it the first row waiting. A conversation
-    that has a head keeps it. Under :func:`hold_turns` (an accept holds its conversations by
-    reserving their seqs)."""
+    """Each of ``conversation_ids`` without a head gets one, its lowest pending row (after its
+    head went: sent, dead). A conversation that has a head keeps it."""
     ids = sorted(set(conversation_ids))
     if ids:
         conn.execute(_TURNS, {"ids": ids})
@@ -620,6 +635,12 @@ _HEADS: Final = _heads()
 _HEADS_OF_IDS: Final = _HEADS.where(one_of(outbox.c.message_id, "only"))
 _HEADS_OF_THREADS: Final = _HEADS.where(one_of(outbox.c.conversation_id, "threads"))
 _TURNS: Final = _turns()
+_WATCH: Final = (
+    sa.select(outbox.c.message_id)
+    .where(one_of(outbox.c.conversation_id, "ids"), outbox.c.head)
+    .with_for_update(read=True)
+)
+"""The heads of ``:ids`` ``FOR SHARE`` (an accept's, :func:`join_turns`)."""
 _HOLD: Final = (
     sa.select(conversations.c.id)
     .where(one_of(conversations.c.id, "ids"))

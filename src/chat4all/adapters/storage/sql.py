@@ -154,11 +154,13 @@ class SqlStore:
     ) -> tuple[list[Message], list[list[OutboxItem]], list[list[OutboxItem]]]:
         """Accepts, then deliveries (and the next heads they follow with), then claims: a
         claim sees the messages accepted and the conversations freed in its own transaction.
-        The conversations of the accepts and the deliveries are locked first, all at once in
-        id order (:func:`hold_turns`): two such transactions never wait for each other in a
-        cycle."""
+        The accepts' conversations are locked first, all at once in id order
+        (:func:`hold_turns`): two batches of accepts never wait for each other in a cycle.
+        (Two processes whose batches each mix accepts and deliveries, ``chat4all serve``
+        twice on one PostgreSQL, may: the server breaks that deadlock and the group commit
+        commits each change alone.)"""
         threads = self.message_log.threads(conn, jobs, learned)
-        hold_turns(conn, [*threads, *(s.item.conversation.id for s in sents)])
+        hold_turns(conn, threads)
         written = self.message_log.insert_outbound(conn, jobs, threads)
         self.outbox.record_sent(conn, sents)
         followed = self.outbox.follow_in(conn, sents)
