@@ -676,8 +676,8 @@ async def test_postgresql_a_delivery_beside_an_accept_passes_the_turn_to_its_row
 
         async def blocked() -> None:  # a transaction of this database waits for a lock
             waits = sa.text(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted AND database = "
-                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
             )
             async with store.engine.connect() as conn:
                 while not (await conn.execute(waits)).scalar():
