@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chat4all.adapters.storage.engine import Database, upsert
-from chat4all.adapters.storage.outbox import join_turns
+from chat4all.adapters.storage.outbox import join_queue
 from chat4all.adapters.storage.rows import (
     decode_cursor,
     decode_seq_cursor,
@@ -35,7 +35,6 @@ from chat4all.adapters.storage.schema import (
     conversations,
     idempotency,
     messages,
-    outbox,
     status_events,
 )
 from chat4all.domain.model import Conversation, DeliveryStatus, Message, StatusEvent
@@ -64,7 +63,6 @@ _RESERVE_ONE: Final = (
 )
 _INSERT_MESSAGES: Final = messages.insert()
 _INSERT_EVENTS: Final = status_events.insert()
-_INSERT_OUTBOX: Final = outbox.insert()
 _COMPLETE: Final = (
     idempotency.update()
     .where(
@@ -266,8 +264,7 @@ class MessageLog:
             written.append(message)
         conn.execute(_INSERT_MESSAGES, message_rows)
         conn.execute(_INSERT_EVENTS, event_rows)
-        conn.execute(_INSERT_OUTBOX, outbox_rows)
-        join_turns(conn, counts)  # a conversation that had nothing waiting: its new row's turn
+        join_queue(conn, outbox_rows)
         for row in keyed:  # one by one: each must find its key still open
             if conn.execute(_COMPLETE, row).rowcount != 1:
                 # Another request took this key over while this one was slow (past the

@@ -13,7 +13,7 @@
   index of the due heads: their cost follows the number of conversations, not the backlog.
 - **Concurrency (PostgreSQL).** An accept holds its conversations' rows (reserving their
   seqs) and share-locks their heads before it gives a head to a conversation without one
-  (:func:`join_turns`). A delivery or a dead letter changes the head row itself, so it either
+  (:func:`join_queue`). A delivery or a dead letter changes the head row itself, so it either
   commits first (the accept waits for the row, then sees the turn passed) or waits for the
   accept's commit (and then sees its rows when it passes the turn): a new row is never left
   without anyone to crown it, and deliveries never wait for the conversation's row, only for
@@ -49,7 +49,7 @@ from chat4all.domain.model import DeliveryStatus, Message, advances
 from chat4all.errors import NotFound
 from chat4all.ports import Backlog, Origin, OutboxItem, Page, Publishable
 
-__all__ = ["SqlOutbox", "Sent", "Claim", "hold_turns", "join_turns", "pass_turn"]
+__all__ = ["SqlOutbox", "Sent", "Claim", "hold_turns", "join_queue", "pass_turn"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,17 +556,24 @@ def hold_turns(conn: sa.Connection, conversation_ids: Iterable[str]) -> None:
             conn.execute(_HOLD, {"ids": ids})
 
 
-def join_turns(conn: sa.Connection, conversation_ids: Iterable[str]) -> None:
-    """An accept's rows are in: on PostgreSQL the heads of ``conversation_ids`` are locked
-    ``FOR SHARE`` (a head a delivery or a dead letter is changing is waited for, and one still
-    there cannot change until this commit), then each conversation without a head gets one
-    (:func:`pass_turn`). Under the conversations' row locks of the seq reservation."""
-    ids = sorted(set(conversation_ids))
-    if not ids:
+def join_queue(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """An accept's outbox ``rows``, in seq order: each conversation's first of them is its
+    head when the conversation has none (then nothing of it was waiting: a conversation with
+    rows waiting always has a head). On PostgreSQL the conversations' heads are locked ``FOR
+    SHARE`` first: a head a delivery or a dead letter is changing is waited for (then it is
+    seen gone), and one still there cannot change until this commit (then that change sees
+    these rows when it passes the turn). Under the conversations' row locks of the seq
+    reservation."""
+    if not rows:
         return
     if conn.dialect.name == "postgresql":
-        conn.execute(_WATCH, {"ids": ids})
-    conn.execute(_TURNS, {"ids": ids})
+        conn.execute(_WATCH, {"ids": sorted({r["conversation_id"] for r in rows})})
+    seen: set[str] = set()
+    for row in rows:
+        row["first"] = row["conversation_id"] not in seen
+        row["thread"] = row["conversation_id"]
+        seen.add(row["conversation_id"])
+    conn.execute(_JOIN, rows)
 
 
 def pass_turn(conn: sa.Connection, conversation_ids: Iterable[str]) -> None:
@@ -640,7 +647,20 @@ _WATCH: Final = (
     .where(one_of(outbox.c.conversation_id, "ids"), outbox.c.head)
     .with_for_update(read=True)
 )
-"""The heads of ``:ids`` ``FOR SHARE`` (an accept's, :func:`join_turns`)."""
+"""The heads of ``:ids`` ``FOR SHARE`` (an accept's, :func:`join_queue`)."""
+
+
+def _join() -> sa.Insert:
+    """An accepted row, its head flag computed: ``:first`` of its batch in its conversation
+    (``:thread``) and the conversation without a head."""
+    other = outbox.alias("other")
+    headless = ~sa.exists().where(
+        other.c.conversation_id == sa.bindparam("thread", type_=sa.String), other.c.head
+    )
+    return outbox.insert().values(head=sa.and_(sa.bindparam("first", type_=sa.Boolean), headless))
+
+
+_JOIN: Final = _join()
 _HOLD: Final = (
     sa.select(conversations.c.id)
     .where(one_of(conversations.c.id, "ids"))
