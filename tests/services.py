@@ -596,20 +596,23 @@ class _Daemon:
         if self._child is not None and self._child.poll() is None:
             raise ServiceUnavailable(f"{self._name}: the private server is running already")
         log = self._root / "server.log"
-        user = self._user
+        argv = self._argv(self.port)
+        if (user := self._user) is not None:
+            # setpriv drops to the user and execs the server (its pid stays the server's):
+            # Popen(user=...) would fork() this process, whose gRPC threads (a hub running in
+            # the test) may kill the child before its exec; without them Popen uses vfork()
+            argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                    "--clear-groups", "--", *argv]  # fmt: skip
         with log.open("ab") as out:
             try:
                 self._child = subprocess.Popen(
-                    self._argv(self.port),
+                    argv,
                     cwd=self._root,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
                     start_new_session=True,
-                    user=None if user is None else user.pw_uid,
-                    group=None if user is None else user.pw_gid,
-                    extra_groups=None if user is None else [],
                 )
             except OSError as exc:
                 raise ServiceUnavailable(f"{self._name}: cannot run the server: {exc}") from exc

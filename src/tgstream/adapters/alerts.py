@@ -7,6 +7,7 @@ elsewhere in tests (a loopback fake of the Bot API).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +24,10 @@ _TIMEOUT: Final = 10.0
 
 class BotAlerter:
     """:class:`~tgstream.session.Alerter` over the Bot API. A repeat of the kind last sent
-    within ``min_interval`` seconds is logged and dropped; a change of kind always goes out."""
+    within ``min_interval`` seconds is logged and dropped; a change of kind always goes out.
+    Alerts go out one at a time, in the order they were raised: each is judged against the one
+    sent before it (two in flight at once could arrive swapped, or a change be taken for a
+    repeat of the alert before the one still in flight)."""
 
     def __init__(
         self,
@@ -42,8 +46,13 @@ class BotAlerter:
         self._clock = clock
         self._last: dict[str, float] = {}
         self._last_kind: str | None = None
+        self._one_at_a_time = asyncio.Lock()
 
     async def notify(self, kind: str, text: str) -> None:
+        async with self._one_at_a_time:
+            await self._notify(kind, text)
+
+    async def _notify(self, kind: str, text: str) -> None:
         now = self._clock()
         last = self._last.get(kind)
         # Only a repeat of the state last announced is held back: a change always goes out,

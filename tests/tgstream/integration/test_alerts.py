@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pyrogram.errors import ChannelPrivate
 from pytgcalls.exceptions import NoActiveGroupCall
 from pytgcalls.types import GroupCallParticipant
@@ -139,6 +140,33 @@ async def test_repeats_are_rate_limited_changes_always_sent_refusals_logged() ->
         assert len(api.messages) == 4
     broken = BotAlerter(TOKEN, 1, api_url="http://127.0.0.1:1")  # nothing listens
     await broken.notify("degraded", "z")
+
+
+async def test_a_change_raised_while_an_alert_is_in_flight_goes_out_after_it() -> None:
+    """However slow the Bot API answers, the operator's last message tells the current state:
+    out, back (its answer slow), out again while back is in flight: out again is a change
+    from back, not a repeat of the first out, and goes out after back."""
+    received: list[str] = []
+    back_arrived = asyncio.Event()
+    answer_back = asyncio.Event()
+
+    async def bot_api(request: httpx.Request) -> httpx.Response:
+        received.append(json.loads(request.content)["text"])
+        if received[-1] == "back":
+            back_arrived.set()
+            await answer_back.wait()
+        return httpx.Response(200, json={"ok": True, "result": {"message_id": len(received)}})
+
+    alerter = BotAlerter(TOKEN, 1, min_interval=300, transport=httpx.MockTransport(bot_api))
+    await alerter.notify("call_out", "out")
+    back = asyncio.create_task(alerter.notify("call_back", "back"))
+    await back_arrived.wait()
+    again = asyncio.create_task(alerter.notify("call_out", "out again"))
+    await asyncio.sleep(0.05)  # time for it to be sent or dropped were it not held back
+    assert received == ["out", "back"]
+    answer_back.set()
+    await asyncio.gather(back, again)
+    assert received == ["out", "back", "out again"]
 
 
 def test_the_masker_knows_the_bot_token_once_settings_load(tmp_path: Path) -> None:
