@@ -42,7 +42,7 @@ PYTEST_OTHERS ?= --ignore=tests/chat4all
 help:
 	@echo "make run    - install what is missing, then run tgstream (preview) and chat4all side by side"
 	@echo "make test   - install what is missing, then lint, type-check and run the whole test suite"
-	@echo "              with the coverage gate (90% of chat4all's domain and use cases); ~11 min"
+	@echo "              with the coverage gate (90% of chat4all's domain and use cases); ~12 min"
 	@echo "make check  - lint, type-check and the unit tests: the inner loop, under a minute"
 	@echo "make bench  - run the benchmarks in bench/ and print their tables"
 	@echo "make constraints - pin the release venvs' versions ($(CONSTRAINTS)) to the development venv's"
