@@ -225,7 +225,10 @@ class LogQueue:
         return items
 
     async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None:
-        await self.store.renew(items, worker=worker, until=until)
+        """``items`` (the dispatcher's) and those claimed with a delivery that wait for the
+        next round (a round lasts as long as its slowest delivery: longer than a lease when a
+        provider hangs), so no other worker takes them meanwhile."""
+        await self.store.renew([*items, *self._next], worker=worker, until=until)
         await _quietly(
             "progress",
             [self.log.progress(e) for i in items if (e := self._entries.get(i.message.id))],

@@ -118,6 +118,26 @@ async def test_claims_follow_the_log_and_an_entry_is_acked_once_its_outcome_is_r
     assert await claim(queue, rig, "w1") == []  # handed out once
 
 
+async def test_a_message_claimed_with_a_delivery_keeps_its_lease_until_handed_out(
+    store: SqlStore,
+) -> None:
+    """The dispatcher renews what it holds; the queue renews what waits for the next round
+    with it, so a long round (a hung provider) does not let another worker take it."""
+    rig = Rig(store)
+    await rig.accept("a0")
+    await rig.accept("a1")
+    await rig.relay.round()
+    queue = await rig.queue("w1")
+    [item] = await queue.claim(rig.clock.now, 64, worker="w1", lease=LEASE)
+    await queue.sent(item, "p", rig.clock.now)  # a1 waits for the next round
+    rig.clock.now += LEASE - 1
+    await queue.renew([], worker="w1", until=rig.clock.now + LEASE)
+    rig.clock.now += LEASE - 1  # past the first lease, within the renewed one
+    # any claim in the store would take a row whose lease ran out
+    assert await store.claim(rig.clock.now, 64, worker="w2", lease=LEASE) == []
+    assert await claim(queue, rig, "w1") == ["a1"]
+
+
 async def test_a_conversation_on_a_partition_not_owned_goes_back_through_the_log(
     store: SqlStore,
 ) -> None:
