@@ -108,8 +108,6 @@ class LogOutbox(Protocol):
 
     async def renew(self, items: Sequence[OutboxItem], *, worker: str, until: float) -> None: ...
 
-    async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None: ...
-
     async def sent_then_next(
         self, item: OutboxItem, provider_id: str, now: float, follow: float | None = None
     ) -> list[OutboxItem]: ...
@@ -237,19 +235,13 @@ class LogQueue:
     async def sent(self, item: OutboxItem, provider_id: str, now: float) -> None:
         """Recorded; on a partition this worker owns, with the claim of the conversation's
         next due head (then the relay has nothing to publish for it: not woken)."""
-        partitions = self.owner.owned(now)
-        if (
-            self._lease is None
-            or partition_of(item.conversation.id, self.log.partitions) not in partitions
-        ):
-            await self.store.sent(item, provider_id, now)
-            await self._done(item)
-            return
-        following = await self.store.sent_then_next(item, provider_id, now, self._lease)
+        owned = partition_of(item.conversation.id, self.log.partitions) in self.owner.owned(now)
+        follow = self._lease if owned else None
+        following = await self.store.sent_then_next(item, provider_id, now, follow)
         if following:
             self._next += following
             self.events.log_followed(len(following))
-        await self._done(item, wake=False)
+        await self._done(item, wake=follow is None)
 
     def serving(
         self, run: Callable[[asyncio.Event], Awaitable[None]]

@@ -203,8 +203,12 @@ class SqlOutbox:
             expired = expire_leases(conn, outbox, outbox.c.message_id, now)
             if expired:
                 self.lapsed(len(expired))
-        heads = _HEADS if ids is None else _HEADS_OF_IDS
-        heads = heads if threads is None else _HEADS_OF_THREADS
+        if threads is not None:
+            heads = _HEADS_OF_THREADS
+        elif ids is not None:
+            heads = _HEADS_OF_IDS
+        else:
+            heads = _HEADS
         if conn.dialect.name == "postgresql":
             # a head another claim holds is skipped; one it took meanwhile is re-read, in flight
             heads = heads.with_for_update(skip_locked=True, of=outbox)
@@ -297,13 +301,6 @@ class SqlOutbox:
         if not ids:
             return []
         async with self._db.transaction() as conn:
-            # the conversations first, then their rows, in the order an accept takes them
-            threads = (
-                await conn.execute(
-                    sa.select(outbox.c.conversation_id).where(outbox.c.message_id.in_(list(ids)))
-                )
-            ).scalars()
-            await conn.run_sync(hold_turns, list(threads))
             expired = await conn.run_sync(
                 lambda c: expire_leases(c, outbox, outbox.c.message_id, now)
             )
@@ -415,7 +412,6 @@ class SqlOutbox:
     ) -> None:
         """Dead-lettered; ``done`` as for :meth:`retry` (a replay sends only the rest)."""
         async with self._db.transaction() as conn:
-            await conn.run_sync(hold_turns, [item.conversation.id])
             if (await conn.execute(_outcome(item, "dead", reason, done))).rowcount == 0:
                 return  # another worker holds it now (this one's lease ran out)
             await conn.run_sync(pass_turn, [item.conversation.id])
@@ -547,9 +543,9 @@ def _heads_of(now: float, limit: int) -> sa.Select[Any]:
 def hold_turns(conn: sa.Connection, conversation_ids: Iterable[str]) -> None:
     """PostgreSQL: lock the rows of ``conversation_ids`` (in id order, so transactions that
     hold several never deadlock) until the commit, as an accept reserving their seqs does: an
-    accept's batch, and the rare changes that must not run beside an accept of the same
-    conversation (a replay, a dead letter), take them first. SQLite: nothing (one writer at a
-    time)."""
+    accept's batch takes them first, and a replay (it gives a conversation a pending row
+    without changing its head, so an accept's share lock on the head would not meet it).
+    SQLite: nothing (one writer at a time)."""
     if conn.dialect.name == "postgresql":
         ids = sorted(set(conversation_ids))
         if ids:
